@@ -1,0 +1,388 @@
+"""The ``lotr-labeler`` command line (also ``python -m lotr_labeler``).
+
+Exit status 0 on success; 1 with one ``error:`` line on stderr for a domain error;
+2 for a usage error. ``--json`` listings print one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from . import project as proj
+from .errors import InvalidInput, LabelerError
+from .export import export_dataset
+from .importers import ImportReport, import_folder, import_urls, import_zip
+from .store import CANDIDATE_STATES, SPLITS, Store
+from .workspace import create_project, open_project
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _print_json(doc: Any) -> None:
+    json.dump(doc, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def _bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A console progress bar on stderr, fed as ``(done, total)``."""
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="file", file=sys.stderr, leave=False, disable=None)
+        bar.n = done
+        bar.refresh()
+
+    def close() -> None:
+        if bar is not None:
+            bar.close()
+
+    return update, close
+
+
+def _store(args: argparse.Namespace) -> Store:
+    return open_project(proj.data_root(args.data), args.project)
+
+
+def _split_names(raw: str | None) -> list[str] | None:
+    return None if raw is None else [n for n in raw.split(",")]
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    store = create_project(proj.data_root(args.data), args.project or proj.DEFAULT_PROJECT, args.template)
+    print(f"Created project {store.name!r} at {store.root} with {len(store.classes())} class(es).")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        rows = store.status()
+        totals = {k: sum(int(r[k]) for r in rows) for k in rows[0] if k not in ("id", "class")} if rows else {}
+        if args.json:
+            _print_json({"project": store.name, "root": str(store.root), "classes": rows, "totals": totals})
+        else:
+            print(f"Project {store.name} ({store.root})")
+            _table(rows, ["class", "images", "valid", "flagged", "deleted", *CANDIDATE_STATES])
+    return 0
+
+
+def cmd_classes(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        action = args.classes_cmd
+        if action == "list":
+            rows: list[dict[str, Any]] = [
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "names": list(c.names),
+                    "template": c.template,
+                    "queries": c.queries,
+                    "images": store.count(c.name),
+                }
+                for c in store.classes()
+            ]
+            if args.json:
+                _print_json(rows)
+            else:
+                _table(
+                    [{**r, "names": ", ".join(r["names"])} for r in rows], ["id", "name", "images", "template", "names"]
+                )
+        elif action == "add":
+            c = store.add_class(args.name, _split_names(args.names) or (), args.template)
+            print(f"Added class {c.name!r}.")
+        elif action == "set":
+            c = store.update_class(args.name, names=_split_names(args.names), template=args.template)
+            print(f"Updated class {c.name!r}: queries {c.queries}.")
+        elif action == "rename":
+            c = store.rename_class(args.old, args.new)
+            print(f"Renamed class {args.old!r} to {c.name!r}.")
+        elif action == "rm":
+            moved = store.delete_class(args.name, force=args.force)
+            print(f"Deleted class {args.name!r}; {moved} image(s) moved to the trash (undo restores them).")
+    return 0
+
+
+def _report(report: ImportReport, as_json: bool) -> int:
+    if as_json:
+        _print_json(report.as_dict())
+        return 0
+    print(report.summary())
+    for item, reason in report.rejected:
+        print(f"  rejected {item}: {reason}", file=sys.stderr)
+    for item, existing in report.duplicates:
+        print(f"  duplicate {item}: same as image {existing}", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    with _store(args) as store:
+        update, close = _bar(f"import {args.kind}")
+        try:
+            if args.kind == "folder":
+                report = import_folder(store, path, update)
+            elif args.kind == "zip":
+                if not path.is_file():
+                    raise InvalidInput(f"{path} is not a file. Give the path of a .zip.")
+                report = import_zip(store, path, update)
+            else:
+                if not path.is_file():
+                    raise InvalidInput(f"{path} is not a file. Give a CSV of url,label[,thumbnail] rows.")
+                text = path.read_text(encoding="utf-8-sig", errors="replace")
+                report = import_urls(store, text, args.label)
+        finally:
+            close()
+        return _report(report, args.json)
+
+
+def _candidate_ids(store: Store, args: argparse.Namespace, states: Sequence[str]) -> list[int]:
+    if args.ids:
+        return [int(i) for i in args.ids]
+    if not (args.all or args.label):
+        raise InvalidInput("Say which candidates: give ids, --class C, or --all.")
+    ids: list[int] = []
+    for state in states:
+        ids += [c.id for c in store.candidates(args.label, state=state)]
+    return ids
+
+
+def cmd_candidates(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        if args.cand_cmd == "list":
+            rows = store.candidates(args.label, state=args.state, query=args.query, limit=args.limit)
+            if args.json:
+                _print_json([asdict(r) for r in rows])
+            else:
+                _table([asdict(r) for r in rows], ["id", "label", "state", "query", "image_url", "error"])
+            return 0
+        state = {"accept": "accepted", "reject": "rejected", "reset": "pending"}[args.cand_cmd]
+        # Bulk selections act on undecided candidates, plus failed ones for a reset.
+        from_states = ("pending", "failed") if state == "pending" else ("pending",)
+        ids = _candidate_ids(store, args, from_states)
+        changed = store.decide(ids, state, label=args.to)
+        print(f"{state.capitalize()} {changed} candidate(s).")
+    return 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        rows = [
+            {**asdict(r), "path": str(store.path(r))}
+            for r in store.images(
+                args.label, split=args.split, source=args.source, deleted=args.deleted, limit=args.limit
+            )
+        ]
+        if args.json:
+            _print_json(rows)
+        else:
+            _table(rows, ["id", "label", "split", "source", "flags", "path"])
+    return 0
+
+
+def cmd_relabel(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        n = store.relabel([int(i) for i in args.ids], args.label)
+        print(f"Relabeled {n} image(s) to {store.get_class(args.label).name!r}.")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        n = store.delete_images(int(i) for i in args.ids)
+        print(f"Deleted {n} image(s) (moved to the trash; `undo` restores).")
+    return 0
+
+
+def cmd_undo(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        print(store.undo())
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        rows = [asdict(e) for e in store.history(args.limit)]
+        if args.json:
+            _print_json(rows)
+        else:
+            _table(rows, ["id", "at", "kind", "summary", "undone"])
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        if args.settings_cmd == "set":
+            value = store.set_setting(args.key, args.value)
+            print(f"{args.key} = {value}")
+            return 0
+        values = store.settings()
+        rows = [{"id": s.key, "value": values[s.key], "default": s.default, "help": s.help} for s in proj.SETTINGS]
+        if args.json:
+            _print_json(rows)
+        else:
+            _table(rows, ["id", "value", "default", "help"])
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        update, close = _bar("export")
+        try:
+            n = export_dataset(store, Path(args.out), update)
+        finally:
+            close()
+        print(f"Exported {n} image(s) and manifest.csv to {args.out}.")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def _select(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ids", nargs="*", type=int, help="candidate ids")
+    p.add_argument("--class", dest="label", help="every undecided candidate of this class")
+    p.add_argument("--all", action="store_true", help="every undecided candidate")
+    p.add_argument("--to", help="also move them to this class")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lotr-labeler", description=__doc__.splitlines()[0] if __doc__ else "")
+    p.add_argument("--data", help=f"data folder (default ${proj.DATA_ENV} or ./data)")
+    p.add_argument("--project", help="project name (default: the only or last used project)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("init", help="create a project")
+    s.add_argument("--template", default="lotr", choices=sorted(proj.TEMPLATES))
+    s.set_defaults(func=cmd_init)
+
+    s = sub.add_parser("status", help="per-class counts")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("classes", help="list, add, set, rename, rm classes")
+    cs = s.add_subparsers(dest="classes_cmd", required=True)
+    c = cs.add_parser("list")
+    c.add_argument("--json", action="store_true")
+    for name in ("add", "set"):
+        c = cs.add_parser(name)
+        c.add_argument("name")
+        c.add_argument("--names", help="comma-separated search names, e.g. 'Frodo,Sam'")
+        c.add_argument(
+            "--template",
+            default="{name}" if name == "add" else None,
+            help="query template with {name}, e.g. '{name} lotr movie face'",
+        )
+    c = cs.add_parser("rename")
+    c.add_argument("old")
+    c.add_argument("new")
+    c = cs.add_parser("rm")
+    c.add_argument("name")
+    c.add_argument("--force", action="store_true", help="also when the class has images (they go to the trash)")
+    s.set_defaults(func=cmd_classes)
+
+    s = sub.add_parser("import", help="import a folder, a zip, or a CSV of image URLs")
+    s.add_argument("kind", choices=("folder", "zip", "urls"))
+    s.add_argument("path")
+    s.add_argument("--class", dest="label", help="label for bare URLs (urls only)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("candidates", help="list, accept, reject or reset search candidates")
+    cs = s.add_subparsers(dest="cand_cmd", required=True)
+    c = cs.add_parser("list")
+    c.add_argument("--class", dest="label")
+    c.add_argument("--state", choices=CANDIDATE_STATES)
+    c.add_argument("--query")
+    c.add_argument("--limit", type=int)
+    c.add_argument("--json", action="store_true")
+    for name in ("accept", "reject", "reset"):
+        _select(cs.add_parser(name))
+    s.set_defaults(func=cmd_candidates)
+
+    s = sub.add_parser("images", help="list images")
+    s.add_argument("images_cmd", choices=("list",))
+    s.add_argument("--class", dest="label")
+    s.add_argument("--split", choices=SPLITS)
+    s.add_argument("--source")
+    s.add_argument("--deleted", action="store_true", help="list the trash instead")
+    s.add_argument("--limit", type=int)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_images)
+
+    s = sub.add_parser("relabel", help="move images to another class")
+    s.add_argument("ids", nargs="+", type=int, metavar="ID")
+    s.add_argument("label", metavar="CLASS")
+    s.set_defaults(func=cmd_relabel)
+
+    s = sub.add_parser("delete", help="move images to the trash (undo restores)")
+    s.add_argument("ids", nargs="+", type=int, metavar="ID")
+    s.set_defaults(func=cmd_delete)
+
+    s = sub.add_parser("undo", help="undo the last change")
+    s.set_defaults(func=cmd_undo)
+
+    s = sub.add_parser("history", help="recent changes")
+    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_history)
+
+    s = sub.add_parser("settings", help="list or set project settings")
+    cs = s.add_subparsers(dest="settings_cmd", required=True)
+    c = cs.add_parser("list")
+    c.add_argument("--json", action="store_true")
+    c = cs.add_parser("set")
+    c.add_argument("key", choices=list(proj.SETTINGS_BY_KEY))
+    c.add_argument("value")
+    s.set_defaults(func=cmd_settings)
+
+    s = sub.add_parser("export", help="export the dataset")
+    s.add_argument("what", choices=("dataset",))
+    s.add_argument("out", metavar="OUT.zip")
+    s.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    func: Handler = args.func
+    try:
+        return func(args)
+    except LabelerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The one exception tree of lotr_labeler.
+
+Every message names the bad value and says how to fix it. Pages and the CLI
+turn a ``LabelerError`` into a user message; anything else is a bug and is
+allowed to surface.
+
+    LabelerError
+    ├── InvalidInput          bad names, settings, arguments
+    ├── NotFound              project, class, image or candidate that does not exist
+    ├── Conflict              the value exists already, or the state forbids the action
+    │   └── NothingToUndo
+    ├── ImageRejected         a file or body that is not a usable image (reason attached)
+    ├── UnsafeArchive         zip entries that would escape the target folder
+    ├── StoreError            the project database cannot be opened or migrated
+    ├── SearchError           image search failed
+    │   ├── SearchRateLimited
+    │   ├── SearchTimeout
+    │   └── NoResults
+    └── FetchError            one download failed (reason attached)
+        └── BlockedHost
+"""
+
+from __future__ import annotations
+
+
+class LabelerError(Exception):
+    """Base of every error the user can act on."""
+
+
+class InvalidInput(LabelerError, ValueError):
+    """A name, setting or argument is not acceptable."""
+
+
+class NotFound(LabelerError, LookupError):
+    """The named project, class, image or candidate does not exist."""
+
+
+class Conflict(LabelerError):
+    """The value exists already, or the current state forbids the action."""
+
+
+class NothingToUndo(Conflict):
+    """The history holds no action that can be undone."""
+
+
+class ImageRejected(LabelerError):
+    """Bytes that are not a usable image. ``reason`` is a short machine-friendly tag."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class UnsafeArchive(LabelerError):
+    """A zip entry whose path would land outside the target folder."""
+
+
+class StoreError(LabelerError):
+    """The project database cannot be opened, migrated or repaired."""
+
+
+class SearchError(LabelerError):
+    """Image search failed."""
+
+
+class SearchRateLimited(SearchError):
+    """The search engine refused because of too many requests."""
+
+
+class SearchTimeout(SearchError):
+    """The search engine did not answer in time."""
+
+
+class NoResults(SearchError):
+    """The query returned nothing."""
+
+
+class FetchError(LabelerError):
+    """One download failed. ``reason`` is a short tag stored with the candidate."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class BlockedHost(FetchError):
+    """The URL points at a loopback, private or otherwise non-public address."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "blocked host")

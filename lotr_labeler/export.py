@@ -1,0 +1,76 @@
+"""Export the dataset as a zip: the fastai folder layout plus manifest.csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import InvalidInput
+from .store import Store
+
+MANIFEST_FIELDS = (
+    "id",
+    "class",
+    "split",
+    "sha256",
+    "path",
+    "source",
+    "source_url",
+    "page_url",
+    "title",
+    "query",
+    "added_at",
+)
+
+
+def export_dataset(store: Store, out: Path, progress: Callable[[int, int], None] | None = None) -> int:
+    """Write ``images/<class>/<id>.jpg`` and ``manifest.csv`` to ``out``; returns the image count.
+
+    The zip is built under a temporary name and renamed, so ``out`` is never half written.
+    ``ImageDataLoaders.from_folder('images')`` or ``lotr-labeler import zip`` read it back.
+    """
+    out = Path(out)
+    if out.suffix.lower() != ".zip":
+        raise InvalidInput(f"Export target {out} must end in .zip.")
+    images = store.images()
+    if not images:
+        raise InvalidInput(f"Project {store.name!r} has no images to export. Import or download some first.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    manifest = io.StringIO()
+    writer = csv.DictWriter(manifest, fieldnames=MANIFEST_FIELDS)
+    writer.writeheader()
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".export-", suffix=".zip")
+    os.close(fd)
+    try:
+        # JPEGs are compressed already: store them, deflate only the manifest.
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for done, img in enumerate(images, start=1):
+                zf.write(store.path(img), img.relpath)
+                writer.writerow(
+                    {
+                        "id": img.id,
+                        "class": img.label,
+                        "split": img.split,
+                        "sha256": img.sha256,
+                        "path": img.relpath,
+                        "source": img.source,
+                        "source_url": img.source_url or "",
+                        "page_url": img.page_url or "",
+                        "title": img.title or "",
+                        "query": img.query or "",
+                        "added_at": img.added_at,
+                    }
+                )
+                if progress:
+                    progress(done, len(images))
+            zf.writestr("manifest.csv", manifest.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+        Path(tmp).replace(out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(images)

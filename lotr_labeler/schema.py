@@ -1,0 +1,94 @@
+"""The project database schema: numbered migrations as SQL text, applied in order.
+
+Never edit a released migration; append a new one. ``PRAGMA user_version`` holds
+the number of the last applied migration.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "001_initial",
+        """
+        CREATE TABLE classes (
+            id          INTEGER PRIMARY KEY,
+            name        TEXT NOT NULL,
+            name_key    TEXT NOT NULL,          -- casefolded name: identity of a class
+            names       TEXT NOT NULL DEFAULT '[]',  -- JSON list of search names
+            template    TEXT NOT NULL DEFAULT '{name}',
+            position    INTEGER NOT NULL DEFAULT 0,
+            deleted     INTEGER NOT NULL DEFAULT 0,
+            created_at  TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX classes_live_name ON classes(name_key) WHERE deleted = 0;
+
+        CREATE TABLE images (
+            id          INTEGER PRIMARY KEY,
+            sha256      TEXT NOT NULL UNIQUE,   -- of the stored JPEG file
+            class_id    INTEGER NOT NULL REFERENCES classes(id),
+            split       TEXT NOT NULL CHECK (split IN ('train', 'valid')),
+            deleted     INTEGER NOT NULL DEFAULT 0,
+            width       INTEGER NOT NULL,
+            height      INTEGER NOT NULL,
+            nbytes      INTEGER NOT NULL,
+            phash       TEXT NOT NULL,
+            dup_of      INTEGER REFERENCES images(id),  -- nearest earlier near duplicate
+            flags       TEXT NOT NULL DEFAULT '',       -- space separated tags
+            source      TEXT NOT NULL,          -- folder | zip | download | upload
+            source_url  TEXT,
+            page_url    TEXT,
+            title       TEXT,
+            query       TEXT,
+            original_name TEXT,
+            candidate_id INTEGER,
+            added_at    TEXT NOT NULL
+        );
+        CREATE INDEX images_class ON images(class_id, deleted);
+        CREATE INDEX images_source_url ON images(source_url);
+
+        CREATE TABLE candidates (
+            id            INTEGER PRIMARY KEY,
+            class_id      INTEGER NOT NULL REFERENCES classes(id),
+            image_url     TEXT NOT NULL UNIQUE,
+            thumbnail_url TEXT,
+            page_url      TEXT,
+            title         TEXT,
+            query         TEXT,
+            width         INTEGER,
+            height        INTEGER,
+            source        TEXT NOT NULL,        -- ddg | csv | urls
+            state         TEXT NOT NULL DEFAULT 'pending'
+                          CHECK (state IN ('pending', 'accepted', 'rejected', 'downloaded', 'failed')),
+            error         TEXT,
+            image_id      INTEGER REFERENCES images(id),
+            attempts      INTEGER NOT NULL DEFAULT 0,
+            created_at    TEXT NOT NULL,
+            updated_at    TEXT NOT NULL
+        );
+        CREATE INDEX candidates_class_state ON candidates(class_id, state);
+
+        -- History of user actions; undo applies the inverse of the newest live one.
+        CREATE TABLE events (
+            id        INTEGER PRIMARY KEY,
+            at        TEXT NOT NULL,
+            kind      TEXT NOT NULL,
+            summary   TEXT NOT NULL,
+            payload   TEXT NOT NULL,            -- JSON, enough to invert exactly
+            undone    INTEGER NOT NULL DEFAULT 0
+        );
+
+        -- Redo journal of file moves: written in the same transaction as the DB change
+        -- they belong to, carried out after commit, finished on the next open after a crash.
+        CREATE TABLE file_ops (
+            id   INTEGER PRIMARY KEY,
+            src  TEXT NOT NULL,
+            dst  TEXT NOT NULL
+        );
+
+        CREATE TABLE settings (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL                 -- JSON
+        );
+        """,
+    ),
+)

@@ -1,0 +1,874 @@
+"""The project store: a SQLite manifest plus the image files, kept in agreement.
+
+Layout of a project folder::
+
+    project.sqlite                 manifest (WAL)
+    images/<class>/<id>.jpg        active images (fastai ``from_folder`` layout)
+    trash/<id>.jpg                 soft-deleted images (restorable)
+    tmp/                           files being written, before their row commits
+    cache/                         thumbnails, embeddings
+
+File paths are derived from the row (class name, id, deleted), never stored, so a
+class rename is one folder move. Every file move is journaled in ``file_ops`` in
+the same transaction as its DB change and carried out after commit; opening the
+store finishes any move a crash interrupted. The DB is the truth, the files follow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import project as proj
+from .errors import Conflict, InvalidInput, NotFound, NothingToUndo, StoreError
+from .imaging import Normalized, hamming, write_atomic
+from .schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "project.sqlite"
+CANDIDATE_STATES = ("pending", "accepted", "rejected", "downloaded", "failed")
+SPLITS = ("train", "valid")
+# Unreferenced temp files younger than this may belong to another process mid-write.
+_TMP_GRACE_SECONDS = 600
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def split_for(sha256: str, valid_pct: int) -> str:
+    """Stable split from the content hash: the same file is always in the same split."""
+    return "valid" if int(sha256[:8], 16) % 100 < valid_pct else "train"
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    id: int
+    name: str
+    names: tuple[str, ...]
+    template: str
+    position: int
+
+    @property
+    def queries(self) -> list[str]:
+        return proj.queries_for(self.name, self.names, self.template)
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    id: int
+    sha256: str
+    class_id: int
+    label: str
+    split: str
+    deleted: bool
+    width: int
+    height: int
+    nbytes: int
+    phash: str
+    dup_of: int | None
+    flags: tuple[str, ...]
+    source: str
+    source_url: str | None
+    page_url: str | None
+    title: str | None
+    query: str | None
+    original_name: str | None
+    added_at: str
+
+    @property
+    def relpath(self) -> str:
+        return f"trash/{self.id}.jpg" if self.deleted else f"images/{self.label}/{self.id}.jpg"
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    id: int
+    class_id: int
+    label: str
+    image_url: str
+    thumbnail_url: str | None
+    page_url: str | None
+    title: str | None
+    query: str | None
+    width: int | None
+    height: int | None
+    source: str
+    state: str
+    error: str | None
+    image_id: int | None
+    attempts: int
+    created_at: str
+
+
+@dataclass(frozen=True)
+class CandidateIn:
+    """A search or list result to add as a candidate."""
+
+    label: str
+    image_url: str
+    thumbnail_url: str | None = None
+    page_url: str | None = None
+    title: str | None = None
+    query: str | None = None
+    width: int | None = None
+    height: int | None = None
+    source: str = "ddg"
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What ``add_image`` did: the stored row, or the existing row it duplicates."""
+
+    image: ImageRow
+    duplicate: bool
+    near_duplicate_of: int | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    at: str
+    kind: str
+    summary: str
+    undone: bool
+
+
+_IMAGE_SELECT = """
+    SELECT i.*, c.name AS label FROM images i JOIN classes c ON c.id = i.class_id
+"""
+_CANDIDATE_SELECT = """
+    SELECT k.*, c.name AS label FROM candidates k JOIN classes c ON c.id = k.class_id
+"""
+
+
+def _image(row: sqlite3.Row) -> ImageRow:
+    return ImageRow(
+        id=row["id"],
+        sha256=row["sha256"],
+        class_id=row["class_id"],
+        label=row["label"],
+        split=row["split"],
+        deleted=bool(row["deleted"]),
+        width=row["width"],
+        height=row["height"],
+        nbytes=row["nbytes"],
+        phash=row["phash"],
+        dup_of=row["dup_of"],
+        flags=tuple(row["flags"].split()),
+        source=row["source"],
+        source_url=row["source_url"],
+        page_url=row["page_url"],
+        title=row["title"],
+        query=row["query"],
+        original_name=row["original_name"],
+        added_at=row["added_at"],
+    )
+
+
+def _candidate(row: sqlite3.Row) -> CandidateRow:
+    return CandidateRow(**{k: row[k] for k in CandidateRow.__dataclass_fields__ if k != "label"}, label=row["label"])
+
+
+class Store:
+    """One project: its database connection and its folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.name = self.root.name
+        db = self.root / DB_NAME
+        if not db.exists():
+            raise NotFound(f"No project at {self.root} (missing {DB_NAME}). Create it with `init`.")
+        self.conn = self._connect(db)
+        self._tx_depth = 0
+        migrate(self.conn)
+        self.repair()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @staticmethod
+    def _connect(db: Path) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(db, isolation_level=None, timeout=10)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"Cannot open {db}: {exc}. Restore it from a backup or move it away.") from exc
+        return conn
+
+    @classmethod
+    def create(cls, root: Path) -> Store:
+        root = Path(root)
+        if (root / DB_NAME).exists():
+            raise Conflict(f"Project {root.name!r} exists already at {root}. Pick another name.")
+        for sub in ("images", "trash", "tmp", "cache"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        cls._connect(root / DB_NAME).close()
+        return cls(root)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def path(self, image: ImageRow) -> Path:
+        return self.root / image.relpath
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    # -- transactions and the file journal -------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic change. Nested calls join the outer transaction. File moves
+        planned inside are carried out once the outermost transaction commits."""
+        if self._tx_depth:
+            self._tx_depth += 1
+            try:
+                yield self.conn
+            finally:
+                self._tx_depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._tx_depth = 1
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+        finally:
+            self._tx_depth = 0
+        self._apply_file_ops()
+
+    def _plan_move(self, src: str, dst: str) -> None:
+        assert self._tx_depth, "file moves are planned inside a transaction"
+        self.conn.execute("INSERT INTO file_ops(src, dst) VALUES (?, ?)", (src, dst))
+
+    def _apply_file_ops(self) -> None:
+        for op in self.conn.execute("SELECT id, src, dst FROM file_ops ORDER BY id").fetchall():
+            self._move(self.root / op["src"], self.root / op["dst"])
+            self.conn.execute("DELETE FROM file_ops WHERE id = ?", (op["id"],))
+
+    @staticmethod
+    def _move(src: Path, dst: Path) -> None:
+        """Idempotent move: finished already when only ``dst`` exists."""
+        if not src.exists():
+            if not dst.exists():
+                log.warning("file move %s -> %s: neither exists", src, dst)
+            return
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir() and dst.exists():
+            # Merging into a folder that exists (e.g. an empty one left behind).
+            for child in src.iterdir():
+                Store._move(child, dst / child.name)
+            src.rmdir()
+            return
+        src.replace(dst)
+
+    def repair(self) -> list[str]:
+        """Finish interrupted file moves and drop stale temp files. Returns what was done."""
+        done: list[str] = []
+        pending = self.conn.execute("SELECT count(*) FROM file_ops").fetchone()[0]
+        if pending:
+            self._apply_file_ops()
+            done.append(f"finished {pending} interrupted file move(s)")
+        tmp = self.root / "tmp"
+        if tmp.is_dir():
+            cutoff = time.time() - _TMP_GRACE_SECONDS
+            for f in tmp.iterdir():
+                if f.is_file() and f.stat().st_mtime < cutoff:
+                    f.unlink(missing_ok=True)
+                    done.append(f"removed stale temp file {f.name}")
+        for line in done:
+            log.info("repair %s: %s", self.name, line)
+        return done
+
+    def _event(self, kind: str, summary: str, payload: dict[str, Any]) -> None:
+        self.conn.execute(
+            "INSERT INTO events(at, kind, summary, payload) VALUES (?, ?, ?, ?)",
+            (now(), kind, summary, json.dumps(payload)),
+        )
+
+    # -- settings --------------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        values: dict[str, Any] = {s.key: s.default for s in proj.SETTINGS}
+        for row in self.conn.execute("SELECT key, value FROM settings"):
+            if row["key"] in values:
+                values[row["key"]] = json.loads(row["value"])
+        return values
+
+    def get_setting(self, key: str) -> Any:
+        proj.setting(key)
+        return self.settings()[key]
+
+    def set_setting(self, key: str, value: Any) -> Any:
+        parsed = proj.setting(key).parse(value)
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(parsed)),
+            )
+        return parsed
+
+    # -- classes ---------------------------------------------------------------------
+
+    def classes(self) -> list[ClassRow]:
+        rows = self.conn.execute("SELECT * FROM classes WHERE deleted = 0 ORDER BY position, id").fetchall()
+        return [ClassRow(r["id"], r["name"], tuple(json.loads(r["names"])), r["template"], r["position"]) for r in rows]
+
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes()]
+
+    def get_class(self, name: str) -> ClassRow:
+        key = proj.name_key(name.strip())
+        for c in self.classes():
+            if proj.name_key(c.name) == key:
+                return c
+        known = ", ".join(self.class_names()) or "none yet"
+        raise NotFound(f"No class {name!r} in project {self.name!r}. Classes: {known}.")
+
+    def _class_by_id(self, class_id: int) -> sqlite3.Row:
+        row: sqlite3.Row | None = self.conn.execute("SELECT * FROM classes WHERE id = ?", (class_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"No class with id {class_id}.")
+        return row
+
+    def _check_free(self, name: str, except_id: int | None = None) -> None:
+        key = proj.name_key(name)
+        row = self.conn.execute("SELECT id, name FROM classes WHERE name_key = ? AND deleted = 0", (key,)).fetchone()
+        if row is not None and row["id"] != except_id:
+            raise Conflict(
+                f"Class {name!r} already exists as {row['name']!r} (names are case-insensitive). Pick another name."
+            )
+
+    def add_class(
+        self, name: str, names: Sequence[str] = (), template: str = "{name}", *, record: bool = True
+    ) -> ClassRow:
+        name = proj.validate_name(name)
+        template = proj.validate_template(template)
+        clean = proj.clean_search_names(list(names))
+        with self.transaction():
+            self._check_free(name)
+            position = self.conn.execute("SELECT coalesce(max(position), 0) + 1 FROM classes").fetchone()[0]
+            cur = self.conn.execute(
+                "INSERT INTO classes(name, name_key, names, template, position, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, proj.name_key(name), json.dumps(list(clean)), template, position, now()),
+            )
+            class_id = cur.lastrowid
+            if record:
+                self._event("add_class", f"added class {name}", {"class_id": class_id})
+        (self.root / "images" / name).mkdir(parents=True, exist_ok=True)
+        return self.get_class(name)
+
+    def update_class(self, name: str, *, names: Sequence[str] | None = None, template: str | None = None) -> ClassRow:
+        """Edit search names and/or query template (not undoable: they are settings)."""
+        cls = self.get_class(name)
+        new_names = proj.clean_search_names(list(names)) if names is not None else cls.names
+        new_template = proj.validate_template(template) if template is not None else cls.template
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE classes SET names = ?, template = ? WHERE id = ?",
+                (json.dumps(list(new_names)), new_template, cls.id),
+            )
+        return self.get_class(cls.name)
+
+    def rename_class(self, old: str, new: str) -> ClassRow:
+        cls = self.get_class(old)
+        new = proj.validate_name(new)
+        if new == cls.name:
+            return cls
+        with self.transaction():
+            self._rename(cls.id, cls.name, new)
+            self._event(
+                "rename_class", f"renamed class {cls.name} to {new}", {"class_id": cls.id, "old": cls.name, "new": new}
+            )
+        return self.get_class(new)
+
+    def _rename(self, class_id: int, old: str, new: str) -> None:
+        self._check_free(new, except_id=class_id)
+        self.conn.execute("UPDATE classes SET name = ?, name_key = ? WHERE id = ?", (new, proj.name_key(new), class_id))
+        self._plan_move(f"images/{old}", f"images/{new}")
+
+    def delete_class(self, name: str, *, force: bool = False) -> int:
+        """Remove a class; its images go to the trash. Returns how many images moved.
+
+        Refuses when the class has images unless ``force``: a guard against a slip.
+        """
+        cls = self.get_class(name)
+        ids = [r[0] for r in self.conn.execute("SELECT id FROM images WHERE class_id = ? AND deleted = 0", (cls.id,))]
+        if ids and not force:
+            raise Conflict(
+                f"Class {cls.name!r} has {len(ids)} image(s). Confirm (--force) to move them to the trash "
+                "with the class; undo brings both back."
+            )
+        with self.transaction():
+            self._set_deleted(ids, True)
+            self.conn.execute("UPDATE classes SET deleted = 1 WHERE id = ?", (cls.id,))
+            self._plan_move(f"images/{cls.name}", f"trash/class-{cls.id}")
+            self._event(
+                "delete_class", f"deleted class {cls.name} ({len(ids)} images)", {"class_id": cls.id, "image_ids": ids}
+            )
+        return len(ids)
+
+    # -- images ----------------------------------------------------------------------
+
+    def add_image(
+        self,
+        img: Normalized,
+        label: str,
+        *,
+        source: str,
+        source_url: str | None = None,
+        page_url: str | None = None,
+        title: str | None = None,
+        query: str | None = None,
+        original_name: str | None = None,
+        candidate_id: int | None = None,
+    ) -> AddResult:
+        """Store a normalized image under ``label`` unless its exact bytes are stored already.
+
+        Near duplicates (phash within ``near_dup_distance``, any class) are stored but flagged.
+        """
+        existing = self.conn.execute(_IMAGE_SELECT + " WHERE i.sha256 = ?", (img.sha256,)).fetchone()
+        if existing is not None:
+            return AddResult(_image(existing), duplicate=True)
+        cls = self.get_class(label)
+        settings = self.settings()
+        near = self._nearest(img.phash, int(settings["near_dup_distance"]))
+        tmp_dir = self.root / "tmp"
+        tmp_dir.mkdir(exist_ok=True)
+        tmp = tmp_dir / f"{img.sha256}.jpg"
+        write_atomic(tmp, img.jpeg)
+        try:
+            with self.transaction():
+                cur = self.conn.execute(
+                    "INSERT INTO images(sha256, class_id, split, width, height, nbytes, phash, dup_of, flags,"
+                    " source, source_url, page_url, title, query, original_name, candidate_id, added_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        img.sha256,
+                        cls.id,
+                        split_for(img.sha256, int(settings["valid_pct"])),
+                        img.width,
+                        img.height,
+                        len(img.jpeg),
+                        img.phash,
+                        near,
+                        "near-duplicate" if near else "",
+                        source,
+                        source_url,
+                        page_url,
+                        title,
+                        query,
+                        original_name,
+                        candidate_id,
+                        now(),
+                    ),
+                )
+                image_id = int(cur.lastrowid or 0)
+                if near:
+                    self.conn.execute(
+                        "UPDATE images SET flags = trim(flags || ' near-duplicate') "
+                        "WHERE id = ? AND instr(flags, 'near-duplicate') = 0",
+                        (near,),
+                    )
+                self._plan_move(f"tmp/{tmp.name}", f"images/{cls.name}/{image_id}.jpg")
+                if candidate_id is not None:
+                    self.finish_candidate(candidate_id, image_id=image_id)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return AddResult(self.get_image(image_id), duplicate=False, near_duplicate_of=near)
+
+    def _nearest(self, phash: str, max_distance: int) -> int | None:
+        best: tuple[int, int] | None = None
+        for row in self.conn.execute("SELECT id, phash FROM images WHERE deleted = 0"):
+            d = hamming(phash, row["phash"])
+            if d <= max_distance and (best is None or d < best[0]):
+                best = (d, row["id"])
+        return best[1] if best else None
+
+    def record_import(self, image_ids: Sequence[int], summary: str) -> None:
+        """One undoable event for a batch of added images (undo moves them to the trash)."""
+        if image_ids:
+            with self.transaction():
+                self._event("import", summary, {"ids": list(image_ids)})
+
+    def get_image(self, image_id: int) -> ImageRow:
+        row = self.conn.execute(_IMAGE_SELECT + " WHERE i.id = ?", (image_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"No image with id {image_id} in project {self.name!r}.")
+        return _image(row)
+
+    def _image_filter(
+        self,
+        label: str | None,
+        split: str | None,
+        source: str | None,
+        deleted: bool,
+        flagged: bool | None,
+    ) -> tuple[str, list[Any]]:
+        where = ["i.deleted = ?"]
+        args: list[Any] = [int(deleted)]
+        if label:
+            where.append("i.class_id = ?")
+            args.append(self.get_class(label).id)
+        if split:
+            if split not in SPLITS:
+                raise InvalidInput(f"Split {split!r} is not valid. Must be one of: {', '.join(SPLITS)}.")
+            where.append("i.split = ?")
+            args.append(split)
+        if source:
+            where.append("i.source = ?")
+            args.append(source)
+        if flagged is not None:
+            where.append("i.flags != ''" if flagged else "i.flags = ''")
+        return " WHERE " + " AND ".join(where), args
+
+    def images(
+        self,
+        label: str | None = None,
+        *,
+        split: str | None = None,
+        source: str | None = None,
+        deleted: bool = False,
+        flagged: bool | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ImageRow]:
+        where, args = self._image_filter(label, split, source, deleted, flagged)
+        sql = _IMAGE_SELECT + where + " ORDER BY i.id"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args += [limit, offset]
+        return [_image(r) for r in self.conn.execute(sql, args)]
+
+    def count(
+        self,
+        label: str | None = None,
+        *,
+        split: str | None = None,
+        source: str | None = None,
+        deleted: bool = False,
+        flagged: bool | None = None,
+    ) -> int:
+        where, args = self._image_filter(label, split, source, deleted, flagged)
+        sql = "SELECT count(*) FROM images i" + where
+        return int(self.conn.execute(sql, args).fetchone()[0])
+
+    def sources(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT source FROM images ORDER BY source")]
+
+    def _existing_images(self, ids: Iterable[int]) -> list[ImageRow]:
+        rows = [self.get_image(int(i)) for i in dict.fromkeys(ids)]
+        if not rows:
+            raise InvalidInput("No image ids given. Pass one or more ids.")
+        return rows
+
+    def relabel(self, ids: Iterable[int], label: str) -> int:
+        """Move images to class ``label`` (file and row together). Returns how many changed."""
+        target = self.get_class(label)
+        rows = [r for r in self._existing_images(ids) if r.class_id != target.id]
+        deleted = [r.id for r in rows if r.deleted]
+        if deleted:
+            raise Conflict(f"Image(s) {deleted} are deleted. Restore them (undo) before relabeling.")
+        if not rows:
+            return 0
+        with self.transaction():
+            self._set_class([(r.id, target.id) for r in rows])
+            self._event(
+                "relabel",
+                f"relabeled {len(rows)} image(s) to {target.name}",
+                {"items": [[r.id, r.class_id] for r in rows], "to": target.id},
+            )
+        return len(rows)
+
+    def _set_class(self, moves: Sequence[tuple[int, int]]) -> None:
+        for image_id, class_id in moves:
+            old = self.get_image(image_id)
+            new_label = self._class_by_id(class_id)["name"]
+            self.conn.execute("UPDATE images SET class_id = ? WHERE id = ?", (class_id, image_id))
+            if not old.deleted:
+                self._plan_move(old.relpath, f"images/{new_label}/{image_id}.jpg")
+
+    def delete_images(self, ids: Iterable[int]) -> int:
+        """Soft delete: the file goes to the trash, the row stays; undo restores both."""
+        rows = [r for r in self._existing_images(ids) if not r.deleted]
+        if not rows:
+            return 0
+        with self.transaction():
+            self._set_deleted([r.id for r in rows], True)
+            self._event("delete", f"deleted {len(rows)} image(s)", {"ids": [r.id for r in rows]})
+        return len(rows)
+
+    def restore_images(self, ids: Iterable[int]) -> int:
+        rows = [r for r in self._existing_images(ids) if r.deleted]
+        if not rows:
+            return 0
+        with self.transaction():
+            self._set_deleted([r.id for r in rows], False)
+            self._event("restore", f"restored {len(rows)} image(s)", {"ids": [r.id for r in rows]})
+        return len(rows)
+
+    def _set_deleted(self, ids: Sequence[int], deleted: bool) -> None:
+        for image_id in ids:
+            old = self.get_image(image_id)
+            if old.deleted == deleted:
+                continue
+            self.conn.execute("UPDATE images SET deleted = ? WHERE id = ?", (int(deleted), image_id))
+            new = f"trash/{image_id}.jpg" if deleted else f"images/{old.label}/{image_id}.jpg"
+            self._plan_move(old.relpath, new)
+
+    # -- candidates ------------------------------------------------------------------
+
+    def add_candidates(self, items: Iterable[CandidateIn]) -> tuple[int, int]:
+        """Add search results; returns (added, skipped as known URL or image already stored)."""
+        added = skipped = 0
+        with self.transaction():
+            class_ids = {proj.name_key(c.name): c.id for c in self.classes()}
+            for item in items:
+                class_id = class_ids.get(proj.name_key(item.label))
+                if class_id is None:
+                    raise NotFound(f"No class {item.label!r}. Add it first, or fix the label.")
+                known = self.conn.execute(
+                    "SELECT 1 FROM candidates WHERE image_url = ? UNION SELECT 1 FROM images WHERE source_url = ?",
+                    (item.image_url, item.image_url),
+                ).fetchone()
+                if known:
+                    skipped += 1
+                    continue
+                stamp = now()
+                self.conn.execute(
+                    "INSERT INTO candidates(class_id, image_url, thumbnail_url, page_url, title, query,"
+                    " width, height, source, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        class_id,
+                        item.image_url,
+                        item.thumbnail_url,
+                        item.page_url,
+                        item.title,
+                        item.query,
+                        item.width,
+                        item.height,
+                        item.source,
+                        stamp,
+                        stamp,
+                    ),
+                )
+                added += 1
+        return added, skipped
+
+    def _candidate_filter(self, label: str | None, state: str | None, query: str | None) -> tuple[str, list[Any]]:
+        # Candidates of a deleted class stay in the DB (undo) but out of every listing.
+        where: list[str] = ["k.class_id IN (SELECT id FROM classes WHERE deleted = 0)"]
+        args: list[Any] = []
+        if label:
+            where.append("k.class_id = ?")
+            args.append(self.get_class(label).id)
+        if state:
+            if state not in CANDIDATE_STATES:
+                raise InvalidInput(
+                    f"Candidate state {state!r} is not valid. Must be one of: {', '.join(CANDIDATE_STATES)}."
+                )
+            where.append("k.state = ?")
+            args.append(state)
+        if query:
+            where.append("k.query = ?")
+            args.append(query)
+        return " WHERE " + " AND ".join(where), args
+
+    def candidates(
+        self,
+        label: str | None = None,
+        *,
+        state: str | None = None,
+        query: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[CandidateRow]:
+        where, args = self._candidate_filter(label, state, query)
+        sql = _CANDIDATE_SELECT + where + " ORDER BY k.id"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args += [limit, offset]
+        return [_candidate(r) for r in self.conn.execute(sql, args)]
+
+    def count_candidates(self, label: str | None = None, *, state: str | None = None, query: str | None = None) -> int:
+        where, args = self._candidate_filter(label, state, query)
+        return int(self.conn.execute("SELECT count(*) FROM candidates k" + where, args).fetchone()[0])
+
+    def candidate_queries(self, label: str | None = None) -> list[str]:
+        where, args = self._candidate_filter(label, None, None)
+        sql = f"SELECT DISTINCT k.query FROM candidates k{where} ORDER BY k.query"
+        return [r[0] for r in self.conn.execute(sql, args) if r[0]]
+
+    def get_candidate(self, candidate_id: int) -> CandidateRow:
+        row = self.conn.execute(_CANDIDATE_SELECT + " WHERE k.id = ?", (candidate_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"No candidate with id {candidate_id} in project {self.name!r}.")
+        return _candidate(row)
+
+    def finish_candidate(
+        self, candidate_id: int, *, image_id: int | None = None, error: str | None = None, state: str | None = None
+    ) -> None:
+        """Record a download attempt: ``downloaded`` with its image, or ``failed`` with a reason.
+
+        ``state`` overrides the resulting state (e.g. ``rejected`` for a previously deleted picture).
+        """
+        new_state = state or ("downloaded" if image_id is not None and error is None else "failed")
+        if new_state not in CANDIDATE_STATES:
+            raise InvalidInput(f"Candidate state {new_state!r} is not valid. Must be one of: {CANDIDATE_STATES}.")
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE candidates SET state = ?, image_id = ?, error = ?, attempts = attempts + 1, "
+                "updated_at = ? WHERE id = ?",
+                (new_state, image_id, error, now(), candidate_id),
+            )
+
+    def decide(self, ids: Iterable[int], state: str, *, label: str | None = None) -> int:
+        """Set review decisions (accepted/rejected/pending), optionally moving to another class.
+
+        Downloaded candidates are left alone: their image is managed on the Dataset page.
+        """
+        if state not in ("pending", "accepted", "rejected"):
+            raise InvalidInput(f"Decision {state!r} is not valid. Must be one of: pending, accepted, rejected.")
+        target = self.get_class(label).id if label else None
+        rows = [self.get_candidate(int(i)) for i in dict.fromkeys(ids)]
+        changed = [
+            r
+            for r in rows
+            if r.state != "downloaded" and (r.state != state or (target is not None and r.class_id != target))
+        ]
+        if not changed:
+            return 0
+        with self.transaction():
+            for r in changed:
+                self.conn.execute(
+                    "UPDATE candidates SET state = ?, class_id = ?, updated_at = ? WHERE id = ?",
+                    (state, target or r.class_id, now(), r.id),
+                )
+            moved = f" to {label}" if label else ""
+            self._event(
+                "decide",
+                f"{state} {len(changed)} candidate(s){moved}",
+                {"items": [[r.id, r.state, r.class_id, r.error] for r in changed]},
+            )
+        return len(changed)
+
+    # -- history and undo -------------------------------------------------------------
+
+    def history(self, limit: int = 50) -> list[Event]:
+        rows = self.conn.execute("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [Event(r["id"], r["at"], r["kind"], r["summary"], bool(r["undone"])) for r in rows]
+
+    def undo(self) -> str:
+        """Invert the newest action not yet undone, exactly: labels, files, deleted state."""
+        row = self.conn.execute("SELECT * FROM events WHERE undone = 0 ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            raise NothingToUndo(f"Nothing to undo in project {self.name!r}.")
+        payload = json.loads(row["payload"])
+        kind = row["kind"]
+        with self.transaction():
+            if kind == "relabel":
+                self._set_class([(image_id, from_id) for image_id, from_id in payload["items"]])
+            elif kind in ("delete", "import"):
+                # undo of a delete restores; undo of an import moves the images to the trash
+                self._set_deleted(payload["ids"], kind == "import")
+            elif kind == "restore":
+                self._set_deleted(payload["ids"], True)
+            elif kind == "rename_class":
+                self._rename(payload["class_id"], payload["new"], payload["old"])
+            elif kind == "delete_class":
+                cls = self._class_by_id(payload["class_id"])
+                self._check_free(cls["name"], except_id=cls["id"])
+                self.conn.execute("UPDATE classes SET deleted = 0 WHERE id = ?", (cls["id"],))
+                self._plan_move(f"trash/class-{cls['id']}", f"images/{cls['name']}")
+                self._set_deleted(payload["image_ids"], False)
+            elif kind == "add_class":
+                cls = self._class_by_id(payload["class_id"])
+                used = self.conn.execute(
+                    "SELECT (SELECT count(*) FROM images WHERE class_id = ? AND deleted = 0) + "
+                    "(SELECT count(*) FROM candidates WHERE class_id = ?)",
+                    (cls["id"], cls["id"]),
+                ).fetchone()[0]
+                if used:
+                    raise Conflict(
+                        f"Cannot undo adding class {cls['name']!r}: it has {used} image(s)/candidate(s). "
+                        "Delete the class instead."
+                    )
+                self.conn.execute("UPDATE classes SET deleted = 1 WHERE id = ?", (cls["id"],))
+                self._plan_move(f"images/{cls['name']}", f"trash/class-{cls['id']}")
+            elif kind == "decide":
+                for cid, state, class_id, error in payload["items"]:
+                    self.conn.execute(
+                        "UPDATE candidates SET state = ?, class_id = ?, error = ?, updated_at = ? WHERE id = ?",
+                        (state, class_id, error, now(), cid),
+                    )
+            else:
+                raise StoreError(f"Event kind {kind!r} cannot be undone (unknown kind).")
+            self.conn.execute("UPDATE events SET undone = 1 WHERE id = ?", (row["id"],))
+        return f"Undid: {row['summary']}"
+
+    # -- overview --------------------------------------------------------------------
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per-class counts: candidates by state, active/valid/flagged/deleted images."""
+        rows: list[dict[str, Any]] = []
+        for c in self.classes():
+            counts: dict[str, Any] = {"id": c.id, "class": c.name}
+            for state in CANDIDATE_STATES:
+                counts[state] = 0
+            for r in self.conn.execute(
+                "SELECT state, count(*) FROM candidates WHERE class_id = ? GROUP BY state", (c.id,)
+            ):
+                counts[r[0]] = r[1]
+            img = self.conn.execute(
+                "SELECT sum(deleted = 0), sum(deleted = 0 AND split = 'valid'), "
+                "sum(deleted = 0 AND flags != ''), sum(deleted = 1) FROM images WHERE class_id = ?",
+                (c.id,),
+            ).fetchone()
+            counts["images"] = img[0] or 0
+            counts["valid"] = img[1] or 0
+            counts["flagged"] = img[2] or 0
+            counts["deleted"] = img[3] or 0
+            rows.append(counts)
+        return rows
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations this DB has not seen, each in its own transaction."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"Database schema version {version} is newer than this lotr_labeler knows "
+            f"({len(MIGRATIONS)}). Upgrade lotr_labeler."
+        )
+    for number, (name, sql) in enumerate(MIGRATIONS[version:], start=version + 1):
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"Migration {name} failed: {exc}. The database was left unchanged.") from exc
+        log.info("applied migration %s", name)
+    return len(MIGRATIONS)

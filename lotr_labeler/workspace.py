@@ -1,0 +1,59 @@
+"""The data root: which projects exist, creating them, and which one to open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import project as proj
+from .errors import InvalidInput, NotFound
+from .store import DB_NAME, Store
+
+_LAST = ".last_project"
+
+
+def list_projects(root: Path) -> list[str]:
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / DB_NAME).is_file())
+
+
+def create_project(root: Path, name: str = proj.DEFAULT_PROJECT, template: str = "lotr") -> Store:
+    """Create a project folder and fill in the template's classes."""
+    name = proj.validate_name(name, "Project name")
+    specs = proj.template_classes(template)
+    store = Store.create(root / name)
+    for spec in specs:
+        store.add_class(spec.name, spec.names, spec.template, record=False)
+    remember(root, name)
+    return store
+
+
+def open_project(root: Path, name: str | None = None) -> Store:
+    """Open ``name``, else the only project, else the last one used."""
+    projects = list_projects(root)
+    if name is None:
+        name = projects[0] if len(projects) == 1 else last_project(root)
+    if name is None:
+        if not projects:
+            raise NotFound(f"No project in {root}. Create one with `lotr-labeler init`.")
+        raise InvalidInput(f"Several projects in {root}; pick one with --project: {', '.join(projects)}.")
+    name = proj.validate_name(name, "Project name")
+    if name not in projects:
+        known = ", ".join(projects) or "none"
+        raise NotFound(f"No project {name!r} in {root}. Projects: {known}. Create it with `init`.")
+    remember(root, name)
+    return Store(root / name)
+
+
+def last_project(root: Path) -> str | None:
+    marker = root / _LAST
+    if marker.is_file():
+        name = marker.read_text(encoding="utf-8").strip()
+        if (root / name / DB_NAME).is_file():
+            return name
+    return None
+
+
+def remember(root: Path, name: str) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / _LAST).write_text(name, encoding="utf-8")
