@@ -68,19 +68,33 @@ def normalize(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected(f"{name} is a damaged image ({exc}).", "corrupt") from None
 
-    oriented: Image.Image = ImageOps.exif_transpose(img)
-    rgb = _to_rgb(oriented)
-    if max(rgb.size) > max_side:
-        rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    rgb.save(buf, format="JPEG", quality=quality, optimize=True)
-    jpeg = buf.getvalue()
+    if _storable_as_is(img, max_side):
+        # Re-encoding a JPEG that needs no change only loses quality and changes its hash
+        # (an exported bundle imported back would not be recognised).
+        rgb: Image.Image = img
+        jpeg = data
+    else:
+        rgb = _to_rgb(ImageOps.exif_transpose(img))
+        if max(rgb.size) > max_side:
+            rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        rgb.save(buf, format="JPEG", quality=quality, optimize=True)
+        jpeg = buf.getvalue()
     return Normalized(
         jpeg=jpeg,
         width=rgb.width,
         height=rgb.height,
         sha256=hashlib.sha256(jpeg).hexdigest(),
         phash=str(imagehash.phash(rgb)),
+    )
+
+
+def _storable_as_is(img: Image.Image, max_side: int) -> bool:
+    return (
+        img.format == "JPEG"
+        and img.mode == "RGB"
+        and max(img.size) <= max_side
+        and img.getexif().get(0x0112, 1) == 1  # no rotation pending
     )
 
 

@@ -1,0 +1,47 @@
+"""What to do next, from the per-class counts (the home page's suggestion)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class NextStep:
+    page: str  # the page file the suggestion links to
+    label: str  # short link text
+    message: str
+
+
+def next_step(status: list[dict[str, Any]], min_images: int) -> NextStep:
+    """The single most useful next action, checked in pipeline order."""
+    if len(status) < 2:
+        return NextStep("pages/1_Classes.py", "Classes", "Add at least two classes to tell apart.")
+    pending = sum(r["pending"] for r in status)
+    if pending:
+        return NextStep("pages/2_Search.py", "Search", f"Review {pending} pending candidate(s): accept or reject them.")
+    accepted = sum(r["accepted"] for r in status)
+    if accepted:
+        return NextStep("pages/2_Search.py", "Search", f"Download {accepted} accepted candidate(s).")
+    empty = [r["class"] for r in status if r["images"] == 0]
+    if empty:
+        return NextStep(
+            "pages/2_Search.py", "Search", f"Search images for {', '.join(empty[:3])}" + ("…" if len(empty) > 3 else "")
+        )
+    thin = [r["class"] for r in status if r["images"] < min_images]
+    if thin:
+        return NextStep(
+            "pages/2_Search.py",
+            "Search",
+            f"Get at least {min_images} images for {', '.join(thin[:3])}" + ("…" if len(thin) > 3 else ""),
+        )
+    no_valid = [r["class"] for r in status if r["valid"] == 0]
+    if no_valid:
+        return NextStep(
+            "pages/3_Dataset.py", "Dataset", f"Add images to {', '.join(no_valid[:3])}: no validation image yet."
+        )
+    return NextStep(
+        "pages/3_Dataset.py",
+        "Dataset",
+        "Every class has enough images: check the dataset, then export it to train (`export dataset`).",
+    )

@@ -1,0 +1,84 @@
+"""Project context and the one error boundary of the pages.
+
+Widget values vanish when the user leaves a page, so the chosen project lives in
+a plain session key (``_project``) and on disk (the data root's last-project marker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from .. import project as proj
+from ..errors import LabelerError
+from ..store import Store
+from ..workspace import create_project, last_project, list_projects, remember
+
+_FLASH = "_flash"
+_PROJECT = "_project"
+
+
+def data_dir() -> Path:
+    return proj.data_root()
+
+
+def flash(kind: str, message: str) -> None:
+    """Queue a message for the next run (callbacks cannot place elements themselves)."""
+    st.session_state.setdefault(_FLASH, []).append((kind, message))
+
+
+def show_flash() -> None:
+    for kind, message in st.session_state.pop(_FLASH, []):
+        {"error": st.error, "success": st.success, "warning": st.warning}.get(kind, st.info)(message)
+
+
+@contextmanager
+def error_boundary() -> Iterator[None]:
+    """Show domain errors as a message; real bugs still surface."""
+    try:
+        yield
+    except LabelerError as exc:
+        st.error(str(exc))
+
+
+def _choose() -> None:
+    name = st.session_state["project_picker"]
+    st.session_state[_PROJECT] = name
+    remember(data_dir(), name)
+
+
+def current_project() -> str:
+    """The sidebar project picker. A first start creates the default project."""
+    root = data_dir()
+    projects = list_projects(root)
+    if not projects:
+        create_project(root).close()
+        projects = list_projects(root)
+        flash("info", f"Created the default project {proj.DEFAULT_PROJECT!r} with the Middle-earth classes.")
+    chosen = st.session_state.get(_PROJECT)
+    if chosen not in projects:
+        chosen = last_project(root) or projects[0]
+        st.session_state[_PROJECT] = chosen
+    st.sidebar.selectbox("Project", projects, index=projects.index(chosen), key="project_picker", on_change=_choose)
+    return str(chosen)
+
+
+def open_current() -> Store:
+    """A store for this run; pages use it in a ``with`` block."""
+    return Store(data_dir() / current_project())
+
+
+def act(fn: Callable[..., Any], *args: Any, success: str | None = None, **kwargs: Any) -> None:
+    """Run ``fn(store, *args)`` as a widget callback; flash its result or its domain error."""
+    try:
+        with Store(data_dir() / st.session_state[_PROJECT]) as store:
+            result = fn(store, *args, **kwargs)
+    except LabelerError as exc:
+        flash("error", str(exc))
+        return
+    if success:
+        flash("success", success.format(result=result))

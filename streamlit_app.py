@@ -1,0 +1,58 @@
+"""Home: pick or create a project, see where each class stands, and the next step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from lotr_labeler import project as proj
+from lotr_labeler.overview import next_step
+from lotr_labeler.ui.context import data_dir, error_boundary, flash, open_current, show_flash
+from lotr_labeler.workspace import create_project, remember
+
+st.set_page_config(page_title="lotr_labeler", page_icon="🧙", layout="wide")
+st.title("lotr_labeler")
+st.caption("Class names in, a trained image classifier out: search → review → download → train → fix → predict.")
+
+with open_current() as store:
+    show_flash()
+    status = store.status()
+    settings = store.settings()
+    st.subheader(f"Project: {store.name}")
+    st.caption(f"Data in `{store.root}`")
+
+    step = next_step(status, int(settings["min_images_per_class"]))
+    with st.container(border=True):
+        st.markdown(f"**Next step:** {step.message}")
+        if (Path(__file__).parent / step.page).exists():
+            st.page_link(step.page, label=f"Go to {step.label}", icon="➡️")
+
+    if status:
+        df = pd.DataFrame(status).set_index("class").drop(columns=["id"])
+        cols = st.columns(4)
+        cols[0].metric("Classes", len(status))
+        cols[1].metric("Images", int(df["images"].sum()))
+        cols[2].metric("Pending candidates", int(df["pending"].sum()))
+        cols[3].metric("Flagged", int(df["flagged"].sum()))
+        st.markdown("**Class balance** (active images per class)")
+        st.bar_chart(df[["images"]], horizontal=True, height=40 + 28 * len(df))
+        st.dataframe(df, width="stretch")
+    else:
+        st.info("This project has no classes yet.")
+
+
+with st.expander("New project"), st.form("new_project", clear_on_submit=False):
+    name = st.text_input("Project name", placeholder="e.g. birds")
+    template = st.selectbox(
+        "Start from", list(proj.TEMPLATES), format_func=lambda t: {"lotr": "Middle-earth races"}.get(t, t)
+    )
+    if st.form_submit_button("Create project"):
+        with error_boundary():
+            created = create_project(data_dir(), name, template)
+            created.close()
+            remember(data_dir(), created.name)
+            st.session_state["_project"] = created.name
+            flash("success", f"Created project {created.name!r}.")
+            st.rerun()
