@@ -48,7 +48,7 @@ def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i in range(6):
             fmt = "PNG" if i % 2 else "JPEG"
             (root / shape / f"{i}.{fmt.lower()}").write_bytes(
-                image_bytes(shape_image(shape, hash((shape, i)) % 10_000), fmt)
+                image_bytes(shape_image(shape, 100 * SHAPES.index(shape) + i), fmt)
             )
     return root
 

@@ -63,7 +63,8 @@ def current_project() -> str:
     if chosen not in projects:
         chosen = last_project(root) or projects[0]
         st.session_state[_PROJECT] = chosen
-    st.sidebar.selectbox("Project", projects, index=projects.index(chosen), key="project_picker", on_change=_choose)
+    st.session_state["project_picker"] = chosen  # follows projects created or picked elsewhere
+    st.sidebar.selectbox("Project", projects, key="project_picker", on_change=_choose)
     return str(chosen)
 
 

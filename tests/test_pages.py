@@ -1,0 +1,163 @@
+"""AppTest: every page renders on an empty and a filled project; the page actions reach the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lotr_labeler.store import Store
+from lotr_labeler.workspace import open_project
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["streamlit_app.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))]
+
+
+def app(page: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def button(at: AppTest, label: str) -> None:
+    matches = [b for b in at.button if b.label == label]
+    assert matches, f"no button {label!r} in {[b.label for b in at.button]}"
+    matches[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_on_first_start(data_root: Path, page: str) -> None:
+    at = app(page)
+    assert not at.error
+    # The first start creates the default project, whatever page is opened first.
+    assert (data_root / "lotr-races" / "project.sqlite").exists()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_images(store: Store, page: str) -> None:
+    at = app(page)
+    assert not at.error
+    assert at.sidebar.selectbox[0].value == "demo"
+
+
+def test_home_shows_counts_chart_and_next_step(store: Store) -> None:
+    at = app("streamlit_app.py")
+    assert any("Next step" in m.value for m in at.markdown)
+    assert [m.value for m in at.metric][:2] == ["3", "18"]
+    df = at.dataframe[0].value
+    assert list(df.index) == ["circle", "square", "triangle"] and list(df["images"]) == [6, 6, 6]
+
+
+def test_home_creates_project(store: Store, data_root: Path) -> None:
+    at = app("streamlit_app.py")
+    at.text_input[0].input("birds")
+    at.selectbox[0].select("empty")
+    at.button[0].click().run()
+    assert (data_root / "birds" / "project.sqlite").exists()
+    assert at.sidebar.selectbox[0].value == "birds"
+    at.text_input[0].input("a/b")
+    at.button[0].click().run()
+    assert any("'/'" in e.value for e in at.error)
+    assert not (data_root / "a").exists()
+
+
+def test_classes_page_adds_and_rejects(store: Store, data_root: Path) -> None:
+    at = app("pages/1_Classes.py")
+    at.text_input(key="new_name").input("Ents")
+    at.text_input(key="new_names").input("Treebeard, Quickbeam")
+    at.text_input(key="new_template").input("{name} ent")
+    button(at, "Add class")
+    assert any("Added class 'Ents'" in s.value for s in at.success)
+    with open_project(data_root, "demo") as s:
+        assert s.get_class("Ents").queries == ["Treebeard ent", "Quickbeam ent"]
+
+    for bad, message in [
+        ("a/b", "'/'"),
+        ("..", "'..'"),
+        ("", "empty"),
+        ("ENTS", "already exists"),
+        ("bell\x07", "control"),
+    ]:
+        at.text_input(key="new_name").input(bad)
+        button(at, "Add class")
+        assert any(message in e.value for e in at.error), (bad, [e.value for e in at.error])
+    with open_project(data_root, "demo") as s:
+        assert s.class_names() == ["circle", "square", "triangle", "Ents"]
+
+
+def test_classes_page_rename_edit_delete(store: Store, data_root: Path) -> None:
+    circle = store.get_class("circle")
+    at = app("pages/1_Classes.py")
+    at.text_area(key=f"names_{circle.id}").input("ball\nwheel")
+    at.text_input(key=f"tpl_{circle.id}").input("{name} photo")
+    button(at, "Save names and template")
+    at.text_input(key=f"rename_{circle.id}").input("Rounds")
+    at.button(key=f"do_rename_{circle.id}").click().run()
+    with open_project(data_root, "demo") as s:
+        c = s.get_class("Rounds")
+        assert c.queries == ["ball photo", "wheel photo"]
+        assert len(list((s.root / "images" / "Rounds").glob("*.jpg"))) == 6
+    # Deleting a class with images needs the confirmation box.
+    assert at.button(key=f"delete_{circle.id}").disabled
+    at.checkbox(key=f"confirm_{circle.id}").check().run()
+    at.button(key=f"delete_{circle.id}").click().run()
+    with open_project(data_root, "demo") as s:
+        assert s.class_names() == ["square", "triangle"] and s.count(deleted=True) == 6
+
+
+def test_dataset_page_relabel_delete_undo(store: Store, data_root: Path) -> None:
+    img = store.images("circle")[0]
+    at = app("pages/3_Dataset.py")
+    at.selectbox(key=f"relabel_{img.id}_{img.class_id}").select("triangle").run()
+    assert not at.exception
+    with open_project(data_root, "demo") as s:
+        assert s.get_image(img.id).label == "triangle"
+        assert (s.root / "images" / "triangle" / f"{img.id}.jpg").exists()
+    at.button(key=f"del_{img.id}").click().run()
+    with open_project(data_root, "demo") as s:
+        assert s.get_image(img.id).deleted and (s.root / "trash" / f"{img.id}.jpg").exists()
+    button(at, "↩ Undo")
+    button(at, "↩ Undo")
+    with open_project(data_root, "demo") as s:
+        back = s.get_image(img.id)
+        assert (back.label, back.deleted) == ("circle", False)
+        assert (s.root / "images" / "circle" / f"{img.id}.jpg").exists()
+
+
+def test_dataset_page_filters_and_trash_view(store: Store) -> None:
+    victim = store.images("square")[0]
+    store.delete_images([victim.id])
+    at = app("pages/3_Dataset.py")
+    assert len(at.get("image")) == 17
+    at.selectbox(key="ds_class").select("square").run()
+    assert len(at.get("image")) == 5
+    valid = store.count("square", split="valid")
+    at.selectbox(key="ds_split").select("valid").run()
+    assert len(at.get("image")) == valid
+    at.selectbox(key="ds_split").select("All").run()
+    at.radio(key="ds_view").set_value("Trash").run()
+    assert len(at.get("image")) == 1
+    at.button(key=f"restore_{victim.id}").click().run()
+    assert not store.get_image(victim.id).deleted
+
+
+def test_dataset_page_imports_folder(empty_store: Store, shapes_dir: Path) -> None:
+    at = app("pages/3_Dataset.py")
+    at.text_input[0].input(str(shapes_dir)).run()
+    button(at, "Import folder")
+    assert any("18 image(s) added" in s.value for s in at.success)
+    assert empty_store.count() == 18
+    at.text_input[0].input("/no/such/folder").run()
+    button(at, "Import folder")
+    assert any("not a folder" in e.value for e in at.error)
+
+
+def test_dataset_page_adds_url_candidates(store: Store) -> None:
+    at = app("pages/3_Dataset.py")
+    at.text_area[0].input("http://x/1.jpg,circle\nbad row,circle").run()
+    button(at, "Add as candidates")
+    assert any("1 candidate(s) added" in s.value for s in at.success)
+    assert [c.image_url for c in store.candidates()] == ["http://x/1.jpg"]
