@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from . import jobs
 from . import project as proj
 from .errors import InvalidInput, LabelerError
 from .export import export_dataset
@@ -247,6 +248,121 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _none_if_any(value: str | None) -> str | None:
+    return None if value in (None, "", "any") else value
+
+
+def search_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The search options of the CLI arguments, as SearchOptions fields."""
+    return {
+        "region": args.region,
+        "safesearch": args.safesearch,
+        "type_image": _none_if_any(args.type),
+        "size": _none_if_any(args.size),
+        "layout": _none_if_any(args.layout),
+        "license_image": _none_if_any(args.license),
+        "timelimit": _none_if_any(args.timelimit),
+    }
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import SearchOptions, SearchProgress, plan_queries, run_search
+
+    with _store(args) as store:
+        settings = store.settings()
+        options = SearchOptions(**search_options(args))
+        planned = plan_queries(store, args.label, args.query)
+        max_results = args.max or int(settings["search_max_results"])
+        delay = float(settings["search_delay"]) if args.delay is None else args.delay
+        job = jobs.attach(store, "search", {"queries": len(planned), "max": max_results}, args.job)
+        reporter = jobs.Reporter(store, job.id)
+        bar = tqdm(total=len(planned), desc="search", unit="query", file=sys.stderr, disable=None)
+
+        def progress(p: SearchProgress) -> None:
+            bar.n = p.index
+            bar.set_postfix_str(f"{p.results_so_far} new · {p.query[:40]}")
+            reporter.update(asdict(p), p.message)
+
+        try:
+            report = run_search(
+                store,
+                planned,
+                max_results=max_results,
+                options=options,
+                delay_s=delay,
+                progress=progress,
+                should_stop=reporter.cancelled,
+            )
+        except BaseException as exc:
+            reporter.finish("failed", str(exc) or type(exc).__name__)
+            raise
+        finally:
+            bar.close()
+        state = "cancelled" if reporter.cancelled() else "done"
+        reporter.finish(state, report.summary(), report.as_dict())
+        if args.json:
+            _print_json(report.as_dict())
+        else:
+            print(report.summary())
+        if report.queries and all(q.error for q in report.queries):
+            print(f"error: every query failed: {report.errors[0].error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    import threading
+
+    from .download import DownloadProgress, download_candidates
+
+    with _store(args) as store:
+        job = jobs.attach(store, "download", {"ids": args.ids, "retry_failed": args.retry_failed}, args.job)
+        reporter = jobs.Reporter(store, job.id)
+        cancel = threading.Event()
+        bar: Any = None
+
+        def progress(p: DownloadProgress) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(total=p.total, desc="download", unit="img", file=sys.stderr, disable=None)
+            bar.n = p.done
+            bar.set_postfix(ok=p.ok, failed=p.failed, dup=p.duplicates)
+            reporter.update(asdict(p), p.message, force=p.done == p.total)
+            if reporter.cancelled():
+                cancel.set()
+
+        try:
+            report = download_candidates(
+                store,
+                args.ids or None,
+                retry_failed=args.retry_failed,
+                workers=args.workers,
+                allow_private=True if args.allow_private_hosts else None,
+                progress=progress,
+                cancel=cancel,
+            )
+        except KeyboardInterrupt:
+            reporter.finish("cancelled", "Interrupted; run download again to resume.")
+            raise
+        except BaseException as exc:
+            reporter.finish("failed", str(exc) or type(exc).__name__)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        reporter.finish("cancelled" if report.cancelled else "done", report.summary(), report.as_dict())
+        if args.json:
+            _print_json(report.as_dict())
+        else:
+            print(report.summary() if report.total else "Nothing to download: accept candidates first.")
+            for cid, url, reason in report.failures[:20]:
+                print(f"  failed #{cid} {url}: {reason}", file=sys.stderr)
+        if report.cancelled:
+            print("error: download cancelled; run it again to resume.", file=sys.stderr)
+            return 1
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     with _store(args) as store:
         update, close = _bar("export")
@@ -359,6 +475,31 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("value")
     s.set_defaults(func=cmd_settings)
 
+    s = sub.add_parser("search", help="search images for every class (or one) and add them as candidates")
+    s.add_argument("--class", dest="label", help="only this class")
+    s.add_argument("--query", help="a free-text query instead of the class templates (needs --class)")
+    s.add_argument("--max", type=int, help="results per query (default: setting search_max_results)")
+    s.add_argument("--type", default="photo", help="photo|clipart|gif|transparent|line|any")
+    s.add_argument("--size", help="Small|Medium|Large|Wallpaper")
+    s.add_argument("--layout", help="Square|Tall|Wide")
+    s.add_argument("--license", help="any|Public|Share|ShareCommercially|Modify|ModifyCommercially")
+    s.add_argument("--safesearch", default="moderate", help="on|moderate|off")
+    s.add_argument("--region", default="us-en", help="DuckDuckGo region, e.g. us-en, uk-en, wt-wt")
+    s.add_argument("--timelimit", help="d|w|m|y")
+    s.add_argument("--delay", type=float, help="seconds between queries (default: setting search_delay)")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--job", type=int, help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("download", help="download accepted candidates")
+    s.add_argument("ids", nargs="*", type=int, help="only these candidates (accepted or failed)")
+    s.add_argument("--workers", type=int, help="parallel downloads (default: setting download_workers)")
+    s.add_argument("--allow-private-hosts", action="store_true", help="allow loopback/private addresses")
+    s.add_argument("--retry-failed", action="store_true", help="also retry failed candidates")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--job", type=int, help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_download)
+
     s = sub.add_parser("export", help="export the dataset")
     s.add_argument("what", choices=("dataset",))
     s.add_argument("out", metavar="OUT.zip")
@@ -373,6 +514,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from .fakes import install_from_env
+
+    install_from_env()  # test hook, inert unless LOTR_LABELER_FAKE_DDGS is set
     func: Handler = args.func
     try:
         return func(args)

@@ -91,4 +91,27 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "002_jobs",
+        """
+        -- Long work (search, download, later training) runs in its own process and reports here,
+        -- so every tab and the CLI see the same progress, and a page change stops nothing.
+        CREATE TABLE jobs (
+            id               INTEGER PRIMARY KEY,
+            kind             TEXT NOT NULL,          -- search | download | ...
+            state            TEXT NOT NULL DEFAULT 'running'
+                             CHECK (state IN ('running', 'done', 'failed', 'cancelled')),
+            pid              INTEGER,
+            args             TEXT NOT NULL DEFAULT '{}',   -- JSON, what was asked
+            progress         TEXT NOT NULL DEFAULT '{}',   -- JSON, latest progress
+            message          TEXT NOT NULL DEFAULT '',
+            result           TEXT,                          -- JSON report when finished
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            started_at       TEXT NOT NULL,
+            updated_at       TEXT NOT NULL,
+            finished_at      TEXT
+        );
+        CREATE INDEX jobs_kind_state ON jobs(kind, state);
+        """,
+    ),
 )

@@ -705,8 +705,14 @@ class Store:
         query: str | None = None,
         limit: int | None = None,
         offset: int = 0,
+        after_id: int | None = None,
     ) -> list[CandidateRow]:
+        """Candidates in id order. ``after_id`` pages by position rather than offset, so a page
+        does not shift when decisions move earlier candidates out of a state filter."""
         where, args = self._candidate_filter(label, state, query)
+        if after_id is not None:
+            where += " AND k.id > ?"
+            args.append(after_id)
         sql = _CANDIDATE_SELECT + where + " ORDER BY k.id"
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"

@@ -1,0 +1,194 @@
+"""Background jobs: long work runs in its own process and reports progress in the project DB.
+
+The page starts ``python -m lotr_labeler … <command> --job ID`` in a new session, so
+page changes, reruns and closed tabs stop nothing; every tab (and the CLI, whose own
+runs register a job too) reads the same row. Cancel is a flag the worker polls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import Conflict, NotFound
+from .store import Store, now
+
+# A launched worker gets this long to record its pid before it is presumed dead.
+_START_GRACE_S = 60
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    state: str
+    pid: int | None
+    args: dict[str, Any]
+    progress: dict[str, Any]
+    message: str
+    result: dict[str, Any] | None
+    cancel_requested: bool
+    started_at: str
+    updated_at: str
+    finished_at: str | None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+def _row(store: Store, job_id: int) -> Job:
+    r = store.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if r is None:
+        raise NotFound(f"No job with id {job_id} in project {store.name!r}.")
+    return Job(
+        id=r["id"],
+        kind=r["kind"],
+        state=r["state"],
+        pid=r["pid"],
+        args=json.loads(r["args"]),
+        progress=json.loads(r["progress"]),
+        message=r["message"],
+        result=json.loads(r["result"]) if r["result"] else None,
+        cancel_requested=bool(r["cancel_requested"]),
+        started_at=r["started_at"],
+        updated_at=r["updated_at"],
+        finished_at=r["finished_at"],
+    )
+
+
+def _alive(job: Job) -> bool:
+    for pid, child in list(_children.items()):  # reap our own finished children (no zombies)
+        if child.poll() is not None:
+            del _children[pid]
+    if job.pid is None:
+        started = datetime.fromisoformat(job.started_at)
+        return (datetime.now(UTC) - started).total_seconds() < _START_GRACE_S
+    if job.pid == os.getpid():
+        return True
+    try:
+        os.kill(job.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def get_job(store: Store, job_id: int) -> Job:
+    job = _row(store, job_id)
+    if job.running and not _alive(job):
+        finish(store, job.id, "failed", "The worker process ended without finishing (crash or kill).")
+        job = _row(store, job_id)
+    return job
+
+
+def latest_job(store: Store, kind: str) -> Job | None:
+    r = store.conn.execute("SELECT id FROM jobs WHERE kind = ? ORDER BY id DESC LIMIT 1", (kind,)).fetchone()
+    return get_job(store, r["id"]) if r else None
+
+
+def running_job(store: Store, kind: str) -> Job | None:
+    job = latest_job(store, kind)
+    return job if job and job.running else None
+
+
+def _insert(store: Store, kind: str, args: dict[str, Any], pid: int | None) -> Job:
+    active = running_job(store, kind)
+    if active:
+        raise Conflict(
+            f"A {kind} is already running (job {active.id}, started {active.started_at}). "
+            "Wait for it to finish or cancel it."
+        )
+    with store.transaction():
+        cur = store.conn.execute(
+            "INSERT INTO jobs(kind, pid, args, started_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            (kind, pid, json.dumps(args), now(), now()),
+        )
+    return _row(store, int(cur.lastrowid or 0))
+
+
+def launch(store: Store, kind: str, command: list[str], args: dict[str, Any]) -> Job:
+    """Start ``lotr-labeler <command> --job ID`` in the background; one job per kind at a time."""
+    job = _insert(store, kind, args, None)
+    log_dir = store.cache_dir / "jobs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "lotr_labeler", "--data", str(store.root.parent), "--project", store.name]
+    with open(log_dir / f"{job.id}.log", "wb") as log:
+        child = subprocess.Popen(  # noqa: S603 - our own module, arguments built here
+            [*argv, *command, "--job", str(job.id)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the page's script run and Ctrl-C in the server
+        )
+    _children[child.pid] = child
+    with store.transaction():
+        store.conn.execute("UPDATE jobs SET pid = ? WHERE id = ? AND pid IS NULL", (child.pid, job.id))
+    return _row(store, job.id)
+
+
+def attach(store: Store, kind: str, args: dict[str, Any], job_id: int | None) -> Job:
+    """The worker side: take over the launched row, or register a CLI run as a job."""
+    if job_id is None:
+        return _insert(store, kind, args, os.getpid())
+    job = _row(store, job_id)
+    if job.kind != kind or not job.running:
+        raise Conflict(f"Job {job_id} is a {job.state} {job.kind} job, not a running {kind} job.")
+    with store.transaction():
+        store.conn.execute("UPDATE jobs SET pid = ?, updated_at = ? WHERE id = ?", (os.getpid(), now(), job_id))
+    return _row(store, job_id)
+
+
+def request_cancel(store: Store, job_id: int) -> None:
+    with store.transaction():
+        store.conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'", (job_id,))
+
+
+def finish(store: Store, job_id: int, state: str, message: str, result: dict[str, Any] | None = None) -> None:
+    with store.transaction():
+        store.conn.execute(
+            "UPDATE jobs SET state = ?, message = ?, result = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+            (state, message, json.dumps(result) if result is not None else None, now(), now(), job_id),
+        )
+
+
+class Reporter:
+    """Worker-side progress writer, throttled so the DB sees a few writes a second at most."""
+
+    def __init__(self, store: Store, job_id: int, interval_s: float = 0.3) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.interval_s = interval_s
+        self._last_write = 0.0
+        self._last_check = 0.0
+        self._cancelled = False
+
+    def update(self, progress: dict[str, Any], message: str, *, force: bool = False) -> None:
+        t = time.monotonic()
+        if not force and t - self._last_write < self.interval_s:
+            return
+        self._last_write = t
+        with self.store.transaction():
+            self.store.conn.execute(
+                "UPDATE jobs SET progress = ?, message = ?, updated_at = ? WHERE id = ?",
+                (json.dumps(progress, default=str), message, now(), self.job_id),
+            )
+
+    def cancelled(self) -> bool:
+        t = time.monotonic()
+        if not self._cancelled and t - self._last_check >= self.interval_s:
+            self._last_check = t
+            r = self.store.conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (self.job_id,)).fetchone()
+            self._cancelled = bool(r and r[0])
+        return self._cancelled
+
+    def finish(self, state: str, message: str, result: dict[str, Any] | None = None) -> None:
+        finish(self.store, self.job_id, state, message, result)

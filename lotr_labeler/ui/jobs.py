@@ -1,0 +1,76 @@
+"""The job panel: live progress of a background job, polled by a fragment."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from .. import jobs
+from ..store import Store
+from .context import act, data_dir
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "…"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def _describe(job: jobs.Job) -> tuple[float, str]:
+    """Fraction done and one line of text from a job's progress record."""
+    p = job.progress
+    if job.kind == "download" and p.get("total"):
+        frac = p["done"] / p["total"]
+        text = (
+            f"{p['done']}/{p['total']} · ✓ {p['ok']} · ✗ {p['failed']} · duplicates {p['duplicates']}"
+            f" · ETA {_eta(p.get('eta_s'))}"
+        )
+        return frac, text
+    if job.kind == "search" and p.get("total"):
+        return p["index"] / p["total"], (
+            f"query {p['index']} of {p['total']}: “{p['query']}” · {p['results_so_far']} new candidates so far"
+        )
+    return 0.0, job.message or "starting…"
+
+
+def _cancel(store: Store, job_id: int) -> None:
+    jobs.request_cancel(store, job_id)
+
+
+def _panel(project: str, kind: str, title: str) -> bool:
+    """Render the latest ``kind`` job; returns whether it is running."""
+    with Store(data_dir() / project) as store:
+        job = jobs.latest_job(store, kind)
+    if job is None:
+        return False
+    if job.running:
+        frac, text = _describe(job)
+        with st.container(border=True):
+            st.progress(min(frac, 1.0), text=f"**{title} running** · {text}")
+            st.button(
+                "Cancelling…" if job.cancel_requested else f"Cancel {kind}",
+                key=f"cancel_{kind}_{job.id}",
+                disabled=job.cancel_requested,
+                on_click=act,
+                args=(_cancel, job.id),
+            )
+        return True
+    shown = {"done": st.success, "cancelled": st.warning, "failed": st.error}[job.state]
+    shown(f"Last {kind} ({job.finished_at or job.updated_at}): {job.message}")
+    return False
+
+
+def job_panel(project: str, kind: str, title: str) -> None:
+    """A static panel, or a 1 s poller while the job runs; a full rerun when it ends refreshes the page."""
+    with Store(data_dir() / project) as store:
+        active = jobs.running_job(store, kind) is not None
+    if not active:
+        _panel(project, kind, title)
+        return
+
+    @st.fragment(run_every=1.0)
+    def poll() -> None:
+        if not _panel(project, kind, title):
+            st.rerun(scope="app")
+
+    poll()
