@@ -319,6 +319,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         job = jobs.attach(store, "download", {"ids": args.ids, "retry_failed": args.retry_failed}, args.job)
         reporter = jobs.Reporter(store, job.id)
         cancel = threading.Event()
+        stop_watch = reporter.watch_cancel(cancel)
         bar: Any = None
 
         def progress(p: DownloadProgress) -> None:
@@ -328,8 +329,6 @@ def cmd_download(args: argparse.Namespace) -> int:
             bar.n = p.done
             bar.set_postfix(ok=p.ok, failed=p.failed, dup=p.duplicates)
             reporter.update(asdict(p), p.message, force=p.done == p.total)
-            if reporter.cancelled():
-                cancel.set()
 
         try:
             report = download_candidates(
@@ -348,6 +347,7 @@ def cmd_download(args: argparse.Namespace) -> int:
             reporter.finish("failed", str(exc) or type(exc).__name__)
             raise
         finally:
+            stop_watch.set()
             if bar is not None:
                 bar.close()
         reporter.finish("cancelled" if report.cancelled else "done", report.summary(), report.as_dict())

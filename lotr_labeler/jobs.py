@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -192,3 +194,23 @@ class Reporter:
 
     def finish(self, state: str, message: str, result: dict[str, Any] | None = None) -> None:
         finish(self.store, self.job_id, state, message, result)
+
+    def watch_cancel(self, event: threading.Event, interval_s: float = 0.3) -> threading.Event:
+        """Set ``event`` when a cancel is requested, polled by a thread of its own: the work may
+        sit in a blocking call with no progress to report. Returns the event that stops the watcher."""
+        stop = threading.Event()
+        db = self.store.root / "project.sqlite"
+
+        def watch() -> None:
+            conn = sqlite3.connect(db, timeout=10)  # sqlite connections stay in their thread
+            try:
+                while not stop.wait(interval_s):
+                    row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (self.job_id,)).fetchone()
+                    if row and row[0]:
+                        event.set()
+                        return
+            finally:
+                conn.close()
+
+        threading.Thread(target=watch, name=f"cancel-watch-{self.job_id}", daemon=True).start()
+        return stop

@@ -751,10 +751,12 @@ class Store:
                 (new_state, image_id, error, now(), candidate_id),
             )
 
-    def decide(self, ids: Iterable[int], state: str, *, label: str | None = None) -> int:
+    def decide(self, ids: Iterable[int], state: str, *, label: str | None = None, only_pending: bool = False) -> int:
         """Set review decisions (accepted/rejected/pending), optionally moving to another class.
 
         Downloaded candidates are left alone: their image is managed on the Dataset page.
+        ``only_pending`` (bulk actions) never overrides a decision already taken, even one
+        taken in another tab after the page was drawn.
         """
         if state not in ("pending", "accepted", "rejected"):
             raise InvalidInput(f"Decision {state!r} is not valid. Must be one of: pending, accepted, rejected.")
@@ -763,7 +765,9 @@ class Store:
         changed = [
             r
             for r in rows
-            if r.state != "downloaded" and (r.state != state or (target is not None and r.class_id != target))
+            if r.state != "downloaded"
+            and (r.state == "pending" or not only_pending)
+            and (r.state != state or (target is not None and r.class_id != target))
         ]
         if not changed:
             return 0

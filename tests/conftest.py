@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +83,46 @@ def store(data_root: Path, shapes_dir: Path) -> Iterator[Store]:
 
 def files_under(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*.jpg")}
+
+
+class _ImageHandler(BaseHTTPRequestHandler):
+    """/img/<n>.png: a distinct generated picture per n; anything else: 404."""
+
+    def do_GET(self) -> None:
+        name = self.path.rsplit("/", 1)[-1]
+        if self.path.startswith("/img/") and name.split(".")[0].isdigit():
+            n = int(name.split(".")[0])
+            body = image_bytes(shape_image(SHAPES[n % 3], 1000 + n, size=96))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+        else:
+            body = b"not found"
+            self.send_response(404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def image_server() -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving generated images; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll until ``predicate()`` holds; a bounded loop that fails the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

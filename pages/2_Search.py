@@ -1,0 +1,270 @@
+"""Search: find images per class, review thumbnails before anything is downloaded, download the accepted."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lotr_labeler import jobs
+from lotr_labeler.search import LAYOUT, LICENSE_IMAGE, SAFESEARCH, SIZE, TYPE_IMAGE, SearchOptions, plan_queries
+from lotr_labeler.store import CandidateRow, Store
+from lotr_labeler.ui.context import act, data_dir, error_boundary, open_current, show_flash
+from lotr_labeler.ui.jobs import job_panel
+
+st.set_page_config(page_title="Search · lotr_labeler", page_icon="🔎", layout="wide")
+st.title("Search and review")
+st.caption("Thumbnails come straight from the search engine: nothing is downloaded until you accept it.")
+COLUMNS = 6
+ALL = "All"
+ANY = "any"
+STATES = ["pending", "accepted", "rejected", "downloaded", "failed"]
+BADGE = {"pending": "⏳", "accepted": "✅", "rejected": "❌", "downloaded": "💾", "failed": "⚠️"}
+# Widget values are dropped when the user leaves the page: re-assigning them keeps them,
+# and widgets take their defaults from here rather than from index/value arguments.
+DEFAULTS = {
+    "s_class": ALL,
+    "s_query": "",
+    "s_type": "photo",
+    "s_size": ANY,
+    "s_layout": ANY,
+    "s_license": ANY,
+    "s_safe": "moderate",
+    "s_region": "us-en",
+    "f_class": ALL,
+    "f_query": ALL,
+    "f_state": "pending",
+}
+for _key, _default in DEFAULTS.items():
+    st.session_state[_key] = st.session_state.get(_key, _default)
+
+
+def _decided(store: Store, cid: int, state: str) -> None:
+    store.decide([cid], state)
+
+
+def _moved(store: Store, cid: int, key: str) -> None:
+    c = store.get_candidate(cid)
+    store.decide([cid], "pending" if c.state in ("downloaded", "failed") else c.state, label=st.session_state[key])
+
+
+@st.fragment
+def card(project: str, cid: int, classes: list[str]) -> None:
+    """One candidate. A click reruns this card only, not the 48-card page."""
+    with Store(data_dir() / project) as store:
+        c = store.get_candidate(cid)
+    with st.container(border=True):
+        st.image(c.thumbnail_url or c.image_url, width="stretch", link=c.page_url or c.image_url)
+        size = f"{c.width}×{c.height}" if c.width and c.height else "size ?"
+        st.caption(f"{BADGE[c.state]} {c.state} · {c.label} · {size}\n\n{c.query or c.source}")
+        if c.error:
+            st.caption(f"⚠️ {c.error}")
+        if c.state == "downloaded":
+            return
+        a, r = st.columns(2)
+        a.button(
+            "✓",
+            key=f"acc_{cid}",
+            help="Accept",
+            width="stretch",
+            type="primary" if c.state == "accepted" else "secondary",
+            on_click=act,
+            args=(_decided, cid, "accepted"),
+        )
+        r.button(
+            "✗",
+            key=f"rej_{cid}",
+            help="Reject",
+            width="stretch",
+            type="primary" if c.state == "rejected" else "secondary",
+            on_click=act,
+            args=(_decided, cid, "rejected"),
+        )
+        key = f"move_{cid}_{c.class_id}"
+        st.selectbox(
+            "Belongs to",
+            classes,
+            index=classes.index(c.label),
+            key=key,
+            label_visibility="collapsed",
+            on_change=act,
+            args=(_moved, cid, key),
+        )
+
+
+def _launch_search(store: Store, command: list[str], n: int) -> str:
+    jobs.launch(store, "search", command, {"queries": n})
+    return f"Started {n} search quer{'y' if n == 1 else 'ies'}; results appear below as they arrive."
+
+
+def _launch_download(store: Store, retry: bool) -> str:
+    jobs.launch(store, "download", ["download", *(["--retry-failed"] if retry else [])], {"retry": retry})
+    return "Download started."
+
+
+def _bulk(store: Store, ids: list[int], state: str) -> int:
+    return store.decide(ids, state, only_pending=True)
+
+
+def _keep_valid(key: str, options: list[str]) -> list[str]:
+    """A remembered choice that no longer exists (renamed class, other filter) falls back to the first."""
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = options[0]
+    return options
+
+
+def _pick(options: tuple[str, ...], key: str, label: str) -> str:
+    return str(st.selectbox(label, [ANY, *options], key=key))
+
+
+with open_current() as store:
+    project = store.name
+    show_flash()
+    settings = store.settings()
+    classes = store.class_names()
+
+    # -- search ------------------------------------------------------------------------
+    with st.expander("🔎 Search images", expanded=store.count_candidates() == 0):
+        c1, c2 = st.columns([1, 2])
+        target = c1.selectbox("Class", _keep_valid("s_class", [ALL, *classes]), key="s_class")
+        free = c2.text_input(
+            "Free-text query (optional, for one class)",
+            key="s_query",
+            placeholder="e.g. gandalf the grey close-up",
+            disabled=target == ALL,
+        )
+        c = st.columns(4)
+        max_results = c[0].number_input("Results per query", 1, 500, int(settings["search_max_results"]))
+        kind = _pick(TYPE_IMAGE, "s_type", "Type")
+        size = _pick(SIZE, "s_size", "Size")
+        with c[1]:
+            layout = _pick(LAYOUT, "s_layout", "Layout")
+        with c[2]:
+            licence = _pick(LICENSE_IMAGE[1:], "s_license", "License")
+            safe = st.selectbox("Safe search", SAFESEARCH, key="s_safe")
+        with c[3]:
+            region = st.text_input("Region", key="s_region")
+            delay = st.number_input("Pause between queries (s)", 0.0, 60.0, float(settings["search_delay"]))
+        with error_boundary():
+            planned = plan_queries(store, None if target == ALL else target, free if target != ALL else None)
+            opt = {"size": size, "layout": layout, "license": licence}
+            SearchOptions(  # validates before a job starts
+                region=region,
+                safesearch=safe,
+                type_image=None if kind == ANY else kind,
+                size=None if size == ANY else size,
+                layout=None if layout == ANY else layout,
+                license_image=None if licence == ANY else licence,
+            )
+            st.caption(
+                f"{len(planned)} quer{'y' if len(planned) == 1 else 'ies'}: "
+                + " · ".join(q for _, q in planned[:8])
+                + (" …" if len(planned) > 8 else "")
+            )
+            command = [
+                "search",
+                "--max",
+                str(max_results),
+                "--type",
+                kind,
+                "--safesearch",
+                safe,
+                "--region",
+                region,
+                "--delay",
+                str(delay),
+            ]
+            command += [x for flag, v in opt.items() if v != ANY for x in (f"--{flag}", v)]
+            if target != ALL:
+                command += ["--class", target] + (["--query", free.strip()] if free.strip() else [])
+            running = jobs.running_job(store, "search") is not None
+            st.button(
+                "Search",
+                type="primary",
+                disabled=running or not planned,
+                on_click=act,
+                args=(_launch_search, command, len(planned)),
+                kwargs={"success": "{result}"},
+            )
+    job_panel(project, "search", "Search")
+
+    # -- review ------------------------------------------------------------------------
+    st.subheader("Review candidates")
+    f = st.columns([1, 2, 1])
+    label = f[0].selectbox("Class", _keep_valid("f_class", [ALL, *classes]), key="f_class")
+    queries = store.candidate_queries(None if label == ALL else label)
+    query = f[1].selectbox("Query", _keep_valid("f_query", [ALL, *queries]), key="f_query")
+    state = f[2].selectbox("State", [ALL, *STATES], key="f_state")
+    flt = {
+        "label": None if label == ALL else label,
+        "query": None if query == ALL else query,
+        "state": None if state == ALL else state,
+    }
+    cursor_key = f"_cursor_{label}_{query}_{state}"
+    cursors: list[int] = st.session_state.setdefault(cursor_key, [])
+    page_size = int(settings["page_size"])
+    total = store.count_candidates(**flt)
+    rows: list[CandidateRow] = store.candidates(**flt, limit=page_size, after_id=cursors[-1] if cursors else None)
+    page_ids = [r.id for r in rows]
+
+    b = st.columns([1, 1, 1, 1, 2])
+    b[0].button(
+        "Accept page",
+        shortcut="Shift+A",
+        help="Accept every pending card on this page (Shift+A)",
+        on_click=act,
+        args=(_bulk, [r.id for r in rows if r.state == "pending"], "accepted"),
+        kwargs={"success": "Accepted {result} candidate(s)."},
+        width="stretch",
+    )
+    b[1].button(
+        "Reject page",
+        shortcut="Shift+X",
+        help="Reject every pending card on this page (Shift+X)",
+        on_click=act,
+        args=(_bulk, [r.id for r in rows if r.state == "pending"], "rejected"),
+        kwargs={"success": "Rejected {result} candidate(s)."},
+        width="stretch",
+    )
+    if b[2].button("◀ Previous", disabled=not cursors, shortcut="Shift+Left", width="stretch"):
+        cursors.pop()
+        st.rerun()
+    if b[3].button("Next ▶", disabled=len(rows) < page_size, shortcut="Shift+Right", width="stretch"):
+        cursors.append(page_ids[-1])
+        st.rerun()
+    b[4].markdown(f"{total} candidate(s) · page {len(cursors) + 1}")
+
+    if not rows:
+        st.info("No candidates here. Search above, or add a URL list on the Dataset page.")
+    for start in range(0, len(rows), COLUMNS):
+        for col, row in zip(st.columns(COLUMNS), rows[start : start + COLUMNS], strict=False):
+            with col:
+                card(project, row.id, classes)
+
+    # -- download ----------------------------------------------------------------------
+    st.subheader("Download")
+    accepted = store.count_candidates(state="accepted")
+    failed = store.count_candidates(state="failed")
+    running = jobs.running_job(store, "download") is not None
+    d = st.columns([1, 1, 2])
+    d[0].button(
+        f"Download {accepted} accepted",
+        type="primary",
+        disabled=running or not accepted,
+        on_click=act,
+        args=(_launch_download, False),
+        kwargs={"success": "{result}"},
+        width="stretch",
+    )
+    d[1].button(
+        f"Retry {failed} failed",
+        disabled=running or not failed,
+        on_click=act,
+        args=(_launch_download, True),
+        kwargs={"success": "{result}"},
+        width="stretch",
+    )
+    d[2].caption(
+        f"{int(settings['download_workers'])} parallel downloads, "
+        f"{int(settings['max_bytes']) // 1_000_000} MB cap, images resized to {settings['max_side']} px. "
+        "Exact duplicates are skipped, near duplicates flagged."
+    )
+    job_panel(project, "download", "Download")

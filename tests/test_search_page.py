@@ -1,0 +1,174 @@
+"""The Search page: the review grid, bulk actions, paging, and the search/download jobs it starts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+from streamlit.testing.v1 import AppTest
+
+from lotr_labeler import jobs
+from lotr_labeler.fakes import ENV as FAKE_ENV
+from lotr_labeler.store import CandidateIn, Store
+from lotr_labeler.workspace import open_project
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "2_Search.py")
+
+
+def app() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def click(at: AppTest, **kw: str) -> None:
+    at.button(**kw).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def button(at: AppTest, prefix: str) -> None:
+    matches = [b for b in at.button if b.label.startswith(prefix)]
+    assert matches, f"no button {prefix!r} in {[b.label for b in at.button]}"
+    matches[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.fixture
+def candidates(empty_store: Store) -> Store:
+    for name in ("elves", "dwarves"):
+        empty_store.add_class(name, [name[:-1]], "{name} lotr")
+    empty_store.add_candidates(
+        CandidateIn(
+            "elves" if i < 60 else "dwarves",
+            f"http://img.test/{i}.jpg",
+            f"http://thumb.test/{i}.jpg",
+            page_url=f"http://page.test/{i}",
+            query="elve lotr" if i < 60 else "dwarve lotr",
+            width=300,
+            height=200,
+        )
+        for i in range(70)
+    )
+    return empty_store
+
+
+def test_grid_shows_a_page_of_thumbnails_from_their_urls(candidates: Store) -> None:
+    at = app()
+    images = at.get("image")
+    assert len(images) == 48
+    # The browser loads the thumbnail URL itself: the page hands the URL through untouched.
+    assert "http://thumb.test/0.jpg" in str(images[0].proto)
+    assert any("70 candidate(s)" in m.value for m in at.markdown)
+
+
+def test_card_accept_reject_and_move_are_stored(candidates: Store) -> None:
+    at = app()
+    click(at, key="acc_1")
+    click(at, key="rej_2")
+    at.selectbox(key="move_3_" + str(candidates.get_class("elves").id)).select("dwarves").run()
+    assert candidates.get_candidate(1).state == "accepted"
+    assert candidates.get_candidate(2).state == "rejected"
+    c3 = candidates.get_candidate(3)
+    assert (c3.label, c3.state) == ("dwarves", "pending")
+
+
+def test_bulk_accept_page_leaves_earlier_decisions_alone(candidates: Store) -> None:
+    at = app()
+    click(at, key="rej_5")
+    button(at, "Accept page")
+    states = [candidates.get_candidate(i).state for i in range(1, 71)]
+    assert states[4] == "rejected"  # a decision made before the bulk action is kept
+    assert states.count("accepted") == 48 and states.count("pending") == 21
+
+
+def test_paging_does_not_skip_after_decisions(candidates: Store) -> None:
+    at = app()
+
+    def shown() -> list[int]:
+        return [int(b.key[4:]) for b in at.button if b.key and b.key.startswith("acc_")]
+
+    for i in range(1, 11):  # decide ten cards of page 1 (they leave the "pending" filter)
+        click(at, key=f"acc_{i}")
+    last = shown()[-1]
+    button(at, "Next")
+    # Page 2 starts right after the last card of page 1: nothing skipped.
+    assert shown()[0] == last + 1
+    button(at, "◀ Previous")
+    assert shown()[0] == 11
+
+
+def test_filters_by_class_query_and_state(candidates: Store) -> None:
+    candidates.decide([61, 62], "rejected")
+    at = app()
+    at.selectbox(key="f_class").select("dwarves").run()
+    assert len(at.get("image")) == 8
+    at.selectbox(key="f_state").select("rejected").run()
+    assert len(at.get("image")) == 2
+    at.selectbox(key="f_state").select("All").run()
+    at.selectbox(key="f_query").select("dwarve lotr").run()
+    assert len(at.get("image")) == 10
+
+
+def test_search_button_runs_a_background_search(
+    empty_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty_store.add_class("elves", ["Legolas", "Arwen"], "{name} lotr")
+    fake = tmp_path / "ddg.json"
+    fake.write_text(
+        json.dumps(
+            {
+                "*": [
+                    {
+                        "title": f"t{i}",
+                        "image": f"http://img.test/{{slug}}/{i}.jpg",
+                        "thumbnail": f"http://th.test/{{slug}}/{i}",
+                        "url": f"http://page.test/{{slug}}/{i}",
+                        "width": 640,
+                        "height": 480,
+                        "source": "Bing",
+                    }
+                    for i in range(5)
+                ]
+            }
+        )
+    )
+    monkeypatch.setenv(FAKE_ENV, str(fake))
+    empty_store.set_setting("search_delay", 0)
+    at = app()
+    button(at, "Search")
+    assert any("Started 2 search queries" in s.value for s in at.success)
+    with open_project(empty_store.root.parent, "demo") as s:
+        wait_for(lambda: not jobs.latest_job(s, "search").running, what="the search job")  # type: ignore[union-attr]
+        job = jobs.latest_job(s, "search")
+        assert job is not None and job.state == "done", job
+        rows = s.candidates()
+    assert len(rows) == 10
+    assert {r.query for r in rows} == {"Legolas lotr", "Arwen lotr"}
+    assert rows[0].thumbnail_url == "http://th.test/legolas-lotr/0" and rows[0].width == 640
+    at.run()
+    assert any("Last search" in s.value and "10 new candidate" in s.value for s in at.success)
+
+
+def test_download_button_runs_a_background_download(candidates: Store, image_server: str) -> None:
+    candidates.set_setting("allow_private_hosts", True)
+    candidates.add_candidates([CandidateIn("elves", f"{image_server}/img/{i}.png") for i in range(3)])
+    candidates.add_candidates([CandidateIn("elves", f"{image_server}/missing.png")])
+    ids = [c.id for c in candidates.candidates() if c.image_url.startswith(image_server)]
+    candidates.decide(ids, "accepted")
+    at = app()
+    button(at, "Download 4 accepted")
+    with open_project(candidates.root.parent, "demo") as s:
+        wait_for(lambda: not jobs.latest_job(s, "download").running, what="the download job")  # type: ignore[union-attr]
+        job = jobs.latest_job(s, "download")
+        assert job is not None and job.state == "done", job
+        assert s.count("elves") == 3
+        failed = s.candidates(state="failed")
+        assert [c.error for c in failed] == ["http 404"]
+        img = s.images("elves")[0]
+        assert img.source == "download" and img.source_url and img.source_url.startswith(image_server)
+        assert s.path(img).exists()
+    at.run()
+    assert any(b.label == "Retry 1 failed" for b in at.button)
