@@ -114,4 +114,36 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX jobs_kind_state ON jobs(kind, state);
         """,
     ),
+    (
+        "003_runs",
+        """
+        -- Trained (or imported) models: files in runs/<id>/, the record here.
+        CREATE TABLE runs (
+            id          TEXT PRIMARY KEY,       -- sortable: 20261124-093000-ab12
+            state       TEXT NOT NULL DEFAULT 'running'
+                        CHECK (state IN ('running', 'done', 'failed', 'cancelled')),
+            source      TEXT NOT NULL DEFAULT 'trained',   -- trained | imported
+            params      TEXT NOT NULL DEFAULT '{}',        -- JSON: arch, epochs, size, ...
+            vocab       TEXT NOT NULL DEFAULT '[]',        -- JSON: class names in model output order
+            metrics     TEXT NOT NULL DEFAULT '{}',        -- JSON summary (error_rate, valid_loss, ...)
+            message     TEXT NOT NULL DEFAULT '',
+            job_id      INTEGER REFERENCES jobs(id),
+            created_at  TEXT NOT NULL,
+            finished_at TEXT
+        );
+        -- Per-image class probabilities of a run (valid-split rows are out-of-sample).
+        CREATE TABLE predictions (
+            run_id      TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            image_id    INTEGER NOT NULL REFERENCES images(id),
+            probs       TEXT NOT NULL,          -- JSON list aligned with runs.vocab
+            predicted   TEXT NOT NULL,
+            confidence  REAL NOT NULL,
+            PRIMARY KEY (run_id, image_id)
+        );
+        CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        """,
+    ),
 )

@@ -1,0 +1,212 @@
+"""Run records: each trained or imported model, its files, its predictions, and the current one.
+
+Files of a run live in ``runs/<id>/`` (``model.pkl`` from ``learn.export()``, ``metrics.json``).
+The current run (used by Review and Predict) is the one the user picked, else the newest
+finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import Conflict, InvalidInput, NotFound
+from .store import Store, now
+
+RUN_STATES = ("running", "done", "failed", "cancelled")
+MODEL_FILE = "model.pkl"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    state: str
+    source: str
+    params: dict[str, Any]
+    vocab: list[str]
+    metrics: dict[str, Any]
+    message: str
+    job_id: int | None
+    created_at: str
+    finished_at: str | None
+    path: Path
+    is_current: bool = False
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    def full_metrics(self) -> dict[str, Any]:
+        """metrics.json (per-epoch history, confusion matrix…), or the DB summary when absent."""
+        if self.metrics_path.is_file():
+            data: dict[str, Any] = json.loads(self.metrics_path.read_text(encoding="utf-8"))
+            return data
+        return dict(self.metrics)
+
+
+def runs_dir(store: Store) -> Path:
+    return store.root / "runs"
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def _run(store: Store, row: Any, current: str | None) -> Run:
+    return Run(
+        id=row["id"],
+        state=row["state"],
+        source=row["source"],
+        params=json.loads(row["params"]),
+        vocab=json.loads(row["vocab"]),
+        metrics=json.loads(row["metrics"]),
+        message=row["message"],
+        job_id=row["job_id"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+        path=runs_dir(store) / row["id"],
+        is_current=row["id"] == current,
+    )
+
+
+def _current_id(store: Store) -> str | None:
+    row = store.conn.execute("SELECT value FROM meta WHERE key = 'current_run'").fetchone()
+    if row is not None:
+        ok = store.conn.execute("SELECT 1 FROM runs WHERE id = ? AND state = 'done'", (row[0],)).fetchone()
+        if ok:
+            return str(row[0])
+    latest = store.conn.execute("SELECT id FROM runs WHERE state = 'done' ORDER BY id DESC LIMIT 1").fetchone()
+    return str(latest[0]) if latest else None
+
+
+def list_runs(store: Store) -> list[Run]:
+    current = _current_id(store)
+    return [_run(store, r, current) for r in store.conn.execute("SELECT * FROM runs ORDER BY id DESC")]
+
+
+def get_run(store: Store, run_id: str) -> Run:
+    row = store.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        known = ", ".join(r.id for r in list_runs(store)[:5]) or "none yet"
+        raise NotFound(f"No run {run_id!r} in project {store.name!r}. Recent runs: {known}.")
+    return _run(store, row, _current_id(store))
+
+
+def current_run(store: Store) -> Run | None:
+    current = _current_id(store)
+    return get_run(store, current) if current else None
+
+
+def create_run(
+    store: Store,
+    params: dict[str, Any],
+    *,
+    source: str = "trained",
+    job_id: int | None = None,
+    run_id: str | None = None,
+) -> Run:
+    run_id = run_id or new_run_id()
+    with store.transaction():
+        store.conn.execute(
+            "INSERT INTO runs(id, source, params, job_id, created_at) VALUES (?, ?, ?, ?, ?)",
+            (run_id, source, json.dumps(params), job_id, now()),
+        )
+    (runs_dir(store) / run_id).mkdir(parents=True, exist_ok=True)
+    return get_run(store, run_id)
+
+
+def finish_run(
+    store: Store,
+    run_id: str,
+    state: str,
+    *,
+    vocab: Sequence[str] | None = None,
+    metrics: dict[str, Any] | None = None,
+    message: str = "",
+) -> Run:
+    if state not in RUN_STATES:
+        raise InvalidInput(f"Run state {state!r} is not valid. Must be one of: {', '.join(RUN_STATES)}.")
+    with store.transaction():
+        store.conn.execute(
+            "UPDATE runs SET state = ?, vocab = coalesce(?, vocab), metrics = coalesce(?, metrics), "
+            "message = ?, finished_at = ? WHERE id = ?",
+            (
+                state,
+                json.dumps(list(vocab)) if vocab is not None else None,
+                json.dumps(metrics) if metrics is not None else None,
+                message,
+                now(),
+                run_id,
+            ),
+        )
+    return get_run(store, run_id)
+
+
+def set_current(store: Store, run_id: str) -> Run:
+    run = get_run(store, run_id)
+    if run.state != "done":
+        raise Conflict(f"Run {run_id} is {run.state}; only a finished run can be current.")
+    with store.transaction():
+        store.conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('current_run', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (run_id,),
+        )
+    return get_run(store, run_id)
+
+
+def delete_run(store: Store, run_id: str) -> None:
+    """Remove a run's record, predictions and files (not undoable: a model can be retrained)."""
+    run = get_run(store, run_id)
+    if run.state == "running":
+        raise Conflict(f"Run {run_id} is still running. Cancel it first.")
+    with store.transaction():
+        store.conn.execute("DELETE FROM predictions WHERE run_id = ?", (run_id,))
+        store.conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        store.conn.execute("DELETE FROM meta WHERE key = 'current_run' AND value = ?", (run_id,))
+    shutil.rmtree(run.path, ignore_errors=True)
+
+
+def save_predictions(
+    store: Store, run_id: str, vocab: Sequence[str], rows: Iterable[tuple[int, Sequence[float]]]
+) -> int:
+    """Store per-image probabilities (aligned with ``vocab``) for a run, replacing earlier ones."""
+    n = 0
+    with store.transaction():
+        store.conn.execute("DELETE FROM predictions WHERE run_id = ?", (run_id,))
+        for image_id, probs in rows:
+            if len(probs) != len(vocab):
+                raise InvalidInput(f"Image {image_id}: {len(probs)} probabilities for {len(vocab)} classes.")
+            best = max(range(len(probs)), key=lambda i: probs[i])
+            store.conn.execute(
+                "INSERT INTO predictions(run_id, image_id, probs, predicted, confidence) VALUES (?, ?, ?, ?, ?)",
+                (run_id, image_id, json.dumps([float(p) for p in probs]), vocab[best], float(probs[best])),
+            )
+            n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class Prediction:
+    image_id: int
+    probs: list[float]
+    predicted: str
+    confidence: float
+
+
+def predictions(store: Store, run_id: str) -> dict[int, Prediction]:
+    rows = store.conn.execute(
+        "SELECT image_id, probs, predicted, confidence FROM predictions WHERE run_id = ?", (run_id,)
+    )
+    return {r[0]: Prediction(r[0], json.loads(r[1]), r[2], r[3]) for r in rows}
