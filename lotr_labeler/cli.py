@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -23,7 +24,7 @@ from .errors import InvalidInput, LabelerError
 from .export import export_dataset
 from .importers import ImportReport, import_folder, import_urls, import_zip
 from .store import CANDIDATE_STATES, SPLITS, Store
-from .workspace import create_project, open_project
+from .workspace import create_project, list_projects, open_project
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -365,12 +366,149 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     with _store(args) as store:
+        if args.what == "model":
+            from . import runs
+
+            run = runs.get_run(store, args.run) if args.run else runs.current_run(store)
+            if run is None or not run.model_path.is_file():
+                raise InvalidInput(f"Project {store.name!r} has no trained model yet. Run `lotr-labeler train` first.")
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run.model_path, out)
+            print(f"Exported the model of run {run.id} to {out} (load it with fastai's load_learner).")
+            return 0
         update, close = _bar("export")
         try:
             n = export_dataset(store, Path(args.out), update)
         finally:
             close()
         print(f"Exported {n} image(s) and manifest.csv to {args.out}.")
+    return 0
+
+
+def _bundle_store(args: argparse.Namespace) -> Store:
+    """The project a dataset bundle (export zip or its unzipped folder) is imported into."""
+    bundle = Path(args.bundle)
+    root = proj.data_root(args.data)
+    name = args.project or proj.validate_name(bundle.stem if bundle.suffix else bundle.name, "Project name")
+    store = open_project(root, name) if name in list_projects(root) else create_project(root, name, "empty")
+    if bundle.is_file():
+        report = import_zip(store, bundle)
+    elif (bundle / "images").is_dir():
+        report = import_folder(store, bundle / "images")
+    else:
+        report = import_folder(store, bundle)
+    print(f"Bundle {bundle}: {report.summary()}", file=sys.stderr)
+    return store
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import threading
+
+    from . import train as tr
+
+    params = tr.preset(
+        args.preset,
+        arch=args.arch,
+        epochs=args.epochs,
+        size=args.size,
+        batch_size=args.bs,
+        lr=args.lr,
+        seed=args.seed,
+        find_lr=args.find_lr or None,
+        pretrained=False if args.no_pretrained else None,
+        weights=args.weights,
+        augment=False if args.no_augment else None,
+    )
+    with _bundle_store(args) if args.bundle else _store(args) as store:
+        tr.check_dataset(store)  # refuse before the 10 s fastai import
+        job = jobs.attach(store, "train", asdict(params), args.job)
+        reporter = jobs.Reporter(store, job.id)
+        cancel = threading.Event()
+        stop_watch = reporter.watch_cancel(cancel)
+        bar = tqdm(total=100, desc="train", unit="%", file=sys.stderr, disable=None)
+
+        def progress(p: dict[str, Any]) -> None:
+            bar.n = int(100 * p["fraction"])
+            bar.set_postfix_str(f"epoch {p['epoch']}/{p['epochs']} batch {p['batch']}/{p['batches']}")
+            reporter.update(p, f"epoch {p['epoch']}/{p['epochs']}, batch {p['batch']}/{p['batches']}")
+
+        try:
+            run = tr.train_run(store, params, job_id=job.id, progress=progress, should_stop=cancel.is_set)
+        except KeyboardInterrupt:
+            reporter.finish("cancelled", "Interrupted.")
+            raise
+        except BaseException as exc:
+            reporter.finish("failed", str(exc) or type(exc).__name__)
+            raise
+        finally:
+            stop_watch.set()
+            bar.close()
+        if run.state == "cancelled":
+            reporter.finish("cancelled", f"Run {run.id} cancelled.", {"run_id": run.id})
+            print(f"error: training cancelled (run {run.id}).", file=sys.stderr)
+            return 1
+        m = run.metrics
+        message = f"Run {run.id}: error rate {m.get('error_rate', 0):.3f} in {m.get('duration_s')} s on {run.params}"
+        reporter.finish(
+            "done", f"Run {run.id} finished: error rate {m.get('error_rate', 0):.3f}.", {"run_id": run.id, **m}
+        )
+        if args.out:
+            shutil.copyfile(run.model_path, args.out)
+        if args.json:
+            _print_json({"id": run.id, "path": str(run.model_path), **m})
+        else:
+            print(message.split(" on ")[0] + ".")
+            print(f"Model: {args.out or run.model_path}")
+    return 0
+
+
+def cmd_import_model(args: argparse.Namespace) -> int:
+    from .train import import_model
+
+    print(
+        "warning: a model.pkl is a pickle and loading it runs code from it: only import files you made.",
+        file=sys.stderr,
+    )
+    with _store(args) as store:
+        run = import_model(store, Path(args.path))
+        acc = run.metrics.get("accuracy")
+        shown = f"{acc:.3f}" if isinstance(acc, float) else "n/a (no validation image of its classes)"
+        print(f"Imported {args.path} as run {run.id}; validation accuracy here {shown}.")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from . import runs
+
+    with _store(args) as store:
+        if args.runs_cmd == "current":
+            run = runs.set_current(store, args.run)
+            print(f"Run {run.id} is now current (Review and Predict use it).")
+        elif args.runs_cmd == "rm":
+            runs.delete_run(store, args.run)
+            print(f"Deleted run {args.run}.")
+        else:
+            rows = [
+                {
+                    "id": r.id,
+                    "state": r.state,
+                    "source": r.source,
+                    "current": r.is_current,
+                    "error_rate": r.metrics.get("error_rate"),
+                    "duration_s": r.metrics.get("duration_s"),
+                    "arch": r.params.get("arch"),
+                    "epochs": r.params.get("epochs"),
+                    "size": r.params.get("size"),
+                    "path": str(r.model_path),
+                    "created_at": r.created_at,
+                }
+                for r in runs.list_runs(store)
+            ]
+            if args.json:
+                _print_json(rows)
+            else:
+                _table(rows, ["id", "state", "current", "arch", "epochs", "size", "error_rate", "duration_s"])
     return 0
 
 
@@ -500,10 +638,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--job", type=int, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_download)
 
-    s = sub.add_parser("export", help="export the dataset")
-    s.add_argument("what", choices=("dataset",))
-    s.add_argument("out", metavar="OUT.zip")
+    s = sub.add_parser("export", help="export the dataset (zip) or the current model (pkl)")
+    s.add_argument("what", choices=("dataset", "model"))
+    s.add_argument("out", metavar="OUT")
+    s.add_argument("--run", help="with `model`: this run instead of the current one")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("train", help="fine-tune a classifier on the project's images")
+    s.add_argument(
+        "--preset",
+        default="quick",
+        choices=("quick", "standard"),
+        help="quick: CPU laptop (128 px, 2 epochs); standard: GPU (224 px, 4 epochs)",
+    )
+    s.add_argument("--arch", choices=("resnet18", "resnet34", "resnet50"))
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--size", type=int, help="image size in pixels")
+    s.add_argument("--bs", type=int, help="batch size")
+    s.add_argument("--lr", type=float, help="learning rate (default 0.002)")
+    s.add_argument("--find-lr", action="store_true", help="pick the learning rate with lr_find")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--no-pretrained", action="store_true", help="train from scratch (no ImageNet weights)")
+    s.add_argument("--weights", help="a local torchvision weights file for --arch (offline)")
+    s.add_argument("--no-augment", action="store_true", help="no data augmentation")
+    s.add_argument("--bundle", help="first import this exported dataset (zip or folder) into the project")
+    s.add_argument("--out", help="also copy model.pkl here")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--job", type=int, help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("import-model", help="register a model.pkl trained elsewhere (pickles run code!)")
+    s.add_argument("path")
+    s.set_defaults(func=cmd_import_model)
+
+    s = sub.add_parser("runs", help="list runs, pick the current one, delete one")
+    cs = s.add_subparsers(dest="runs_cmd", required=True)
+    c = cs.add_parser("list")
+    c.add_argument("--json", action="store_true")
+    for name in ("current", "rm"):
+        c = cs.add_parser(name)
+        c.add_argument("run", metavar="RUN_ID")
+    s.set_defaults(func=cmd_runs)
     return p
 
 

@@ -12,6 +12,8 @@ allowed to surface.
     ├── ImageRejected         a file or body that is not a usable image (reason attached)
     ├── UnsafeArchive         zip entries that would escape the target folder
     ├── StoreError            the project database cannot be opened or migrated
+    ├── TrainingError         training cannot start or failed (dataset, weights)
+    │   └── WeightsUnavailable
     ├── SearchError           image search failed
     │   ├── SearchRateLimited
     │   ├── SearchTimeout
@@ -57,6 +59,14 @@ class UnsafeArchive(LabelerError):
 
 class StoreError(LabelerError):
     """The project database cannot be opened, migrated or repaired."""
+
+
+class TrainingError(LabelerError):
+    """Training cannot start (dataset not ready) or failed."""
+
+
+class WeightsUnavailable(TrainingError):
+    """Pretrained weights could not be downloaded or loaded."""
 
 
 class SearchError(LabelerError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 
 from .. import jobs
@@ -26,6 +28,11 @@ def _describe(job: jobs.Job) -> tuple[float, str]:
             f" · ETA {_eta(p.get('eta_s'))}"
         )
         return frac, text
+    if job.kind == "train" and p.get("epochs"):
+        return float(p.get("fraction", 0.0)), (
+            f"epoch {p['epoch']}/{p['epochs']} ({p.get('phase', '')}) · batch {p['batch']}/{p['batches']}"
+            f" · {p.get('device', '')} · elapsed {_eta(p.get('elapsed_s'))} · ETA {_eta(p.get('eta_s'))}"
+        )
     if job.kind == "search" and p.get("total"):
         return p["index"] / p["total"], (
             f"query {p['index']} of {p['total']}: “{p['query']}” · {p['results_so_far']} new candidates so far"
@@ -37,7 +44,10 @@ def _cancel(store: Store, job_id: int) -> None:
     jobs.request_cancel(store, job_id)
 
 
-def _panel(project: str, kind: str, title: str) -> bool:
+Detail = Callable[[jobs.Job], None]
+
+
+def _panel(project: str, kind: str, title: str, detail: Detail | None = None) -> bool:
     """Render the latest ``kind`` job; returns whether it is running."""
     with Store(data_dir() / project) as store:
         job = jobs.latest_job(store, kind)
@@ -54,23 +64,25 @@ def _panel(project: str, kind: str, title: str) -> bool:
                 on_click=act,
                 args=(_cancel, job.id),
             )
+            if detail is not None:
+                detail(job)
         return True
     shown = {"done": st.success, "cancelled": st.warning, "failed": st.error}[job.state]
     shown(f"Last {kind} ({job.finished_at or job.updated_at}): {job.message}")
     return False
 
 
-def job_panel(project: str, kind: str, title: str) -> None:
+def job_panel(project: str, kind: str, title: str, detail: Detail | None = None) -> None:
     """A static panel, or a 1 s poller while the job runs; a full rerun when it ends refreshes the page."""
     with Store(data_dir() / project) as store:
         active = jobs.running_job(store, kind) is not None
     if not active:
-        _panel(project, kind, title)
+        _panel(project, kind, title, detail)
         return
 
     @st.fragment(run_every=1.0)
     def poll() -> None:
-        if not _panel(project, kind, title):
+        if not _panel(project, kind, title, detail):
             st.rerun(scope="app")
 
     poll()

@@ -1,0 +1,465 @@
+"""Training: a fastai ``vision_learner`` fine-tuned on the project's images and stable split.
+
+The work runs in its own process (``lotr-labeler train``, started by the Train page as a
+background job) and reports progress through ``jobs.Reporter``. Each run writes
+``runs/<id>/model.pkl`` (``learn.export()``: loads with stock ``load_learner``),
+``metrics.json``, and the probabilities of every image into the store for Review.
+fastai and torch are imported inside functions: importing them takes ~10 s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from . import runs
+from .errors import InvalidInput, TrainingError, WeightsUnavailable
+from .imaging import write_atomic
+from .store import ImageRow, Store
+
+log = logging.getLogger(__name__)
+
+ARCHS = ("resnet18", "resnet34", "resnet50")
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Every knob of a training run. ``lr=None`` means the default, or lr_find with ``find_lr``."""
+
+    arch: str = "resnet18"
+    epochs: int = 3
+    size: int = 224
+    batch_size: int = 32
+    lr: float | None = None
+    find_lr: bool = False
+    seed: int = 42
+    pretrained: bool = True
+    weights: str | None = None  # a local torchvision state-dict file for ``arch``
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise InvalidInput(f"Architecture {self.arch!r} is not supported. Must be one of: {', '.join(ARCHS)}.")
+        for name, value, lo, hi in (
+            ("epochs", self.epochs, 1, 200),
+            ("size", self.size, 32, 1024),
+            ("batch_size", self.batch_size, 1, 1024),
+        ):
+            if not lo <= value <= hi:
+                raise InvalidInput(f"{name}={value} is out of range. Use {lo} to {hi}.")
+        if self.lr is not None and not 0 < self.lr < 1:
+            raise InvalidInput(f"Learning rate {self.lr} is out of range. Use a value between 0 and 1, e.g. 0.002.")
+        if self.weights and not Path(self.weights).is_file():
+            raise InvalidInput(f"Weights file {self.weights} does not exist. Give the path of a .pth state dict.")
+
+
+DEFAULT_LR = 2e-3
+# Quick: fits a CPU laptop (a few minutes for a few hundred images). Standard: the fastai course on a GPU.
+PRESETS: dict[str, TrainParams] = {
+    "quick": TrainParams(epochs=2, size=128, batch_size=32),
+    "standard": TrainParams(epochs=4, size=224, batch_size=64),
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainParams:
+    try:
+        base = PRESETS[name]
+    except KeyError:
+        raise InvalidInput(f"Unknown preset {name!r}. Must be one of: {', '.join(PRESETS)}.") from None
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def device_name() -> str:
+    """The device training will use: CUDA, Apple MPS, else CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+# -- dataset --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetSnapshot:
+    images: list[ImageRow]
+    classes: list[str]
+    counts: dict[str, int]
+    valid_counts: dict[str, int]
+    digest: str
+
+
+def snapshot(store: Store, images: Sequence[ImageRow] | None = None) -> DatasetSnapshot:
+    """Counts and a digest of the images a run trains on (so runs can be compared)."""
+    images = list(store.images() if images is None else images)
+    classes = sorted({img.label for img in images})
+    counts = {c: 0 for c in classes}
+    valid = {c: 0 for c in classes}
+    for img in images:
+        counts[img.label] += 1
+        valid[img.label] += img.split == "valid"
+    digest = hashlib.sha256("\n".join(sorted(f"{i.sha256}:{i.label}:{i.split}" for i in images)).encode()).hexdigest()[
+        :16
+    ]
+    return DatasetSnapshot(images, classes, counts, valid, digest)
+
+
+def check_dataset(store: Store, min_per_class: int | None = None) -> DatasetSnapshot:
+    """The dataset to train on, or TrainingError saying exactly what is missing."""
+    snap = snapshot(store)
+    minimum = int(min_per_class if min_per_class is not None else store.get_setting("min_images_per_class"))
+    if len(snap.classes) < 2:
+        raise TrainingError(
+            f"Training needs at least 2 classes with images; project {store.name!r} has "
+            f"{len(snap.classes)} ({', '.join(snap.classes) or 'none'}). Import or download images first."
+        )
+    thin = {c: n for c, n in snap.counts.items() if n < minimum}
+    if thin:
+        listing = ", ".join(f"{c} ({n})" for c, n in thin.items())
+        raise TrainingError(
+            f"Every class needs at least {minimum} images (setting min_images_per_class); too few: {listing}. "
+            "Add images or lower the setting."
+        )
+    no_valid = [c for c, n in snap.valid_counts.items() if n == 0]
+    if no_valid:
+        raise TrainingError(
+            f"Class(es) {', '.join(no_valid)} have no validation image (the split comes from each image's hash). "
+            "Add a few more images to them."
+        )
+    return snap
+
+
+def _readable(store: Store, images: Sequence[ImageRow]) -> tuple[list[ImageRow], list[dict[str, Any]]]:
+    ok: list[ImageRow] = []
+    skipped: list[dict[str, Any]] = []
+    for img in images:
+        try:
+            with Image.open(store.path(img)) as handle:
+                handle.verify()
+            ok.append(img)
+        except (OSError, SyntaxError) as exc:
+            skipped.append({"id": img.id, "path": img.relpath, "reason": str(exc) or type(exc).__name__})
+    return ok, skipped
+
+
+# -- the fastai job ---------------------------------------------------------------------------
+
+
+def _make_progress_callback(report: Progress | None, should_stop: Callable[[], bool] | None) -> Any:
+    """A fastai callback: batch/epoch progress, per-epoch history, cancel within one batch."""
+    import fastai.vision.all as fv
+
+    class ProgressCallback(fv.Callback):  # type: ignore[misc]
+        order = 60  # after the Recorder (50) has logged the epoch
+
+        def __init__(self) -> None:
+            self.history: list[dict[str, Any]] = []
+            self.started = time.monotonic()
+            self.epoch_started = self.started
+            self.global_epoch = 0
+            self.total_epochs = 1
+            self.batches_done = 0
+            self.cancelled = False
+            self.phase = "head"
+
+        def _tell(self) -> None:
+            if report is None:
+                return
+            n = len(self.dls.train)
+            total = max(1, self.total_epochs * n)
+            elapsed = time.monotonic() - self.started
+            frac = min(1.0, self.batches_done / total)
+            report(
+                {
+                    "device": self.dls.device.type,
+                    "phase": self.phase,
+                    "epoch": min(self.global_epoch + 1, self.total_epochs),
+                    "epochs": self.total_epochs,
+                    "batch": self.iter + 1 if self.training else n,
+                    "batches": n,
+                    "fraction": frac,
+                    "elapsed_s": round(elapsed, 1),
+                    "eta_s": round(elapsed / frac - elapsed, 1) if frac > 0 else None,
+                    "history": self.history,
+                }
+            )
+
+        def before_fit(self) -> None:
+            self.phase = "head" if self.global_epoch == 0 else "fine-tune"
+            if self.cancelled:
+                raise fv.CancelFitException()
+
+        def after_batch(self) -> None:
+            if not self.training:
+                return
+            self.batches_done += 1
+            self._tell()
+            if should_stop is not None and should_stop():
+                self.cancelled = True
+                raise fv.CancelFitException()
+
+        def before_epoch(self) -> None:
+            self.epoch_started = time.monotonic()
+
+        def after_epoch(self) -> None:
+            values = self.recorder.values[-1] if self.recorder.values else []
+            names = [str(m) for m in self.recorder.metric_names[1:-1]]  # drop "epoch" and "time"
+            row: dict[str, Any] = {"epoch": self.global_epoch + 1, "phase": self.phase}
+            row.update({k: (float(v) if v is not None else None) for k, v in zip(names, values, strict=False)})
+            row["seconds"] = round(time.monotonic() - self.epoch_started, 2)
+            self.history.append(row)
+            self.global_epoch += 1
+            self._tell()
+
+    return ProgressCallback()
+
+
+def _build_learner(store: Store, params: TrainParams, images: Sequence[ImageRow], device: str) -> Any:
+    import fastai.vision.all as fv
+    import pandas as pd
+    import torch
+    import torchvision
+
+    fv.set_seed(params.seed, reproducible=True)
+    df = pd.DataFrame(
+        {
+            "path": [img.relpath for img in images],
+            "label": [img.label for img in images],
+            "is_valid": [img.split == "valid" for img in images],
+        }
+    )
+    batch_tfms: list[Any] = list(fv.aug_transforms(size=params.size)) if params.augment else []
+    if params.weights:
+        # The weights file replaces the download: normalise as for the ImageNet weights.
+        batch_tfms.append(fv.Normalize.from_stats(*fv.imagenet_stats))
+    dls = fv.ImageDataLoaders.from_df(
+        df,
+        path=store.root,
+        fn_col="path",
+        label_col="label",
+        valid_col="is_valid",
+        item_tfms=fv.Resize(params.size),
+        batch_tfms=batch_tfms,
+        bs=params.batch_size,
+        seed=params.seed,
+        num_workers=0,
+        device=torch.device(device),
+    )
+    arch = getattr(torchvision.models, params.arch)
+    pretrained = params.pretrained and not params.weights
+    try:
+        learn = fv.vision_learner(dls, arch, pretrained=pretrained, metrics=fv.error_rate)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; hub errors are RuntimeErrors
+        raise WeightsUnavailable(
+            f"Could not get the pretrained {params.arch} weights ({exc}). Either train from scratch "
+            "(--no-pretrained / untick 'Pretrained weights'), or download the torchvision weights file on a "
+            "machine with internet and pass it with --weights FILE (setting 'Weights file' on the Train page)."
+        ) from exc
+    if params.weights:
+        _load_body_weights(learn, arch, params.weights)
+    return learn
+
+
+def _load_body_weights(learn: Any, arch: Any, weights: str) -> None:
+    import torch
+    from torch import nn
+
+    reference = arch(weights=None)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)  # tensors only: no code runs
+        reference.load_state_dict(state)
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        raise WeightsUnavailable(
+            f"Weights file {weights} does not fit {type(reference).__name__} ({exc}). "
+            "Use the torchvision state dict for the chosen architecture."
+        ) from exc
+    body = nn.Sequential(*list(reference.children())[:-2])
+    learn.model[0].load_state_dict(body.state_dict())
+
+
+def _class_metrics(probs: Any, targets: Any, vocab: Sequence[str]) -> dict[str, Any]:
+    import numpy as np
+
+    pred = np.asarray(probs).argmax(1)
+    true = np.asarray(targets)
+    k = len(vocab)
+    cm = np.zeros((k, k), dtype=int)
+    for t, p in zip(true, pred, strict=True):
+        cm[int(t), int(p)] += 1
+    per_class = {}
+    for i, name in enumerate(vocab):
+        tp = int(cm[i, i])
+        precision = tp / int(cm[:, i].sum()) if cm[:, i].sum() else None
+        recall = tp / int(cm[i].sum()) if cm[i].sum() else None
+        per_class[name] = {"precision": precision, "recall": recall, "support": int(cm[i].sum())}
+    accuracy = float((pred == true).mean()) if len(true) else None
+    return {"confusion_matrix": cm.tolist(), "per_class": per_class, "accuracy": accuracy}
+
+
+def predict_images(learn: Any, store: Store, images: Sequence[ImageRow], batch_size: int = 64) -> list[list[float]]:
+    """Class probabilities (in ``learn.dls.vocab`` order) for ``images``, batched."""
+    if not images:
+        return []
+    dl = learn.dls.test_dl([store.path(img) for img in images], bs=batch_size, num_workers=0)
+    probs, _ = learn.get_preds(dl=dl)
+    return [[float(p) for p in row] for row in probs.tolist()]
+
+
+def train_run(
+    store: Store,
+    params: TrainParams,
+    *,
+    job_id: int | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    min_per_class: int | None = None,
+) -> runs.Run:
+    """Train, export, evaluate and predict; returns the finished (or cancelled) run record."""
+    snap = check_dataset(store, min_per_class)
+    images, skipped = _readable(store, snap.images)
+    if skipped:
+        log.warning("skipping %d unreadable image file(s)", len(skipped))
+        snap = snapshot(store, images)
+    run = runs.create_run(store, {**asdict(params), "preset": None}, job_id=job_id)
+    started = time.monotonic()
+    try:
+        device = device_name()
+        learn = _build_learner(store, params, images, device)
+        callback = _make_progress_callback(progress, should_stop)
+        n_batches = len(learn.dls.train)
+        callback.total_epochs = params.epochs + 1  # fine_tune: 1 frozen epoch + ``epochs``
+        lr = params.lr
+        if lr is None and params.find_lr:
+            lr = float(learn.lr_find(show_plot=False).valley)
+        lr = lr or DEFAULT_LR
+        with learn.no_bar(), learn.no_logging():
+            learn.add_cb(callback)
+            learn.fine_tune(params.epochs, base_lr=lr, freeze_epochs=1)
+            learn.remove_cb(callback)
+        if callback.cancelled:
+            return runs.finish_run(store, run.id, "cancelled", message="Cancelled by the user.")
+        vocab = [str(v) for v in learn.dls.vocab]
+        learn.export(run.model_path)
+        with learn.no_bar():
+            valid_probs, valid_targets = learn.get_preds(dl=learn.dls.valid)
+            probs = predict_images(learn, store, images)
+        evaluation = _class_metrics(valid_probs, valid_targets, vocab)
+        runs.save_predictions(store, run.id, vocab, zip([img.id for img in images], probs, strict=True))
+        last = callback.history[-1] if callback.history else {}
+        summary = {
+            "error_rate": last.get("error_rate"),
+            "valid_loss": last.get("valid_loss"),
+            "train_loss": last.get("train_loss"),
+            "accuracy": evaluation["accuracy"],
+            "duration_s": round(time.monotonic() - started, 1),
+            "images": len(images),
+        }
+        metrics = {
+            "run_id": run.id,
+            "params": asdict(params),
+            "lr": lr,
+            "device": device,
+            "dataset": {
+                "snapshot": snap.digest,
+                "images": len(images),
+                "class_counts": snap.counts,
+                "valid_counts": snap.valid_counts,
+                "skipped": skipped,
+            },
+            "batches_per_epoch": n_batches,
+            "history": callback.history,
+            **evaluation,
+            **{k: v for k, v in summary.items() if k not in ("accuracy",)},
+            "vocab": vocab,
+        }
+        write_atomic(run.metrics_path, json.dumps(metrics, indent=2).encode())
+        return runs.finish_run(store, run.id, "done", vocab=vocab, metrics=summary, message="")
+    except BaseException as exc:
+        runs.finish_run(store, run.id, "failed", message=str(exc) or type(exc).__name__)
+        raise
+
+
+# -- models from elsewhere ------------------------------------------------------------------
+
+
+def import_model(store: Store, path: Path) -> runs.Run:
+    """Register a ``model.pkl`` trained elsewhere (e.g. on a GPU) and compute its predictions here.
+
+    Loading a pickle runs code from it: only import files you made yourself.
+    """
+    import fastai.vision.all as fv
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInput(f"Model file {path} does not exist. Give the path of a model.pkl from learn.export().")
+    run = runs.create_run(store, {"imported_from": str(path.resolve())}, source="imported")
+    try:
+        shutil.copyfile(path, run.model_path)
+        try:
+            learn = fv.load_learner(run.model_path, cpu=True)
+        except Exception as exc:  # any unpickling failure: wrong file, other fastai version
+            raise InvalidInput(f"{path} is not a fastai model this fastai can load ({exc}).") from exc
+        vocab = [str(v) for v in learn.dls.vocab]
+        images = store.images()
+        with learn.no_bar():
+            probs = predict_images(learn, store, images)
+        runs.save_predictions(store, run.id, vocab, zip([i.id for i in images], probs, strict=True))
+        valid = [(img, p) for img, p in zip(images, probs, strict=True) if img.split == "valid"]
+        known = [(img, p) for img, p in valid if img.label in vocab]
+        accuracy = (
+            sum(vocab[max(range(len(p)), key=p.__getitem__)] == img.label for img, p in known) / len(known)
+            if known
+            else None
+        )
+        summary = {
+            "accuracy": accuracy,
+            "images": len(images),
+            "error_rate": None if accuracy is None else 1 - accuracy,
+        }
+        metrics = {"run_id": run.id, "source": "imported", "imported_from": str(path), "vocab": vocab, **summary}
+        write_atomic(run.metrics_path, json.dumps(metrics, indent=2).encode())
+        return runs.finish_run(store, run.id, "done", vocab=vocab, metrics=summary)
+    except BaseException as exc:
+        runs.finish_run(store, run.id, "failed", message=str(exc) or type(exc).__name__)
+        raise
+
+
+def cli_args(params: TrainParams) -> list[str]:
+    """``lotr-labeler train`` arguments that reproduce ``params`` (for the background job)."""
+    args = [
+        "train",
+        "--arch",
+        params.arch,
+        "--epochs",
+        str(params.epochs),
+        "--size",
+        str(params.size),
+        "--bs",
+        str(params.batch_size),
+        "--seed",
+        str(params.seed),
+    ]
+    if params.lr is not None:
+        args += ["--lr", str(params.lr)]
+    if params.find_lr:
+        args.append("--find-lr")
+    if not params.pretrained:
+        args.append("--no-pretrained")
+    if params.weights:
+        args += ["--weights", params.weights]
+    if not params.augment:
+        args.append("--no-augment")
+    return args
