@@ -362,3 +362,11 @@ def test_lotr_template_has_seed_classes(data_root: Path) -> None:
     assert s.get_class("Hobbits").queries[0] == "Frodo lotr movie face"
     assert s.get_class("no-middle-earth").template == "{name} face"
     s.close()
+
+
+def test_bulk_decisions_only_touch_pending(store: Store) -> None:
+    store.add_candidates([CandidateIn("circle", f"http://example.com/{i}.jpg") for i in range(3)])
+    ids = [c.id for c in store.candidates()]
+    store.decide([ids[0]], "rejected")  # taken in another tab after the page was drawn
+    assert store.decide(ids, "accepted", only_pending=True) == 2
+    assert [store.get_candidate(i).state for i in ids] == ["rejected", "accepted", "accepted"]

@@ -276,3 +276,51 @@ def test_page_with_finished_runs(trained: tuple[Store, runs.Run, int, Any], monk
     assert list(table["run"]) == [run.id] and table["current"][0] == "★"
     assert any(m.label == "Error rate" for m in at.metric)
     assert len(at.dataframe) >= 3  # runs table, confusion matrix, per-class table
+
+
+def test_remote_round_trip_train_on_a_bundle(
+    trained: tuple[Store, runs.Run, int, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """export dataset → `train --bundle` on another machine (another data dir) → model.pkl back."""
+    from lotr_labeler.export import export_dataset
+
+    store, _, broken, _ = trained
+    bundle = tmp_path / "bundle.zip"
+    store.delete_images([broken])  # the corrupt file would be refused by the import anyway
+    try:
+        export_dataset(store, bundle)
+    finally:
+        store.undo()
+    remote = tmp_path / "gpu-box"
+    out = tmp_path / "model.pkl"
+    assert main(["--data", str(remote), "--project", "bundle", "init", "--template", "empty"]) == 0
+    assert main(["--data", str(remote), "settings", "set", "min_images_per_class", "3"]) == 0
+    code = main(
+        [
+            "--data",
+            str(remote),
+            "train",
+            "--bundle",
+            str(bundle),
+            "--no-pretrained",
+            "--epochs",
+            "1",
+            "--size",
+            "64",
+            "--bs",
+            "8",
+            "--out",
+            str(out),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert out.is_file() and "Bundle" in captured.err
+    assert (remote / "bundle" / "project.sqlite").is_file()
+    # Same files, same hashes, so the same stable split as at home.
+    from lotr_labeler.workspace import open_project
+
+    with open_project(remote, "bundle") as there:
+        assert {(i.sha256, i.split) for i in there.images()} == {
+            (i.sha256, i.split) for i in store.images() if i.id != broken
+        }
