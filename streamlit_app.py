@@ -9,6 +9,7 @@ import streamlit as st
 
 from lotr_labeler import project as proj
 from lotr_labeler.overview import next_step
+from lotr_labeler.runs import current_run
 from lotr_labeler.ui.context import data_dir, error_boundary, flash, open_current, show_flash
 from lotr_labeler.workspace import create_project, remember
 
@@ -23,7 +24,7 @@ with open_current() as store:
     st.subheader(f"Project: {store.name}")
     st.caption(f"Data in `{store.root}`")
 
-    step = next_step(status, int(settings["min_images_per_class"]))
+    step = next_step(status, int(settings["min_images_per_class"]), has_run=current_run(store) is not None)
     with st.container(border=True):
         st.markdown(f"**Next step:** {step.message}")
         if (Path(__file__).parent / step.page).exists():

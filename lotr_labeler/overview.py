@@ -13,7 +13,7 @@ class NextStep:
     message: str
 
 
-def next_step(status: list[dict[str, Any]], min_images: int) -> NextStep:
+def next_step(status: list[dict[str, Any]], min_images: int, has_run: bool = False) -> NextStep:
     """The single most useful next action, checked in pipeline order."""
     if len(status) < 2:
         return NextStep("pages/1_Classes.py", "Classes", "Add at least two classes to tell apart.")
@@ -40,8 +40,10 @@ def next_step(status: list[dict[str, Any]], min_images: int) -> NextStep:
         return NextStep(
             "pages/3_Dataset.py", "Dataset", f"Add images to {', '.join(no_valid[:3])}: no validation image yet."
         )
+    if not has_run:
+        return NextStep("pages/4_Train.py", "Train", "Every class has enough images: train a first model.")
     return NextStep(
-        "pages/3_Dataset.py",
-        "Dataset",
-        "Every class has enough images: check the dataset, then export it to train (`export dataset`).",
+        "pages/5_Review.py",
+        "Review",
+        "Fix the images the model disagrees with, retrain the head in seconds, then try it on the Predict page.",
     )

@@ -8,6 +8,7 @@ from lotr_labeler import jobs
 from lotr_labeler.search import LAYOUT, LICENSE_IMAGE, SAFESEARCH, SIZE, TYPE_IMAGE, SearchOptions, plan_queries
 from lotr_labeler.store import CandidateRow, Store
 from lotr_labeler.ui.context import act, data_dir, error_boundary, open_current, show_flash
+from lotr_labeler.ui.imports import url_list_form
 from lotr_labeler.ui.jobs import job_panel
 
 st.set_page_config(page_title="Search · lotr_labeler", page_icon="🔎", layout="wide")
@@ -184,6 +185,8 @@ with open_current() as store:
                 args=(_launch_search, command, len(planned)),
                 kwargs={"success": "{result}"},
             )
+        with st.popover("…or add a list of image URLs"):
+            url_list_form(store, "search_urls")
     job_panel(project, "search", "Search")
 
     # -- review ------------------------------------------------------------------------

@@ -6,15 +6,15 @@ import io
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from lotr_labeler.export import export_dataset
 from lotr_labeler.imaging import thumbnail
-from lotr_labeler.importers import ImportReport, import_folder, import_urls, import_zip
+from lotr_labeler.importers import import_folder, import_zip
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.ui.context import act, error_boundary, open_current, show_flash
 from lotr_labeler.ui.grid import pager, reset_page
+from lotr_labeler.ui.imports import show_report, url_list_form
 
 st.set_page_config(page_title="Dataset · lotr_labeler", page_icon="🗂️", layout="wide")
 st.title("Dataset")
@@ -24,14 +24,6 @@ ALL = "All"
 
 def _relabel(store: Store, image_id: int, key: str) -> None:
     store.relabel([image_id], st.session_state[key])
-
-
-def _show_report(report: ImportReport) -> None:
-    st.success(report.summary())
-    problems = [{"item": f, "reason": r} for f, r in report.rejected]
-    problems += [{"item": f, "reason": f"duplicate of image {i}"} for f, i in report.duplicates]
-    if problems:
-        st.dataframe(pd.DataFrame(problems), width="stretch", hide_index=True)
 
 
 def _card(store: Store, img: ImageRow, classes: list[str], thumb_size: int) -> None:
@@ -106,25 +98,15 @@ with open_current() as store:
             if st.button("Import folder", disabled=not folder):
                 bar = st.progress(0.0, text="Importing…")
                 with error_boundary():
-                    _show_report(import_folder(store, Path(folder), lambda d, t: bar.progress(d / t, f"{d}/{t}")))
+                    show_report(import_folder(store, Path(folder), lambda d, t: bar.progress(d / t, f"{d}/{t}")))
         with tab_zip:
             upload = st.file_uploader("Zip of class folders", type=["zip"])
             if st.button("Import zip", disabled=upload is None) and upload is not None:
                 bar = st.progress(0.0, text="Importing…")
                 with error_boundary():
-                    _show_report(import_zip(store, io.BytesIO(upload.getvalue()), lambda d, t: bar.progress(d / t)))
+                    show_report(import_zip(store, io.BytesIO(upload.getvalue()), lambda d, t: bar.progress(d / t)))
         with tab_urls:
-            st.caption(
-                "Rows of `url,label[,thumbnail]`, or bare URLs with a default class. They become candidates "
-                "to review on the Search page before anything is downloaded."
-            )
-            csv_file = st.file_uploader("CSV file", type=["csv", "txt"])
-            pasted = st.text_area("…or paste rows", height=100)
-            default = st.selectbox("Class for bare URLs", [None, *classes])
-            text = csv_file.getvalue().decode("utf-8-sig", errors="replace") if csv_file else pasted
-            if st.button("Add as candidates", disabled=not text.strip()):
-                with error_boundary():
-                    _show_report(import_urls(store, text, default))
+            url_list_form(store, "ds_urls")
 
     with st.expander("Export dataset"):
         st.caption(

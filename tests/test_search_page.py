@@ -172,3 +172,13 @@ def test_download_button_runs_a_background_download(candidates: Store, image_ser
         assert s.path(img).exists()
     at.run()
     assert any(b.label == "Retry 1 failed" for b in at.button)
+
+
+def test_url_list_lands_in_the_same_grid(candidates: Store) -> None:
+    at = app()
+    at.text_area(key="search_urls_paste").input("http://list.test/a.jpg,dwarves,http://list.test/a_t.jpg").run()
+    at.button(key="search_urls_add").click().run()
+    assert not at.exception
+    assert any("1 candidate(s) added" in s.value for s in at.success)
+    at.selectbox(key="f_class").select("dwarves").run()
+    assert any("http://list.test/a_t.jpg" in str(img.proto) for img in at.get("image"))
