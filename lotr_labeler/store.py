@@ -495,6 +495,13 @@ class Store:
                 self._plan_move(f"tmp/{tmp.name}", f"images/{cls.name}/{image_id}.jpg")
                 if candidate_id is not None:
                     self.finish_candidate(candidate_id, image_id=image_id)
+        except sqlite3.IntegrityError:
+            # Another process stored the same bytes between our check and our insert.
+            tmp.unlink(missing_ok=True)
+            row = self.conn.execute(_IMAGE_SELECT + " WHERE i.sha256 = ?", (img.sha256,)).fetchone()
+            if row is None:
+                raise
+            return AddResult(_image(row), duplicate=True)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

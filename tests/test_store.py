@@ -370,3 +370,23 @@ def test_bulk_decisions_only_touch_pending(store: Store) -> None:
     store.decide([ids[0]], "rejected")  # taken in another tab after the page was drawn
     assert store.decide(ids, "accepted", only_pending=True) == 2
     assert [store.get_candidate(i).state for i in ids] == ["rejected", "accepted", "accepted"]
+
+
+def test_same_image_added_by_another_process_meanwhile_is_a_duplicate(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    img = normalize(image_bytes(shape_image("circle", 4242)))
+    other = Store(store.root)  # a second connection, as another process would hold
+    real_nearest = Store._nearest
+
+    def race(self: Store, phash: str, distance: int) -> int | None:
+        if self is store:
+            monkeypatch.setattr(Store, "_nearest", real_nearest)
+            other.add_image(img, "square", source="upload")  # lands between check and insert
+        return real_nearest(self, phash, distance)
+
+    monkeypatch.setattr(Store, "_nearest", race)
+    result = store.add_image(img, "circle", source="upload")
+    assert result.duplicate and result.image.label == "square"
+    assert store.count() == 19 and not list((store.root / "tmp").iterdir())
+    other.close()
