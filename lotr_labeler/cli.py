@@ -234,6 +234,67 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from . import embed, review
+
+    with _store(args) as store:
+        if not args.cached:
+            backbone = embed.resolve_backbone(
+                store, args.backbone, pretrained=not args.no_pretrained, weights=args.weights, size=args.size
+            )
+            reporter = None
+            if args.compute:
+                job = jobs.attach(store, "review", {"backbone": backbone.id}, args.job)
+                reporter = jobs.Reporter(store, job.id)
+            update, close = _bar("embed")
+
+            def progress(done: int, total: int) -> None:
+                update(done, total)
+                if reporter is not None:
+                    p = {"done": done, "total": total, "backbone": backbone.describe()}
+                    reporter.update(p, f"embedding {done}/{total} image(s)", force=done == total)
+
+            try:
+                embedded, fit = review.refresh(
+                    store, backbone, progress=progress, should_stop=reporter.cancelled if reporter else None
+                )
+            except BaseException as exc:
+                if reporter is not None:
+                    reporter.finish("failed", str(exc) or type(exc).__name__)
+                raise
+            finally:
+                close()
+            if fit is None:
+                if reporter is not None:
+                    reporter.finish("cancelled", embedded.summary())
+                print(f"error: {embedded.summary()}", file=sys.stderr)
+                return 1
+            if reporter is not None:
+                reporter.finish("done", fit.summary(), {"embedded": embedded.computed, "scored": fit.info.scored})
+            print(embedded.summary(), file=sys.stderr)
+            print(fit.summary(), file=sys.stderr)
+            if args.compute:
+                return 0
+        items = review.ranking(
+            store,
+            sort=args.sort,
+            label=args.label,
+            predicted=args.predicted,
+            split=args.split,
+            flag=args.flag,
+            status=args.status,
+        )
+        rows = [it.as_dict(args.sort) for it in (items[: args.top] if args.top else items)]
+        if args.json:
+            _print_json(rows)
+        else:
+            _table(
+                [{**r, "flags": " ".join(r["flags"])} for r in rows],
+                ["id", "given", "predicted", "confidence", "score", "split", "flags", "path"],
+            )
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     with _store(args) as store:
         if args.settings_cmd == "set":
@@ -512,6 +573,61 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The model to predict with (``--model``, ``--run`` or the current run) and the settings."""
+    from .predict import default_settings, model_from_path, resolve_model
+
+    if args.model:
+        if args.run:
+            raise InvalidInput("Give --model PATH or --run RUN_ID, not both.")
+        model = model_from_path(args.model)
+        try:
+            with _store(args) as store:
+                return model, store.settings()
+        except LabelerError:
+            if args.project:
+                raise
+            return model, default_settings()  # a model file needs no project
+    with _store(args) as store:
+        return resolve_model(store, args.run), store.settings()
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Limits, decode_image, fetch_image, load_predictor, read_image_file
+
+    model, settings = _predict_model(args)
+    limits = Limits.from_settings(settings)
+    images = [
+        decode_image(fetch_image(item, settings), limits, item)
+        if item.startswith(("http://", "https://"))
+        else read_image_file(Path(item), limits)
+        for item in args.images
+    ]  # every input is checked before the slow model load
+    results = load_predictor(model.path).predict(images)
+    rows = [
+        {"id": i, "path": item, **r.as_dict(), "model": model.label}
+        for i, (item, r) in enumerate(zip(args.images, results, strict=True), start=1)
+    ]
+    if args.json:
+        _print_json(rows)
+    else:
+        print(f"Model: {model.label}")
+        _table([{**r, "probability": f"{r['probability']:.3f}"} for r in rows], ["id", "top", "probability", "path"])
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .api import serve
+
+    model = Path(args.model) if args.model else None
+    print(
+        f"Prediction API on http://{args.host}:{args.port} (POST /predict, GET /health, GET /classes). Ctrl-C stops.",
+        file=sys.stderr,
+    )
+    serve(proj.data_root(args.data), args.project, model, host=args.host, port=args.port)
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------
 
 
@@ -604,6 +720,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_history)
 
+    s = sub.add_parser("review", help="rank the images whose label the model doubts, worst first")
+    s.add_argument("--top", type=int, default=20, help="rows to print (0: all; default 20)")
+    s.add_argument("--sort", choices=("self_confidence", "margin"), default="self_confidence")
+    s.add_argument("--class", dest="label", help="only images labeled with this class")
+    s.add_argument("--predicted", help="only images predicted as this class")
+    s.add_argument("--split", choices=SPLITS)
+    s.add_argument("--flag", help="only images with this flag: any|tiny|aspect|grey|dark|light|blurry|near-duplicate")
+    s.add_argument("--status", choices=("unreviewed", "reviewed", "all"), default="unreviewed")
+    s.add_argument(
+        "--backbone",
+        choices=("auto", "run", "imagenet"),
+        default="auto",
+        help="embeddings from the current model's body (run) or resnet18 (imagenet); auto: run if any",
+    )
+    s.add_argument("--no-pretrained", action="store_true", help="resnet18 with random weights (no download)")
+    s.add_argument("--weights", help="a local torchvision resnet18 state-dict file instead of the download")
+    s.add_argument("--size", type=int, help="embedding input size in px (default: the run's size or embed_size)")
+    s.add_argument("--compute", action="store_true", help="compute embeddings and scores only (no listing)")
+    s.add_argument("--cached", action="store_true", help="list the stored scores without recomputing anything")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--job", type=int, help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_review)
+
     s = sub.add_parser("settings", help="list or set project settings")
     cs = s.add_subparsers(dest="settings_cmd", required=True)
     c = cs.add_parser("list")
@@ -679,6 +818,20 @@ def build_parser() -> argparse.ArgumentParser:
         c = cs.add_parser(name)
         c.add_argument("run", metavar="RUN_ID")
     s.set_defaults(func=cmd_runs)
+
+    trust = "a model.pkl is a pickle and loading it runs its code: only give files you trust"
+    s = sub.add_parser("predict", help="classify image files or URLs with a trained model")
+    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
+    s.add_argument("--model", metavar="PATH", help=f"use this model file instead of a run ({trust})")
+    s.add_argument("--run", metavar="RUN_ID", help="use this finished run instead of the current one")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("serve", help="run the JSON prediction API (POST /predict) with uvicorn")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--model", metavar="PATH", help=f"serve this model file, not the current run ({trust})")
+    s.set_defaults(func=cmd_serve)
     return p
 
 

@@ -1,0 +1,341 @@
+"""The JSON prediction HTTP API (Starlette), a drop-in for the seed's Django endpoint.
+
+Endpoints::
+
+    POST /predict   an image as JSON {"image": "<base64>"} (a "data:image/...;base64," prefix is
+                    allowed), as multipart/form-data (file field "file" or "image"), as a form
+                    field "image" holding base64, or as raw bytes (Content-Type image/* or
+                    application/octet-stream)
+                    → 200 {"predictions": {class: probability}, "top": class, "probability": p,
+                           "model": run id (or the --model path), "latency_ms": ms}
+    GET  /health    → 200 {"status": "ok", "project": name, "model": run id or null, "loaded": bool}
+    GET  /classes   → 200 {"classes": [...], "model": run id}
+
+Every error is JSON ``{"error": message}``: 400 bad JSON, base64 or field; 404 no model (or
+unknown path); 405 wrong method; 409 a run that is not finished; 413 body or image over
+the limit; 415 unsupported Content-Type; 422 bytes that are not a usable image. An
+unexpected failure answers 500 and is logged; the server keeps running.
+
+The model is resolved per request — the project's current run, or the fixed ``model_path``
+— and loaded through ``predict.load_predictor``'s (path, mtime) cache, so a newly
+exported or newly chosen model is served without a restart.
+
+Size limit: the decoded image may be at most the project setting ``max_bytes``; the request
+body at most ``body_limit(max_bytes)`` (room for base64's 4/3 growth and multipart
+framing). Larger bodies are refused from Content-Length before reading, or as soon as the
+count passes the limit while streaming.
+
+Binds 127.0.0.1 by default (``serve``). There is no authentication: do not expose it
+beyond machines you trust.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .errors import Conflict, ImageRejected, InvalidInput, LabelerError, NotFound
+from .predict import Limits, ModelRef, decode_image, is_loaded, load_predictor, model_from_path, resolve_model
+from .store import Store
+from .workspace import open_project
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+FILE_FIELDS = ("file", "image")
+_FRAMING = 64 * 1024
+_USAGE = (
+    'Send JSON {"image": "<base64>"}, multipart/form-data with a "file" field, '
+    "or raw image bytes with Content-Type image/*."
+)
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class ApiError(Exception):
+    """A request the API refuses: answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def body_limit(max_bytes: int) -> int:
+    """Largest request body accepted: a ``max_bytes`` image base64-encoded, plus framing."""
+    return max_bytes * 4 // 3 + _FRAMING
+
+
+def status_for(exc: LabelerError) -> int:
+    """The HTTP status of a domain error."""
+    if isinstance(exc, ImageRejected):
+        return 413 if exc.reason == "too large" else 422
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    return 400
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def decode_base64(text: str) -> bytes:
+    """Bytes of a base64 string, optionally a ``data:<type>;base64,`` URL (standard or URL-safe
+    alphabet, whitespace and missing padding tolerated). Raises ApiError 400 on anything else."""
+    payload = text.strip()
+    if payload.startswith("data:"):
+        head, sep, payload = payload.partition(",")
+        if not sep or not head.endswith(";base64"):
+            raise ApiError(400, f"The data URL {head[:40]!r}… is not base64. Use data:image/png;base64,<data>.")
+    payload = "".join(payload.split()).replace("-", "+").replace("_", "/")
+    if not payload:
+        raise ApiError(400, 'The "image" field is empty. Put the base64 of an image file in it.')
+    payload += "=" * (-len(payload) % 4)
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(
+            400, f'The "image" field is not valid base64 (starts {payload[:16]!r}). Encode the file bytes as base64.'
+        ) from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes (413) without reading it all."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.strip().isdigit():
+            raise ApiError(400, f"Content-Length {length!r} is not a number.")
+        if int(length) > limit:
+            raise ApiError(413, f"The request body is {int(length):,} bytes, over the limit of {limit:,}.")
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            raise ApiError(413, f"The request body is over the limit of {limit:,} bytes.")
+    return bytes(buf)
+
+
+async def _replay(body: bytes) -> AsyncGenerator[bytes, None]:
+    yield body
+    yield b""
+
+
+async def image_from_request(request: Request, body: bytes) -> tuple[bytes, str]:
+    """The image bytes in a request body and a name for messages, by Content-Type."""
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype == "application/json" or (not ctype and body.lstrip().startswith(b"{")):
+        return _from_json(body), "the posted image"
+    if ctype == "multipart/form-data":
+        return await _from_multipart(request, body)
+    if ctype == "application/x-www-form-urlencoded":
+        return _from_urlencoded(body), 'the "image" field'
+    if ctype.startswith("image/") or ctype == "application/octet-stream":
+        return body, "the posted image"
+    raise ApiError(415, f"Content-Type {ctype or '(none)'!r} is not supported. {_USAGE}")
+
+
+def _from_json(body: bytes) -> bytes:
+    try:
+        doc: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, f"The body is not valid JSON. {_USAGE}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("image"), str):
+        keys = ", ".join(map(str, doc)) if isinstance(doc, dict) else type(doc).__name__
+        raise ApiError(400, f'The JSON needs an "image" string with base64 image data (got: {keys or "{}"}).')
+    return decode_base64(doc["image"])
+
+
+def _from_urlencoded(body: bytes) -> bytes:
+    fields = parse_qs(body.decode("latin-1"), keep_blank_values=True)
+    values = fields.get("image") or fields.get("file")
+    if not values:
+        raise ApiError(400, f'The form has no "image" field (fields: {", ".join(fields) or "none"}). {_USAGE}')
+    # An unescaped "+" of base64 arrives as a space (curl -d image=...): put it back.
+    return decode_base64(values[0].replace(" ", "+"))
+
+
+async def _from_multipart(request: Request, body: bytes) -> tuple[bytes, str]:
+    parser = MultiPartParser(request.headers, _replay(body), max_files=4, max_fields=16, max_part_size=len(body) + 1)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise ApiError(400, f"The multipart body cannot be parsed ({exc.message}). {_USAGE}") from None
+    try:
+        for name in FILE_FIELDS:
+            value = form.get(name)
+            if isinstance(value, UploadFile):
+                return await value.read(), value.filename or f"the {name!r} upload"
+            if isinstance(value, str) and value:  # a form field carrying base64 text
+                return decode_base64(value), f"the {name!r} field"
+    finally:
+        await form.close()
+    fields = ", ".join(form.keys()) or "none"
+    raise ApiError(400, f'The form has no "file" or "image" field (fields: {fields}). {_USAGE}')
+
+
+@dataclass(frozen=True)
+class _Context:
+    model: ModelRef | None
+    missing: str  # why there is no model, when ``model`` is None
+    limits: Limits
+
+
+class _Api:
+    def __init__(self, data_root: Path, project: str | None, model_path: Path | None) -> None:
+        self.data_root = Path(data_root)
+        self.model_path = Path(model_path) if model_path is not None else None
+        if self.model_path is not None:
+            model_from_path(self.model_path)  # a clear error at start rather than on every request
+        try:
+            with open_project(self.data_root, project) as store:
+                self.project: str | None = store.name
+        except LabelerError:
+            if self.model_path is None:
+                raise
+            self.project = None  # a model file without a project: default limits
+
+    def context(self) -> _Context:
+        """Limits and model for one request (runs in a worker thread: a store per call)."""
+        limits = Limits.default()
+        model: ModelRef | None = None
+        missing = ""
+        if self.project is not None:
+            with Store(self.data_root / self.project) as store:
+                limits = Limits.from_settings(store.settings())
+                if self.model_path is None:
+                    try:
+                        model = resolve_model(store)
+                    except NotFound as exc:
+                        missing = str(exc)
+        if self.model_path is not None:
+            model = model_from_path(self.model_path)
+        return _Context(model, missing, limits)
+
+    def warm(self) -> None:
+        """Load the model now so the first request is fast (nothing to load yet is fine)."""
+        ctx = self.context()
+        if ctx.model is None:
+            log.warning("no model yet: /predict answers 404 until one is trained (%s)", ctx.missing)
+            return
+        predictor = load_predictor(ctx.model.path)
+        log.info("serving model %s: classes %s", ctx.model.label, ", ".join(predictor.vocab))
+
+    @staticmethod
+    def _require(ctx: _Context) -> ModelRef:
+        if ctx.model is None:
+            raise NotFound(ctx.missing or "No model to predict with.")
+        return ctx.model
+
+    async def predict(self, request: Request) -> Response:
+        ctx = await run_in_threadpool(self.context)
+        model = self._require(ctx)
+        body = await read_body(request, body_limit(ctx.limits.max_bytes))
+        data, name = await image_from_request(request, body)
+        return JSONResponse(await run_in_threadpool(self._predict, model, data, name, ctx.limits))
+
+    @staticmethod
+    def _predict(model: ModelRef, data: bytes, name: str, limits: Limits) -> dict[str, Any]:
+        image = decode_image(data, limits, name)
+        predictor = load_predictor(model.path)
+        started = time.perf_counter()
+        result = predictor.predict_one(image)
+        latency_ms = (time.perf_counter() - started) * 1000
+        return {**result.as_dict(), "model": model.label, "latency_ms": round(latency_ms, 2)}
+
+    async def health(self, request: Request) -> Response:
+        ctx = await run_in_threadpool(self.context)
+        doc: dict[str, Any] = {
+            "status": "ok",
+            "project": self.project,
+            "model": ctx.model.label if ctx.model else None,
+            "loaded": bool(ctx.model and is_loaded(ctx.model.path)),
+        }
+        if ctx.model is None:
+            doc["message"] = ctx.missing
+        return JSONResponse(doc)
+
+    async def classes(self, request: Request) -> Response:
+        ctx = await run_in_threadpool(self.context)
+        model = self._require(ctx)
+        predictor = await run_in_threadpool(load_predictor, model.path)
+        return JSONResponse({"classes": predictor.vocab, "model": model.label})
+
+
+def _guarded(fn: Endpoint) -> Endpoint:
+    """Every outcome of an endpoint is a JSON response: refusals 4xx, bugs 500 (logged)."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.message)
+        except LabelerError as exc:
+            return error_response(status_for(exc), str(exc))
+        except Exception:
+            log.exception("%s %s failed", request.method, request.url.path)
+            return error_response(500, "Internal error while handling the request; see the server log.")
+
+    return endpoint
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):
+        return error_response(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
+    return error_response(500, "Internal error.")  # pragma: no cover - only HTTPException is routed here
+
+
+def create_app(data_root: Path, project: str | None = None, model_path: Path | None = None) -> Starlette:
+    """The API for ``project`` in ``data_root`` (its current run, per request), or for a fixed
+    ``model_path`` the user gave explicitly (a pickle: only a file you trust).
+
+    Raises NotFound/InvalidInput now when the project or the model file does not exist.
+    """
+    api = _Api(data_root, project, model_path)
+    routes = [
+        Route("/predict", _guarded(api.predict), methods=["POST"]),
+        Route("/health", _guarded(api.health), methods=["GET"]),
+        Route("/classes", _guarded(api.classes), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.state.api = api
+    return app
+
+
+def serve(
+    data_root: Path,
+    project: str | None = None,
+    model_path: Path | None = None,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+) -> None:
+    """Run the API with uvicorn (one worker) until interrupted."""
+    import uvicorn
+
+    if not 0 < port < 65536:
+        raise InvalidInput(f"Port {port} is not valid. Use 1-65535, e.g. {DEFAULT_PORT}.")
+    app = create_app(data_root, project, model_path)
+    app.state.api.warm()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: the API has no authentication; anyone who can reach it can use it", host)
+    uvicorn.run(app, host=host, port=port, workers=1, log_level="info")
