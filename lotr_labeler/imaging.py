@@ -74,7 +74,7 @@ def normalize(
         rgb: Image.Image = img
         jpeg = data
     else:
-        rgb = _to_rgb(ImageOps.exif_transpose(img))
+        rgb = to_rgb(ImageOps.exif_transpose(img))
         if max(rgb.size) > max_side:
             rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         buf = io.BytesIO()
@@ -98,7 +98,7 @@ def _storable_as_is(img: Image.Image, max_side: int) -> bool:
     )
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """RGB with transparency flattened onto white (black would look like a dark photo)."""
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")

@@ -40,7 +40,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import project as proj
 from .download import HEADERS, Resolver, fetch
 from .errors import Conflict, ImageRejected, InvalidInput, NotFound
-from .imaging import _to_rgb
+from .imaging import to_rgb
 from .runs import Run, current_run, get_run, list_runs
 from .store import Store
 
@@ -109,7 +109,7 @@ def decode_image(data: bytes, limits: Limits, name: str = "image") -> Image.Imag
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated GIF/WebP: the first frame
             img.load()
-            rgb = _to_rgb(ImageOps.exif_transpose(img))
+            rgb = to_rgb(ImageOps.exif_transpose(img))
     except ImageRejected:
         raise
     except UnidentifiedImageError:
