@@ -55,7 +55,8 @@ def card(project: str, cid: int, classes: list[str]) -> None:
     with st.container(border=True):
         st.image(c.thumbnail_url or c.image_url, width="stretch", link=c.page_url or c.image_url)
         size = f"{c.width}×{c.height}" if c.width and c.height else "size ?"
-        st.caption(f"{BADGE[c.state]} {c.state} · {c.label} · {size}\n\n{c.query or c.source}")
+        source = f" · [source ↗]({c.page_url})" if c.page_url else ""
+        st.caption(f"{BADGE[c.state]} {c.state} · {c.label} · {size}\n\n{c.query or c.source}{source}")
         if c.error:
             st.caption(f"⚠️ {c.error}")
         if c.state == "downloaded":
