@@ -21,9 +21,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lotr_labeler.importers import import_folder  # noqa: E402
-from lotr_labeler.train import PRESETS, TrainParams, train_run  # noqa: E402
-from lotr_labeler.workspace import create_project  # noqa: E402
+from lotr_labeler.importers import import_folder
+from lotr_labeler.train import PRESETS, TrainParams, train_run
+from lotr_labeler.workspace import create_project
 
 
 def digits_folder(root: Path, n: int, side: int = 96) -> Path:
@@ -49,8 +49,13 @@ def plain_fastai(folder: Path, params: TrainParams) -> tuple[float, int]:
 
     fv.set_seed(params.seed, reproducible=True)
     dls = fv.ImageDataLoaders.from_folder(
-        folder, valid_pct=0.2, seed=params.seed, item_tfms=fv.Resize(params.size),
-        batch_tfms=fv.aug_transforms(size=params.size), bs=params.batch_size, num_workers=0,
+        folder,
+        valid_pct=0.2,
+        seed=params.seed,
+        item_tfms=fv.Resize(params.size),
+        batch_tfms=fv.aug_transforms(size=params.size),
+        bs=params.batch_size,
+        num_workers=0,
     )
     learn = fv.vision_learner(dls, torchvision.models.resnet18, pretrained=False, metrics=fv.error_rate)
     started = time.perf_counter()
@@ -97,18 +102,30 @@ def main() -> None:
             our_s, our_n, _ = ours(root / "data", folder, params, f"throughput-{i}")
             our_rates.append(our_n * epochs / our_s)
         plain_rate, our_rate = max(plain_rates), max(our_rates)
-        emit(name="train throughput (img/s, ours vs plain fastai)", ours=round(our_rate, 2),
-             anchor=round(plain_rate, 2), ratio=round(our_rate / plain_rate, 3), goal=">= 0.95", unit="img/s",
-             note=f"{args.images} digits at 96 px, bs 32, fine_tune(1), resnet18 from scratch, CPU, "
-             f"best of {args.repeats} alternating runs")
+        emit(
+            name="train throughput (img/s, ours vs plain fastai)",
+            ours=round(our_rate, 2),
+            anchor=round(plain_rate, 2),
+            ratio=round(our_rate / plain_rate, 3),
+            goal=">= 0.95",
+            unit="img/s",
+            note=f"{args.images} digits at 96 px, bs 32, fine_tune(1), resnet18 from scratch, CPU, "
+            f"best of {args.repeats} alternating runs",
+        )
 
         quick_folder = digits_folder(root / "b", args.quick_images)
         quick = PRESETS["quick"]
         quick = TrainParams(**{**quick.__dict__, "pretrained": False})
         _, n_train, wall = ours(root / "data", quick_folder, quick, "quick")
-        emit(name="Quick preset wall time, 700 images (CPU)", ours=round(wall, 1), anchor=None, ratio=None,
-             goal="context", unit="s",
-             note=f"{n_train} training images, {quick.size} px, fine_tune({quick.epochs}), incl. export and predictions")
+        emit(
+            name="Quick preset wall time, 700 images (CPU)",
+            ours=round(wall, 1),
+            anchor=None,
+            ratio=None,
+            goal="context",
+            unit="s",
+            note=f"{n_train} training images, {quick.size} px, fine_tune({quick.epochs}), incl. export and predictions",
+        )
 
 
 if __name__ == "__main__":

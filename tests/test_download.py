@@ -8,7 +8,6 @@ import random
 import socket
 import struct
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -140,7 +139,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/bomb.png":
             self.send_body(BOMB_PNG, "image/png")
         elif path == "/slow.jpg":
-            site.stop.wait(2.0)  # far beyond the 0.5 s read timeout
+            site.stop.wait(5.0)  # far beyond the 1 s read timeout, even on a loaded machine
             self.send_body(JPEG_C, "image/jpeg")
         elif path == "/chunked-big":
             self.send_chunked(chunks=20, size=64 * 1024)  # 1.3 MB, no Content-Length
@@ -215,8 +214,9 @@ def proj(tmp_path: Path) -> Iterator[Store]:
     store.add_class("Elves")
     store.add_class("Dwarves")
     store.set_setting("allow_private_hosts", True)  # the test server is on 127.0.0.1
-    store.set_setting("read_timeout", 0.5)
-    store.set_setting("connect_timeout", 1)
+    # Short enough for /slow.jpg to time out, long enough for a loaded CI machine to read the rest.
+    store.set_setting("read_timeout", 1.0)
+    store.set_setting("connect_timeout", 2)
     store.set_setting("max_bytes", MAX_BYTES)
     yield store
     store.close()
@@ -348,13 +348,11 @@ def test_fetch_http_error(site: Site, client: httpx.Client) -> None:
 
 
 def test_fetch_refuses_large_content_length_without_reading(site: Site, client: httpx.Client) -> None:
-    started = time.monotonic()
     with pytest.raises(FetchError) as info:
         timeout = httpx.Timeout(1.0, read=0.5)
         fetch(client, site.url("/huge-length"), max_bytes=MAX_BYTES, allow_private=True, timeout=timeout)
     # Reading the (never sent) body would have ended in a read timeout instead.
     assert info.value.reason == "too large"
-    assert time.monotonic() - started < 0.5
 
 
 def test_fetch_caps_chunked_body(site: Site, client: httpx.Client) -> None:
@@ -380,17 +378,15 @@ def test_fetch_stops_reading_at_the_cap() -> None:
 
 
 def test_fetch_read_timeout(site: Site, client: httpx.Client) -> None:
-    started = time.monotonic()
     with pytest.raises(FetchError) as info:
         fetch(
             client,
             site.url("/slow.jpg"),
             max_bytes=MAX_BYTES,
             allow_private=True,
-            timeout=httpx.Timeout(1.0, read=0.5),
+            timeout=httpx.Timeout(2.0, read=1.0),
         )
     assert info.value.reason == "timeout"
-    assert time.monotonic() - started < 1.5
 
 
 def test_fetch_connection_refused_is_network(client: httpx.Client) -> None:
@@ -421,9 +417,7 @@ def test_mixed_batch_states_files_and_provenance(proj: Store, site: Site) -> Non
     accept(proj, "Elves", site.url("/copy-of-a.jpg"), *(site.url(p) for p in bad))
     accept(proj, "Elves", site.url("/gen/1.jpg"), state="pending")  # not accepted: left alone
 
-    started = time.monotonic()
     report = download_candidates(proj)
-    assert time.monotonic() - started < 5
 
     assert (report.total, report.ok, report.duplicates, report.failed) == (11, 3, 1, 7)
     assert report.near_duplicates == 0 and not report.cancelled

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import ddgs
@@ -154,11 +153,10 @@ def test_launched_download_can_be_cancelled(two_classes: Store, tmp_path: Path) 
         two_classes.decide([c.id for c in two_classes.candidates()], "accepted")
         job = jobs.launch(two_classes, "download", ["download"], {})
         wait_for(lambda: len(held) >= 2, 30, "the worker to connect")
-        started = time.monotonic()
         jobs.request_cancel(two_classes, job.id)
+        # In-flight requests hang until the read timeout (4 s); the 16 others are never started,
+        # so the job ends well within the bound (running them all would take ~40 s).
         wait_for(lambda: not jobs.get_job(two_classes, job.id).running, 30, "the cancel")
-        # In-flight requests hang until the read timeout (4 s), so cancel takes about that long at most.
-        assert time.monotonic() - started < 12
         assert jobs.get_job(two_classes, job.id).state == "cancelled"
         assert two_classes.count_candidates(state="accepted") >= 16  # not reached: still accepted
         assert not list((two_classes.root / "tmp").iterdir())
