@@ -5,16 +5,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test check lint typecheck clean-venv
+.PHONY: run test check lint typecheck clean-venv browser e2e bench
 
 run: $(RUN_STAMP)
 	$(BIN)/streamlit run streamlit_app.py
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) browser
 	$(BIN)/python -m pytest
 
-check: $(DEV_STAMP)
+check: $(DEV_STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -32,6 +33,31 @@ $(RUN_STAMP): requirements.txt pyproject.toml | $(BIN)/python
 $(DEV_STAMP): requirements-dev.txt $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
+
+# Bench-only extras (bench/requirements.txt, when there is one) on top of the dev tools.
+$(BENCH_STAMP): $(wildcard bench/requirements.txt) $(DEV_STAMP)
+	$(if $(wildcard bench/requirements.txt),$(BIN)/python -m pip install --quiet -r bench/requirements.txt)
+	touch $@
+
+# The browser tests only (tests/e2e, Playwright + Chromium); screenshots in test-artifacts/e2e/.
+e2e: $(DEV_STAMP) browser
+	$(BIN)/python -m pytest tests/e2e -m e2e
+
+# Every bench/bench_*.py side by side with its anchor; writes bench/RESULTS.md.
+bench: $(BENCH_STAMP) browser
+	$(BIN)/python bench/run_all.py
+
+# Debian's Chromium for the browser tests: Playwright cannot download its own browser here.
+# Installed only when missing (a second run installs nothing). Without apt-get the e2e tests
+# skip with one line; under CI=true they fail instead.
+CHROMIUM_PKGS := chromium fonts-dejavu-core fonts-noto-color-emoji
+browser:
+	@[ -n "$$LOTR_LABELER_CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "Installing $(CHROMIUM_PKGS) with apt-get for the e2e tests..."; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+	  { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends $(CHROMIUM_PKGS) >/dev/null; } \
+	  || echo "warning: could not install chromium; the e2e tests will skip (fail under CI=true)."; }
 
 clean-venv:
 	rm -rf $(VENV)

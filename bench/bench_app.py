@@ -1,0 +1,204 @@
+"""App responsiveness in a real browser: a review-grid click, and the cold start, each beside its anchor.
+
+- Grid click: ✓/✗ on one card of a 48-card Search page (the card is a fragment: only it reruns), from
+  the click event to the card showing its new state with the app idle. Anchor: a full-page rerun of the
+  same page (the State filter switched between "pending" and "All", 48 cards either way), measured the
+  same way in the same run. Goal: a card click answers within 0.5 s.
+- Cold start: ``streamlit run`` process start → /_stcore/health → first page rendered in Chromium.
+  Anchor: the same for a one-line Streamlit app (``st.title``), so the ratio is what our app adds.
+
+Headless Chromium from Debian (``apt-get install chromium``) driven by Playwright, with the helpers of
+tests/e2e. Prints one JSON object per figure per line.
+
+    python bench/bench_app.py [--clicks 10] [--starts 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from conftest import _ImageHandler  # noqa: E402  (the tests' generated-image server)
+from e2e.app_server import AppServer, find_chromium, launch_chromium  # noqa: E402
+from e2e.streamlit_page import StreamlitPage  # noqa: E402
+
+from lotr_labeler.store import CandidateIn  # noqa: E402
+from lotr_labeler.workspace import create_project  # noqa: E402
+
+VIEWPORT = {"width": 1400, "height": 1000}
+CLASSES = ("circle", "square", "triangle")
+HELLO = "import streamlit as st\n\nst.title('hello')\n"
+
+
+def emit(**row: object) -> None:
+    print(json.dumps(row, ensure_ascii=False), flush=True)
+
+
+def image_server() -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def seed(data: Path, images: str, n: int = 60) -> None:
+    """A project with 3 classes and ``n`` pending candidates whose thumbnails are on the image server."""
+    store = create_project(data, "bench", "empty")
+    for c in CLASSES:
+        store.add_class(c, [], "{name}")
+    store.add_candidates(
+        CandidateIn(
+            CLASSES[i % 3], f"{images}/img/{i}.png", f"{images}/img/{i}.png", query=CLASSES[i % 3], width=96, height=96
+        )
+        for i in range(n)
+    )
+    store.close()
+
+
+def wait_grid(sp: StreamlitPage, n: int = 48) -> None:
+    sp.wait_images(n)
+
+
+def card_ids(sp: StreamlitPage) -> list[int]:
+    return sp.key_numbers("acc_")
+
+
+def card_click(sp: StreamlitPage, key: str) -> float:
+    return sp.timed(
+        lambda: sp.keyed_button(key).click(),
+        "const b = window.__st.button(arg); return !!b && b.getAttribute('kind') === 'primary' && window.__st.idle();",
+        arg=key,
+    )
+
+
+def filter_change(sp: StreamlitPage, state: str) -> float:
+    """Full rerun: switch the State filter; done when a run started after the click ended, 48 cards shown."""
+    before = sp.run_count()
+    return sp.timed(
+        lambda: sp.select("State", state, rerun=False),  # timed() waits for the rerun, in the page
+        """return window.__st.idle() && window.__st.finished > arg.n
+               && document.querySelectorAll('[class*="st-key-acc_"] button').length >= 48;""",
+        arg={"n": before},
+    )
+
+
+def grid(browser: Any, data: Path, clicks: int) -> tuple[list[float], list[float]]:
+    with AppServer(data, ROOT / "test-artifacts" / "bench" / "streamlit-grid.log") as app:
+        context = browser.new_context(viewport=VIEWPORT)
+        try:
+            sp = StreamlitPage(context.new_page(), app.url)
+            sp.open("/Search")
+            wait_grid(sp)
+            ours: list[float] = []
+            anchor: list[float] = []
+            states = ["All", "pending"]
+            for i in range(clicks):
+                # Cards not decided yet: the State filter alternates, so pick from what is on screen.
+                undecided = [
+                    c
+                    for c in card_ids(sp)
+                    if not sp.page.evaluate(
+                        "k => ['acc_', 'rej_'].some(p => window.__st.button(p + k)?.getAttribute('kind') == 'primary')",
+                        str(c),
+                    )
+                ]
+                ours.append(card_click(sp, f"{'acc' if i % 2 == 0 else 'rej'}_{undecided[0]}"))
+                anchor.append(filter_change(sp, states[i % 2]))
+                wait_grid(sp)
+            return ours, anchor
+        finally:
+            context.close()
+
+
+def cold_start(browser: Any, script: Path | None, data: Path, log: Path) -> tuple[float, float]:
+    """(process start → first page rendered, process start → health OK), seconds."""
+    with AppServer(data, log, script=script) as app:
+        context = browser.new_context(viewport=VIEWPORT)
+        try:
+            sp = StreamlitPage(context.new_page(), app.url)
+            sp.open("/")
+            sp.page.get_by_role("heading").first.wait_for()
+            return time.monotonic() - app.started_at, app.health_s
+        finally:
+            context.close()
+
+
+def health(starts: list[tuple[float, float]]) -> float:
+    return statistics.median(s[1] for s in starts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clicks", type=int, default=10)
+    parser.add_argument("--starts", type=int, default=3)
+    args = parser.parse_args()
+    chromium = find_chromium()
+    if chromium is None:
+        print("error: no Chromium found: apt-get install chromium, or set LOTR_LABELER_CHROMIUM", file=sys.stderr)
+        return 1
+    from playwright.sync_api import sync_playwright
+
+    server, images = image_server()
+    try:
+        with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
+            root = Path(tmp)
+            browser = launch_chromium(pw, chromium)
+            try:
+                seed(root / "grid", images)
+                ours, anchor = grid(browser, root / "grid", args.clicks)
+                o, a = statistics.median(ours), statistics.median(anchor)
+                emit(
+                    name="grid click → idle, 48-card page (card fragment vs full-page rerun)",
+                    ours=round(o, 3),
+                    anchor=round(a, 3),
+                    ratio=round(o / a, 3),
+                    goal="ours <= 0.5 s",
+                    unit="s",
+                    note=f"median of {len(ours)} clicks (min {min(ours):.3f}, max {max(ours):.3f}); anchor: "
+                    f"State filter change on the same page, median of {len(anchor)} (min {min(anchor):.3f}, "
+                    f"max {max(anchor):.3f}); headless Chromium, click event → card state shown and app idle",
+                )
+
+                hello = root / "hello" / "hello_app.py"
+                hello.parent.mkdir()
+                hello.write_text(HELLO, encoding="utf-8")
+                logs = ROOT / "test-artifacts" / "bench"
+                ours_starts: list[tuple[float, float]] = []
+                bare_starts: list[tuple[float, float]] = []
+                for i in range(args.starts):  # interleaved, so disk-cache warmth is shared
+                    bare_starts.append(cold_start(browser, hello, root / f"bare{i}", logs / "streamlit-hello.log"))
+                    ours_starts.append(cold_start(browser, None, root / "grid", logs / "streamlit-cold.log"))
+                o = statistics.median(s[0] for s in ours_starts)
+                a = statistics.median(s[0] for s in bare_starts)
+                emit(
+                    name="cold start: process start → first page rendered (ours vs one-line Streamlit app)",
+                    ours=round(o, 3),
+                    anchor=round(a, 3),
+                    ratio=round(o / a, 3),
+                    goal="<= 1.5",
+                    unit="s",
+                    note=f"median of {args.starts}; health OK after {health(ours_starts):.2f} s "
+                    f"(anchor {health(bare_starts):.2f} s); home page of a project with "
+                    "3 classes and 60 candidates",
+                )
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Driving a Streamlit 1.67 app with Playwright: the selectors that hold, in one place.
+
+Selectors (checked against the 1.67 frontend; keep them here, not in the tests):
+
+- App root: ``[data-testid="stApp"]``. Its ``data-test-script-state`` is ``initial``, ``running``,
+  ``notRunning``, ``rerunRequested``, ``stopRequested`` or ``compilationError``; Streamlit sets it for
+  its own e2e tests and it is the one reliable idle signal.
+- Running indicator: ``[data-testid="stStatusWidget"]``, shown only while running and after a short
+  delay, so not an idle signal on its own.
+- Page links: ``[data-testid="stSidebarNav"] a[data-testid="stSidebarNavLink"]`` with the page title
+  (``pages/2_Search.py`` → "Search").
+- A keyed widget: ``.st-key-<key>``, the key as a class of its container (``acc_17`` → ``.st-key-acc_17``).
+- Buttons: role ``button``, the label as accessible name, followed by " Shortcut Shift + A" when it has
+  ``shortcut=``. Primary/secondary in the ``kind`` attribute (``primary``, ``secondary``,
+  ``secondaryFormSubmit``…). A button with ``help=`` renders a second, hidden copy: take the visible one.
+- Text inputs, number inputs, text areas: the ``<input>``/``<textarea>`` has ``aria-label`` = the label,
+  so ``get_by_label(label, exact=True)``.
+- Select boxes: a react-aria ComboBox (not baseweb any more). ``input[role="combobox"][aria-label=L]``
+  holds the value; a click on it only focuses it, the chevron ``button`` beside it opens
+  ``[role="listbox"][aria-label=L]`` with ``[role="option"]`` items.
+- Expanders: ``[data-testid="stExpander"] summary`` with the title (its text starts with the icon's
+  ligature name, e.g. "keyboard_arrow_right", so match a substring); open when ``details[open]``.
+- Messages: ``[data-testid="stAlertContentSuccess"]`` / ``…Error`` / ``…Warning`` / ``…Info``.
+- Images: ``[data-testid="stImage"] img``; an ``st.image`` URL is fetched by the browser itself.
+- Progress bars: ``[data-testid="stProgress"]``, with their text inside.
+- Stale output: ``[data-testid="stElementContainer"][data-stale="true"]`` until a rerun redraws it.
+- The app scrolls inside ``stMain``, not the document: ``screenshot()`` grows the viewport for a full shot.
+
+Idle detection: an init script counts the app's finished runs (transitions of ``data-test-script-state``
+to ``notRunning``). ``run_count()`` before an action and ``wait_idle(after=...)`` after it waits for a run
+that started after the action to end, fragment reruns included. A page with a running job panel reruns
+every second, so there wait for the expected content as well.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+APP = '[data-testid="stApp"]'
+IDLE = f'{APP}[data-test-script-state="notRunning"]'
+STATUS_WIDGET = '[data-testid="stStatusWidget"]'
+NAV_LINK = '[data-testid="stSidebarNav"] a[data-testid="stSidebarNavLink"]'
+IMAGE = '[data-testid="stImage"] img'
+SUCCESS = '[data-testid="stAlertContentSuccess"]'
+ERROR = '[data-testid="stAlertContentError"]'
+EXCEPTION = '[data-testid="stException"]'
+PROGRESS = '[data-testid="stProgress"]'
+
+# Counts finished script runs (full and fragment) and remembers the last click's time, in the page.
+_INIT_SCRIPT = """
+(() => {
+  window.__st = {finished: 0, state: null, lastClick: null, doneAt: null};
+  // The visible button of a keyed st.button (one with help= also renders a hidden copy).
+  window.__st.button = key => Array.from(document.querySelectorAll('.st-key-' + key + ' button'))
+    .find(b => b.offsetParent !== null) || null;
+  window.__st.idle = () => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    return !!app && app.getAttribute('data-test-script-state') === 'notRunning';
+  };
+  document.addEventListener('click', e => { window.__st.lastClick = performance.now(); }, true);
+  const watch = () => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    const s = app ? app.getAttribute('data-test-script-state') : null;
+    if (s !== window.__st.state) {
+      if (s === 'notRunning' && window.__st.state !== null) window.__st.finished += 1;
+      window.__st.state = s;
+    }
+  };
+  new MutationObserver(watch).observe(document, {
+    subtree: true, childList: true, attributes: true, attributeFilter: ['data-test-script-state'],
+  });
+})();
+"""
+
+
+def key_class(key: str) -> str:
+    """The CSS selector of a keyed widget's container (``st.button(..., key="acc_3")`` → ``.st-key-acc_3``)."""
+    return ".st-key-" + re.sub(r"[^A-Za-z0-9_-]", "-", key)
+
+
+class StreamlitPage:
+    """A Playwright ``Page`` on the app, with waits that know when Streamlit is done."""
+
+    def __init__(self, page: Any, base_url: str, artifacts: Path | None = None, timeout_s: float = 30.0) -> None:
+        self.page = page
+        self.base_url = base_url.rstrip("/")
+        self.artifacts = artifacts
+        self.timeout_ms = timeout_s * 1000
+        page.set_default_timeout(self.timeout_ms)
+        page.add_init_script(_INIT_SCRIPT)
+
+    # -- waiting --------------------------------------------------------------------------
+
+    def run_count(self) -> int:
+        return int(self.page.evaluate("window.__st ? window.__st.finished : 0"))
+
+    def wait_idle(self, after: int | None = None, timeout_s: float | None = None) -> None:
+        """Wait until the app is not running (and, with ``after``, has finished a run since then)."""
+        n = -1 if after is None else after
+        self.page.wait_for_function(
+            """n => { const app = document.querySelector('[data-testid="stApp"]');
+                      return !!app && app.getAttribute('data-test-script-state') === 'notRunning'
+                             && window.__st && window.__st.finished > n; }""",
+            arg=n,
+            timeout=(timeout_s * 1000) if timeout_s else self.timeout_ms,
+            polling="raf",
+        )
+        self.check_no_exception()
+
+    def check_no_exception(self) -> None:
+        """Fail on a Python traceback shown in the page (a real bug, not a user message)."""
+        exc = self.page.locator(EXCEPTION)
+        if exc.count():
+            raise AssertionError("the app shows an exception:\n" + exc.first.inner_text())
+
+    def wait_text(self, text: str | re.Pattern[str], timeout_s: float | None = None) -> Any:
+        loc = self.page.get_by_text(text).first
+        loc.wait_for(state="visible", timeout=(timeout_s * 1000) if timeout_s else self.timeout_ms)
+        return loc
+
+    # -- navigation -----------------------------------------------------------------------
+
+    def open(self, path: str = "/") -> None:
+        """Load a URL (a new Streamlit session) and wait for its first run to finish."""
+        self.page.goto(self.base_url + path)
+        self.page.wait_for_selector(APP)
+        self.wait_idle(after=0)
+
+    def go(self, title: str) -> None:
+        """Click a page link in the sidebar, as a user switches pages (the session is kept)."""
+        n = self.run_count()
+        self.page.locator(NAV_LINK, has_text=re.compile(rf"^\s*{re.escape(title)}\s*$")).first.click()
+        self.page.wait_for_url(re.compile(re.escape(title) + r"/?$") if title != "Home" else re.compile(r".*"))
+        self.wait_idle(after=n)
+
+    # -- widgets --------------------------------------------------------------------------
+
+    def button(self, label: str | re.Pattern[str], *, exact: bool = True) -> Any:
+        """The visible button named ``label`` (the hidden copy of a button with help text is skipped)."""
+        if isinstance(label, str) and exact:
+            # The accessible name of a button with ``shortcut=`` ends in a hint: "Accept page Shortcut Shift + A".
+            label = re.compile(rf"^\s*{re.escape(label)}(\s+Shortcut\s.*)?\s*$", re.S)
+        return self.page.get_by_role("button", name=label).filter(visible=True)
+
+    def click(self, target: Any, *, wait: bool = True) -> None:
+        """Click a locator (or a button label) and wait for the rerun it causes."""
+        loc = self.button(target) if isinstance(target, str | re.Pattern) else target
+        n = self.run_count()
+        loc.click()
+        if wait:
+            self.wait_idle(after=n)
+
+    def fill(self, label: str, value: str, *, within: Any = None) -> None:
+        """Type into a text input/area; Streamlit takes the value on blur or Enter (forms: on submit)."""
+        scope = within if within is not None else self.page
+        field = scope.get_by_label(label, exact=True)
+        field.fill(value)
+
+    def select(self, label: str, option: str, *, within: Any = None, rerun: bool = True) -> None:
+        """Pick an option of a select box by its label text (``rerun=False`` inside a form)."""
+        scope = within if within is not None else self.page
+        box = scope.locator(f'input[role="combobox"][aria-label="{label}"]').first
+        n = self.run_count()
+        chevron = box.locator("xpath=..").locator("button").first  # opens the list; a click on the input only focuses
+        listbox = self.page.locator(f'[role="listbox"][aria-label="{label}"]')
+        item = listbox.locator('[role="option"]', has_text=re.compile(rf"^\s*{re.escape(option)}\s*$")).first
+        opened = scope.locator(f'input[role="combobox"][aria-label="{label}"][aria-expanded="true"]').first
+        # Right after typing into another field of a form, a click on the chevron may be lost, or the list
+        # may close again as that field's blur re-renders the form: open and pick until it takes.
+        for attempt in range(5):
+            try:
+                if not opened.count():
+                    chevron.click()
+                opened.wait_for(timeout=600)
+                item.click(timeout=1500)
+                break
+            except Exception:
+                if box.input_value() == option:  # picked after all
+                    break
+                if attempt == 4:
+                    raise
+        if rerun:
+            self.wait_idle(after=n)
+        else:
+            self.page.wait_for_function(
+                '([l, v]) => { const b = document.querySelector(`input[role=combobox][aria-label="${l}"]`);'
+                " return !!b && b.value === v; }",
+                arg=[label, option],
+            )
+
+    def expand(self, title: str) -> Any:
+        """Open an expander (no rerun: expanders open client-side); returns its container."""
+        exp = self.page.locator('[data-testid="stExpander"]', has=self.page.locator("summary", has_text=title)).first
+        if exp.locator("details[open]").count() == 0:
+            exp.locator("summary").first.click()
+        exp.locator("details[open]").wait_for()
+        return exp
+
+    def keyed(self, key: str) -> Any:
+        return self.page.locator(key_class(key))
+
+    def keyed_button(self, key: str) -> Any:
+        """The visible button of ``st.button(..., key=key)``."""
+        return self.page.locator(f"{key_class(key)} button:visible")
+
+    # -- evidence -------------------------------------------------------------------------
+
+    def screenshot(self, name: str) -> Path | None:
+        if self.artifacts is None:
+            return None
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        path = self.artifacts / f"{name}.png"
+        # The app scrolls inside stMain, not the document, so full_page alone captures one screen:
+        # grow the viewport to the content for the shot (a resize re-lays out, it does not rerun).
+        size = self.page.viewport_size
+        height = int(
+            self.page.evaluate(
+                """() => Math.max(document.documentElement.scrollHeight,
+                     ...Array.from(document.querySelectorAll(
+                          '[data-testid="stMain"], [data-testid="stAppViewContainer"]')).map(e => e.scrollHeight))"""
+            )
+        )
+        if size and height > size["height"]:
+            self.page.set_viewport_size({"width": size["width"], "height": min(height, 12000)})
+            try:
+                self.page.screenshot(path=str(path), full_page=True)
+            finally:
+                self.page.set_viewport_size(size)
+        else:
+            self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def wait_images(self, at_least: int, timeout_s: float | None = None) -> int:
+        """Wait until ``at_least`` ``st.image`` pictures are fetched and decoded; returns how many are."""
+        self.page.wait_for_function(
+            """([sel, n]) => Array.from(document.querySelectorAll(sel))
+                              .filter(i => i.complete && i.naturalWidth > 0).length >= n""",
+            arg=[IMAGE, at_least],
+            timeout=(timeout_s * 1000) if timeout_s else self.timeout_ms,
+        )
+        return self.images_loaded()
+
+    def key_numbers(self, prefix: str) -> list[int]:
+        """The numbers ``N`` of the widgets keyed ``<prefix>N`` on the page, in page order."""
+        ids = self.page.evaluate(
+            """prefix => Array.from(document.querySelectorAll(`[class*="st-key-${prefix}"]`))
+                 .flatMap(e => Array.from(e.classList))
+                 .filter(c => c.startsWith(`st-key-${prefix}`))
+                 .map(c => c.slice(`st-key-${prefix}`.length)).filter(n => /^[0-9]+$/.test(n)).map(Number)""",
+            prefix,
+        )
+        return list(dict.fromkeys(int(i) for i in ids))
+
+    def images_loaded(self) -> int:
+        """How many ``st.image`` pictures in the page have really been fetched and decoded."""
+        return int(
+            self.page.evaluate(
+                """sel => Array.from(document.querySelectorAll(sel))
+                          .filter(i => i.complete && i.naturalWidth > 0).length""",
+                IMAGE,
+            )
+        )
+
+    def timed(self, action: Any, done_js: str, arg: Any = None, timeout_s: float = 30.0) -> float:
+        """Seconds from the last click ``action()`` makes (its in-page event time) to ``done_js`` holding.
+
+        ``done_js`` is the body of a JS function of ``arg``. A loop in the page checks it every
+        animation frame from before the action on, so time the test spends waiting inside ``action``
+        does not count. The clicks are real (trusted) clicks.
+        """
+        self.page.evaluate(
+            """([body, arg]) => {
+                 const done = new Function('arg', body);
+                 const st = window.__st;
+                 st.lastClick = null; st.doneAt = null;
+                 const token = st.timer = {};
+                 const loop = () => {
+                   if (st.timer !== token) return;
+                   if (st.lastClick !== null && done(arg)) { st.doneAt = performance.now(); return; }
+                   requestAnimationFrame(loop);
+                 };
+                 requestAnimationFrame(loop);
+               }""",
+            [done_js, arg],
+        )
+        action()
+        self.page.wait_for_function("() => window.__st.doneAt !== null", timeout=timeout_s * 1000)
+        start, end = self.page.evaluate("[window.__st.lastClick, window.__st.doneAt]")
+        return float(end - start) / 1000.0
