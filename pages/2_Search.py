@@ -209,7 +209,7 @@ with open_current() as store:
     rows: list[CandidateRow] = store.candidates(**flt, limit=page_size, after_id=cursors[-1] if cursors else None)
     page_ids = [r.id for r in rows]
 
-    b = st.columns([1, 1, 1, 1, 2])
+    b = st.columns([1.4, 1.4, 1, 1, 1.6])
     b[0].button(
         "Accept page",
         shortcut="Shift+A",
