@@ -70,6 +70,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("search_max_results", 30, "Search results per query.", 1, 500),
     Setting("search_delay", 1.5, "Pause between search queries, seconds (be polite).", 0, 60),
     Setting("min_images_per_class", 10, "Fewest images per class before training is suggested.", 1, 10_000),
+    Setting("embed_size", 224, "Review: side, in pixels, images are resized to for backbone embeddings.", 32, 512),
+    Setting("tiny_side", 64, "Review: images whose shorter side is below this are flagged tiny.", 1, 4096),
 )
 SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
 

@@ -146,4 +146,25 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "004_review",
+        """
+        -- Review decisions. An image counts as reviewed while its class is still the one the
+        -- decision confirmed, so undoing a relabel (or relabeling elsewhere) puts it back in the queue.
+        -- No foreign keys: rows of images that no longer exist are simply never joined.
+        CREATE TABLE review_marks (
+            image_id  INTEGER NOT NULL,
+            kind      TEXT NOT NULL CHECK (kind IN ('label', 'duplicate')),
+            class_id  INTEGER NOT NULL,     -- the class the decision confirmed
+            at        TEXT NOT NULL,
+            PRIMARY KEY (image_id, kind)
+        );
+        -- Latest out-of-sample class probabilities per image (meta 'review_fit' says how they were made).
+        CREATE TABLE review_scores (
+            image_id  INTEGER PRIMARY KEY,
+            probs     TEXT NOT NULL,        -- JSON list aligned with the class ids in meta 'review_fit'
+            source    TEXT NOT NULL         -- head | head+model
+        );
+        """,
+    ),
 )

@@ -1,0 +1,448 @@
+"""Backbone embeddings, computed once per image content and cached on disk.
+
+A *backbone* turns an image into a vector: the body of the current training run
+(``load_learner(run.model_path).model[0]``), or torchvision's resnet18 with the ImageNet
+weights, a local weights file, or a seeded random init (offline, weaker). Images are
+resized to a square of ``size`` pixels and normalised as the network expects (ImageNet
+statistics; for a run, whatever its fastai pipeline normalises with), and the body's
+feature map is average-pooled.
+
+The cache is one ``cache/embeddings/<backbone id>.npz`` per backbone holding the content
+hashes and a float32 matrix, so a relabel, a rename or a re-import of the same file never
+recomputes anything. torch, torchvision and fastai are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from . import runs
+from .errors import InvalidInput, NotFound, WeightsUnavailable
+from .imaging import write_atomic
+from .store import ImageRow, Store
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+Matrix = npt.NDArray[np.float32]
+
+EMBED_DIR = "embeddings"
+SOURCES = ("auto", "run", "imagenet")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Seed of the random-init backbone: the same seed gives the same network in every process,
+# so its cached embeddings stay valid.
+RANDOM_SEED = 0
+# Write the cache every this many batches, so a cancelled or crashed job keeps its work.
+_SAVE_EVERY = 8
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """Which network embeds the images, and at which size.
+
+    ``kind`` is ``run`` (a training run's body) or ``resnet18`` (torchvision: ImageNet
+    weights when ``pretrained``, else ``weights`` file, else a seeded random init).
+    """
+
+    kind: str
+    size: int
+    run_id: str | None = None
+    model_path: str | None = None
+    pretrained: bool = True
+    weights: str | None = None
+    weights_digest: str | None = None
+
+    @property
+    def id(self) -> str:
+        """Cache key: changes whenever the vectors would."""
+        if self.kind == "run":
+            return f"run-{self.run_id}-{self.size}"
+        if self.weights:
+            return f"resnet18-file-{self.weights_digest}-{self.size}"
+        return f"resnet18-{'imagenet' if self.pretrained else f'random{RANDOM_SEED}'}-{self.size}"
+
+    def describe(self) -> str:
+        if self.kind == "run":
+            return f"body of model run {self.run_id} at {self.size} px"
+        if self.weights:
+            return f"resnet18 with weights {Path(self.weights).name} at {self.size} px"
+        if self.pretrained:
+            return f"resnet18 with ImageNet weights at {self.size} px"
+        return f"resnet18 with random weights (seed {RANDOM_SEED}, no download; weaker) at {self.size} px"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Backbone:
+        fields = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def resolve_backbone(
+    store: Store,
+    source: str = "auto",
+    *,
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    size: int | None = None,
+) -> Backbone:
+    """The backbone to use. ``auto``: the current run's body when there is a run, else resnet18.
+
+    ``pretrained=False`` (random init) and ``weights`` (a torchvision resnet18 state-dict file)
+    only apply to resnet18.
+    """
+    if source not in SOURCES:
+        raise InvalidInput(f"Backbone source {source!r} is not valid. Must be one of: {', '.join(SOURCES)}.")
+    if size is not None and not 32 <= int(size) <= 1024:
+        raise InvalidInput(f"Embedding size {size} is out of range. Use 32 to 1024 pixels, e.g. 224.")
+    run = runs.current_run(store) if source in ("auto", "run") else None
+    if run is not None and not run.model_path.is_file():
+        if source == "run":
+            raise NotFound(f"Run {run.id} has no model file at {run.model_path}. Train again or pick another run.")
+        log.warning("run %s has no model file; using resnet18", run.id)
+        run = None
+    if source == "run" and run is None:
+        raise NotFound(
+            f"Project {store.name!r} has no trained model yet. Train one first, or use the resnet18 backbone."
+        )
+    if run is not None:
+        run_size = run.params.get("size")
+        return Backbone(
+            kind="run",
+            size=int(size or run_size or store.get_setting("embed_size")),
+            run_id=run.id,
+            model_path=str(run.model_path),
+        )
+    final_size = int(size or store.get_setting("embed_size"))
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise InvalidInput(
+                f"Weights file {path} does not exist. Give the path of a torchvision resnet18 .pth file."
+            )
+        return Backbone("resnet18", final_size, pretrained=False, weights=str(path), weights_digest=_digest(path))
+    return Backbone("resnet18", final_size, pretrained=pretrained)
+
+
+# -- the cache -----------------------------------------------------------------------------
+
+
+class EmbeddingCache:
+    """Vectors of one backbone, keyed by image content hash (``cache/embeddings/<id>.npz``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._index: dict[str, int] = {}
+        self._blocks: list[Matrix] = []
+        self._matrix: Matrix | None = None
+        self._dirty = False
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    keys = [str(k) for k in data["keys"]]
+                    matrix = np.asarray(data["vectors"], dtype=np.float32)
+                if matrix.ndim != 2 or matrix.shape[0] != len(keys):
+                    raise ValueError(f"{len(keys)} keys for a matrix of shape {matrix.shape}")
+                self._index = {k: i for i, k in enumerate(keys)}
+                self._matrix = matrix
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("ignoring unreadable embedding cache %s: %s", path, exc)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, sha256: object) -> bool:
+        return sha256 in self._index
+
+    @property
+    def dim(self) -> int | None:
+        m = self._full()
+        return int(m.shape[1]) if m is not None and m.shape[0] else None
+
+    def _full(self) -> Matrix | None:
+        if self._blocks:
+            parts = ([self._matrix] if self._matrix is not None else []) + self._blocks
+            self._matrix = np.concatenate(parts).astype(np.float32, copy=False)
+            self._blocks = []
+        return self._matrix
+
+    def missing(self, sha256s: Iterable[str]) -> list[str]:
+        return [s for s in dict.fromkeys(sha256s) if s not in self._index]
+
+    def matrix(self, sha256s: Sequence[str]) -> Matrix:
+        """Rows for ``sha256s`` in that order. Raises KeyError naming a missing hash."""
+        m = self._full()
+        if not sha256s:
+            return np.zeros((0, self.dim or 0), dtype=np.float32)
+        absent = [s for s in sha256s if s not in self._index]
+        if m is None or absent:
+            raise KeyError(f"no embedding for content {absent[0][:12]}… (compute embeddings first)")
+        return m[[self._index[s] for s in sha256s]]
+
+    def add(self, sha256s: Sequence[str], vectors: Matrix) -> None:
+        if len(sha256s) != vectors.shape[0]:
+            raise ValueError(f"{len(sha256s)} keys for {vectors.shape[0]} vectors")
+        dim = self.dim
+        if dim is not None and vectors.shape[1] != dim:
+            raise ValueError(f"vectors of width {vectors.shape[1]} added to a cache of width {dim}")
+        new = [i for i, s in enumerate(sha256s) if s not in self._index]
+        start = len(self._index)
+        for offset, i in enumerate(new):
+            self._index[sha256s[i]] = start + offset
+        if new:
+            self._blocks.append(np.asarray(vectors[new], dtype=np.float32))
+            self._dirty = True
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        m = self._full()
+        keys = np.array(sorted(self._index, key=self._index.__getitem__), dtype="<U64")
+        buf = io.BytesIO()
+        np.savez(buf, keys=keys, vectors=m if m is not None else np.zeros((0, 0), np.float32))
+        write_atomic(self.path, buf.getvalue())
+        self._dirty = False
+
+
+def cache_path(store: Store, backbone: Backbone) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", backbone.id)
+    return store.cache_dir / EMBED_DIR / f"{safe}.npz"
+
+
+def cache_for(store: Store, backbone: Backbone) -> EmbeddingCache:
+    return EmbeddingCache(cache_path(store, backbone))
+
+
+def missing(store: Store, backbone: Backbone, images: Iterable[ImageRow] | None = None) -> list[ImageRow]:
+    """Active images (or ``images``) whose content has no vector for ``backbone`` yet."""
+    cache = cache_for(store, backbone)
+    rows = store.images() if images is None else list(images)
+    return [img for img in rows if img.sha256 not in cache]
+
+
+# -- the network ---------------------------------------------------------------------------
+
+
+@dataclass
+class Network:
+    """A loaded body and the input statistics it expects (``None``: inputs in 0..1)."""
+
+    body: Any
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    size: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+IMAGENET_WEIGHTS_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1 (DEFAULT)
+
+
+def imagenet_weights_cached() -> bool:
+    """Whether torchvision's resnet18 ImageNet weights are in the torch hub cache already (no
+    download needed). Mirrors ``torch.hub.get_dir()`` without importing torch."""
+    import os
+
+    home = os.environ.get("TORCH_HOME") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch"
+    )
+    return (Path(home) / "hub" / "checkpoints" / IMAGENET_WEIGHTS_FILE).is_file()
+
+
+def _resnet18_body(backbone: Backbone) -> Any:
+    import torch
+    import torchvision
+    from torchvision.models import ResNet18_Weights
+
+    if backbone.weights:
+        model = torchvision.models.resnet18(weights=None)
+        try:
+            state = torch.load(backbone.weights, map_location="cpu", weights_only=True)  # tensors only: no code runs
+            model.load_state_dict(state)
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise WeightsUnavailable(
+                f"Weights file {backbone.weights} is not a torchvision resnet18 state dict ({exc}). "
+                "Download resnet18-f37072fd.pth (torchvision's ResNet18_Weights.IMAGENET1K_V1) and give its path."
+            ) from exc
+    elif backbone.pretrained:
+        log.info("loading %s (downloaded once into the torch hub cache)", ResNet18_Weights.DEFAULT.url)
+        try:
+            # torch.hub prints "Downloading: …" on stdout itself: keep `review --json` output one document.
+            with contextlib.redirect_stdout(io.StringIO()):
+                model = torchvision.models.resnet18(weights=ResNet18_Weights.DEFAULT, progress=False)
+        except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad download a RuntimeError
+            raise WeightsUnavailable(
+                f"Could not get the ImageNet resnet18 weights from {ResNet18_Weights.DEFAULT.url} ({exc}). "
+                "Either train a model first (review then uses its body), use random features "
+                "(--no-pretrained / 'Random init'; weaker), or copy the weights file from a machine with "
+                "internet and pass it with --weights FILE."
+            ) from exc
+    else:
+        with torch.random.fork_rng():
+            torch.manual_seed(RANDOM_SEED)
+            model = torchvision.models.resnet18(weights=None)
+    return torch.nn.Sequential(*list(model.children())[:-2])
+
+
+def _run_body(backbone: Backbone) -> tuple[Any, tuple[float, ...] | None, tuple[float, ...] | None]:
+    import fastai.vision.all as fv
+
+    if not backbone.model_path or not Path(backbone.model_path).is_file():
+        raise NotFound(f"Model file {backbone.model_path} of run {backbone.run_id} is missing. Train again.")
+    try:
+        learn = fv.load_learner(backbone.model_path, cpu=True)
+    except Exception as exc:  # any unpickling failure: wrong file, other fastai version
+        raise InvalidInput(
+            f"Cannot load the model of run {backbone.run_id} ({exc}). Use the resnet18 backbone instead."
+        ) from exc
+    mean = std = None
+    pipeline = getattr(learn.dls, "after_batch", None)
+    for tfm in getattr(pipeline, "fs", []):
+        if type(tfm).__name__ == "Normalize":
+            mean = tuple(float(v) for v in tfm.mean.flatten().tolist())
+            std = tuple(float(v) for v in tfm.std.flatten().tolist())
+    return learn.model[0], mean, std
+
+
+def load_network(backbone: Backbone) -> Network:
+    """Load the body of ``backbone`` on the CPU, in eval mode."""
+    if backbone.kind == "run":
+        body, mean, std = _run_body(backbone)
+    elif backbone.kind == "resnet18":
+        body, mean, std = _resnet18_body(backbone), IMAGENET_MEAN, IMAGENET_STD
+    else:
+        raise InvalidInput(f"Backbone kind {backbone.kind!r} is not valid. Must be one of: run, resnet18.")
+    body = body.cpu().eval()
+    return Network(body=body, mean=mean, std=std, size=backbone.size)
+
+
+def prepare(paths: Sequence[Path], size: int) -> npt.NDArray[np.float32]:
+    """Images as an (N, 3, size, size) float array in 0..1 (squashed to a square: nothing cropped)."""
+    out = np.empty((len(paths), 3, size, size), dtype=np.float32)
+    for i, path in enumerate(paths):
+        with Image.open(path) as img:
+            img.draft("RGB", (size, size))
+            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        out[i] = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return out
+
+
+def embed_arrays(network: Network, batch: npt.NDArray[np.float32]) -> Matrix:
+    """Pooled body features of an (N, 3, H, W) batch in 0..1."""
+    import torch
+
+    x = torch.from_numpy(batch)
+    if network.mean is not None and network.std is not None:
+        mean = torch.tensor(network.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(network.std, dtype=torch.float32).view(1, -1, 1, 1)
+        x = (x - mean) / std
+    with torch.inference_mode():
+        features = network.body(x)
+        pooled = features.mean(dim=(2, 3)) if features.ndim == 4 else features.flatten(1)
+    return np.ascontiguousarray(pooled.numpy(), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class EmbedReport:
+    backbone: str
+    computed: int
+    cached: int
+    failed: list[tuple[int, str]]
+    seconds: float
+    cancelled: bool = False
+
+    def summary(self) -> str:
+        text = f"Embedded {self.computed} image(s) in {self.seconds:.1f} s ({self.cached} cached) with {self.backbone}."
+        if self.failed:
+            text += f" {len(self.failed)} unreadable file(s) skipped."
+        if self.cancelled:
+            text += " Cancelled: run it again to continue."
+        return text
+
+
+def compute_embeddings(
+    store: Store,
+    backbone: Backbone,
+    images: Iterable[ImageRow] | None = None,
+    *,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    network: Network | None = None,
+) -> EmbedReport:
+    """Embed every active image (or ``images``) whose content is not cached yet; batched.
+
+    ``progress(done, total)`` counts the images to compute. The network is loaded only
+    when something is missing. Unreadable files are skipped and reported.
+    """
+    started = time.monotonic()
+    rows = store.images() if images is None else list(images)
+    cache = cache_for(store, backbone)
+    todo: dict[str, ImageRow] = {}
+    for img in rows:
+        if img.sha256 not in cache and img.sha256 not in todo:
+            todo[img.sha256] = img
+    cached = len({img.sha256 for img in rows}) - len(todo)
+    failed: list[tuple[int, str]] = []
+    total = len(todo)
+    if progress is not None:
+        progress(0, total)
+    if not todo:
+        return EmbedReport(backbone.id, 0, cached, failed, time.monotonic() - started)
+    net = network or load_network(backbone)
+    pending = list(todo.values())
+    done = 0
+    cancelled = False
+    for batch_no, start in enumerate(range(0, total, batch_size), start=1):
+        if should_stop is not None and should_stop():
+            cancelled = True
+            break
+        chunk = pending[start : start + batch_size]
+        ok: list[ImageRow] = []
+        arrays: list[npt.NDArray[np.float32]] = []
+        for img in chunk:
+            try:
+                arrays.append(prepare([store.path(img)], backbone.size)[0])
+                ok.append(img)
+            except OSError as exc:
+                log.warning("cannot read image %d (%s): %s", img.id, img.relpath, exc)
+                failed.append((img.id, str(exc) or type(exc).__name__))
+        if ok:
+            cache.add([img.sha256 for img in ok], embed_arrays(net, np.stack(arrays)))
+        done += len(chunk)
+        if progress is not None:
+            progress(done, total)
+        if batch_no % _SAVE_EVERY == 0:
+            cache.save()
+    cache.save()
+    computed = done - len(failed)
+    return EmbedReport(backbone.id, computed, cached, failed, time.monotonic() - started, cancelled)
+
+
+def embeddings(store: Store, backbone: Backbone, images: Sequence[ImageRow]) -> tuple[list[ImageRow], Matrix]:
+    """The images that have a cached vector, and their vectors (rows in the same order)."""
+    cache = cache_for(store, backbone)
+    have = [img for img in images if img.sha256 in cache]
+    return have, cache.matrix([img.sha256 for img in have])

@@ -1,0 +1,491 @@
+"""Review: the images the model disagrees with, worst first; fix them in one click, retrain the head in seconds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from lotr_labeler import embed, jobs, quality, review, runs
+from lotr_labeler.errors import InvalidInput
+from lotr_labeler.imaging import thumbnail
+from lotr_labeler.store import ImageRow, Store
+from lotr_labeler.ui.context import act, data_dir, error_boundary, open_current, show_flash
+from lotr_labeler.ui.grid import pager, reset_page
+
+st.set_page_config(page_title="Review · lotr_labeler", page_icon="🩺", layout="wide")
+st.title("Review")
+st.caption(
+    "Every image gets an out-of-sample score: a light head on cached backbone embeddings, trained with "
+    "K-fold cross-validation, so no image is judged by a model that learned its own label."
+)
+COLUMNS = 4
+ALL = "All"
+SELECTED = "_review_selected"
+# Quality flags of more images than this are left to the compute job instead of the page run.
+PAGE_QUALITY_LIMIT = 400
+SOURCES = {
+    "run": "Current model's body",
+    "imagenet": "ResNet18, ImageNet weights",
+    "random": "ResNet18, random init (offline, weaker)",
+    "file": "ResNet18, weights file",
+}
+# Widget values vanish when the user leaves the page: re-assigning them keeps them.
+DEFAULTS = {
+    "r_class": ALL,
+    "r_pred": ALL,
+    "r_split": ALL,
+    "r_flag": ALL,
+    "r_status": "unreviewed",
+    "r_sort": "self_confidence",
+    "r_weights": "",
+    "r_dup_show": False,
+}
+for _key, _default in DEFAULTS.items():
+    st.session_state[_key] = st.session_state.get(_key, _default)
+selected: set[int] = st.session_state.setdefault(SELECTED, set())
+if not st.session_state.get("_review_warm"):
+    review.warm_up()  # scikit-learn loads in the background: the first "Retrain head" is quick
+    st.session_state["_review_warm"] = True
+
+
+# -- actions (widget callbacks through ui.context.act) ------------------------------------------
+
+
+def _relabel_from(store: Store, ids: list[int], key: str) -> int:
+    return review.relabel(store, ids, st.session_state[key])
+
+
+def _toggle(image_id: int, key: str) -> None:
+    (selected.add if st.session_state[key] else selected.discard)(image_id)
+
+
+def _bulk(store: Store, action: str) -> str:
+    ids = sorted(selected)
+    if not ids:
+        return "Select cards first."
+    if action == "keep":
+        n = review.keep(store, ids)
+        text = f"Kept {n} image(s)."
+    elif action == "delete":
+        n = review.delete(store, ids)
+        text = f"Deleted {n} image(s) (undo restores)."
+    else:
+        n = review.relabel(store, ids, st.session_state["r_bulk_to"])
+        text = f"Relabeled {n} image(s) to {st.session_state['r_bulk_to']}."
+    selected.clear()
+    return text
+
+
+def _select(ids: list[int], on: bool) -> None:
+    if on:
+        selected.update(ids)
+    else:
+        selected.difference_update(ids)
+
+
+def _retrain_head(store: Store) -> str:
+    return review.fit_scores(store).summary()
+
+
+def _backbone(store: Store, source: str, size: int | None) -> embed.Backbone:
+    if source == "run":
+        return embed.resolve_backbone(store, "run", size=size)
+    if source == "file":
+        weights = st.session_state.get("r_weights", "").strip()
+        if not weights:
+            raise InvalidInput("Give the path of a torchvision resnet18 weights file (.pth).")
+        return embed.resolve_backbone(store, "imagenet", weights=weights, size=size)
+    return embed.resolve_backbone(store, "imagenet", pretrained=source == "imagenet", size=size)
+
+
+def _compute(store: Store, source: str, size: int | None) -> str:
+    backbone = _backbone(store, source, size)
+    command = ["review", "--compute", "--size", str(backbone.size)]
+    if backbone.kind == "run":
+        command += ["--backbone", "run"]
+    else:
+        command += ["--backbone", "imagenet"]
+        if backbone.weights:
+            command += ["--weights", backbone.weights]
+        elif not backbone.pretrained:
+            command.append("--no-pretrained")
+    jobs.launch(store, "review", command, {"backbone": backbone.id})
+    return f"Computing embeddings with the {backbone.describe()}; scores refresh when it finishes."
+
+
+def _full_retrain(store: Store) -> str:
+    jobs.launch(store, "train", ["train"], {})
+    return "Full training started (follow it on the Train page). Compute embeddings with the new model after."
+
+
+def _cancel(store: Store, job_id: int) -> None:
+    jobs.request_cancel(store, job_id)
+
+
+# -- pieces -----------------------------------------------------------------------------------
+
+
+def _thumb(store: Store, img: ImageRow, size: int) -> str | None:
+    try:
+        return str(thumbnail(store.path(img), store.cache_dir, img.sha256, size))
+    except OSError:
+        return None
+
+
+@st.fragment
+def card(project: str, image_id: int, classes: list[str], flags: tuple[str, ...], thumb: int) -> None:
+    """One image. A click reruns this card only, not the whole page."""
+    show_flash()  # a callback's error lands in the card that caused it
+    with Store(data_dir() / project) as store:
+        it = review.item(store, image_id, flags)
+        picture = _thumb(store, it.image, thumb)
+    with st.container(border=True):
+        if picture:
+            st.image(picture, width="stretch")
+        else:
+            st.warning(f"File missing: {it.image.relpath}")
+        if it.scored:
+            verdict = "✓ agrees" if not it.disagrees else f"→ **{it.predicted}** ({it.confidence or 0:.0%})"
+            st.caption(
+                f"#{it.id} · **{it.given}** {verdict}\n\n"
+                f"p(given) {it.self_confidence or 0:.2f} · margin {it.margin or 0:+.2f} · {it.image.split}"
+            )
+        else:
+            st.caption(f"#{it.id} · **{it.given}** · not scored yet · {it.image.split}")
+        if it.flags:
+            st.caption("⚠️ " + ", ".join(it.flags))
+        if it.image.deleted:
+            st.caption("🗑 deleted")
+            st.button("Restore", key=f"r_restore_{image_id}", on_click=act, args=(Store.restore_images, [image_id]))
+            return
+        a, c = st.columns([3, 1])
+        if it.reviewed:
+            a.button(
+                "↺ Back to queue",
+                key=f"r_unkeep_{image_id}",
+                help="Reviewed already. Put it back in the queue",
+                on_click=act,
+                args=(review.unreview, [image_id]),
+                width="stretch",
+            )
+        else:
+            a.button(
+                "✓ Keep",
+                key=f"r_keep_{image_id}",
+                help="The label is right: out of the queue",
+                on_click=act,
+                args=(review.keep, [image_id]),
+                width="stretch",
+            )
+        c.button(
+            "🗑",
+            key=f"r_del_{image_id}",
+            help="Delete (to the trash; undo restores)",
+            on_click=act,
+            args=(review.delete, [image_id]),
+            width="stretch",
+        )
+        if it.disagrees and it.predicted is not None:
+            st.button(
+                f"→ {it.predicted}",
+                key=f"r_to_{image_id}",
+                help=f"Relabel to {it.predicted}, the model's choice",
+                type="primary",
+                on_click=act,
+                args=(review.relabel, [image_id], it.predicted),
+                width="stretch",
+            )
+        key = f"r_label_{image_id}_{it.image.class_id}"  # a new widget after each change: never stale
+        st.selectbox(
+            "Label",
+            classes,
+            index=classes.index(it.given) if it.given in classes else 0,
+            key=key,
+            label_visibility="collapsed",
+            on_change=act,
+            args=(_relabel_from, [image_id], key),
+        )
+        sel = f"r_sel_{image_id}"
+        st.session_state[sel] = image_id in selected
+        st.checkbox("Select", key=sel, on_change=_toggle, args=(image_id, sel))
+
+
+def compute_progress(project: str) -> None:
+    """The embedding job: a live progress bar while it runs, its outcome after."""
+    with Store(data_dir() / project) as store:
+        job = jobs.latest_job(store, "review")
+        info = review.fit_info(store)
+    if job is None:
+        return
+    if not job.running:
+        if job.state != "done" and (info is None or (job.finished_at or "") >= info.computed_at):
+            st.warning(f"Last embedding job {job.state}: {job.message}")
+        return
+
+    @st.fragment(run_every=1.0)
+    def poll() -> None:
+        with Store(data_dir() / project) as store:
+            current = jobs.get_job(store, job.id)
+        if not current.running:
+            st.rerun(scope="app")
+        p = current.progress
+        total = int(p.get("total") or 0)
+        done = int(p.get("done") or 0)
+        text = f"Embedding {done}/{total} image(s) · {p.get('backbone', '')}" if total else "Loading the network…"
+        st.progress(done / total if total else 0.0, text=text)
+        st.button(
+            "Cancelling…" if current.cancel_requested else "Cancel",
+            key=f"r_cancel_{current.id}",
+            disabled=current.cancel_requested,
+            on_click=act,
+            args=(_cancel, current.id),
+        )
+
+    poll()
+
+
+def _initial_backbone(info: review.FitInfo | None, run: runs.Run | None, settings: dict[str, Any]) -> tuple[str, int]:
+    """Backbone choice and size to start with: the last fit's, else the model's body, else ImageNet."""
+    if info is not None:
+        b = info.backbone_spec
+        if b.kind != "run" or (run is not None and b.run_id == run.id):
+            source = "run" if b.kind == "run" else "file" if b.weights else "imagenet" if b.pretrained else "random"
+            return source, b.size
+    if run is not None:
+        return "run", int(run.params.get("size") or settings["embed_size"])
+    return "imagenet", int(settings["embed_size"])
+
+
+def _keep_valid(key: str, options: list[str]) -> list[str]:
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = options[0]
+    return options
+
+
+# -- the page ---------------------------------------------------------------------------------
+
+with open_current() as store:
+    project = store.name
+    show_flash()
+    settings = store.settings()
+    classes = store.class_names()
+    n_images = store.count()
+    run = runs.current_run(store)
+    info = review.fit_info(store)
+    thumb_size = int(settings["thumb_size"])
+
+    if not n_images:
+        st.info("No images to review yet. Import a folder on the Dataset page, or search and download first.")
+        st.stop()
+
+    # -- model, embeddings, retraining ----------------------------------------------------------
+    with st.container(border=True):
+        if info is None:
+            st.markdown("**No scores yet.** Compute embeddings once (cached by image content), then review.")
+        else:
+            st.markdown(
+                f"**Scores** of {info.scored} image(s) from a {info.folds}-fold head on the "
+                f"{info.backbone_spec.describe()} · {info.computed_at[:16].replace('T', ' ')} UTC"
+                + (f" · validation images averaged with run {info.run_id}" if info.run_id else "")
+            )
+            since = review.corrections_since_fit(store)
+            if since:
+                st.caption(f"{since} change(s) since: ⚡ Retrain head to refresh every score (seconds).")
+            if run is not None and info.backbone_spec.run_id != run.id:
+                st.caption(f"A model (run {run.id}) exists: compute embeddings with its body for sharper scores.")
+
+        if st.session_state.get("_r_backbone_for") != project:  # first visit: the last fit's backbone
+            st.session_state["_r_backbone_for"] = project
+            st.session_state["r_source"], st.session_state["r_size"] = _initial_backbone(info, run, settings)
+            if info is not None and info.backbone_spec.weights:
+                st.session_state["r_weights"] = info.backbone_spec.weights
+        sources = [s for s in SOURCES if s != "run" or run is not None]
+        cols = st.columns([2, 1, 1, 1, 1])
+        source = cols[0].selectbox(
+            "Backbone", _keep_valid("r_source", sources), key="r_source", format_func=SOURCES.__getitem__
+        )
+        size = int(cols[1].number_input("Size (px)", 32, 1024, step=32, key="r_size"))
+        if source == "file":
+            st.text_input("Weights file (torchvision resnet18 .pth)", key="r_weights")
+        elif source == "imagenet" and not embed.imagenet_weights_cached():
+            st.caption(
+                f"The ImageNet weights ({embed.IMAGENET_WEIGHTS_FILE}, 45 MB) download on first use: that needs "
+                "internet. Offline, pick the current model's body, a weights file, or random init."
+            )
+        embedding_running = jobs.running_job(store, "review") is not None
+        missing_count = n_images
+        with error_boundary():
+            missing_count = len(embed.missing(store, _backbone(store, source, size)))
+        cols[2].button(
+            f"Compute ({missing_count} new)" if missing_count else "Compute scores",
+            type="primary" if info is None or missing_count else "secondary",
+            disabled=embedding_running,
+            help="Embeds the images not cached yet (a background job), then fits the head",
+            on_click=act,
+            args=(_compute, source, size),
+            kwargs={"success": "{result}"},
+            width="stretch",
+        )
+        cols[3].button(
+            "⚡ Retrain head",
+            disabled=info is None,
+            help="Refit the head on the cached embeddings and refresh every score (seconds)",
+            on_click=act,
+            args=(_retrain_head,),
+            kwargs={"success": "{result}"},
+            width="stretch",
+        )
+        cols[4].button(
+            "🏋️ Full retrain",
+            disabled=jobs.running_job(store, "train") is not None,
+            help="Fine-tune the whole network on the corrected labels (minutes; the Train page shows progress)",
+            on_click=act,
+            args=(_full_retrain,),
+            kwargs={"success": "{result}"},
+            width="stretch",
+        )
+        compute_progress(project)
+
+    top = st.columns([1, 1, 4])
+    top[0].button("↩ Undo", on_click=act, args=(Store.undo,), kwargs={"success": "{result}"}, width="stretch")
+    with top[1].popover("History", width="stretch"):
+        events = store.history(15)
+        for e in events:
+            st.markdown(f"{'~~' if e.undone else ''}{e.summary}{'~~' if e.undone else ''} · {e.at[11:16]}")
+        if not events:
+            st.caption("No changes yet.")
+
+    tab_issues, tab_dups, tab_history = st.tabs(["Label issues", "Duplicates", "Corrections"])
+
+    # -- label issues -----------------------------------------------------------------------------
+    with tab_issues, error_boundary():
+        f = st.columns([1, 1, 1, 1, 1, 1])
+        label = f[0].selectbox("Class", _keep_valid("r_class", [ALL, *classes]), key="r_class")
+        pred = f[1].selectbox("Predicted", _keep_valid("r_pred", [ALL, *classes]), key="r_pred")
+        split = f[2].selectbox("Split", [ALL, "train", "valid"], key="r_split")
+        flag = f[3].selectbox("Flag", [ALL, "any", *quality.FLAGS, *review.STORE_FLAGS], key="r_flag")
+        status = f[4].selectbox("Show", list(review.STATUSES), key="r_status")
+        sort = f[5].selectbox(
+            "Sort by",
+            list(review.SORTS),
+            key="r_sort",
+            format_func={"self_confidence": "p(given label)", "margin": "margin"}.__getitem__,
+        )
+        for k in ("r_class", "r_pred", "r_split", "r_flag", "r_status", "r_sort"):
+            if st.session_state.get(f"_prev_{k}") != st.session_state[k]:
+                reset_page("review")
+                st.session_state[f"_prev_{k}"] = st.session_state[k]
+        unmeasured = len(quality.missing(store, store.images()))
+        items = review.ranking(
+            store,
+            sort=sort,
+            label=None if label == ALL else label,
+            predicted=None if pred == ALL else pred,
+            split=None if split == ALL else split,
+            flag=None if flag == ALL else flag,
+            status=status,
+            compute_quality=unmeasured <= PAGE_QUALITY_LIMIT,
+        )
+        if unmeasured > PAGE_QUALITY_LIMIT:
+            st.caption(f"Quality flags of {unmeasured} image(s) are measured with the embeddings (Compute).")
+        page_size = int(settings["page_size"])
+        offset = pager(len(items), page_size, "review")
+        shown = items[offset : offset + page_size]
+        page_ids = [it.id for it in shown]
+
+        b = st.columns([1, 1, 1, 2, 1, 1, 1])
+        b[0].markdown(f"**{len(selected)} selected**")
+        b[1].button("Select page", on_click=_select, args=(page_ids, True), width="stretch")
+        b[2].button("Clear", on_click=_select, args=(sorted(selected), False), width="stretch")
+        b[3].selectbox("Relabel selected to", classes, key="r_bulk_to", label_visibility="collapsed")
+        for col, (text, action) in zip(
+            b[4:], (("Relabel", "relabel"), ("Keep", "keep"), ("🗑 Delete", "delete")), strict=True
+        ):
+            col.button(
+                text,
+                key=f"r_bulk_{action}",
+                help=f"{text.split()[-1]} every selected image (one action, one undo)",
+                disabled=not selected,
+                on_click=act,
+                args=(_bulk, action),
+                kwargs={"success": "{result}"},
+                width="stretch",
+            )
+
+        if not shown:
+            st.info(
+                "Nothing to review here."
+                if info is not None
+                else "Nothing scored yet: press Compute above. Quality filters work already."
+            )
+        for start in range(0, len(shown), COLUMNS):
+            for col, it in zip(st.columns(COLUMNS), shown[start : start + COLUMNS], strict=False):
+                with col:
+                    card(project, it.id, classes, it.flags, thumb_size)
+
+    # -- near duplicates ----------------------------------------------------------------------------
+    with tab_dups, error_boundary():
+        show_all = st.toggle("Show groups already kept", key="r_dup_show")
+        groups = review.duplicate_groups(store, include_reviewed=show_all)
+        conflicts = sum(g.conflict for g in groups)
+        st.caption(
+            f"{len(groups)} group(s) of near duplicates (phash distance ≤ {settings['near_dup_distance']}); "
+            f"{conflicts} with different labels, shown first."
+        )
+        if not groups:
+            st.info("No near duplicates to look at.")
+        offset = pager(len(groups), 10, "review_dups")
+        for g in groups[offset : offset + 10]:
+            with st.container(border=True):
+                head = st.columns([3, 1, 2, 1])
+                head[0].markdown(
+                    ("⚠️ **labels disagree**: " if g.conflict else "Same label: ")
+                    + ", ".join(g.labels)
+                    + f" · {len(g.images)} images · distance ≤ {g.max_distance}"
+                )
+                head[1].button(
+                    "Keep all",
+                    key=f"r_dup_all_{g.ids[0]}",
+                    help="They are different enough: hide this group",
+                    on_click=act,
+                    args=(review.keep_all, g.ids),
+                    width="stretch",
+                )
+                to_key = f"r_dup_to_{g.ids[0]}"
+                head[2].selectbox("All to", classes, key=to_key, label_visibility="collapsed")
+                head[3].button(
+                    "Relabel all",
+                    key=f"r_dup_rl_{g.ids[0]}",
+                    on_click=act,
+                    args=(_relabel_from, g.ids, to_key),
+                    width="stretch",
+                )
+                for col, img in zip(st.columns(min(len(g.images), 6)), g.images[:6], strict=False):
+                    with col:
+                        picture = _thumb(store, img, thumb_size)
+                        if picture:
+                            st.image(picture, width="stretch")
+                        else:
+                            st.warning(f"File missing: {img.relpath}")
+                        st.caption(f"#{img.id} · **{img.label}** · {img.split} · {img.width}×{img.height}")
+                        st.button(
+                            "Keep only this",
+                            key=f"r_dup_one_{g.ids[0]}_{img.id}",
+                            help="Delete the others of the group (undo restores)",
+                            on_click=act,
+                            args=(review.keep_one, img.id, g.ids),
+                            width="stretch",
+                        )
+                if len(g.images) > 6:
+                    st.caption(f"…and {len(g.images) - 6} more: {', '.join(f'#{i}' for i in g.ids[6:])}")
+
+    # -- corrections --------------------------------------------------------------------------------
+    with tab_history:
+        events = [e for e in store.history(50) if e.kind in ("relabel", "delete", "restore")]
+        if not events:
+            st.caption("No corrections yet.")
+        for e in events:
+            mark = "~~" if e.undone else ""
+            st.markdown(f"{mark}{e.summary}{mark} · {e.at[:16].replace('T', ' ')}" + (" · undone" if e.undone else ""))
+        st.caption("↩ Undo (above) reverts the newest change exactly: label, folder and trash state.")
