@@ -7,6 +7,7 @@ Exit status 0 on success; 1 with one ``error:`` line on stderr for a domain erro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shutil
@@ -242,35 +243,30 @@ def cmd_review(args: argparse.Namespace) -> int:
             backbone = embed.resolve_backbone(
                 store, args.backbone, pretrained=not args.no_pretrained, weights=args.weights, size=args.size
             )
-            reporter = None
-            if args.compute:
-                job = jobs.attach(store, "review", {"backbone": backbone.id}, args.job)
-                reporter = jobs.Reporter(store, job.id)
-            update, close = _bar("embed")
+            # --compute is the background job the Review page starts; a listing computes in the foreground.
+            job = jobs.JobRun(store, "review", {"backbone": backbone.id}, args.job) if args.compute else None
+            with job or contextlib.nullcontext():
+                update, close = _bar("embed")
 
-            def progress(done: int, total: int) -> None:
-                update(done, total)
-                if reporter is not None:
-                    p = {"done": done, "total": total, "backbone": backbone.describe()}
-                    reporter.update(p, f"embedding {done}/{total} image(s)", force=done == total)
+                def progress(done: int, total: int) -> None:
+                    update(done, total)
+                    if job is not None:
+                        p = {"done": done, "total": total, "backbone": backbone.describe()}
+                        job.update(p, f"embedding {done}/{total} image(s)", force=done == total)
 
-            try:
-                embedded, fit = review.refresh(
-                    store, backbone, progress=progress, should_stop=reporter.cancelled if reporter else None
-                )
-            except BaseException as exc:
-                if reporter is not None:
-                    reporter.finish("failed", str(exc) or type(exc).__name__)
-                raise
-            finally:
-                close()
-            if fit is None:
-                if reporter is not None:
-                    reporter.finish("cancelled", embedded.summary())
-                print(f"error: {embedded.summary()}", file=sys.stderr)
-                return 1
-            if reporter is not None:
-                reporter.finish("done", fit.summary(), {"embedded": embedded.computed, "scored": fit.info.scored})
+                try:
+                    embedded, fit = review.refresh(
+                        store, backbone, progress=progress, should_stop=job.cancel.is_set if job else None
+                    )
+                finally:
+                    close()
+                if fit is None:
+                    if job is not None:
+                        job.finish("cancelled", embedded.summary())
+                    print(f"error: {embedded.summary()}", file=sys.stderr)
+                    return 1
+                if job is not None:
+                    job.finish("done", fit.summary(), {"embedded": embedded.computed, "scored": fit.info.scored})
             print(embedded.summary(), file=sys.stderr)
             print(fit.summary(), file=sys.stderr)
             if args.compute:
@@ -336,32 +332,27 @@ def cmd_search(args: argparse.Namespace) -> int:
         planned = plan_queries(store, args.label, args.query)
         max_results = args.max or int(settings["search_max_results"])
         delay = float(settings["search_delay"]) if args.delay is None else args.delay
-        job = jobs.attach(store, "search", {"queries": len(planned), "max": max_results}, args.job)
-        reporter = jobs.Reporter(store, job.id)
-        bar = tqdm(total=len(planned), desc="search", unit="query", file=sys.stderr, disable=None)
+        with jobs.JobRun(store, "search", {"queries": len(planned), "max": max_results}, args.job) as job:
+            bar = tqdm(total=len(planned), desc="search", unit="query", file=sys.stderr, disable=None)
 
-        def progress(p: SearchProgress) -> None:
-            bar.n = p.index
-            bar.set_postfix_str(f"{p.results_so_far} new · {p.query[:40]}")
-            reporter.update(asdict(p), p.message)
+            def progress(p: SearchProgress) -> None:
+                bar.n = p.index
+                bar.set_postfix_str(f"{p.results_so_far} new · {p.query[:40]}")
+                job.update(asdict(p), p.message)
 
-        try:
-            report = run_search(
-                store,
-                planned,
-                max_results=max_results,
-                options=options,
-                delay_s=delay,
-                progress=progress,
-                should_stop=reporter.cancelled,
-            )
-        except BaseException as exc:
-            reporter.finish("failed", str(exc) or type(exc).__name__)
-            raise
-        finally:
-            bar.close()
-        state = "cancelled" if reporter.cancelled() else "done"
-        reporter.finish(state, report.summary(), report.as_dict())
+            try:
+                report = run_search(
+                    store,
+                    planned,
+                    max_results=max_results,
+                    options=options,
+                    delay_s=delay,
+                    progress=progress,
+                    should_stop=job.cancel.is_set,
+                )
+            finally:
+                bar.close()
+            job.finish("cancelled" if job.cancel.is_set() else "done", report.summary(), report.as_dict())
         if args.json:
             _print_json(report.as_dict())
         else:
@@ -373,46 +364,35 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    import threading
 
     from .download import DownloadProgress, download_candidates
 
     with _store(args) as store:
-        job = jobs.attach(store, "download", {"ids": args.ids, "retry_failed": args.retry_failed}, args.job)
-        reporter = jobs.Reporter(store, job.id)
-        cancel = threading.Event()
-        stop_watch = reporter.watch_cancel(cancel)
-        bar: Any = None
+        with jobs.JobRun(store, "download", {"ids": args.ids, "retry_failed": args.retry_failed}, args.job) as job:
+            bar: Any = None
 
-        def progress(p: DownloadProgress) -> None:
-            nonlocal bar
-            if bar is None:
-                bar = tqdm(total=p.total, desc="download", unit="img", file=sys.stderr, disable=None)
-            bar.n = p.done
-            bar.set_postfix(ok=p.ok, failed=p.failed, dup=p.duplicates)
-            reporter.update(asdict(p), p.message, force=p.done == p.total)
+            def progress(p: DownloadProgress) -> None:
+                nonlocal bar
+                if bar is None:
+                    bar = tqdm(total=p.total, desc="download", unit="img", file=sys.stderr, disable=None)
+                bar.n = p.done
+                bar.set_postfix(ok=p.ok, failed=p.failed, dup=p.duplicates)
+                job.update(asdict(p), p.message, force=p.done == p.total)
 
-        try:
-            report = download_candidates(
-                store,
-                args.ids or None,
-                retry_failed=args.retry_failed,
-                workers=args.workers,
-                allow_private=True if args.allow_private_hosts else None,
-                progress=progress,
-                cancel=cancel,
-            )
-        except KeyboardInterrupt:
-            reporter.finish("cancelled", "Interrupted; run download again to resume.")
-            raise
-        except BaseException as exc:
-            reporter.finish("failed", str(exc) or type(exc).__name__)
-            raise
-        finally:
-            stop_watch.set()
-            if bar is not None:
-                bar.close()
-        reporter.finish("cancelled" if report.cancelled else "done", report.summary(), report.as_dict())
+            try:
+                report = download_candidates(
+                    store,
+                    args.ids or None,
+                    retry_failed=args.retry_failed,
+                    workers=args.workers,
+                    allow_private=True if args.allow_private_hosts else None,
+                    progress=progress,
+                    cancel=job.cancel,
+                )
+            finally:
+                if bar is not None:
+                    bar.close()
+            job.finish("cancelled" if report.cancelled else "done", report.summary(), report.as_dict())
         if args.json:
             _print_json(report.as_dict())
         else:
@@ -464,7 +444,6 @@ def _bundle_store(args: argparse.Namespace) -> Store:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import threading
 
     from . import train as tr
 
@@ -483,43 +462,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     with _bundle_store(args) if args.bundle else _store(args) as store:
         tr.check_dataset(store)  # refuse before the 10 s fastai import
-        job = jobs.attach(store, "train", asdict(params), args.job)
-        reporter = jobs.Reporter(store, job.id)
-        cancel = threading.Event()
-        stop_watch = reporter.watch_cancel(cancel)
-        bar = tqdm(total=100, desc="train", unit="%", file=sys.stderr, disable=None)
+        with jobs.JobRun(store, "train", asdict(params), args.job) as job:
+            bar = tqdm(total=100, desc="train", unit="%", file=sys.stderr, disable=None)
 
-        def progress(p: dict[str, Any]) -> None:
-            bar.n = int(100 * p["fraction"])
-            bar.set_postfix_str(f"epoch {p['epoch']}/{p['epochs']} batch {p['batch']}/{p['batches']}")
-            reporter.update(p, f"epoch {p['epoch']}/{p['epochs']}, batch {p['batch']}/{p['batches']}")
+            def progress(p: dict[str, Any]) -> None:
+                bar.n = int(100 * p["fraction"])
+                bar.set_postfix_str(f"epoch {p['epoch']}/{p['epochs']} batch {p['batch']}/{p['batches']}")
+                job.update(p, f"epoch {p['epoch']}/{p['epochs']}, batch {p['batch']}/{p['batches']}")
 
-        try:
-            run = tr.train_run(store, params, job_id=job.id, progress=progress, should_stop=cancel.is_set)
-        except KeyboardInterrupt:
-            reporter.finish("cancelled", "Interrupted.")
-            raise
-        except BaseException as exc:
-            reporter.finish("failed", str(exc) or type(exc).__name__)
-            raise
-        finally:
-            stop_watch.set()
-            bar.close()
+            try:
+                run = tr.train_run(store, params, job_id=job.job.id, progress=progress, should_stop=job.cancel.is_set)
+            finally:
+                bar.close()
+            m = run.metrics
+            if run.state == "cancelled":
+                job.finish("cancelled", f"Run {run.id} cancelled.", {"run_id": run.id})
+            else:
+                job.finish(
+                    "done", f"Run {run.id} finished: error rate {m.get('error_rate', 0):.3f}.", {"run_id": run.id, **m}
+                )
         if run.state == "cancelled":
-            reporter.finish("cancelled", f"Run {run.id} cancelled.", {"run_id": run.id})
             print(f"error: training cancelled (run {run.id}).", file=sys.stderr)
             return 1
-        m = run.metrics
-        message = f"Run {run.id}: error rate {m.get('error_rate', 0):.3f} in {m.get('duration_s')} s on {run.params}"
-        reporter.finish(
-            "done", f"Run {run.id} finished: error rate {m.get('error_rate', 0):.3f}.", {"run_id": run.id, **m}
-        )
         if args.out:
             shutil.copyfile(run.model_path, args.out)
         if args.json:
             _print_json({"id": run.id, "path": str(run.model_path), **m})
         else:
-            print(message.split(" on ")[0] + ".")
+            print(f"Run {run.id}: error rate {m.get('error_rate', 0):.3f} in {m.get('duration_s')} s.")
             print(f"Model: {args.out or run.model_path}")
     return 0
 

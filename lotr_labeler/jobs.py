@@ -170,8 +170,6 @@ class Reporter:
         self.job_id = job_id
         self.interval_s = interval_s
         self._last_write = 0.0
-        self._last_check = 0.0
-        self._cancelled = False
 
     def update(self, progress: dict[str, Any], message: str, *, force: bool = False) -> None:
         t = time.monotonic()
@@ -183,14 +181,6 @@ class Reporter:
                 "UPDATE jobs SET progress = ?, message = ?, updated_at = ? WHERE id = ?",
                 (json.dumps(progress, default=str), message, now(), self.job_id),
             )
-
-    def cancelled(self) -> bool:
-        t = time.monotonic()
-        if not self._cancelled and t - self._last_check >= self.interval_s:
-            self._last_check = t
-            r = self.store.conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (self.job_id,)).fetchone()
-            self._cancelled = bool(r and r[0])
-        return self._cancelled
 
     def finish(self, state: str, message: str, result: dict[str, Any] | None = None) -> None:
         finish(self.store, self.job_id, state, message, result)
@@ -214,3 +204,45 @@ class Reporter:
 
         threading.Thread(target=watch, name=f"cancel-watch-{self.job_id}", daemon=True).start()
         return stop
+
+
+class JobRun:
+    """The worker side of a job for the span of one command.
+
+    Registers (or takes over) the job row, writes throttled progress, turns a cancel request
+    into ``cancel`` (an Event, set by a watcher thread even while the work blocks), and always
+    records an end state: what ``finish`` said, else ``failed``/``cancelled`` on an exception
+    or Ctrl-C, else ``done``.
+    """
+
+    def __init__(self, store: Store, kind: str, args: dict[str, Any], job_id: int | None = None) -> None:
+        self.store = store
+        self.kind = kind
+        self.args = args
+        self.job_id = job_id
+        self.cancel = threading.Event()
+        self._finished = False
+
+    def __enter__(self) -> JobRun:
+        self.job = attach(self.store, self.kind, self.args, self.job_id)
+        self.reporter = Reporter(self.store, self.job.id)
+        self._stop_watch = self.reporter.watch_cancel(self.cancel)
+        return self
+
+    def update(self, progress: dict[str, Any], message: str, *, force: bool = False) -> None:
+        self.reporter.update(progress, message, force=force)
+
+    def finish(self, state: str, message: str, result: dict[str, Any] | None = None) -> None:
+        self.reporter.finish(state, message, result)
+        self._finished = True
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._stop_watch.set()
+        if self._finished:
+            return
+        if exc_type is None:
+            self.finish("done", "")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish("cancelled", "Interrupted; run the command again to resume.")
+        else:
+            self.finish("failed", str(exc) or exc_type.__name__)
