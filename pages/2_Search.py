@@ -61,25 +61,18 @@ def card(project: str, cid: int, classes: list[str]) -> None:
             st.caption(f"⚠️ {c.error}")
         if c.state == "downloaded":
             return
-        a, r = st.columns(2)
-        a.button(
-            "✓",
-            key=f"acc_{cid}",
-            help="Accept",
-            width="stretch",
-            type="primary" if c.state == "accepted" else "secondary",
-            on_click=act,
-            args=(_decided, cid, "accepted"),
-        )
-        r.button(
-            "✗",
-            key=f"rej_{cid}",
-            help="Reject",
-            width="stretch",
-            type="primary" if c.state == "rejected" else "secondary",
-            on_click=act,
-            args=(_decided, cid, "rejected"),
-        )
+        for col, (mark, key, state, tip) in zip(
+            st.columns(2), (("✓", "acc", "accepted", "Accept"), ("✗", "rej", "rejected", "Reject")), strict=True
+        ):
+            col.button(
+                mark,
+                key=f"{key}_{cid}",
+                help=tip,
+                width="stretch",
+                type="primary" if c.state == state else "secondary",  # the current decision stands out
+                on_click=act,
+                args=(_decided, cid, state),
+            )
         key = f"move_{cid}_{c.class_id}"
         st.selectbox(
             "Belongs to",
