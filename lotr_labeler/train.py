@@ -186,7 +186,7 @@ def _make_progress_callback(report: Progress | None, should_stop: Callable[[], b
                 {
                     "device": self.dls.device.type,
                     "phase": self.phase,
-                    "epoch": min(self.global_epoch + 1, self.total_epochs),
+                    "epoch": self.global_epoch + 1,
                     "epochs": self.total_epochs,
                     "batch": self.iter + 1 if self.training else n,
                     "batches": n,
@@ -221,8 +221,8 @@ def _make_progress_callback(report: Progress | None, should_stop: Callable[[], b
             row.update({k: (float(v) if v is not None else None) for k, v in zip(names, values, strict=False)})
             row["seconds"] = round(time.monotonic() - self.epoch_started, 2)
             self.history.append(row)
+            self._tell()  # still this epoch and phase: the next one has not started
             self.global_epoch += 1
-            self._tell()
 
     return ProgressCallback()
 

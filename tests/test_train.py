@@ -324,3 +324,9 @@ def test_remote_round_trip_train_on_a_bundle(
         assert {(i.sha256, i.split) for i in there.images()} == {
             (i.sha256, i.split) for i in store.images() if i.id != broken
         }
+
+
+def test_progress_epoch_and_phase_agree(trained: tuple[Store, runs.Run, int, Any]) -> None:
+    _, _, _, events = trained
+    # The frozen "head" epoch is epoch 1, the fine-tune epoch is epoch 2, never "epoch 2 (head)".
+    assert {(e["epoch"], e["phase"]) for e in events} == {(1, "head"), (2, "fine-tune")}

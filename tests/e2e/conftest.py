@@ -90,7 +90,9 @@ def fake_ddgs_file(e2e_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def app(browser: Any, e2e_dir: Path, fake_ddgs_file: Path) -> Iterator[AppServer]:
     """The real app on a free port against a fresh data dir; cold start measured on the way up."""
-    for old in [*ARTIFACTS.glob("*.png"), ARTIFACTS / "timings.json"]:  # evidence of this run only
+    # Evidence of this run only: screenshots, the API answer and log, timings.
+    stale = [*ARTIFACTS.glob("*.png"), *ARTIFACTS.glob("journey-*.json"), ARTIFACTS / "api.log"]
+    for old in [*stale, ARTIFACTS / "timings.json"]:
         old.unlink(missing_ok=True)
     server = AppServer(e2e_dir / "data", ARTIFACTS / "streamlit.log", env={FAKE_DDGS_ENV: str(fake_ddgs_file)})
     server.start()

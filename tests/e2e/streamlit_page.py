@@ -23,6 +23,16 @@ Selectors (checked against the 1.67 frontend; keep them here, not in the tests):
 - Messages: ``[data-testid="stAlertContentSuccess"]`` / ``…Error`` / ``…Warning`` / ``…Info``.
 - Images: ``[data-testid="stImage"] img``; an ``st.image`` URL is fetched by the browser itself.
 - Progress bars: ``[data-testid="stProgress"]``, with their text inside.
+- Number inputs: ``<input type="number" aria-label=L>``; the value is committed (and the script reruns) on
+  Enter or blur, and not at all when it did not change.
+- Checkboxes and radios: a hidden ``<input type="checkbox"|"radio">`` inside a ``<label>`` holding the
+  text, so ``get_by_role("checkbox"|"radio", name=...)`` reads the state and a click on the label flips it.
+- File uploaders: a hidden ``input[type="file"]`` in the widget's container (``.st-key-<key>``):
+  ``set_input_files`` on it uploads, then the script reruns with the file.
+- Metrics: ``[data-testid="stMetric"]`` with ``stMetricLabel`` and ``stMetricValue`` inside.
+- Data frames: ``[data-testid="stDataFrame"]`` draws its cells on a canvas; the canvas holds an accessible
+  ``table[role="grid"]`` (``th`` headers, ``tr[role="row"]`` with ``td`` cells) of the rows in view. It is
+  fallback content, never "visible", so read it with ``text_content``, not ``get_by_role``.
 - Stale output: ``[data-testid="stElementContainer"][data-stale="true"]`` until a rerun redraws it.
 - The app scrolls inside ``stMain``, not the document: ``screenshot()`` grows the viewport for a full shot.
 
@@ -198,6 +208,57 @@ class StreamlitPage:
         exp.locator("details[open]").wait_for()
         return exp
 
+    def set_number(self, label: str, value: int | float, *, within: Any = None) -> None:
+        """Type a number into a number input and commit it with Enter (one rerun, none if unchanged)."""
+        scope = within if within is not None else self.page
+        field = scope.locator(f'input[type="number"][aria-label="{label}"]').first
+        text = str(value)
+        if field.input_value() == text:
+            return
+        n = self.run_count()
+        field.fill(text)
+        field.press("Enter")
+        self.wait_idle(after=n)
+        assert field.input_value() == text, f"{label}: {field.input_value()!r} after typing {text!r}"
+
+    def set_checked(self, role: str, name: str | re.Pattern[str], on: bool = True, *, within: Any = None) -> None:
+        """Tick or untick a checkbox (``role="checkbox"``) or pick a radio option (``role="radio"``) by its
+        label, clicking the label Streamlit draws (the input itself is hidden); a rerun when it changes."""
+        scope = within if within is not None else self.page
+        box = scope.get_by_role(role, name=name).first
+        if box.is_checked() == on:
+            return
+        n = self.run_count()
+        box.locator("xpath=ancestor::label[1]").click()
+        self.wait_idle(after=n)
+        assert box.is_checked() == on, f"{name}: still {'un' if on else ''}checked after the click"
+
+    def upload(self, key: str, path: Path) -> None:
+        """Give a file to ``st.file_uploader(..., key=key)``, as a user picking it in the file dialog.
+
+        Does not wait: the upload and the rerun that follows may take a while (wait for the result)."""
+        self.page.locator(f'{key_class(key)} input[type="file"]').set_input_files(str(path))
+
+    def metric(self, label: str, timeout_s: float | None = None) -> str:
+        """The value shown by ``st.metric(label, …)`` (waits for it to be visible)."""
+        box = self.page.locator(
+            '[data-testid="stMetric"]',
+            has=self.page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")),
+        ).first
+        value = box.locator('[data-testid="stMetricValue"]')
+        value.wait_for(state="visible", timeout=(timeout_s * 1000) if timeout_s else self.timeout_ms)
+        return str(value.inner_text()).strip()
+
+    def dataframe_rows(self, nth: int = 0) -> list[dict[str, str]]:
+        """The rows in view of the ``nth`` ``st.dataframe`` of the page, as {column: cell text}."""
+        table = self.page.locator('[data-testid="stDataFrame"] table[role="grid"]').nth(nth)
+        table.locator("tbody tr").first.wait_for(state="attached")
+        heads = [str(t).strip() for t in table.locator("thead th").all_text_contents()]
+        return [
+            dict(zip(heads, (str(t).strip() for t in row.locator("td").all_text_contents()), strict=False))
+            for row in table.locator("tbody tr").all()
+        ]
+
     def keyed(self, key: str) -> Any:
         return self.page.locator(key_class(key))
 
@@ -212,6 +273,7 @@ class StreamlitPage:
             return None
         self.artifacts.mkdir(parents=True, exist_ok=True)
         path = self.artifacts / f"{name}.png"
+        self.page.mouse.move(0, 0)  # no tooltip of the last button clicked over the shot
         # The app scrolls inside stMain, not the document, so full_page alone captures one screen:
         # grow the viewport to the content for the shot (a resize re-lays out, it does not rerun).
         size = self.page.viewport_size
