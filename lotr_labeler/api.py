@@ -70,7 +70,7 @@ _USAGE = (
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-class ApiError(Exception):
+class ApiError(LabelerError):
     """A request the API refuses: answered as ``{"error": message}`` with ``status``."""
 
     def __init__(self, status: int, message: str) -> None:

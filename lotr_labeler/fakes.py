@@ -19,9 +19,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import ddgs
-from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
-
 ENV = "LOTR_LABELER_FAKE_DDGS"
 PAGE = 100
 
@@ -31,6 +28,9 @@ class FakeDDGS:
         self.data: dict[str, Any] = json.loads(Path(os.environ[ENV]).read_text(encoding="utf-8"))
 
     def images(self, query: str, **kwargs: Any) -> list[dict[str, Any]]:
+        # Imported here: the CLI loads this module on every command, ddgs only matters for search.
+        from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
+
         rows = self.data.get(query)
         if rows is None:
             slug = re.sub(r"[^a-z0-9]+", "-", query.lower()).strip("-")
@@ -51,5 +51,7 @@ def install_from_env() -> bool:
     """Swap in the fake when the environment asks for it. Returns whether it did."""
     if not os.environ.get(ENV):
         return False
+    import ddgs
+
     ddgs.DDGS = FakeDDGS  # type: ignore[misc,assignment]
     return True

@@ -125,7 +125,8 @@ def _ingest(
                 report.added.append(result.image.id)
         except ImageRejected as exc:
             report.rejected.append((entry.name, exc.reason))
-        except (OSError, zipfile.BadZipFile) as exc:
+        except (OSError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as exc:
+            # RuntimeError: encrypted zip entry; NotImplementedError: unsupported compression.
             report.rejected.append((entry.name, f"unreadable: {exc}"))
         finally:
             if progress:
@@ -241,8 +242,11 @@ def _read_manifest(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict[str, dict
 
 
 def _valid_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        return False
 
 
 def parse_url_rows(text: str, default_label: str | None = None) -> Iterator[tuple[int, list[str]]]:

@@ -103,13 +103,14 @@ def running_job(store: Store, kind: str) -> Job | None:
 
 
 def _insert(store: Store, kind: str, args: dict[str, Any], pid: int | None) -> Job:
-    active = running_job(store, kind)
-    if active:
-        raise Conflict(
-            f"A {kind} is already running (job {active.id}, started {active.started_at}). "
-            "Wait for it to finish or cancel it."
-        )
+    # Check and insert under one write lock: two tabs clicking at once start one job.
     with store.transaction():
+        active = running_job(store, kind)
+        if active:
+            raise Conflict(
+                f"A {kind} is already running (job {active.id}, started {active.started_at}). "
+                "Wait for it to finish or cancel it."
+            )
         cur = store.conn.execute(
             "INSERT INTO jobs(kind, pid, args, started_at, updated_at) VALUES (?, ?, ?, ?, ?)",
             (kind, pid, json.dumps(args), now(), now()),

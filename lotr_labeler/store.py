@@ -190,8 +190,12 @@ class Store:
             raise NotFound(f"No project at {self.root} (missing {DB_NAME}). Create it with `init`.")
         self.conn = self._connect(db)
         self._tx_depth = 0
-        migrate(self.conn)
-        self.repair()
+        try:
+            migrate(self.conn)
+            self.repair()
+        except BaseException:
+            self.conn.close()
+            raise
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -265,24 +269,42 @@ class Store:
 
     def _apply_file_ops(self) -> None:
         for op in self.conn.execute("SELECT id, src, dst FROM file_ops ORDER BY id").fetchall():
-            self._move(self.root / op["src"], self.root / op["dst"])
+            try:
+                self._move(self.root / op["src"], self.root / op["dst"])
+            except OSError as exc:
+                # The op stays journaled: the next open retries it.
+                raise StoreError(
+                    f"Could not move {op['src']} to {op['dst']} in project {self.name!r} ({exc}). "
+                    "Check the folder's permissions and free space, then reopen the project."
+                ) from exc
             self.conn.execute("DELETE FROM file_ops WHERE id = ?", (op["id"],))
 
     @staticmethod
     def _move(src: Path, dst: Path) -> None:
-        """Idempotent move: finished already when only ``dst`` exists."""
+        """Idempotent move: finished already when only ``dst`` exists.
+
+        Another process opening the project may finish the same journaled move at the same
+        time, so a source that vanishes under us counts as moved.
+        """
         if not src.exists():
             if not dst.exists():
                 log.warning("file move %s -> %s: neither exists", src, dst)
             return
         dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists() and src.samefile(dst):
+            src.replace(dst)  # a case-only rename on a case-insensitive file system
+            return
         if src.is_dir() and dst.exists():
             # Merging into a folder that exists (e.g. an empty one left behind).
             for child in src.iterdir():
                 Store._move(child, dst / child.name)
             src.rmdir()
             return
-        src.replace(dst)
+        try:
+            src.replace(dst)
+        except FileNotFoundError:
+            if not dst.exists():
+                raise
 
     def repair(self) -> list[str]:
         """Finish interrupted file moves and drop stale temp files. Returns what was done."""
@@ -459,6 +481,7 @@ class Store:
         tmp_dir.mkdir(exist_ok=True)
         tmp = tmp_dir / f"{img.sha256}.jpg"
         write_atomic(tmp, img.jpeg)
+        committed = False
         try:
             with self.transaction():
                 cur = self.conn.execute(
@@ -495,6 +518,7 @@ class Store:
                 self._plan_move(f"tmp/{tmp.name}", f"images/{cls.name}/{image_id}.jpg")
                 if candidate_id is not None:
                     self.finish_candidate(candidate_id, image_id=image_id)
+                committed = True  # set last: the exit below commits, then moves the file
         except sqlite3.IntegrityError:
             # Another process stored the same bytes between our check and our insert.
             tmp.unlink(missing_ok=True)
@@ -503,7 +527,9 @@ class Store:
                 raise
             return AddResult(_image(row), duplicate=True)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            # After the commit the temp file is the image: the journaled move finishes it on the next open.
+            if not committed:
+                tmp.unlink(missing_ok=True)
             raise
         return AddResult(self.get_image(image_id), duplicate=False, near_duplicate_of=near)
 
@@ -632,6 +658,11 @@ class Store:
         rows = [r for r in self._existing_images(ids) if r.deleted]
         if not rows:
             return 0
+        gone = sorted({r.label for r in rows if self._class_by_id(r.class_id)["deleted"]})
+        if gone:
+            raise Conflict(
+                f"Class(es) {', '.join(gone)} were deleted. Undo the class deletion first, then restore the images."
+            )
         with self.transaction():
             self._set_deleted([r.id for r in rows], False)
             self._event("restore", f"restored {len(rows)} image(s)", {"ids": [r.id for r in rows]})

@@ -148,7 +148,7 @@ def _readable(store: Store, images: Sequence[ImageRow]) -> tuple[list[ImageRow],
     for img in images:
         try:
             with Image.open(store.path(img)) as handle:
-                handle.verify()
+                handle.load()  # a full decode: verify() passes truncated JPEGs
             ok.append(img)
         except (OSError, SyntaxError) as exc:
             skipped.append({"id": img.id, "path": img.relpath, "reason": str(exc) or type(exc).__name__})
@@ -435,6 +435,26 @@ def import_model(store: Store, path: Path) -> runs.Run:
     except BaseException as exc:
         runs.finish_run(store, run.id, "failed", message=str(exc) or type(exc).__name__)
         raise
+
+
+def last_params(store: Store) -> TrainParams:
+    """The settings of the current trained run (so a retrain compares like with like), else Quick."""
+    run = runs.current_run(store)
+    if run is not None and run.source == "trained":
+        known = {f for f in TrainParams.__dataclass_fields__}
+        try:
+            return TrainParams(**{k: v for k, v in run.params.items() if k in known})
+        except InvalidInput:  # e.g. its weights file is gone
+            log.info("run %s settings no longer valid; retraining with the Quick preset", run.id)
+    return PRESETS["quick"]
+
+
+def launch_training(store: Store, params: TrainParams) -> Any:
+    """Check the dataset, then start ``lotr-labeler train`` as a background job (returns the job)."""
+    from . import jobs
+
+    check_dataset(store)
+    return jobs.launch(store, "train", cli_args(params), asdict(params))
 
 
 def cli_args(params: TrainParams) -> list[str]:

@@ -169,7 +169,8 @@ with open_current() as store:
             ]
             command += [x for flag, v in opt.items() if v != ANY for x in (f"--{flag}", v)]
             if target != ALL:
-                command += ["--class", target] + (["--query", free.strip()] if free.strip() else [])
+                # --query=TEXT: a query starting with "-" must not read as an option
+                command += ["--class", target] + ([f"--query={free.strip()}"] if free.strip() else [])
             running = jobs.running_job(store, "search") is not None
             st.button(
                 "Search",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -28,8 +27,7 @@ for _key, _default in DEFAULTS.items():
 
 
 def _launch(store: Store, params: tr.TrainParams) -> str:
-    tr.check_dataset(store)
-    jobs.launch(store, "train", tr.cli_args(params), asdict(params))
+    tr.launch_training(store, params)
     return "Training started in the background: you can leave this page, it keeps running."
 
 

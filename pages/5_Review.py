@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from lotr_labeler import embed, jobs, quality, review, runs
+from lotr_labeler import embed, jobs, quality, review, runs, train
 from lotr_labeler.errors import InvalidInput
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.store import ImageRow, Store
@@ -115,7 +115,7 @@ def _compute(store: Store, source: str, size: int | None) -> str:
 
 
 def _full_retrain(store: Store) -> str:
-    jobs.launch(store, "train", ["train"], {})
+    train.launch_training(store, train.last_params(store))  # the current run's settings
     return "Full training started (follow it on the Train page). Compute embeddings with the new model after."
 
 

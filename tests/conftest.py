@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -126,3 +129,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(autouse=True)
+def _no_orphan_workers() -> Iterator[None]:
+    """Background workers run in their own session: a failing test must not leave one running."""
+    yield
+    from lotr_labeler import jobs
+
+    for pid, child in list(jobs._children.items()):
+        if child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait(timeout=30)
+        jobs._children.pop(pid, None)

@@ -289,3 +289,26 @@ def test_small_rgb_jpeg_is_stored_byte_identical() -> None:
     data = image_bytes(shape_image("circle", 4), "JPEG", quality=75)
     assert normalize(data, max_side=512).jpeg == data  # no generation loss, stable hash
     assert normalize(data, max_side=32).jpeg != data  # too large: resized and re-encoded
+
+
+def test_encrypted_or_unsupported_zip_entries_are_rejected_not_fatal(empty_store: Store) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("c/ok.png", image_bytes(shape_image("circle", 11)))
+        zf.writestr("c/locked.png", image_bytes(shape_image("circle", 12)))
+    data = bytearray(buf.getvalue())
+    # Set the "encrypted" flag bit of the second entry in both its local and central headers.
+    for sig in (b"PK\x03\x04", b"PK\x01\x02"):
+        at = data.find(sig, data.find(sig) + 1)
+        flag_at = at + (6 if sig == b"PK\x03\x04" else 8)
+        data[flag_at] |= 0x1
+    report = import_zip(empty_store, io.BytesIO(bytes(data)))
+    assert len(report.added) == 1
+    assert dict(report.rejected)["c/locked.png"].startswith("unreadable")
+    assert empty_store.history()[0].kind == "import"  # the import is still one undoable event
+
+
+def test_malformed_url_rows_are_reported(store: Store) -> None:
+    report = import_urls(store, "http://[::1,circle\nhttp://ok.test/1.jpg,circle")
+    assert report.candidates_added == 1
+    assert "not an http(s) URL" in dict(report.rejected)["line 1"]

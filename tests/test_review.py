@@ -574,13 +574,23 @@ def test_page_compute_runs_the_embedding_job_in_the_background(store: Store) -> 
     assert info is not None and info.backbone_spec == embed.Backbone("resnet18", 32, pretrained=False)
 
 
-def test_page_full_retrain_starts_the_training_job(store: Store) -> None:
-    """The button hands over to the lead's `train` command as a background job (its outcome is train's)."""
+def test_page_full_retrain_reuses_the_current_runs_settings(store: Store) -> None:
+    """Full retrain starts the training job with the current run's settings, not the CLI defaults
+    (which would ask for pretrained weights: offline, that fails)."""
     from lotr_labeler import jobs
 
     at = page()
     next(b for b in at.button if b.label == "🏋️ Full retrain").click().run()
-    assert not at.exception
+    assert any("at least 10 images" in e.value for e in at.error)  # refused before any job starts
+    assert jobs.latest_job(store, "train") is None
+
+    store.set_setting("min_images_per_class", 2)
+    params = {"arch": "resnet18", "epochs": 1, "size": 32, "batch_size": 4, "pretrained": False, "augment": False}
+    run = runs.create_run(store, params)
+    runs.finish_run(store, run.id, "done", vocab=store.class_names())
+    at = page()
+    next(b for b in at.button if b.label == "🏋️ Full retrain").click().run()
     job = jobs.latest_job(store, "train")
-    assert job is not None and job.args == {}
-    wait_for(lambda: not jobs.get_job(store, job.id).running, timeout=180, what="the train job to end")
+    assert job is not None, [e.value for e in at.error]
+    assert {k: job.args[k] for k in params} == params
+    jobs.request_cancel(store, job.id)  # the worker itself is train's business (tests/test_train.py)

@@ -390,3 +390,34 @@ def test_same_image_added_by_another_process_meanwhile_is_a_duplicate(
     assert result.duplicate and result.image.label == "square"
     assert store.count() == 19 and not list((store.root / "tmp").iterdir())
     other.close()
+
+
+def test_file_move_failing_after_commit_keeps_the_image(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    img = normalize(image_bytes(shape_image("square", 5151)))
+    real_move = Store._move
+
+    def broken_disk(src: Path, dst: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Store, "_move", staticmethod(broken_disk))
+    with pytest.raises(StoreError, match="No space left"):
+        store.add_image(img, "square", source="upload")
+    # The row committed; its only copy waits in tmp/ for the journaled move, not deleted.
+    row = next(r for r in store.images("square") if r.sha256 == img.sha256)
+    assert (store.root / "tmp" / f"{img.sha256}.jpg").exists()
+    monkeypatch.setattr(Store, "_move", staticmethod(real_move))
+    root = store.root
+    store.close()
+    reopened = Store(root)
+    assert reopened.path(row).exists()
+    assert_consistent(reopened)
+    reopened.close()
+
+
+def test_restore_into_a_deleted_class_is_refused(store: Store) -> None:
+    img = store.images("circle")[0]
+    store.delete_images([img.id])
+    store.delete_class("circle", force=True)
+    with pytest.raises(Conflict, match="Undo the class deletion first"):
+        store.restore_images([img.id])
+    assert store.get_image(img.id).deleted

@@ -43,6 +43,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, r
     fill(store)
     broken = store.images("square")[0]
     store.path(broken).write_bytes(b"\xff\xd8 this is not a jpeg any more")
+    truncated = store.path(store.images("triangle")[0])
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])  # header fine, data cut
     events: list[dict[str, Any]] = []
     run = train_run(store, TINY, progress=events.append)
     yield store, run, broken.id, events
@@ -64,7 +66,7 @@ def test_metrics_json_has_the_documented_fields(trained: tuple[Store, runs.Run, 
     store, run, broken, _ = trained
     m = json.loads(run.metrics_path.read_text())
     assert m["params"]["arch"] == "resnet18" and m["params"]["pretrained"] is False
-    counts = {s: store.count(s) - (s == "square") for s in SHAPES}  # minus the corrupt file
+    counts = {s: store.count(s) - (s != "circle") for s in SHAPES}  # minus the corrupt and truncated files
     assert m["dataset"]["class_counts"] == counts and m["dataset"]["images"] == sum(counts.values())
     assert len(m["dataset"]["snapshot"]) == 16
     assert [h["epoch"] for h in m["history"]] == [1, 2]  # 1 frozen + 1 fine-tune epoch
@@ -74,14 +76,15 @@ def test_metrics_json_has_the_documented_fields(trained: tuple[Store, runs.Run, 
     cm = m["confusion_matrix"]
     assert len(cm) == 3 and sum(map(sum, cm)) == sum(v["support"] for v in m["per_class"].values())
     assert m["device"] == "cpu" and m["duration_s"] > 0
-    # The corrupt file was skipped and reported, not fatal.
-    assert [s["id"] for s in m["dataset"]["skipped"]] == [broken]
+    # The corrupt and the truncated file were skipped and reported, not fatal.
+    truncated = store.images("triangle")[0].id
+    assert sorted(s["id"] for s in m["dataset"]["skipped"]) == sorted([broken, truncated])
 
 
 def test_predictions_stored_for_every_readable_image(trained: tuple[Store, runs.Run, int, Any]) -> None:
     store, run, broken, _ = trained
     preds = runs.predictions(store, run.id)
-    assert set(preds) == {i.id for i in store.images()} - {broken}
+    assert set(preds) == {i.id for i in store.images()} - {broken, store.images("triangle")[0].id}
     p = next(iter(preds.values()))
     assert len(p.probs) == 3 and p.predicted in SHAPES and abs(sum(p.probs) - 1) < 1e-4
 
@@ -321,8 +324,9 @@ def test_remote_round_trip_train_on_a_bundle(
     from lotr_labeler.workspace import open_project
 
     with open_project(remote, "bundle") as there:
+        damaged = {broken, store.images("triangle")[0].id}  # refused by the import on the other side
         assert {(i.sha256, i.split) for i in there.images()} == {
-            (i.sha256, i.split) for i in store.images() if i.id != broken
+            (i.sha256, i.split) for i in store.images() if i.id not in damaged
         }
 
 
