@@ -799,6 +799,10 @@ class Store:
         if state not in ("pending", "accepted", "rejected"):
             raise InvalidInput(f"Decision {state!r} is not valid. Must be one of: pending, accepted, rejected.")
         target = self.get_class(label).id if label else None
+        with self.transaction():  # read and write under one lock: another tab may be deciding too
+            return self._decide(ids, state, label, target, only_pending)
+
+    def _decide(self, ids: Iterable[int], state: str, label: str | None, target: int | None, only_pending: bool) -> int:
         rows = [self.get_candidate(int(i)) for i in dict.fromkeys(ids)]
         changed = [
             r
@@ -831,6 +835,10 @@ class Store:
 
     def undo(self) -> str:
         """Invert the newest action not yet undone, exactly: labels, files, deleted state."""
+        with self.transaction():  # two tabs clicking Undo undo two actions, not one twice
+            return self._undo_newest()
+
+    def _undo_newest(self) -> str:
         row = self.conn.execute("SELECT * FROM events WHERE undone = 0 ORDER BY id DESC LIMIT 1").fetchone()
         if row is None:
             raise NothingToUndo(f"Nothing to undo in project {self.name!r}.")
@@ -917,6 +925,8 @@ def migrate(conn: sqlite3.Connection) -> int:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= number:
+                continue  # another process (a second tab, the CLI) applied it first
             raise StoreError(f"Migration {name} failed: {exc}. The database was left unchanged.") from exc
         log.info("applied migration %s", name)
     return len(MIGRATIONS)

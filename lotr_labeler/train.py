@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -142,17 +143,36 @@ def check_dataset(store: Store, min_per_class: int | None = None) -> DatasetSnap
     return snap
 
 
-def _readable(store: Store, images: Sequence[ImageRow]) -> tuple[list[ImageRow], list[dict[str, Any]]]:
+def _snapshot_files(
+    store: Store, images: Sequence[ImageRow], folder: Path
+) -> tuple[list[ImageRow], list[str], list[dict[str, Any]]]:
+    """Hard links (copies where links are not possible) of the run's images, named by content hash.
+
+    A run can take many minutes: relabels, deletes and class renames meanwhile move the project's
+    files, never these. Unreadable files (a full decode, since ``verify()`` passes truncated JPEGs)
+    are skipped and reported. Returns (images, their paths relative to the project, skipped).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
     ok: list[ImageRow] = []
+    paths: list[str] = []
     skipped: list[dict[str, Any]] = []
     for img in images:
+        dst = folder / f"{img.sha256}.jpg"
         try:
-            with Image.open(store.path(img)) as handle:
-                handle.load()  # a full decode: verify() passes truncated JPEGs
+            if not dst.exists():
+                src = store.path(store.get_image(img.id))  # where it is now, not when listed
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copyfile(src, dst)
+            with Image.open(dst) as handle:
+                handle.load()
             ok.append(img)
+            paths.append(str(dst.relative_to(store.root)))
         except (OSError, SyntaxError) as exc:
+            dst.unlink(missing_ok=True)
             skipped.append({"id": img.id, "path": img.relpath, "reason": str(exc) or type(exc).__name__})
-    return ok, skipped
+    return ok, paths, skipped
 
 
 # -- the fastai job ---------------------------------------------------------------------------
@@ -227,7 +247,9 @@ def _make_progress_callback(report: Progress | None, should_stop: Callable[[], b
     return ProgressCallback()
 
 
-def _build_learner(store: Store, params: TrainParams, images: Sequence[ImageRow], device: str) -> Any:
+def _build_learner(
+    store: Store, params: TrainParams, images: Sequence[ImageRow], paths: Sequence[str], device: str
+) -> Any:
     import fastai.vision.all as fv
     import pandas as pd
     import torch
@@ -236,7 +258,7 @@ def _build_learner(store: Store, params: TrainParams, images: Sequence[ImageRow]
     fv.set_seed(params.seed, reproducible=True)
     df = pd.DataFrame(
         {
-            "path": [img.relpath for img in images],
+            "path": list(paths),
             "label": [img.label for img in images],
             "is_valid": [img.split == "valid" for img in images],
         }
@@ -309,11 +331,11 @@ def _class_metrics(probs: Any, targets: Any, vocab: Sequence[str]) -> dict[str, 
     return {"confusion_matrix": cm.tolist(), "per_class": per_class, "accuracy": accuracy}
 
 
-def predict_images(learn: Any, store: Store, images: Sequence[ImageRow], batch_size: int = 64) -> list[list[float]]:
-    """Class probabilities (in ``learn.dls.vocab`` order) for ``images``, batched."""
-    if not images:
+def predict_images(learn: Any, files: Sequence[Path], batch_size: int = 64) -> list[list[float]]:
+    """Class probabilities (in ``learn.dls.vocab`` order) for image ``files``, batched."""
+    if not files:
         return []
-    dl = learn.dls.test_dl([store.path(img) for img in images], bs=batch_size, num_workers=0)
+    dl = learn.dls.test_dl(list(files), bs=batch_size, num_workers=0)
     probs, _ = learn.get_preds(dl=dl)
     return [[float(p) for p in row] for row in probs.tolist()]
 
@@ -329,15 +351,16 @@ def train_run(
 ) -> runs.Run:
     """Train, export, evaluate and predict; returns the finished (or cancelled) run record."""
     snap = check_dataset(store, min_per_class)
-    images, skipped = _readable(store, snap.images)
-    if skipped:
-        log.warning("skipping %d unreadable image file(s)", len(skipped))
-        snap = snapshot(store, images)
     run = runs.create_run(store, {**asdict(params), "preset": None}, job_id=job_id)
     started = time.monotonic()
+    data = run.path / "data"
     try:
+        images, paths, skipped = _snapshot_files(store, snap.images, data)
+        if skipped:
+            log.warning("skipping %d unreadable image file(s)", len(skipped))
+            snap = snapshot(store, images)
         device = device_name()
-        learn = _build_learner(store, params, images, device)
+        learn = _build_learner(store, params, images, paths, device)
         callback = _make_progress_callback(progress, should_stop)
         n_batches = len(learn.dls.train)
         callback.total_epochs = params.epochs + 1  # fine_tune: 1 frozen epoch + ``epochs``
@@ -355,7 +378,7 @@ def train_run(
         learn.export(run.model_path)
         with learn.no_bar():
             valid_probs, valid_targets = learn.get_preds(dl=learn.dls.valid)
-            probs = predict_images(learn, store, images)
+            probs = predict_images(learn, [store.root / p for p in paths])
         evaluation = _class_metrics(valid_probs, valid_targets, vocab)
         runs.save_predictions(store, run.id, vocab, zip([img.id for img in images], probs, strict=True))
         last = callback.history[-1] if callback.history else {}
@@ -390,6 +413,8 @@ def train_run(
     except BaseException as exc:
         runs.finish_run(store, run.id, "failed", message=str(exc) or type(exc).__name__)
         raise
+    finally:
+        shutil.rmtree(data, ignore_errors=True)  # the links only lived for this run
 
 
 # -- models from elsewhere ------------------------------------------------------------------
@@ -415,7 +440,7 @@ def import_model(store: Store, path: Path) -> runs.Run:
         vocab = [str(v) for v in learn.dls.vocab]
         images = store.images()
         with learn.no_bar():
-            probs = predict_images(learn, store, images)
+            probs = predict_images(learn, [store.path(img) for img in images])
         runs.save_predictions(store, run.id, vocab, zip([i.id for i in images], probs, strict=True))
         valid = [(img, p) for img, p in zip(images, probs, strict=True) if img.split == "valid"]
         known = [(img, p) for img, p in valid if img.label in vocab]

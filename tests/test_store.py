@@ -421,3 +421,30 @@ def test_restore_into_a_deleted_class_is_refused(store: Store) -> None:
     with pytest.raises(Conflict, match="Undo the class deletion first"):
         store.restore_images([img.id])
     assert store.get_image(img.id).deleted
+
+
+def test_migration_raced_by_another_process_is_not_an_error(tmp_path: Path) -> None:
+    """Two first starts at once: the one that loses the race sees the work done and goes on."""
+    db = tmp_path / "x.sqlite"
+    winner = sqlite3.connect(db, isolation_level=None)
+    migrate(winner)
+
+    class StaleFirstRead:
+        """A connection whose first version read predates the winner's migrations."""
+
+        def __init__(self) -> None:
+            self.conn = sqlite3.connect(db, isolation_level=None)
+            self.stale = True
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if self.stale and "user_version" in sql:
+                self.stale = False
+                return self.conn.execute("SELECT 0")
+            return self.conn.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.conn, name)
+
+    loser = StaleFirstRead()
+    assert migrate(loser) == len(schema.MIGRATIONS)  # type: ignore[arg-type]
+    assert loser.conn.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)

@@ -334,3 +334,23 @@ def test_progress_epoch_and_phase_agree(trained: tuple[Store, runs.Run, int, Any
     _, _, _, events = trained
     # The frozen "head" epoch is epoch 1, the fine-tune epoch is epoch 2, never "epoch 2 (head)".
     assert {(e["epoch"], e["phase"]) for e in events} == {(1, "head"), (2, "fine-tune")}
+
+
+def test_edits_during_a_run_do_not_break_it(empty_store: Store) -> None:
+    """Relabel, delete and rename while training: the run trains on its own snapshot of the files."""
+    fill(empty_store)
+    victims = [i.id for i in empty_store.images("circle")[:2]]
+    edited: list[bool] = []
+
+    def edit_on_first_batch(p: dict[str, Any]) -> None:
+        if not edited:
+            empty_store.relabel([victims[0]], "square")
+            empty_store.delete_images([victims[1]])
+            empty_store.rename_class("triangle", "Tri")
+            edited.append(True)
+
+    run = train_run(empty_store, TINY, progress=edit_on_first_batch)
+    assert edited and run.state == "done"
+    assert sorted(run.vocab) == sorted(SHAPES)  # it learned the labels it started with
+    assert not (run.path / "data").exists()  # the snapshot links are gone
+    assert (empty_store.root / "images" / "Tri").is_dir()
