@@ -40,10 +40,9 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from . import embed, quality, runs
+from . import dedupe, embed, quality, runs
 from . import project as proj
 from .errors import Conflict, InvalidInput
-from .imaging import hamming
 from .store import SPLITS, ImageRow, Store, now
 
 log = logging.getLogger(__name__)
@@ -604,27 +603,6 @@ class DuplicateGroup:
         return len(self.labels) > 1
 
 
-def _pairs(phashes: Sequence[str], max_distance: int) -> list[tuple[int, int, int]]:
-    """(i, j, distance) for i < j within ``max_distance``; vectorised for 64-bit hashes."""
-    n = len(phashes)
-    if n < 2:
-        return []
-    if all(len(h) == 16 for h in phashes):
-        bits = np.array([int(h, 16) for h in phashes], dtype=np.uint64)
-        found: list[tuple[int, int, int]] = []
-        for start in range(0, n, 512):
-            block = bits[start : start + 512]
-            dist = np.bitwise_count(block[:, None] ^ bits[None, :])
-            for a, b in zip(*np.nonzero(dist <= max_distance), strict=True):
-                i, j = start + int(a), int(b)
-                if i < j:
-                    found.append((i, j, int(dist[a, b])))
-        return found
-    return [
-        (i, j, d) for i in range(n) for j in range(i + 1, n) if (d := hamming(phashes[i], phashes[j])) <= max_distance
-    ]
-
-
 def duplicate_groups(
     store: Store, max_distance: int | None = None, *, include_reviewed: bool = False
 ) -> list[DuplicateGroup]:
@@ -632,29 +610,11 @@ def duplicate_groups(
     ``near_dup_distance``): cross-class conflicts first, then larger groups."""
     distance = int(store.get_setting("near_dup_distance") if max_distance is None else max_distance)
     images = store.images()
-    parent = list(range(len(images)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    widest: dict[int, int] = {}
-    pairs = _pairs([img.phash for img in images], distance)
-    for i, j, _ in pairs:
-        parent[find(i)] = find(j)
-    for i, _, d in pairs:
-        root = find(i)
-        widest[root] = max(widest.get(root, 0), d)
-    members: dict[int, list[ImageRow]] = {}
-    for i, img in enumerate(images):
-        members.setdefault(find(i), []).append(img)
+    found = dedupe.find_groups([img.phash for img in images], distance)
     confirmed = reviewed_ids(store, "duplicate")
     groups = [
-        DuplicateGroup(tuple(rows), widest.get(root, 0), all(r.id in confirmed for r in rows))
-        for root, rows in members.items()
-        if len(rows) > 1
+        DuplicateGroup(tuple(images[i] for i in members), widest, all(images[i].id in confirmed for i in members))
+        for members, widest in zip(found.groups, found.widest, strict=True)
     ]
     if not include_reviewed:
         groups = [g for g in groups if not g.reviewed]

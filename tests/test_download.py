@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -17,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFile, ImageStat
 
 from lotr_labeler import download as dl
 from lotr_labeler.download import (
@@ -28,7 +29,7 @@ from lotr_labeler.download import (
     fetch,
     system_resolver,
 )
-from lotr_labeler.errors import BlockedHost, FetchError, InvalidInput, NotFound
+from lotr_labeler.errors import BlockedHost, FetchError, ImageRejected, InvalidInput, NotFound
 from lotr_labeler.imaging import hamming, normalize
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import create_project
@@ -84,6 +85,23 @@ JPEG_C = encode(picture(3), "JPEG", quality=95)
 # The same picture as A, smaller and at a much lower quality: a near duplicate, not an exact one.
 JPEG_A_LOW = encode(picture(1).resize((120, 120)), "JPEG", quality=40)
 BOMB_PNG = bomb_png()  # built once here: building it in the handler would eat the read timeout
+WEBP_D = encode(picture(4), "WEBP", quality=90)
+JPEG_E = encode(picture(5), "JPEG", quality=95)  # served as text/plain
+FRAME0, FRAME1 = (220, 30, 30), (30, 30, 220)
+
+
+def animated_gif() -> bytes:
+    """Two frames: red, then blue. Only the first one is kept."""
+    frames = [Image.new("RGB", (96, 64), FRAME0), Image.new("RGB", (96, 64), FRAME1)]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+ANIMATED_GIF = animated_gif()
+SVG = (
+    b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
+    b'<rect width="64" height="64" fill="red"/></svg>'
+)
+TRUNCATED_JPEG = JPEG_C[: len(JPEG_C) // 2]  # cut in half: header and part of the scan, no EOI
 
 # -- the test server -------------------------------------------------------------------------
 
@@ -134,6 +152,20 @@ class Handler(BaseHTTPRequestHandler):
             self.send_body(JPEG_A_LOW, "image/jpeg")
         elif path.startswith("/gen/"):
             self.send_body(encode(picture(100 + int(path.split("/")[2].split(".")[0])), "JPEG"), "image/jpeg")
+        elif path == "/d.webp":
+            self.send_body(WEBP_D, "image/webp")
+        elif path == "/anim.gif":
+            self.send_body(ANIMATED_GIF, "image/gif")
+        elif path == "/vector.svg":
+            self.send_body(SVG, "image/svg+xml")
+        elif path == "/truncated.jpg":
+            self.send_body(TRUNCATED_JPEG, "image/jpeg")
+        elif path == "/empty.jpg":
+            self.send_body(b"", "image/jpeg")
+        elif path == "/loop":
+            self.redirect("/loop")
+        elif path == "/text-plain.jpg":
+            self.send_body(JPEG_E, "text/plain")
         elif path == "/html.jpg":
             self.send_body(b"<!doctype html><html><body>Access denied</body></html>", "image/jpeg")
         elif path == "/bomb.png":
@@ -451,6 +483,83 @@ def test_mixed_batch_states_files_and_provenance(proj: Store, site: Site) -> Non
     redirected = proj.get_image(rows[site.url("/redirect")].image_id or 0)
     assert redirected.source_url == site.url("/redirect")  # provenance is the candidate's URL
     assert site.user_agents == {USER_AGENT}
+
+
+# What every endpoint of the test server must end as after download_candidates: "ok" (stored,
+# candidate downloaded) or the failure reason recorded on the candidate.
+ENDPOINT_OUTCOMES: dict[str, str] = {
+    "/a.jpg": "ok",
+    "/b.png": "ok",
+    "/d.webp": "ok",  # WebP
+    "/anim.gif": "ok",  # animated GIF: the first frame is kept
+    "/text-plain.jpg": "ok",  # valid JPEG with Content-Type text/plain: the decode decides, not the header
+    "/redirect": "ok",  # relative Location
+    "/missing.jpg": "http 404",
+    "/slow.jpg": "timeout",
+    "/html.jpg": "not an image",  # HTML error page sent as image/jpeg
+    "/vector.svg": "not an image",  # SVG is not rasterised
+    "/truncated.jpg": "corrupt",  # JPEG cut in half
+    "/empty.jpg": "empty",  # 200 with a 0-byte body
+    "/chunked-big": "too large",  # over max_bytes, no Content-Length
+    "/huge-length": "too large",  # Content-Length over max_bytes
+    "/bomb.png": "bomb",  # 100 Mpx PNG of ~100 KB
+    "/chain/6": "too many redirects",
+    "/loop": "too many redirects",  # /loop -> /loop
+}
+
+
+def test_truncated_jpeg_is_rejected_as_corrupt() -> None:
+    # PIL decodes a truncated JPEG partially (grey bottom) when this global is True; it must stay off.
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    with pytest.raises(ImageRejected) as info:
+        normalize(TRUNCATED_JPEG)
+    assert info.value.reason == "corrupt"
+    assert "truncated" in str(info.value)
+
+
+def test_every_endpoint_ends_as_documented(proj: Store, site: Site) -> None:
+    accept(proj, "Elves", *(site.url(path) for path in ENDPOINT_OUTCOMES))
+
+    report = download_candidates(proj)
+
+    rows = by_url(proj)
+    outcomes = {
+        path: "ok" if rows[site.url(path)].state == "downloaded" else rows[site.url(path)].error
+        for path in ENDPOINT_OUTCOMES
+    }
+    assert outcomes == ENDPOINT_OUTCOMES
+    ok = [path for path, outcome in ENDPOINT_OUTCOMES.items() if outcome == "ok"]
+    failed = {path: reason for path, reason in ENDPOINT_OUTCOMES.items() if reason != "ok"}
+    assert (report.total, report.ok, report.failed, report.duplicates) == (
+        len(ENDPOINT_OUTCOMES),
+        len(ok),
+        len(failed),
+        0,
+    )
+    assert sorted(report.failures) == sorted((rows[site.url(p)].id, site.url(p), r) for p, r in failed.items())
+    for path in failed:
+        row = rows[site.url(path)]
+        assert (row.state, row.image_id) == ("failed", None), path
+
+    # DB and folders agree: one file per stored image, at its class path, holding the stored bytes.
+    images = proj.images()
+    assert sorted(img.id for img in images) == sorted(rows[site.url(p)].image_id or 0 for p in ok)
+    assert image_files(proj) == {f"images/{img.label}/{img.id}.jpg" for img in images}
+    for img in images:
+        data = (proj.root / "images" / img.label / f"{img.id}.jpg").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == img.sha256
+        with Image.open(io.BytesIO(data)) as stored:
+            assert stored.format == "JPEG" and stored.size == (img.width, img.height)
+    # No temp file left anywhere (store tmp/ nor write_atomic's .tmp-* next to the images).
+    assert list((proj.root / "tmp").iterdir()) == []
+    assert [p for p in proj.root.rglob("*") if p.name.startswith(".tmp-")] == []
+
+    # The animated GIF is stored as its first frame (red), not the second (blue).
+    gif = proj.get_image(rows[site.url("/anim.gif")].image_id or 0)
+    with Image.open(proj.root / "images" / gif.label / f"{gif.id}.jpg") as stored:
+        assert stored.size == (96, 64)
+        mean = ImageStat.Stat(stored.convert("RGB")).mean
+    assert all(abs(m - c) <= 8 for m, c in zip(mean, FRAME0, strict=True)), mean
 
 
 def test_near_duplicate_is_stored_and_flagged(proj: Store, site: Site) -> None:
