@@ -7,7 +7,15 @@ import streamlit as st
 from lotr_labeler import jobs
 from lotr_labeler.search import LAYOUT, LICENSE_IMAGE, SAFESEARCH, SIZE, TYPE_IMAGE, SearchOptions, plan_queries
 from lotr_labeler.store import CandidateRow, Store
-from lotr_labeler.ui.context import act, data_dir, error_boundary, open_current, show_flash
+from lotr_labeler.ui.context import (
+    act,
+    data_dir,
+    error_boundary,
+    keep_valid,
+    open_current,
+    remember_widgets,
+    show_flash,
+)
 from lotr_labeler.ui.imports import url_list_form
 from lotr_labeler.ui.jobs import job_panel
 
@@ -19,8 +27,6 @@ ALL = "All"
 ANY = "any"
 STATES = ["pending", "accepted", "rejected", "downloaded", "failed"]
 BADGE = {"pending": "⏳", "accepted": "✅", "rejected": "❌", "downloaded": "💾", "failed": "⚠️"}
-# Widget values are dropped when the user leaves the page: re-assigning them keeps them,
-# and widgets take their defaults from here rather than from index/value arguments.
 DEFAULTS = {
     "s_class": ALL,
     "s_query": "",
@@ -34,8 +40,7 @@ DEFAULTS = {
     "f_query": ALL,
     "f_state": "pending",
 }
-for _key, _default in DEFAULTS.items():
-    st.session_state[_key] = st.session_state.get(_key, _default)
+remember_widgets(DEFAULTS)
 
 
 def _decided(store: Store, cid: int, state: str) -> None:
@@ -99,13 +104,6 @@ def _bulk(store: Store, ids: list[int], state: str) -> int:
     return store.decide(ids, state, only_pending=True)
 
 
-def _keep_valid(key: str, options: list[str]) -> list[str]:
-    """A remembered choice that no longer exists (renamed class, other filter) falls back to the first."""
-    if st.session_state.get(key) not in options:
-        st.session_state[key] = options[0]
-    return options
-
-
 def _pick(options: tuple[str, ...], key: str, label: str) -> str:
     return str(st.selectbox(label, [ANY, *options], key=key))
 
@@ -119,7 +117,7 @@ with open_current() as store:
     # -- search ------------------------------------------------------------------------
     with st.expander("🔎 Search images", expanded=store.count_candidates() == 0):
         c1, c2 = st.columns([1, 2])
-        target = c1.selectbox("Class", _keep_valid("s_class", [ALL, *classes]), key="s_class")
+        target = c1.selectbox("Class", keep_valid("s_class", [ALL, *classes]), key="s_class")
         free = c2.text_input(
             "Free-text query (optional, for one class)",
             key="s_query",
@@ -187,9 +185,9 @@ with open_current() as store:
     # -- review ------------------------------------------------------------------------
     st.subheader("Review candidates")
     f = st.columns([1, 2, 1])
-    label = f[0].selectbox("Class", _keep_valid("f_class", [ALL, *classes]), key="f_class")
+    label = f[0].selectbox("Class", keep_valid("f_class", [ALL, *classes]), key="f_class")
     queries = store.candidate_queries(None if label == ALL else label)
-    query = f[1].selectbox("Query", _keep_valid("f_query", [ALL, *queries]), key="f_query")
+    query = f[1].selectbox("Query", keep_valid("f_query", [ALL, *queries]), key="f_query")
     state = f[2].selectbox("State", [ALL, *STATES], key="f_state")
     flt = {
         "label": None if label == ALL else label,

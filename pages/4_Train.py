@@ -12,7 +12,7 @@ from lotr_labeler import jobs, runs
 from lotr_labeler import train as tr
 from lotr_labeler.errors import TrainingError
 from lotr_labeler.store import Store
-from lotr_labeler.ui.context import act, error_boundary, open_current, show_flash
+from lotr_labeler.ui.context import act, error_boundary, open_current, remember_widgets, show_flash
 from lotr_labeler.ui.jobs import job_panel
 
 st.set_page_config(page_title="Train · lotr_labeler", page_icon="🏋️", layout="wide")
@@ -22,8 +22,7 @@ PRESET_HELP = {
     "standard": "GPU: 224 px, 4 epochs — the fast.ai course setting.",
 }
 DEFAULTS = {"t_preset": "quick", "t_weights": "", "t_pretrained": True}
-for _key, _default in DEFAULTS.items():
-    st.session_state[_key] = st.session_state.get(_key, _default)
+remember_widgets(DEFAULTS)
 
 
 def _launch(store: Store, params: tr.TrainParams) -> str:

@@ -10,7 +10,15 @@ from lotr_labeler import embed, jobs, quality, review, runs, train
 from lotr_labeler.errors import InvalidInput
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.store import ImageRow, Store
-from lotr_labeler.ui.context import act, data_dir, error_boundary, open_current, show_flash
+from lotr_labeler.ui.context import (
+    act,
+    data_dir,
+    error_boundary,
+    keep_valid,
+    open_current,
+    remember_widgets,
+    show_flash,
+)
 from lotr_labeler.ui.grid import pager, reset_page
 
 st.set_page_config(page_title="Review · lotr_labeler", page_icon="🩺", layout="wide")
@@ -30,7 +38,6 @@ SOURCES = {
     "random": "ResNet18, random init (offline, weaker)",
     "file": "ResNet18, weights file",
 }
-# Widget values vanish when the user leaves the page: re-assigning them keeps them.
 DEFAULTS = {
     "r_class": ALL,
     "r_pred": ALL,
@@ -41,8 +48,7 @@ DEFAULTS = {
     "r_weights": "",
     "r_dup_show": False,
 }
-for _key, _default in DEFAULTS.items():
-    st.session_state[_key] = st.session_state.get(_key, _default)
+remember_widgets(DEFAULTS)
 selected: set[int] = st.session_state.setdefault(SELECTED, set())
 if not st.session_state.get("_review_warm"):
     review.warm_up()  # scikit-learn loads in the background: the first "Retrain head" is quick
@@ -257,12 +263,6 @@ def _initial_backbone(info: review.FitInfo | None, run: runs.Run | None, setting
     return "imagenet", int(settings["embed_size"])
 
 
-def _keep_valid(key: str, options: list[str]) -> list[str]:
-    if st.session_state.get(key) not in options:
-        st.session_state[key] = options[0]
-    return options
-
-
 # -- the page ---------------------------------------------------------------------------------
 
 with open_current() as store:
@@ -303,7 +303,7 @@ with open_current() as store:
         sources = [s for s in SOURCES if s != "run" or run is not None]
         cols = st.columns([2, 1, 1, 1, 1])
         source = cols[0].selectbox(
-            "Backbone", _keep_valid("r_source", sources), key="r_source", format_func=SOURCES.__getitem__
+            "Backbone", keep_valid("r_source", sources), key="r_source", format_func=SOURCES.__getitem__
         )
         size = int(cols[1].number_input("Size (px)", 32, 1024, step=32, key="r_size"))
         if source == "file":
@@ -361,8 +361,8 @@ with open_current() as store:
     # -- label issues -----------------------------------------------------------------------------
     with tab_issues, error_boundary():
         f = st.columns([1, 1, 1, 1, 1, 1])
-        label = f[0].selectbox("Class", _keep_valid("r_class", [ALL, *classes]), key="r_class")
-        pred = f[1].selectbox("Predicted", _keep_valid("r_pred", [ALL, *classes]), key="r_pred")
+        label = f[0].selectbox("Class", keep_valid("r_class", [ALL, *classes]), key="r_class")
+        pred = f[1].selectbox("Predicted", keep_valid("r_pred", [ALL, *classes]), key="r_pred")
         split = f[2].selectbox("Split", [ALL, "train", "valid"], key="r_split")
         flag = f[3].selectbox("Flag", [ALL, "any", *quality.FLAGS, *review.STORE_FLAGS], key="r_flag")
         status = f[4].selectbox("Show", list(review.STATUSES), key="r_status")

@@ -45,6 +45,23 @@ def error_boundary() -> Iterator[None]:
         st.error(str(exc))
 
 
+def remember_widgets(defaults: dict[str, Any]) -> None:
+    """Keep widget values when the user leaves the page (Streamlit drops them otherwise).
+
+    Re-assigning a widget's key before the widget is created keeps its value; widgets then take
+    their defaults from here rather than from index/value arguments.
+    """
+    for key, default in defaults.items():
+        st.session_state[key] = st.session_state.get(key, default)
+
+
+def keep_valid(key: str, options: list[str]) -> list[str]:
+    """A remembered choice that no longer exists (renamed class, other filter) falls back to the first."""
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = options[0]
+    return options
+
+
 def _choose() -> None:
     name = st.session_state["project_picker"]
     st.session_state[_PROJECT] = name

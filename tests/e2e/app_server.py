@@ -187,15 +187,8 @@ class AppServer:
     def stop(self) -> None:
         """SIGTERM the server's process group, SIGKILL what is left after 10 s."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        if proc is not None:
+            stop_process(proc)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -231,3 +224,16 @@ __all__ = [
     "timing_line",
     "write_timings",
 ]
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process started in its own session (its whole group), SIGKILL what is left after 10 s."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)

@@ -17,11 +17,8 @@ API server's log in ``api.log``.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +32,7 @@ from typing import Any
 import pytest
 from conftest import shape_image  # tests/conftest.py: the generated pictures of the unit tests
 
-from .app_server import ARTIFACTS, AppServer, cli, fake_search_results, free_port
+from .app_server import ARTIFACTS, AppServer, cli, fake_search_results, free_port, stop_process
 from .conftest import record
 from .streamlit_page import PROGRESS, SUCCESS, StreamlitPage
 
@@ -425,19 +422,6 @@ def wait_health(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> dict
         except OSError:
             time.sleep(0.2)
     raise AssertionError(f"`serve` did not answer /health within {SERVE_TIMEOUT_S:.0f} s")
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's own process group (it was started in a new session), SIGKILL after 10 s."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 STEPS: list[Callable[[Journey], None]] = [
