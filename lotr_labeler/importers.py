@@ -194,6 +194,7 @@ def import_zip(store: Store, archive: Path | io.BytesIO, progress: Progress | No
             files.append((info, parts))
         prefix = _common_prefix([p for _, p in files])
         provenance = _read_manifest(zf, manifest) if manifest else {}
+        max_bytes = int(store.get_setting("max_bytes"))
         entries: list[_Entry] = []
         for info, parts in files:
             rel = parts[len(prefix) :]
@@ -204,7 +205,7 @@ def import_zip(store: Store, archive: Path | io.BytesIO, progress: Progress | No
                 _Entry(
                     rel[0],
                     info.filename,
-                    _zip_reader(zf, info, int(store.get_setting("max_bytes"))),
+                    _zip_reader(zf, info, max_bytes),
                     info.file_size,
                     provenance.get("/".join(parts), {}),
                 )
