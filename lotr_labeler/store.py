@@ -151,6 +151,10 @@ _CANDIDATE_SELECT = """
 """
 
 
+def _class(row: sqlite3.Row) -> ClassRow:
+    return ClassRow(row["id"], row["name"], tuple(json.loads(row["names"])), row["template"], row["position"])
+
+
 def _image(row: sqlite3.Row) -> ImageRow:
     return ImageRow(
         id=row["id"],
@@ -356,7 +360,7 @@ class Store:
 
     def classes(self) -> list[ClassRow]:
         rows = self.conn.execute("SELECT * FROM classes WHERE deleted = 0 ORDER BY position, id").fetchall()
-        return [ClassRow(r["id"], r["name"], tuple(json.loads(r["names"])), r["template"], r["position"]) for r in rows]
+        return [_class(r) for r in rows]
 
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes()]
@@ -391,16 +395,45 @@ class Store:
         clean = proj.clean_search_names(list(names))
         with self.transaction():
             self._check_free(name)
-            position = self.conn.execute("SELECT coalesce(max(position), 0) + 1 FROM classes").fetchone()[0]
-            cur = self.conn.execute(
-                "INSERT INTO classes(name, name_key, names, template, position, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (name, proj.name_key(name), json.dumps(list(clean)), template, position, now()),
-            )
-            class_id = cur.lastrowid
-            if record:
-                self._event("add_class", f"added class {name}", {"class_id": class_id})
+            row = self._insert_class(name, clean, template, record=record)
         (self.root / "images" / name).mkdir(parents=True, exist_ok=True)
-        return self.get_class(name)
+        return row
+
+    def ensure_class(self, name: str, *, created: list[str] | None = None) -> ClassRow:
+        """The class named ``name`` (case-insensitive), created when missing, race-free.
+
+        Two processes importing the same folder both get the one class; only the one that
+        created it records the ``add_class`` event and appends the name to ``created``.
+        """
+        key = proj.name_key(name.strip())
+        found = self._class_by_key(key)
+        if found is not None:
+            return found
+        valid = proj.validate_name(name)  # only a new name must pass today's rules
+        with self.transaction():  # re-check under the write lock: another process may have made it
+            found = self._class_by_key(proj.name_key(valid))
+            if found is not None:
+                return found
+            row = self._insert_class(valid, (), "{name}", record=True)
+        (self.root / "images" / valid).mkdir(parents=True, exist_ok=True)
+        if created is not None:
+            created.append(valid)
+        return row
+
+    def _class_by_key(self, key: str) -> ClassRow | None:
+        row = self.conn.execute("SELECT * FROM classes WHERE name_key = ? AND deleted = 0", (key,)).fetchone()
+        return None if row is None else _class(row)
+
+    def _insert_class(self, name: str, names: Sequence[str], template: str, *, record: bool) -> ClassRow:
+        position = self.conn.execute("SELECT coalesce(max(position), 0) + 1 FROM classes").fetchone()[0]
+        cur = self.conn.execute(
+            "INSERT INTO classes(name, name_key, names, template, position, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (name, proj.name_key(name), json.dumps(list(names)), template, position, now()),
+        )
+        class_id = int(cur.lastrowid or 0)
+        if record:
+            self._event("add_class", f"added class {name}", {"class_id": class_id})
+        return _class(self._class_by_id(class_id))
 
     def update_class(self, name: str, *, names: Sequence[str] | None = None, template: str | None = None) -> ClassRow:
         """Edit search names and/or query template (not undoable: they are settings)."""

@@ -448,3 +448,18 @@ def test_migration_raced_by_another_process_is_not_an_error(tmp_path: Path) -> N
     loser = StaleFirstRead()
     assert migrate(loser) == len(schema.MIGRATIONS)  # type: ignore[arg-type]
     assert loser.conn.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
+
+
+def test_ensure_class_returns_existing_or_creates_once(empty_store: Store) -> None:
+    made = empty_store.add_class("Elves")
+    events = len(empty_store.history())
+    created: list[str] = []
+    assert empty_store.ensure_class(" elves ", created=created) == made  # case-insensitive, no event
+    assert created == [] and len(empty_store.history()) == events
+    dwarves = empty_store.ensure_class("Dwarves", created=created)
+    assert created == ["Dwarves"] and dwarves.name == "Dwarves"
+    assert (empty_store.root / "images" / "Dwarves").is_dir()
+    assert empty_store.history()[0].kind == "add_class"
+    assert empty_store.ensure_class("DWARVES", created=created) == dwarves and created == ["Dwarves"]
+    with pytest.raises(InvalidInput):
+        empty_store.ensure_class("a/b")
