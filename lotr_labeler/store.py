@@ -10,15 +10,28 @@ Layout of a project folder::
 
 File paths are derived from the row (class name, id, deleted), never stored, so a
 class rename is one folder move. Every file move is journaled in ``file_ops`` in
-the same transaction as its DB change and carried out after commit; opening the
-store finishes any move a crash interrupted. The DB is the truth, the files follow.
+the same transaction as its DB change and carried out after commit. The DB is the
+truth, the files follow.
+
+Several processes (Streamlit tabs, jobs, the CLI, the API) may write one project at
+once. Files therefore move only under SQLite's write lock: the journal is read fresh
+and replayed in id order inside a ``BEGIN IMMEDIATE`` transaction that deletes the
+replayed ops, at the start of every write transaction, after each commit and on open.
+Replaying from any point is idempotent (a move whose source is gone is done), so a
+``kill -9`` mid-way leaves nothing another process cannot finish. Decisions that
+depend on the current state (what to relabel, whether bytes are stored already, what
+to undo) are read inside the write transaction. Temp files have per-process unique
+names and a process only ever deletes its own.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,8 +50,10 @@ log = logging.getLogger(__name__)
 DB_NAME = "project.sqlite"
 CANDIDATE_STATES = ("pending", "accepted", "rejected", "downloaded", "failed")
 SPLITS = ("train", "valid")
-# Unreferenced temp files younger than this may belong to another process mid-write.
-_TMP_GRACE_SECONDS = 600
+# Unreferenced temp files younger than this may belong to another process mid-write
+# (a writer re-creates its temp file under the lock if it was swept meanwhile, so this
+# only saves work; tests pass a shorter grace to ``Store``).
+TMP_GRACE_SECONDS = 600.0
 
 
 def now() -> str:
@@ -151,6 +166,15 @@ _CANDIDATE_SELECT = """
 """
 
 
+def _older(f: Path, cutoff: float) -> bool:
+    """A regular file last modified before ``cutoff`` (False when it vanished meanwhile)."""
+    try:
+        st = f.lstat()
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff
+
+
 def _class(row: sqlite3.Row) -> ClassRow:
     return ClassRow(row["id"], row["name"], tuple(json.loads(row["names"])), row["template"], row["position"])
 
@@ -186,8 +210,9 @@ def _candidate(row: sqlite3.Row) -> CandidateRow:
 class Store:
     """One project: its database connection and its folder."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, tmp_grace_seconds: float = TMP_GRACE_SECONDS) -> None:
         self.root = Path(root)
+        self.tmp_grace_seconds = tmp_grace_seconds
         self.name = self.root.name
         db = self.root / DB_NAME
         if not db.exists():
@@ -245,8 +270,11 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic change. Nested calls join the outer transaction. File moves
-        planned inside are carried out once the outermost transaction commits."""
+        """One atomic change under the write lock. Nested calls join the outer transaction.
+
+        Moves journaled by others are finished first, so the body sees files that agree
+        with the DB; moves planned inside are carried out once the outermost commit is done.
+        """
         if self._tx_depth:
             self._tx_depth += 1
             try:
@@ -257,12 +285,13 @@ class Store:
         self.conn.execute("BEGIN IMMEDIATE")
         self._tx_depth = 1
         try:
+            self._replay_journal()
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
             self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
         finally:
             self._tx_depth = 0
         self._apply_file_ops()
@@ -272,58 +301,92 @@ class Store:
         self.conn.execute("INSERT INTO file_ops(src, dst) VALUES (?, ?)", (src, dst))
 
     def _apply_file_ops(self) -> None:
+        """Carry out the journaled moves in their own locked transaction, after a commit.
+
+        Never raises: the change is committed already (reporting an error would invite a
+        second attempt). A move that fails stays journaled for the next writer or open.
+        """
+        try:
+            if self.conn.execute("SELECT NOT EXISTS (SELECT 1 FROM file_ops)").fetchone()[0]:
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._replay_journal()
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:  # e.g. locked for longer than the timeout: the next writer replays
+            log.warning("project %s: file moves postponed (%s)", self.name, exc)
+
+    def _replay_journal(self) -> int:
+        """Replay every journaled move in id order and drop the done ones. Call under the write lock.
+
+        Stops at the first move that fails (later moves may depend on it) and leaves it and
+        the rest journaled. Returns how many moves were replayed.
+        """
+        assert self.conn.in_transaction, "the journal is replayed under the write lock"
+        done = 0
         for op in self.conn.execute("SELECT id, src, dst FROM file_ops ORDER BY id").fetchall():
             try:
                 self._move(self.root / op["src"], self.root / op["dst"])
             except OSError as exc:
-                # The op stays journaled: the next open retries it.
-                raise StoreError(
-                    f"Could not move {op['src']} to {op['dst']} in project {self.name!r} ({exc}). "
-                    "Check the folder's permissions and free space, then reopen the project."
-                ) from exc
+                log.warning(
+                    "project %s: could not move %s to %s (%s); it stays journaled. "
+                    "Check the folder's permissions and free space, then reopen the project.",
+                    self.name,
+                    op["src"],
+                    op["dst"],
+                    exc,
+                )
+                break
             self.conn.execute("DELETE FROM file_ops WHERE id = ?", (op["id"],))
+            done += 1
+        return done
 
     @staticmethod
     def _move(src: Path, dst: Path) -> None:
-        """Idempotent move: finished already when only ``dst`` exists.
-
-        Another process opening the project may finish the same journaled move at the same
-        time, so a source that vanishes under us counts as moved.
-        """
-        if not src.exists():
-            if not dst.exists():
+        """Idempotent move: finished already when ``src`` is gone (a replay after a crash)."""
+        if not os.path.lexists(src):
+            if not os.path.lexists(dst):
                 log.warning("file move %s -> %s: neither exists", src, dst)
             return
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.exists() and src.samefile(dst):
-            src.replace(dst)  # a case-only rename on a case-insensitive file system
-            return
-        if src.is_dir() and dst.exists():
-            # Merging into a folder that exists (e.g. an empty one left behind).
+        if src.is_dir() and dst.is_dir() and not src.samefile(dst):
+            # Merging into a folder that exists (an empty one left behind, or a replay cut short).
             for child in src.iterdir():
                 Store._move(child, dst / child.name)
             src.rmdir()
             return
-        try:
-            src.replace(dst)
-        except FileNotFoundError:
-            if not dst.exists():
-                raise
+        src.replace(dst)  # also a case-only rename on a case-insensitive file system
 
     def repair(self) -> list[str]:
-        """Finish interrupted file moves and drop stale temp files. Returns what was done."""
-        done: list[str] = []
-        pending = self.conn.execute("SELECT count(*) FROM file_ops").fetchone()[0]
-        if pending:
-            self._apply_file_ops()
-            done.append(f"finished {pending} interrupted file move(s)")
+        """Finish interrupted file moves and drop stale temp files. Returns what was done.
+
+        Runs on open, under the write lock; skipped (no lock taken) when there is nothing to do.
+        """
         tmp = self.root / "tmp"
-        if tmp.is_dir():
-            cutoff = time.time() - _TMP_GRACE_SECONDS
-            for f in tmp.iterdir():
-                if f.is_file() and f.stat().st_mtime < cutoff:
-                    f.unlink(missing_ok=True)
-                    done.append(f"removed stale temp file {f.name}")
+        cutoff = time.time() - self.tmp_grace_seconds
+        stale = [f for f in tmp.iterdir() if _older(f, cutoff)] if tmp.is_dir() else []
+        pending = int(self.conn.execute("SELECT count(*) FROM file_ops").fetchone()[0])
+        if not stale and not pending:
+            return []
+        done: list[str] = []
+        try:
+            with self.transaction():  # replays the journal first
+                left = {r[0] for r in self.conn.execute("SELECT src FROM file_ops")}
+                if pending > len(left):
+                    done.append(f"finished {pending - len(left)} interrupted file move(s)")
+                for f in stale:
+                    # re-checked under the lock; a journaled source is a committed image, never stale
+                    if f"tmp/{f.name}" not in left and _older(f, cutoff):
+                        f.unlink(missing_ok=True)
+                        done.append(f"removed stale temp file {f.name}")
+                if left:
+                    done.append(f"{len(left)} file move(s) still pending (see the warning above)")
+        except sqlite3.Error as exc:  # another process holds the lock; it replays the journal too
+            log.warning("project %s: repair postponed (%s)", self.name, exc)
         for line in done:
             log.info("repair %s: %s", self.name, line)
         return done
@@ -395,9 +458,7 @@ class Store:
         clean = proj.clean_search_names(list(names))
         with self.transaction():
             self._check_free(name)
-            row = self._insert_class(name, clean, template, record=record)
-        (self.root / "images" / name).mkdir(parents=True, exist_ok=True)
-        return row
+            return self._insert_class(name, clean, template, record=record)
 
     def ensure_class(self, name: str, *, created: list[str] | None = None) -> ClassRow:
         """The class named ``name`` (case-insensitive), created when missing, race-free.
@@ -415,7 +476,6 @@ class Store:
             if found is not None:
                 return found
             row = self._insert_class(valid, (), "{name}", record=True)
-        (self.root / "images" / valid).mkdir(parents=True, exist_ok=True)
         if created is not None:
             created.append(valid)
         return row
@@ -433,6 +493,8 @@ class Store:
         class_id = int(cur.lastrowid or 0)
         if record:
             self._event("add_class", f"added class {name}", {"class_id": class_id})
+        # Under the lock with the journal replayed: no pending move can still target this folder.
+        (self.root / "images" / name).mkdir(parents=True, exist_ok=True)
         return _class(self._class_by_id(class_id))
 
     def update_class(self, name: str, *, names: Sequence[str] | None = None, template: str | None = None) -> ClassRow:
@@ -448,11 +510,11 @@ class Store:
         return self.get_class(cls.name)
 
     def rename_class(self, old: str, new: str) -> ClassRow:
-        cls = self.get_class(old)
         new = proj.validate_name(new)
-        if new == cls.name:
-            return cls
         with self.transaction():
+            cls = self.get_class(old)
+            if new == cls.name:
+                return cls
             self._rename(cls.id, cls.name, new)
             self._event(
                 "rename_class", f"renamed class {cls.name} to {new}", {"class_id": cls.id, "old": cls.name, "new": new}
@@ -469,14 +531,16 @@ class Store:
 
         Refuses when the class has images unless ``force``: a guard against a slip.
         """
-        cls = self.get_class(name)
-        ids = [r[0] for r in self.conn.execute("SELECT id FROM images WHERE class_id = ? AND deleted = 0", (cls.id,))]
-        if ids and not force:
-            raise Conflict(
-                f"Class {cls.name!r} has {len(ids)} image(s). Confirm (--force) to move them to the trash "
-                "with the class; undo brings both back."
-            )
         with self.transaction():
+            cls = self.get_class(name)
+            ids = [
+                r[0] for r in self.conn.execute("SELECT id FROM images WHERE class_id = ? AND deleted = 0", (cls.id,))
+            ]
+            if ids and not force:
+                raise Conflict(
+                    f"Class {cls.name!r} has {len(ids)} image(s). Confirm (--force) to move them to the trash "
+                    "with the class; undo brings both back."
+                )
             self._set_deleted(ids, True)
             self.conn.execute("UPDATE classes SET deleted = 1 WHERE id = ?", (cls.id,))
             self._plan_move(f"images/{cls.name}", f"trash/class-{cls.id}")
@@ -504,19 +568,23 @@ class Store:
 
         Near duplicates (phash within ``near_dup_distance``, any class) are stored but flagged.
         """
-        existing = self.conn.execute(_IMAGE_SELECT + " WHERE i.sha256 = ?", (img.sha256,)).fetchone()
+        existing = self._by_sha(img.sha256)  # fast path; decided again under the lock below
         if existing is not None:
-            return AddResult(_image(existing), duplicate=True)
-        cls = self.get_class(label)
+            return AddResult(existing, duplicate=True)
         settings = self.settings()
         near = self._nearest(img.phash, int(settings["near_dup_distance"]))
-        tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(exist_ok=True)
-        tmp = tmp_dir / f"{img.sha256}.jpg"
-        write_atomic(tmp, img.jpeg)
+        # Unique per process and call: never another writer's file, so ours is the only one we delete.
+        tmp = self.root / "tmp" / f"{img.sha256[:16]}-{os.getpid()}-{secrets.token_hex(4)}.jpg"
+        write_atomic(tmp, img.jpeg)  # written before the lock: the lock is held only for the row
         committed = False
         try:
             with self.transaction():
+                existing = self._by_sha(img.sha256)  # another process may have stored these bytes meanwhile
+                if existing is not None:
+                    return AddResult(existing, duplicate=True)
+                cls = self.get_class(label)  # and may have deleted or renamed the class
+                if not tmp.exists():  # swept as stale by another process's open: write it again
+                    write_atomic(tmp, img.jpeg)
                 cur = self.conn.execute(
                     "INSERT INTO images(sha256, class_id, split, width, height, nbytes, phash, dup_of, flags,"
                     " source, source_url, page_url, title, query, original_name, candidate_id, added_at)"
@@ -552,19 +620,15 @@ class Store:
                 if candidate_id is not None:
                     self.finish_candidate(candidate_id, image_id=image_id)
                 committed = True  # set last: the exit below commits, then moves the file
-        except sqlite3.IntegrityError:
-            # Another process stored the same bytes between our check and our insert.
-            tmp.unlink(missing_ok=True)
-            row = self.conn.execute(_IMAGE_SELECT + " WHERE i.sha256 = ?", (img.sha256,)).fetchone()
-            if row is None:
-                raise
-            return AddResult(_image(row), duplicate=True)
-        except BaseException:
-            # After the commit the temp file is the image: the journaled move finishes it on the next open.
+        finally:
+            # Once committed the temp file is the image: the journaled move owns it.
             if not committed:
                 tmp.unlink(missing_ok=True)
-            raise
         return AddResult(self.get_image(image_id), duplicate=False, near_duplicate_of=near)
+
+    def _by_sha(self, sha256: str) -> ImageRow | None:
+        row = self.conn.execute(_IMAGE_SELECT + " WHERE i.sha256 = ?", (sha256,)).fetchone()
+        return None if row is None else _image(row)
 
     def _nearest(self, phash: str, max_distance: int) -> int | None:
         best: tuple[int, int] | None = None
@@ -653,14 +717,15 @@ class Store:
 
     def relabel(self, ids: Iterable[int], label: str) -> int:
         """Move images to class ``label`` (file and row together). Returns how many changed."""
-        target = self.get_class(label)
-        rows = [r for r in self._existing_images(ids) if r.class_id != target.id]
-        deleted = [r.id for r in rows if r.deleted]
-        if deleted:
-            raise Conflict(f"Image(s) {deleted} are deleted. Restore them (undo) before relabeling.")
-        if not rows:
-            return 0
-        with self.transaction():
+        wanted = list(ids)
+        with self.transaction():  # decide from a fresh read under the lock: another process may relabel too
+            target = self.get_class(label)
+            rows = [r for r in self._existing_images(wanted) if r.class_id != target.id]
+            deleted = [r.id for r in rows if r.deleted]
+            if deleted:
+                raise Conflict(f"Image(s) {deleted} are deleted. Restore them (undo) before relabeling.")
+            if not rows:
+                return 0
             self._set_class([(r.id, target.id) for r in rows])
             self._event(
                 "relabel",
@@ -679,24 +744,26 @@ class Store:
 
     def delete_images(self, ids: Iterable[int]) -> int:
         """Soft delete: the file goes to the trash, the row stays; undo restores both."""
-        rows = [r for r in self._existing_images(ids) if not r.deleted]
-        if not rows:
-            return 0
-        with self.transaction():
+        wanted = list(ids)
+        with self.transaction():  # fresh read under the lock: a concurrent delete is not counted twice
+            rows = [r for r in self._existing_images(wanted) if not r.deleted]
+            if not rows:
+                return 0
             self._set_deleted([r.id for r in rows], True)
             self._event("delete", f"deleted {len(rows)} image(s)", {"ids": [r.id for r in rows]})
         return len(rows)
 
     def restore_images(self, ids: Iterable[int]) -> int:
-        rows = [r for r in self._existing_images(ids) if r.deleted]
-        if not rows:
-            return 0
-        gone = sorted({r.label for r in rows if self._class_by_id(r.class_id)["deleted"]})
-        if gone:
-            raise Conflict(
-                f"Class(es) {', '.join(gone)} were deleted. Undo the class deletion first, then restore the images."
-            )
+        wanted = list(ids)
         with self.transaction():
+            rows = [r for r in self._existing_images(wanted) if r.deleted]
+            if not rows:
+                return 0
+            gone = sorted({r.label for r in rows if self._class_by_id(r.class_id)["deleted"]})
+            if gone:
+                raise Conflict(
+                    f"Class(es) {', '.join(gone)} were deleted. Undo the class deletion first, then restore the images."
+                )
             self._set_deleted([r.id for r in rows], False)
             self._event("restore", f"restored {len(rows)} image(s)", {"ids": [r.id for r in rows]})
         return len(rows)
