@@ -28,6 +28,31 @@ MANIFEST_FIELDS = (
 )
 
 
+# Spreadsheets run a cell starting with one of these as a formula (CSV injection): OWASP's
+# advice is to prefix such a cell with a single quote.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _needs_quote(value: str) -> bool:
+    """True for values that, after any leading quotes, start like a formula."""
+    return value.lstrip("'").startswith(_FORMULA_START)
+
+
+def csv_safe(value: object) -> object:
+    """A manifest cell a spreadsheet shows as text. Reversible: ``csv_unsafe`` undoes it, also for
+    values that already started with quotes (only quote runs before a formula start are touched)."""
+    if isinstance(value, str) and _needs_quote(value):
+        return "'" + value
+    return value
+
+
+def csv_unsafe(value: str) -> str:
+    """The value ``csv_safe`` was given."""
+    if value.startswith("'") and _needs_quote(value):
+        return value[1:]
+    return value
+
+
 def export_dataset(store: Store, out: Path, progress: Callable[[int, int], None] | None = None) -> int:
     """Write ``images/<class>/<id>.jpg`` and ``manifest.csv`` to ``out``; returns the image count.
 
@@ -51,21 +76,20 @@ def export_dataset(store: Store, out: Path, progress: Callable[[int, int], None]
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for done, img in enumerate(images, start=1):
                 zf.write(store.path(img), img.relpath)
-                writer.writerow(
-                    {
-                        "id": img.id,
-                        "class": img.label,
-                        "split": img.split,
-                        "sha256": img.sha256,
-                        "path": img.relpath,
-                        "source": img.source,
-                        "source_url": img.source_url or "",
-                        "page_url": img.page_url or "",
-                        "title": img.title or "",
-                        "query": img.query or "",
-                        "added_at": img.added_at,
-                    }
-                )
+                row = {
+                    "id": img.id,
+                    "class": img.label,
+                    "split": img.split,
+                    "sha256": img.sha256,
+                    "path": img.relpath,
+                    "source": img.source,
+                    "source_url": img.source_url or "",
+                    "page_url": img.page_url or "",
+                    "title": img.title or "",
+                    "query": img.query or "",
+                    "added_at": img.added_at,
+                }
+                writer.writerow({key: csv_safe(value) for key, value in row.items()})
                 if progress:
                     progress(done, len(images))
             zf.writestr("manifest.csv", manifest.getvalue(), compress_type=zipfile.ZIP_DEFLATED)

@@ -8,16 +8,22 @@ URL lists become candidates for review, not images.
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import lzma
+import os
 import stat
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from .errors import ImageRejected, InvalidInput, LabelerError, NotFound
+from .export import csv_unsafe
 from .imaging import normalize
+from .project import validate_name
 from .store import CandidateIn, Store
 
 Progress = Callable[[int, int], None]
@@ -59,13 +65,19 @@ class ImportReport:
 
 
 def _class_for(store: Store, raw: str, report: ImportReport) -> str:
-    """The existing class matching ``raw`` (case-insensitive), created when missing."""
+    """The existing class matching ``raw`` (case-insensitive), created when missing.
+
+    Race-free: two processes importing the same folder both get the one class.
+    """
+    return store.ensure_class(raw, created=report.created_classes).name
+
+
+def _check_label(store: Store, raw: str) -> None:
+    """Raise InvalidInput when ``raw`` is neither an existing class nor a valid new name."""
     try:
-        return store.get_class(raw).name
+        store.get_class(raw)
     except NotFound:
-        created = store.add_class(raw).name
-        report.created_classes.append(created)
-        return created
+        validate_name(raw)
 
 
 @dataclass(frozen=True)
@@ -82,17 +94,18 @@ def _ingest(
 ) -> ImportReport:
     settings = store.settings()
     max_bytes = int(settings["max_bytes"])
-    labels: dict[str, str | None] = {}
+    valid: dict[str, bool] = {}  # folder name -> usable as a class
+    labels: dict[str, str] = {}  # folder name -> class, once an image made it exist
     for done, entry in enumerate(entries, start=1):
         try:
-            if entry.label not in labels:
+            if entry.label not in valid:
                 try:
-                    labels[entry.label] = _class_for(store, entry.label, report)
+                    _check_label(store, entry.label)
+                    valid[entry.label] = True
                 except InvalidInput as exc:
-                    labels[entry.label] = None
-                    report.rejected.append((entry.label + "/", f"bad class folder name: {exc}"))
-            label = labels[entry.label]
-            if label is None:
+                    valid[entry.label] = False
+                    report.rejected.append((display_name(entry.label) + "/", f"bad class folder name: {exc}"))
+            if not valid[entry.label]:
                 report.rejected.append((entry.name, "in a folder with an invalid class name"))
                 continue
             if entry.size > max_bytes:
@@ -109,9 +122,12 @@ def _ingest(
                 quality=int(settings["jpeg_quality"]),
                 name=entry.name,
             )
+            # Classes are made only for folders holding an image, so junk folders leave none behind.
+            if entry.label not in labels:
+                labels[entry.label] = _class_for(store, entry.label, report)
             result = store.add_image(
                 img,
-                label,
+                labels[entry.label],
                 source=source,
                 original_name=entry.name,
                 source_url=entry.provenance.get("source_url"),
@@ -125,9 +141,20 @@ def _ingest(
                 report.added.append(result.image.id)
         except ImageRejected as exc:
             report.rejected.append((entry.name, exc.reason))
-        except (OSError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as exc:
-            # RuntimeError: encrypted zip entry; NotImplementedError: unsupported compression.
-            report.rejected.append((entry.name, f"unreadable: {exc}"))
+        except LabelerError as exc:  # e.g. its class was deleted meanwhile: skip this file, not the import
+            report.rejected.append((entry.name, str(exc)))
+        except (
+            OSError,
+            EOFError,
+            zipfile.BadZipFile,
+            zlib.error,
+            lzma.LZMAError,
+            RuntimeError,
+            NotImplementedError,
+        ) as exc:
+            # RuntimeError: encrypted zip entry; NotImplementedError: unsupported compression;
+            # EOFError, zlib/lzma errors: a damaged compressed entry.
+            report.rejected.append((entry.name, f"unreadable: {getattr(exc, 'strerror', None) or exc}"))
         finally:
             if progress:
                 progress(done, len(entries))
@@ -135,23 +162,120 @@ def _ingest(
     return report
 
 
+def display_name(name: str) -> str:
+    """``name`` safe to print and store: undecodable bytes shown as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _undecodable(name: str) -> bool:
+    """A name that was not valid in the file system's encoding (Python keeps it as surrogates)."""
+    return any("\udc80" <= ch <= "\udcff" for ch in name)
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "a fifo"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+# Where the OS allows it, files are opened one component at a time relative to the folder with
+# O_NOFOLLOW, so a symlink swapped in after the walk cannot lead outside the folder either.
+_BENEATH = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# O_NONBLOCK: a fifo or a blocking pseudo-file (/proc/kmsg) swapped in cannot hang the import.
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | _NOFOLLOW
+
+
+def _special_kind(mode: int) -> str:
+    for test, kind in _KINDS:
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _read_beneath(root: Path, parts: tuple[str, ...], limit: int) -> bytes:
+    """At most ``limit`` bytes of the regular file ``root/parts``, never through a symlink."""
+    fds: list[int] = []
+    try:
+        if _BENEATH:
+            fds.append(os.open(root, os.O_RDONLY | os.O_DIRECTORY))
+            for part in parts[:-1]:
+                fds.append(os.open(part, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW, dir_fd=fds[-1]))
+            fd = os.open(parts[-1], _READ_FLAGS, dir_fd=fds[-1])
+        else:
+            fd = os.open(root.joinpath(*parts), _READ_FLAGS)
+        fds.append(fd)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{_special_kind(mode)}, not a file")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read(limit)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _walk(root: Path, parts: tuple[str, ...], report: ImportReport) -> Iterator[tuple[tuple[str, ...], int]]:
+    """Regular files under ``root/parts`` (relative parts, size), sorted; symlinks, special files,
+    undecodable names and unlistable folders are reported, not followed."""
+    where = "/".join(display_name(p) for p in parts)
+    try:
+        with os.scandir(root.joinpath(*parts)) as it:
+            found = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        report.rejected.append((where + "/", f"cannot list folder: {exc.strerror or exc}"))
+        return
+    for entry in found:
+        if entry.name.startswith("."):
+            continue
+        sub = (*parts, entry.name)
+        shown = "/".join(display_name(p) for p in sub)
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            report.rejected.append((shown, f"cannot read: {exc.strerror or exc}"))
+            continue
+        if _undecodable(entry.name):
+            report.rejected.append((shown, "name is not valid text (UTF-8): rename it"))
+        elif stat.S_ISLNK(st.st_mode):
+            report.rejected.append((shown, "symbolic link: not followed (copy the files into the folder)"))
+        elif stat.S_ISDIR(st.st_mode):
+            yield from _walk(root, sub, report)
+        elif stat.S_ISREG(st.st_mode):
+            yield sub, st.st_size
+        else:
+            report.rejected.append((shown, f"{_special_kind(st.st_mode)}: skipped"))
+
+
 def import_folder(store: Store, folder: Path, progress: Progress | None = None) -> ImportReport:
-    """Import ``folder/<class>/**/<file>``: one class per first-level sub-folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InvalidInput(f"{folder} is not a folder. Give a folder holding one sub-folder per class.")
+    """Import ``folder/<class>/**/<file>``: one class per first-level sub-folder.
+
+    Only regular files inside ``folder`` are read: symbolic links (to files or folders), fifos,
+    devices and sockets are skipped and reported, so the import never leaves the folder.
+    """
+    given = Path(folder)
+    try:
+        root = given.resolve(strict=True)  # the folder itself may be reached through a link
+    except (OSError, RuntimeError):
+        root = given
+    if not root.is_dir():
+        raise InvalidInput(
+            f"{display_name(str(given))} is not a folder. Give a folder holding one sub-folder per class."
+        )
     report = ImportReport()
+    max_bytes = int(store.get_setting("max_bytes"))
     entries: list[_Entry] = []
-    for child in sorted(folder.iterdir()):
-        if child.name.startswith("."):
+    for parts, size in _walk(root, (), report):
+        name = "/".join(display_name(p) for p in parts)
+        if len(parts) < 2:
+            report.rejected.append((name, "not in a class folder"))
             continue
-        if child.is_file():
-            report.rejected.append((child.name, "not in a class folder"))
-            continue
-        for f in sorted(p for p in child.rglob("*") if p.is_file() and not p.name.startswith(".")):
-            entries.append(_Entry(child.name, str(f.relative_to(folder)), f.read_bytes, f.stat().st_size, {}))
+        read = functools.partial(_read_beneath, root, parts, max_bytes + 1)
+        entries.append(_Entry(parts[0], name, read, size, {}))
     if not entries and not report.rejected:
-        raise InvalidInput(f"{folder} holds no class sub-folders with files. Expected {folder}/<class>/<image>.")
+        raise InvalidInput(
+            f"{display_name(str(given))} holds no class sub-folders with files. Expected <folder>/<class>/<image>."
+        )
     return _ingest(store, entries, "folder", report, progress)
 
 
@@ -170,10 +294,18 @@ def unsafe_reason(info: zipfile.ZipInfo) -> str | None:
 
 def import_zip(store: Store, archive: Path | io.BytesIO, progress: Progress | None = None) -> ImportReport:
     """Import a zip of ``<class>/<file>`` (optionally under one top folder, e.g. an export)."""
+    shown = "the zip" if isinstance(archive, io.BytesIO) else display_name(str(archive))
     try:
         zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InvalidInput(f"{archive} is not a readable zip file ({exc}).") from None
+    except UnicodeDecodeError as exc:
+        # zipfile decodes every name when it opens the archive, so one bad name stops it all.
+        raise InvalidInput(
+            f"{shown} has an entry whose name is flagged UTF-8 but is not valid UTF-8 "
+            f"(byte {exc.object[exc.start : exc.start + 1]!r} at position {exc.start}). "
+            "Re-create the zip with a tool that writes valid names, or rename that file."
+        ) from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise InvalidInput(f"{shown} is not a readable zip file ({exc}). Give a .zip of class folders.") from None
     report = ImportReport()
     with zf:
         files: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
@@ -236,7 +368,8 @@ def _read_manifest(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict[str, dict
     """Provenance from an exported bundle's manifest.csv, keyed by file path."""
     text = zf.read(info).decode("utf-8", errors="replace")
     out: dict[str, dict[str, str | None]] = {}
-    for row in csv.DictReader(io.StringIO(text)):
+    for raw in csv.DictReader(io.StringIO(text)):
+        row = {k: csv_unsafe(v) for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}
         if row.get("path"):
             out[row["path"]] = {k: (row.get(k) or None) for k in ("source_url", "page_url", "title", "query")}
     return out
@@ -248,6 +381,23 @@ def _valid_url(url: str) -> bool:
         return parts.scheme in ("http", "https") and bool(parts.hostname)
     except ValueError:  # e.g. an unbalanced IPv6 bracket
         return False
+
+
+def _has_credentials(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.username is not None or parts.password is not None
+    except ValueError:
+        return False
+
+
+def _masked(url: str) -> str:
+    """``url`` with its user-info replaced, so a report never repeats a secret."""
+    scheme, sep, rest = url.partition("://")
+    host_part = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if "@" not in host_part:
+        return url
+    return f"{scheme}{sep}***@{rest[len(host_part.rsplit('@', 1)[0]) + 1 :]}"
 
 
 def parse_url_rows(text: str, default_label: str | None = None) -> Iterator[tuple[int, list[str]]]:
@@ -273,12 +423,21 @@ def import_urls(store: Store, text: str, default_label: str | None = None, *, so
         if not _valid_url(url):
             report.rejected.append((where, f"{url!r} is not an http(s) URL"))
             continue
+        # Credentials would be stored, shown in the grid and exported in manifest.csv.
+        if _has_credentials(url):
+            report.rejected.append(
+                (where, f"{_masked(url)!r} carries a user name or password (user:secret@); remove it from the URL")
+            )
+            continue
         if len(cells) < 2 or not cells[1]:
             report.rejected.append((where, "no label: expected url,label[,thumbnail]"))
             continue
         thumb = cells[2] if len(cells) > 2 and cells[2] else None
         if thumb and not _valid_url(thumb):
             report.rejected.append((where, f"thumbnail {thumb!r} is not an http(s) URL"))
+            continue
+        if thumb and _has_credentials(thumb):
+            report.rejected.append((where, f"thumbnail {_masked(thumb)!r} carries a user name or password; remove it"))
             continue
         try:
             label = _class_for(store, cells[1], report)

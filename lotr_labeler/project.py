@@ -15,6 +15,11 @@ DATA_ENV = "LOTR_LABELER_DATA"
 MAX_NAME_LEN = 64
 # Characters that break a folder name on some OS or in a zip made on one.
 _FORBIDDEN_CHARS = set('/\\:*?"<>|')
+# Device names Windows reserves in every folder, with any extension ("con", "NUL.txt", "COM1.jpg").
+_RESERVED = frozenset(
+    {"con", "prn", "aux", "nul", "conin$", "conout$"}
+    | {f"{dev}{n}" for dev in ("com", "lpt") for n in (*"123456789", "\u00b9", "\u00b2", "\u00b3")}
+)
 
 
 @dataclass(frozen=True)
@@ -130,11 +135,22 @@ def validate_name(name: str, what: str = "Class name") -> str:
         raise InvalidInput(f"{what} is empty. Type a name such as 'Elves'.")
     if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in cleaned):
         raise InvalidInput(f"{what} {cleaned!r} contains control characters. Remove them.")
+    if any(unicodedata.category(ch) == "Cs" for ch in cleaned):  # undecodable bytes of a file name
+        shown = cleaned.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise InvalidInput(f"{what} {shown!r} is not valid text (UTF-8). Rename it.")
     bad = sorted(set(cleaned) & _FORBIDDEN_CHARS)
     if bad:
         raise InvalidInput(f"{what} {cleaned!r} contains {''.join(bad)!r}. Use letters, digits, spaces, - or _.")
     if ".." in cleaned or cleaned.startswith("."):
         raise InvalidInput(f"{what} {cleaned!r} contains '..' or starts with '.'. Remove the dots.")
+    if cleaned.endswith("."):  # trailing spaces are stripped above
+        raise InvalidInput(f"{what} {cleaned!r} ends in a dot, which Windows drops. Remove the trailing dot.")
+    head, dot, tail = cleaned.partition(".")
+    if head.rstrip().casefold() in _RESERVED:
+        raise InvalidInput(
+            f"{what} {cleaned!r} is a device name reserved on Windows. Choose another, "
+            f"e.g. {head.rstrip() + '_' + dot + tail!r}."
+        )
     if len(cleaned) > MAX_NAME_LEN:
         raise InvalidInput(f"{what} {cleaned[:20]!r}… is {len(cleaned)} characters; the limit is {MAX_NAME_LEN}.")
     return cleaned
