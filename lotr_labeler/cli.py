@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -817,7 +818,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_from_env()  # test hook, inert unless LOTR_LABELER_FAKE_DDGS is set
     func: Handler = args.func
     try:
-        return func(args)
+        status = func(args)
+        sys.stdout.flush()  # a closed pipe shows up here rather than at interpreter exit
+        return status
+    except BrokenPipeError:
+        # The reader went away (`... --json | head`): stop quietly, as Python's docs recommend
+        # (docs.python.org/3/library/signal.html#note-on-sigpipe): point stdout at devnull so
+        # the final flush at exit cannot raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
     except LabelerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -180,3 +180,22 @@ def test_console_script_and_module_entry_points(tmp_path: Path) -> None:
         [str(script), "--project", "nope", "status"], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 1 and done.stderr.startswith("error: No project 'nope'")
+
+
+def test_json_listing_into_a_closed_pipe_exits_quietly(project: Path) -> None:
+    """`images list --json | head`: the reader is gone before the CLI writes; no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lotr_labeler", "images", "list", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "LOTR_LABELER_DATA": str(project.parent)},
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # like `head` exiting: every write now fails with EPIPE
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
