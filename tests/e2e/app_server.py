@@ -6,6 +6,9 @@ Used by ``tests/e2e/conftest.py`` and by ``bench/bench_app.py``; nothing here im
   download cannot work here (no network but the package registries), so it is launched by path.
 - ``AppServer``: ``streamlit run streamlit_app.py`` on a free 127.0.0.1 port against a data dir, in its
   own process group; ``start()`` waits (bounded) for ``/_stcore/health``, ``stop()`` always ends it.
+  ``AppServer.like_make_run(checkout, …)`` starts it as ``make run`` does instead: the venv's streamlit,
+  cwd = a checkout (see ``fresh_checkout()``), its ``.streamlit/config.toml``, no data environment
+  variable, so the data lands in the default ``./data`` of the checkout.
 - ``fake_search_results()``: the JSON file behind ``LOTR_LABELER_FAKE_DDGS`` (see lotr_labeler/fakes.py),
   its results pointing at a local image server. That is the only thing faked.
 """
@@ -27,10 +30,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from lotr_labeler.fakes import ENV as FAKE_DDGS_ENV
+from lotr_labeler.project import DATA_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
 CHROMIUM_ENV = "LOTR_LABELER_CHROMIUM"
+CHECKOUT_ENV = "LOTR_LABELER_E2E_CHECKOUT"  # "head": the app from a plain clone of HEAD, no uncommitted edits
 # Without the background-networking flags Chromium's own connections (updates, sync, QUIC probes)
 # are refused by the closed network and slow or break the start.
 CHROMIUM_ARGS = [
@@ -69,14 +74,60 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cli(data_dir: Path, *args: str, project: str | None = None) -> str:
-    """Run ``lotr-labeler`` (the real CLI, a user's terminal) on ``data_dir``; returns stdout."""
-    argv = [sys.executable, "-m", "lotr_labeler", "--data", str(data_dir)]
+def user_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment as a user's shell has it: no data directory variable, so ``./data`` is used.
+
+    Bytecode writing is left on so the checkout's ``__pycache__`` shows which copy of the code ran."""
+    env = {k: v for k, v in os.environ.items() if k not in (DATA_ENV, "PYTHONDONTWRITEBYTECODE")}
+    return {**env, **(extra or {})}
+
+
+def cli(data_dir: Path | None, *args: str, project: str | None = None, cwd: Path | None = None) -> str:
+    """Run ``lotr-labeler`` (the real CLI, a user's terminal); returns stdout.
+
+    With ``data_dir``: ``--data data_dir``. Without: in ``cwd`` with no ``--data`` and no data variable,
+    on the default ``./data`` there, as a user in that folder types it."""
+    argv = [sys.executable, "-m", "lotr_labeler"]
+    argv += ["--data", str(data_dir)] if data_dir is not None else []
     argv += ["--project", project] if project else []
-    done = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=120, check=False)
+    env = user_env() if data_dir is None else None
+    done = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=120, check=False, cwd=cwd, env=env)
     if done.returncode:
         raise RuntimeError(f"lotr-labeler {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
     return done.stdout
+
+
+def fresh_checkout(dest: Path, repo: Path = ROOT) -> list[str]:
+    """A fresh clone of ``repo`` at ``dest`` holding the working tree's tracked files; returns the files
+    that differ from HEAD (none in CI).
+
+    ``git clone`` gives what CI checks out: tracked files only, no venv, no ``data/`` contents, no caches.
+    Its HEAD lacks uncommitted edits, so a local run would silently test the last commit instead of the
+    code being edited; the tracked files of the working tree are copied over it (``git ls-files``, the
+    deleted ones removed). In CI the working tree is a fresh clone, so this copies nothing. Untracked
+    files stay out, as they are out of CI: a new module not yet ``git add``-ed fails here too.
+    ``LOTR_LABELER_E2E_CHECKOUT=head`` keeps the plain clone of HEAD (to test exactly what is committed)."""
+    subprocess.run(["git", "clone", "--quiet", str(repo), str(dest)], check=True, timeout=120)
+    if os.environ.get(CHECKOUT_ENV, "").strip().lower() == "head":
+        return []
+
+    def tracked(root: Path) -> set[str]:
+        out = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], check=True, capture_output=True, timeout=60)
+        return {name for name in out.stdout.decode().split("\0") if name}
+
+    wanted = {name for name in tracked(repo) if (repo / name).is_file()}  # tracked and not deleted
+    changed: list[str] = []
+    for name in sorted(tracked(dest) - wanted):
+        (dest / name).unlink()
+        changed.append(name)
+    for name in sorted(wanted):
+        src, dst = repo / name, dest / name
+        if dst.is_file() and dst.read_bytes() == src.read_bytes():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+        changed.append(name)
+    return changed
 
 
 def fake_search_results(path: Path, image_base: str, queries: dict[str, Iterable[int]]) -> Path:
@@ -115,38 +166,74 @@ class AppServer:
         self.script = script or ROOT / "streamlit_app.py"
         self.log_path = log_path
         self.extra_env = env or {}
+        self.checkout: Path | None = None  # set by like_make_run()
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0  # time.monotonic() just before the process was spawned
         self.health_s = 0.0  # process start → /_stcore/health answered "ok"
         self._log: IO[bytes] | None = None
 
+    @classmethod
+    def like_make_run(cls, checkout: Path, log_path: Path, env: dict[str, str] | None = None) -> AppServer:
+        """The app as ``make run`` starts it in ``checkout``: ``<venv>/bin/streamlit run streamlit_app.py``
+        with cwd = checkout (its ``.streamlit/config.toml`` applies), no data variable in the environment,
+        so the data goes to ``checkout/data``. The one difference: a free port instead of the config's 8501,
+        which a real ``make run`` or another test run may hold."""
+        server = cls(checkout / "data", log_path, env=env, script=checkout / "streamlit_app.py")
+        server.checkout = checkout
+        return server
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def cli(self, *args: str, project: str | None = None) -> str:
+        """``lotr-labeler`` on this app's data, as its user runs it: in the checkout with the default
+        ``./data`` when started like ``make run``, else with ``--data``."""
+        if self.checkout is not None:
+            return cli(None, *args, project=project, cwd=self.checkout)
+        return cli(self.data_dir, *args, project=project)
+
+    def cli_popen(self, *args: str, project: str | None = None) -> tuple[list[str], dict[str, Any]]:
+        """The argv and ``subprocess.Popen`` keywords (cwd, env) of the same command as ``cli()``."""
+        argv = [sys.executable, "-m", "lotr_labeler"]
+        if self.checkout is None:
+            argv += ["--data", str(self.data_dir)]
+        argv += ["--project", project] if project else []
+        kwargs: dict[str, Any] = {"cwd": self.checkout, "env": user_env()} if self.checkout is not None else {}
+        return [*argv, *args], kwargs
+
     def start(self, timeout: float = HEALTH_TIMEOUT_S) -> AppServer:
         self.port = free_port()
-        env = {**os.environ, "LOTR_LABELER_DATA": str(self.data_dir), **self.extra_env}
-        argv = [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(self.script),
-            "--server.headless=true",
-            "--server.address=127.0.0.1",
-            f"--server.port={self.port}",
-            "--server.fileWatcherType=none",
-            "--server.runOnSave=false",
-            "--browser.gatherUsageStats=false",
-        ]
+        cwd = self.checkout or ROOT
+        if self.checkout is not None:
+            # `make run`: $(BIN)/streamlit run streamlit_app.py; the venv is the one running these tests.
+            streamlit = Path(sys.executable).parent / "streamlit"
+            if not streamlit.is_file():
+                raise RuntimeError(f"No {streamlit}: install the project into this venv (make test).")
+            env = user_env(self.extra_env)
+            argv = [str(streamlit), "run", "streamlit_app.py", f"--server.port={self.port}"]
+        else:
+            env = {**os.environ, DATA_ENV: str(self.data_dir), **self.extra_env}
+            argv = [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(self.script),
+                "--server.headless=true",
+                "--server.address=127.0.0.1",
+                f"--server.port={self.port}",
+                "--server.fileWatcherType=none",
+                "--server.runOnSave=false",
+                "--browser.gatherUsageStats=false",
+            ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child, closed in stop()
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
             argv,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -220,8 +307,10 @@ __all__ = [
     "fake_search_results",
     "find_chromium",
     "free_port",
+    "fresh_checkout",
     "launch_chromium",
     "timing_line",
+    "user_env",
     "write_timings",
 ]
 

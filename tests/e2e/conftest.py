@@ -16,11 +16,20 @@ from typing import Any
 
 import pytest
 
-from .app_server import ARTIFACTS, FAKE_DDGS_ENV, AppServer, find_chromium, launch_chromium, write_timings
+from .app_server import (
+    ARTIFACTS,
+    FAKE_DDGS_ENV,
+    AppServer,
+    find_chromium,
+    fresh_checkout,
+    launch_chromium,
+    write_timings,
+)
 from .streamlit_page import StreamlitPage
 
 # Figures measured during the run, printed as JSON lines at the end and written to timings.json.
 TIMINGS: list[dict[str, Any]] = []
+TIMINGS_NOTES: list[str] = []
 VIEWPORT = {"width": 1400, "height": 1000}
 
 
@@ -88,13 +97,24 @@ def fake_ddgs_file(e2e_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def app(browser: Any, e2e_dir: Path, fake_ddgs_file: Path) -> Iterator[AppServer]:
-    """The real app on a free port against a fresh data dir; cold start measured on the way up."""
+def checkout(browser: Any, e2e_dir: Path) -> Path:
+    """A fresh clone of this repository (with the working tree's tracked edits, see ``fresh_checkout``)."""
+    dest = e2e_dir / "clone"
+    changed = fresh_checkout(dest)
+    # Said in the summary: a local run with uncommitted edits tests them, not HEAD alone.
+    TIMINGS_NOTES.append(f"app in a fresh clone; {len(changed)} uncommitted file(s) copied over HEAD: {changed}")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def app(browser: Any, checkout: Path, fake_ddgs_file: Path) -> Iterator[AppServer]:
+    """The real app started as ``make run`` does, in a fresh clone with its default ``./data``; cold
+    start measured on the way up. The fake search file is a test hook, not a data dir."""
     # Evidence of this run only: screenshots, the API answer and log, timings.
     stale = [*ARTIFACTS.glob("*.png"), *ARTIFACTS.glob("journey-*.json"), ARTIFACTS / "api.log"]
     for old in [*stale, ARTIFACTS / "timings.json"]:
         old.unlink(missing_ok=True)
-    server = AppServer(e2e_dir / "data", ARTIFACTS / "streamlit.log", env={FAKE_DDGS_ENV: str(fake_ddgs_file)})
+    server = AppServer.like_make_run(checkout, ARTIFACTS / "streamlit.log", env={FAKE_DDGS_ENV: str(fake_ddgs_file)})
     server.start()
     try:
         # Cold start: process start → health OK → first page rendered (the first start creates a project).
@@ -146,6 +166,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     path = write_timings(TIMINGS)
     terminalreporter.section("e2e timings")
+    for note in TIMINGS_NOTES:
+        terminalreporter.write_line(note)
     for row in TIMINGS:
         terminalreporter.write_line(json.dumps(row, ensure_ascii=False))
     terminalreporter.write_line(

@@ -1,5 +1,9 @@
 """The new user's journey in a real browser (issue 7), one step per function, in order.
 
+The app is started the way a new user starts it (issue 10): ``make run`` in a fresh clone of the
+repository, default ``./data``, no data environment variable (the ``app`` fixture); the CLI and
+``serve`` run from the clone the same way. Afterwards the data must be in ``<clone>/data`` and nowhere else.
+
 Create a project → add 3 classes → search all classes (a background job) → review the grid (accept,
 reject, accept the page) → download the accepted (watch the progress) → see them on the Dataset page →
 train a tiny model (watch the job to its end) → Review page: compute the scores, relabel and undo, delete,
@@ -21,7 +25,6 @@ import json
 import re
 import statistics
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -32,7 +35,9 @@ from typing import Any
 import pytest
 from conftest import shape_image  # tests/conftest.py: the generated pictures of the unit tests
 
-from .app_server import ARTIFACTS, AppServer, cli, fake_search_results, free_port, stop_process
+from lotr_labeler.project import DEFAULT_PROJECT
+
+from .app_server import ARTIFACTS, ROOT, AppServer, fake_search_results, free_port, stop_process
 from .conftest import record
 from .streamlit_page import PROGRESS, SUCCESS, StreamlitPage
 
@@ -62,7 +67,7 @@ class Journey:
 
     def status(self) -> dict[str, int]:
         """Totals from ``lotr-labeler status --json``: the ground truth the pages should agree with."""
-        doc = json.loads(cli(self.app.data_dir, "status", "--json", project=PROJECT))
+        doc = json.loads(self.app.cli("status", "--json", project=PROJECT))
         return {k: int(v) for k, v in doc["totals"].items()}
 
 
@@ -141,10 +146,10 @@ def add_classes(j: Journey) -> None:
         sp.page.locator('[data-testid="stExpander"] summary', has_text=f"{name} · 0 images").wait_for()
     # Downloads from 127.0.0.1 (the test image server) need the project's opt-in, as on a LAN; no pause
     # between the fake search's queries. A user sets these from the terminal:
-    cli(j.app.data_dir, "settings", "set", "allow_private_hosts", "true", project=PROJECT)
-    cli(j.app.data_dir, "settings", "set", "search_delay", "0", project=PROJECT)
+    j.app.cli("settings", "set", "allow_private_hosts", "true", project=PROJECT)
+    j.app.cli("settings", "set", "search_delay", "0", project=PROJECT)
     # The review step leaves 8 triangles (the first grid page holds 8 of them): enough for a tiny run.
-    cli(j.app.data_dir, "settings", "set", "min_images_per_class", "5", project=PROJECT)
+    j.app.cli("settings", "set", "min_images_per_class", "5", project=PROJECT)
 
 
 def search_all(j: Journey) -> None:
@@ -225,7 +230,7 @@ SERVE_TIMEOUT_S = 90.0  # `serve` loads the model before it listens
 
 
 def cli_json(j: Journey, *args: str) -> Any:
-    return json.loads(cli(j.app.data_dir, *args, "--json", project=PROJECT))
+    return json.loads(j.app.cli(*args, "--json", project=PROJECT))
 
 
 def image_labels(j: Journey, *, deleted: bool = False) -> dict[int, str]:
@@ -372,12 +377,13 @@ def api_predict(j: Journey) -> None:
     top, probability = j.predicted
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "lotr_labeler", "--data", str(j.app.data_dir), "--project", PROJECT]
+    argv, where = j.app.cli_popen("serve", "--host", "127.0.0.1", "--port", str(port), project=PROJECT)
     log_path = ARTIFACTS / "api.log"
     started = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [*argv, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            argv,
+            **where,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -424,6 +430,39 @@ def wait_health(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> dict
     raise AssertionError(f"`serve` did not answer /health within {SERVE_TIMEOUT_S:.0f} s")
 
 
+def data_stayed_in_checkout(j: Journey) -> None:
+    """Everything the journey made is in ``<clone>/data`` (the default ``./data`` of ``make run``): the
+    model where the run table says, no doubled ``data/<project>/data/…``, no data dir anywhere else."""
+    clone = j.app.checkout
+    assert clone is not None, "the app fixture starts the app like `make run`, in a clone"
+    data = clone / "data"
+    model = data / PROJECT / "runs" / j.run_id / "model.pkl"
+    assert model.is_file() and model.stat().st_size > 0, f"no trained model at {model}"
+    # The scratch area holds the clone, the fake search file and the picture: any project or model
+    # elsewhere in it (a relative path resolved twice, or against another folder) is a stray data dir.
+    scratch = j.work
+    projects = sorted(str(p.parent.relative_to(scratch)) for p in scratch.rglob("project.sqlite"))
+    assert projects == [f"clone/data/{DEFAULT_PROJECT}", f"clone/data/{PROJECT}"], projects
+    models = sorted(str(p.relative_to(scratch)) for p in scratch.rglob("model.pkl"))
+    assert models == [str(model.relative_to(scratch))], models
+    # Nothing written in the clone outside data/ but bytecode (git lists what is not in HEAD).
+    out = subprocess.run(
+        ["git", "-C", str(clone), "status", "--porcelain", "-z", "--ignored", "--untracked-files=all"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout.decode()
+    added = [e[3:] for e in out.split("\0") if e[:2] in ("??", "!!")]
+    stray = [name for name in added if not name.startswith("data/") and "__pycache__/" not in name]
+    assert not stray, f"written in the clone outside data/: {stray}"
+    # The processes ran the clone's code, from the clone (the training worker compiled its train.py there).
+    assert list((clone / "lotr_labeler" / "__pycache__").glob("train.*.pyc")), "the clone's train.py never ran"
+    # Not in the default data dir of the checkout running the tests, nor of the test's own cwd.
+    for other in {ROOT / "data", Path.cwd() / "data"}:
+        assert not list(other.glob(f"*/runs/{j.run_id}")), f"run {j.run_id} also written under {other}"
+    j.notes["data"] = {"model": str(model.relative_to(clone)), "bytes": model.stat().st_size}
+
+
 STEPS: list[Callable[[Journey], None]] = [
     create_project,
     add_classes,
@@ -451,5 +490,6 @@ def test_new_user_journey(
             page.screenshot(f"journey-{n:02d}-{step.__name__}")
         page.check_no_exception()
         print(f"step {step.__name__}: {time.monotonic() - started:.1f} s")
+    data_stayed_in_checkout(j)
     print(f"journey: {time.monotonic() - journey_started:.1f} s")
     print(f"journey notes: {j.notes}")
