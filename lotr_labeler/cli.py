@@ -26,7 +26,7 @@ from .errors import InvalidInput, LabelerError
 from .export import export_dataset
 from .importers import ImportReport, import_folder, import_urls, import_zip
 from .store import CANDIDATE_STATES, SPLITS, Store
-from .workspace import create_project, list_projects, open_project
+from .workspace import absolute, create_project, list_projects, open_project
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -64,8 +64,13 @@ def _bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     return update, close
 
 
+def _root(args: argparse.Namespace) -> Path:
+    """The data root, absolute (also a relative $LOTR_LABELER_DATA or the default ./data)."""
+    return absolute(proj.data_root(args.data))
+
+
 def _store(args: argparse.Namespace) -> Store:
-    return open_project(proj.data_root(args.data), args.project)
+    return open_project(_root(args), args.project)
 
 
 def _split_names(raw: str | None) -> list[str] | None:
@@ -76,7 +81,7 @@ def _split_names(raw: str | None) -> list[str] | None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    store = create_project(proj.data_root(args.data), args.project or proj.DEFAULT_PROJECT, args.template)
+    store = create_project(_root(args), args.project or proj.DEFAULT_PROJECT, args.template)
     print(f"Created project {store.name!r} at {store.root} with {len(store.classes())} class(es).")
     return 0
 
@@ -431,7 +436,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _bundle_store(args: argparse.Namespace) -> Store:
     """The project a dataset bundle (export zip or its unzipped folder) is imported into."""
     bundle = Path(args.bundle)
-    root = proj.data_root(args.data)
+    root = _root(args)
     name = args.project or proj.validate_name(bundle.stem if bundle.suffix else bundle.name, "Project name")
     store = open_project(root, name) if name in list_projects(root) else create_project(root, name, "empty")
     if bundle.is_file():
@@ -595,11 +600,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"Prediction API on http://{args.host}:{args.port} (POST /predict, GET /health, GET /classes). Ctrl-C stops.",
         file=sys.stderr,
     )
-    serve(proj.data_root(args.data), args.project, model, host=args.host, port=args.port)
+    serve(_root(args), args.project, model, host=args.host, port=args.port)
     return 0
 
 
 # -- parser ------------------------------------------------------------------------------
+
+
+def _path(value: str) -> str:
+    """A path argument made absolute where it enters (fastai would join a relative one onto learn.path)."""
+    return str(absolute(value))
 
 
 def _select(p: argparse.ArgumentParser) -> None:
@@ -611,7 +621,7 @@ def _select(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lotr-labeler", description=__doc__.splitlines()[0] if __doc__ else "")
-    p.add_argument("--data", help=f"data folder (default ${proj.DATA_ENV} or ./data)")
+    p.add_argument("--data", type=_path, help=f"data folder (default ${proj.DATA_ENV} or ./data)")
     p.add_argument("--project", help="project name (default: the only or last used project)")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -706,7 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="embeddings from the current model's body (run) or resnet18 (imagenet); auto: run if any",
     )
     s.add_argument("--no-pretrained", action="store_true", help="resnet18 with random weights (no download)")
-    s.add_argument("--weights", help="a local torchvision resnet18 state-dict file instead of the download")
+    s.add_argument("--weights", type=_path, help="a local torchvision resnet18 state-dict file instead of the download")
     s.add_argument("--size", type=int, help="embedding input size in px (default: the run's size or embed_size)")
     s.add_argument("--compute", action="store_true", help="compute embeddings and scores only (no listing)")
     s.add_argument("--cached", action="store_true", help="list the stored scores without recomputing anything")
@@ -769,10 +779,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--find-lr", action="store_true", help="pick the learning rate with lr_find")
     s.add_argument("--seed", type=int)
     s.add_argument("--no-pretrained", action="store_true", help="train from scratch (no ImageNet weights)")
-    s.add_argument("--weights", help="a local torchvision weights file for --arch (offline)")
+    s.add_argument("--weights", type=_path, help="a local torchvision weights file for --arch (offline)")
     s.add_argument("--no-augment", action="store_true", help="no data augmentation")
-    s.add_argument("--bundle", help="first import this exported dataset (zip or folder) into the project")
-    s.add_argument("--out", help="also copy model.pkl here")
+    s.add_argument("--bundle", type=_path, help="first import this exported dataset (zip or folder) into the project")
+    s.add_argument("--out", type=_path, help="also copy model.pkl here")
     s.add_argument("--json", action="store_true")
     s.add_argument("--job", type=int, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_train)
@@ -793,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     trust = "a model.pkl is a pickle and loading it runs its code: only give files you trust"
     s = sub.add_parser("predict", help="classify image files or URLs with a trained model")
     s.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
-    s.add_argument("--model", metavar="PATH", help=f"use this model file instead of a run ({trust})")
+    s.add_argument("--model", metavar="PATH", type=_path, help=f"use this model file instead of a run ({trust})")
     s.add_argument("--run", metavar="RUN_ID", help="use this finished run instead of the current one")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_predict)
@@ -801,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the JSON prediction API (POST /predict) with uvicorn")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--model", metavar="PATH", help=f"serve this model file, not the current run ({trust})")
+    s.add_argument("--model", metavar="PATH", type=_path, help=f"serve this model file, not the current run ({trust})")
     s.set_defaults(func=cmd_serve)
     return p
 

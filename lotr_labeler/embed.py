@@ -134,11 +134,11 @@ def resolve_backbone(
             kind="run",
             size=int(size or run_size or store.get_setting("embed_size")),
             run_id=run.id,
-            model_path=str(run.model_path),
+            model_path=str(run.model_path.absolute()),
         )
     final_size = int(size or store.get_setting("embed_size"))
     if weights:
-        path = Path(weights).expanduser()
+        path = Path(weights).expanduser().absolute()  # the backbone is kept and reused from elsewhere
         if not path.is_file():
             raise InvalidInput(
                 f"Weights file {path} does not exist. Give the path of a torchvision resnet18 .pth file."
@@ -279,7 +279,8 @@ def _resnet18_body(backbone: Backbone) -> Any:
     if backbone.weights:
         model = torchvision.models.resnet18(weights=None)
         try:
-            state = torch.load(backbone.weights, map_location="cpu", weights_only=True)  # tensors only: no code runs
+            # weights_only: tensors only, no code runs
+            state = torch.load(Path(backbone.weights).absolute(), map_location="cpu", weights_only=True)
             model.load_state_dict(state)
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise WeightsUnavailable(
@@ -312,7 +313,7 @@ def _run_body(backbone: Backbone) -> tuple[Any, tuple[float, ...] | None, tuple[
     if not backbone.model_path or not Path(backbone.model_path).is_file():
         raise NotFound(f"Model file {backbone.model_path} of run {backbone.run_id} is missing. Train again.")
     try:
-        learn = fv.load_learner(backbone.model_path, cpu=True)
+        learn = fv.load_learner(Path(backbone.model_path).absolute(), cpu=True)
     except Exception as exc:  # any unpickling failure: wrong file, other fastai version
         raise InvalidInput(
             f"Cannot load the model of run {backbone.run_id} ({exc}). Use the resnet18 backbone instead."

@@ -123,7 +123,8 @@ def launch(store: Store, kind: str, command: list[str], args: dict[str, Any]) ->
     job = _insert(store, kind, args, None)
     log_dir = store.cache_dir / "jobs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "lotr_labeler", "--data", str(store.root.parent), "--project", store.name]
+    root = store.root.absolute().parent  # the worker must find the project whatever its cwd
+    argv = [sys.executable, "-m", "lotr_labeler", "--data", str(root), "--project", store.name]
     with open(log_dir / f"{job.id}.log", "wb") as log:
         child = subprocess.Popen(  # noqa: S603 - our own module, arguments built here
             [*argv, *command, "--job", str(job.id)],

@@ -56,7 +56,8 @@ class Run:
 
 
 def runs_dir(store: Store) -> Path:
-    return store.root / "runs"
+    # Absolute: run paths go to fastai (learn.export joins a relative one onto learn.path).
+    return store.root.absolute() / "runs"
 
 
 def new_run_id() -> str:

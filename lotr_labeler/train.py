@@ -60,8 +60,11 @@ class TrainParams:
                 raise InvalidInput(f"{name}={value} is out of range. Use {lo} to {hi}.")
         if self.lr is not None and not 0 < self.lr < 1:
             raise InvalidInput(f"Learning rate {self.lr} is out of range. Use a value between 0 and 1, e.g. 0.002.")
-        if self.weights and not Path(self.weights).is_file():
-            raise InvalidInput(f"Weights file {self.weights} does not exist. Give the path of a .pth state dict.")
+        if self.weights:
+            if not Path(self.weights).is_file():
+                raise InvalidInput(f"Weights file {self.weights} does not exist. Give the path of a .pth state dict.")
+            # Kept in the run's params and handed to a worker: it must not depend on the cwd.
+            object.__setattr__(self, "weights", str(Path(self.weights).absolute()))
 
 
 DEFAULT_LR = 2e-3
@@ -269,7 +272,7 @@ def _build_learner(
         batch_tfms.append(fv.Normalize.from_stats(*fv.imagenet_stats))
     dls = fv.ImageDataLoaders.from_df(
         df,
-        path=store.root,
+        path=store.root.absolute(),  # becomes learn.path, which fastai joins onto relative paths
         fn_col="path",
         label_col="label",
         valid_col="is_valid",
@@ -301,7 +304,8 @@ def _load_body_weights(learn: Any, arch: Any, weights: str) -> None:
 
     reference = arch(weights=None)
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)  # tensors only: no code runs
+        # weights_only: tensors only, no code runs
+        state = torch.load(Path(weights).absolute(), map_location="cpu", weights_only=True)
         reference.load_state_dict(state)
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         raise WeightsUnavailable(
@@ -375,10 +379,10 @@ def train_run(
         if callback.cancelled:
             return runs.finish_run(store, run.id, "cancelled", message="Cancelled by the user.")
         vocab = [str(v) for v in learn.dls.vocab]
-        learn.export(run.model_path)
+        learn.export(run.model_path.absolute())  # a relative name would be joined onto learn.path
         with learn.no_bar():
             valid_probs, valid_targets = learn.get_preds(dl=learn.dls.valid)
-            probs = predict_images(learn, [store.root / p for p in paths])
+            probs = predict_images(learn, [store.root.absolute() / p for p in paths])
         evaluation = _class_metrics(valid_probs, valid_targets, vocab)
         runs.save_predictions(store, run.id, vocab, zip([img.id for img in images], probs, strict=True))
         last = callback.history[-1] if callback.history else {}
@@ -427,14 +431,14 @@ def import_model(store: Store, path: Path) -> runs.Run:
     """
     import fastai.vision.all as fv
 
-    path = Path(path)
+    path = Path(path).absolute()
     if not path.is_file():
         raise InvalidInput(f"Model file {path} does not exist. Give the path of a model.pkl from learn.export().")
-    run = runs.create_run(store, {"imported_from": str(path.resolve())}, source="imported")
+    run = runs.create_run(store, {"imported_from": str(path)}, source="imported")
     try:
         shutil.copyfile(path, run.model_path)
         try:
-            learn = fv.load_learner(run.model_path, cpu=True)
+            learn = fv.load_learner(run.model_path.absolute(), cpu=True)
         except Exception as exc:  # any unpickling failure: wrong file, other fastai version
             raise InvalidInput(f"{path} is not a fastai model this fastai can load ({exc}).") from exc
         vocab = [str(v) for v in learn.dls.vocab]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from . import project as proj
@@ -11,7 +12,18 @@ from .store import DB_NAME, Store
 _LAST = ".last_project"
 
 
+def absolute(path: str | os.PathLike[str]) -> Path:
+    """``path`` made absolute against the current directory, once, where it enters.
+
+    fastai joins relative paths onto ``learn.path`` (``learn.export("data/p/runs/x/model.pkl")``
+    writes to ``data/p/data/p/runs/...``), and a background job may run elsewhere: every path
+    the package keeps is absolute. Not ``resolve()``: a symlinked data folder keeps its name.
+    """
+    return Path(path).expanduser().absolute()
+
+
 def list_projects(root: Path) -> list[str]:
+    root = absolute(root)
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / DB_NAME).is_file())
@@ -21,6 +33,7 @@ def create_project(root: Path, name: str = proj.DEFAULT_PROJECT, template: str =
     """Create a project folder and fill in the template's classes."""
     name = proj.validate_name(name, "Project name")
     specs = proj.template_classes(template)
+    root = absolute(root)
     store = Store.create(root / name)
     for spec in specs:
         store.add_class(spec.name, spec.names, spec.template, record=False)
@@ -30,6 +43,7 @@ def create_project(root: Path, name: str = proj.DEFAULT_PROJECT, template: str =
 
 def open_project(root: Path, name: str | None = None) -> Store:
     """Open ``name``, else the only project, else the last one used."""
+    root = absolute(root)
     projects = list_projects(root)
     if name is None:
         name = projects[0] if len(projects) == 1 else last_project(root)
@@ -46,6 +60,7 @@ def open_project(root: Path, name: str | None = None) -> Store:
 
 
 def last_project(root: Path) -> str | None:
+    root = absolute(root)
     marker = root / _LAST
     if marker.is_file():
         name = marker.read_text(encoding="utf-8").strip()
@@ -55,5 +70,6 @@ def last_project(root: Path) -> str | None:
 
 
 def remember(root: Path, name: str) -> None:
+    root = absolute(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / _LAST).write_text(name, encoding="utf-8")
