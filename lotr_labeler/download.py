@@ -1,14 +1,22 @@
 """Safe concurrent downloading of accepted candidates.
 
 Every hop (the first URL and each redirect target) is checked before any
-connection: http(s) only, and the host must resolve to public addresses unless
-private hosts are allowed. Bodies are streamed with a byte cap, then decoded and
-re-encoded by ``imaging.normalize`` (the decode is the validation). Network and
-decoding run in worker threads; every store write happens on the calling thread
-because the SQLite connection is not shared across threads.
+connection: http(s) only, no credentials in the URL, and the host must resolve to
+public addresses unless private hosts are allowed (addresses embedding an IPv4 one,
+e.g. 6to4 or NAT64, are judged by it). Bodies are streamed with a byte cap on the
+decoded bytes, then decoded and re-encoded by ``imaging.normalize`` (the decode is
+the validation). Network and decoding run in worker threads; every store write
+happens on the calling thread because the SQLite connection is not shared across
+threads.
 
-Known limit: the address check and httpx resolve the host separately, so a DNS
-record that changes in between (rebinding) is not caught.
+Time: each fetch has one deadline for the whole request, redirects included. With a
+client from ``make_client`` every socket operation (connect, TLS, each read) is
+bounded by what is left of it and a read wakes every ``_POLL_S`` to look at the
+cancel flag, so neither a server trickling one byte a second nor a stalled one can
+hold a fetch past its deadline, and Cancel stops a fetch in flight within a fraction
+of a second. That client also connects only to the addresses the guard checked (a DNS
+record that changes in between is not followed). Any other client gets the deadline
+checked between network reads.
 """
 
 from __future__ import annotations
@@ -18,12 +26,15 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from . import project as proj
@@ -33,13 +44,18 @@ from .store import CandidateRow, Store
 
 log = logging.getLogger(__name__)
 
-# Some image hosts refuse clients that do not look like a browser.
+# Some image hosts refuse clients that do not look like a browser. Only the encodings
+# this module decodes itself (with a bound on each step) are offered.
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
-HEADERS = {"User-Agent": USER_AGENT, "Accept": "image/avif,image/webp,image/*,*/*;q=0.8"}
+HEADERS = {
+    "User-Agent": USER_AGENT,
+    "Accept": "image/avif,image/webp,image/*,*/*;q=0.8",
+    "Accept-Encoding": "gzip, deflate",
+}
 MAX_REDIRECTS = 5
 _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
-_CHUNK = 64 * 1024
-# How often the main loop looks at the cancel flag while downloads are in flight.
+_CHUNK = 64 * 1024  # most decompressed bytes produced by one inflate step
+# How often a blocked read, and the batch loop, look at the cancel flag and the deadline.
 _POLL_S = 0.1
 
 Resolver = Callable[[str, int], list[str]]
@@ -51,11 +67,36 @@ def system_resolver(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
+# -- the host guard ---------------------------------------------------------------------------
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix: IPv4 in the last 32 bits
+_SIIT = ipaddress.IPv6Network("::ffff:0:0:0/96")  # IPv4-translated addresses
+_COMPAT = ipaddress.IPv6Network("::/96")  # deprecated IPv4-compatible addresses
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (and may be routed to)."""
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)  # (server, client)
+    if ip in _NAT64 or ip in _SIIT or (ip in _COMPAT and int(ip) > 1):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
 def _blocked(address: str) -> bool:
-    """True for any address that is not a public unicast one."""
+    """True for any address that is not a public unicast one, also behind an IPv6 wrapping."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(ip)
+        if any(_blocked(str(v4)) for v4 in inner):
+            return True  # e.g. 6to4 2002:a00:1:: is 10.0.0.1
+        if ip.ipv4_mapped is not None or ip in _NAT64:
+            return False  # only a spelling (or a translation) of a public IPv4 address
     return (
         ip.is_loopback
         or ip.is_private
@@ -67,15 +108,37 @@ def _blocked(address: str) -> bool:
     )
 
 
-def check_url(url: str, allow_private: bool, *, resolver: Resolver | None = None) -> None:
-    """Raise FetchError ("bad url", "dns") or BlockedHost unless ``url`` may be fetched."""
+def redact(url: str) -> str:
+    """``url`` without its user:password@ part (for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def check_url(url: str, allow_private: bool, *, resolver: Resolver | None = None) -> list[str]:
+    """Raise FetchError ("bad url", "dns") or BlockedHost unless ``url`` may be fetched.
+
+    Returns the addresses the host resolved to (the ones that were checked).
+    """
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise FetchError(f"{url!r} is not a valid URL.", "bad url") from None
+        raise FetchError(f"{redact(url)!r} is not a valid URL.", "bad url") from None
+    shown = redact(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FetchError(f"{url!r} is not an http(s) URL with a host. Only http and https are fetched.", "bad url")
+        raise FetchError(f"{shown!r} is not an http(s) URL with a host. Only http and https are fetched.", "bad url")
+    if "@" in parts.netloc:
+        # A password in a URL ends up in logs, the manifest and exports; image hosts never need one.
+        raise FetchError(
+            f"Refused {shown}: the URL carries a user name or password (user:password@host). "
+            "Use the image's address without credentials.",
+            "bad url",
+        )
     host = parts.hostname
     try:
         addresses = (resolver or system_resolver)(host, port)
@@ -84,7 +147,7 @@ def check_url(url: str, allow_private: bool, *, resolver: Resolver | None = None
     if not addresses:
         raise FetchError(f"Host {host!r} of {url} resolves to no address.", "dns")
     if allow_private:
-        return
+        return addresses
     for address in addresses:
         if _blocked(address):
             raise BlockedHost(
@@ -92,6 +155,165 @@ def check_url(url: str, allow_private: bool, *, resolver: Resolver | None = None
                 "To download from local or private hosts, set allow_private_hosts "
                 "(or pass --allow-private-hosts)."
             )
+    return addresses
+
+
+# -- one deadline per fetch, enforced at the socket ------------------------------------------
+
+
+class _Stopped(Exception):
+    """Raised inside the network stack when a fetch's deadline passed or it was cancelled.
+
+    Not an httpcore/httpx error, so it passes through both untouched (httpcore drops the
+    connection on the way)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason  # "timeout" | "cancelled"
+
+
+@dataclass
+class _Guard:
+    """What bounds the fetch running on this thread."""
+
+    deadline: float | None  # time.monotonic() value
+    cancel: threading.Event | None
+    pins: dict[str, list[str]] = field(default_factory=dict)  # host name -> checked addresses
+
+    def left(self) -> float | None:
+        """Seconds left (raises _Stopped when none, or when cancelled)."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise _Stopped("cancelled")
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _Stopped("timeout")
+        return left
+
+    def bound(self, timeout: float | None) -> float | None:
+        left = self.left()
+        if left is None:
+            return timeout
+        return left if timeout is None else min(timeout, left)
+
+
+_local = threading.local()
+
+
+def _guard() -> _Guard | None:
+    guard: _Guard | None = getattr(_local, "guard", None)
+    return guard
+
+
+@contextmanager
+def _guarding(guard: _Guard) -> Iterator[_Guard]:
+    outer = _guard()
+    _local.guard = guard
+    try:
+        yield guard
+    finally:
+        _local.guard = outer
+
+
+class _GuardedStream(httpcore.NetworkStream):
+    """A socket stream whose every operation obeys the current thread's _Guard."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        guard = _guard()
+        if guard is None:
+            return self._inner.read(max_bytes, timeout)
+        # Wait in short slices (a timed-out recv consumed nothing, so it can be retried):
+        # the read still ends after ``timeout`` of silence, but also at the deadline or on cancel.
+        silence_ends = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = guard.bound(None if silence_ends is None else silence_ends - time.monotonic())
+            step = _POLL_S if left is None else min(_POLL_S, left)
+            if step <= 0:
+                raise httpcore.ReadTimeout("read timed out")
+            try:
+                return self._inner.read(max_bytes, step)
+            except httpcore.ReadTimeout:
+                if silence_ends is not None and time.monotonic() >= silence_ends:
+                    raise
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        guard = _guard()
+        self._inner.write(buffer, guard.bound(timeout) if guard else timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        guard = _guard()
+        inner = self._inner.start_tls(ssl_context, server_hostname, guard.bound(timeout) if guard else timeout)
+        return _GuardedStream(inner)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _GuardedBackend(httpcore.NetworkBackend):
+    """Connects to the checked addresses within the deadline; streams obey the guard."""
+
+    def __init__(self) -> None:
+        self._sync = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        guard = _guard()
+        if guard is None:
+            return _GuardedStream(self._sync.connect_tcp(host, port, timeout, local_address, socket_options))
+        last: Exception | None = None
+        for address in guard.pins.get(host, [host]):
+            try:
+                stream = self._sync.connect_tcp(address, port, guard.bound(timeout), local_address, socket_options)
+                return _GuardedStream(stream)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc  # try the next checked address, as create_connection does
+        assert last is not None
+        raise last
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("unix sockets are not used for downloads")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class _GuardedTransport(httpx.HTTPTransport):
+    def __init__(self, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits, trust_env=False)
+        # httpx has no public hook for the network backend; its pool is rebuilt with ours.
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_GuardedBackend(),
+        )
+
+
+def make_client(timeout: httpx.Timeout, max_connections: int = 10) -> httpx.Client:
+    """An httpx client for ``fetch`` whose deadline and cancel act between any two bytes."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.Client(headers=HEADERS, timeout=timeout, transport=_GuardedTransport(limits))
+
+
+# -- fetch ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -109,44 +331,64 @@ def fetch(
     timeout: httpx.Timeout | None = None,
     deadline_s: float | None = None,
     resolver: Resolver | None = None,
+    cancel: threading.Event | None = None,
 ) -> Fetched:
     """GET ``url`` into memory, following at most MAX_REDIRECTS checked redirects.
 
     ``timeout`` applies per request (httpx connect/read); ``deadline_s`` bounds the
-    whole fetch, so a server trickling bytes cannot hold a worker forever.
+    whole fetch, redirects included; setting ``cancel`` ends it early (reason
+    ``cancelled``). ``max_bytes`` caps the body after Content-Encoding is undone,
+    checked as the bytes arrive. Use a client from ``make_client`` (see module doc).
     """
     started = time.monotonic()
+    guard = _Guard(None if deadline_s is None else started + deadline_s, cancel)
     current = url
-    for hop in range(MAX_REDIRECTS + 1):
-        check_url(current, allow_private, resolver=resolver)
-        try:
-            location = _get(client, current, max_bytes, timeout, started, deadline_s)
-        except httpx.TimeoutException:
-            raise FetchError(f"Timed out fetching {current}.", "timeout") from None
-        except httpx.InvalidURL as exc:
-            raise FetchError(f"{current!r} is not a valid URL ({exc}).", "bad url") from None
-        except httpx.HTTPError as exc:
-            raise FetchError(f"Network error fetching {current}: {exc}.", "network") from None
-        if isinstance(location, Fetched):
-            return location
-        if hop == MAX_REDIRECTS:
-            break
-        current = urljoin(current, location)
+    with _guarding(guard):
+        for hop in range(MAX_REDIRECTS + 1):
+            addresses = check_url(current, allow_private, resolver=resolver)
+            host = urlsplit(current).hostname or ""
+            if not _is_ip(host):
+                guard.pins[host] = addresses  # connect where the check looked
+            try:
+                location = _get(client, current, max_bytes, timeout, guard)
+            except _Stopped as stop:
+                raise _stopped(stop.reason, current, deadline_s) from None
+            except httpx.TimeoutException:
+                raise FetchError(f"Timed out fetching {current}.", "timeout") from None
+            except httpx.InvalidURL as exc:
+                raise FetchError(f"{current!r} is not a valid URL ({exc}).", "bad url") from None
+            except httpx.HTTPError as exc:
+                raise FetchError(f"Network error fetching {current}: {exc}.", "network") from None
+            if isinstance(location, Fetched):
+                return location
+            if hop == MAX_REDIRECTS:
+                break
+            current = urljoin(current, location)
     raise FetchError(f"{url} redirected more than {MAX_REDIRECTS} times.", "too many redirects")
 
 
-def _get(
-    client: httpx.Client,
-    url: str,
-    max_bytes: int,
-    timeout: httpx.Timeout | None,
-    started: float,
-    deadline_s: float | None,
-) -> Fetched | str:
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _stopped(reason: str, url: str, deadline_s: float | None) -> FetchError:
+    if reason == "cancelled":
+        return FetchError(f"Fetching {url} was cancelled.", "cancelled")
+    return FetchError(
+        f"{url} took more than {deadline_s or 0:.0f} s to download. Try again later or raise read_timeout.", "timeout"
+    )
+
+
+def _get(client: httpx.Client, url: str, max_bytes: int, timeout: httpx.Timeout | None, guard: _Guard) -> Fetched | str:
     """One request: the body, or the Location to go to next."""
     kwargs: dict[str, Any] = {"headers": HEADERS, "follow_redirects": False}
     if timeout is not None:
         kwargs["timeout"] = timeout
+    guard.left()  # no new request once the deadline passed or cancel is set
     with client.stream("GET", url, **kwargs) as resp:
         status = resp.status_code
         location: str | None = resp.headers.get("location")
@@ -157,19 +399,80 @@ def _get(
         length = resp.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_bytes:
             raise FetchError(f"{url} is {int(length):,} bytes, over the max_bytes limit of {max_bytes:,}.", "too large")
-        return Fetched(_read_capped(resp, url, max_bytes, started, deadline_s), str(resp.url))
+        return Fetched(_read_capped(resp, url, max_bytes, guard), str(resp.url))
 
 
-def _read_capped(resp: httpx.Response, url: str, max_bytes: int, started: float, deadline_s: float | None) -> bytes:
-    # The cap also covers bodies without Content-Length (chunked) and decompressed gzip.
+def _read_capped(resp: httpx.Response, url: str, max_bytes: int, guard: _Guard) -> bytes:
+    """The decoded body, refused as soon as it passes ``max_bytes`` (raw or decoded)."""
+    inflate = _Inflater.for_encoding(resp.headers.get("content-encoding", ""), url)
     buf = bytearray()
-    for chunk in resp.iter_bytes(_CHUNK):
-        buf += chunk
+    raw_bytes = 0
+
+    def add(piece: bytes) -> None:
+        buf.extend(piece)
         if len(buf) > max_bytes:
             raise FetchError(f"{url} sent more than the max_bytes limit of {max_bytes:,} bytes.", "too large")
-        if deadline_s is not None and time.monotonic() - started > deadline_s:
-            raise FetchError(f"{url} took more than {deadline_s:.0f} s to download.", "timeout")
+
+    for raw in resp.iter_raw():  # each network read as it arrives: no 64 KiB batching
+        guard.left()  # also for clients without the guarded transport
+        raw_bytes += len(raw)
+        if raw_bytes > max_bytes:
+            raise FetchError(f"{url} sent more than the max_bytes limit of {max_bytes:,} bytes.", "too large")
+        if inflate is None:
+            add(raw)
+            continue
+        for piece in inflate.feed(raw):
+            add(piece)
+    if inflate is not None:
+        for piece in inflate.finish():
+            add(piece)
     return bytes(buf)
+
+
+class _Inflater:
+    """Undo gzip/deflate in bounded steps: no single step yields more than _CHUNK bytes,
+    so a gzip bomb is refused at the cap instead of being expanded in one read."""
+
+    def __init__(self, encoding: str, url: str) -> None:
+        self._url = url
+        self._deflate = encoding == "deflate"
+        self._z = zlib.decompressobj(zlib.MAX_WBITS if self._deflate else 16 + zlib.MAX_WBITS)
+        self._started = False
+
+    @classmethod
+    def for_encoding(cls, header: str, url: str) -> _Inflater | None:
+        codings = [c.strip().lower() for c in header.split(",") if c.strip().lower() not in ("", "identity")]
+        if not codings:
+            return None
+        if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
+            return cls("deflate" if codings[0] == "deflate" else "gzip", url)
+        raise FetchError(f"{url} sent Content-Encoding {header!r}; only gzip and deflate are accepted.", "bad encoding")
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if self._deflate and not self._started and data:
+            self._started = True
+            try:  # "deflate" is zlib-wrapped by the standard, raw in practice (as httpx handles it)
+                zlib.decompressobj().decompress(data[:2])
+            except zlib.error:
+                self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+        while not self._z.eof:
+            try:
+                out = self._z.decompress(data, _CHUNK)
+            except zlib.error as exc:
+                raise FetchError(f"{self._url} sent a damaged {self._kind} body ({exc}).", "bad encoding") from None
+            if out:
+                yield out
+            data = self._z.unconsumed_tail
+            if not data and len(out) < _CHUNK:
+                return
+
+    def finish(self) -> Iterator[bytes]:
+        # A body cut short is left for the image decoder to judge, as httpx does.
+        yield from self.feed(b"")
+
+    @property
+    def _kind(self) -> str:
+        return "deflate" if self._deflate else "gzip"
 
 
 # -- batch download -----------------------------------------------------------------------
@@ -295,7 +598,13 @@ class _Outcome:
     error: FetchError | ImageRejected | None = None
 
 
-def _work(client: httpx.Client, cand: CandidateRow, cfg: _Config, resolver: Resolver | None) -> _Outcome:
+def _work(
+    client: httpx.Client,
+    cand: CandidateRow,
+    cfg: _Config,
+    resolver: Resolver | None,
+    cancel: threading.Event | None,
+) -> _Outcome:
     """Fetch and normalize one candidate (runs in a worker thread: no store access here)."""
     try:
         got = fetch(
@@ -306,16 +615,19 @@ def _work(client: httpx.Client, cand: CandidateRow, cfg: _Config, resolver: Reso
             timeout=cfg.timeout,
             deadline_s=cfg.deadline_s,
             resolver=resolver,
+            cancel=cancel,
         )
-        return _Outcome(image=_decode(got.data, cand, cfg))
+        return _Outcome(image=_decode(got.data, cand, cfg, cancel))
     except (FetchError, ImageRejected) as exc:
         return _Outcome(error=exc)
 
 
-def _decode(data: bytes, cand: CandidateRow, cfg: _Config) -> Normalized:
-    name = f"candidate {cand.id} ({cand.image_url})"
+def _decode(data: bytes, cand: CandidateRow, cfg: _Config, cancel: threading.Event | None) -> Normalized:
+    name = f"candidate {cand.id} ({redact(cand.image_url)})"
     try:
-        return normalize(data, max_side=cfg.max_side, max_pixels=cfg.max_pixels, quality=cfg.quality, name=name)
+        return normalize(
+            data, max_side=cfg.max_side, max_pixels=cfg.max_pixels, quality=cfg.quality, name=name, cancel=cancel
+        )
     except ImageRejected:
         raise
     except Exception as exc:
@@ -329,6 +641,8 @@ def _record(store: Store, cand: CandidateRow, outcome: _Outcome, report: Downloa
     """Write one result to the store (calling thread only). Returns a progress message."""
     if outcome.image is None:
         reason = outcome.error.reason if outcome.error else "unknown"
+        if reason == "cancelled":
+            return f"Candidate {cand.id} was cancelled; it stays {cand.state}."  # a rerun resumes it
         return _fail(store, cand, reason, str(outcome.error), report)
     try:
         res = store.add_image(
@@ -386,8 +700,9 @@ def download_candidates(
 ) -> DownloadReport:
     """Download accepted candidates (plus failed ones with ``retry_failed``, or exactly ``ids``).
 
-    Cancelling stops new downloads, lets the ones in flight finish and returns;
-    candidates not reached stay ``accepted`` so running again resumes.
+    Cancelling stops new downloads and aborts the ones in flight (within about ``_POLL_S``
+    once connected; a connect in progress within ``connect_timeout``), then returns;
+    candidates not finished stay ``accepted`` so running again resumes.
     """
     cfg = _config(store, workers, allow_private)
     report = DownloadReport()
@@ -395,9 +710,7 @@ def download_candidates(
     report.total = len(todo)
     started = time.monotonic()
     own_client = client is None
-    http = client or httpx.Client(
-        headers=HEADERS, timeout=cfg.timeout, limits=httpx.Limits(max_connections=cfg.workers)
-    )
+    http = client or make_client(cfg.timeout, cfg.workers)
     pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="download")
     try:
         _drive(store, pool, http, iter(todo), cfg, resolver, report, started, progress, cancel)
@@ -436,7 +749,7 @@ def _drive(
             cand = next(todo, None)
             if cand is None:
                 return
-            pending[pool.submit(_work, http, cand, cfg, resolver)] = cand
+            pending[pool.submit(_work, http, cand, cfg, resolver, cancel)] = cand
 
     refill()
     while pending:
@@ -447,7 +760,7 @@ def _drive(
             if progress:
                 progress(_progress(report, started, message))
         if cancelled():
-            # Not-started futures are dropped; running ones finish and are recorded.
+            # Not-started futures are dropped; running ones stop at their next read and are recorded.
             for fut in [f for f in pending if f.cancel()]:
                 del pending[fut]
         else:

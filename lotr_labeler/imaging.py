@@ -1,21 +1,170 @@
-"""Turning untrusted bytes into a stored image: decode, guard, orient, RGB, resize, JPEG."""
+"""Turning untrusted bytes into a stored image: decode, guard, orient, RGB, resize, JPEG.
+
+Memory: a decoded image costs 3-8 bytes per pixel, so 16 downloads of a 56 MP PNG (0.2 MB on
+the wire each) decoded at once would take gigabytes. Every decode of untrusted bytes
+(``normalize``: downloads and imports; ``predict.decode_image``; the API) therefore reserves
+its pixel count from one process-wide budget (``decode_budget``) and waits its turn when the
+budget is spent. Large decodes run one or a few at a time; ordinary photos never wait long.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import io
 import os
 import tempfile
+import threading
 import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import imagehash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageRejected
+from .errors import ImageRejected, InvalidInput
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+
+DECODE_BUDGET_PIXELS = 64_000_000
+"""Pixels decoded at once in this process (~200-500 MB of pixel memory at 3-8 bytes each)."""
+_WAIT_POLL_S = 0.2  # how often a waiting decode looks at its cancel flag
+_TRIM_PIXELS = 4_000_000  # after a decode this large, hand freed memory back to the OS
+
+# -- the pixel budget ---------------------------------------------------------------------------
+
+
+class PixelBudget:
+    """A first-come, first-served pool of pixels being decoded at once.
+
+    A reservation larger than the whole budget is allowed: it waits until it can run
+    alone. Reservations nest per thread: inside ``reserve`` the same thread's further
+    reservations are covered by the outer one (so a caller can hold a budget across a
+    decode and the work on its result without deadlocking against itself).
+    """
+
+    def __init__(self, pixels: int) -> None:
+        self._total = _positive(pixels)
+        self._used = 0
+        self._queue: deque[object] = deque()
+        self._cond = threading.Condition()
+        self._local = threading.local()
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    @property
+    def in_use(self) -> int:
+        with self._cond:
+            return self._used
+
+    def resize(self, pixels: int) -> None:
+        with self._cond:
+            self._total = _positive(pixels)
+            self._cond.notify_all()
+
+    @contextmanager
+    def reserve(self, pixels: int, *, cancel: threading.Event | None = None, name: str = "image") -> Iterator[None]:
+        """Hold ``pixels`` of the budget for the block. Raises ImageRejected (reason ``cancelled``)
+        when ``cancel`` is set while waiting."""
+        if getattr(self._local, "depth", 0):
+            self._local.depth += 1
+            try:
+                yield
+            finally:
+                self._local.depth -= 1
+            return
+        want = self._acquire(max(0, int(pixels)), cancel, name)
+        self._local.depth = 1
+        try:
+            yield
+        finally:
+            self._local.depth = 0
+            with self._cond:
+                self._used -= want
+                self._cond.notify_all()
+            if want >= _TRIM_PIXELS:
+                release_memory()
+
+    def _acquire(self, pixels: int, cancel: threading.Event | None, name: str) -> int:
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+            try:
+                while True:
+                    want = min(pixels, self._total)
+                    if self._queue[0] is ticket and self._used + want <= self._total:
+                        self._used += want
+                        return want
+                    if cancel is not None and cancel.is_set():
+                        raise ImageRejected(f"Decoding {name} was cancelled while waiting for memory.", "cancelled")
+                    self._cond.wait(_WAIT_POLL_S if cancel is not None else None)
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()  # the next in line may fit now
+
+
+def _positive(pixels: int) -> int:
+    if int(pixels) < 1:
+        raise InvalidInput(f"A decode budget of {pixels} pixels is not possible. Give at least 1 pixel.")
+    return int(pixels)
+
+
+_BUDGET = PixelBudget(DECODE_BUDGET_PIXELS)
+
+
+def decode_budget(
+    pixels: int, *, cancel: threading.Event | None = None, name: str = "image"
+) -> AbstractContextManager[None]:
+    """Context manager: reserve ``pixels`` of the process-wide decode budget for the block.
+
+    Wrap any work that holds a large decoded image (decode, then predict on it). Nested
+    reservations in the same thread are covered by the outer one; ``normalize`` and
+    ``predict.decode_image`` reserve on their own when called outside one.
+    """
+    return _BUDGET.reserve(pixels, cancel=cancel, name=name)
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps freed large blocks of busy threads'
+    arenas otherwise, and a burst of big decodes would leave the process at its peak)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    path = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(path).malloc_trim if path else None
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        return None
+    if trim is not None:
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def pixel_count(data: bytes) -> int:
+    """Width x height from the header alone (no decode); 0 when PIL cannot read the header.
+
+    For sizing a ``decode_budget`` before decoding."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return int(img.width * img.height)
+    except Exception:  # any unreadable header: the decode itself reports why
+        return 0
+
+
+# -- normalize ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -36,29 +185,47 @@ def normalize(
     max_pixels: int = 60_000_000,
     quality: int = 90,
     name: str = "image",
+    cancel: threading.Event | None = None,
 ) -> Normalized:
     """Decode ``data`` fully and re-encode it as an RGB JPEG no larger than ``max_side``.
 
     The decode is the validation: Content-Type and file suffixes are not trusted.
-    Raises ImageRejected with reason ``not an image``, ``bomb`` or ``corrupt``.
+    Raises ImageRejected with reason ``not an image``, ``bomb``, ``corrupt`` (or ``cancelled``
+    when ``cancel`` is set while waiting for the decode budget).
+
+    A JPEG much larger than ``max_side`` is decoded at 1/2, 1/4 or 1/8 scale (``draft``),
+    never below twice ``max_side``: what ``Image.thumbnail`` would do itself, at a fraction
+    of the memory. Other images are decoded in full under the pixel budget.
     """
     if not data:
         raise ImageRejected(f"{name} is empty (0 bytes).", "empty")
+    with _guarded(name):
+        img = Image.open(io.BytesIO(data))
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ImageRejected(
+                f"{name} is {width}x{height} = {width * height:,} pixels, over the "
+                f"max_pixels limit of {max_pixels:,} (possible decompression bomb).",
+                "bomb",
+            )
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)  # animated GIF/WebP: keep the first frame
+        if img.format == "JPEG" and max(img.size) > max_side:
+            img.draft(img.mode, (2 * max_side, 2 * max_side))
+    with decode_budget(img.width * img.height, cancel=cancel, name=name):
+        with _guarded(name):
+            img.load()
+        return _encode(img, data, max_side, quality)
+
+
+@contextmanager
+def _guarded(name: str) -> Iterator[None]:
+    """PIL's many failure types as ImageRejected."""
     try:
         with warnings.catch_warnings():
-            # PIL only warns between max_pixels and 2x; we refuse explicitly below.
+            # PIL only warns between its own limit and 2x; max_pixels refuses explicitly.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageRejected(
-                    f"{name} is {width}x{height} = {width * height:,} pixels, over the "
-                    f"max_pixels limit of {max_pixels:,} (possible decompression bomb).",
-                    "bomb",
-                )
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)  # animated GIF/WebP: keep the first frame
-            img.load()
+            yield
     except ImageRejected:
         raise
     except UnidentifiedImageError:
@@ -68,13 +235,18 @@ def normalize(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected(f"{name} is a damaged image ({exc}).", "corrupt") from None
 
+
+def _encode(img: Image.Image, data: bytes, max_side: int, quality: int) -> Normalized:
     if _storable_as_is(img, max_side):
         # Re-encoding a JPEG that needs no change only loses quality and changes its hash
         # (an exported bundle imported back would not be recognised).
         rgb: Image.Image = img
         jpeg = data
     else:
-        rgb = to_rgb(ImageOps.exif_transpose(img))
+        # In place where possible: each copy of a 56 MP image is another 170 MB.
+        ImageOps.exif_transpose(img, in_place=True)
+        rgb = to_rgb(img)
+        del img
         if max(rgb.size) > max_side:
             rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         buf = io.BytesIO()
@@ -99,12 +271,17 @@ def _storable_as_is(img: Image.Image, max_side: int) -> bool:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB with transparency flattened onto white (black would look like a dark photo)."""
+    """RGB with transparency flattened onto white (black would look like a dark photo).
+
+    Returns ``img`` itself when it is RGB already (no copy), else a new image."""
+    if img.mode == "RGB":
+        return img
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
         background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        background.paste(rgba, mask=rgba)  # an RGBA mask pastes through its alpha channel
         return background
     if img.mode == "I;16" or img.mode == "I":
         # 16-bit greyscale: scale to 8 bits before converting.

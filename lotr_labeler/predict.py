@@ -38,9 +38,9 @@ import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import project as proj
-from .download import HEADERS, Resolver, fetch
+from .download import Resolver, fetch, make_client
 from .errors import Conflict, ImageRejected, InvalidInput, NotFound
-from .imaging import to_rgb
+from .imaging import decode_budget, to_rgb
 from .runs import Run, current_run, get_run, list_runs
 from .store import Store
 
@@ -85,11 +85,16 @@ def too_large(name: str, size: int, max_bytes: int) -> ImageRejected:
     )
 
 
-def decode_image(data: bytes, limits: Limits, name: str = "image") -> Image.Image:
+def decode_image(
+    data: bytes, limits: Limits, name: str = "image", *, cancel: threading.Event | None = None
+) -> Image.Image:
     """Decode untrusted bytes into an RGB PIL image ready for ``Predictor.predict``.
 
     Accepts anything PIL reads (jpg, png, webp, bmp, gif — first frame — …). Raises
     ImageRejected with reason ``empty``, ``too large``, ``bomb``, ``not an image`` or ``corrupt``.
+    The decode holds its pixels of ``imaging.decode_budget``; a caller that keeps the image
+    (e.g. to predict on it) can hold the budget across both: ``with decode_budget(pixel_count(data))``.
+    The image is decoded in full (no ``draft``): its pixels are the ones fastai would see.
     """
     if not data:
         raise ImageRejected(f"{name} is empty (0 bytes). Give an image file.", "empty")
@@ -108,8 +113,11 @@ def decode_image(data: bytes, limits: Limits, name: str = "image") -> Image.Imag
                 )
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated GIF/WebP: the first frame
-            img.load()
-            rgb = to_rgb(ImageOps.exif_transpose(img))
+            with decode_budget(width * height, cancel=cancel, name=name):
+                img.load()
+                # In place / no copy when already RGB: each copy of a large image is width*height*3 bytes.
+                ImageOps.exif_transpose(img, in_place=True)
+                rgb = to_rgb(img)
     except ImageRejected:
         raise
     except UnidentifiedImageError:
@@ -143,13 +151,14 @@ def fetch_image(
 ) -> bytes:
     """Download one image URL through ``download.fetch``: the same host guard, size cap and timeouts
     as dataset downloads (settings ``allow_private_hosts``, ``max_bytes``, ``connect_timeout``,
-    ``read_timeout``). Raises FetchError / BlockedHost naming the URL."""
+    ``read_timeout``), and the same whole-request deadline (``connect_timeout + 10 * read_timeout``)
+    enforced between any two bytes. Raises FetchError / BlockedHost naming the URL."""
     url = url.strip()
     if not url:
         raise InvalidInput("The image URL is empty. Paste an http(s) address of an image.")
     connect, read = float(settings["connect_timeout"]), float(settings["read_timeout"])
     timeout = httpx.Timeout(connect=connect, read=read, write=read, pool=connect + read)
-    http = client or httpx.Client(headers=HEADERS, timeout=timeout)
+    http = client or make_client(timeout, max_connections=1)
     try:
         got = fetch(
             http,

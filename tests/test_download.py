@@ -624,8 +624,8 @@ def test_cancel_leaves_rest_accepted_and_rerun_finishes(proj: Store, site: Site)
     assert 1 <= report.done <= 3  # the one running plus at most the 2*workers queue
     assert states.count("downloaded") == report.ok == report.done
     assert states.count("accepted") == 10 - report.done
-    # Dropped work never reached the server.
-    assert sum(site.hits(f"/gen/{n}.jpg") for n in range(10)) == report.done
+    # Dropped work never reached the server; the one in flight (workers=1) may have, and was aborted.
+    assert report.done <= sum(site.hits(f"/gen/{n}.jpg") for n in range(10)) <= report.done + 1
     assert "resume" in report.summary()
 
     again = download_candidates(proj)
