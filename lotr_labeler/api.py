@@ -7,14 +7,18 @@ Endpoints::
                     field "image" holding base64, or as raw bytes (Content-Type image/* or
                     application/octet-stream)
                     → 200 {"predictions": {class: probability}, "top": class, "probability": p,
-                           "model": run id (or the --model path), "latency_ms": ms}
+                           "model": run id (or the --model file name), "latency_ms": ms}
     GET  /health    → 200 {"status": "ok", "project": name, "model": run id or null, "loaded": bool}
+                    (plus "message" when nothing is trained yet); 503 {"status": "error", ...,
+                    "message": why} when the current run's (or --model) file is gone
     GET  /classes   → 200 {"classes": [...], "model": run id}
 
-Every error is JSON ``{"error": message}``: 400 bad JSON, base64 or field; 404 no model (or
+Every error is JSON ``{"error": message}``, with no absolute server paths in it: 400 bad JSON
+(also nested too deeply), base64 or field; 404 no model (or
 unknown path); 405 wrong method; 409 a run that is not finished; 413 body or image over
 the limit; 415 unsupported Content-Type; 422 bytes that are not a usable image. An
-unexpected failure answers 500 and is logged; the server keeps running.
+unexpected failure answers 500 and is logged; the server keeps running. After a burst of
+requests the server hands freed memory back to the OS (``MemoryRelease``).
 
 The model is resolved per request — the project's current run, or the fixed ``model_path``
 — and loaded through ``predict.load_predictor``'s (path, mtime) cache, so a newly
@@ -33,8 +37,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
+import gc
 import json
 import logging
+import os
+import re
+import sys
+import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
@@ -53,6 +63,7 @@ from starlette.routing import Route
 
 from .errors import Conflict, ImageRejected, InvalidInput, LabelerError, NotFound
 from .predict import Limits, ModelRef, decode_image, is_loaded, load_predictor, model_from_path, resolve_model
+from .runs import current_run
 from .store import Store
 from .workspace import open_project
 
@@ -157,6 +168,8 @@ async def image_from_request(request: Request, body: bytes) -> tuple[bytes, str]
 def _from_json(body: bytes) -> bytes:
     try:
         doc: Any = json.loads(body)
+    except RecursionError:  # e.g. 100,000 nested [ — the parser runs out of stack
+        raise ApiError(400, f"The JSON is nested too deeply to parse. {_USAGE}") from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, f"The body is not valid JSON. {_USAGE}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("image"), str):
@@ -193,10 +206,82 @@ async def _from_multipart(request: Request, body: bytes) -> tuple[bytes, str]:
     raise ApiError(400, f'The form has no "file" or "image" field (fields: {fields}). {_USAGE}')
 
 
+# Absolute file paths left in a message after the known roots are cut (POSIX or Windows).
+_ABS_PATH = re.compile(r"""(?<![\w.:/])(?:/|[A-Za-z]:\\)(?:[^\s'"/\\]+[/\\])+([^\s'"/\\]+)""")
+
+
+def scrub_paths(message: str, roots: list[Path]) -> str:
+    """``message`` without absolute file paths: paths under ``roots`` become relative to them,
+    any other absolute path is cut to its file name. Clients need no layout of the server's disk."""
+    for root in sorted({str(r) for r in roots if r.is_absolute() and len(r.parts) > 1}, key=len, reverse=True):
+        message = message.replace(root.rstrip("/\\") + os.sep, "")
+    return _ABS_PATH.sub(r"\1", message)
+
+
+def _model_label(model: ModelRef) -> str:
+    """What responses call the model: the run id, else the file name (never a server path)."""
+    return model.run_id or model.path.name
+
+
+class MemoryRelease:
+    """Hands freed memory back to the OS when a burst of requests is over.
+
+    A 56 MP upload decodes to ~170 MB; glibc keeps such freed blocks in per-thread arenas, so
+    the server would stay at its peak. When the last request in flight ends and the resident
+    size is ``slack`` bytes above what was left after the previous release, collect garbage and
+    call glibc's ``malloc_trim`` (where there is one).
+    """
+
+    def __init__(self, slack: int = 64 * 1024 * 1024) -> None:
+        self.slack = slack
+        self._lock = threading.Lock()
+        self._active = 0
+        self._baseline = rss_bytes()
+        self.releases = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self._active += 1
+
+    def leave(self) -> bool:
+        """True when this was the last request in flight and memory is worth releasing."""
+        with self._lock:
+            self._active -= 1
+            return self._active == 0 and rss_bytes() > self._baseline + self.slack
+
+    def release(self) -> None:
+        gc.collect()
+        _malloc_trim()
+        with self._lock:
+            self._baseline = rss_bytes()
+            self.releases += 1
+
+
+def rss_bytes() -> int:
+    """This process's resident size in bytes (0 where /proc is missing: then every burst releases)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0
+
+
+def _malloc_trim() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # glibc only (musl has none)
+    except (OSError, AttributeError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+
+
 @dataclass(frozen=True)
 class _Context:
     model: ModelRef | None
     missing: str  # why there is no model, when ``model`` is None
+    broken: bool  # a model is configured but its file is gone (health answers 503)
     limits: Limits
 
 
@@ -213,12 +298,21 @@ class _Api:
             if self.model_path is None:
                 raise
             self.project = None  # a model file without a project: default limits
+        self.memory = MemoryRelease()
+        roots = [self.data_root, self.data_root.resolve(), Path.cwd(), Path.home()]
+        if self.model_path is not None:
+            roots += [self.model_path.parent, self.model_path.expanduser().resolve().parent]
+        self.roots = roots
+
+    def scrub(self, message: str) -> str:
+        return scrub_paths(message, self.roots)
 
     def context(self) -> _Context:
         """Limits and model for one request (runs in a worker thread: a store per call)."""
         limits = Limits.default()
         model: ModelRef | None = None
         missing = ""
+        broken = False
         if self.project is not None:
             with Store(self.data_root / self.project) as store:
                 limits = Limits.from_settings(store.settings())
@@ -227,9 +321,13 @@ class _Api:
                         model = resolve_model(store)
                     except NotFound as exc:
                         missing = str(exc)
+                        broken = current_run(store) is not None  # chosen, but its file is gone
         if self.model_path is not None:
-            model = model_from_path(self.model_path)
-        return _Context(model, missing, limits)
+            try:
+                model = model_from_path(self.model_path)
+            except NotFound as exc:
+                missing, broken = str(exc), True
+        return _Context(model, missing, broken, limits)
 
     def warm(self) -> None:
         """Load the model now so the first request is fast (nothing to load yet is fine)."""
@@ -239,6 +337,7 @@ class _Api:
             return
         predictor = load_predictor(ctx.model.path)
         log.info("serving model %s: classes %s", ctx.model.label, ", ".join(predictor.vocab))
+        self.memory = MemoryRelease()  # idle size counted with the model loaded
 
     @staticmethod
     def _require(ctx: _Context) -> ModelRef:
@@ -247,11 +346,17 @@ class _Api:
         return ctx.model
 
     async def predict(self, request: Request) -> Response:
-        ctx = await run_in_threadpool(self.context)
-        model = self._require(ctx)
-        body = await read_body(request, body_limit(ctx.limits.max_bytes))
-        data, name = await image_from_request(request, body)
-        return JSONResponse(await run_in_threadpool(self._predict, model, data, name, ctx.limits))
+        self.memory.enter()
+        try:
+            ctx = await run_in_threadpool(self.context)
+            model = self._require(ctx)
+            body = await read_body(request, body_limit(ctx.limits.max_bytes))
+            data, name = await image_from_request(request, body)
+            del body  # the image bytes are all that is needed now
+            return JSONResponse(await run_in_threadpool(self._predict, model, data, name, ctx.limits))
+        finally:
+            if self.memory.leave():
+                await run_in_threadpool(self.memory.release)
 
     @staticmethod
     def _predict(model: ModelRef, data: bytes, name: str, limits: Limits) -> dict[str, Any]:
@@ -260,37 +365,39 @@ class _Api:
         started = time.perf_counter()
         result = predictor.predict_one(image)
         latency_ms = (time.perf_counter() - started) * 1000
-        return {**result.as_dict(), "model": model.label, "latency_ms": round(latency_ms, 2)}
+        return {**result.as_dict(), "model": _model_label(model), "latency_ms": round(latency_ms, 2)}
 
     async def health(self, request: Request) -> Response:
         ctx = await run_in_threadpool(self.context)
         doc: dict[str, Any] = {
-            "status": "ok",
+            "status": "error" if ctx.broken else "ok",
             "project": self.project,
-            "model": ctx.model.label if ctx.model else None,
+            "model": _model_label(ctx.model) if ctx.model else None,
             "loaded": bool(ctx.model and is_loaded(ctx.model.path)),
         }
         if ctx.model is None:
-            doc["message"] = ctx.missing
-        return JSONResponse(doc)
+            doc["message"] = self.scrub(ctx.missing)
+        # Not ok when the model that should serve is gone: a monitor sees it before users do.
+        return JSONResponse(doc, status_code=503 if ctx.broken else 200)
 
     async def classes(self, request: Request) -> Response:
         ctx = await run_in_threadpool(self.context)
         model = self._require(ctx)
         predictor = await run_in_threadpool(load_predictor, model.path)
-        return JSONResponse({"classes": predictor.vocab, "model": model.label})
+        return JSONResponse({"classes": predictor.vocab, "model": _model_label(model)})
 
 
-def _guarded(fn: Endpoint) -> Endpoint:
-    """Every outcome of an endpoint is a JSON response: refusals 4xx, bugs 500 (logged)."""
+def _guarded(fn: Endpoint, scrub: Callable[[str], str]) -> Endpoint:
+    """Every outcome of an endpoint is a JSON response: refusals 4xx, bugs 500 (logged). Messages
+    carry no absolute server paths."""
 
     async def endpoint(request: Request) -> Response:
         try:
             return await fn(request)
         except ApiError as exc:
-            return error_response(exc.status, exc.message)
+            return error_response(exc.status, scrub(exc.message))
         except LabelerError as exc:
-            return error_response(status_for(exc), str(exc))
+            return error_response(status_for(exc), scrub(str(exc)))
         except Exception:
             log.exception("%s %s failed", request.method, request.url.path)
             return error_response(500, "Internal error while handling the request; see the server log.")
@@ -312,9 +419,9 @@ def create_app(data_root: Path, project: str | None = None, model_path: Path | N
     """
     api = _Api(data_root, project, model_path)
     routes = [
-        Route("/predict", _guarded(api.predict), methods=["POST"]),
-        Route("/health", _guarded(api.health), methods=["GET"]),
-        Route("/classes", _guarded(api.classes), methods=["GET"]),
+        Route("/predict", _guarded(api.predict, api.scrub), methods=["POST"]),
+        Route("/health", _guarded(api.health, api.scrub), methods=["GET"]),
+        Route("/classes", _guarded(api.classes, api.scrub), methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.api = api
