@@ -3,6 +3,10 @@
 The page starts ``python -m lotr_labeler … <command> --job ID`` in a new session, so
 page changes, reruns and closed tabs stop nothing; every tab (and the CLI, whose own
 runs register a job too) reads the same row. Cancel is a flag the worker polls.
+
+A row names its worker by pid AND process start time: a worker killed with ``kill -9`` (or
+lost in a reboot, after which its pid may belong to anything) is found dead on the next look,
+its job marked failed and its run's leftovers removed, so no stale row blocks a new job.
 """
 
 from __future__ import annotations
@@ -16,13 +20,21 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
+
+import psutil
 
 from .errors import Conflict, NotFound
 from .store import Store, now
 
 # A launched worker gets this long to record its pid before it is presumed dead.
 _START_GRACE_S = 60
+# Two processes may compute one process's start time a little apart (the OS boot time they add
+# to it is rounded); a reused pid starts later than that by far.
+_START_TOLERANCE_S = 1.5
+# Rows from before start times were recorded: their worker started before its first write.
+_LEGACY_SLACK_S = 10.0
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
@@ -40,6 +52,7 @@ class Job:
     started_at: str
     updated_at: str
     finished_at: str | None
+    pid_started: float | None = None
 
     @property
     def running(self) -> bool:
@@ -63,7 +76,45 @@ def _row(store: Store, job_id: int) -> Job:
         started_at=r["started_at"],
         updated_at=r["updated_at"],
         finished_at=r["finished_at"],
+        pid_started=r["pid_started"],
     )
+
+
+def process_start(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch); None when there is none or it is
+    a zombie (dead, waiting for its parent to collect it)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return float(proc.create_time())
+    except psutil.NoSuchProcess:  # also ZombieProcess
+        return None
+
+
+@cache
+def own_start() -> float:
+    """This process's start time, as ``process_start`` reports it to other processes."""
+    started = process_start(os.getpid())
+    assert started is not None  # we are running
+    return started
+
+
+def same_process(pid: int, started: float | None, *, legacy_before: datetime | None = None) -> bool:
+    """True while the process recorded as (``pid``, ``started``) still runs, not another one
+    that got its pid. Without a recorded start (old rows) a process that started after
+    ``legacy_before`` is another one."""
+    try:
+        now_started = process_start(pid)
+    except psutil.AccessDenied:  # exists, but the OS will not say when it started: assume ours
+        return True
+    if now_started is None:
+        return False
+    if started is not None:
+        return abs(now_started - started) <= _START_TOLERANCE_S
+    if legacy_before is not None:
+        return now_started <= legacy_before.timestamp() + _LEGACY_SLACK_S
+    return True
 
 
 def _alive(job: Job) -> bool:
@@ -73,21 +124,30 @@ def _alive(job: Job) -> bool:
     if job.pid is None:
         started = datetime.fromisoformat(job.started_at)
         return (datetime.now(UTC) - started).total_seconds() < _START_GRACE_S
-    if job.pid == os.getpid():
-        return True
-    try:
-        os.kill(job.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return same_process(job.pid, job.pid_started, legacy_before=datetime.fromisoformat(job.updated_at))
+
+
+def job_alive(store: Store, job_id: int) -> bool:
+    """Whether job ``job_id`` is running with its worker alive (marks nothing)."""
+    job = _row(store, job_id)
+    return job.running and _alive(job)
+
+
+DEAD_MESSAGE = "The worker process ended without finishing (crash or kill)."
 
 
 def get_job(store: Store, job_id: int) -> Job:
     job = _row(store, job_id)
     if job.running and not _alive(job):
-        finish(store, job.id, "failed", "The worker process ended without finishing (crash or kill).")
+        with store.transaction():  # only if still running: it may have finished meanwhile
+            store.conn.execute(
+                "UPDATE jobs SET state = 'failed', message = ?, updated_at = ?, finished_at = ? "
+                "WHERE id = ? AND state = 'running'",
+                (DEAD_MESSAGE, now(), now(), job_id),
+            )
+        from . import runs  # runs imports this module
+
+        runs.fail_dead_runs(store)  # a dead training job leaves a run behind
         job = _row(store, job_id)
     return job
 
@@ -102,7 +162,7 @@ def running_job(store: Store, kind: str) -> Job | None:
     return job if job and job.running else None
 
 
-def _insert(store: Store, kind: str, args: dict[str, Any], pid: int | None) -> Job:
+def _insert(store: Store, kind: str, args: dict[str, Any], pid: int | None, pid_started: float | None) -> Job:
     # Check and insert under one write lock: two tabs clicking at once start one job.
     with store.transaction():
         active = running_job(store, kind)
@@ -112,15 +172,15 @@ def _insert(store: Store, kind: str, args: dict[str, Any], pid: int | None) -> J
                 "Wait for it to finish or cancel it."
             )
         cur = store.conn.execute(
-            "INSERT INTO jobs(kind, pid, args, started_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-            (kind, pid, json.dumps(args), now(), now()),
+            "INSERT INTO jobs(kind, pid, pid_started, args, started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (kind, pid, pid_started, json.dumps(args), now(), now()),
         )
     return _row(store, int(cur.lastrowid or 0))
 
 
 def launch(store: Store, kind: str, command: list[str], args: dict[str, Any]) -> Job:
     """Start ``lotr-labeler <command> --job ID`` in the background; one job per kind at a time."""
-    job = _insert(store, kind, args, None)
+    job = _insert(store, kind, args, None, None)
     log_dir = store.cache_dir / "jobs"
     log_dir.mkdir(parents=True, exist_ok=True)
     root = store.root.absolute().parent  # the worker must find the project whatever its cwd
@@ -134,20 +194,26 @@ def launch(store: Store, kind: str, command: list[str], args: dict[str, Any]) ->
             start_new_session=True,  # survives the page's script run and Ctrl-C in the server
         )
     _children[child.pid] = child
+    started = process_start(child.pid)  # our unreaped child: readable even if it died at once
     with store.transaction():
-        store.conn.execute("UPDATE jobs SET pid = ? WHERE id = ? AND pid IS NULL", (child.pid, job.id))
+        store.conn.execute(
+            "UPDATE jobs SET pid = ?, pid_started = ? WHERE id = ? AND pid IS NULL", (child.pid, started, job.id)
+        )
     return _row(store, job.id)
 
 
 def attach(store: Store, kind: str, args: dict[str, Any], job_id: int | None) -> Job:
     """The worker side: take over the launched row, or register a CLI run as a job."""
     if job_id is None:
-        return _insert(store, kind, args, os.getpid())
+        return _insert(store, kind, args, os.getpid(), own_start())
     job = _row(store, job_id)
     if job.kind != kind or not job.running:
         raise Conflict(f"Job {job_id} is a {job.state} {job.kind} job, not a running {kind} job.")
     with store.transaction():
-        store.conn.execute("UPDATE jobs SET pid = ?, updated_at = ? WHERE id = ?", (os.getpid(), now(), job_id))
+        store.conn.execute(
+            "UPDATE jobs SET pid = ?, pid_started = ?, updated_at = ? WHERE id = ?",
+            (os.getpid(), own_start(), now(), job_id),
+        )
     return _row(store, job_id)
 
 

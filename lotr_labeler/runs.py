@@ -2,12 +2,15 @@
 
 Files of a run live in ``runs/<id>/`` (``model.pkl`` from ``learn.export()``, ``metrics.json``).
 The current run (used by Review and Predict) is the one the user picked, else the newest
-finished one.
+finished one. A run records the pid and start time of the process doing it: a ``running`` run
+whose process is gone (``kill -9``, a crash, a reboot) is marked failed on the next look and
+its leftovers (the image snapshot, a partial model file) are removed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 from collections.abc import Iterable, Sequence
@@ -16,12 +19,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import jobs
 from .errors import Conflict, InvalidInput, NotFound
 from .store import Store, now
 
 RUN_STATES = ("running", "done", "failed", "cancelled")
 MODEL_FILE = "model.pkl"
 METRICS_FILE = "metrics.json"
+SNAPSHOT_DIR = "data"  # hard links of the images a run trains on, removed when it ends
+PARTIAL_PREFIX = ".tmp-"  # files being written (write_atomic, the model export) before their rename
+DEAD_MESSAGE = "The process doing this run ended without finishing it (crash or kill); its partial files were removed."
 
 
 @dataclass(frozen=True)
@@ -91,12 +98,50 @@ def _current_id(store: Store) -> str | None:
     return str(latest[0]) if latest else None
 
 
+def _alive(store: Store, row: Any) -> bool:
+    if row["pid"] is not None:
+        return jobs.same_process(row["pid"], row["pid_started"])
+    # Rows from before process identities were recorded: alive only while their job is.
+    return row["job_id"] is not None and jobs.job_alive(store, row["job_id"])
+
+
+def remove_leftovers(run_path: Path) -> None:
+    """Delete what an unfinished run leaves: its snapshot, a model file, temp files."""
+    shutil.rmtree(run_path / SNAPSHOT_DIR, ignore_errors=True)
+    (run_path / MODEL_FILE).unlink(missing_ok=True)  # written before the run was done: not trusted
+    if run_path.is_dir():
+        for partial in run_path.glob(f"{PARTIAL_PREFIX}*"):
+            partial.unlink(missing_ok=True)
+
+
+def fail_dead_runs(store: Store) -> list[str]:
+    """Mark failed every running run whose process is gone and remove its leftovers; their ids."""
+    dead = [
+        r["id"]
+        for r in store.conn.execute("SELECT id, pid, pid_started, job_id FROM runs WHERE state = 'running'")
+        if not _alive(store, r)
+    ]
+    failed: list[str] = []
+    for run_id in dead:
+        with store.transaction():  # only if still running: a live process may have just finished it
+            cur = store.conn.execute(
+                "UPDATE runs SET state = 'failed', message = ?, finished_at = ? WHERE id = ? AND state = 'running'",
+                (DEAD_MESSAGE, now(), run_id),
+            )
+        if cur.rowcount:
+            remove_leftovers(runs_dir(store) / run_id)
+            failed.append(run_id)
+    return failed
+
+
 def list_runs(store: Store) -> list[Run]:
+    fail_dead_runs(store)
     current = _current_id(store)
     return [_run(store, r, current) for r in store.conn.execute("SELECT * FROM runs ORDER BY id DESC")]
 
 
 def get_run(store: Store, run_id: str) -> Run:
+    fail_dead_runs(store)
     row = store.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
         known = ", ".join(r.id for r in list_runs(store)[:5]) or "none yet"
@@ -120,8 +165,8 @@ def create_run(
     run_id = run_id or new_run_id()
     with store.transaction():
         store.conn.execute(
-            "INSERT INTO runs(id, source, params, job_id, created_at) VALUES (?, ?, ?, ?, ?)",
-            (run_id, source, json.dumps(params), job_id, now()),
+            "INSERT INTO runs(id, source, params, job_id, pid, pid_started, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (run_id, source, json.dumps(params), job_id, os.getpid(), jobs.own_start(), now()),
         )
     (runs_dir(store) / run_id).mkdir(parents=True, exist_ok=True)
     return get_run(store, run_id)

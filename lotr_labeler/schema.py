@@ -167,4 +167,15 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "005_process_identity",
+        """
+        -- A pid alone is reused (after a reboot, or by a busy machine): a job or run counts as
+        -- alive only while a process with its pid AND this start time (seconds since the epoch,
+        -- as the OS reports it) exists. NULL in rows written before this migration.
+        ALTER TABLE jobs ADD COLUMN pid_started REAL;
+        ALTER TABLE runs ADD COLUMN pid INTEGER;
+        ALTER TABLE runs ADD COLUMN pid_started REAL;
+        """,
+    ),
 )

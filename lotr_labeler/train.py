@@ -357,7 +357,7 @@ def train_run(
     snap = check_dataset(store, min_per_class)
     run = runs.create_run(store, {**asdict(params), "preset": None}, job_id=job_id)
     started = time.monotonic()
-    data = run.path / "data"
+    data = run.path / runs.SNAPSHOT_DIR
     try:
         images, paths, skipped = _snapshot_files(store, snap.images, data)
         if skipped:
@@ -379,7 +379,11 @@ def train_run(
         if callback.cancelled:
             return runs.finish_run(store, run.id, "cancelled", message="Cancelled by the user.")
         vocab = [str(v) for v in learn.dls.vocab]
-        learn.export(run.model_path.absolute())  # a relative name would be joined onto learn.path
+        # Absolute (a relative name is joined onto learn.path), and through a temp name: a kill
+        # mid-write leaves no model.pkl that looks whole.
+        partial = run.path.absolute() / f"{runs.PARTIAL_PREFIX}{os.getpid()}-{runs.MODEL_FILE}"
+        learn.export(partial)
+        partial.replace(run.model_path)
         with learn.no_bar():
             valid_probs, valid_targets = learn.get_preds(dl=learn.dls.valid)
             probs = predict_images(learn, [store.root.absolute() / p for p in paths])
@@ -416,6 +420,7 @@ def train_run(
         return runs.finish_run(store, run.id, "done", vocab=vocab, metrics=summary, message="")
     except BaseException as exc:
         runs.finish_run(store, run.id, "failed", message=str(exc) or type(exc).__name__)
+        runs.remove_leftovers(run.path)
         raise
     finally:
         shutil.rmtree(data, ignore_errors=True)  # the links only lived for this run
