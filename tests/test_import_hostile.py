@@ -245,3 +245,23 @@ def test_formula_cells_are_neutralised_in_the_manifest_and_round_trip(
             hostile["query"],
             hostile["page_url"],
         )
+
+
+@POSIX
+def test_dataset_page_folder_import_of_hostile_folder_shows_a_report(empty_store: Store, tmp_path: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    src = tmp_path / "src"
+    (src / "cats").mkdir(parents=True)
+    (src / "cats" / "ok.png").write_bytes(_png(1))
+    _undecodable_name(src / "cats", b"\xff.png").write_bytes(_png(2))
+    (src / "cats" / "out").symlink_to(tmp_path)
+    os.mkfifo(src / "cats" / "pipe")
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "3_Dataset.py"), default_timeout=60)
+    at.run()
+    at.text_input[0].input(str(src)).run()
+    next(b for b in at.button if b.label == "Import folder").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("1 image(s) added" in s.value and "3 rejected" in s.value for s in at.success)
+    reasons = " ".join(str(v) for df in at.dataframe for v in df.value["reason"])
+    assert "name is not valid text" in reasons and "symbolic link" in reasons and "a fifo" in reasons
