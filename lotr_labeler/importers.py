@@ -215,17 +215,29 @@ def _read_beneath(root: Path, parts: tuple[str, ...], limit: int) -> bytes:
             os.close(fd)
 
 
-def _walk(root: Path, parts: tuple[str, ...], report: ImportReport) -> Iterator[tuple[tuple[str, ...], int]]:
-    """Regular files under ``root/parts`` (relative parts, size), sorted; symlinks, special files,
-    undecodable names and unlistable folders are reported, not followed."""
-    where = "/".join(display_name(p) for p in parts)
+def _listing(root: Path, parts: tuple[str, ...], report: ImportReport) -> Iterator[os.DirEntry[str]] | None:
+    """The entries of ``root/parts`` sorted by name, or None (reported) when it cannot be listed."""
     try:
         with os.scandir(root.joinpath(*parts)) as it:
-            found = sorted(it, key=lambda e: e.name)
+            return iter(sorted(it, key=lambda e: e.name))
     except OSError as exc:
+        where = "/".join(display_name(p) for p in parts)
         report.rejected.append((where + "/", f"cannot list folder: {exc.strerror or exc}"))
-        return
-    for entry in found:
+        return None
+
+
+def _walk(root: Path, report: ImportReport) -> Iterator[tuple[tuple[str, ...], int]]:
+    """Regular files under ``root`` (relative parts, size), depth first, sorted; symlinks, special
+    files, undecodable names and unlistable folders are reported, not followed. A stack rather
+    than recursion: a folder nested a thousand deep is no RecursionError."""
+    top = _listing(root, (), report)
+    stack: list[tuple[tuple[str, ...], Iterator[os.DirEntry[str]]]] = [((), top)] if top else []
+    while stack:
+        parts, entries = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
         if entry.name.startswith("."):
             continue
         sub = (*parts, entry.name)
@@ -240,7 +252,9 @@ def _walk(root: Path, parts: tuple[str, ...], report: ImportReport) -> Iterator[
         elif stat.S_ISLNK(st.st_mode):
             report.rejected.append((shown, "symbolic link: not followed (copy the files into the folder)"))
         elif stat.S_ISDIR(st.st_mode):
-            yield from _walk(root, sub, report)
+            listing = _listing(root, sub, report)
+            if listing is not None:
+                stack.append((sub, listing))
         elif stat.S_ISREG(st.st_mode):
             yield sub, st.st_size
         else:
@@ -265,7 +279,7 @@ def import_folder(store: Store, folder: Path, progress: Progress | None = None) 
     report = ImportReport()
     max_bytes = int(store.get_setting("max_bytes"))
     entries: list[_Entry] = []
-    for parts, size in _walk(root, (), report):
+    for parts, size in _walk(root, report):
         name = "/".join(display_name(p) for p in parts)
         if len(parts) < 2:
             report.rejected.append((name, "not in a class folder"))

@@ -265,3 +265,15 @@ def test_dataset_page_folder_import_of_hostile_folder_shows_a_report(empty_store
     assert any("1 image(s) added" in s.value and "3 rejected" in s.value for s in at.success)
     reasons = " ".join(str(v) for df in at.dataframe for v in df.value["reason"])
     assert "name is not valid text" in reasons and "symbolic link" in reasons and "a fifo" in reasons
+
+
+def test_a_folder_nested_deeper_than_the_recursion_limit_imports(empty_store: Store, tmp_path: Path) -> None:
+    depth = sys.getrecursionlimit() + 100
+    deep = tmp_path / "src" / "cats"
+    deep.mkdir(parents=True)
+    for _ in range(depth):  # one level at a time: mkdir(parents=True) itself recurses
+        deep /= "d"
+        deep.mkdir()
+    (deep / "a.png").write_bytes(_png(1))
+    report = import_folder(empty_store, tmp_path / "src")
+    assert len(report.added) == 1 and report.rejected == []
