@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import traceback
 import zipfile
 from pathlib import Path
 
@@ -268,12 +269,20 @@ def test_dataset_page_folder_import_of_hostile_folder_shows_a_report(empty_store
 
 
 def test_a_folder_nested_deeper_than_the_recursion_limit_imports(empty_store: Store, tmp_path: Path) -> None:
-    depth = sys.getrecursionlimit() + 100
+    # A low recursion limit instead of a thousand folders: pytest's own clean-up of old temp
+    # folders (shutil.rmtree) recurses too and would trip on such a tree.
+    frames = len(traceback.extract_stack())
+    depth = 300
     deep = tmp_path / "src" / "cats"
     deep.mkdir(parents=True)
     for _ in range(depth):  # one level at a time: mkdir(parents=True) itself recurses
         deep /= "d"
         deep.mkdir()
     (deep / "a.png").write_bytes(_png(1))
-    report = import_folder(empty_store, tmp_path / "src")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(frames + 200)  # room for the import itself, not for 300 nested calls
+    try:
+        report = import_folder(empty_store, tmp_path / "src")
+    finally:
+        sys.setrecursionlimit(limit)
     assert len(report.added) == 1 and report.rejected == []
