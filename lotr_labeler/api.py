@@ -37,13 +37,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ctypes
 import gc
 import json
 import logging
 import os
 import re
-import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -62,6 +60,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .errors import Conflict, ImageRejected, InvalidInput, LabelerError, NotFound
+from .imaging import decode_budget, pixel_count, release_memory
 from .predict import Limits, ModelRef, decode_image, is_loaded, load_predictor, model_from_path, resolve_model
 from .runs import current_run
 from .store import Store
@@ -229,7 +228,7 @@ class MemoryRelease:
     A 56 MP upload decodes to ~170 MB; glibc keeps such freed blocks in per-thread arenas, so
     the server would stay at its peak. When the last request in flight ends and the resident
     size is ``slack`` bytes above what was left after the previous release, collect garbage and
-    call glibc's ``malloc_trim`` (where there is one).
+    call glibc's ``malloc_trim`` (``imaging.release_memory``, where there is one).
     """
 
     def __init__(self, slack: int = 64 * 1024 * 1024) -> None:
@@ -251,7 +250,7 @@ class MemoryRelease:
 
     def release(self) -> None:
         gc.collect()
-        _malloc_trim()
+        release_memory()
         with self._lock:
             self._baseline = rss_bytes()
             self.releases += 1
@@ -264,17 +263,6 @@ def rss_bytes() -> int:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError, AttributeError):
         return 0
-
-
-def _malloc_trim() -> None:
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        trim = ctypes.CDLL(None).malloc_trim  # glibc only (musl has none)
-    except (OSError, AttributeError):
-        return
-    trim.argtypes = [ctypes.c_size_t]
-    trim(0)
 
 
 @dataclass(frozen=True)
@@ -360,11 +348,15 @@ class _Api:
 
     @staticmethod
     def _predict(model: ModelRef, data: bytes, name: str, limits: Limits) -> dict[str, Any]:
-        image = decode_image(data, limits, name)
         predictor = load_predictor(model.path)
-        started = time.perf_counter()
-        result = predictor.predict_one(image)
-        latency_ms = (time.perf_counter() - started) * 1000
+        # The decoded image lives until the prediction is done: hold its pixels of the process-wide
+        # budget across both, so concurrent big uploads take turns instead of piling up.
+        with decode_budget(min(pixel_count(data), limits.max_pixels), name=name):
+            image = decode_image(data, limits, name)
+            started = time.perf_counter()
+            result = predictor.predict_one(image)
+            latency_ms = (time.perf_counter() - started) * 1000
+            del image
         return {**result.as_dict(), "model": _model_label(model), "latency_ms": round(latency_ms, 2)}
 
     async def health(self, request: Request) -> Response:
