@@ -306,6 +306,13 @@ def test_check_url_refuses_non_http(url: str) -> None:
         "[::ffff:127.0.0.1]",  # IPv4-mapped loopback
         "[fe80::1]",
         "[fc00::1]",
+        "[2002:a00:1::]",  # 6to4 of 10.0.0.1
+        "[2002:7f00:1::]",  # 6to4 of 127.0.0.1
+        "[64:ff9b::7f00:1]",  # NAT64 of 127.0.0.1
+        "[64:ff9b::a9fe:a9fe]",  # NAT64 of 169.254.169.254
+        "[2001:0:4136:e378:8000:63bf:f5ff:fffe]",  # Teredo, client 10.0.0.1
+        "[::ffff:0:a00:1]",  # IPv4-translated 10.0.0.1
+        "[::7f00:1]",  # IPv4-compatible 127.0.0.1
     ],
 )
 def test_check_url_blocks_non_public_addresses(host: str) -> None:
@@ -321,12 +328,39 @@ def test_check_url_blocks_non_public_addresses(host: str) -> None:
 def test_check_url_public_address_and_any_private_record_blocks() -> None:
     check_url(f"https://{PUBLIC_IP}/x.jpg", allow_private=False)
     check_url(f"https://[::ffff:{PUBLIC_IP}]/x.jpg", allow_private=False)  # IPv4-mapped public address
+    check_url("https://[64:ff9b::5db8:d70e]/x.jpg", allow_private=False)  # NAT64 of the public address
+    check_url("https://[2002:5db8:d70e::]/x.jpg", allow_private=False)  # 6to4 of the public address
 
     def mixed(host: str, port: int) -> list[str]:
         return [PUBLIC_IP, "10.0.0.7"]
 
     with pytest.raises(BlockedHost, match=r"10\.0\.0\.7"):
         check_url("https://cdn.example.test/x.jpg", allow_private=False, resolver=mixed)
+
+
+def test_check_url_blocks_a_name_resolving_to_a_wrapped_private_address() -> None:
+    with pytest.raises(BlockedHost, match=r"2002:a00:1::"):
+        check_url("https://cdn.example.test/x.jpg", allow_private=False, resolver=lambda h, p: ["2002:a00:1::"])
+
+
+@pytest.mark.parametrize("userinfo", ["user:s3cret@", "s3cret@", ":s3cret@"])
+def test_check_url_refuses_credentials_without_echoing_them(userinfo: str) -> None:
+    for allow_private in (False, True):
+        with pytest.raises(FetchError) as info:
+            check_url(f"https://{userinfo}{PUBLIC_IP}/x.jpg", allow_private=allow_private)
+        message = str(info.value)
+        assert info.value.reason == "bad url" and not isinstance(info.value, BlockedHost)
+        assert "s3cret" not in message
+        assert f"https://***@{PUBLIC_IP}/x.jpg" in message and "user:password@" in message
+
+
+def test_credentials_in_a_redirect_are_refused_before_any_request() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"Location": f"http://u:s3cret@{PUBLIC_IP}/y.jpg"})
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as mock, pytest.raises(FetchError) as info:
+        fetch(mock, f"http://{PUBLIC_IP}/x.jpg", max_bytes=MAX_BYTES, allow_private=False)
+    assert info.value.reason == "bad url" and "s3cret" not in str(info.value)
 
 
 def test_check_url_dns_failure() -> None:
