@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import ssl
 import threading
 import time
 import zlib
@@ -295,11 +296,11 @@ class _GuardedBackend(httpcore.NetworkBackend):
 
 
 class _GuardedTransport(httpx.HTTPTransport):
-    def __init__(self, limits: httpx.Limits) -> None:
+    def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext | None) -> None:
         super().__init__(limits=limits, trust_env=False)
         # httpx has no public hook for the network backend; its pool is rebuilt with ours.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -307,10 +308,16 @@ class _GuardedTransport(httpx.HTTPTransport):
         )
 
 
-def make_client(timeout: httpx.Timeout, max_connections: int = 10) -> httpx.Client:
-    """An httpx client for ``fetch`` whose deadline and cancel act between any two bytes."""
+def make_client(
+    timeout: httpx.Timeout, max_connections: int = 10, *, ssl_context: ssl.SSLContext | None = None
+) -> httpx.Client:
+    """An httpx client for ``fetch`` whose deadline and cancel act between any two bytes.
+
+    ``ssl_context`` replaces the default certificate checks (e.g. to trust a test CA).
+    Environment proxies are not used: connections go to the addresses the guard checked.
+    """
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return httpx.Client(headers=HEADERS, timeout=timeout, transport=_GuardedTransport(limits))
+    return httpx.Client(headers=HEADERS, timeout=timeout, transport=_GuardedTransport(limits, ssl_context))
 
 
 # -- fetch ------------------------------------------------------------------------------------

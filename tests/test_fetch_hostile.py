@@ -10,6 +10,8 @@ import gzip
 import io
 import json
 import os
+import shutil
+import ssl
 import struct
 import subprocess
 import sys
@@ -38,6 +40,8 @@ TRICKLE_MAX_S = 30  # the trickle server gives up after this: the old code's fet
 MAX_BYTES = 200_000
 BIG_SIZE = (7000, 8000)  # 56 MP: under the default max_pixels (60 MP), so it is decoded
 RSS_LIMIT_KB = 1_500_000
+OPENSSL_REQ = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=images.test"]
+OPENSSL_REQ += ["-addext", "subjectAltName=DNS:images.test"]
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -229,6 +233,47 @@ def test_cancel_stops_trickling_downloads_in_flight(proj: Store, site: Hostile) 
     assert site.hits.count("/trickle-body.jpg") == 2  # both were in flight when cancelled
     # Cancel came 1 s after the start; the old code let both trickle on for TRICKLE_MAX_S.
     assert report.elapsed_s < 5, f"cancel took {report.elapsed_s - 1:.1f} s to stop in-flight fetches"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
+def test_https_by_name_is_pinned_verified_and_bounded(tmp_path: Path) -> None:
+    """The guarded stream wraps TLS too: the certificate is checked against the name while the
+    connection goes to the checked address, and a trickle over TLS still ends at the deadline."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [*OPENSSL_REQ, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    server = Hostile()
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    port = server.server_address[1]
+    resolved: list[str] = []
+
+    def resolver(host: str, p: int) -> list[str]:
+        resolved.append(host)
+        return ["127.0.0.1"]  # images.test exists only here: a connect by name would fail
+
+    trust = ssl.create_default_context(cafile=str(cert))
+    for site in serve(server):
+        with make_client(httpx.Timeout(5.0), ssl_context=trust) as client:
+            got = fetch(
+                client,
+                f"https://images.test:{port}/gzip.jpg",
+                max_bytes=MAX_BYTES,
+                allow_private=True,
+                resolver=resolver,
+            )
+            assert got.data == JPEG and resolved == ["images.test"]
+            started = time.monotonic()
+            with pytest.raises(FetchError) as info:
+                url = f"https://images.test:{port}/trickle-body.jpg?every=0.2"
+                fetch(client, url, max_bytes=MAX_BYTES, allow_private=True, resolver=resolver, deadline_s=2.0)
+            assert info.value.reason == "timeout" and time.monotonic() - started < 7
+        assert site.hits == ["/gzip.jpg", "/trickle-body.jpg"]
 
 
 # -- the size cap on decoded bytes --------------------------------------------------------------
