@@ -8,8 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from lotr_labeler import project as proj
+from lotr_labeler.model.runs import current_run
 from lotr_labeler.overview import next_step
-from lotr_labeler.runs import current_run
 from lotr_labeler.ui.context import data_dir, error_boundary, flash, open_current, show_flash
 from lotr_labeler.workspace import create_project, remember
 

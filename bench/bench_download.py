@@ -33,8 +33,8 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lotr_labeler import dedupe
-from lotr_labeler.download import download_candidates
+from lotr_labeler.collect.download import download_candidates
+from lotr_labeler.review import dedupe
 from lotr_labeler.store import CandidateIn
 from lotr_labeler.workspace import create_project
 

@@ -37,8 +37,8 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lotr_labeler import predict as pr  # noqa: E402
-from lotr_labeler import runs  # noqa: E402
+from lotr_labeler.model import predict as pr  # noqa: E402
+from lotr_labeler.model import runs  # noqa: E402
 from lotr_labeler.workspace import create_project  # noqa: E402
 
 SHAPES = ("circle", "square", "triangle")

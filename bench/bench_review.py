@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lotr_labeler import embed, review, runs
-from lotr_labeler.importers import import_folder
+from lotr_labeler.collect.importers import import_folder
+from lotr_labeler.model import embed, runs
+from lotr_labeler.review import scoring as review
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 

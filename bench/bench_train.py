@@ -21,8 +21,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lotr_labeler.importers import import_folder
-from lotr_labeler.train import PRESETS, TrainParams, train_run
+from lotr_labeler.collect.importers import import_folder
+from lotr_labeler.model.train import PRESETS, TrainParams, train_run
 from lotr_labeler.workspace import create_project
 
 

@@ -59,12 +59,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .errors import Conflict, ImageRejected, InvalidInput, LabelerError, NotFound
-from .imaging import decode_budget, pixel_count, release_memory
-from .predict import Limits, ModelRef, decode_image, is_loaded, load_predictor, model_from_path, resolve_model
-from .runs import current_run
-from .store import Store
-from .workspace import open_project
+from lotr_labeler.errors import Conflict, ImageRejected, InvalidInput, LabelerError, NotFound
+from lotr_labeler.imaging import decode_budget, pixel_count, release_memory
+from lotr_labeler.model.predict import (
+    Limits,
+    ModelRef,
+    decode_image,
+    is_loaded,
+    load_predictor,
+    model_from_path,
+    resolve_model,
+)
+from lotr_labeler.model.runs import current_run
+from lotr_labeler.store import Store
+from lotr_labeler.workspace import open_project
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,8 @@ allowed to surface.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class LabelerError(Exception):
     """Base of every error the user can act on."""
@@ -98,3 +100,15 @@ class BlockedHost(FetchError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, "blocked host")
+
+
+def check_choice(value: str, allowed: Iterable[str], what: str, *, hint: str = "") -> str:
+    """Return ``value`` when it is one of ``allowed``, else raise one ``InvalidInput`` that names
+    the bad value and every allowed one (cleanvision's "X is not supported. Must be one of: ...").
+
+    ``what`` names the kind of value ("Split", "Sort"); ``hint`` is appended to the message.
+    """
+    options = list(allowed)
+    if value in options:
+        return value
+    raise InvalidInput(f"{what} {value!r} is not valid. Must be one of: {', '.join(options)}.{hint}")

@@ -26,7 +26,7 @@ from pathlib import Path
 import imagehash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageRejected, InvalidInput
+from lotr_labeler.errors import ImageRejected, InvalidInput
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 

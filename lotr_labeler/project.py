@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidInput
+from lotr_labeler.errors import InvalidInput
 
 DEFAULT_PROJECT = "lotr-races"
 DATA_ENV = "LOTR_LABELER_DATA"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import project as proj
-from .errors import InvalidInput, NotFound
-from .store import DB_NAME, Store
+from lotr_labeler import project as proj
+from lotr_labeler.errors import InvalidInput, NotFound
+from lotr_labeler.store import DB_NAME, Store
 
 _LAST = ".last_project"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lotr_labeler import jobs
-from lotr_labeler.search import LAYOUT, LICENSE_IMAGE, SAFESEARCH, SIZE, TYPE_IMAGE, SearchOptions, plan_queries
+from lotr_labeler.collect.search import LAYOUT, LICENSE_IMAGE, SAFESEARCH, SIZE, TYPE_IMAGE, SearchOptions, plan_queries
+from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.store import CandidateRow, Store
 from lotr_labeler.ui.context import (
     act,

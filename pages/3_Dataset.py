@@ -8,9 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from lotr_labeler.export import export_dataset
+from lotr_labeler.collect.export import export_dataset
+from lotr_labeler.collect.importers import import_folder, import_zip
 from lotr_labeler.imaging import thumbnail
-from lotr_labeler.importers import import_folder, import_zip
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.ui.context import act, error_boundary, open_current, show_flash
 from lotr_labeler.ui.grid import pager, reset_page

@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from lotr_labeler import jobs, runs
-from lotr_labeler import train as tr
 from lotr_labeler.errors import TrainingError
+from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.model import runs
+from lotr_labeler.model import train as tr
 from lotr_labeler.store import Store
 from lotr_labeler.ui.context import act, error_boundary, open_current, remember_widgets, show_flash
 from lotr_labeler.ui.jobs import job_panel

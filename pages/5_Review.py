@@ -6,9 +6,12 @@ from typing import Any
 
 import streamlit as st
 
-from lotr_labeler import embed, jobs, quality, review, runs, train
 from lotr_labeler.errors import InvalidInput
 from lotr_labeler.imaging import thumbnail
+from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.model import embed, runs, train
+from lotr_labeler.review import quality
+from lotr_labeler.review import scoring as review
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.ui.context import (
     act,

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from lotr_labeler import predict as pr
+from lotr_labeler.model import predict as pr
 from lotr_labeler.store import Store
 from lotr_labeler.ui.context import error_boundary, open_current, show_flash
 

@@ -76,7 +76,7 @@ def empty_store(data_root: Path) -> Iterator[Store]:
 @pytest.fixture
 def store(data_root: Path, shapes_dir: Path) -> Iterator[Store]:
     """A project with the 3 shape classes and 18 images."""
-    from lotr_labeler.importers import import_folder
+    from lotr_labeler.collect.importers import import_folder
 
     s = create_project(data_root, "demo", "empty")
     import_folder(s, shapes_dir)
@@ -135,7 +135,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "
 def _no_orphan_workers() -> Iterator[None]:
     """Background workers run in their own session: a failing test must not leave one running."""
     yield
-    from lotr_labeler import jobs
+    from lotr_labeler.jobs import worker as jobs
 
     for pid, child in list(jobs._children.items()):
         if child.poll() is None:

@@ -21,11 +21,11 @@ from conftest import image_bytes, shape_image
 from starlette.testclient import TestClient
 from test_predict import TOL, TinyModel, max_diff, reference, register
 
-from lotr_labeler import predict as pr
-from lotr_labeler import runs
 from lotr_labeler.api import body_limit, create_app
 from lotr_labeler.cli import main
 from lotr_labeler.errors import NotFound
+from lotr_labeler.model import predict as pr
+from lotr_labeler.model import runs
 from lotr_labeler.store import Store
 
 # The session's one tiny model and the per-test project with a run, shared with test_predict.

@@ -7,7 +7,7 @@ import random
 import imagehash
 import pytest
 
-from lotr_labeler import dedupe
+from lotr_labeler.review import dedupe
 
 
 def hashes(n: int, planted: int, *, seed: int, spread: int = 10, exact: int = 20) -> list[str]:

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw, ImageFile, ImageStat
 
-from lotr_labeler import download as dl
-from lotr_labeler.download import (
+from lotr_labeler.collect import download as dl
+from lotr_labeler.collect.download import (
     USER_AGENT,
     DownloadProgress,
     check_url,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lotr_labeler import embed, runs
 from lotr_labeler.errors import InvalidInput, NotFound, WeightsUnavailable
+from lotr_labeler.model import embed, runs
 from lotr_labeler.store import Store
 
 SIZE = 32

@@ -29,9 +29,9 @@ import pytest
 from PIL import Image
 
 from lotr_labeler import imaging
-from lotr_labeler.download import download_candidates, fetch, make_client
+from lotr_labeler.collect.download import download_candidates, fetch, make_client
 from lotr_labeler.errors import FetchError, ImageRejected
-from lotr_labeler.predict import default_settings, fetch_image
+from lotr_labeler.model.predict import default_settings, fetch_image
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import create_project
 
@@ -312,7 +312,7 @@ def test_unsupported_encoding_is_refused(site: Hostile) -> None:
 _CHILD = """
 import json, sys
 from pathlib import Path
-from lotr_labeler.download import download_candidates
+from lotr_labeler.collect.download import download_candidates
 from lotr_labeler.store import CandidateIn
 from lotr_labeler.workspace import create_project
 
@@ -411,7 +411,7 @@ def test_budget_nests_in_a_thread_and_cancels_a_waiter() -> None:
 
 
 def test_normalize_and_predict_decode_hold_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lotr_labeler import predict
+    from lotr_labeler.model import predict
 
     seen: list[int] = []
     real = imaging.PixelBudget.reserve

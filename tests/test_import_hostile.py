@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import image_bytes, shape_image
 
+from lotr_labeler.collect.export import csv_safe, csv_unsafe, export_dataset
+from lotr_labeler.collect.importers import import_folder, import_urls, import_zip
 from lotr_labeler.errors import InvalidInput
-from lotr_labeler.export import csv_safe, csv_unsafe, export_dataset
-from lotr_labeler.importers import import_folder, import_urls, import_zip
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 

@@ -11,10 +11,10 @@ import pytest
 from conftest import SHAPES, files_under, image_bytes, shape_image
 from PIL import Image
 
+from lotr_labeler.collect.export import export_dataset
+from lotr_labeler.collect.importers import import_folder, import_urls, import_zip
 from lotr_labeler.errors import ImageRejected, InvalidInput
-from lotr_labeler.export import export_dataset
 from lotr_labeler.imaging import normalize
-from lotr_labeler.importers import import_folder, import_urls, import_zip
 from lotr_labeler.store import Store
 
 # -- image validation ----------------------------------------------------------------------

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from conftest import SHAPES, image_bytes, shape_image, wait_for
 
-from lotr_labeler import jobs, runs
 from lotr_labeler.cli import main
 from lotr_labeler.errors import Conflict
 from lotr_labeler.imaging import normalize
+from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.model import runs
+from lotr_labeler.model.train import TrainParams, cli_args
 from lotr_labeler.store import Store, now
-from lotr_labeler.train import TrainParams, cli_args
 
 
 def fill(store: Store, per_class: int = 12) -> None:

@@ -19,11 +19,11 @@ from conftest import SHAPES, image_bytes, shape_image
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from lotr_labeler import predict as pr
-from lotr_labeler import runs
 from lotr_labeler.cli import main
 from lotr_labeler.errors import Conflict, ImageRejected, InvalidInput, NotFound
 from lotr_labeler.imaging import normalize
+from lotr_labeler.model import predict as pr
+from lotr_labeler.model import runs
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 

@@ -14,10 +14,12 @@ from conftest import files_under, image_bytes, shape_image, wait_for
 from PIL import Image, ImageDraw, ImageFilter
 from streamlit.testing.v1 import AppTest
 
-from lotr_labeler import embed, quality, review, runs
 from lotr_labeler.cli import main
+from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.errors import Conflict, InvalidInput
-from lotr_labeler.importers import import_folder
+from lotr_labeler.model import embed, runs
+from lotr_labeler.review import quality
+from lotr_labeler.review import scoring as review
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project, open_project
 
@@ -430,7 +432,7 @@ def test_cli_review_json_and_table(colours: Store, data_root: Path, capsys: pyte
 
 
 def test_cli_review_compute_registers_a_job(store: Store, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lotr_labeler import jobs
+    from lotr_labeler.jobs import worker as jobs
 
     base = ["--data", str(data_root), "--project", "demo", "review"]
     assert main([*base, "--compute", "--no-pretrained", "--size", "32"]) == 0
@@ -551,7 +553,7 @@ def test_page_duplicates_tab(dups: Store) -> None:
 
 
 def test_page_compute_runs_the_embedding_job_in_the_background(store: Store) -> None:
-    from lotr_labeler import jobs
+    from lotr_labeler.jobs import worker as jobs
 
     at = page()
     at.selectbox(key="r_source").select("random").run()
@@ -577,7 +579,7 @@ def test_page_compute_runs_the_embedding_job_in_the_background(store: Store) -> 
 def test_page_full_retrain_reuses_the_current_runs_settings(store: Store) -> None:
     """Full retrain starts the training job with the current run's settings, not the CLI defaults
     (which would ask for pretrained weights: offline, that fails)."""
-    from lotr_labeler import jobs
+    from lotr_labeler.jobs import worker as jobs
 
     at = page()
     next(b for b in at.button if b.label == "🏋️ Full retrain").click().run()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lotr_labeler import runs
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound
+from lotr_labeler.model import runs
 from lotr_labeler.store import Store
 
 

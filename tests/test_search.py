@@ -11,14 +11,14 @@ import ddgs
 import pytest
 from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 
-from lotr_labeler.errors import InvalidInput, NoResults, NotFound
-from lotr_labeler.search import (
+from lotr_labeler.collect.search import (
     DuckDuckGoSource,
     SearchOptions,
     SearchProgress,
     plan_queries,
     run_search,
 )
+from lotr_labeler.errors import InvalidInput, NoResults, NotFound
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 

@@ -9,8 +9,8 @@ import pytest
 from conftest import wait_for
 from streamlit.testing.v1 import AppTest
 
-from lotr_labeler import jobs
 from lotr_labeler.fakes import ENV as FAKE_ENV
+from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import open_project
 

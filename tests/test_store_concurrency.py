@@ -59,7 +59,7 @@ def _noise_png(path: Path, seed: int) -> None:
 
 
 def worker(root: Path, shared: Path, scratch: Path, seed: int, log_path: Path) -> None:
-    from lotr_labeler.importers import import_folder
+    from lotr_labeler.collect.importers import import_folder
 
     rng = random.Random(seed)
     die = random.Random(seed * 7919)

@@ -12,12 +12,13 @@ import pytest
 from conftest import SHAPES, image_bytes, shape_image, wait_for
 from streamlit.testing.v1 import AppTest
 
-from lotr_labeler import jobs, runs
 from lotr_labeler.cli import main
 from lotr_labeler.errors import TrainingError, WeightsUnavailable
 from lotr_labeler.imaging import normalize
+from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.model import runs
+from lotr_labeler.model.train import TrainParams, check_dataset, cli_args, train_run
 from lotr_labeler.store import Store
-from lotr_labeler.train import TrainParams, check_dataset, cli_args, train_run
 from lotr_labeler.workspace import create_project
 
 TINY = TrainParams(epochs=1, size=64, batch_size=8, pretrained=False)
@@ -285,7 +286,7 @@ def test_remote_round_trip_train_on_a_bundle(
     trained: tuple[Store, runs.Run, int, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """export dataset → `train --bundle` on another machine (another data dir) → model.pkl back."""
-    from lotr_labeler.export import export_dataset
+    from lotr_labeler.collect.export import export_dataset
 
     store, _, broken, _ = trained
     bundle = tmp_path / "bundle.zip"

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .context import act, current_project, flash, open_current, show_flash
+from lotr_labeler.ui.context import act, current_project, flash, open_current, show_flash
 
 __all__ = ["act", "current_project", "flash", "open_current", "show_flash"]

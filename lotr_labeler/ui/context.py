@@ -13,10 +13,10 @@ from typing import Any
 
 import streamlit as st
 
-from .. import project as proj
-from ..errors import LabelerError
-from ..store import Store
-from ..workspace import create_project, last_project, list_projects, remember
+from lotr_labeler import project as proj
+from lotr_labeler.errors import LabelerError
+from lotr_labeler.store import Store
+from lotr_labeler.workspace import create_project, last_project, list_projects, remember
 
 _FLASH = "_flash"
 _PROJECT = "_project"

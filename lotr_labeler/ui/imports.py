@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ..importers import ImportReport, import_urls
-from ..store import Store
-from .context import error_boundary
+from lotr_labeler.collect.importers import ImportReport, import_urls
+from lotr_labeler.store import Store
+from lotr_labeler.ui.context import error_boundary
 
 
 def show_report(report: ImportReport) -> None:

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from .. import jobs
-from ..store import Store
-from .context import act, data_dir
+from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.store import Store
+from lotr_labeler.ui.context import act, data_dir
 
 
 def _eta(seconds: float | None) -> str:

@@ -456,7 +456,9 @@ def data_stayed_in_checkout(j: Journey) -> None:
     stray = [name for name in added if not name.startswith("data/") and "__pycache__/" not in name]
     assert not stray, f"written in the clone outside data/: {stray}"
     # The processes ran the clone's code, from the clone (the training worker compiled its train.py there).
-    assert list((clone / "lotr_labeler" / "__pycache__").glob("train.*.pyc")), "the clone's train.py never ran"
+    assert list((clone / "lotr_labeler" / "model" / "__pycache__").glob("train.*.pyc")), (
+        "the clone's train.py never ran"
+    )
     # Not in the default data dir of the checkout running the tests, nor of the test's own cwd.
     for other in {ROOT / "data", Path.cwd() / "data"}:
         assert not list(other.glob(f"*/runs/{j.run_id}")), f"run {j.run_id} also written under {other}"

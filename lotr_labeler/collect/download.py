@@ -38,10 +38,10 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from . import project as proj
-from .errors import BlockedHost, FetchError, ImageRejected, NotFound
-from .imaging import Normalized, normalize
-from .store import CandidateRow, Store
+from lotr_labeler import project as proj
+from lotr_labeler.errors import BlockedHost, FetchError, ImageRejected, NotFound
+from lotr_labeler.imaging import Normalized, normalize
+from lotr_labeler.store import CandidateRow, Store
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from PIL import Image
 
-from . import runs
-from .errors import InvalidInput, TrainingError, WeightsUnavailable
-from .imaging import write_atomic
-from .store import ImageRow, Store
+from lotr_labeler.errors import InvalidInput, TrainingError, WeightsUnavailable
+from lotr_labeler.imaging import write_atomic
+from lotr_labeler.model import runs
+from lotr_labeler.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -485,7 +485,7 @@ def last_params(store: Store) -> TrainParams:
 
 def launch_training(store: Store, params: TrainParams) -> Any:
     """Check the dataset, then start ``lotr-labeler train`` as a background job (returns the job)."""
-    from . import jobs
+    from lotr_labeler.jobs import worker as jobs
 
     check_dataset(store)
     return jobs.launch(store, "train", cli_args(params), asdict(params))

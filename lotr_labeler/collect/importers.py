@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from .errors import ImageRejected, InvalidInput, LabelerError, NotFound
-from .export import csv_unsafe
-from .imaging import normalize
-from .project import validate_name
-from .store import CandidateIn, Store
+from lotr_labeler.collect.export import csv_unsafe
+from lotr_labeler.errors import ImageRejected, InvalidInput, LabelerError, NotFound
+from lotr_labeler.imaging import normalize
+from lotr_labeler.project import validate_name
+from lotr_labeler.store import CandidateIn, Store
 
 Progress = Callable[[int, int], None]
 MANIFEST = "manifest.csv"

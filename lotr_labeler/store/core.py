@@ -40,10 +40,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import project as proj
-from .errors import Conflict, InvalidInput, NotFound, NothingToUndo, StoreError
-from .imaging import Normalized, hamming, write_atomic
-from .schema import MIGRATIONS
+from lotr_labeler import project as proj
+from lotr_labeler.errors import Conflict, InvalidInput, NotFound, NothingToUndo, StoreError
+from lotr_labeler.imaging import Normalized, hamming, write_atomic
+from lotr_labeler.store.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from . import runs
-from .errors import InvalidInput, NotFound, WeightsUnavailable
-from .imaging import write_atomic
-from .store import ImageRow, Store
+from lotr_labeler.errors import InvalidInput, NotFound, WeightsUnavailable
+from lotr_labeler.imaging import write_atomic
+from lotr_labeler.model import runs
+from lotr_labeler.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import psutil
 
-from .errors import Conflict, NotFound
-from .store import Store, now
+from lotr_labeler.errors import Conflict, NotFound
+from lotr_labeler.store import Store, now
 
 # A launched worker gets this long to record its pid before it is presumed dead.
 _START_GRACE_S = 60
@@ -145,7 +145,7 @@ def get_job(store: Store, job_id: int) -> Job:
                 "WHERE id = ? AND state = 'running'",
                 (DEAD_MESSAGE, now(), now(), job_id),
             )
-        from . import runs  # runs imports this module
+        from lotr_labeler.model import runs  # runs imports this module
 
         runs.fail_dead_runs(store)  # a dead training job leaves a run behind
         job = _row(store, job_id)

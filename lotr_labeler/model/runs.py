@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import jobs
-from .errors import Conflict, InvalidInput, NotFound
-from .store import Store, now
+from lotr_labeler.errors import Conflict, InvalidInput, NotFound
+from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.store import Store, now
 
 RUN_STATES = ("running", "done", "failed", "cancelled")
 MODEL_FILE = "model.pkl"

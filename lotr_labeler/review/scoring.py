@@ -40,10 +40,11 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from . import dedupe, embed, quality, runs
-from . import project as proj
-from .errors import Conflict, InvalidInput
-from .store import SPLITS, ImageRow, Store, now
+from lotr_labeler import project as proj
+from lotr_labeler.errors import Conflict, InvalidInput
+from lotr_labeler.model import embed, runs
+from lotr_labeler.review import dedupe, quality
+from lotr_labeler.store import SPLITS, ImageRow, Store, now
 
 log = logging.getLogger(__name__)
 

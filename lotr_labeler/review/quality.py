@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .imaging import write_atomic
-from .store import ImageRow, Store
+from lotr_labeler.imaging import write_atomic
+from lotr_labeler.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import InvalidInput
-from .store import Store
+from lotr_labeler.errors import InvalidInput
+from lotr_labeler.store import Store
 
 MANIFEST_FIELDS = (
     "id",

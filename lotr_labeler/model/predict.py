@@ -37,12 +37,12 @@ from typing import Any
 import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import project as proj
-from .download import Resolver, fetch, make_client
-from .errors import Conflict, ImageRejected, InvalidInput, NotFound
-from .imaging import decode_budget, to_rgb
-from .runs import Run, current_run, get_run, list_runs
-from .store import Store
+from lotr_labeler import project as proj
+from lotr_labeler.collect.download import Resolver, fetch, make_client
+from lotr_labeler.errors import Conflict, ImageRejected, InvalidInput, NotFound
+from lotr_labeler.imaging import decode_budget, to_rgb
+from lotr_labeler.model.runs import Run, current_run, get_run, list_runs
+from lotr_labeler.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 import ddgs
 from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 
-from .errors import InvalidInput, NoResults, SearchError, SearchRateLimited, SearchTimeout
-from .store import CandidateIn, Store
+from lotr_labeler.errors import InvalidInput, NoResults, SearchError, SearchRateLimited, SearchTimeout
+from lotr_labeler.store import CandidateIn, Store
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .imaging import hamming
+from lotr_labeler.imaging import hamming
 
 IntArray = npt.NDArray[np.int64]
 _BITS = 64

@@ -20,13 +20,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from . import jobs
-from . import project as proj
-from .errors import InvalidInput, LabelerError
-from .export import export_dataset
-from .importers import ImportReport, import_folder, import_urls, import_zip
-from .store import CANDIDATE_STATES, SPLITS, Store
-from .workspace import absolute, create_project, list_projects, open_project
+from lotr_labeler import project as proj
+from lotr_labeler.collect.export import export_dataset
+from lotr_labeler.collect.importers import ImportReport, import_folder, import_urls, import_zip
+from lotr_labeler.errors import InvalidInput, LabelerError
+from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.store import CANDIDATE_STATES, SPLITS, Store
+from lotr_labeler.workspace import absolute, create_project, list_projects, open_project
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -242,7 +242,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from . import embed, review
+    from lotr_labeler.model import embed
+    from lotr_labeler.review import scoring as review
 
     with _store(args) as store:
         if not args.cached:
@@ -330,7 +331,7 @@ def search_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .search import SearchOptions, SearchProgress, plan_queries, run_search
+    from lotr_labeler.collect.search import SearchOptions, SearchProgress, plan_queries, run_search
 
     with _store(args) as store:
         settings = store.settings()
@@ -371,7 +372,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_download(args: argparse.Namespace) -> int:
 
-    from .download import DownloadProgress, download_candidates
+    from lotr_labeler.collect.download import DownloadProgress, download_candidates
 
     with _store(args) as store:
         with jobs.JobRun(store, "download", {"ids": args.ids, "retry_failed": args.retry_failed}, args.job) as job:
@@ -414,7 +415,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     with _store(args) as store:
         if args.what == "model":
-            from . import runs
+            from lotr_labeler.model import runs
 
             run = runs.get_run(store, args.run) if args.run else runs.current_run(store)
             if run is None or not run.model_path.is_file():
@@ -451,7 +452,7 @@ def _bundle_store(args: argparse.Namespace) -> Store:
 
 def cmd_train(args: argparse.Namespace) -> int:
 
-    from . import train as tr
+    from lotr_labeler.model import train as tr
 
     params = tr.preset(
         args.preset,
@@ -501,7 +502,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_import_model(args: argparse.Namespace) -> int:
-    from .train import import_model
+    from lotr_labeler.model.train import import_model
 
     print(
         "warning: a model.pkl is a pickle and loading it runs code from it: only import files you made.",
@@ -516,7 +517,7 @@ def cmd_import_model(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from . import runs
+    from lotr_labeler.model import runs
 
     with _store(args) as store:
         if args.runs_cmd == "current":
@@ -551,7 +552,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def _predict_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The model to predict with (``--model``, ``--run`` or the current run) and the settings."""
-    from .predict import default_settings, model_from_path, resolve_model
+    from lotr_labeler.model.predict import default_settings, model_from_path, resolve_model
 
     if args.model:
         if args.run:
@@ -569,7 +570,7 @@ def _predict_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import Limits, decode_image, fetch_image, load_predictor, read_image_file
+    from lotr_labeler.model.predict import Limits, decode_image, fetch_image, load_predictor, read_image_file
 
     model, settings = _predict_model(args)
     limits = Limits.from_settings(settings)
@@ -593,7 +594,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .api import serve
+    from lotr_labeler.api import serve
 
     model = Path(args.model) if args.model else None
     print(
@@ -823,7 +824,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from .fakes import install_from_env
+    from lotr_labeler.fakes import install_from_env
 
     install_from_env()  # test hook, inert unless LOTR_LABELER_FAKE_DDGS is set
     func: Handler = args.func

@@ -1,0 +1,1 @@
+"""Getting images in: search, download, imports, export."""

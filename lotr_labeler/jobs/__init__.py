@@ -1,0 +1,1 @@
+"""Background jobs: the jobs table, typed job specs, the worker side."""

@@ -1,0 +1,1 @@
+"""Models: training, embeddings, prediction, run records."""

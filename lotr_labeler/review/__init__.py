@@ -1,0 +1,1 @@
+"""Finding what to fix: label-issue scoring, quality flags, duplicates."""
