@@ -1,4 +1,4 @@
-"""Projects, class-name rules, query templates and settings, declared in one place."""
+"""Projects, class-name rules and query templates. Settings live in ``lotr_labeler.settings``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import os
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from lotr_labeler.errors import InvalidInput
+from lotr_labeler.errors import InvalidInput, check_choice
+
+# Transitional re-export while call sites move to lotr_labeler.settings (issue 11).
+from lotr_labeler.settings import SETTINGS, SETTINGS_BY_KEY, Setting, setting  # noqa: F401
 
 DEFAULT_PROJECT = "lotr-races"
 DATA_ENV = "LOTR_LABELER_DATA"
@@ -20,72 +22,6 @@ _RESERVED = frozenset(
     {"con", "prn", "aux", "nul", "conin$", "conout$"}
     | {f"{dev}{n}" for dev in ("com", "lpt") for n in (*"123456789", "\u00b9", "\u00b2", "\u00b3")}
 )
-
-
-@dataclass(frozen=True)
-class Setting:
-    key: str
-    default: int | float | bool
-    help: str
-    minimum: float | None = None
-    maximum: float | None = None
-
-    def parse(self, value: Any) -> int | float | bool:
-        """Coerce ``value`` to this setting's type or raise InvalidInput naming the bad value."""
-        kind = type(self.default)
-        try:
-            if kind is bool:
-                if isinstance(value, str):
-                    lowered = value.strip().lower()
-                    if lowered not in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
-                        raise ValueError(value)
-                    parsed: int | float | bool = lowered in {"true", "1", "yes", "on"}
-                else:
-                    parsed = bool(value)
-            elif kind is int:
-                parsed = int(value)
-            else:
-                parsed = float(value)
-        except (TypeError, ValueError):
-            raise InvalidInput(
-                f"Setting {self.key}={value!r} is not a {kind.__name__}. Example: {self.default!r}."
-            ) from None
-        if not isinstance(parsed, bool):
-            if self.minimum is not None and parsed < self.minimum:
-                raise InvalidInput(f"Setting {self.key}={parsed} is below its minimum {self.minimum}.")
-            if self.maximum is not None and parsed > self.maximum:
-                raise InvalidInput(f"Setting {self.key}={parsed} is above its maximum {self.maximum}.")
-        return parsed
-
-
-# Every tunable of a project, with its default and help. Stored per project in the DB.
-SETTINGS: tuple[Setting, ...] = (
-    Setting("valid_pct", 20, "Percent of images put in the validation split (by content hash).", 1, 50),
-    Setting("max_side", 512, "Longest side, in pixels, of stored images (larger ones are shrunk).", 64, 4096),
-    Setting("jpeg_quality", 90, "JPEG quality of stored images.", 50, 100),
-    Setting("max_pixels", 60_000_000, "Images with more pixels are refused (decompression bombs).", 1e5, 5e8),
-    Setting("max_bytes", 15_000_000, "Largest file or download accepted, in bytes.", 10_000, 500_000_000),
-    Setting("thumb_size", 192, "Longest side of cached thumbnails in the grids.", 64, 512),
-    Setting("page_size", 48, "Cards per page in the grids.", 8, 200),
-    Setting("near_dup_distance", 8, "Near duplicates: largest phash Hamming distance.", 0, 32),
-    Setting("download_workers", 16, "Parallel downloads.", 1, 64),
-    Setting("connect_timeout", 5.0, "Download connect timeout, seconds.", 0.5, 120),
-    Setting("read_timeout", 15.0, "Download read timeout, seconds.", 0.5, 600),
-    Setting("allow_private_hosts", False, "Allow downloads from loopback/private addresses (local use)."),
-    Setting("search_max_results", 30, "Search results per query.", 1, 500),
-    Setting("search_delay", 1.5, "Pause between search queries, seconds (be polite).", 0, 60),
-    Setting("min_images_per_class", 10, "Fewest images per class before training is suggested.", 1, 10_000),
-    Setting("embed_size", 224, "Review: side, in pixels, images are resized to for backbone embeddings.", 32, 512),
-    Setting("tiny_side", 64, "Review: images whose shorter side is below this are flagged tiny.", 1, 4096),
-)
-SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
-
-
-def setting(key: str) -> Setting:
-    try:
-        return SETTINGS_BY_KEY[key]
-    except KeyError:
-        raise InvalidInput(f"Unknown setting {key!r}. Must be one of: {', '.join(SETTINGS_BY_KEY)}.") from None
 
 
 @dataclass(frozen=True)
@@ -116,10 +52,7 @@ TEMPLATES: dict[str, tuple[ClassSpec, ...]] = {"lotr": LOTR_CLASSES, "empty": ()
 
 
 def template_classes(template: str) -> tuple[ClassSpec, ...]:
-    try:
-        return TEMPLATES[template]
-    except KeyError:
-        raise InvalidInput(f"Unknown template {template!r}. Must be one of: {', '.join(TEMPLATES)}.") from None
+    return TEMPLATES[check_choice(template, TEMPLATES, "Template")]
 
 
 def validate_name(name: str, what: str = "Class name") -> str:
