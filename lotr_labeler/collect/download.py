@@ -27,6 +27,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.request
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -296,28 +297,73 @@ class _GuardedBackend(httpcore.NetworkBackend):
 
 
 class _GuardedTransport(httpx.HTTPTransport):
-    def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext | None, proxy: str | None) -> None:
         super().__init__(limits=limits, trust_env=False)
+        ssl_context = ssl_context or httpx.create_ssl_context(trust_env=False)
+        pool = {
+            "max_connections": limits.max_connections,
+            "max_keepalive_connections": limits.max_keepalive_connections,
+            "keepalive_expiry": limits.keepalive_expiry,
+            "network_backend": _GuardedBackend(),
+        }
         # httpx has no public hook for the network backend; its pool is rebuilt with ours.
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_GuardedBackend(),
+        if proxy is None:
+            self._pool = httpcore.ConnectionPool(ssl_context=ssl_context, **pool)
+            return
+        url = httpx.URL(proxy)
+        auth = (url.username, url.password) if url.username else None
+        self._pool = httpcore.HTTPProxy(
+            proxy_url=str(url.copy_with(username=None, password=None)),
+            proxy_auth=auth,
+            ssl_context=ssl_context,
+            **pool,
         )
 
 
+class _ProxyOrDirect(httpx.BaseTransport):
+    """The environment's proxy, except for hosts NO_PROXY exempts (e.g. localhost), as httpx does."""
+
+    def __init__(self, direct: _GuardedTransport, proxied: _GuardedTransport) -> None:
+        self._direct = direct
+        self._proxied = proxied
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        bypass = urllib.request.proxy_bypass(request.url.host)
+        return (self._direct if bypass else self._proxied).handle_request(request)
+
+    def close(self) -> None:
+        self._direct.close()
+        self._proxied.close()
+
+
+def env_proxy() -> str | None:
+    """The proxy the environment names for downloads (HTTPS_PROXY, else HTTP_PROXY or ALL_PROXY)."""
+    proxies = urllib.request.getproxies()
+    return proxies.get("https") or proxies.get("http") or proxies.get("all") or None
+
+
 def make_client(
-    timeout: httpx.Timeout, max_connections: int = 10, *, ssl_context: ssl.SSLContext | None = None
+    timeout: httpx.Timeout,
+    max_connections: int = 10,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    proxy: str | None = None,
 ) -> httpx.Client:
     """An httpx client for ``fetch`` whose deadline and cancel act between any two bytes.
 
     ``ssl_context`` replaces the default certificate checks (e.g. to trust a test CA).
-    Environment proxies are not used: connections go to the addresses the guard checked.
+    Without a proxy, connections go only to the addresses the guard checked. With one
+    (``proxy``, default: the environment's, see ``env_proxy``; hosts in NO_PROXY go
+    direct) the proxy resolves the names, so the address check happens here but the proxy
+    makes the connection; the deadline and cancel still hold on the socket to the proxy.
     """
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return httpx.Client(headers=HEADERS, timeout=timeout, transport=_GuardedTransport(limits, ssl_context))
+    direct = _GuardedTransport(limits, ssl_context, None)
+    proxy = proxy if proxy is not None else env_proxy()
+    transport: httpx.BaseTransport = direct
+    if proxy:
+        transport = _ProxyOrDirect(direct, _GuardedTransport(limits, ssl_context, proxy))
+    return httpx.Client(headers=HEADERS, timeout=timeout, transport=transport)
 
 
 # -- fetch ------------------------------------------------------------------------------------
