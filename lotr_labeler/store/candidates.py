@@ -1,0 +1,192 @@
+"""The ``candidates`` table: search and list results waiting for a decision, then a download."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from lotr_labeler import project as proj
+from lotr_labeler.errors import InvalidInput, NotFound
+from lotr_labeler.store.db import now
+from lotr_labeler.store.history import Payload, undoes
+from lotr_labeler.store.images import ImagesMixin
+from lotr_labeler.store.rows import CandidateIn, CandidateRow, candidate_row
+
+if TYPE_CHECKING:
+    from lotr_labeler.store import Store
+
+CANDIDATE_STATES = ("pending", "accepted", "rejected", "downloaded", "failed")
+
+_CANDIDATE_SELECT = """
+    SELECT k.*, c.name AS label FROM candidates k JOIN classes c ON c.id = k.class_id
+"""
+
+
+class CandidatesMixin(ImagesMixin):
+    def add_candidates(self, items: Iterable[CandidateIn]) -> tuple[int, int]:
+        """Add search results; returns (added, skipped as known URL or image already stored)."""
+        added = skipped = 0
+        with self.transaction():
+            class_ids = {proj.name_key(c.name): c.id for c in self.classes()}
+            for item in items:
+                class_id = class_ids.get(proj.name_key(item.label))
+                if class_id is None:
+                    raise NotFound(f"No class {item.label!r}. Add it first, or fix the label.")
+                known = self.conn.execute("SELECT 1 FROM candidates WHERE image_url = ?", (item.image_url,)).fetchone()
+                if known or self._known_source_url(item.image_url):
+                    skipped += 1
+                    continue
+                stamp = now()
+                self.conn.execute(
+                    "INSERT INTO candidates(class_id, image_url, thumbnail_url, page_url, title, query,"
+                    " width, height, source, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        class_id,
+                        item.image_url,
+                        item.thumbnail_url,
+                        item.page_url,
+                        item.title,
+                        item.query,
+                        item.width,
+                        item.height,
+                        item.source,
+                        stamp,
+                        stamp,
+                    ),
+                )
+                added += 1
+        return added, skipped
+
+    def _candidate_filter(self, label: str | None, state: str | None, query: str | None) -> tuple[str, list[Any]]:
+        # Candidates of a deleted class stay in the DB (undo) but out of every listing.
+        where: list[str] = ["k.class_id IN (SELECT id FROM classes WHERE deleted = 0)"]
+        args: list[Any] = []
+        if label:
+            where.append("k.class_id = ?")
+            args.append(self.get_class(label).id)
+        if state:
+            if state not in CANDIDATE_STATES:
+                raise InvalidInput(
+                    f"Candidate state {state!r} is not valid. Must be one of: {', '.join(CANDIDATE_STATES)}."
+                )
+            where.append("k.state = ?")
+            args.append(state)
+        if query:
+            where.append("k.query = ?")
+            args.append(query)
+        return " WHERE " + " AND ".join(where), args
+
+    def candidates(
+        self,
+        label: str | None = None,
+        *,
+        state: str | None = None,
+        query: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        after_id: int | None = None,
+    ) -> list[CandidateRow]:
+        """Candidates in id order. ``after_id`` pages by position rather than offset, so a page
+        does not shift when decisions move earlier candidates out of a state filter."""
+        where, args = self._candidate_filter(label, state, query)
+        if after_id is not None:
+            where += " AND k.id > ?"
+            args.append(after_id)
+        sql = _CANDIDATE_SELECT + where + " ORDER BY k.id"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args += [limit, offset]
+        return [candidate_row(r) for r in self.conn.execute(sql, args)]
+
+    def count_candidates(self, label: str | None = None, *, state: str | None = None, query: str | None = None) -> int:
+        where, args = self._candidate_filter(label, state, query)
+        return int(self.conn.execute("SELECT count(*) FROM candidates k" + where, args).fetchone()[0])
+
+    def candidate_queries(self, label: str | None = None) -> list[str]:
+        where, args = self._candidate_filter(label, None, None)
+        sql = f"SELECT DISTINCT k.query FROM candidates k{where} ORDER BY k.query"
+        return [r[0] for r in self.conn.execute(sql, args) if r[0]]
+
+    def get_candidate(self, candidate_id: int) -> CandidateRow:
+        row = self.conn.execute(_CANDIDATE_SELECT + " WHERE k.id = ?", (candidate_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"No candidate with id {candidate_id} in project {self.name!r}.")
+        return candidate_row(row)
+
+    def finish_candidate(
+        self, candidate_id: int, *, image_id: int | None = None, error: str | None = None, state: str | None = None
+    ) -> None:
+        """Record a download attempt: ``downloaded`` with its image, or ``failed`` with a reason.
+
+        ``state`` overrides the resulting state (e.g. ``rejected`` for a previously deleted picture).
+        """
+        new_state = state or ("downloaded" if image_id is not None and error is None else "failed")
+        if new_state not in CANDIDATE_STATES:
+            raise InvalidInput(f"Candidate state {new_state!r} is not valid. Must be one of: {CANDIDATE_STATES}.")
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE candidates SET state = ?, image_id = ?, error = ?, attempts = attempts + 1, "
+                "updated_at = ? WHERE id = ?",
+                (new_state, image_id, error, now(), candidate_id),
+            )
+
+    def decide(self, ids: Iterable[int], state: str, *, label: str | None = None, only_pending: bool = False) -> int:
+        """Set review decisions (accepted/rejected/pending), optionally moving to another class.
+
+        Downloaded candidates are left alone: their image is managed on the Dataset page.
+        ``only_pending`` (bulk actions) never overrides a decision already taken, even one
+        taken in another tab after the page was drawn.
+        """
+        if state not in ("pending", "accepted", "rejected"):
+            raise InvalidInput(f"Decision {state!r} is not valid. Must be one of: pending, accepted, rejected.")
+        target = self.get_class(label).id if label else None
+        with self.transaction():  # read and write under one lock: another tab may be deciding too
+            return self._decide(ids, state, label, target, only_pending)
+
+    def _decide(self, ids: Iterable[int], state: str, label: str | None, target: int | None, only_pending: bool) -> int:
+        rows = [self.get_candidate(int(i)) for i in dict.fromkeys(ids)]
+        changed = [
+            r
+            for r in rows
+            if r.state != "downloaded"
+            and (r.state == "pending" or not only_pending)
+            and (r.state != state or (target is not None and r.class_id != target))
+        ]
+        if not changed:
+            return 0
+        with self.transaction():
+            for r in changed:
+                self.conn.execute(
+                    "UPDATE candidates SET state = ?, class_id = ?, updated_at = ? WHERE id = ?",
+                    (state, target or r.class_id, now(), r.id),
+                )
+            moved = f" to {label}" if label else ""
+            self._event(
+                "decide",
+                f"{state} {len(changed)} candidate(s){moved}",
+                {"items": [[r.id, r.state, r.class_id, r.error] for r in changed]},
+            )
+        return len(changed)
+
+    def _set_candidate(self, candidate_id: int, state: str, class_id: int, error: str | None) -> None:
+        self.conn.execute(
+            "UPDATE candidates SET state = ?, class_id = ?, error = ?, updated_at = ? WHERE id = ?",
+            (state, class_id, error, now(), candidate_id),
+        )
+
+    def _candidates_in_class(self, class_id: int) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM candidates WHERE class_id = ?", (class_id,)).fetchone()[0])
+
+    def _state_counts(self, class_id: int) -> dict[str, int]:
+        counts = dict.fromkeys(CANDIDATE_STATES, 0)
+        for r in self.conn.execute(
+            "SELECT state, count(*) FROM candidates WHERE class_id = ? GROUP BY state", (class_id,)
+        ):
+            counts[r[0]] = r[1]
+        return counts
+
+
+@undoes("decide")
+def _undo_decide(store: Store, payload: Payload) -> None:
+    for cid, state, class_id, error in payload["items"]:
+        store._set_candidate(cid, state, class_id, error)

@@ -1,0 +1,50 @@
+"""The ``review_scores`` and ``review_marks`` tables (their meaning: ``lotr_labeler.review.scoring``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+from lotr_labeler.store.db import Database, now
+
+
+def replace_scores(db: Database, rows: Iterable[tuple[int, str, str]], *, fit_key: str, fit: str) -> None:
+    """Replace every score with ``(image_id, probs_json, source)`` rows and record how they were made."""
+    with db.transaction():
+        db.conn.execute("DELETE FROM review_scores")
+        db.conn.executemany("INSERT INTO review_scores(image_id, probs, source) VALUES (?, ?, ?)", rows)
+        db.meta_set(fit_key, fit)
+
+
+def scores(db: Database, ids: Sequence[int] | None = None) -> dict[int, tuple[list[float], str]]:
+    """Stored probabilities and source per image id (all, or those of ``ids``)."""
+    sql = "SELECT image_id, probs, source FROM review_scores"
+    if ids is not None:
+        if not ids:
+            return {}
+        sql += f" WHERE image_id IN ({','.join('?' * len(ids))})"
+    return {int(r[0]): (json.loads(r[1]), str(r[2])) for r in db.conn.execute(sql, list(ids or []))}
+
+
+def mark(db: Database, marks: Iterable[tuple[int, int]], kind: str) -> None:
+    """Record decisions of ``kind`` as ``(image_id, confirmed class_id)`` pairs."""
+    stamp = now()
+    with db.transaction():
+        db.conn.executemany(
+            "INSERT INTO review_marks(image_id, kind, class_id, at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(image_id, kind) DO UPDATE SET class_id = excluded.class_id, at = excluded.at",
+            [(image_id, kind, class_id, stamp) for image_id, class_id in marks],
+        )
+
+
+def unmark_labels(db: Database, ids: Sequence[int]) -> None:
+    with db.transaction():
+        db.conn.executemany("DELETE FROM review_marks WHERE image_id = ? AND kind = 'label'", [(i,) for i in ids])
+
+
+def marked_ids(db: Database, kind: str) -> set[int]:
+    """Images whose ``kind`` decision still holds (for labels: their class is the one confirmed)."""
+    sql = "SELECT m.image_id FROM review_marks m JOIN images i ON i.id = m.image_id WHERE m.kind = ?"
+    if kind == "label":
+        sql += " AND m.class_id = i.class_id"
+    return {int(r[0]) for r in db.conn.execute(sql, (kind,))}
