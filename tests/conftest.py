@@ -1,48 +1,25 @@
-"""Shared fixtures: generated images, a data root, projects with and without images."""
+"""Shared fixtures: generated images, a data root, projects with and without images, the tiny model.
+
+Only fixtures live here; the plain helpers they use (and tests import) are in helpers.py.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from helpers import SHAPES, ImageHandler, TinyModel, image_bytes, register, shape_image, train_tiny_model
 
+from lotr_labeler.imaging import normalize
+from lotr_labeler.model import runs
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
-
-SHAPES = ("circle", "square", "triangle")
-
-
-def shape_image(shape: str, seed: int, size: int = 64) -> Image.Image:
-    """A coloured shape on a noisy background: distinct per seed, class given by the shape."""
-    rng = np.random.default_rng(seed)
-    bg = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
-    img = Image.fromarray(bg, "RGB")
-    draw = ImageDraw.Draw(img)
-    colour = tuple(int(v) for v in rng.integers(120, 256, 3))
-    lo, hi = int(size * 0.2 + rng.integers(0, 6)), int(size * 0.8 - rng.integers(0, 6))
-    if shape == "circle":
-        draw.ellipse((lo, lo, hi, hi), fill=colour)
-    elif shape == "square":
-        draw.rectangle((lo, lo, hi, hi), fill=colour)
-    else:
-        draw.polygon([(size // 2, lo), (lo, hi), (hi, hi)], fill=colour)
-    return img
-
-
-def image_bytes(img: Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="session")
@@ -84,35 +61,10 @@ def store(data_root: Path, shapes_dir: Path) -> Iterator[Store]:
     s.close()
 
 
-def files_under(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*.jpg")}
-
-
-class _ImageHandler(BaseHTTPRequestHandler):
-    """/img/<n>.png: a distinct generated picture per n; anything else: 404."""
-
-    def do_GET(self) -> None:
-        name = self.path.rsplit("/", 1)[-1]
-        if self.path.startswith("/img/") and name.split(".")[0].isdigit():
-            n = int(name.split(".")[0])
-            body = image_bytes(shape_image(SHAPES[n % 3], 1000 + n, size=96))
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-        else:
-            body = b"not found"
-            self.send_response(404)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="session")
 def image_server() -> Iterator[str]:
     """A real HTTP server on 127.0.0.1 serving generated images; yields its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -121,14 +73,25 @@ def image_server() -> Iterator[str]:
     server.server_close()
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    """Poll until ``predicate()`` holds; a bounded loop that fails the test on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """One tiny trained model per session (test_predict, test_api, test_api_hardening share it)."""
+    return train_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture
+def project(data_root: Path, tiny_model: TinyModel) -> Iterator[tuple[Store, runs.Run]]:
+    """Project "demo" with the shape classes, 2 images each, and one finished run (current)."""
+    store = create_project(data_root, "demo", "empty")
+    for shape in SHAPES:
+        store.add_class(shape)
+        for i in range(2):
+            store.add_image(
+                normalize(image_bytes(shape_image(shape, 700 + 10 * SHAPES.index(shape) + i))), shape, source="upload"
+            )
+    run = register(store, tiny_model.path, tiny_model.vocab)
+    yield store, run
+    store.close()
 
 
 @pytest.fixture(autouse=True)

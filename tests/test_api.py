@@ -15,11 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-import test_predict
 import uvicorn
-from conftest import image_bytes, shape_image
+from helpers import TOL, TinyModel, image_bytes, max_diff, reference, register, shape_image
 from starlette.testclient import TestClient
-from test_predict import TOL, TinyModel, max_diff, reference, register
 
 from lotr_labeler.api import body_limit, create_app
 from lotr_labeler.cli import main
@@ -27,10 +25,6 @@ from lotr_labeler.errors import NotFound
 from lotr_labeler.model import predict as pr
 from lotr_labeler.model import runs
 from lotr_labeler.store import Store
-
-# The session's one tiny model and the per-test project with a run, shared with test_predict.
-tiny_model = test_predict.tiny_model
-project = test_predict.project
 
 
 @pytest.fixture

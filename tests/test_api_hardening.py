@@ -18,17 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import test_predict
+from helpers import TinyModel
 from PIL import Image
 from starlette.testclient import TestClient
-from test_predict import TinyModel
 
 from lotr_labeler.api import create_app, scrub_paths
 from lotr_labeler.model import runs
 from lotr_labeler.store import Store
-
-tiny_model = test_predict.tiny_model
-project = test_predict.project
 
 
 @pytest.fixture

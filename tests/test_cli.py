@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import image_bytes, shape_image
+from helpers import image_bytes, shape_image
 
 from lotr_labeler.cli import main
 

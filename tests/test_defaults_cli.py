@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SHAPES, image_bytes, shape_image
+from helpers import SHAPES, image_bytes, shape_image
 
 from lotr_labeler.project import DATA_ENV
 

@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import image_bytes, shape_image
+from helpers import image_bytes, shape_image
 
 from lotr_labeler.collect.export import csv_safe, csv_unsafe, export_dataset
 from lotr_labeler.collect.importers import import_folder, import_urls, import_zip

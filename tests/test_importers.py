@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import SHAPES, files_under, image_bytes, shape_image
+from helpers import SHAPES, files_under, image_bytes, shape_image
 from PIL import Image
 
 from lotr_labeler.collect.export import export_dataset

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import ddgs
 import pytest
-from conftest import wait_for
+from helpers import wait_for
 
 from lotr_labeler.cli import main
 from lotr_labeler.errors import Conflict

@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import SHAPES, image_bytes, shape_image, wait_for
+from helpers import SHAPES, image_bytes, shape_image, wait_for
 
 from lotr_labeler.cli import main
 from lotr_labeler.errors import Conflict

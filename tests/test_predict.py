@@ -1,7 +1,7 @@
 """Fast inference: agreement with learn.predict, the model cache, the seed's serving code, the CLI, the Predict page.
 
-One tiny model (3 classes of drawn shapes, 64 px, resnet18 from scratch, 1 epoch) is trained per session;
-test_api.py imports the same fixtures.
+One tiny model (3 classes of drawn shapes, 64 px, resnet18 from scratch, 1 epoch) is trained per session:
+the ``tiny_model`` and ``project`` fixtures of conftest.py, shared with test_api.py.
 """
 
 from __future__ import annotations
@@ -9,128 +9,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import SHAPES, image_bytes, shape_image
+from helpers import SHAPES, TOL, TinyModel, image_bytes, max_diff, reference, register, shape_image
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.cli import main
 from lotr_labeler.errors import Conflict, ImageRejected, InvalidInput, NotFound
-from lotr_labeler.imaging import normalize
 from lotr_labeler.model import predict as pr
 from lotr_labeler.model import runs
 from lotr_labeler.store import Store
-from lotr_labeler.workspace import create_project
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = "pages/6_Predict.py"
-TOL = 1e-4
-
-
-@dataclass(frozen=True)
-class TinyModel:
-    learn: Any  # the trained Learner, in memory
-    path: Path  # its export (model.pkl)
-    other: Path  # an export with other weights and the same classes
-    samples: list[Path]  # images of several formats and sizes, not seen in training
-    vocab: list[str]
-
-
-_SESSION: dict[str, TinyModel] = {}  # test_api imports the fixture: one training per session
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    if "model" in _SESSION:
-        return _SESSION["model"]
-    from fastai.vision.all import (
-        ImageDataLoaders,
-        Normalize,
-        Resize,
-        imagenet_stats,
-        resnet18,
-        vision_learner,
-    )
-
-    root = tmp_path_factory.mktemp("tiny_model")
-    for shape in SHAPES:
-        (root / "train" / shape).mkdir(parents=True)
-        for i in range(8):
-            shape_image(shape, 500 + 20 * SHAPES.index(shape) + i).save(root / "train" / shape / f"{i}.png")
-    # Normalize as a pretrained model would have it, so the batch transforms are exercised too.
-    dls = ImageDataLoaders.from_folder(
-        root / "train",
-        valid_pct=0.25,
-        seed=0,
-        item_tfms=Resize(64),
-        batch_tfms=Normalize.from_stats(*imagenet_stats),
-        bs=8,
-        num_workers=0,
-    )
-    learn = vision_learner(dls, resnet18, pretrained=False)
-    with learn.no_bar(), learn.no_logging():
-        learn.fit(1)
-    learn.export(root / "model.pkl")
-    untrained = vision_learner(dls, resnet18, pretrained=False)
-    untrained.export(root / "other.pkl")
-
-    samples = root / "samples"
-    samples.mkdir()
-    made = [
-        ("circle.png", shape_image("circle", 9001), "PNG"),
-        ("square.jpg", shape_image("square", 9002), "JPEG"),
-        ("triangle-wide.jpg", shape_image("triangle", 9003, size=150).resize((150, 90)), "JPEG"),
-        ("circle-grey.png", shape_image("circle", 9004).convert("L"), "PNG"),
-        ("square.gif", shape_image("square", 9005), "GIF"),
-        ("triangle.webp", shape_image("triangle", 9006, size=80), "WEBP"),
-        ("circle.bmp", shape_image("circle", 9007, size=48), "BMP"),
-    ]
-    for name, img, fmt in made:
-        img.save(samples / name, format=fmt)
-    model = TinyModel(learn, root / "model.pkl", root / "other.pkl", [samples / n for n, _, _ in made], list(dls.vocab))
-    _SESSION["model"] = model
-    return model
-
-
-def register(store: Store, model: Path, vocab: list[str]) -> runs.Run:
-    """A finished run in ``store`` whose model.pkl is a copy of ``model``."""
-    run = runs.create_run(store, {"arch": "resnet18"})
-    shutil.copyfile(model, run.model_path)
-    return runs.finish_run(store, run.id, "done", vocab=vocab, metrics={})
-
-
-@pytest.fixture
-def project(data_root: Path, tiny_model: TinyModel) -> Iterator[tuple[Store, runs.Run]]:
-    """Project "demo" with the shape classes, 2 images each, and one finished run (current)."""
-    store = create_project(data_root, "demo", "empty")
-    for shape in SHAPES:
-        store.add_class(shape)
-        for i in range(2):
-            store.add_image(
-                normalize(image_bytes(shape_image(shape, 700 + 10 * SHAPES.index(shape) + i))), shape, source="upload"
-            )
-    run = register(store, tiny_model.path, tiny_model.vocab)
-    yield store, run
-    store.close()
-
-
-def reference(learn: Any, path: Path) -> dict[str, float]:
-    """learn.predict's probabilities for an image file."""
-    from fastai.vision.all import PILImage
-
-    with learn.no_bar():
-        _, _, probs = learn.predict(PILImage.create(path))
-    return dict(zip(learn.dls.vocab, map(float, probs), strict=True))
-
-
-def max_diff(a: dict[str, float], b: dict[str, float]) -> float:
-    assert list(a) == list(b)
-    return max(abs(a[k] - b[k]) for k in a)
 
 
 # -- the fast path ----------------------------------------------------------------------------

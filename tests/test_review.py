@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import files_under, image_bytes, shape_image, wait_for
+from helpers import files_under, image_bytes, shape_image, wait_for
 from PIL import Image, ImageDraw, ImageFilter
 from streamlit.testing.v1 import AppTest
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from helpers import wait_for
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.fakes import ENV as FAKE_ENV

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SHAPES, image_bytes, shape_image, wait_for
+from helpers import SHAPES, image_bytes, shape_image, wait_for
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.cli import main

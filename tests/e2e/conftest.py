@@ -26,26 +26,9 @@ from .app_server import (
     write_timings,
 )
 from .streamlit_page import StreamlitPage
+from .timings import TIMINGS, TIMINGS_NOTES, record
 
-# Figures measured during the run, printed as JSON lines at the end and written to timings.json.
-TIMINGS: list[dict[str, Any]] = []
-TIMINGS_NOTES: list[str] = []
 VIEWPORT = {"width": 1400, "height": 1000}
-
-
-def record(name: str, ours: float, *, anchor: float | None = None, goal: str = "context", note: str = "") -> None:
-    """Keep one measurement, in the bench scripts' JSON-line format (seconds)."""
-    row: dict[str, Any] = {
-        "name": name,
-        "ours": round(ours, 3),
-        "anchor": None if anchor is None else round(anchor, 3),
-        "ratio": None if not anchor else round(ours / anchor, 3),
-        "goal": goal,
-        "unit": "s",
-    }
-    if note:
-        row["note"] = note
-    TIMINGS.append(row)
 
 
 def _in_ci() -> bool:

@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import shape_image  # tests/conftest.py: the generated pictures of the unit tests
+from helpers import shape_image  # tests/helpers.py: the generated pictures of the unit tests
 
 from lotr_labeler.project import DEFAULT_PROJECT
 
 from .app_server import ARTIFACTS, ROOT, AppServer, fake_search_results, free_port, stop_process
-from .conftest import record
 from .streamlit_page import PROGRESS, SUCCESS, StreamlitPage
+from .timings import record
 
 pytestmark = pytest.mark.e2e
 

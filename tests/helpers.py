@@ -1,0 +1,165 @@
+"""Plain helpers shared by the tests: generated images, polling, the tiny model's build and checks.
+
+Fixtures live in conftest.py and are used as fixtures; everything here is an ordinary function or
+class that a test module imports (``from helpers import ...``). No test module imports another
+test module or conftest (pinned by test_layering_tests.py).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from lotr_labeler.model import runs
+from lotr_labeler.store import Store
+
+SHAPES = ("circle", "square", "triangle")
+TOL = 1e-4  # our fast predictor against learn.predict
+
+
+def shape_image(shape: str, seed: int, size: int = 64) -> Image.Image:
+    """A coloured shape on a noisy background: distinct per seed, class given by the shape."""
+    rng = np.random.default_rng(seed)
+    bg = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+    img = Image.fromarray(bg, "RGB")
+    draw = ImageDraw.Draw(img)
+    colour = tuple(int(v) for v in rng.integers(120, 256, 3))
+    lo, hi = int(size * 0.2 + rng.integers(0, 6)), int(size * 0.8 - rng.integers(0, 6))
+    if shape == "circle":
+        draw.ellipse((lo, lo, hi, hi), fill=colour)
+    elif shape == "square":
+        draw.rectangle((lo, lo, hi, hi), fill=colour)
+    else:
+        draw.polygon([(size // 2, lo), (lo, hi), (hi, hi)], fill=colour)
+    return img
+
+
+def image_bytes(img: Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*.jpg")}
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll until ``predicate()`` holds; a bounded loop that fails the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class ImageHandler(BaseHTTPRequestHandler):
+    """/img/<n>.png: a distinct generated picture per n; anything else: 404."""
+
+    def do_GET(self) -> None:
+        name = self.path.rsplit("/", 1)[-1]
+        if self.path.startswith("/img/") and name.split(".")[0].isdigit():
+            n = int(name.split(".")[0])
+            body = image_bytes(shape_image(SHAPES[n % 3], 1000 + n, size=96))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+        else:
+            body = b"not found"
+            self.send_response(404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+# -- the tiny model (test_predict, test_api, test_api_hardening) -------------------------------
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    learn: Any  # the trained Learner, in memory
+    path: Path  # its export (model.pkl)
+    other: Path  # an export with other weights and the same classes
+    samples: list[Path]  # images of several formats and sizes, not seen in training
+    vocab: list[str]
+
+
+def train_tiny_model(root: Path) -> TinyModel:
+    """3 classes of drawn shapes, 64 px, resnet18 from scratch, 1 epoch; exports and samples under ``root``."""
+    from fastai.vision.all import (
+        ImageDataLoaders,
+        Normalize,
+        Resize,
+        imagenet_stats,
+        resnet18,
+        vision_learner,
+    )
+
+    for shape in SHAPES:
+        (root / "train" / shape).mkdir(parents=True)
+        for i in range(8):
+            shape_image(shape, 500 + 20 * SHAPES.index(shape) + i).save(root / "train" / shape / f"{i}.png")
+    # Normalize as a pretrained model would have it, so the batch transforms are exercised too.
+    dls = ImageDataLoaders.from_folder(
+        root / "train",
+        valid_pct=0.25,
+        seed=0,
+        item_tfms=Resize(64),
+        batch_tfms=Normalize.from_stats(*imagenet_stats),
+        bs=8,
+        num_workers=0,
+    )
+    learn = vision_learner(dls, resnet18, pretrained=False)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+    learn.export(root / "model.pkl")
+    untrained = vision_learner(dls, resnet18, pretrained=False)
+    untrained.export(root / "other.pkl")
+
+    samples = root / "samples"
+    samples.mkdir()
+    made = [
+        ("circle.png", shape_image("circle", 9001), "PNG"),
+        ("square.jpg", shape_image("square", 9002), "JPEG"),
+        ("triangle-wide.jpg", shape_image("triangle", 9003, size=150).resize((150, 90)), "JPEG"),
+        ("circle-grey.png", shape_image("circle", 9004).convert("L"), "PNG"),
+        ("square.gif", shape_image("square", 9005), "GIF"),
+        ("triangle.webp", shape_image("triangle", 9006, size=80), "WEBP"),
+        ("circle.bmp", shape_image("circle", 9007, size=48), "BMP"),
+    ]
+    for name, img, fmt in made:
+        img.save(samples / name, format=fmt)
+    return TinyModel(learn, root / "model.pkl", root / "other.pkl", [samples / n for n, _, _ in made], list(dls.vocab))
+
+
+def register(store: Store, model: Path, vocab: list[str]) -> runs.Run:
+    """A finished run in ``store`` whose model.pkl is a copy of ``model``."""
+    run = runs.create_run(store, {"arch": "resnet18"})
+    shutil.copyfile(model, run.model_path)
+    return runs.finish_run(store, run.id, "done", vocab=vocab, metrics={})
+
+
+def reference(learn: Any, path: Path) -> dict[str, float]:
+    """learn.predict's probabilities for an image file."""
+    from fastai.vision.all import PILImage
+
+    with learn.no_bar():
+        _, _, probs = learn.predict(PILImage.create(path))
+    return dict(zip(learn.dls.vocab, map(float, probs), strict=True))
+
+
+def max_diff(a: dict[str, float], b: dict[str, float]) -> float:
+    assert list(a) == list(b)
+    return max(abs(a[k] - b[k]) for k in a)
