@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import files_under, image_bytes, shape_image
+from helpers import files_under, image_bytes, shape_image
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound, NothingToUndo, StoreError
 from lotr_labeler.imaging import normalize
@@ -56,7 +56,7 @@ def test_new_migration_applies_to_existing_db(store: Store, monkeypatch: pytest.
     root = store.root
     store.close()
     extra = ("002_test_column", "ALTER TABLE images ADD COLUMN note TEXT;")
-    monkeypatch.setattr("lotr_labeler.store.core.MIGRATIONS", (*schema.MIGRATIONS, extra))
+    monkeypatch.setattr("lotr_labeler.store.db.MIGRATIONS", (*schema.MIGRATIONS, extra))
     s = Store(root)
     cols = {r[1] for r in s.conn.execute("PRAGMA table_info(images)")}
     assert "note" in cols and len(s.images()) == 18
@@ -68,7 +68,7 @@ def test_failed_migration_leaves_db_unchanged(store: Store, monkeypatch: pytest.
     root = store.root
     store.close()
     bad = ("002_bad", "CREATE TABLE half_done(x); INSERT INTO no_such_table VALUES (1);")
-    monkeypatch.setattr("lotr_labeler.store.core.MIGRATIONS", (*schema.MIGRATIONS, bad))
+    monkeypatch.setattr("lotr_labeler.store.db.MIGRATIONS", (*schema.MIGRATIONS, bad))
     with pytest.raises(StoreError, match="002_bad"):
         Store(root)
     conn = sqlite3.connect(root / DB_NAME)
