@@ -415,7 +415,26 @@ def create_app(data_root: Path, project: str | None = None, model_path: Path | N
     """The API for ``project`` in ``data_root`` (its current run, per request), or for a fixed
     ``model_path`` the user gave explicitly (a pickle: only a file you trust).
 
-    Raises NotFound/InvalidInput now when the project or the model file does not exist.
+    Parameters
+    ----------
+    data_root
+        The data folder holding the projects.
+    project
+        The project whose current run answers; None: the only (or last used) project.
+    model_path
+        A fixed model file to serve instead of the project's runs.
+
+    Returns
+    -------
+    Starlette
+        The app: ``POST /predict``, ``GET /health``, ``GET /classes``.
+
+    Raises
+    ------
+    NotFound
+        The project or the model file does not exist (raised now, not per request).
+    InvalidInput
+        The project name is not valid, or several projects and none named.
     """
     api = _Api(data_root, project, model_path)
     routes = [
@@ -436,7 +455,24 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
 ) -> None:
-    """Run the API with uvicorn (one worker) until interrupted."""
+    """Run the API with uvicorn (one worker) until interrupted.
+
+    Parameters
+    ----------
+    data_root, project, model_path
+        What to serve, as for ``create_app``.
+    host
+        The address to listen on; anything but loopback is logged as a warning (no authentication).
+    port
+        The TCP port, 1-65535.
+
+    Raises
+    ------
+    InvalidInput
+        The port is out of range, or as ``create_app``.
+    NotFound
+        As ``create_app``.
+    """
     import uvicorn
 
     if not 0 < port < 65536:

@@ -106,7 +106,26 @@ def check_choice(value: str, allowed: Iterable[str], what: str, *, hint: str = "
     """Return ``value`` when it is one of ``allowed``, else raise one ``InvalidInput`` that names
     the bad value and every allowed one (cleanvision's "X is not supported. Must be one of: ...").
 
-    ``what`` names the kind of value ("Split", "Sort"); ``hint`` is appended to the message.
+    Parameters
+    ----------
+    value
+        The value to check.
+    allowed
+        The accepted values, in the order the message lists them.
+    what
+        The kind of value that starts the message ("Split", "Sort").
+    hint
+        Appended to the message, e.g. how to see the choices.
+
+    Returns
+    -------
+    str
+        ``value`` unchanged.
+
+    Raises
+    ------
+    InvalidInput
+        ``value`` is not one of ``allowed``.
     """
     options = list(allowed)
     if value in options:

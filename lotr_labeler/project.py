@@ -131,7 +131,18 @@ def queries_for(name: str, names: tuple[str, ...], template: str) -> list[str]:
 
 
 def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """--data, else $LOTR_LABELER_DATA, else ./data."""
+    """--data, else $LOTR_LABELER_DATA, else ./data.
+
+    Parameters
+    ----------
+    explicit
+        A ``--data`` value; empty or None falls through to the environment.
+
+    Returns
+    -------
+    Path
+        As given (maybe relative): the workspace functions make it absolute.
+    """
     if explicit:
         return Path(explicit)
     env = os.environ.get(DATA_ENV)

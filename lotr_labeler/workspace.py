@@ -23,6 +23,18 @@ def absolute(path: str | os.PathLike[str]) -> Path:
 
 
 def list_projects(root: Path) -> list[str]:
+    """The projects in ``root``, sorted.
+
+    Parameters
+    ----------
+    root
+        The data folder.
+
+    Returns
+    -------
+    list[str]
+        Names of the sub-folders holding a project database; empty when ``root`` does not exist.
+    """
     root = absolute(root)
     if not root.is_dir():
         return []
@@ -30,7 +42,29 @@ def list_projects(root: Path) -> list[str]:
 
 
 def create_project(root: Path, name: str = proj.DEFAULT_PROJECT, template: str = "lotr") -> Store:
-    """Create a project folder and fill in the template's classes."""
+    """Create a project folder and fill in the template's classes.
+
+    Parameters
+    ----------
+    root
+        The data folder (created when missing).
+    name
+        The project's name, also its folder name.
+    template
+        ``lotr`` (the seed's classes and search queries) or ``empty``.
+
+    Returns
+    -------
+    Store
+        The new project, open (close it when done); it becomes the last used project.
+
+    Raises
+    ------
+    InvalidInput
+        The name or the template is not valid.
+    Conflict
+        The project exists already.
+    """
     name = proj.validate_name(name, "Project name")
     specs = proj.template_classes(template)
     root = absolute(root)
@@ -42,7 +76,27 @@ def create_project(root: Path, name: str = proj.DEFAULT_PROJECT, template: str =
 
 
 def open_project(root: Path, name: str | None = None) -> Store:
-    """Open ``name``, else the only project, else the last one used."""
+    """Open ``name``, else the only project, else the last one used.
+
+    Parameters
+    ----------
+    root
+        The data folder.
+    name
+        The project to open; None picks the only or the last used one.
+
+    Returns
+    -------
+    Store
+        The project, open (close it when done).
+
+    Raises
+    ------
+    NotFound
+        No project of that name, or no project at all.
+    InvalidInput
+        The name is not valid, or several projects and none named or last used.
+    """
     root = absolute(root)
     projects = list_projects(root)
     if name is None:

@@ -58,6 +58,25 @@ def export_dataset(store: Store, out: Path, progress: Callable[[int, int], None]
 
     The zip is built under a temporary name and renamed, so ``out`` is never half written.
     ``ImageDataLoaders.from_folder('images')`` or ``lotr-labeler import zip`` read it back.
+
+    Parameters
+    ----------
+    store
+        The project.
+    out
+        The ``.zip`` file to write.
+    progress
+        Called with (images written, total).
+
+    Returns
+    -------
+    int
+        The number of images written.
+
+    Raises
+    ------
+    InvalidInput
+        ``out`` does not end in ``.zip``, or the project has no images.
     """
     out = Path(out)
     if out.suffix.lower() != ".zip":

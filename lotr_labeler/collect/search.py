@@ -204,7 +204,29 @@ def _map_error(exc: Exception, query: str) -> SearchError:
 
 
 def plan_queries(store: Store, label: str | None = None, free_text: str | None = None) -> list[tuple[str, str]]:
-    """(class name, query) pairs: every class's queries, one class's, or a free-text query for one class."""
+    """(class name, query) pairs: every class's queries, one class's, or a free-text query for one class.
+
+    Parameters
+    ----------
+    store
+        The project.
+    label
+        One class; None: every class.
+    free_text
+        A query of the user's own, for ``label`` (required then).
+
+    Returns
+    -------
+    list[tuple[str, str]]
+        The jobs for ``run_search``, each query once.
+
+    Raises
+    ------
+    InvalidInput
+        Free text without a class, or a project without classes.
+    NotFound
+        ``label`` is not a class of the project.
+    """
     text = free_text.strip() if free_text else ""
     if text:
         if not label:
@@ -311,6 +333,39 @@ def run_search(
 
     Search errors are recorded per query, never raised: a rate limit stops the
     remaining queries (they would be refused too), other errors skip one query.
+
+    Parameters
+    ----------
+    store
+        The project.
+    jobs
+        (class, query) pairs, e.g. from ``plan_queries``.
+    max_results
+        Results wanted per query.
+    options
+        Region, safe search and the image filters.
+    delay_s
+        Pause between queries (be polite to the engine).
+    source
+        Where images come from; None: DuckDuckGo.
+    progress
+        Called before and after each query.
+    sleep
+        The pause function (tests pass a fake).
+    should_stop
+        Polled between queries; True stops early.
+
+    Returns
+    -------
+    SearchReport
+        Candidates added, duplicates, and each query's outcome or error.
+
+    Raises
+    ------
+    InvalidInput
+        ``max_results`` below 1 or a negative ``delay_s``.
+    NotFound
+        A job names a class that does not exist (before anything is searched).
     """
     if max_results < 1:
         raise InvalidInput(f"max_results={max_results} is too small. Ask for at least 1 result per query.")
