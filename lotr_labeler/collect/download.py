@@ -756,6 +756,28 @@ def download_candidates(
     Cancelling stops new downloads and aborts the ones in flight (within about ``_POLL_S``
     once connected; a connect in progress within ``connect_timeout``), then returns;
     candidates not finished stay ``accepted`` so running again resumes.
+
+    Parameters
+    ----------
+    store
+        The project.
+    ids
+        Exactly these candidates; None: every accepted one.
+    retry_failed
+        Also retry the candidates whose download failed before.
+    workers, allow_private
+        Parallel downloads and whether private hosts may be fetched; None: the project's settings.
+    progress
+        Called after each candidate.
+    cancel
+        Set it to stop (from another thread).
+    client, resolver
+        An httpx client and a DNS resolver to use instead of the defaults (tests).
+
+    Returns
+    -------
+    DownloadReport
+        Counts, and the reason of each failure (also stored with the candidate).
     """
     cfg = _config(store, workers, allow_private)
     report = DownloadReport()

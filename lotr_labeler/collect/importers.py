@@ -266,6 +266,25 @@ def import_folder(store: Store, folder: Path, progress: Progress | None = None) 
 
     Only regular files inside ``folder`` are read: symbolic links (to files or folders), fifos,
     devices and sockets are skipped and reported, so the import never leaves the folder.
+
+    Parameters
+    ----------
+    store
+        The project; missing classes are created.
+    folder
+        The folder of class folders (e.g. a fastai ``from_folder`` layout).
+    progress
+        Called with (files done, total).
+
+    Returns
+    -------
+    ImportReport
+        Images added, duplicates, and every skipped file with its reason.
+
+    Raises
+    ------
+    InvalidInput
+        ``folder`` is not a readable folder.
     """
     given = Path(folder)
     try:
@@ -307,7 +326,27 @@ def unsafe_reason(info: zipfile.ZipInfo) -> str | None:
 
 
 def import_zip(store: Store, archive: Path | io.BytesIO, progress: Progress | None = None) -> ImportReport:
-    """Import a zip of ``<class>/<file>`` (optionally under one top folder, e.g. an export)."""
+    """Import a zip of ``<class>/<file>`` (optionally under one top folder, e.g. an export).
+
+    Parameters
+    ----------
+    store
+        The project; missing classes are created.
+    archive
+        The zip file, or its bytes (an upload).
+    progress
+        Called with (entries done, total).
+
+    Returns
+    -------
+    ImportReport
+        Images added, duplicates, and every skipped entry with its reason.
+
+    Raises
+    ------
+    InvalidInput
+        Not a readable zip, or one whose names cannot be imported.
+    """
     shown = "the zip" if isinstance(archive, io.BytesIO) else display_name(str(archive))
     try:
         zf = zipfile.ZipFile(archive)
@@ -428,7 +467,24 @@ def parse_url_rows(text: str, default_label: str | None = None) -> Iterator[tupl
 
 
 def import_urls(store: Store, text: str, default_label: str | None = None, *, source: str = "csv") -> ImportReport:
-    """Turn URL rows into pending candidates; bad rows are reported with their line number."""
+    """Turn URL rows into pending candidates; bad rows are reported with their line number.
+
+    Parameters
+    ----------
+    store
+        The project.
+    text
+        CSV rows ``url[,class]`` (or one URL per line).
+    default_label
+        The class of rows that name none.
+    source
+        Recorded as each candidate's source.
+
+    Returns
+    -------
+    ImportReport
+        Candidates added and every refused row with its line number and reason.
+    """
     report = ImportReport()
     items: list[CandidateIn] = []
     for lineno, cells in parse_url_rows(text, default_label):

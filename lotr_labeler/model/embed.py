@@ -113,6 +113,29 @@ def resolve_backbone(
 
     ``pretrained=False`` (random init) and ``weights`` (a torchvision resnet18 state-dict file)
     only apply to resnet18.
+
+    Parameters
+    ----------
+    store
+        The project.
+    source
+        ``auto``, ``run`` (the current run's body) or ``imagenet`` (resnet18).
+    pretrained, weights
+        For resnet18: ImageNet weights, or a local state-dict file instead.
+    size
+        Input size in pixels; None: the run's size, else the ``embed_size`` setting.
+
+    Returns
+    -------
+    Backbone
+        What to embed with, the key of the embedding cache.
+
+    Raises
+    ------
+    InvalidInput
+        Unknown source, size out of range, or a missing weights file.
+    NotFound
+        ``source="run"`` without a run that has a model file.
     """
     if source not in SOURCES:
         raise InvalidInput(f"Backbone source {source!r} is not valid. Must be one of: {', '.join(SOURCES)}.")

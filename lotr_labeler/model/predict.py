@@ -132,7 +132,27 @@ def decode_image(
 
 
 def read_image_file(path: Path, limits: Limits) -> Image.Image:
-    """Decode an image file, refusing a missing, oversize or non-image file by name."""
+    """Decode an image file, refusing a missing, oversize or non-image file by name.
+
+    Parameters
+    ----------
+    path
+        The image file.
+    limits
+        Byte and pixel caps, e.g. ``Limits.default()``.
+
+    Returns
+    -------
+    Image.Image
+        The decoded RGB image.
+
+    Raises
+    ------
+    NotFound
+        No file at ``path``.
+    ImageRejected
+        Too large, damaged, or not an image.
+    """
     path = Path(path)
     if not path.is_file():
         raise NotFound(f"No image file {str(path)!r}. Check the path.")
@@ -197,7 +217,27 @@ def finished_runs(store: Store) -> list[Run]:
 
 
 def resolve_model(store: Store, run_id: str | None = None) -> ModelRef:
-    """The model of ``run_id``, else of the current run. Raises NotFound when there is none yet."""
+    """The model of ``run_id``, else of the current run.
+
+    Parameters
+    ----------
+    store
+        The project.
+    run_id
+        A finished run; None: the current run.
+
+    Returns
+    -------
+    ModelRef
+        The model file, for ``load_predictor``.
+
+    Raises
+    ------
+    NotFound
+        No model yet, no such run, or its model file is gone.
+    Conflict
+        The run is not finished.
+    """
     if run_id:
         run = get_run(store, run_id)
         if run.state != "done":

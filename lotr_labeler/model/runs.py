@@ -135,6 +135,18 @@ def fail_dead_runs(store: Store) -> list[str]:
 
 
 def list_runs(store: Store) -> list[Run]:
+    """Every run of the project (runs whose process died are marked failed first).
+
+    Parameters
+    ----------
+    store
+        The project.
+
+    Returns
+    -------
+    list[Run]
+        The runs, newest first.
+    """
     fail_dead_runs(store)
     current = _current_id(store)
     return [_run(store, r, current) for r in store.conn.execute("SELECT * FROM runs ORDER BY id DESC")]
@@ -150,6 +162,18 @@ def get_run(store: Store, run_id: str) -> Run:
 
 
 def current_run(store: Store) -> Run | None:
+    """The run whose model predicts and reviews.
+
+    Parameters
+    ----------
+    store
+        The project.
+
+    Returns
+    -------
+    Run or None
+        None until a run has finished.
+    """
     current = _current_id(store)
     return get_run(store, current) if current else None
 

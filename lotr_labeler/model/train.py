@@ -353,7 +353,35 @@ def train_run(
     should_stop: Callable[[], bool] | None = None,
     min_per_class: int | None = None,
 ) -> runs.Run:
-    """Train, export, evaluate and predict; returns the finished (or cancelled) run record."""
+    """Train, export, evaluate and predict; returns the finished (or cancelled) run record.
+
+    Parameters
+    ----------
+    store
+        The project.
+    params
+        Architecture, epochs, size and the other knobs.
+    job_id
+        The background job doing this run, if any.
+    progress
+        Called after each batch and epoch.
+    should_stop
+        Polled during training; True cancels the run.
+    min_per_class
+        Images each class needs; None: the project's setting.
+
+    Returns
+    -------
+    Run
+        Done (model, metrics and predictions stored) or cancelled.
+
+    Raises
+    ------
+    TrainingError
+        The dataset is not ready (too few classes or images), or training failed.
+    WeightsUnavailable
+        Pretrained weights could not be loaded.
+    """
     snap = check_dataset(store, min_per_class)
     run = runs.create_run(store, {**asdict(params), "preset": None}, job_id=job_id)
     started = time.monotonic()
@@ -433,6 +461,25 @@ def import_model(store: Store, path: Path) -> runs.Run:
     """Register a ``model.pkl`` trained elsewhere (e.g. on a GPU) and compute its predictions here.
 
     Loading a pickle runs code from it: only import files you made yourself.
+
+    Parameters
+    ----------
+    store
+        The project; its classes must match the model's.
+    path
+        A ``learn.export()`` file.
+
+    Returns
+    -------
+    Run
+        A finished run holding a copy of the model and its predictions.
+
+    Raises
+    ------
+    NotFound
+        No file at ``path``.
+    InvalidInput
+        Not a loadable model, or classes that differ from the project's.
     """
     import fastai.vision.all as fv
 

@@ -354,7 +354,31 @@ def refresh(
     should_stop: Callable[[], bool] | None = None,
     batch_size: int = 32,
 ) -> tuple[embed.EmbedReport, FitReport | None]:
-    """Embed what is missing (progress over the images to compute), measure quality, refit the head."""
+    """Embed what is missing (progress over the images to compute), measure quality, refit the head.
+
+    Parameters
+    ----------
+    store
+        The project.
+    backbone
+        What to embed with, from ``resolve_backbone``.
+    progress
+        Called as embeddings are computed.
+    should_stop
+        Polled between batches; True cancels.
+    batch_size
+        Images per forward pass.
+
+    Returns
+    -------
+    tuple[EmbedReport, FitReport or None]
+        What was embedded, and the new scores (None when cancelled).
+
+    Raises
+    ------
+    Conflict
+        The project has no images.
+    """
     images = store.images()
     if not images:
         raise Conflict(f"Project {store.name!r} has no images to review yet. Import or download some first.")
@@ -541,6 +565,29 @@ def ranking(
 
     Filters: given ``label``, ``predicted`` class, ``split``, ``flag`` (a quality flag,
     ``near-duplicate``, or ``any``), ``status`` (unreviewed | reviewed | all).
+
+    Parameters
+    ----------
+    store
+        The project.
+    sort
+        ``self_confidence`` or ``margin`` (low first: likely label issues).
+    label, predicted, split, flag, status
+        The filters above; None: no filter.
+    compute_quality
+        Measure the quality of images not measured yet (else they show no flags).
+
+    Returns
+    -------
+    list[ReviewItem]
+        The images to review, worst first.
+
+    Raises
+    ------
+    InvalidInput
+        An unknown sort, status, split or flag.
+    NotFound
+        ``predicted`` or ``label`` is not a class.
     """
     if sort not in SORTS:
         raise InvalidInput(f"Sort {sort!r} is not valid. Must be one of: {', '.join(SORTS)}.")
