@@ -465,21 +465,20 @@ def import_model(store: Store, path: Path) -> runs.Run:
     Parameters
     ----------
     store
-        The project; its classes must match the model's.
+        The project.
     path
         A ``learn.export()`` file.
 
     Returns
     -------
     Run
-        A finished run holding a copy of the model and its predictions.
+        A finished run holding a copy of the model and its predictions (its accuracy counts the
+        images whose class the model knows).
 
     Raises
     ------
-    NotFound
-        No file at ``path``.
     InvalidInput
-        Not a loadable model, or classes that differ from the project's.
+        No file at ``path``, or not a model this fastai can load.
     """
     import fastai.vision.all as fv
 
