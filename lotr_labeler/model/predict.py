@@ -352,6 +352,23 @@ def load_predictor(path: str | Path) -> Predictor:
 
     A new export at the same path is loaded on the next call. Only pass this project's
     run models or a path the user explicitly gave: loading a pickle runs its code.
+
+    Parameters
+    ----------
+    path
+        A ``learn.export()`` file (``model.pkl``).
+
+    Returns
+    -------
+    Predictor
+        Ready to predict.
+
+    Raises
+    ------
+    NotFound
+        No file at ``path``.
+    InvalidInput
+        The file is not a loadable fastai model.
     """
     model = Path(path).resolve()
     with _CACHE_LOCK:  # one load at a time: concurrent first requests wait instead of loading twice
