@@ -24,7 +24,7 @@ with open_current() as store:
     st.subheader(f"Project: {store.name}")
     st.caption(f"Data in `{store.root}`")
 
-    step = next_step(status, int(settings["min_images_per_class"]), has_run=current_run(store) is not None)
+    step = next_step(status, settings.min_images_per_class, has_run=current_run(store) is not None)
     with st.container(border=True):
         st.markdown(f"**Next step:** {step.message}")
         if (Path(__file__).parent / step.page).exists():

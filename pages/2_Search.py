@@ -18,12 +18,12 @@ from lotr_labeler.ui.context import (
 )
 from lotr_labeler.ui.imports import url_list_form
 from lotr_labeler.ui.jobs import job_panel
+from lotr_labeler.ui.widgets import ALL, all_select, label_select
 
 st.set_page_config(page_title="Search · lotr_labeler", page_icon="🔎", layout="wide")
 st.title("Search and review")
 st.caption("Thumbnails come straight from the search engine: nothing is downloaded until you accept it.")
 COLUMNS = 6
-ALL = "All"
 ANY = "any"
 STATES = ["pending", "accepted", "rejected", "downloaded", "failed"]
 BADGE = {"pending": "⏳", "accepted": "✅", "rejected": "❌", "downloaded": "💾", "failed": "⚠️"}
@@ -79,15 +79,7 @@ def card(project: str, cid: int, classes: list[str]) -> None:
                 args=(_decided, cid, state),
             )
         key = f"move_{cid}_{c.class_id}"
-        st.selectbox(
-            "Belongs to",
-            classes,
-            index=classes.index(c.label),
-            key=key,
-            label_visibility="collapsed",
-            on_change=act,
-            args=(_moved, cid, key),
-        )
+        label_select("Belongs to", classes, c.label, key, _moved, cid, key)
 
 
 def _launch_search(store: Store, command: list[str], n: int) -> str:
@@ -125,7 +117,7 @@ with open_current() as store:
             disabled=target == ALL,
         )
         c = st.columns(4)
-        max_results = c[0].number_input("Results per query", 1, 500, int(settings["search_max_results"]))
+        max_results = c[0].number_input("Results per query", 1, 500, settings.search_max_results)
         kind = _pick(TYPE_IMAGE, "s_type", "Type")
         size = _pick(SIZE, "s_size", "Size")
         with c[1]:
@@ -135,7 +127,7 @@ with open_current() as store:
             safe = st.selectbox("Safe search", SAFESEARCH, key="s_safe")
         with c[3]:
             region = st.text_input("Region", key="s_region")
-            delay = st.number_input("Pause between queries (s)", 0.0, 60.0, float(settings["search_delay"]))
+            delay = st.number_input("Pause between queries (s)", 0.0, 60.0, settings.search_delay)
         with error_boundary():
             planned = plan_queries(store, None if target == ALL else target, free if target != ALL else None)
             opt = {"size": size, "layout": layout, "license": licence}
@@ -185,20 +177,15 @@ with open_current() as store:
     # -- review ------------------------------------------------------------------------
     st.subheader("Review candidates")
     f = st.columns([1, 2, 1])
-    label = f[0].selectbox("Class", keep_valid("f_class", [ALL, *classes]), key="f_class")
-    queries = store.candidate_queries(None if label == ALL else label)
-    query = f[1].selectbox("Query", keep_valid("f_query", [ALL, *queries]), key="f_query")
-    state = f[2].selectbox("State", [ALL, *STATES], key="f_state")
-    flt = {
-        "label": None if label == ALL else label,
-        "query": None if query == ALL else query,
-        "state": None if state == ALL else state,
-    }
-    cursor_key = f"_cursor_{label}_{query}_{state}"
+    label = all_select("Class", classes, "f_class", where=f[0])
+    query = all_select("Query", store.candidate_queries(label), "f_query", where=f[1])
+    state = all_select("State", STATES, "f_state", where=f[2])
+    cursor_key = f"_cursor_{label or ALL}_{query or ALL}_{state or ALL}"
     cursors: list[int] = st.session_state.setdefault(cursor_key, [])
-    page_size = int(settings["page_size"])
-    total = store.count_candidates(**flt)
-    rows: list[CandidateRow] = store.candidates(**flt, limit=page_size, after_id=cursors[-1] if cursors else None)
+    page_size = settings.page_size
+    total = store.count_candidates(label, state=state, query=query)
+    after = cursors[-1] if cursors else None
+    rows: list[CandidateRow] = store.candidates(label, state=state, query=query, limit=page_size, after_id=after)
     page_ids = [r.id for r in rows]
 
     b = st.columns([1.4, 1.4, 1, 1, 1.6])
@@ -259,8 +246,8 @@ with open_current() as store:
         width="stretch",
     )
     d[2].caption(
-        f"{int(settings['download_workers'])} parallel downloads, "
-        f"{int(settings['max_bytes']) // 1_000_000} MB cap, images resized to {settings['max_side']} px. "
+        f"{settings.download_workers} parallel downloads, "
+        f"{settings.max_bytes // 1_000_000} MB cap, images resized to {settings.max_side} px. "
         "Exact duplicates are skipped, near duplicates flagged."
     )
     job_panel(project, "download", "Download")

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import streamlit as st
 
 from lotr_labeler.errors import InvalidInput
-from lotr_labeler.imaging import thumbnail
 from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.model import embed, runs, train
 from lotr_labeler.review import quality
 from lotr_labeler.review import scoring as review
-from lotr_labeler.store import ImageRow, Store
+from lotr_labeler.settings import Settings
+from lotr_labeler.store import Store
 from lotr_labeler.ui.context import (
     act,
     data_dir,
@@ -23,6 +23,8 @@ from lotr_labeler.ui.context import (
     show_flash,
 )
 from lotr_labeler.ui.grid import pager, reset_page
+from lotr_labeler.ui.jobs import job_panel
+from lotr_labeler.ui.widgets import ALL, all_select, image_thumb, label_select, restore_button, undo_and_history
 
 st.set_page_config(page_title="Review · lotr_labeler", page_icon="🩺", layout="wide")
 st.title("Review")
@@ -31,7 +33,6 @@ st.caption(
     "K-fold cross-validation, so no image is judged by a model that learned its own label."
 )
 COLUMNS = 4
-ALL = "All"
 SELECTED = "_review_selected"
 # Quality flags of more images than this are left to the compute job instead of the page run.
 PAGE_QUALITY_LIMIT = 400
@@ -128,18 +129,7 @@ def _full_retrain(store: Store) -> str:
     return "Full training started (follow it on the Train page). Compute embeddings with the new model after."
 
 
-def _cancel(store: Store, job_id: int) -> None:
-    jobs.request_cancel(store, job_id)
-
-
 # -- pieces -----------------------------------------------------------------------------------
-
-
-def _thumb(store: Store, img: ImageRow, size: int) -> str | None:
-    try:
-        return str(thumbnail(store.path(img), store.cache_dir, img.sha256, size))
-    except OSError:
-        return None
 
 
 @st.fragment
@@ -148,113 +138,82 @@ def card(project: str, image_id: int, classes: list[str], flags: tuple[str, ...]
     show_flash()  # a callback's error lands in the card that caused it
     with Store(data_dir() / project) as store:
         it = review.item(store, image_id, flags)
-        picture = _thumb(store, it.image, thumb)
-    with st.container(border=True):
-        if picture:
-            st.image(picture, width="stretch")
-        else:
-            st.warning(f"File missing: {it.image.relpath}")
-        if it.scored:
-            verdict = "✓ agrees" if not it.disagrees else f"→ **{it.predicted}** ({it.confidence or 0:.0%})"
-            st.caption(
-                f"#{it.id} · **{it.given}** {verdict}\n\n"
-                f"p(given) {it.self_confidence or 0:.2f} · margin {it.margin or 0:+.2f} · {it.image.split}"
-            )
-        else:
-            st.caption(f"#{it.id} · **{it.given}** · not scored yet · {it.image.split}")
-        if it.flags:
-            st.caption("⚠️ " + ", ".join(it.flags))
-        if it.image.deleted:
-            st.caption("🗑 deleted")
-            st.button("Restore", key=f"r_restore_{image_id}", on_click=act, args=(Store.restore_images, [image_id]))
-            return
-        a, c = st.columns([3, 1])
-        if it.reviewed:
-            a.button(
-                "↺ Back to queue",
-                key=f"r_unkeep_{image_id}",
-                help="Reviewed already. Put it back in the queue",
-                on_click=act,
-                args=(review.unreview, [image_id]),
-                width="stretch",
-            )
-        else:
-            a.button(
-                "✓ Keep",
-                key=f"r_keep_{image_id}",
-                help="The label is right: out of the queue",
-                on_click=act,
-                args=(review.keep, [image_id]),
-                width="stretch",
-            )
-        c.button(
-            "🗑",
-            key=f"r_del_{image_id}",
-            help="Delete (to the trash; undo restores)",
+        with st.container(border=True):
+            image_thumb(store, it.image, thumb)
+            _card_body(it, classes)
+
+
+def _card_body(it: review.ReviewItem, classes: list[str]) -> None:
+    image_id = it.id
+    if it.scored:
+        verdict = "✓ agrees" if not it.disagrees else f"→ **{it.predicted}** ({it.confidence or 0:.0%})"
+        st.caption(
+            f"#{it.id} · **{it.given}** {verdict}\n\n"
+            f"p(given) {it.self_confidence or 0:.2f} · margin {it.margin or 0:+.2f} · {it.image.split}"
+        )
+    else:
+        st.caption(f"#{it.id} · **{it.given}** · not scored yet · {it.image.split}")
+    if it.flags:
+        st.caption("⚠️ " + ", ".join(it.flags))
+    if it.image.deleted:
+        st.caption("🗑 deleted")
+        restore_button(f"r_restore_{image_id}", image_id)
+        return
+    a, c = st.columns([3, 1])
+    if it.reviewed:
+        a.button(
+            "↺ Back to queue",
+            key=f"r_unkeep_{image_id}",
+            help="Reviewed already. Put it back in the queue",
             on_click=act,
-            args=(review.delete, [image_id]),
+            args=(review.unreview, [image_id]),
             width="stretch",
         )
-        if it.disagrees and it.predicted is not None:
-            st.button(
-                f"→ {it.predicted}",
-                key=f"r_to_{image_id}",
-                help=f"Relabel to {it.predicted}, the model's choice",
-                type="primary",
-                on_click=act,
-                args=(review.relabel, [image_id], it.predicted),
-                width="stretch",
-            )
-        key = f"r_label_{image_id}_{it.image.class_id}"  # a new widget after each change: never stale
-        st.selectbox(
-            "Label",
-            classes,
-            index=classes.index(it.given) if it.given in classes else 0,
-            key=key,
-            label_visibility="collapsed",
-            on_change=act,
-            args=(_relabel_from, [image_id], key),
+    else:
+        a.button(
+            "✓ Keep",
+            key=f"r_keep_{image_id}",
+            help="The label is right: out of the queue",
+            on_click=act,
+            args=(review.keep, [image_id]),
+            width="stretch",
         )
-        sel = f"r_sel_{image_id}"
-        st.session_state[sel] = image_id in selected
-        st.checkbox("Select", key=sel, on_change=_toggle, args=(image_id, sel))
+    c.button(
+        "🗑",
+        key=f"r_del_{image_id}",
+        help="Delete (to the trash; undo restores)",
+        on_click=act,
+        args=(review.delete, [image_id]),
+        width="stretch",
+    )
+    if it.disagrees and it.predicted is not None:
+        st.button(
+            f"→ {it.predicted}",
+            key=f"r_to_{image_id}",
+            help=f"Relabel to {it.predicted}, the model's choice",
+            type="primary",
+            on_click=act,
+            args=(review.relabel, [image_id], it.predicted),
+            width="stretch",
+        )
+    key = f"r_label_{image_id}_{it.image.class_id}"
+    label_select("Label", classes, it.given, key, _relabel_from, [image_id], key)
+    sel = f"r_sel_{image_id}"
+    st.session_state[sel] = image_id in selected
+    st.checkbox("Select", key=sel, on_change=_toggle, args=(image_id, sel))
 
 
-def compute_progress(project: str) -> None:
-    """The embedding job: a live progress bar while it runs, its outcome after."""
-    with Store(data_dir() / project) as store:
-        job = jobs.latest_job(store, "review")
-        info = review.fit_info(store)
-    if job is None:
-        return
-    if not job.running:
+def _embedding_ended(info: review.FitInfo | None) -> Callable[[jobs.Job], None]:
+    """A failed or cancelled embedding job is shown until a newer fit replaces its outcome."""
+
+    def ended(job: jobs.Job) -> None:
         if job.state != "done" and (info is None or (job.finished_at or "") >= info.computed_at):
             st.warning(f"Last embedding job {job.state}: {job.message}")
-        return
 
-    @st.fragment(run_every=1.0)
-    def poll() -> None:
-        with Store(data_dir() / project) as store:
-            current = jobs.get_job(store, job.id)
-        if not current.running:
-            st.rerun(scope="app")
-        p = current.progress
-        total = int(p.get("total") or 0)
-        done = int(p.get("done") or 0)
-        text = f"Embedding {done}/{total} image(s) · {p.get('backbone', '')}" if total else "Loading the network…"
-        st.progress(done / total if total else 0.0, text=text)
-        st.button(
-            "Cancelling…" if current.cancel_requested else "Cancel",
-            key=f"r_cancel_{current.id}",
-            disabled=current.cancel_requested,
-            on_click=act,
-            args=(_cancel, current.id),
-        )
-
-    poll()
+    return ended
 
 
-def _initial_backbone(info: review.FitInfo | None, run: runs.Run | None, settings: dict[str, Any]) -> tuple[str, int]:
+def _initial_backbone(info: review.FitInfo | None, run: runs.Run | None, settings: Settings) -> tuple[str, int]:
     """Backbone choice and size to start with: the last fit's, else the model's body, else ImageNet."""
     if info is not None:
         b = info.backbone_spec
@@ -262,8 +221,8 @@ def _initial_backbone(info: review.FitInfo | None, run: runs.Run | None, setting
             source = "run" if b.kind == "run" else "file" if b.weights else "imagenet" if b.pretrained else "random"
             return source, b.size
     if run is not None:
-        return "run", int(run.params.get("size") or settings["embed_size"])
-    return "imagenet", int(settings["embed_size"])
+        return "run", int(run.params.get("size") or settings.embed_size)
+    return "imagenet", settings.embed_size
 
 
 # -- the page ---------------------------------------------------------------------------------
@@ -276,7 +235,7 @@ with open_current() as store:
     n_images = store.count()
     run = runs.current_run(store)
     info = review.fit_info(store)
-    thumb_size = int(settings["thumb_size"])
+    thumb_size = settings.thumb_size
 
     if not n_images:
         st.info("No images to review yet. Import a folder on the Dataset page, or search and download first.")
@@ -348,26 +307,19 @@ with open_current() as store:
             kwargs={"success": "{result}"},
             width="stretch",
         )
-        compute_progress(project)
+        job_panel(project, "review", "Embedding", ended=_embedding_ended(info))
 
-    top = st.columns([1, 1, 4])
-    top[0].button("↩ Undo", on_click=act, args=(Store.undo,), kwargs={"success": "{result}"}, width="stretch")
-    with top[1].popover("History", width="stretch"):
-        events = store.history(15)
-        for e in events:
-            st.markdown(f"{'~~' if e.undone else ''}{e.summary}{'~~' if e.undone else ''} · {e.at[11:16]}")
-        if not events:
-            st.caption("No changes yet.")
+    undo_and_history(store)
 
     tab_issues, tab_dups, tab_history = st.tabs(["Label issues", "Duplicates", "Corrections"])
 
     # -- label issues -----------------------------------------------------------------------------
     with tab_issues, error_boundary():
         f = st.columns([1, 1, 1, 1, 1, 1])
-        label = f[0].selectbox("Class", keep_valid("r_class", [ALL, *classes]), key="r_class")
-        pred = f[1].selectbox("Predicted", keep_valid("r_pred", [ALL, *classes]), key="r_pred")
-        split = f[2].selectbox("Split", [ALL, "train", "valid"], key="r_split")
-        flag = f[3].selectbox("Flag", [ALL, "any", *quality.FLAGS, *review.STORE_FLAGS], key="r_flag")
+        label = all_select("Class", classes, "r_class", where=f[0])
+        pred = all_select("Predicted", classes, "r_pred", where=f[1])
+        split = all_select("Split", ["train", "valid"], "r_split", where=f[2])
+        flag = all_select("Flag", ["any", *quality.FLAGS, *review.STORE_FLAGS], "r_flag", where=f[3])
         status = f[4].selectbox("Show", list(review.STATUSES), key="r_status")
         sort = f[5].selectbox(
             "Sort by",
@@ -383,16 +335,16 @@ with open_current() as store:
         items = review.ranking(
             store,
             sort=sort,
-            label=None if label == ALL else label,
-            predicted=None if pred == ALL else pred,
-            split=None if split == ALL else split,
-            flag=None if flag == ALL else flag,
+            label=label,
+            predicted=pred,
+            split=split,
+            flag=flag,
             status=status,
             compute_quality=unmeasured <= PAGE_QUALITY_LIMIT,
         )
         if unmeasured > PAGE_QUALITY_LIMIT:
             st.caption(f"Quality flags of {unmeasured} image(s) are measured with the embeddings (Compute).")
-        page_size = int(settings["page_size"])
+        page_size = settings.page_size
         offset = pager(len(items), page_size, "review")
         shown = items[offset : offset + page_size]
         page_ids = [it.id for it in shown]
@@ -433,7 +385,7 @@ with open_current() as store:
         groups = review.duplicate_groups(store, include_reviewed=show_all)
         conflicts = sum(g.conflict for g in groups)
         st.caption(
-            f"{len(groups)} group(s) of near duplicates (phash distance ≤ {settings['near_dup_distance']}); "
+            f"{len(groups)} group(s) of near duplicates (phash distance ≤ {settings.near_dup_distance}); "
             f"{conflicts} with different labels, shown first."
         )
         if not groups:
@@ -466,11 +418,7 @@ with open_current() as store:
                 )
                 for col, img in zip(st.columns(min(len(g.images), 6)), g.images[:6], strict=False):
                     with col:
-                        picture = _thumb(store, img, thumb_size)
-                        if picture:
-                            st.image(picture, width="stretch")
-                        else:
-                            st.warning(f"File missing: {img.relpath}")
+                        image_thumb(store, img, thumb_size)
                         st.caption(f"#{img.id} · **{img.label}** · {img.split} · {img.width}×{img.height}")
                         st.button(
                             "Keep only this",

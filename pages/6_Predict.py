@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from lotr_labeler.model import predict as pr
+from lotr_labeler.settings import Settings
 from lotr_labeler.store import Store
 from lotr_labeler.ui.context import error_boundary, open_current, show_flash
+from lotr_labeler.ui.widgets import all_select
 
 st.set_page_config(page_title="Predict · lotr_labeler", page_icon="🔮", layout="wide")
 st.title("Predict")
 
 TRAIN_PAGE = "pages/4_Train.py"
 SOURCES = ("Upload", "Camera", "URL", "Dataset image")
-ALL = "All"
 _RUN = "_predict_run"  # plain keys survive leaving the page; widget keys do not
 _URL = "_predict_url"  # (url, bytes) of the last fetched URL
 
@@ -55,7 +55,7 @@ def choose_run(store: Store) -> str | None:
     return str(st.selectbox("Model (run)", list(by_id), key="predict_run", format_func=describe, on_change=_keep_run))
 
 
-def pick_image(store: Store, settings: dict[str, Any]) -> Picked | None:
+def pick_image(store: Store, settings: Settings) -> Picked | None:
     source = st.radio("Image from", SOURCES, horizontal=True, key="predict_source")
     if source == "Upload":
         up = st.file_uploader("Image file", type=list(pr.UPLOAD_TYPES), key="predict_upload")
@@ -75,8 +75,8 @@ def pick_image(store: Store, settings: dict[str, Any]) -> Picked | None:
 
 def pick_dataset_image(store: Store) -> Picked | None:
     cols = st.columns([1, 2, 1])
-    label = cols[0].selectbox("Class", [ALL, *store.class_names()], key="predict_ds_class")
-    rows = {r.id: r for r in store.images(None if label == ALL else label, limit=200)}
+    label = all_select("Class", store.class_names(), "predict_ds_class", where=cols[0])
+    rows = {r.id: r for r in store.images(label, limit=200)}
     by_id = cols[2].number_input("…or image id", min_value=1, value=None, step=1, key="predict_ds_id")
     if by_id is not None:
         image = store.get_image(int(by_id))
@@ -92,7 +92,7 @@ def pick_dataset_image(store: Store) -> Picked | None:
     return store.path(image).read_bytes(), f"image #{image.id}", caption
 
 
-def show_prediction(store: Store, run_id: str, settings: dict[str, Any], picked: Picked) -> None:
+def show_prediction(store: Store, run_id: str, settings: Settings, picked: Picked) -> None:
     data, name, caption = picked
     image = pr.decode_image(data, pr.Limits.from_settings(settings), name)
     model = pr.resolve_model(store, run_id)

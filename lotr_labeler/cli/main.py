@@ -25,6 +25,7 @@ from lotr_labeler.collect.export import export_dataset
 from lotr_labeler.collect.importers import ImportReport, import_folder, import_urls, import_zip
 from lotr_labeler.errors import InvalidInput, LabelerError
 from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.settings import Settings
 from lotr_labeler.store import CANDIDATE_STATES, SPLITS, Store
 from lotr_labeler.workspace import absolute, create_project, list_projects, open_project
 
@@ -550,7 +551,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+def _predict_model(args: argparse.Namespace) -> tuple[Any, Settings]:
     """The model to predict with (``--model``, ``--run`` or the current run) and the settings."""
     from lotr_labeler.model.predict import default_settings, model_from_path, resolve_model
 

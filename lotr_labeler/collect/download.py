@@ -39,9 +39,9 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from lotr_labeler import project as proj
 from lotr_labeler.errors import BlockedHost, FetchError, ImageRejected, NotFound
 from lotr_labeler.imaging import Normalized, normalize
+from lotr_labeler.settings import setting
 from lotr_labeler.store import CandidateRow, Store
 
 log = logging.getLogger(__name__)
@@ -616,17 +616,17 @@ class _Config:
 
 def _config(store: Store, workers: int | None, allow_private: bool | None) -> _Config:
     s = store.settings()
-    connect, read = float(s["connect_timeout"]), float(s["read_timeout"])
+    connect, read = s.connect_timeout, s.read_timeout
     return _Config(
-        workers=int(proj.setting("download_workers").parse(workers if workers is not None else s["download_workers"])),
-        allow_private=bool(s["allow_private_hosts"] if allow_private is None else allow_private),
-        max_bytes=int(s["max_bytes"]),
+        workers=s.download_workers if workers is None else int(setting("download_workers").parse(workers)),
+        allow_private=s.allow_private_hosts if allow_private is None else allow_private,
+        max_bytes=s.max_bytes,
         timeout=httpx.Timeout(connect=connect, read=read, write=read, pool=connect + read),
         # Generous overall bound: slow links are fine, endless trickles are not.
         deadline_s=connect + 10 * read,
-        max_side=int(s["max_side"]),
-        max_pixels=int(s["max_pixels"]),
-        quality=int(s["jpeg_quality"]),
+        max_side=s.max_side,
+        max_pixels=s.max_pixels,
+        quality=s.jpeg_quality,
     )
 
 

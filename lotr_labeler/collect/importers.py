@@ -93,7 +93,7 @@ def _ingest(
     store: Store, entries: list[_Entry], source: str, report: ImportReport, progress: Progress | None
 ) -> ImportReport:
     settings = store.settings()
-    max_bytes = int(settings["max_bytes"])
+    max_bytes = settings.max_bytes
     valid: dict[str, bool] = {}  # folder name -> usable as a class
     labels: dict[str, str] = {}  # folder name -> class, once an image made it exist
     for done, entry in enumerate(entries, start=1):
@@ -117,9 +117,9 @@ def _ingest(
                 continue
             img = normalize(
                 data,
-                max_side=int(settings["max_side"]),
-                max_pixels=int(settings["max_pixels"]),
-                quality=int(settings["jpeg_quality"]),
+                max_side=settings.max_side,
+                max_pixels=settings.max_pixels,
+                quality=settings.jpeg_quality,
                 name=entry.name,
             )
             # Classes are made only for folders holding an image, so junk folders leave none behind.
@@ -296,7 +296,7 @@ def import_folder(store: Store, folder: Path, progress: Progress | None = None) 
             f"{display_name(str(given))} is not a folder. Give a folder holding one sub-folder per class."
         )
     report = ImportReport()
-    max_bytes = int(store.get_setting("max_bytes"))
+    max_bytes = store.settings().max_bytes
     entries: list[_Entry] = []
     for parts, size in _walk(root, report):
         name = "/".join(display_name(p) for p in parts)
@@ -379,7 +379,7 @@ def import_zip(store: Store, archive: Path | io.BytesIO, progress: Progress | No
             files.append((info, parts))
         prefix = _common_prefix([p for _, p in files])
         provenance = _read_manifest(zf, manifest) if manifest else {}
-        max_bytes = int(store.get_setting("max_bytes"))
+        max_bytes = store.settings().max_bytes
         entries: list[_Entry] = []
         for info, parts in files:
             rel = parts[len(prefix) :]

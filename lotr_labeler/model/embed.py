@@ -155,11 +155,11 @@ def resolve_backbone(
         run_size = run.params.get("size")
         return Backbone(
             kind="run",
-            size=int(size or run_size or store.get_setting("embed_size")),
+            size=int(size or run_size or store.settings().embed_size),
             run_id=run.id,
             model_path=str(run.model_path.absolute()),
         )
-    final_size = int(size or store.get_setting("embed_size"))
+    final_size = size or store.settings().embed_size
     if weights:
         path = Path(weights).expanduser().absolute()  # the backbone is kept and reused from elsewhere
         if not path.is_file():

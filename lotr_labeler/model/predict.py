@@ -29,7 +29,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,11 @@ from typing import Any
 import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lotr_labeler import project as proj
 from lotr_labeler.collect.download import Resolver, fetch, make_client
 from lotr_labeler.errors import Conflict, ImageRejected, InvalidInput, NotFound
 from lotr_labeler.imaging import decode_budget, to_rgb
 from lotr_labeler.model.runs import Run, current_run, get_run, list_runs
+from lotr_labeler.settings import Settings
 from lotr_labeler.store import Store
 
 log = logging.getLogger(__name__)
@@ -64,17 +64,17 @@ class Limits:
     max_pixels: int
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> Limits:
-        return cls(max_bytes=int(settings["max_bytes"]), max_pixels=int(settings["max_pixels"]))
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(max_bytes=settings.max_bytes, max_pixels=settings.max_pixels)
 
     @classmethod
     def default(cls) -> Limits:
         return cls.from_settings(default_settings())
 
 
-def default_settings() -> dict[str, Any]:
+def default_settings() -> Settings:
     """Every project setting at its default (for a ``--model`` used without a project)."""
-    return {s.key: s.default for s in proj.SETTINGS}
+    return Settings()
 
 
 def too_large(name: str, size: int, max_bytes: int) -> ImageRejected:
@@ -164,7 +164,7 @@ def read_image_file(path: Path, limits: Limits) -> Image.Image:
 
 def fetch_image(
     url: str,
-    settings: Mapping[str, Any],
+    settings: Settings,
     *,
     client: httpx.Client | None = None,
     resolver: Resolver | None = None,
@@ -176,15 +176,15 @@ def fetch_image(
     url = url.strip()
     if not url:
         raise InvalidInput("The image URL is empty. Paste an http(s) address of an image.")
-    connect, read = float(settings["connect_timeout"]), float(settings["read_timeout"])
+    connect, read = settings.connect_timeout, settings.read_timeout
     timeout = httpx.Timeout(connect=connect, read=read, write=read, pool=connect + read)
     http = client or make_client(timeout, max_connections=1)
     try:
         got = fetch(
             http,
             url,
-            max_bytes=int(settings["max_bytes"]),
-            allow_private=bool(settings["allow_private_hosts"]),
+            max_bytes=settings.max_bytes,
+            allow_private=settings.allow_private_hosts,
             timeout=timeout,
             deadline_s=connect + 10 * read,
             resolver=resolver,

@@ -124,7 +124,7 @@ def snapshot(store: Store, images: Sequence[ImageRow] | None = None) -> DatasetS
 def check_dataset(store: Store, min_per_class: int | None = None) -> DatasetSnapshot:
     """The dataset to train on, or TrainingError saying exactly what is missing."""
     snap = snapshot(store)
-    minimum = int(min_per_class if min_per_class is not None else store.get_setting("min_images_per_class"))
+    minimum = store.settings().min_images_per_class if min_per_class is None else min_per_class
     if len(snap.classes) < 2:
         raise TrainingError(
             f"Training needs at least 2 classes with images; project {store.name!r} has "

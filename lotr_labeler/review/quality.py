@@ -103,7 +103,7 @@ def flags_for(stats: QualityStats, thresholds: Thresholds | None = None) -> tupl
 
 
 def thresholds_for(store: Store) -> Thresholds:
-    return Thresholds(tiny_side=int(store.settings().get("tiny_side", Thresholds.tiny_side)))
+    return Thresholds(tiny_side=store.settings().tiny_side)
 
 
 class QualityCache:

@@ -656,7 +656,7 @@ def duplicate_groups(
 ) -> list[DuplicateGroup]:
     """Groups of active images linked by phash distance ≤ ``max_distance`` (setting
     ``near_dup_distance``): cross-class conflicts first, then larger groups."""
-    distance = int(store.get_setting("near_dup_distance") if max_distance is None else max_distance)
+    distance = store.settings().near_dup_distance if max_distance is None else max_distance
     images = store.images()
     found = dedupe.find_groups([img.phash for img in images], distance)
     confirmed = reviewed_ids(store, "duplicate")

@@ -61,7 +61,7 @@ class ImagesMixin(ClassesMixin):
         if existing is not None:
             return AddResult(existing, duplicate=True)
         settings = self.settings()
-        near = self._nearest(img.phash, int(settings["near_dup_distance"]))
+        near = self._nearest(img.phash, settings.near_dup_distance)
         # Unique per process and call: never another writer's file, so ours is the only one we delete.
         tmp = self.root / "tmp" / f"{img.sha256[:16]}-{os.getpid()}-{secrets.token_hex(4)}.jpg"
         write_atomic(tmp, img.jpeg)  # written before the lock: the lock is held only for the row
@@ -81,7 +81,7 @@ class ImagesMixin(ClassesMixin):
                     (
                         img.sha256,
                         cls.id,
-                        split_for(img.sha256, int(settings["valid_pct"])),
+                        split_for(img.sha256, settings.valid_pct),
                         img.width,
                         img.height,
                         len(img.jpeg),

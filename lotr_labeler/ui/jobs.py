@@ -1,4 +1,4 @@
-"""The job panel: live progress of a background job, polled by a fragment."""
+"""The one job panel: live progress of a background job, polled by a fragment, then its outcome."""
 
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ def _describe(job: jobs.Job) -> tuple[float, str]:
         return p["index"] / p["total"], (
             f"query {p['index']} of {p['total']}: “{p['query']}” · {p['results_so_far']} new candidates so far"
         )
+    if job.kind == "review":
+        if p.get("total"):
+            return p["done"] / p["total"], f"{p['done']}/{p['total']} image(s) · {p.get('backbone', '')}"
+        return 0.0, "Loading the network…"
     return 0.0, job.message or "starting…"
 
 
@@ -47,7 +51,12 @@ def _cancel(store: Store, job_id: int) -> None:
 Detail = Callable[[jobs.Job], None]
 
 
-def _panel(project: str, kind: str, title: str, detail: Detail | None = None) -> bool:
+def _last(job: jobs.Job) -> None:
+    shown = {"done": st.success, "cancelled": st.warning, "failed": st.error}[job.state]
+    shown(f"Last {job.kind} ({job.finished_at or job.updated_at}): {job.message}")
+
+
+def _panel(project: str, kind: str, title: str, detail: Detail | None, ended: Detail) -> bool:
     """Render the latest ``kind`` job; returns whether it is running."""
     with Store(data_dir() / project) as store:
         job = jobs.latest_job(store, kind)
@@ -67,22 +76,32 @@ def _panel(project: str, kind: str, title: str, detail: Detail | None = None) ->
             if detail is not None:
                 detail(job)
         return True
-    shown = {"done": st.success, "cancelled": st.warning, "failed": st.error}[job.state]
-    shown(f"Last {kind} ({job.finished_at or job.updated_at}): {job.message}")
+    ended(job)
     return False
 
 
-def job_panel(project: str, kind: str, title: str, detail: Detail | None = None) -> None:
-    """A static panel, or a 1 s poller while the job runs; a full rerun when it ends refreshes the page."""
+def job_panel(project: str, kind: str, title: str, detail: Detail | None = None, *, ended: Detail = _last) -> None:
+    """The latest ``kind`` job of ``project``: a 1 s poller with a Cancel button while it runs (a full
+    rerun when it ends refreshes the page), then ``ended(job)``, by default a "Last <kind> …" message.
+
+    Parameters
+    ----------
+    project, kind, title
+        Whose job, which kind ("search", "download", "train", "review"), and its name in the panel.
+    detail
+        Extra rendering under the progress bar of a running job (the Train page's live chart).
+    ended
+        Shows a finished job; the default colours the message by its end state.
+    """
     with Store(data_dir() / project) as store:
         active = jobs.running_job(store, kind) is not None
     if not active:
-        _panel(project, kind, title, detail)
+        _panel(project, kind, title, detail, ended)
         return
 
     @st.fragment(run_every=1.0)
     def poll() -> None:
-        if not _panel(project, kind, title, detail):
+        if not _panel(project, kind, title, detail, ended):
             st.rerun(scope="app")
 
     poll()

@@ -1,0 +1,84 @@
+"""Widgets that several pages show: the "All" filter, Undo + History, and the pieces of an image card."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+
+from lotr_labeler.imaging import thumbnail
+from lotr_labeler.store import ImageRow, Store
+from lotr_labeler.ui.context import act, keep_valid
+
+ALL = "All"
+
+
+def all_select(
+    label: str,
+    options: Sequence[str],
+    key: str,
+    *,
+    where: DeltaGenerator | None = None,
+    on_change: Callable[..., None] | None = None,
+    args: tuple[Any, ...] = (),
+) -> str | None:
+    """A filter with "All" first: the chosen option, or None for All.
+
+    A remembered choice that no longer exists (a renamed class) falls back to All.
+    """
+    box = where.selectbox if where is not None else st.selectbox
+    chosen = box(label, keep_valid(key, [ALL, *options]), key=key, on_change=on_change, args=args)
+    return None if chosen in (None, ALL) else str(chosen)
+
+
+def undo_and_history(store: Store, limit: int = 15) -> None:
+    """The Undo button and a History popover of the newest changes (undone ones struck through)."""
+    top = st.columns([1, 1, 4])
+    top[0].button("↩ Undo", on_click=act, args=(Store.undo,), kwargs={"success": "{result}"}, width="stretch")
+    with top[1].popover("History", width="stretch"):
+        events = store.history(limit)
+        for e in events:
+            mark = "~~" if e.undone else ""
+            st.markdown(f"{mark}{e.summary}{mark} · {e.at[11:16]}")
+        if not events:
+            st.caption("No changes yet.")
+
+
+def image_thumb(store: Store, img: ImageRow, size: int) -> None:
+    """An image's cached thumbnail, or a warning when its file is gone."""
+    try:
+        st.image(str(thumbnail(store.path(img), store.cache_dir, img.sha256, size)), width="stretch")
+    except OSError:
+        st.warning(f"File missing: {img.relpath}")
+
+
+def label_select(label: str, classes: list[str], current: str, key: str, fn: Callable[..., Any], *args: Any) -> None:
+    """A collapsed class picker that runs ``fn(store, *args)`` through ``act`` when changed.
+
+    Key it by the item's class id, so a change makes a new widget that is never stale.
+    """
+    st.selectbox(
+        label,
+        classes,
+        index=classes.index(current) if current in classes else 0,
+        key=key,
+        label_visibility="collapsed",
+        on_change=act,
+        args=(fn, *args),
+    )
+
+
+def restore_button(key: str, image_id: int) -> None:
+    st.button("Restore", key=key, on_click=act, args=(Store.restore_images, [image_id]))
+
+
+def progress_bar(text: str) -> Callable[[int, int], None]:
+    """A progress bar and the ``(done, total)`` callback that fills it (imports, exports)."""
+    bar = st.progress(0.0, text=text)
+
+    def update(done: int, total: int) -> None:
+        bar.progress(done / total if total else 1.0, text=f"{done}/{total}")
+
+    return update
