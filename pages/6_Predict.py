@@ -112,7 +112,8 @@ def show_prediction(store: Store, run_id: str, settings: Settings, picked: Picke
         df = pd.DataFrame({"class": list(result.predictions), "probability": list(result.predictions.values())})
         st.bar_chart(df, x="class", y="probability", horizontal=True, sort="-probability", height=60 + 30 * len(df))
         loaded = f" · model loaded in {predictor.load_seconds:.1f} s" if fresh else ""
-        st.caption(f"Run {model.label} · {latency_ms:.0f} ms{loaded}")
+        engine = "ONNX Runtime" if result.engine == "onnx" else f"torch ({predictor.engine_note})"
+        st.caption(f"Run {model.label} · {latency_ms:.0f} ms · {engine}{loaded}")
 
 
 with open_current() as store:

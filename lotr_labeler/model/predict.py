@@ -8,6 +8,11 @@ transforms (``IntToFloatTensor``, ``Normalize`` with the learner's statistics) o
 stacked batch — and runs one forward pass, instead of building a DataLoader per call
 the way ``learn.predict`` does. Probabilities agree with ``learn.predict`` to 1e-4.
 
+The forward pass runs on ONNX Runtime when ``model.onnx`` (``onnx_export``, written at the end of
+training) sits next to ``model.pkl``, was exported from that very file (its sha256 is in the ONNX
+metadata) and agrees with torch on a probe image; otherwise on torch, with the reason in
+``Predictor.engine_note``. Each result names its ``engine`` (``"onnx"`` or ``"torch"``).
+
 Two deliberate differences in decoding, both matching how training images were stored
 by ``imaging.normalize``: EXIF orientation is applied, and transparent images are
 flattened onto white (fastai's ``convert("RGB")`` keeps the hidden colour under alpha).
@@ -17,13 +22,14 @@ Security: ``model.pkl`` is a pickle, and loading a pickle runs code. Only load m
 from this project's runs or a path the user explicitly gave (``--model``). Never load
 a model file received over the network.
 
-fastai and torch are imported lazily (``import fastai.vision.all`` takes seconds), so
+fastai, torch and onnxruntime are imported lazily (``import fastai.vision.all`` takes seconds), so
 importing this module is cheap for pages and the CLI.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 import time
@@ -40,6 +46,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from lotr_labeler.collect.download import Resolver, fetch, make_client
 from lotr_labeler.errors import Conflict, ImageRejected, InvalidInput, NotFound
 from lotr_labeler.imaging import decode_budget, to_rgb
+from lotr_labeler.model import onnx_export
 from lotr_labeler.model.runs import Run, current_run, get_run, list_runs
 from lotr_labeler.settings import Settings
 from lotr_labeler.store import Store
@@ -50,6 +57,8 @@ UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "gif", "bmp")
 """File types the Predict page offers to upload (any format PIL decodes is accepted)."""
 BATCH_SIZE = 16
 _MAX_CACHED = 4
+_TOL = 1e-4  # allowed difference from torch's probabilities
+ENGINES = ("onnx", "torch")
 NO_MODEL_HELP = "Train one on the Train page or with `lotr-labeler train`, or import a model with `import-model`."
 
 
@@ -270,16 +279,22 @@ class PredictionResult:
     predictions: dict[str, float]
     top: str
     probability: float
+    engine: str = "torch"  # which runtime computed it: one of ENGINES
 
     def as_dict(self) -> dict[str, Any]:
-        return {"top": self.top, "probability": self.probability, "predictions": dict(self.predictions)}
+        return {
+            "top": self.top,
+            "probability": self.probability,
+            "predictions": dict(self.predictions),
+            "engine": self.engine,
+        }
 
 
 @dataclass
 class Predictor:
     """A loaded model ready for one-pass inference. Get one with ``load_predictor``.
 
-    ``predict`` is thread-safe (one batch at a time; torch uses every core for it).
+    ``predict`` is thread-safe (one batch at a time; the runtime uses every core for it).
     """
 
     path: Path
@@ -288,6 +303,9 @@ class Predictor:
     model: Any  # the learner's model, or an equivalent faster copy (see ``_fast_model``)
     vocab: list[str]
     load_seconds: float
+    session: Any = None  # an ONNX Runtime session on model.onnx, used instead of ``model`` when set
+    onnx_version: tuple[int, int] | None = None  # (mtime_ns, size) of model.onnx when loaded, None if absent
+    engine_note: str = ""  # why torch answers, when it does
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def predict(self, images: Sequence[Image.Image], batch_size: int = BATCH_SIZE) -> list[PredictionResult]:
@@ -303,6 +321,11 @@ class Predictor:
     def predict_one(self, image: Image.Image) -> PredictionResult:
         return self.predict([image])[0]
 
+    @property
+    def engine(self) -> str:
+        """``"onnx"`` when ONNX Runtime runs the model, else ``"torch"``."""
+        return "torch" if self.session is None else "onnx"
+
     def _probabilities(self, images: Sequence[Image.Image]) -> list[list[float]]:
         import torch
         from fastai.vision.core import PILImage
@@ -316,6 +339,10 @@ class Predictor:
 
     def _forward(self, dl: Any, samples: list[Any], torch: Any) -> list[list[float]]:
         batch = dl.after_batch(dl.do_batch(samples))
+        if self.session is not None:
+            x = batch[0].as_subclass(torch.Tensor).float().contiguous().numpy()
+            onnx_rows: list[list[float]] = self.session.run([onnx_export.OUTPUT], {onnx_export.INPUT: x})[0].tolist()
+            return onnx_rows
         # A plain channels-last tensor: skips fastai's per-op type dispatch, suits the CPU kernels.
         x = batch[0].as_subclass(torch.Tensor).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
@@ -332,11 +359,19 @@ class Predictor:
                 "it is not a single-label classifier export."
             )
         best = max(range(len(probs)), key=probs.__getitem__)
-        return PredictionResult(dict(zip(self.vocab, probs, strict=True)), self.vocab[best], probs[best])
+        return PredictionResult(dict(zip(self.vocab, probs, strict=True)), self.vocab[best], probs[best], self.engine)
 
 
 _CACHE: OrderedDict[Path, Predictor] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
+
+
+def _onnx_version(path: Path) -> tuple[int, int] | None:
+    try:
+        st = onnx_export.onnx_path(path).stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _version(path: Path) -> tuple[int, int]:
@@ -348,10 +383,12 @@ def _version(path: Path) -> tuple[int, int]:
 
 
 def load_predictor(path: str | Path) -> Predictor:
-    """The model at ``path``, loaded once and cached by (path, mtime, size).
+    """The model at ``path``, loaded once and cached by (path, mtime, size) of it and its ``.onnx``.
 
-    A new export at the same path is loaded on the next call. Only pass this project's
-    run models or a path the user explicitly gave: loading a pickle runs its code.
+    A new export at the same path, or a new ``model.onnx`` beside it, is loaded on the next
+    call. Predictions run on ONNX Runtime when that file matches ``path`` (see the module
+    docstring), else on torch. Only pass this project's run models or a path the user
+    explicitly gave: loading a pickle runs its code.
 
     Parameters
     ----------
@@ -361,23 +398,24 @@ def load_predictor(path: str | Path) -> Predictor:
     Returns
     -------
     Predictor
-        Ready to predict.
+        Ready to predict; ``engine`` says which runtime answers, ``engine_note`` why not ONNX.
 
     Raises
     ------
     NotFound
         No file at ``path``.
     InvalidInput
-        The file is not a loadable fastai model.
+        The file is not a loadable fastai image classifier export.
     """
     model = Path(path).resolve()
     with _CACHE_LOCK:  # one load at a time: concurrent first requests wait instead of loading twice
         version = _version(model)
+        onnx_version = _onnx_version(model)
         cached = _CACHE.get(model)
-        if cached is not None and cached.version == version:
+        if cached is not None and cached.version == version and cached.onnx_version == onnx_version:
             _CACHE.move_to_end(model)
             return cached
-        predictor = _load(model, version)
+        predictor = _load(model, version, onnx_version)
         _CACHE[model] = predictor
         _CACHE.move_to_end(model)
         while len(_CACHE) > _MAX_CACHED:
@@ -391,7 +429,7 @@ def is_loaded(path: str | Path) -> bool:
     with _CACHE_LOCK:
         cached = _CACHE.get(model)
     try:
-        return cached is not None and cached.version == _version(model)
+        return cached is not None and cached.version == _version(model) and cached.onnx_version == _onnx_version(model)
     except NotFound:
         return False
 
@@ -401,7 +439,7 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-def _load(path: Path, version: tuple[int, int]) -> Predictor:
+def _load(path: Path, version: tuple[int, int], onnx_version: tuple[int, int] | None) -> Predictor:
     started = time.perf_counter()
     from fastai.learner import load_learner
 
@@ -423,17 +461,59 @@ def _load(path: Path, version: tuple[int, int]) -> Predictor:
     learner.model.eval()
     for pipeline in (dls.valid.after_item, dls.valid.before_batch, dls.valid.after_batch):
         pipeline.split_idx = 1  # validation behaviour (e.g. Resize crops the centre), as in learn.predict
-    model = _fast_model(learner, dls.valid)
+    names = [str(v) for v in vocab]
+    session, note = _onnx_session(path, learner, names) if onnx_version is not None else (None, "")
+    if onnx_version is None:
+        note = f"no {onnx_export.onnx_path(path).name} next to {path.name}"
+    model = learner.model if session is not None else _fast_model(learner, dls.valid)
     seconds = time.perf_counter() - started
-    log.info("loaded model %s (%d classes) in %.1f s", path, len(vocab), seconds)
+    engine = "onnx" if session is not None else f"torch ({note})"
+    log.info("loaded model %s (%d classes) in %.1f s, engine %s", path, len(vocab), seconds, engine)
     return Predictor(
         path=path,
         version=version,
         learner=learner,
         model=model,
-        vocab=[str(v) for v in vocab],
+        vocab=names,
         load_seconds=seconds,
+        session=session,
+        onnx_version=onnx_version,
+        engine_note=note,
     )
+
+
+def _onnx_session(path: Path, learner: Any, vocab: list[str]) -> tuple[Any, str]:
+    """(An ONNX Runtime session on the ``.onnx`` next to ``path``, "") when it is that model's
+    export and agrees with torch on a probe image; else (None, why not)."""
+    import torch
+
+    onnx_file = onnx_export.onnx_path(path)
+    try:
+        session = onnx_export.make_session(onnx_file)
+    except ImportError:
+        return None, "onnxruntime is not installed"
+    except Exception as exc:  # a damaged file fails with ORT's own exception types
+        log.warning("cannot load %s (%s); predicting with torch", onnx_file, exc)
+        return None, f"{onnx_file.name} cannot be loaded"
+    meta = onnx_export.metadata(session)
+    if meta.get(onnx_export.PKL_SHA_KEY) != onnx_export.file_sha256(path):
+        log.info("%s was exported from another %s; predicting with torch", onnx_file, path.name)
+        return None, f"{onnx_file.name} is stale (exported from another {path.name})"
+    if meta.get(onnx_export.VOCAB_KEY) != json.dumps(vocab):
+        return None, f"{onnx_file.name} is stale (other classes)"
+    try:
+        x = onnx_export.probe_batch(learner.dls.valid)
+        with torch.inference_mode():
+            expected = onnx_export.activation(learner)(learner.model(x)).float().numpy()
+        got = session.run([onnx_export.OUTPUT], {onnx_export.INPUT: x.numpy()})[0]
+        agree = got.shape == expected.shape and float(abs(got - expected).max()) <= _TOL
+    except Exception as exc:  # a graph that loads but cannot run this input
+        log.warning("%s fails on a probe image (%s); predicting with torch", onnx_file, exc)
+        return None, f"{onnx_file.name} fails on a probe image"
+    if not agree:
+        log.warning("%s disagrees with %s on a probe image; predicting with torch", onnx_file, path.name)
+        return None, f"{onnx_file.name} disagrees with {path.name}"
+    return session, ""
 
 
 def _fast_model(learner: Any, dl: Any) -> Any:
@@ -443,13 +523,11 @@ def _fast_model(learner: Any, dl: Any) -> Any:
     original on a probe image (it always should; an unusual architecture keeps the original).
     """
     import torch
-    from fastai.vision.core import PILImage
     from torch.fx.experimental.optimization import fuse
 
     original = learner.model
     try:
-        probe = Image.new("RGB", (256, 192), (96, 128, 160))
-        x = dl.after_batch(dl.do_batch([dl.after_item((PILImage.create(probe),))]))[0].as_subclass(torch.Tensor)
+        x = onnx_export.probe_batch(dl)
         fast = fuse(original, inplace=False).to(memory_format=torch.channels_last)
         with torch.inference_mode():
             expected = original(x)
