@@ -412,6 +412,9 @@ def train_run(
         partial = run.path.absolute() / f"{runs.PARTIAL_PREFIX}{os.getpid()}-{runs.MODEL_FILE}"
         learn.export(partial)
         partial.replace(run.model_path)
+        from lotr_labeler.model.onnx_export import export_quietly
+
+        export_quietly(learn, run.model_path)  # model.onnx for fast predictions; a failure only logs
         with learn.no_bar():
             valid_probs, valid_targets = learn.get_preds(dl=learn.dls.valid)
             probs = predict_images(learn, [store.root.absolute() / p for p in paths])
@@ -492,6 +495,9 @@ def import_model(store: Store, path: Path) -> runs.Run:
             learn = fv.load_learner(run.model_path.absolute(), cpu=True)
         except Exception as exc:  # any unpickling failure: wrong file, other fastai version
             raise InvalidInput(f"{path} is not a fastai model this fastai can load ({exc}).") from exc
+        from lotr_labeler.model.onnx_export import export_quietly
+
+        export_quietly(learn, run.model_path)  # model.onnx for fast predictions; a failure only logs
         vocab = [str(v) for v in learn.dls.vocab]
         images = store.images()
         with learn.no_bar():
