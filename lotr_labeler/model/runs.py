@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,8 @@ from typing import Any
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound
 from lotr_labeler.jobs import worker as jobs
-from lotr_labeler.store import Store, now
+from lotr_labeler.store import Store
+from lotr_labeler.store import runs as table
 
 RUN_STATES = ("running", "done", "failed", "cancelled")
 MODEL_FILE = "model.pkl"
@@ -89,13 +90,7 @@ def _run(store: Store, row: Any, current: str | None) -> Run:
 
 
 def _current_id(store: Store) -> str | None:
-    row = store.conn.execute("SELECT value FROM meta WHERE key = 'current_run'").fetchone()
-    if row is not None:
-        ok = store.conn.execute("SELECT 1 FROM runs WHERE id = ? AND state = 'done'", (row[0],)).fetchone()
-        if ok:
-            return str(row[0])
-    latest = store.conn.execute("SELECT id FROM runs WHERE state = 'done' ORDER BY id DESC LIMIT 1").fetchone()
-    return str(latest[0]) if latest else None
+    return table.current_id(store)
 
 
 def _alive(store: Store, row: Any) -> bool:
@@ -116,19 +111,10 @@ def remove_leftovers(run_path: Path) -> None:
 
 def fail_dead_runs(store: Store) -> list[str]:
     """Mark failed every running run whose process is gone and remove its leftovers; their ids."""
-    dead = [
-        r["id"]
-        for r in store.conn.execute("SELECT id, pid, pid_started, job_id FROM runs WHERE state = 'running'")
-        if not _alive(store, r)
-    ]
+    dead = [r["id"] for r in table.running(store) if not _alive(store, r)]
     failed: list[str] = []
     for run_id in dead:
-        with store.transaction():  # only if still running: a live process may have just finished it
-            cur = store.conn.execute(
-                "UPDATE runs SET state = 'failed', message = ?, finished_at = ? WHERE id = ? AND state = 'running'",
-                (DEAD_MESSAGE, now(), run_id),
-            )
-        if cur.rowcount:
+        if table.fail_if_running(store, run_id, DEAD_MESSAGE):  # a live process may have just finished it
             remove_leftovers(runs_dir(store) / run_id)
             failed.append(run_id)
     return failed
@@ -149,12 +135,12 @@ def list_runs(store: Store) -> list[Run]:
     """
     fail_dead_runs(store)
     current = _current_id(store)
-    return [_run(store, r, current) for r in store.conn.execute("SELECT * FROM runs ORDER BY id DESC")]
+    return [_run(store, r, current) for r in table.all_rows(store)]
 
 
 def get_run(store: Store, run_id: str) -> Run:
     fail_dead_runs(store)
-    row = store.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+    row = table.get_row(store, run_id)
     if row is None:
         known = ", ".join(r.id for r in list_runs(store)[:5]) or "none yet"
         raise NotFound(f"No run {run_id!r} in project {store.name!r}. Recent runs: {known}.")
@@ -187,11 +173,9 @@ def create_run(
     run_id: str | None = None,
 ) -> Run:
     run_id = run_id or new_run_id()
-    with store.transaction():
-        store.conn.execute(
-            "INSERT INTO runs(id, source, params, job_id, pid, pid_started, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run_id, source, json.dumps(params), job_id, os.getpid(), jobs.own_start(), now()),
-        )
+    table.insert(
+        store, run_id, source=source, params=params, job_id=job_id, pid=os.getpid(), pid_started=jobs.own_start()
+    )
     (runs_dir(store) / run_id).mkdir(parents=True, exist_ok=True)
     return get_run(store, run_id)
 
@@ -207,19 +191,7 @@ def finish_run(
 ) -> Run:
     if state not in RUN_STATES:
         raise InvalidInput(f"Run state {state!r} is not valid. Must be one of: {', '.join(RUN_STATES)}.")
-    with store.transaction():
-        store.conn.execute(
-            "UPDATE runs SET state = ?, vocab = coalesce(?, vocab), metrics = coalesce(?, metrics), "
-            "message = ?, finished_at = ? WHERE id = ?",
-            (
-                state,
-                json.dumps(list(vocab)) if vocab is not None else None,
-                json.dumps(metrics) if metrics is not None else None,
-                message,
-                now(),
-                run_id,
-            ),
-        )
+    table.finish(store, run_id, state, vocab=vocab, metrics=metrics, message=message)
     return get_run(store, run_id)
 
 
@@ -227,12 +199,7 @@ def set_current(store: Store, run_id: str) -> Run:
     run = get_run(store, run_id)
     if run.state != "done":
         raise Conflict(f"Run {run_id} is {run.state}; only a finished run can be current.")
-    with store.transaction():
-        store.conn.execute(
-            "INSERT INTO meta(key, value) VALUES ('current_run', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (run_id,),
-        )
+    table.set_current(store, run_id)
     return get_run(store, run_id)
 
 
@@ -241,10 +208,7 @@ def delete_run(store: Store, run_id: str) -> None:
     run = get_run(store, run_id)
     if run.state == "running":
         raise Conflict(f"Run {run_id} is still running. Cancel it first.")
-    with store.transaction():
-        store.conn.execute("DELETE FROM predictions WHERE run_id = ?", (run_id,))
-        store.conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-        store.conn.execute("DELETE FROM meta WHERE key = 'current_run' AND value = ?", (run_id,))
+    table.delete(store, run_id)
     shutil.rmtree(run.path, ignore_errors=True)
 
 
@@ -252,19 +216,15 @@ def save_predictions(
     store: Store, run_id: str, vocab: Sequence[str], rows: Iterable[tuple[int, Sequence[float]]]
 ) -> int:
     """Store per-image probabilities (aligned with ``vocab``) for a run, replacing earlier ones."""
-    n = 0
-    with store.transaction():
-        store.conn.execute("DELETE FROM predictions WHERE run_id = ?", (run_id,))
+
+    def checked() -> Iterator[tuple[int, str, str, float]]:
         for image_id, probs in rows:
             if len(probs) != len(vocab):
                 raise InvalidInput(f"Image {image_id}: {len(probs)} probabilities for {len(vocab)} classes.")
             best = max(range(len(probs)), key=lambda i: probs[i])
-            store.conn.execute(
-                "INSERT INTO predictions(run_id, image_id, probs, predicted, confidence) VALUES (?, ?, ?, ?, ?)",
-                (run_id, image_id, json.dumps([float(p) for p in probs]), vocab[best], float(probs[best])),
-            )
-            n += 1
-    return n
+            yield image_id, json.dumps([float(p) for p in probs]), vocab[best], float(probs[best])
+
+    return table.replace_predictions(store, run_id, checked())
 
 
 @dataclass(frozen=True)
@@ -276,7 +236,5 @@ class Prediction:
 
 
 def predictions(store: Store, run_id: str) -> dict[int, Prediction]:
-    rows = store.conn.execute(
-        "SELECT image_id, probs, predicted, confidence FROM predictions WHERE run_id = ?", (run_id,)
-    )
+    rows = table.prediction_rows(store, run_id)
     return {r[0]: Prediction(r[0], json.loads(r[1]), r[2], r[3]) for r in rows}

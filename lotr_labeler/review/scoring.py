@@ -44,7 +44,7 @@ from lotr_labeler import project as proj
 from lotr_labeler.errors import Conflict, InvalidInput
 from lotr_labeler.model import embed, runs
 from lotr_labeler.review import dedupe, quality
-from lotr_labeler.store import SPLITS, ImageRow, Store, now
+from lotr_labeler.store import SPLITS, ImageRow, Store, now, reviews
 
 log = logging.getLogger(__name__)
 
@@ -233,16 +233,12 @@ class FitReport:
 
 
 def fit_info(store: Store) -> FitInfo | None:
-    row = store.conn.execute("SELECT value FROM meta WHERE key = ?", (_META_KEY,)).fetchone()
-    if row is None:
+    value = store.meta_get(_META_KEY)
+    if value is None:
         return None
-    data = json.loads(row[0])
+    data = json.loads(value)
     fields = set(FitInfo.__dataclass_fields__)
     return FitInfo(**{k: v for k, v in data.items() if k in fields})
-
-
-def _last_event_id(store: Store) -> int:
-    return int(store.conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
 
 
 def corrections_since_fit(store: Store) -> int:
@@ -250,7 +246,7 @@ def corrections_since_fit(store: Store) -> int:
     info = fit_info(store)
     if info is None:
         return 0
-    return int(store.conn.execute("SELECT count(*) FROM events WHERE id > ?", (info.event_id,)).fetchone()[0])
+    return store.count_events_after(info.event_id)
 
 
 def _run_probs(store: Store, class_ids: Sequence[int]) -> tuple[str | None, dict[int, FloatArray]]:
@@ -329,20 +325,16 @@ def fit_scores(
         scored=len(have),
         blended=blended,
         run_id=run_id if blended else None,
-        event_id=_last_event_id(store),
+        event_id=store.last_event_id(),
         head_valid_accuracy=head_acc,
         run_valid_accuracy=run_acc,
     )
-    with store.transaction():
-        store.conn.execute("DELETE FROM review_scores")
-        store.conn.executemany(
-            "INSERT INTO review_scores(image_id, probs, source) VALUES (?, ?, ?)",
-            [(img.id, json.dumps([round(float(v), 6) for v in probs[i]]), sources[i]) for i, img in enumerate(have)],
-        )
-        store.conn.execute(
-            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (_META_KEY, json.dumps(info.__dict__)),
-        )
+    reviews.replace_scores(
+        store,
+        [(img.id, json.dumps([round(float(v), 6) for v in probs[i]]), sources[i]) for i, img in enumerate(have)],
+        fit_key=_META_KEY,
+        fit=json.dumps(info.__dict__),
+    )
     return FitReport(info, unscored=len(images) - len(have))
 
 
@@ -398,13 +390,7 @@ def _mark(store: Store, ids: Iterable[int], kind: str) -> int:
     rows = [store.get_image(int(i)) for i in dict.fromkeys(ids)]
     if not rows:
         raise InvalidInput("No image ids given. Pass one or more ids.")
-    stamp = now()
-    with store.transaction():
-        store.conn.executemany(
-            "INSERT INTO review_marks(image_id, kind, class_id, at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(image_id, kind) DO UPDATE SET class_id = excluded.class_id, at = excluded.at",
-            [(r.id, kind, r.class_id, stamp) for r in rows],
-        )
+    reviews.mark(store, [(r.id, r.class_id) for r in rows], kind)
     return len(rows)
 
 
@@ -416,10 +402,7 @@ def keep(store: Store, ids: Iterable[int]) -> int:
 def unreview(store: Store, ids: Iterable[int]) -> int:
     """Put images back in the queue."""
     id_list = [int(i) for i in dict.fromkeys(ids)]
-    with store.transaction():
-        store.conn.executemany(
-            "DELETE FROM review_marks WHERE image_id = ? AND kind = 'label'", [(i,) for i in id_list]
-        )
+    reviews.unmark_labels(store, id_list)
     return len(id_list)
 
 
@@ -439,10 +422,7 @@ def delete(store: Store, ids: Iterable[int]) -> int:
 
 def reviewed_ids(store: Store, kind: str = "label") -> set[int]:
     """Images whose decision still holds (their class is the one confirmed)."""
-    sql = "SELECT m.image_id FROM review_marks m JOIN images i ON i.id = m.image_id WHERE m.kind = ?"
-    if kind == "label":
-        sql += " AND m.class_id = i.class_id"
-    return {int(r[0]) for r in store.conn.execute(sql, (kind,))}
+    return reviews.marked_ids(store, kind)
 
 
 # -- the ranked list -------------------------------------------------------------------------
@@ -498,12 +478,7 @@ class ReviewItem:
 
 
 def _scores(store: Store, ids: Sequence[int] | None = None) -> dict[int, tuple[list[float], str]]:
-    sql = "SELECT image_id, probs, source FROM review_scores"
-    if ids is not None:
-        if not ids:
-            return {}
-        sql += f" WHERE image_id IN ({','.join('?' * len(ids))})"
-    return {int(r[0]): (json.loads(r[1]), str(r[2])) for r in store.conn.execute(sql, list(ids or []))}
+    return reviews.scores(store, ids)
 
 
 def _items(
