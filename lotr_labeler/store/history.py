@@ -32,10 +32,10 @@ def undoes(*kinds: str) -> Callable[[_F], _F]:
     """
 
     def register(fn: _F) -> _F:
-        for kind in kinds:
+        for kind in kinds:  # all checked before any is registered
             if kind in UNDO:
                 raise StoreError(f"Event kind {kind!r} has an inverse already ({UNDO[kind].__qualname__}).")
-            UNDO[kind] = fn
+        UNDO.update(dict.fromkeys(kinds, fn))
         return fn
 
     return register
