@@ -9,12 +9,6 @@ from pathlib import Path
 
 from lotr_labeler.errors import InvalidInput, check_choice
 
-# Transitional re-export while call sites move to lotr_labeler.settings (issue 11).
-from lotr_labeler.settings import SETTINGS as SETTINGS
-from lotr_labeler.settings import SETTINGS_BY_KEY as SETTINGS_BY_KEY
-from lotr_labeler.settings import Setting as Setting
-from lotr_labeler.settings import setting as setting
-
 DEFAULT_PROJECT = "lotr-races"
 DATA_ENV = "LOTR_LABELER_DATA"
 MAX_NAME_LEN = 64

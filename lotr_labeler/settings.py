@@ -99,10 +99,6 @@ class Settings:
         """Every setting by key, in declaration order."""
         return {s.key: getattr(self, s.key) for s in SETTINGS}
 
-    def __getitem__(self, key: str) -> Value:
-        # Transitional: call sites still reading ``settings["key"]`` while they move to attributes.
-        return self.get(key)
-
     def get(self, key: str) -> Value:
         """The value of the setting named ``key`` (for generic code such as the CLI)."""
         value: Value = getattr(self, setting(key).key)
