@@ -25,7 +25,7 @@ from lotr_labeler.collect.export import export_dataset
 from lotr_labeler.collect.importers import ImportReport, import_folder, import_urls, import_zip
 from lotr_labeler.errors import InvalidInput, LabelerError
 from lotr_labeler.jobs import worker as jobs
-from lotr_labeler.settings import Settings
+from lotr_labeler.settings import SETTINGS, SETTINGS_BY_KEY, Settings
 from lotr_labeler.store import CANDIDATE_STATES, SPLITS, Store
 from lotr_labeler.workspace import absolute, create_project, list_projects, open_project
 
@@ -305,8 +305,8 @@ def cmd_settings(args: argparse.Namespace) -> int:
             value = store.set_setting(args.key, args.value)
             print(f"{args.key} = {value}")
             return 0
-        values = store.settings()
-        rows = [{"id": s.key, "value": values[s.key], "default": s.default, "help": s.help} for s in proj.SETTINGS]
+        values = store.settings().as_dict()
+        rows = [{"id": s.key, "value": values[s.key], "default": s.default, "help": s.help} for s in SETTINGS]
         if args.json:
             _print_json(rows)
         else:
@@ -338,8 +338,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         settings = store.settings()
         options = SearchOptions(**search_options(args))
         planned = plan_queries(store, args.label, args.query)
-        max_results = args.max or int(settings["search_max_results"])
-        delay = float(settings["search_delay"]) if args.delay is None else args.delay
+        max_results = args.max or settings.search_max_results
+        delay = settings.search_delay if args.delay is None else args.delay
         with jobs.JobRun(store, "search", {"queries": len(planned), "max": max_results}, args.job) as job:
             bar = tqdm(total=len(planned), desc="search", unit="query", file=sys.stderr, disable=None)
 
@@ -731,7 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = cs.add_parser("list")
     c.add_argument("--json", action="store_true")
     c = cs.add_parser("set")
-    c.add_argument("key", choices=list(proj.SETTINGS_BY_KEY))
+    c.add_argument("key", choices=list(SETTINGS_BY_KEY))
     c.add_argument("value")
     s.set_defaults(func=cmd_settings)
 
