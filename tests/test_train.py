@@ -17,7 +17,7 @@ from lotr_labeler.errors import TrainingError, WeightsUnavailable
 from lotr_labeler.imaging import normalize
 from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.model import runs
-from lotr_labeler.model.train import TrainParams, check_dataset, cli_args, train_run
+from lotr_labeler.model.train import TrainParams, TrainProgress, check_dataset, cli_args, train_run
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 
@@ -37,7 +37,7 @@ def fill(store: Store, per_class: int = 10, valid: int = 3, classes: tuple[str, 
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, runs.Run, int, list[dict[str, Any]]]]:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, runs.Run, int, list[TrainProgress]]]:
     """One real training run, shared: (store, run, id of the corrupted image, progress events)."""
     root = tmp_path_factory.mktemp("trained")
     store = create_project(root, "shapes", "empty")
@@ -46,7 +46,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, r
     store.path(broken).write_bytes(b"\xff\xd8 this is not a jpeg any more")
     truncated = store.path(store.images("triangle")[0])
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])  # header fine, data cut
-    events: list[dict[str, Any]] = []
+    events: list[TrainProgress] = []
     run = train_run(store, TINY, progress=events.append)
     yield store, run, broken.id, events
     store.close()
@@ -92,11 +92,11 @@ def test_predictions_stored_for_every_readable_image(trained: tuple[Store, runs.
 
 def test_progress_reports_batches_epochs_and_eta(trained: tuple[Store, runs.Run, int, Any]) -> None:
     _, _, _, events = trained
-    assert events and events[-1]["fraction"] == 1.0
-    assert {e["phase"] for e in events} == {"head", "fine-tune"}
-    assert all(e["epochs"] == 2 and e["batches"] >= 1 for e in events)
-    assert any(e["eta_s"] for e in events[:-1])
-    assert len(events[-1]["history"]) == 2
+    assert events and events[-1].fraction == 1.0
+    assert {e.phase for e in events} == {"head", "fine-tune"}
+    assert all(e.epochs == 2 and e.batches >= 1 for e in events)
+    assert any(e.eta_s for e in events[:-1])
+    assert len(events[-1].history) == 2
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_local_weights_file_is_loaded_into_the_body(empty_store: Store, tmp_path
         expected = reference.conv1.weight.clone()
     seen: list[Any] = []
 
-    def grab(p: dict[str, Any]) -> None:
+    def grab(p: TrainProgress) -> None:
         seen.append(p)
 
     params = TrainParams(epochs=1, size=64, batch_size=8, weights=str(weights), augment=False, lr=1e-9)
@@ -162,7 +162,7 @@ def test_local_weights_file_is_loaded_into_the_body(empty_store: Store, tmp_path
 
 def test_cancel_stops_within_one_batch(empty_store: Store) -> None:
     fill(empty_store, per_class=16)
-    events: list[dict[str, Any]] = []
+    events: list[TrainProgress] = []
     stop_after = 2
     run = train_run(
         empty_store,
@@ -334,7 +334,7 @@ def test_remote_round_trip_train_on_a_bundle(
 def test_progress_epoch_and_phase_agree(trained: tuple[Store, runs.Run, int, Any]) -> None:
     _, _, _, events = trained
     # The frozen "head" epoch is epoch 1, the fine-tune epoch is epoch 2, never "epoch 2 (head)".
-    assert {(e["epoch"], e["phase"]) for e in events} == {(1, "head"), (2, "fine-tune")}
+    assert {(e.epoch, e.phase) for e in events} == {(1, "head"), (2, "fine-tune")}
 
 
 def test_edits_during_a_run_do_not_break_it(empty_store: Store) -> None:
@@ -343,7 +343,7 @@ def test_edits_during_a_run_do_not_break_it(empty_store: Store) -> None:
     victims = [i.id for i in empty_store.images("circle")[:2]]
     edited: list[bool] = []
 
-    def edit_on_first_batch(p: dict[str, Any]) -> None:
+    def edit_on_first_batch(p: TrainProgress) -> None:
         if not edited:
             empty_store.relabel([victims[0]], "square")
             empty_store.delete_images([victims[1]])

@@ -1,233 +1,64 @@
-"""Background jobs: long work runs in its own process and reports progress in the project DB.
+"""The worker side of a background job: one ``JobRun`` per command run.
 
-The page starts ``python -m lotr_labeler … <command> --job ID`` in a new session, so
-page changes, reruns and closed tabs stop nothing; every tab (and the CLI, whose own
-runs register a job too) reads the same row. Cancel is a flag the worker polls.
-
-A row names its worker by pid AND process start time: a worker killed with ``kill -9`` (or
-lost in a reboot, after which its pid may belong to anything) is found dead on the next look,
-its job marked failed and its run's leftovers removed, so no stale row blocks a new job.
+The page starts ``python -m lotr_labeler … <command> --job ID`` (a job spec's ``launch``);
+the command wraps its work in ``JobRun``, which takes the row over (or registers a CLI run
+as a job), writes throttled progress, turns a cancel request into an Event and always
+records an end state. The table and liveness live in ``jobs.table``.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import cache
+from dataclasses import asdict, is_dataclass
 from typing import Any
 
-import psutil
+from lotr_labeler.jobs import table
+from lotr_labeler.jobs.table import (
+    DEAD_MESSAGE,
+    Job,
+    _children,
+    attach,
+    finish,
+    get_job,
+    job_alive,
+    latest_job,
+    launch,
+    own_start,
+    process_start,
+    request_cancel,
+    running_job,
+    same_process,
+)
+from lotr_labeler.store import Store
 
-from lotr_labeler.errors import Conflict, NotFound
-from lotr_labeler.store import Store, now
-
-# A launched worker gets this long to record its pid before it is presumed dead.
-_START_GRACE_S = 60
-# Two processes may compute one process's start time a little apart (the OS boot time they add
-# to it is rounded); a reused pid starts later than that by far.
-_START_TOLERANCE_S = 1.5
-# Rows from before start times were recorded: their worker started before its first write.
-_LEGACY_SLACK_S = 10.0
-_children: dict[int, subprocess.Popen[bytes]] = {}
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    kind: str
-    state: str
-    pid: int | None
-    args: dict[str, Any]
-    progress: dict[str, Any]
-    message: str
-    result: dict[str, Any] | None
-    cancel_requested: bool
-    started_at: str
-    updated_at: str
-    finished_at: str | None
-    pid_started: float | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
-
-def _row(store: Store, job_id: int) -> Job:
-    r = store.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    if r is None:
-        raise NotFound(f"No job with id {job_id} in project {store.name!r}.")
-    return Job(
-        id=r["id"],
-        kind=r["kind"],
-        state=r["state"],
-        pid=r["pid"],
-        args=json.loads(r["args"]),
-        progress=json.loads(r["progress"]),
-        message=r["message"],
-        result=json.loads(r["result"]) if r["result"] else None,
-        cancel_requested=bool(r["cancel_requested"]),
-        started_at=r["started_at"],
-        updated_at=r["updated_at"],
-        finished_at=r["finished_at"],
-        pid_started=r["pid_started"],
-    )
+# Callers that predate the split import the table's names from here.
+__all__ = [
+    "DEAD_MESSAGE",
+    "Job",
+    "JobRun",
+    "Reporter",
+    "_children",
+    "attach",
+    "finish",
+    "get_job",
+    "job_alive",
+    "latest_job",
+    "launch",
+    "own_start",
+    "process_start",
+    "request_cancel",
+    "running_job",
+    "same_process",
+]
 
 
-def process_start(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch); None when there is none or it is
-    a zombie (dead, waiting for its parent to collect it)."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return float(proc.create_time())
-    except psutil.NoSuchProcess:  # also ZombieProcess
-        return None
-
-
-@cache
-def own_start() -> float:
-    """This process's start time, as ``process_start`` reports it to other processes."""
-    started = process_start(os.getpid())
-    assert started is not None  # we are running
-    return started
-
-
-def same_process(pid: int, started: float | None, *, legacy_before: datetime | None = None) -> bool:
-    """True while the process recorded as (``pid``, ``started``) still runs, not another one
-    that got its pid. Without a recorded start (old rows) a process that started after
-    ``legacy_before`` is another one."""
-    try:
-        now_started = process_start(pid)
-    except psutil.AccessDenied:  # exists, but the OS will not say when it started: assume ours
-        return True
-    if now_started is None:
-        return False
-    if started is not None:
-        return abs(now_started - started) <= _START_TOLERANCE_S
-    if legacy_before is not None:
-        return now_started <= legacy_before.timestamp() + _LEGACY_SLACK_S
-    return True
-
-
-def _alive(job: Job) -> bool:
-    for pid, child in list(_children.items()):  # reap our own finished children (no zombies)
-        if child.poll() is not None:
-            del _children[pid]
-    if job.pid is None:
-        started = datetime.fromisoformat(job.started_at)
-        return (datetime.now(UTC) - started).total_seconds() < _START_GRACE_S
-    return same_process(job.pid, job.pid_started, legacy_before=datetime.fromisoformat(job.updated_at))
-
-
-def job_alive(store: Store, job_id: int) -> bool:
-    """Whether job ``job_id`` is running with its worker alive (marks nothing)."""
-    job = _row(store, job_id)
-    return job.running and _alive(job)
-
-
-DEAD_MESSAGE = "The worker process ended without finishing (crash or kill)."
-
-
-def get_job(store: Store, job_id: int) -> Job:
-    job = _row(store, job_id)
-    if job.running and not _alive(job):
-        with store.transaction():  # only if still running: it may have finished meanwhile
-            store.conn.execute(
-                "UPDATE jobs SET state = 'failed', message = ?, updated_at = ?, finished_at = ? "
-                "WHERE id = ? AND state = 'running'",
-                (DEAD_MESSAGE, now(), now(), job_id),
-            )
-        from lotr_labeler.model import runs  # runs imports this module
-
-        runs.fail_dead_runs(store)  # a dead training job leaves a run behind
-        job = _row(store, job_id)
-    return job
-
-
-def latest_job(store: Store, kind: str) -> Job | None:
-    r = store.conn.execute("SELECT id FROM jobs WHERE kind = ? ORDER BY id DESC LIMIT 1", (kind,)).fetchone()
-    return get_job(store, r["id"]) if r else None
-
-
-def running_job(store: Store, kind: str) -> Job | None:
-    job = latest_job(store, kind)
-    return job if job and job.running else None
-
-
-def _insert(store: Store, kind: str, args: dict[str, Any], pid: int | None, pid_started: float | None) -> Job:
-    # Check and insert under one write lock: two tabs clicking at once start one job.
-    with store.transaction():
-        active = running_job(store, kind)
-        if active:
-            raise Conflict(
-                f"A {kind} is already running (job {active.id}, started {active.started_at}). "
-                "Wait for it to finish or cancel it."
-            )
-        cur = store.conn.execute(
-            "INSERT INTO jobs(kind, pid, pid_started, args, started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (kind, pid, pid_started, json.dumps(args), now(), now()),
-        )
-    return _row(store, int(cur.lastrowid or 0))
-
-
-def launch(store: Store, kind: str, command: list[str], args: dict[str, Any]) -> Job:
-    """Start ``lotr-labeler <command> --job ID`` in the background; one job per kind at a time."""
-    job = _insert(store, kind, args, None, None)
-    log_dir = store.cache_dir / "jobs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    root = store.root.absolute().parent  # the worker must find the project whatever its cwd
-    argv = [sys.executable, "-m", "lotr_labeler", "--data", str(root), "--project", store.name]
-    with open(log_dir / f"{job.id}.log", "wb") as log:
-        child = subprocess.Popen(  # noqa: S603 - our own module, arguments built here
-            [*argv, *command, "--job", str(job.id)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # survives the page's script run and Ctrl-C in the server
-        )
-    _children[child.pid] = child
-    started = process_start(child.pid)  # our unreaped child: readable even if it died at once
-    with store.transaction():
-        store.conn.execute(
-            "UPDATE jobs SET pid = ?, pid_started = ? WHERE id = ? AND pid IS NULL", (child.pid, started, job.id)
-        )
-    return _row(store, job.id)
-
-
-def attach(store: Store, kind: str, args: dict[str, Any], job_id: int | None) -> Job:
-    """The worker side: take over the launched row, or register a CLI run as a job."""
-    if job_id is None:
-        return _insert(store, kind, args, os.getpid(), own_start())
-    job = _row(store, job_id)
-    if job.kind != kind or not job.running:
-        raise Conflict(f"Job {job_id} is a {job.state} {job.kind} job, not a running {kind} job.")
-    with store.transaction():
-        store.conn.execute(
-            "UPDATE jobs SET pid = ?, pid_started = ?, updated_at = ? WHERE id = ?",
-            (os.getpid(), own_start(), now(), job_id),
-        )
-    return _row(store, job_id)
-
-
-def request_cancel(store: Store, job_id: int) -> None:
-    with store.transaction():
-        store.conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'", (job_id,))
-
-
-def finish(store: Store, job_id: int, state: str, message: str, result: dict[str, Any] | None = None) -> None:
-    with store.transaction():
-        store.conn.execute(
-            "UPDATE jobs SET state = ?, message = ?, result = ?, updated_at = ?, finished_at = ? WHERE id = ?",
-            (state, message, json.dumps(result) if result is not None else None, now(), now(), job_id),
-        )
+def _as_dict(progress: Any) -> dict[str, Any]:
+    """A progress dataclass (or a plain dict) as the JSON object stored on the row."""
+    if is_dataclass(progress) and not isinstance(progress, type):
+        return asdict(progress)
+    return dict(progress)
 
 
 class Reporter:
@@ -239,16 +70,13 @@ class Reporter:
         self.interval_s = interval_s
         self._last_write = 0.0
 
-    def update(self, progress: dict[str, Any], message: str, *, force: bool = False) -> None:
+    def update(self, progress: Any, message: str, *, force: bool = False) -> None:
+        """Store ``progress`` (a progress dataclass or a dict) unless a write was just made."""
         t = time.monotonic()
         if not force and t - self._last_write < self.interval_s:
             return
         self._last_write = t
-        with self.store.transaction():
-            self.store.conn.execute(
-                "UPDATE jobs SET progress = ?, message = ?, updated_at = ? WHERE id = ?",
-                (json.dumps(progress, default=str), message, now(), self.job_id),
-            )
+        table.write_progress(self.store, self.job_id, _as_dict(progress), message)
 
     def finish(self, state: str, message: str, result: dict[str, Any] | None = None) -> None:
         finish(self.store, self.job_id, state, message, result)
@@ -263,8 +91,7 @@ class Reporter:
             conn = sqlite3.connect(db, timeout=10)  # sqlite connections stay in their thread
             try:
                 while not stop.wait(interval_s):
-                    row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (self.job_id,)).fetchone()
-                    if row and row[0]:
+                    if table.cancel_requested(conn, self.job_id):
                         event.set()
                         return
             finally:
@@ -297,12 +124,16 @@ class JobRun:
         self._stop_watch = self.reporter.watch_cancel(self.cancel)
         return self
 
-    def update(self, progress: dict[str, Any], message: str, *, force: bool = False) -> None:
+    def update(self, progress: Any, message: str, *, force: bool = False) -> None:
         self.reporter.update(progress, message, force=force)
 
     def finish(self, state: str, message: str, result: dict[str, Any] | None = None) -> None:
         self.reporter.finish(state, message, result)
         self._finished = True
+
+    def finish_if(self, cancelled: bool, message: str, result: dict[str, Any] | None = None) -> None:
+        """End as ``cancelled`` or ``done`` with ``message`` and ``result``."""
+        self.finish("cancelled" if cancelled else "done", message, result)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         self._stop_watch.set()

@@ -1,7 +1,8 @@
 """Training: a fastai ``vision_learner`` fine-tuned on the project's images and stable split.
 
 The work runs in its own process (``lotr-labeler train``, started by the Train page as a
-background job) and reports progress through ``jobs.Reporter``. Each run writes
+background job: ``jobs.specs.TrainJob``) and reports ``TrainProgress`` through
+``jobs.worker.JobRun``. Each run writes
 ``runs/<id>/model.pkl`` (``learn.export()``: loads with stock ``load_learner``),
 ``metrics.json``, and the probabilities of every image into the store for Review.
 fastai and torch are imported inside functions: importing them takes ~10 s.
@@ -30,7 +31,29 @@ from lotr_labeler.store import ImageRow, Store
 log = logging.getLogger(__name__)
 
 ARCHS = ("resnet18", "resnet34", "resnet50")
-Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """Where a training run is: stored on the job row, drawn by the Train page and the CLI bar."""
+
+    device: str
+    phase: str  # "head" (frozen body) or "fine-tune"
+    epoch: int  # 1-based, over both phases
+    epochs: int
+    batch: int  # 1-based within the epoch
+    batches: int
+    fraction: float  # of all training batches
+    elapsed_s: float
+    eta_s: float | None  # None until a batch is done
+    history: list[dict[str, Any]]  # one row of metrics per finished epoch
+
+    @property
+    def message(self) -> str:
+        return f"epoch {self.epoch}/{self.epochs}, batch {self.batch}/{self.batches}"
+
+
+Progress = Callable[[TrainProgress], None]
 
 
 @dataclass(frozen=True)
@@ -206,18 +229,18 @@ def _make_progress_callback(report: Progress | None, should_stop: Callable[[], b
             elapsed = time.monotonic() - self.started
             frac = min(1.0, self.batches_done / total)
             report(
-                {
-                    "device": self.dls.device.type,
-                    "phase": self.phase,
-                    "epoch": self.global_epoch + 1,
-                    "epochs": self.total_epochs,
-                    "batch": self.iter + 1 if self.training else n,
-                    "batches": n,
-                    "fraction": frac,
-                    "elapsed_s": round(elapsed, 1),
-                    "eta_s": round(elapsed / frac - elapsed, 1) if frac > 0 else None,
-                    "history": self.history,
-                }
+                TrainProgress(
+                    device=self.dls.device.type,
+                    phase=self.phase,
+                    epoch=self.global_epoch + 1,
+                    epochs=self.total_epochs,
+                    batch=self.iter + 1 if self.training else n,
+                    batches=n,
+                    fraction=frac,
+                    elapsed_s=round(elapsed, 1),
+                    eta_s=round(elapsed / frac - elapsed, 1) if frac > 0 else None,
+                    history=list(self.history),
+                )
             )
 
         def before_fit(self) -> None:
@@ -537,35 +560,13 @@ def last_params(store: Store) -> TrainParams:
 
 def launch_training(store: Store, params: TrainParams) -> Any:
     """Check the dataset, then start ``lotr-labeler train`` as a background job (returns the job)."""
-    from lotr_labeler.jobs import worker as jobs
+    from lotr_labeler.jobs.specs import TrainJob
 
-    check_dataset(store)
-    return jobs.launch(store, "train", cli_args(params), asdict(params))
+    return TrainJob.of(params).launch(store)
 
 
 def cli_args(params: TrainParams) -> list[str]:
-    """``lotr-labeler train`` arguments that reproduce ``params`` (for the background job)."""
-    args = [
-        "train",
-        "--arch",
-        params.arch,
-        "--epochs",
-        str(params.epochs),
-        "--size",
-        str(params.size),
-        "--bs",
-        str(params.batch_size),
-        "--seed",
-        str(params.seed),
-    ]
-    if params.lr is not None:
-        args += ["--lr", str(params.lr)]
-    if params.find_lr:
-        args.append("--find-lr")
-    if not params.pretrained:
-        args.append("--no-pretrained")
-    if params.weights:
-        args += ["--weights", params.weights]
-    if not params.augment:
-        args.append("--no-augment")
-    return args
+    """``lotr-labeler train`` arguments that reproduce ``params`` (see ``jobs.specs.TrainJob``)."""
+    from lotr_labeler.jobs.specs import TrainJob
+
+    return TrainJob.of(params).to_argv()
