@@ -300,23 +300,25 @@ class _GuardedTransport(httpx.HTTPTransport):
     def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext | None, proxy: str | None) -> None:
         super().__init__(limits=limits, trust_env=False)
         ssl_context = ssl_context or httpx.create_ssl_context(trust_env=False)
-        pool = {
-            "max_connections": limits.max_connections,
-            "max_keepalive_connections": limits.max_keepalive_connections,
-            "keepalive_expiry": limits.keepalive_expiry,
-            "network_backend": _GuardedBackend(),
-        }
         # httpx has no public hook for the network backend; its pool is rebuilt with ours.
         if proxy is None:
-            self._pool = httpcore.ConnectionPool(ssl_context=ssl_context, **pool)
+            self._pool = httpcore.ConnectionPool(
+                ssl_context=ssl_context,
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_keepalive_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+                network_backend=_GuardedBackend(),
+            )
             return
         url = httpx.URL(proxy)
-        auth = (url.username, url.password) if url.username else None
         self._pool = httpcore.HTTPProxy(
             proxy_url=str(url.copy_with(username=None, password=None)),
-            proxy_auth=auth,
+            proxy_auth=(url.username, url.password) if url.username else None,
             ssl_context=ssl_context,
-            **pool,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_GuardedBackend(),
         )
 
 
