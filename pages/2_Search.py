@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lotr_labeler.collect.search import LAYOUT, LICENSE_IMAGE, SAFESEARCH, SIZE, TYPE_IMAGE, SearchOptions, plan_queries
+from lotr_labeler.collect.search import LAYOUT, LICENSE_IMAGE, SAFESEARCH, SIZE, TYPE_IMAGE, plan_queries
 from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs.specs import DownloadJob, SearchJob
 from lotr_labeler.store import CandidateRow, Store
 from lotr_labeler.ui.context import (
     act,
@@ -82,13 +83,13 @@ def card(project: str, cid: int, classes: list[str]) -> None:
         label_select("Belongs to", classes, c.label, key, _moved, cid, key)
 
 
-def _launch_search(store: Store, command: list[str], n: int) -> str:
-    jobs.launch(store, "search", command, {"queries": n})
+def _launch_search(store: Store, spec: SearchJob, n: int) -> str:
+    spec.launch(store)
     return f"Started {n} search quer{'y' if n == 1 else 'ies'}; results appear below as they arrive."
 
 
 def _launch_download(store: Store, retry: bool) -> str:
-    jobs.launch(store, "download", ["download", *(["--retry-failed"] if retry else [])], {"retry": retry})
+    DownloadJob(retry_failed=retry).launch(store)
     return "Download started."
 
 
@@ -130,44 +131,31 @@ with open_current() as store:
             delay = st.number_input("Pause between queries (s)", 0.0, 60.0, settings.search_delay)
         with error_boundary():
             planned = plan_queries(store, None if target == ALL else target, free if target != ALL else None)
-            opt = {"size": size, "layout": layout, "license": licence}
-            SearchOptions(  # validates before a job starts
-                region=region,
-                safesearch=safe,
-                type_image=None if kind == ANY else kind,
+            spec = SearchJob(
+                label=None if target == ALL else target,
+                query=(free.strip() or None) if target != ALL else None,
+                max=int(max_results),
+                type=kind,
                 size=None if size == ANY else size,
                 layout=None if layout == ANY else layout,
-                license_image=None if licence == ANY else licence,
+                license=None if licence == ANY else licence,
+                safesearch=safe,
+                region=region,
+                delay=float(delay),
             )
+            spec.options()  # validates before a job starts
             st.caption(
                 f"{len(planned)} quer{'y' if len(planned) == 1 else 'ies'}: "
                 + " · ".join(q for _, q in planned[:8])
                 + (" …" if len(planned) > 8 else "")
             )
-            command = [
-                "search",
-                "--max",
-                str(max_results),
-                "--type",
-                kind,
-                "--safesearch",
-                safe,
-                "--region",
-                region,
-                "--delay",
-                str(delay),
-            ]
-            command += [x for flag, v in opt.items() if v != ANY for x in (f"--{flag}", v)]
-            if target != ALL:
-                # --query=TEXT: a query starting with "-" must not read as an option
-                command += ["--class", target] + ([f"--query={free.strip()}"] if free.strip() else [])
             running = jobs.running_job(store, "search") is not None
             st.button(
                 "Search",
                 type="primary",
                 disabled=running or not planned,
                 on_click=act,
-                args=(_launch_search, command, len(planned)),
+                args=(_launch_search, spec, len(planned)),
                 kwargs={"success": "{result}"},
             )
         with st.popover("…or add a list of image URLs"):
