@@ -10,6 +10,7 @@ import streamlit as st
 
 from lotr_labeler.errors import TrainingError
 from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.model import runs
 from lotr_labeler.model import train as tr
 from lotr_labeler.store import Store
@@ -27,7 +28,7 @@ remember_widgets(DEFAULTS)
 
 
 def _launch(store: Store, params: tr.TrainParams) -> str:
-    tr.launch_training(store, params)
+    TrainJob.of(params).launch(store)
     return "Training started in the background: you can leave this page, it keeps running."
 
 

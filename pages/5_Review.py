@@ -8,6 +8,7 @@ import streamlit as st
 
 from lotr_labeler.errors import InvalidInput
 from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs.specs import EmbedJob, TrainJob
 from lotr_labeler.model import embed, runs, train
 from lotr_labeler.review import quality
 from lotr_labeler.review import scoring as review
@@ -111,21 +112,12 @@ def _backbone(store: Store, source: str, size: int | None) -> embed.Backbone:
 
 def _compute(store: Store, source: str, size: int | None) -> str:
     backbone = _backbone(store, source, size)
-    command = ["review", "--compute", "--size", str(backbone.size)]
-    if backbone.kind == "run":
-        command += ["--backbone", "run"]
-    else:
-        command += ["--backbone", "imagenet"]
-        if backbone.weights:
-            command += ["--weights", backbone.weights]
-        elif not backbone.pretrained:
-            command.append("--no-pretrained")
-    jobs.launch(store, "review", command, {"backbone": backbone.id})
+    EmbedJob.of(backbone).launch(store)
     return f"Computing embeddings with the {backbone.describe()}; scores refresh when it finishes."
 
 
 def _full_retrain(store: Store) -> str:
-    train.launch_training(store, train.last_params(store))  # the current run's settings
+    TrainJob.of(train.last_params(store)).launch(store)  # the current run's settings
     return "Full training started (follow it on the Train page). Compute embeddings with the new model after."
 
 

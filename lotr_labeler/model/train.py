@@ -558,13 +558,6 @@ def last_params(store: Store) -> TrainParams:
     return PRESETS["quick"]
 
 
-def launch_training(store: Store, params: TrainParams) -> Any:
-    """Check the dataset, then start ``lotr-labeler train`` as a background job (returns the job)."""
-    from lotr_labeler.jobs.specs import TrainJob
-
-    return TrainJob.of(params).launch(store)
-
-
 def cli_args(params: TrainParams) -> list[str]:
     """``lotr-labeler train`` arguments that reproduce ``params`` (see ``jobs.specs.TrainJob``)."""
     from lotr_labeler.jobs.specs import TrainJob
