@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,19 @@ def test_the_launched_workers_argv_parses(store: Store, spec: JobSpec, monkeypat
     assert ns.project == store.name and Path(ns.data) == store.root.parent.absolute()
     assert ns.job == job.id and job.kind == spec.kind and job.args == json.loads(json.dumps(spec.record()))
     assert type(spec).from_args(ns) == spec
+
+
+def test_status_fails_jobs_whose_worker_is_gone(empty_store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    """`status` looks at every running job: one whose process is gone is marked failed there."""
+    from lotr_labeler.cli import main
+
+    started = table.process_start(1)
+    assert started is not None
+    stale = table.insert(empty_store, "download", {}, 1, started - 3600)  # pid 1, but started long after
+    live = table.insert(empty_store, "search", {}, os.getpid(), table.own_start())
+    assert main(["--data", str(empty_store.root.parent), "--project", empty_store.name, "status", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["project"] == empty_store.name  # stdout is still one JSON document
+    assert f"download job {stale.id} was marked failed" in out.err
+    assert table.get_job(empty_store, stale.id).state == "failed"
+    assert table.get_job(empty_store, live.id).state == "running"  # this process is alive
