@@ -1,15 +1,17 @@
 """Prediction benchmark: our one-pass inference against fastai's ``learn.predict``, and the HTTP API.
 
 A tiny resnet18 (3 classes of drawn shapes, from scratch, 1 epoch; Normalize with ImageNet stats as a
-pretrained model has) is trained for each image size. For each size, single-image latency of
-``predict.decode_image`` + ``Predictor.predict_one`` and of ``learn.predict(PILImage.create(bytes))`` is
-measured on the same loaded model and the same image bytes, alternating the two so a noisy neighbour
-hurts both alike. Then ``lotr-labeler serve`` runs in a subprocess (uvicorn, one worker, 127.0.0.1)
-and a client posts the seed's JSON body ``{"image": base64}`` in a bounded loop.
+pretrained model has) is trained for each image size and exported as training does it: ``model.pkl``
+plus ``model.onnx`` (``onnx_export``). For each size, single-image latency of ``predict.decode_image`` +
+``Predictor.predict_one`` on ONNX Runtime ("ours"), of the same on the torch fast path (context: the
+engine when model.onnx is missing), and of ``learn.predict(PILImage.create(bytes))`` is measured on the
+same model file and image bytes, rotating the order so a noisy neighbour hurts all alike. Then
+``lotr-labeler serve`` runs in a subprocess (uvicorn, one worker, 127.0.0.1) on the ``--api-size``
+model and 1 and 4 clients post the seed's JSON body ``{"image": base64}`` in a bounded loop.
 
 Prints one JSON object per figure per line on stdout (progress goes to stderr):
 
-    python bench/bench_predict.py [--sizes 64,128] [--n 100] [--requests 200]
+    python bench/bench_predict.py [--sizes 128,224] [--api-size 224] [--n 100] [--requests 200]
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from lotr_labeler.model import onnx_export, runs  # noqa: E402
 from lotr_labeler.model import predict as pr  # noqa: E402
-from lotr_labeler.model import runs  # noqa: E402
 from lotr_labeler.workspace import create_project  # noqa: E402
 
 SHAPES = ("circle", "square", "triangle")
@@ -88,6 +90,7 @@ def train_tiny(root: Path, size: int) -> Any:
     with learn.no_bar(), learn.no_logging():
         learn.fit(1)
     learn.export(root / "model.pkl")
+    onnx_export.export_onnx(learn, root / "model.pkl")  # as a training run does
     return learn
 
 
@@ -105,31 +108,47 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def latency(model_path: Path, images: list[bytes], n: int) -> tuple[list[float], list[float]]:
-    """Per-call seconds of (ours, learn.predict), alternating, on the same model file and bytes."""
+def torch_only(model_path: Path) -> Path:
+    """A copy of the model.pkl without its model.onnx beside it: the torch fast path loads it."""
+    folder = model_path.parent / "torch-only"
+    folder.mkdir(exist_ok=True)
+    shutil.copyfile(model_path, folder / model_path.name)
+    return folder / model_path.name
+
+
+def latency(model_path: Path, images: list[bytes], n: int) -> dict[str, list[float]]:
+    """Per-call seconds of ours (ONNX Runtime), the torch fast path and learn.predict, in rotating
+    order, on the same model file and bytes."""
     from fastai.vision.all import PILImage, load_learner
 
     predictor = pr.load_predictor(model_path)
+    if predictor.engine != "onnx":
+        raise SystemExit(f"expected the ONNX engine for {model_path}: {predictor.engine_note}")
+    on_torch = pr.load_predictor(torch_only(model_path))
     learn = load_learner(model_path, cpu=True)
     limits = pr.Limits.default()
 
     def ours(data: bytes) -> None:
         predictor.predict_one(pr.decode_image(data, limits))
 
+    def torch_path(data: bytes) -> None:
+        on_torch.predict_one(pr.decode_image(data, limits))
+
     def anchor(data: bytes) -> None:
         learn.predict(PILImage.create(data))
 
-    timed: dict[str, list[float]] = {"ours": [], "anchor": []}
-    fns: dict[str, Callable[[bytes], None]] = {"ours": ours, "anchor": anchor}
+    fns: dict[str, Callable[[bytes], None]] = {"ours": ours, "torch": torch_path, "anchor": anchor}
+    timed: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
     with learn.no_bar():
         for i in range(n + 5):
             data = images[i % len(images)]
-            for name in ("ours", "anchor") if i % 2 else ("anchor", "ours"):
+            for name in order[i % 3 :] + order[: i % 3]:
                 started = time.perf_counter()
                 fns[name](data)
                 if i >= 5:  # warm-up calls are not counted
                     timed[name].append(time.perf_counter() - started)
-    return timed["ours"], timed["anchor"]
+    return timed
 
 
 def free_port() -> int:
@@ -151,6 +170,7 @@ def api_rates(
         store = create_project(data, "bench", "empty")
         run = runs.create_run(store, {"arch": "resnet18"})
         shutil.copyfile(model_path, run.model_path)
+        shutil.copyfile(onnx_export.onnx_path(model_path), onnx_export.onnx_path(run.model_path))
         runs.finish_run(store, run.id, "done", vocab=vocab, metrics={})
         store.close()
         port = free_port()
@@ -182,6 +202,9 @@ def api_rates(
                 return ok
 
             worker(5)  # warm-up
+            engine = httpx.post(f"{base}/predict", content=bodies[0], headers=headers, timeout=60).json()["engine"]
+            if engine != "onnx":
+                raise SystemExit(f"the API answered with engine {engine!r}, not onnx")
             per_block = max(1, requests // rounds // clients)
             api_s = anchor_s = 0.0
             api_n = anchor_n = 0
@@ -209,29 +232,34 @@ def api_rates(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="64,128", help="model input sizes to measure (px)")
+    parser.add_argument("--sizes", default="128,224", help="model input sizes to measure (px)")
+    parser.add_argument("--api-size", type=int, default=224, help="model input size for the API figures (px)")
     parser.add_argument("--n", type=int, default=100, help="timed predictions per path and size")
     parser.add_argument("--requests", type=int, default=200, help="API requests per measurement")
     args = parser.parse_args()
     images = samples()
     sizes = [int(s) for s in args.sizes.split(",")]
+    load_at_start = os.getloadavg()[0]
+    threads = onnx_export.physical_cores()
     with tempfile.TemporaryDirectory() as tmp:
         models: dict[int, tuple[Path, list[str]]] = {}
-        for size in sizes:
+        for size in sorted({*sizes, args.api_size}):
             log(f"training the tiny model at {size} px …")
             learn = train_tiny(Path(tmp) / str(size), size)
             models[size] = (Path(tmp) / str(size) / "model.pkl", list(learn.dls.vocab))
+        for size in sizes:
             log(f"timing {args.n} predictions per path at {size} px …")
-            ours, anchor = latency(models[size][0], images, args.n)
+            timed = latency(models[size][0], images, args.n)
             note = (
-                f"resnet18 at {size} px, CPU, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
-                f"single JPEG 160-640 px incl. decoding; {args.n} calls per path, alternating; "
-                "anchor learn.predict(PILImage.create(bytes)) without bar"
+                f"resnet18 at {size} px, CPU, {os.cpu_count()} cores, load average {load_at_start:.1f} at start, "
+                f"{os.getloadavg()[0]:.1f} after; ours: ONNX Runtime, {threads} intra-op thread(s), preprocessing "
+                "by the learner's validation transforms; single JPEG 160-640 px incl. decoding; "
+                f"{args.n} calls per path, rotating order; anchor learn.predict(PILImage.create(bytes)) without bar"
             )
             for q in (50, 95):
-                a, o = percentile(anchor, q) * 1000, percentile(ours, q) * 1000
+                a, o = percentile(timed["anchor"], q) * 1000, percentile(timed["ours"], q) * 1000
                 emit(
-                    name=f"predict latency p{q} @{size}px (ms, ours vs learn.predict)",
+                    name=f"predict latency p{q} @{size}px (ms, ours onnx vs learn.predict)",
                     ours=round(o, 2),
                     anchor=round(a, 2),
                     ratio=round(o / a, 3),
@@ -239,23 +267,35 @@ def main() -> None:
                     unit="ms",
                     note=note,
                 )
-            if size == sizes[0]:
-                for clients in (1, 4):
-                    log(f"API: {args.requests} requests, {clients} client(s) …")
-                    rate, anchor_rate = api_rates(models[size][0], models[size][1], images, args.requests, clients)
-                    emit(
-                        name=f"API POST /predict @{size}px, {clients} client(s) (req/s vs in-process learn.predict)",
-                        ours=round(rate, 1),
-                        anchor=round(anchor_rate, 1),
-                        ratio=round(rate / anchor_rate, 3),
-                        goal=">= 1.0",
-                        unit="req/s",
-                        note=(
-                            "lotr-labeler serve (uvicorn, 1 worker) on 127.0.0.1, JSON base64 bodies, client on the "
-                            "same machine; anchor: learn.predict calls/s in-process, timed in alternating blocks "
-                            "(the seed's Django view can do no better)"
-                        ),
-                    )
+            a, t = percentile(timed["anchor"], 50) * 1000, percentile(timed["torch"], 50) * 1000
+            emit(
+                name=f"predict latency p50 @{size}px, torch fast path (ms, the fallback vs learn.predict)",
+                ours=round(t, 2),
+                anchor=round(a, 2),
+                ratio=round(t / a, 3),
+                goal="context",
+                unit="ms",
+                note=f"same calls as the onnx rows; model.pkl without model.onnx (BatchNorm folded, channels-last); "
+                f"onnx p50 / torch p50 = {percentile(timed['ours'], 50) / percentile(timed['torch'], 50):.2f}",
+            )
+        size = args.api_size
+        for clients in (1, 4):
+            log(f"API at {size} px: {args.requests} requests, {clients} client(s) …")
+            rate, anchor_rate = api_rates(models[size][0], models[size][1], images, args.requests, clients)
+            emit(
+                name=f"API POST /predict @{size}px, {clients} client(s) (req/s, onnx, vs in-process learn.predict)",
+                ours=round(rate, 1),
+                anchor=round(anchor_rate, 1),
+                ratio=round(rate / anchor_rate, 3),
+                goal=">= 1.0",
+                unit="req/s",
+                note=(
+                    "lotr-labeler serve (uvicorn, 1 worker) on 127.0.0.1 answering with engine onnx, JSON base64 "
+                    "bodies, clients on the same machine; anchor: learn.predict calls/s in-process, timed in "
+                    f"alternating blocks (the seed's Django view can do no better); load average {load_at_start:.1f} "
+                    f"at start, {os.getloadavg()[0]:.1f} after"
+                ),
+            )
 
 
 if __name__ == "__main__":
