@@ -1,0 +1,176 @@
+"""The embedding map (2-D projection, cached by the embedding set), "More like this" neighbours,
+the CLI `review similar` and the Review page's Map tab."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import image_bytes, shape_image
+
+from lotr_labeler.errors import Conflict, InvalidInput, NotFound
+from lotr_labeler.imaging import normalize
+from lotr_labeler.model import embed
+from lotr_labeler.review import embedding_map as emap
+from lotr_labeler.review import scoring
+from lotr_labeler.store import Store
+
+DIM = 16
+
+
+def backbone(store: Store) -> embed.Backbone:
+    return embed.resolve_backbone(store, "imagenet", pretrained=False, size=32)
+
+
+def plant(store: Store, vectors: dict[int, np.ndarray]) -> None:
+    """Put known vectors in the embedding cache of ``backbone`` (as the embedding job would)."""
+    cache = embed.cache_for(store, backbone(store))
+    shas = [store.get_image(i).sha256 for i in vectors]
+    cache.add(shas, np.stack([np.asarray(v, dtype=np.float32) for v in vectors.values()]))
+    cache.save()
+
+
+def class_clusters(store: Store, seed: int = 0) -> dict[int, np.ndarray]:
+    """One tight, non-negative blob per class (like pooled ReLU features)."""
+    rng = np.random.default_rng(seed)
+    centres = {c: rng.uniform(0, 1, DIM) for c in store.class_names()}
+    return {
+        img.id: np.maximum(centres[img.label] + rng.normal(0, 0.05, DIM), 0).astype(np.float32)
+        for img in store.images()
+    }
+
+
+def nearest_centroid_accuracy(coords: np.ndarray, y: np.ndarray) -> float:
+    centroids = np.stack([coords[y == c].mean(axis=0) for c in np.unique(y)])
+    pred = np.argmin(((coords[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
+    return float((pred == y).mean())
+
+
+# -- the projection ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_projection_is_2d_and_keeps_clusters_apart(method: str) -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.uniform(0, 1, (4, 64))
+    y = np.repeat(np.arange(4), 40)
+    X = np.maximum(centres[y] + rng.normal(0, 0.1, (len(y), 64)), 0)
+    coords = emap.project_2d(X, method)
+    assert coords.shape == (160, 2) and np.isfinite(coords).all()
+    assert nearest_centroid_accuracy(coords, y) >= 0.95
+    # Deterministic: the same embeddings give the same map.
+    assert np.allclose(coords, emap.project_2d(X, method))
+
+
+def test_projection_of_tiny_sets_and_method_choice() -> None:
+    assert emap.project_2d(np.ones((1, 8))).shape == (1, 2)
+    assert emap.project_2d(np.eye(2, 8)).shape == (2, 2)
+    assert emap.project_2d(np.random.default_rng(0).random((4, 8))).shape == (4, 2)
+    assert emap.choose_method("auto", emap.TSNE_MAX) == "tsne"
+    assert emap.choose_method("auto", emap.TSNE_MAX + 1) == "pca"
+    with pytest.raises(InvalidInput, match=r"'umap'.*auto, tsne, pca"):
+        emap.choose_method("umap", 10)
+
+
+def test_map_points_labels_and_suspicious(store: Store) -> None:
+    vectors = class_clusters(store)
+    plant(store, vectors)
+    # One image sits in the circle cluster but carries the square label: the head doubts it.
+    odd = store.images("circle")[0]
+    store.relabel([odd.id], "square")
+    scoring.fit_scores(store, backbone(store))
+    m = emap.embedding_map(store)  # the backbone of the stored scores
+    assert len(m.points) == 18 and m.missing == 0 and m.method == "tsne"
+    assert [p.id for p in m.points] == sorted(img.id for img in store.images())
+    point = {p.id: p for p in m.points}
+    assert point[odd.id].label == "square" and point[odd.id].predicted == "circle"
+    assert point[odd.id].suspicious
+    assert [p.id for p in m.points if p.disagrees] == [odd.id]
+    assert {p.id for p in m.points if p.suspicious} == {odd.id} | {p.id for p in m.points if p.flags}
+    # The mislabeled image is placed among the circles, not the squares.
+    coords = np.array([[p.x, p.y] for p in m.points])
+    ids = [p.id for p in m.points]
+    circles = [ids.index(img.id) for img in store.images("circle")]
+    squares = [ids.index(img.id) for img in store.images("square") if img.id != odd.id]
+    here = coords[ids.index(odd.id)]
+    assert np.linalg.norm(coords[circles].mean(0) - here) < np.linalg.norm(coords[squares].mean(0) - here)
+
+
+def test_map_is_cached_by_the_embedding_set(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    plant(store, class_clusters(store))
+    first = emap.embedding_map(store, backbone=backbone(store))
+    assert not first.cached
+
+    def no_projection(*args: object, **kwargs: object) -> np.ndarray:
+        raise AssertionError("projection recomputed")
+
+    monkeypatch.setattr(emap, "project_2d", no_projection)
+    again = emap.embedding_map(store, backbone=backbone(store))
+    assert again.cached and [(p.x, p.y) for p in again.points] == [(p.x, p.y) for p in first.points]
+    # Labels and deletions do not move anything: the cache still covers every point.
+    img = store.images("triangle")[0]
+    store.relabel([img.id], "circle")
+    store.delete_images([store.images("square")[0].id])
+    after = emap.embedding_map(store, backbone=backbone(store))
+    assert after.cached and len(after.points) == 17
+    assert {p.id: p.label for p in after.points}[img.id] == "circle"
+    # An image without an embedding is counted, not placed.
+    new_id = store.add_image(normalize(image_bytes(shape_image("circle", 999))), "circle", source="upload").image.id
+    assert emap.embedding_map(store, backbone=backbone(store)).missing == 1
+    # Once it has an embedding, the set changed: the projection is recomputed (here: refused).
+    plant(store, {new_id: np.ones(DIM)})
+    with pytest.raises(AssertionError, match="recomputed"):
+        emap.embedding_map(store, backbone=backbone(store))
+
+
+def test_map_without_embeddings_says_what_to_do(store: Store) -> None:
+    with pytest.raises(Conflict, match="Compute embeddings first"):
+        emap.embedding_map(store, backbone=backbone(store))
+    with pytest.raises(InvalidInput, match="'umap'"):
+        emap.embedding_map(store, method="umap")
+
+
+# -- "More like this" --------------------------------------------------------------------------
+
+
+def test_neighbours_by_cosine_on_a_constructed_case(store: Store) -> None:
+    ids = [img.id for img in store.images()]
+    q, a, b, c, d, same = ids[:6]
+    vectors = {
+        q: np.array([1.0, 0.0, 0.0]),
+        a: np.array([10.0, 1.0, 0.0]),  # nearly the same direction, much longer: cosine ignores length
+        b: np.array([1.0, 1.0, 0.0]),  # 45 degrees
+        c: np.array([0.0, 1.0, 0.0]),  # orthogonal
+        d: np.array([-1.0, 0.0, 0.0]),  # opposite
+        same: np.array([2.0, 0.0, 0.0]),  # same direction
+    }
+    plant(store, vectors)
+    found = emap.similar(store, q, k=10, backbone=backbone(store))
+    assert [n.image.id for n in found] == [same, a, b, c, d]  # never itself; unembedded images left out
+    sims = [n.similarity for n in found]
+    assert sims == pytest.approx([1.0, 10 / np.sqrt(101), 1 / np.sqrt(2), 0.0, -1.0], abs=1e-5)
+    assert [n.image.id for n in emap.similar(store, q, k=2, backbone=backbone(store))] == [same, a]
+    row = found[0].as_dict()
+    assert row["id"] == same and row["similarity"] == 1.0 and Path(str(row["path"])).is_file()
+    # Deleted images are not suggested.
+    store.delete_images([same])
+    assert same not in [n.image.id for n in emap.similar(store, q, k=10, backbone=backbone(store))]
+
+
+def test_neighbours_errors(store: Store) -> None:
+    ids = [img.id for img in store.images()]
+    plant(store, {ids[0]: np.ones(3), ids[1]: np.ones(3)})
+    with pytest.raises(InvalidInput, match="k=0"):
+        emap.similar(store, ids[0], k=0, backbone=backbone(store))
+    with pytest.raises(NotFound, match="12345"):
+        emap.similar(store, 12345, backbone=backbone(store))
+    with pytest.raises(Conflict, match=f"#{ids[2]} has no embedding"):
+        emap.similar(store, ids[2], backbone=backbone(store))
+
+
+def test_json_rows_are_plain(store: Store) -> None:
+    ids = [img.id for img in store.images()]
+    plant(store, {ids[0]: np.ones(3), ids[1]: np.ones(3)})
+    json.dumps([n.as_dict() for n in emap.similar(store, ids[0], backbone=backbone(store))])
