@@ -45,6 +45,7 @@ if _typing.TYPE_CHECKING:  # what the lazy names resolve to, for type checkers a
     from lotr_labeler.collect.export import export_dataset
     from lotr_labeler.collect.importers import ImportReport, import_folder, import_urls, import_zip
     from lotr_labeler.collect.search import ImageSource, SearchOptions, SearchReport, plan_queries, run_search
+    from lotr_labeler.jobs.specs import DownloadJob, EmbedJob, SearchJob, TrainJob
     from lotr_labeler.model.embed import Backbone, resolve_backbone
     from lotr_labeler.model.predict import (
         Limits,
@@ -74,6 +75,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(
         ("ImageSource", "SearchOptions", "SearchReport", "plan_queries", "run_search"), "lotr_labeler.collect.search"
     ),
+    **dict.fromkeys(("DownloadJob", "EmbedJob", "SearchJob", "TrainJob"), "lotr_labeler.jobs.specs"),
     **dict.fromkeys(("Backbone", "resolve_backbone"), "lotr_labeler.model.embed"),
     **dict.fromkeys(
         ("Limits", "ModelRef", "PredictionResult", "Predictor", "load_predictor", "read_image_file", "resolve_model"),
@@ -110,7 +112,9 @@ __all__ = [
     "CandidateRow",
     "ClassRow",
     "Conflict",
+    "DownloadJob",
     "DownloadReport",
+    "EmbedJob",
     "FetchError",
     "ImageRejected",
     "ImageRow",
@@ -128,6 +132,7 @@ __all__ = [
     "ReviewItem",
     "Run",
     "SearchError",
+    "SearchJob",
     "SearchOptions",
     "SearchRateLimited",
     "SearchReport",
@@ -135,6 +140,7 @@ __all__ = [
     "Settings",
     "Store",
     "StoreError",
+    "TrainJob",
     "TrainParams",
     "TrainingError",
     "UnsafeArchive",
