@@ -54,6 +54,7 @@ TABLE_OWNERS: dict[str, str] = {
     "review_marks": "lotr_labeler/store/reviews.py",
     "review_scores": "lotr_labeler/store/reviews.py",
     "jobs": "lotr_labeler/jobs/table.py",
+    "candidate_scores": "lotr_labeler/store/candidate_scores.py",
 }
 
 

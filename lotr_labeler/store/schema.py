@@ -178,4 +178,21 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE runs ADD COLUMN pid_started REAL;
         """,
     ),
+    (
+        "006_candidate_scores",
+        """
+        -- The model's opinion of a search candidate before download (review/candidates.py): its
+        -- thumbnail embedded with the review backbone, scored by a head fitted on every labeled image.
+        -- No foreign keys: a score of a candidate that no longer exists is simply never joined.
+        CREATE TABLE candidate_scores (
+            candidate_id INTEGER PRIMARY KEY,
+            probs        TEXT NOT NULL,         -- JSON object {class_id: probability}
+            dup_image_id INTEGER,               -- nearest dataset image by thumbnail phash, if near
+            dup_distance INTEGER,
+            error        TEXT,                  -- why the thumbnail could not be scored (probs '{}')
+            backbone     TEXT NOT NULL,         -- Backbone.id the thumbnail was embedded with
+            scored_at    TEXT NOT NULL
+        );
+        """,
+    ),
 )
