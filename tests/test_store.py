@@ -11,7 +11,7 @@ import pytest
 from helpers import files_under, image_bytes, shape_image
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound, NothingToUndo, StoreError
-from lotr_labeler.imaging import normalize
+from lotr_labeler.imaging import Normalized, normalize
 from lotr_labeler.store import DB_NAME, CandidateIn, Store, migrate, schema, split_for
 from lotr_labeler.workspace import create_project, open_project
 
@@ -376,15 +376,15 @@ def test_same_image_added_by_another_process_meanwhile_is_a_duplicate(
 ) -> None:
     img = normalize(image_bytes(shape_image("circle", 4242)))
     other = Store(store.root)  # a second connection, as another process would hold
-    real_nearest = Store._nearest
+    real_stage = Store.stage_image
 
-    def race(self: Store, phash: str, distance: int) -> int | None:
-        if self is store:
-            monkeypatch.setattr(Store, "_nearest", real_nearest)
+    def race(self: Store, image: Normalized) -> Path:
+        if self is store:  # after the fast-path check, before the write lock
+            monkeypatch.setattr(Store, "stage_image", real_stage)
             other.add_image(img, "square", source="upload")  # lands between check and insert
-        return real_nearest(self, phash, distance)
+        return real_stage(self, image)
 
-    monkeypatch.setattr(Store, "_nearest", race)
+    monkeypatch.setattr(Store, "stage_image", race)
     result = store.add_image(img, "circle", source="upload")
     assert result.duplicate and result.image.label == "square"
     assert store.count() == 19 and not list((store.root / "tmp").iterdir())

@@ -199,3 +199,95 @@ def _components(m: int, node_of: IntArray, i: IntArray, j: IntArray, d: IntArray
             widest.append(int(widest_by_label[sorted_labels[s]]))
     pairs = sorted(zip(groups, widest, strict=True), key=lambda gw: gw[0][0])
     return Grouping([g for g, _ in pairs], [w for _, w in pairs])
+
+
+class PhashIndex:
+    """Incremental nearest-phash lookup for inserts: multi-index hashing kept up to date by ``add``.
+
+    The same pigeonhole as ``near_pairs``: the 64 bits are cut into ``max_distance + 1`` chunks
+    and a hash within ``max_distance`` shares at least one chunk value exactly, so only the
+    keys in the query's buckets are compared (XOR + popcount over a numpy array). When the
+    buckets would hold a large share of all keys (short chunks, or clustered hashes) the whole
+    array is compared instead; either way the answer is exact. Hashes that are not 16 hex
+    digits are compared one by one (``imaging.hamming``).
+    """
+
+    def __init__(self, max_distance: int) -> None:
+        self.max_distance = max_distance
+        chunks = max_distance + 1
+        use_buckets = 0 <= max_distance < _BITS and _BITS // chunks >= _MIN_CHUNK_BITS
+        self._chunks = _chunks(chunks) if use_buckets else []
+        self._buckets: list[dict[int, list[int]]] = [{} for _ in self._chunks]
+        self._bits = np.zeros(1024, dtype=np.uint64)
+        self._keys = np.zeros(1024, dtype=np.int64)
+        self._n = 0
+        self._odd: list[tuple[int, str]] = []  # (key, phash) of hashes that are not 64-bit hex
+
+    def __len__(self) -> int:
+        return self._n + len(self._odd)
+
+    def add(self, key: int, phash: str) -> None:
+        """Index ``phash`` under ``key`` (e.g. an image id)."""
+        value = _hex64(phash)
+        if value is None:
+            self._odd.append((key, phash))
+            return
+        if self._n == len(self._bits):  # amortised growth: appends stay O(1)
+            self._bits = np.concatenate([self._bits, np.zeros_like(self._bits)])
+            self._keys = np.concatenate([self._keys, np.zeros_like(self._keys)])
+        pos = self._n
+        self._bits[pos] = value
+        self._keys[pos] = key
+        self._n += 1
+        for (shift, width), bucket in zip(self._chunks, self._buckets, strict=True):
+            bucket.setdefault((value >> shift) & ((1 << width) - 1), []).append(pos)
+
+    def near(self, phash: str) -> list[tuple[int, int]]:
+        """(distance, key) of every indexed hash within ``max_distance`` of ``phash``, nearest first
+        (ties by key)."""
+        if self.max_distance < 0:
+            return []
+        found: list[tuple[int, int]] = [
+            (d, key) for key, other in self._odd if (d := hamming(phash, other)) <= self.max_distance
+        ]
+        value = _hex64(phash)
+        if value is None:
+            found += [
+                (d, int(key))
+                for key, bits in zip(self._keys[: self._n].tolist(), self._bits[: self._n].tolist(), strict=True)
+                if (d := hamming(phash, f"{bits:016x}")) <= self.max_distance
+            ]
+            return sorted(found)
+        positions = self._candidates(value)
+        bits = self._bits[: self._n] if positions is None else self._bits[positions]
+        keys = self._keys[: self._n] if positions is None else self._keys[positions]
+        dist = np.bitwise_count(bits ^ np.uint64(value))
+        close = dist <= self.max_distance
+        found += zip(dist[close].astype(np.int64).tolist(), keys[close].tolist(), strict=True)
+        return sorted(found)
+
+    def _candidates(self, value: int) -> IntArray | None:
+        """Positions sharing a chunk with ``value``, or None to compare everything."""
+        if not self._chunks:
+            return None
+        lists = []
+        total = 0
+        for (shift, width), bucket in zip(self._chunks, self._buckets, strict=True):
+            hit = bucket.get((value >> shift) & ((1 << width) - 1))
+            if hit:
+                lists.append(hit)
+                total += len(hit)
+        if total * 4 > self._n:  # most keys are candidates anyway: one vectorised pass is cheaper
+            return None
+        if not lists:
+            return np.zeros(0, dtype=np.int64)
+        return np.unique(np.fromiter((p for hit in lists for p in hit), dtype=np.int64, count=total))
+
+
+def _hex64(phash: str) -> int | None:
+    if len(phash) != _HEX_DIGITS:
+        return None
+    try:
+        return int(phash, 16)
+    except ValueError:
+        return None

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound
 from lotr_labeler.imaging import Normalized, hamming, write_atomic
+from lotr_labeler.review.dedupe import PhashIndex
 from lotr_labeler.store.classes import ClassesMixin
 from lotr_labeler.store.db import now
 from lotr_labeler.store.history import Payload, undoes
@@ -23,6 +25,22 @@ SPLITS = ("train", "valid")
 _IMAGE_SELECT = """
     SELECT i.*, c.name AS label FROM images i JOIN classes c ON c.id = i.class_id
 """
+
+
+@dataclass(frozen=True)
+class ImageIn:
+    """One image for ``add_images``: the picture, its class and provenance."""
+
+    img: Normalized
+    label: str
+    source: str
+    source_url: str | None = None
+    page_url: str | None = None
+    title: str | None = None
+    query: str | None = None
+    original_name: str | None = None
+    candidate_id: int | None = None
+    staged: Path | None = None  # from ``stage_image``; None: written by ``add_images``
 
 
 def split_for(sha256: str, valid_pct: int) -> str:
@@ -57,74 +75,152 @@ class ImagesMixin(ClassesMixin):
 
         Near duplicates (phash within ``near_dup_distance``, any class) are stored but flagged.
         """
-        existing = self._by_sha(img.sha256)  # fast path; decided again under the lock below
+        item = ImageIn(img, label, source, source_url, page_url, title, query, original_name, candidate_id)
+        existing = self._by_sha(img.sha256)  # fast path; decided again under the lock
         if existing is not None:
             return AddResult(existing, duplicate=True)
-        settings = self.settings()
-        near = self._nearest(img.phash, settings.near_dup_distance)
-        # Unique per process and call: never another writer's file, so ours is the only one we delete.
+        result = self.add_images([item])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def stage_image(self, img: Normalized) -> Path:
+        """Write ``img`` durably (fsync) to a temp file of its own for ``ImageIn.staged``.
+
+        Touches no database, so download worker threads stage their images in parallel and
+        the writer thread only commits. Unique per process and call: never another writer's
+        file, so the one we delete is ours; an uncommitted one left by a crash is swept on open.
+        """
         tmp = self.root / "tmp" / f"{img.sha256[:16]}-{os.getpid()}-{secrets.token_hex(4)}.jpg"
-        write_atomic(tmp, img.jpeg)  # written before the lock: the lock is held only for the row
-        committed = False
+        write_atomic(tmp, img.jpeg)
+        return tmp
+
+    def add_images(self, items: Sequence[ImageIn]) -> list[AddResult | NotFound]:
+        """Store several images in one transaction (one commit, one journaled move each).
+
+        Per item, in order: an ``AddResult`` (stored, or the existing row of the same bytes),
+        or the ``NotFound`` raised because its class was deleted or renamed meanwhile (the
+        other items are stored). Anything else aborts the whole batch: nothing is stored and
+        every staged file is deleted. Staged files (``stage_image``) are used as they are;
+        the others are written here, before the lock.
+        """
+        staged = [item.staged or self.stage_image(item.img) for item in items]
+        settings = self.settings()
+        results: list[AddResult | NotFound | tuple[int, int | None]] = []  # tuple: (new id, near dup of)
+        committed: set[int] = set()  # indexes of items whose staged file the journal now owns
+        nested = bool(self._tx_depth)
         try:
             with self.transaction():
-                existing = self._by_sha(img.sha256)  # another process may have stored these bytes meanwhile
-                if existing is not None:
-                    return AddResult(existing, duplicate=True)
-                cls = self.get_class(label)  # and may have deleted or renamed the class
-                if not tmp.exists():  # swept as stale by another process's open: write it again
-                    write_atomic(tmp, img.jpeg)
-                cur = self.conn.execute(
-                    "INSERT INTO images(sha256, class_id, split, width, height, nbytes, phash, dup_of, flags,"
-                    " source, source_url, page_url, title, query, original_name, candidate_id, added_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        img.sha256,
-                        cls.id,
-                        split_for(img.sha256, settings.valid_pct),
-                        img.width,
-                        img.height,
-                        len(img.jpeg),
-                        img.phash,
-                        near,
-                        "near-duplicate" if near else "",
-                        source,
-                        source_url,
-                        page_url,
-                        title,
-                        query,
-                        original_name,
-                        candidate_id,
-                        now(),
-                    ),
-                )
-                image_id = int(cur.lastrowid or 0)
-                if near:
-                    self.conn.execute(
-                        "UPDATE images SET flags = trim(flags || ' near-duplicate') "
-                        "WHERE id = ? AND instr(flags, 'near-duplicate') = 0",
-                        (near,),
-                    )
-                self._plan_move(f"tmp/{tmp.name}", f"images/{cls.name}/{image_id}.jpg")
-                if candidate_id is not None:
-                    self.finish_candidate(candidate_id, image_id=image_id)
-                committed = True  # set last: the exit below commits, then moves the file
+                index = self._phash_index_fresh(settings.near_dup_distance)
+                for k, (item, tmp) in enumerate(zip(items, staged, strict=True)):
+                    existing = self._by_sha(item.img.sha256)  # another process may have stored these bytes
+                    if existing is not None:
+                        results.append(AddResult(existing, duplicate=True))
+                        continue
+                    try:
+                        cls = self.get_class(item.label)  # and may have deleted or renamed the class
+                    except NotFound as exc:
+                        results.append(exc)
+                        continue
+                    if not tmp.exists():  # swept as stale by another process's open: write it again
+                        write_atomic(tmp, item.img.jpeg)
+                    near = self._nearest(index, item.img.phash)
+                    image_id = self._insert_image(item, cls.id, near, settings.valid_pct)
+                    self._refresh_phash_index(index)  # this row is a near-duplicate candidate for the next
+                    self._plan_move(f"tmp/{tmp.name}", f"images/{cls.name}/{image_id}.jpg")
+                    if item.candidate_id is not None:
+                        self.finish_candidate(item.candidate_id, image_id=image_id)
+                    committed.add(k)
+                    results.append((image_id, near))
+        except BaseException:
+            committed.clear()  # rolled back: no row refers to any staged file
+            self._phash_index = None  # it may hold rows that were rolled back: rebuilt on next use
+            raise
         finally:
-            # Once committed the temp file is the image: the journaled move owns it.
-            if not committed:
-                tmp.unlink(missing_ok=True)
-        return AddResult(self.get_image(image_id), duplicate=False, near_duplicate_of=near)
+            for k, tmp in enumerate(staged):
+                if k not in committed:
+                    tmp.unlink(missing_ok=True)
+        if nested:
+            self._phash_index = None  # the outer transaction may still roll our rows back
+        return [AddResult(self.get_image(r[0]), False, r[1]) if isinstance(r, tuple) else r for r in results]
+
+    def _insert_image(self, item: ImageIn, class_id: int, near: int | None, valid_pct: int) -> int:
+        img = item.img
+        cur = self.conn.execute(
+            "INSERT INTO images(sha256, class_id, split, width, height, nbytes, phash, dup_of, flags,"
+            " source, source_url, page_url, title, query, original_name, candidate_id, added_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                img.sha256,
+                class_id,
+                split_for(img.sha256, valid_pct),
+                img.width,
+                img.height,
+                len(img.jpeg),
+                img.phash,
+                near,
+                "near-duplicate" if near else "",
+                item.source,
+                item.source_url,
+                item.page_url,
+                item.title,
+                item.query,
+                item.original_name,
+                item.candidate_id,
+                now(),
+            ),
+        )
+        if near:
+            self.conn.execute(
+                "UPDATE images SET flags = trim(flags || ' near-duplicate') "
+                "WHERE id = ? AND instr(flags, 'near-duplicate') = 0",
+                (near,),
+            )
+        return int(cur.lastrowid or 0)
 
     def _by_sha(self, sha256: str) -> ImageRow | None:
         row = self.conn.execute(_IMAGE_SELECT + " WHERE i.sha256 = ?", (sha256,)).fetchone()
         return None if row is None else image_row(row)
 
-    def _nearest(self, phash: str, max_distance: int) -> int | None:
+    # -- the near-duplicate index ---------------------------------------------------------
+    # Every stored phash (deleted images too: a restore must not need a rebuild) in a
+    # multi-index hash table kept per Store, so an insert compares a few bucket mates instead
+    # of every row. Rows are appended by id under the write lock, so rows another process
+    # committed are seen before each lookup; what the index proposes is re-read from the
+    # table (deleted = 0, the stored phash), so it can never name a deleted or changed row.
+
+    _phash_index: PhashIndex | None = None
+    _phash_seen: int = 0  # the largest image id in the index
+
+    def _phash_index_fresh(self, max_distance: int) -> PhashIndex:
+        """The index with every row up to now (call under the write lock)."""
+        index = self._phash_index
+        if index is None or index.max_distance != max_distance:
+            index = self._phash_index = PhashIndex(max_distance)
+            self._phash_seen = 0
+        self._refresh_phash_index(index)
+        return index
+
+    def _refresh_phash_index(self, index: PhashIndex) -> None:
+        rows = self.conn.execute(
+            "SELECT id, phash FROM images WHERE id > ? ORDER BY id", (self._phash_seen,)
+        ).fetchall()
+        for image_id, phash in rows:
+            index.add(int(image_id), str(phash))
+        if rows:
+            self._phash_seen = int(rows[-1][0])
+
+    def _nearest(self, index: PhashIndex, phash: str) -> int | None:
+        """The closest active image within the index's distance (ties: the lowest id)."""
+        proposed = [key for _, key in index.near(phash)]
         best: tuple[int, int] | None = None
-        for row in self.conn.execute("SELECT id, phash FROM images WHERE deleted = 0"):
-            d = hamming(phash, row["phash"])
-            if d <= max_distance and (best is None or d < best[0]):
-                best = (d, row["id"])
+        for start in range(0, len(proposed), 500):  # few in practice; bounded statement size
+            part = proposed[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for row in self.conn.execute(f"SELECT id, phash FROM images WHERE deleted = 0 AND id IN ({marks})", part):
+                d = hamming(phash, row["phash"])
+                if d <= index.max_distance and (best is None or (d, row["id"]) < best):
+                    best = (d, int(row["id"]))
         return best[1] if best else None
 
     def record_import(self, image_ids: Sequence[int], summary: str) -> None:
