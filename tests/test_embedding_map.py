@@ -174,3 +174,35 @@ def test_json_rows_are_plain(store: Store) -> None:
     ids = [img.id for img in store.images()]
     plant(store, {ids[0]: np.ones(3), ids[1]: np.ones(3)})
     json.dumps([n.as_dict() for n in emap.similar(store, ids[0], backbone=backbone(store))])
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+
+
+def test_cli_review_similar(store: Store, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lotr_labeler.cli import main
+
+    vectors = class_clusters(store)
+    plant(store, vectors)
+    scoring.fit_scores(store, backbone(store))  # `similar` uses the backbone of the stored scores
+    circle = store.images("circle")[0]
+    base = ["--data", str(data_root), "--project", "demo", "review"]
+    assert main([*base, "similar", str(circle.id), "--k", "5", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    # Its 5 nearest are the other circles of its cluster, most similar first.
+    assert [r["label"] for r in rows] == ["circle"] * 5
+    assert circle.id not in [r["id"] for r in rows]
+    assert [r["similarity"] for r in rows] == sorted((r["similarity"] for r in rows), reverse=True)
+    assert all(Path(r["path"]).is_file() for r in rows)
+
+    assert main([*base, "similar", str(circle.id), "--k", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["id", "label", "similarity", "split", "path"] and len(out) == 3
+
+    assert main([*base, "similar", "999"]) == 1
+    assert "No image with id 999" in capsys.readouterr().err
+    assert main([*base, "similar", str(circle.id), "--k", "0"]) == 1
+    assert "k=0" in capsys.readouterr().err
+    # Plain `review` is still the ranking.
+    assert main([*base, "--cached", "--top", "3", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3

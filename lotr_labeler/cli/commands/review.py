@@ -69,6 +69,16 @@ def cmd_review(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+@project_command
+def cmd_similar(store: Store, args: argparse.Namespace) -> int:
+    """``review similar ID``: the images nearest to one image by embedding ("More like this")."""
+    from lotr_labeler.review import embedding_map
+
+    rows = [n.as_dict() for n in embedding_map.similar(store, args.id, k=args.k)]
+    emit(rows, ["id", "label", "similarity", "split", "path"], args.json)
+    return 0
+
+
 def register(sub: Subparsers) -> None:
     s = sub.add_parser("review", help="rank the images whose label the model doubts, worst first")
     s.add_argument("--top", type=int, default=20, help="rows to print (0: all; default 20)")
@@ -83,3 +93,10 @@ def register(sub: Subparsers) -> None:
     s.add_argument("--cached", action="store_true", help="list the stored scores without recomputing anything")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_review)
+    # Optional subcommands: plain `review [options]` stays the ranking.
+    more = s.add_subparsers(title="subcommands", dest="review_command", metavar="{similar}")
+    similar = more.add_parser("similar", help="images nearest to image ID by embedding, most similar first")
+    similar.add_argument("id", type=int, help="image id (see `review` or `status --json`)")
+    similar.add_argument("--k", type=int, default=8, help="how many neighbours (default 8)")
+    similar.add_argument("--json", action="store_true")
+    similar.set_defaults(func=cmd_similar)
