@@ -15,7 +15,7 @@ from lotr_labeler.cli import build_parser
 from lotr_labeler.errors import InvalidInput, TrainingError
 from lotr_labeler.jobs import table
 from lotr_labeler.jobs.specs import DownloadJob, EmbedJob, JobSpec, SearchJob, TrainJob
-from lotr_labeler.model.train import PRESETS, TrainParams, cli_args
+from lotr_labeler.model.train import PRESETS, TrainParams
 from lotr_labeler.store import Store
 
 SPECS: list[JobSpec] = [
@@ -62,7 +62,7 @@ def test_paths_become_absolute_and_round_trip(tmp_path: Path, monkeypatch: pytes
 def test_train_job_reproduces_its_params() -> None:
     params = TrainParams(arch="resnet50", epochs=9, size=48, batch_size=3, lr=0.01, find_lr=True, seed=1)
     assert TrainJob.of(params).params() == params
-    assert TrainJob.from_args(_parse(cli_args(params))).params() == params  # the old entry point agrees
+    assert TrainJob.from_args(_parse(TrainJob.of(params).to_argv())).params() == params  # through the argv
     assert TrainJob().params() == PRESETS["quick"]
 
 

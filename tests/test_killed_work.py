@@ -16,8 +16,9 @@ from lotr_labeler.cli import main
 from lotr_labeler.errors import Conflict
 from lotr_labeler.imaging import normalize
 from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.model import runs
-from lotr_labeler.model.train import TrainParams, cli_args
+from lotr_labeler.model.train import TrainParams
 from lotr_labeler.store import Store, now
 
 
@@ -44,7 +45,7 @@ def test_killed_training_is_failed_cleaned_removable_and_not_blocking(
     store = empty_store
     fill(store)
     slow = TrainParams(epochs=50, size=64, batch_size=2, pretrained=False)
-    job = jobs.launch(store, "train", cli_args(slow), {})
+    job = jobs.launch(store, "train", TrainJob.of(slow).to_argv(), {})
     child = jobs._children[job.pid or 0]
     try:
         wait_for(lambda: jobs.get_job(store, job.id).progress.get("batch", 0) >= 1, 180, "the first batch")

@@ -16,8 +16,9 @@ from lotr_labeler.cli import main
 from lotr_labeler.errors import TrainingError, WeightsUnavailable
 from lotr_labeler.imaging import normalize
 from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.model import runs
-from lotr_labeler.model.train import TrainParams, TrainProgress, check_dataset, cli_args, train_run
+from lotr_labeler.model.train import TrainParams, TrainProgress, check_dataset, train_run
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 
@@ -220,7 +221,7 @@ def test_import_model_registers_a_run_with_local_predictions(
 def test_background_job_can_be_cancelled(empty_store: Store) -> None:
     fill(empty_store, per_class=24)
     params = TrainParams(epochs=20, size=64, batch_size=4, pretrained=False)
-    job = jobs.launch(empty_store, "train", cli_args(params), {})
+    job = jobs.launch(empty_store, "train", TrainJob.of(params).to_argv(), {})
     wait_for(lambda: jobs.get_job(empty_store, job.id).progress.get("batch", 0) >= 1, 90, "the first batch")
     jobs.request_cancel(empty_store, job.id)
     wait_for(lambda: not jobs.get_job(empty_store, job.id).running, 60, "the cancel")

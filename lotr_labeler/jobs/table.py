@@ -146,9 +146,6 @@ def get_job(store: Store, job_id: int) -> Job:
                 "WHERE id = ? AND state = 'running'",
                 (DEAD_MESSAGE, now(), now(), job_id),
             )
-        from lotr_labeler.model import runs  # runs imports this module
-
-        runs.fail_dead_runs(store)  # a dead training job leaves a run behind
         job = _row(store, job_id)
     return job
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound
-from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs import table as jobs
 from lotr_labeler.store import Store
 from lotr_labeler.store import runs as table
 

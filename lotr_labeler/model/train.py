@@ -557,9 +557,3 @@ def last_params(store: Store) -> TrainParams:
             log.info("run %s settings no longer valid; retraining with the Quick preset", run.id)
     return PRESETS["quick"]
 
-
-def cli_args(params: TrainParams) -> list[str]:
-    """``lotr-labeler train`` arguments that reproduce ``params`` (see ``jobs.specs.TrainJob``)."""
-    from lotr_labeler.jobs.specs import TrainJob
-
-    return TrainJob.of(params).to_argv()
