@@ -556,4 +556,3 @@ def last_params(store: Store) -> TrainParams:
         except InvalidInput:  # e.g. its weights file is gone
             log.info("run %s settings no longer valid; retraining with the Quick preset", run.id)
     return PRESETS["quick"]
-
