@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -42,7 +43,8 @@ import httpx
 from lotr_labeler.errors import BlockedHost, FetchError, ImageRejected, NotFound
 from lotr_labeler.imaging import Normalized, normalize
 from lotr_labeler.settings import setting
-from lotr_labeler.store import CandidateRow, Store
+from lotr_labeler.store import AddResult, CandidateRow, Store
+from lotr_labeler.store.images import ImageIn
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024  # most decompressed bytes produced by one inflate step
 # How often a blocked read, and the batch loop, look at the cancel flag and the deadline.
 _POLL_S = 0.1
+# Most downloaded images committed in one transaction (see _drive: group commit).
+_BATCH = 32
 
 Resolver = Callable[[str, int], list[str]]
 """(host, port) -> IP address strings. Replaceable so the address check is testable offline."""
@@ -651,6 +655,7 @@ def _select(store: Store, ids: list[int] | None, retry_failed: bool, report: Dow
 class _Outcome:
     image: Normalized | None = None
     error: FetchError | ImageRejected | None = None
+    staged: Path | None = None  # the image written durably to tmp/ by the worker, not yet committed
 
 
 def _work(
@@ -659,8 +664,9 @@ def _work(
     cfg: _Config,
     resolver: Resolver | None,
     cancel: threading.Event | None,
+    stage: Callable[[Normalized], Path],
 ) -> _Outcome:
-    """Fetch and normalize one candidate (runs in a worker thread: no store access here)."""
+    """Fetch, normalize and stage one candidate (a worker thread: files only, no database)."""
     try:
         got = fetch(
             client,
@@ -672,7 +678,9 @@ def _work(
             resolver=resolver,
             cancel=cancel,
         )
-        return _Outcome(image=_decode(got.data, cand, cfg, cancel))
+        image = _decode(got.data, cand, cfg, cancel)
+        # The temp file and its fsync happen here, in parallel; the writer thread only commits.
+        return _Outcome(image=image, staged=stage(image))
     except (FetchError, ImageRejected) as exc:
         return _Outcome(error=exc)
 
@@ -692,27 +700,38 @@ def _decode(data: bytes, cand: CandidateRow, cfg: _Config, cancel: threading.Eve
         raise ImageRejected(f"{name} could not be decoded ({exc!r}).", "corrupt") from exc
 
 
-def _record(store: Store, cand: CandidateRow, outcome: _Outcome, report: DownloadReport) -> str:
-    """Write one result to the store (calling thread only). Returns a progress message."""
-    if outcome.image is None:
-        reason = outcome.error.reason if outcome.error else "unknown"
-        if reason == "cancelled":
-            return f"Candidate {cand.id} was cancelled; it stays {cand.state}."  # a rerun resumes it
-        return _fail(store, cand, reason, str(outcome.error), report)
-    try:
-        res = store.add_image(
+def _record_failure(store: Store, cand: CandidateRow, outcome: _Outcome, report: DownloadReport) -> str:
+    """Write one failed fetch to the store (calling thread only). Returns a progress message."""
+    reason = outcome.error.reason if outcome.error else "unknown"
+    if reason == "cancelled":
+        return f"Candidate {cand.id} was cancelled; it stays {cand.state}."  # a rerun resumes it
+    return _fail(store, cand, reason, str(outcome.error), report)
+
+
+def _record_images(store: Store, batch: list[tuple[CandidateRow, _Outcome]], report: DownloadReport) -> list[str]:
+    """Commit a batch of staged images in one transaction (calling thread only); one message each."""
+    items = [
+        ImageIn(
             outcome.image,
             cand.label,
-            source="download",
+            "download",
             source_url=cand.image_url,
             page_url=cand.page_url,
             title=cand.title,
             query=cand.query,
-            original_name=None,
             candidate_id=cand.id,
+            staged=outcome.staged,
         )
-    except NotFound as exc:  # the class was deleted or renamed while downloading
-        return _fail(store, cand, "class gone", str(exc), report)
+        for cand, outcome in batch
+        if outcome.image is not None
+    ]
+    results = store.add_images(items)
+    return [_record_one(store, cand, res, report) for (cand, _), res in zip(batch, results, strict=True)]
+
+
+def _record_one(store: Store, cand: CandidateRow, res: AddResult | NotFound, report: DownloadReport) -> str:
+    if isinstance(res, NotFound):  # the class was deleted or renamed while downloading
+        return _fail(store, cand, "class gone", str(res), report)
     image = res.image
     if not res.duplicate:
         report.ok += 1
@@ -815,8 +834,15 @@ def _drive(
     progress: Callable[[DownloadProgress], None] | None,
     cancel: threading.Event | None,
 ) -> None:
-    """Keep at most 2x workers submitted (so cancel is prompt) and record results as they finish."""
+    """Keep at most 2x workers submitted (so cancel is prompt) and record results as they finish.
+
+    Group commit: every image that finished while the previous batch was being written is
+    committed in one transaction (at most ``_BATCH``), so under load there is one commit and
+    one journal replay per batch instead of per image, and when results trickle in each is
+    recorded at once (progress and cancel stay prompt).
+    """
     pending: dict[Future[_Outcome], CandidateRow] = {}
+    batch: list[tuple[CandidateRow, _Outcome]] = []
 
     def cancelled() -> bool:
         return cancel is not None and cancel.is_set()
@@ -826,22 +852,41 @@ def _drive(
             cand = next(todo, None)
             if cand is None:
                 return
-            pending[pool.submit(_work, http, cand, cfg, resolver, cancel)] = cand
+            pending[pool.submit(_work, http, cand, cfg, resolver, cancel, store.stage_image)] = cand
 
-    refill()
-    while pending:
-        finished, _ = wait(pending, timeout=_POLL_S, return_when=FIRST_COMPLETED)
-        for fut in finished:
-            cand = pending.pop(fut)
-            message = _record(store, cand, fut.result(), report)
+    def flush() -> None:
+        nonlocal batch
+        taken, batch = batch[:_BATCH], batch[_BATCH:]
+        for message in _record_images(store, taken, report):
             if progress:
                 progress(_progress(report, started, message))
-        if cancelled():
-            # Not-started futures are dropped; running ones stop at their next read and are recorded.
-            for fut in [f for f in pending if f.cancel()]:
-                del pending[fut]
-        else:
-            refill()
+
+    refill()
+    try:
+        while pending or batch:
+            finished, _ = wait(pending, timeout=_POLL_S, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                cand = pending.pop(fut)
+                outcome = fut.result()
+                if outcome.image is None:
+                    message = _record_failure(store, cand, outcome, report)
+                    if progress:
+                        progress(_progress(report, started, message))
+                    continue
+                batch.append((cand, outcome))
+            if batch:
+                flush()
+            if cancelled():
+                # Not-started futures are dropped; running ones stop at their next read and are recorded.
+                for fut in [f for f in pending if f.cancel()]:
+                    del pending[fut]
+            else:
+                refill()
+    finally:
+        # Staged but never committed (an error above): nothing refers to these files.
+        for _, outcome in batch:
+            if outcome.staged is not None:
+                outcome.staged.unlink(missing_ok=True)
     report.cancelled = cancelled() and report.done < report.total
 
 
