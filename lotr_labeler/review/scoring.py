@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -41,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lotr_labeler import project as proj
-from lotr_labeler.errors import Conflict, InvalidInput
+from lotr_labeler.errors import Conflict, InvalidInput, NotFound, WeightsUnavailable, check_choice
 from lotr_labeler.model import embed, runs
 from lotr_labeler.review import dedupe, quality
 from lotr_labeler.store import SPLITS, ImageRow, Store, now, reviews
@@ -204,6 +205,7 @@ class FitInfo:
     # Agreement with the given labels on the valid split (both out-of-sample), when a run has predictions.
     head_valid_accuracy: float | None = None
     run_valid_accuracy: float | None = None
+    backbone_reason: str | None = None  # why ``choose_backbone`` picked it, when it did
 
     @property
     def backbone_spec(self) -> embed.Backbone:
@@ -275,6 +277,7 @@ def fit_scores(
     folds: int = FOLDS,
     make_model: ModelFactory | None = None,
     blend_run: bool = True,
+    reason: str | None = None,
 ) -> FitReport:
     """Refit the head on the cached embeddings and store fresh scores for every embedded image.
 
@@ -285,6 +288,8 @@ def fit_scores(
     if backbone is None:
         info = fit_info(store)
         backbone = info.backbone_spec if info else embed.resolve_backbone(store)
+        if info is not None and reason is None:
+            reason = info.backbone_reason
     images = store.images()
     have, X = embed.embeddings(store, backbone, images)
     if not have:
@@ -328,6 +333,7 @@ def fit_scores(
         event_id=store.last_event_id(),
         head_valid_accuracy=head_acc,
         run_valid_accuracy=run_acc,
+        backbone_reason=reason,
     )
     reviews.replace_scores(
         store,
@@ -345,6 +351,7 @@ def refresh(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     batch_size: int = 32,
+    reason: str | None = None,
 ) -> tuple[embed.EmbedReport, FitReport | None]:
     """Embed what is missing (progress over the images to compute), measure quality, refit the head.
 
@@ -360,6 +367,8 @@ def refresh(
         Polled between batches; True cancels.
     batch_size
         Images per forward pass.
+    reason
+        Why this backbone (``BackboneChoice.reason``), kept with the scores.
 
     Returns
     -------
@@ -380,7 +389,301 @@ def refresh(
     if report.cancelled:
         return report, None
     quality.quality_stats(store, images)
-    return report, fit_scores(store, backbone)
+    return report, fit_scores(store, backbone, reason=reason)
+
+
+# -- choosing the backbone ---------------------------------------------------------------------
+
+# Images the choice embeds per candidate backbone (stratified by class): enough to rank the
+# backbones, few enough that trying three costs a minute on a CPU. They stay cached.
+CHOICE_SAMPLE = 300
+# Below this many valid-split images the choice evaluates on every image (and says so).
+CHOICE_MIN_VALID = 30
+
+
+@dataclass(frozen=True)
+class BackboneTrial:
+    """One candidate of ``choose_backbone``: its K-fold accuracy, or why it was skipped."""
+
+    backbone: embed.Backbone | None
+    name: str
+    accuracy: float | None
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone.id if self.backbone else None,
+            "name": self.name,
+            "accuracy": None if self.accuracy is None else round(self.accuracy, 4),
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class BackboneChoice:
+    """The backbone ``choose_backbone`` picked and the evidence."""
+
+    backbone: embed.Backbone
+    trials: tuple[BackboneTrial, ...]
+    evaluated_on: str  # e.g. "240 valid-split images"
+
+    @property
+    def reason(self) -> str:
+        """E.g. 'run 2024… body: CV accuracy 0.91 vs random init 0.62 (5-fold head on 240 valid-split images)'."""
+        scored = sorted((t for t in self.trials if t.accuracy is not None), key=lambda t: -(t.accuracy or 0.0))
+        skipped = [t for t in self.trials if t.accuracy is None]
+        best = next((t for t in scored if t.backbone == self.backbone), None)
+        if best is None:
+            text = f"{self.backbone.short}: the only backbone available"
+        else:
+            others = [f"{t.name} {t.accuracy:.2f}" for t in scored if t is not best]
+            text = f"{best.name}: CV accuracy {best.accuracy:.2f}"
+            text += f" vs {', '.join(others)}" if others else " (the only one that could be tried)"
+            text += f" (K-fold head on {self.evaluated_on})"
+        if skipped:
+            text += "; skipped: " + "; ".join(f"{t.name} ({t.note})" for t in skipped)
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone.id,
+            "reason": self.reason,
+            "evaluated_on": self.evaluated_on,
+            "trials": [t.as_dict() for t in self.trials],
+        }
+
+
+def backbone_candidates(
+    store: Store, *, weights: str | Path | None = None, size: int | None = None
+) -> list[BackboneTrial]:
+    """The backbones ``auto`` may pick, in order of preference on a tie: the current run's body,
+    ImageNet resnet18 (when its weights are on this machine), a weights file, random init.
+    A candidate that cannot be used carries ``backbone=None`` and the reason."""
+    out: list[BackboneTrial] = []
+    run = runs.current_run(store)
+    if run is not None:
+        try:
+            body = embed.resolve_backbone(store, "run", size=size)
+            out.append(BackboneTrial(body, body.short, None))
+        except (NotFound, InvalidInput) as exc:
+            out.append(BackboneTrial(None, f"run {run.id} body", None, str(exc)))
+    size_px = size or store.settings().embed_size
+    if embed.imagenet_weights_cached():
+        out.append(BackboneTrial(embed.Backbone("resnet18", size_px, pretrained=True), "ImageNet resnet18", None))
+    else:
+        out.append(
+            BackboneTrial(None, "ImageNet resnet18", None, f"weights {embed.IMAGENET_WEIGHTS_FILE} not downloaded")
+        )
+    if weights:
+        file = embed.resolve_backbone(store, "imagenet", weights=weights, size=size)
+        out.append(BackboneTrial(file, file.short, None))
+    out.append(BackboneTrial(embed.Backbone("resnet18", size_px, pretrained=False), "random init", None))
+    # An instant run's body is one of the others: try each network once.
+    seen: set[str] = set()
+    unique: list[BackboneTrial] = []
+    for t in out:
+        if t.backbone is None or t.backbone.id not in seen:
+            unique.append(t)
+            seen.add(t.backbone.id if t.backbone else "")
+    return unique
+
+
+def _evaluation_set(store: Store, sample: int) -> tuple[list[ImageRow], str]:
+    """Images to compare backbones on: valid-split ones (no run trained on their labels, so a run's
+    body gets no unfair help), stratified by class, at most ``sample``; all images when too few."""
+    images = store.images()
+    valid = [img for img in images if img.split == "valid"]
+    pool, where = (
+        (valid, "valid-split")
+        if len(valid) >= CHOICE_MIN_VALID and len({i.class_id for i in valid}) >= 2
+        else (images, "")
+    )
+    by_class: dict[int, list[ImageRow]] = {}
+    for img in pool:
+        by_class.setdefault(img.class_id, []).append(img)
+    picked: list[ImageRow] = []
+    per_class = max(1, sample // max(1, len(by_class)))
+    for members in by_class.values():
+        step = max(1, len(members) // per_class)
+        picked += members[::step][:per_class]
+    what = f"{len(picked)} {where + ' ' if where else ''}images"
+    if not where:
+        what += " (too few valid-split images: a run's body saw some of these labels)"
+    return picked, what
+
+
+def cv_accuracy(X: npt.ArrayLike, y: Sequence[int] | npt.NDArray[np.int64], n_classes: int) -> float:
+    """Share of images whose out-of-sample (K-fold) prediction is their given label."""
+    labels = np.asarray(y, dtype=np.int64)
+    probs = oof_probabilities(X, labels, n_classes)
+    return float(np.mean(probs.argmax(axis=1) == labels))
+
+
+def choose_backbone(
+    store: Store,
+    *,
+    weights: str | Path | None = None,
+    size: int | None = None,
+    sample: int = CHOICE_SAMPLE,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> BackboneChoice | None:
+    """``--backbone auto``: the available backbone whose K-fold head is most accurate on the labels.
+
+    Each candidate embeds the same stratified sample (cached, so the winner's work is kept) and
+    the head's cross-validated accuracy on it decides. A weak run's body can be worse than
+    random features; this is how auto notices.
+
+    Parameters
+    ----------
+    store
+        The project.
+    weights
+        A resnet18 weights file to try as well.
+    size
+        Input size; None: the run's size for its body, ``embed_size`` for the others.
+    sample
+        Images per candidate.
+    progress, should_stop
+        Over the embeddings to compute (all candidates); True from ``should_stop`` cancels.
+
+    Returns
+    -------
+    BackboneChoice or None
+        The winner, each candidate's accuracy (or why it was skipped), and ``reason``; None
+        when ``should_stop`` cancelled.
+
+    Raises
+    ------
+    Conflict
+        Fewer than 2 classes with images, or no backbone could be evaluated.
+    """
+    candidates = backbone_candidates(store, weights=weights, size=size)
+    usable = [t for t in candidates if t.backbone is not None]
+    evaluation, what = _evaluation_set(store, sample)
+    order = {c.id: i for i, c in enumerate(store.classes())}
+    class_ids = sorted({img.class_id for img in evaluation}, key=lambda cid: order.get(cid, len(order)))
+    if len(class_ids) < 2:
+        raise Conflict(
+            f"Choosing a backbone needs images of at least 2 classes; found {len(class_ids)}. Import or download more."
+        )
+    if len(usable) == 1:
+        only = usable[0].backbone
+        assert only is not None
+        return BackboneChoice(only, tuple(candidates), what)
+    todo = {t.backbone.id: len(embed.missing(store, t.backbone, evaluation)) for t in usable if t.backbone}
+    total, base = sum(todo.values()), 0
+    index = {cid: i for i, cid in enumerate(class_ids)}
+    trials: list[BackboneTrial] = []
+    for t in candidates:
+        if t.backbone is None:
+            trials.append(t)
+            continue
+        if should_stop is not None and should_stop():
+            return None
+        offset = base
+
+        def step(done: int, _total: int, offset: int = offset) -> None:
+            if progress is not None:
+                progress(offset + done, total)
+
+        try:
+            report = embed.compute_embeddings(store, t.backbone, evaluation, progress=step, should_stop=should_stop)
+        except WeightsUnavailable as exc:
+            trials.append(BackboneTrial(None, t.name, None, str(exc).split(". ")[0]))
+            continue
+        base += todo.get(t.backbone.id, 0)
+        if report.cancelled:
+            return None
+        have, X = embed.embeddings(store, t.backbone, evaluation)
+        y = np.array([index[img.class_id] for img in have], dtype=np.int64)
+        acc = cv_accuracy(X, y, len(class_ids)) if len(np.unique(y)) >= 2 else None
+        trials.append(BackboneTrial(t.backbone, t.name, acc, "" if acc is not None else "too few images embedded"))
+    scored = [t for t in trials if t.backbone is not None and t.accuracy is not None]
+    if not scored:
+        raise Conflict("No backbone could be evaluated: " + "; ".join(f"{t.name}: {t.note}" for t in trials))
+    best = max(scored, key=lambda t: t.accuracy or 0.0)  # first of the best: the preferred on a tie
+    assert best.backbone is not None
+    choice = BackboneChoice(best.backbone, tuple(trials), what)
+    log.info("backbone auto: %s", choice.reason)
+    return choice
+
+
+# -- scoring while images arrive ---------------------------------------------------------------
+
+
+def live_backbone(store: Store) -> embed.Backbone | None:
+    """The backbone new images are scored with while they download: the one of the stored scores
+    (what the Review queue shows), else the current run's body; None: nothing to score with."""
+    info = fit_info(store)
+    if info is not None:
+        return info.backbone_spec
+    try:
+        return embed.resolve_backbone(store, "run")
+    except (NotFound, InvalidInput):
+        return None
+
+
+class LiveScorer:
+    """Embeds and scores the images another job adds, in a thread, so the Review queue fills
+    while a download runs. Each pass embeds what is new (one network load for the whole job)
+    and refits the head (a fraction of a second for a thousand images)."""
+
+    def __init__(self, root: Path, backbone: embed.Backbone, *, interval: float = 2.0) -> None:
+        self.root = root
+        self.backbone = backbone
+        self.interval = interval
+        self.embedded = 0
+        self.scored = 0
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._network: embed.Network | None = None
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return f"scoring stopped: {self.error}"
+        return f"scored {self.scored} (embedded {self.embedded} new)"
+
+    def start(self) -> LiveScorer:
+        self._thread = threading.Thread(target=self._loop, name="live-scoring", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Score what arrived last, then end the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        with Store(self.root) as store:  # sqlite connections belong to one thread
+            while not self.error:
+                stopping = self._stop.wait(self.interval)
+                self.score_new(store)
+                if stopping:
+                    return
+
+    def score_new(self, store: Store) -> int:
+        """One pass: embed the images without a vector, refit, store the scores; images embedded."""
+        try:
+            new = embed.missing(store, self.backbone)
+            if not new:
+                return 0
+            if self._network is None:
+                self._network = embed.load_network(self.backbone)
+            report = embed.compute_embeddings(store, self.backbone, new, network=self._network)
+            self.embedded += report.computed
+            self.scored = fit_scores(store, self.backbone).info.scored
+            return report.computed
+        except Conflict as exc:  # e.g. a single class so far: wait for more images
+            log.info("live scoring waits: %s", exc)
+            return 0
+        except (WeightsUnavailable, NotFound, InvalidInput) as exc:
+            self.error = str(exc)
+            log.warning("live scoring stopped: %s", exc)
+            return 0
 
 
 # -- decisions -------------------------------------------------------------------------------
@@ -564,15 +867,12 @@ def ranking(
     NotFound
         ``predicted`` or ``label`` is not a class.
     """
-    if sort not in SORTS:
-        raise InvalidInput(f"Sort {sort!r} is not valid. Must be one of: {', '.join(SORTS)}.")
-    if status not in STATUSES:
-        raise InvalidInput(f"Review status {status!r} is not valid. Must be one of: {', '.join(STATUSES)}.")
-    if split is not None and split not in SPLITS:
-        raise InvalidInput(f"Split {split!r} is not valid. Must be one of: {', '.join(SPLITS)}.")
-    flag_names = ("any", *quality.FLAGS, *STORE_FLAGS)
-    if flag is not None and flag not in flag_names:
-        raise InvalidInput(f"Flag {flag!r} is not valid. Must be one of: {', '.join(flag_names)}.")
+    check_choice(sort, SORTS, "Sort")
+    check_choice(status, STATUSES, "Review status")
+    if split is not None:
+        check_choice(split, SPLITS, "Split")
+    if flag is not None:
+        check_choice(flag, ("any", *quality.FLAGS, *STORE_FLAGS), "Flag")
     if predicted is not None:
         predicted = store.get_class(predicted).name
     images = store.images(label, split=split)

@@ -19,12 +19,35 @@ def _compute(store: Store, args: argparse.Namespace) -> int | None:
     from lotr_labeler.review import scoring as review
 
     spec = EmbedJob.from_args(args)
-    backbone = embed.resolve_backbone(
-        store, spec.backbone, pretrained=spec.pretrained, weights=spec.weights, size=spec.size
-    )
     # --compute is the background job the Review page starts; a listing computes in the foreground.
-    job = JobRun(store, EmbedJob.kind, {"backbone": backbone.id}, args.job) if args.compute else None
+    job = JobRun(store, EmbedJob.kind, {"backbone": spec.backbone}, args.job) if args.compute else None
     with job or contextlib.nullcontext():
+        reason = None
+        if spec.backbone == "auto":  # try each available backbone on a sample; the best K-fold head wins
+            with Progress("choose backbone", "img", job=job) as bar:
+
+                def trying(done: int, total: int) -> None:
+                    p = {"done": done, "total": total, "backbone": "auto"}
+                    bar(done, total, p, f"choosing the backbone: embedding {done}/{total} sample image(s)")
+
+                choice = review.choose_backbone(
+                    store,
+                    weights=spec.weights,
+                    size=spec.size,
+                    progress=trying,
+                    should_stop=job.cancel.is_set if job else None,
+                )
+            if choice is None:
+                if job is not None:
+                    job.finish("cancelled", "Backbone choice cancelled.")
+                print("error: backbone choice cancelled.", file=sys.stderr)
+                return 1
+            backbone, reason = choice.backbone, choice.reason
+            print(f"Backbone auto: {reason}", file=sys.stderr)
+        else:
+            backbone = embed.resolve_backbone(
+                store, spec.backbone, pretrained=spec.pretrained, weights=spec.weights, size=spec.size
+            )
         with Progress("embed", job=job) as bar:
 
             def progress(done: int, total: int) -> None:
@@ -32,7 +55,7 @@ def _compute(store: Store, args: argparse.Namespace) -> int | None:
                 bar(done, total, p, f"embedding {done}/{total} image(s)", force=done == total)
 
             embedded, fit = review.refresh(
-                store, backbone, progress=progress, should_stop=job.cancel.is_set if job else None
+                store, backbone, progress=progress, should_stop=job.cancel.is_set if job else None, reason=reason
             )
         if fit is None:
             if job is not None:
