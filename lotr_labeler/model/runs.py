@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lotr_labeler.errors import Conflict, InvalidInput, NotFound
+from lotr_labeler.errors import Conflict, InvalidInput, NotFound, check_choice
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.store import Store
 from lotr_labeler.store import runs as table
@@ -189,8 +189,7 @@ def finish_run(
     metrics: dict[str, Any] | None = None,
     message: str = "",
 ) -> Run:
-    if state not in RUN_STATES:
-        raise InvalidInput(f"Run state {state!r} is not valid. Must be one of: {', '.join(RUN_STATES)}.")
+    check_choice(state, RUN_STATES, "Run state")
     table.finish(store, run_id, state, vocab=vocab, metrics=metrics, message=message)
     return get_run(store, run_id)
 

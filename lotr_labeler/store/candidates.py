@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from lotr_labeler import project as proj
-from lotr_labeler.errors import InvalidInput, NotFound
+from lotr_labeler.errors import NotFound, check_choice
 from lotr_labeler.store.db import now
 from lotr_labeler.store.history import Payload, undoes
 from lotr_labeler.store.images import ImagesMixin
@@ -65,10 +65,7 @@ class CandidatesMixin(ImagesMixin):
             where.append("k.class_id = ?")
             args.append(self.get_class(label).id)
         if state:
-            if state not in CANDIDATE_STATES:
-                raise InvalidInput(
-                    f"Candidate state {state!r} is not valid. Must be one of: {', '.join(CANDIDATE_STATES)}."
-                )
+            check_choice(state, CANDIDATE_STATES, "Candidate state")
             where.append("k.state = ?")
             args.append(state)
         if query:
@@ -121,8 +118,7 @@ class CandidatesMixin(ImagesMixin):
         ``state`` overrides the resulting state (e.g. ``rejected`` for a previously deleted picture).
         """
         new_state = state or ("downloaded" if image_id is not None and error is None else "failed")
-        if new_state not in CANDIDATE_STATES:
-            raise InvalidInput(f"Candidate state {new_state!r} is not valid. Must be one of: {CANDIDATE_STATES}.")
+        check_choice(new_state, CANDIDATE_STATES, "Candidate state")
         with self.transaction():
             self.conn.execute(
                 "UPDATE candidates SET state = ?, image_id = ?, error = ?, attempts = attempts + 1, "
@@ -137,8 +133,7 @@ class CandidatesMixin(ImagesMixin):
         ``only_pending`` (bulk actions) never overrides a decision already taken, even one
         taken in another tab after the page was drawn.
         """
-        if state not in ("pending", "accepted", "rejected"):
-            raise InvalidInput(f"Decision {state!r} is not valid. Must be one of: pending, accepted, rejected.")
+        check_choice(state, ("pending", "accepted", "rejected"), "Decision")
         target = self.get_class(label).id if label else None
         with self.transaction():  # read and write under one lock: another tab may be deciding too
             return self._decide(ids, state, label, target, only_pending)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lotr_labeler.errors import Conflict, InvalidInput, NotFound
+from lotr_labeler.errors import Conflict, InvalidInput, NotFound, check_choice
 from lotr_labeler.imaging import Normalized, hamming, write_atomic
 from lotr_labeler.review.dedupe import PhashIndex
 from lotr_labeler.store.classes import ClassesMixin
@@ -249,8 +249,7 @@ class ImagesMixin(ClassesMixin):
             where.append("i.class_id = ?")
             args.append(self.get_class(label).id)
         if split:
-            if split not in SPLITS:
-                raise InvalidInput(f"Split {split!r} is not valid. Must be one of: {', '.join(SPLITS)}.")
+            check_choice(split, SPLITS, "Split")
             where.append("i.split = ?")
             args.append(split)
         if source:
