@@ -137,6 +137,9 @@ class SearchJob(JobSpec):
     region: str = opt("--region", "us-en", help="DuckDuckGo region, e.g. us-en, uk-en, wt-wt")
     timelimit: str | None = opt("--timelimit", help="d|w|m|y")
     delay: float | None = opt("--delay", type=float, help="seconds between queries (default: setting search_delay)")
+    score: bool = flag(
+        "--no-score", default=True, help="do not score the new candidates afterwards (when a model or embeddings exist)"
+    )
 
     def options(self) -> SearchOptions:
         """The search engine filters ("any" and empty mean no filter); InvalidInput when one is bad."""
@@ -165,6 +168,9 @@ class DownloadJob(JobSpec):
     workers: int | None = opt("--workers", type=int, help="parallel downloads (default: setting download_workers)")
     allow_private_hosts: bool = flag("--allow-private-hosts", help="allow loopback/private addresses")
     retry_failed: bool = flag("--retry-failed", help="also retry failed candidates")
+    score: bool = flag(
+        "--no-score", default=True, help="do not embed and score the new images as they land (Review's queue)"
+    )
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,9 @@ class TrainJob(JobSpec):
         "--bundle", type=cli_path, help="first import this exported dataset (zip or folder) into the project"
     )
     out: str | None = opt("--out", type=cli_path, help="also copy model.pkl here")
+    distributed: bool = flag(
+        "--distributed", help="train in several processes: start with `accelerate launch -m lotr_labeler train ...`"
+    )
 
     @classmethod
     def of(cls, params: Any) -> TrainJob:
@@ -274,4 +283,32 @@ class TrainJob(JobSpec):
         train.check_dataset(store)  # refuse before a process starts
 
 
-SPECS: tuple[type[JobSpec], ...] = (SearchJob, DownloadJob, EmbedJob, TrainJob)
+@dataclass(frozen=True)
+class ScoreCandidatesJob(JobSpec):
+    """``lotr-labeler candidates score``: the model's opinion of each pending/accepted candidate
+    from its search thumbnail (``review.candidates``)."""
+
+    kind: ClassVar[str] = "score-candidates"
+    command: ClassVar[str] = "candidates"
+    fixed_argv: ClassVar[tuple[str, ...]] = ("score",)
+
+    ids: tuple[int, ...] = opt(
+        "ids", (), type=int, nargs="*", help="only these candidates (default: all pending/accepted)"
+    )
+    workers: int | None = opt(
+        "--workers", type=int, help="parallel thumbnail fetches (default: setting download_workers)"
+    )
+    allow_private_hosts: bool = flag("--allow-private-hosts", help="allow loopback/private addresses")
+
+    def check(self, store: Store) -> None:
+        from lotr_labeler.errors import Conflict
+        from lotr_labeler.review import candidates
+
+        if candidates.scoring_backbone(store) is None:
+            raise Conflict(
+                f"Project {store.name!r} has no model or embeddings to score candidates with yet. "
+                "Train a model, or compute embeddings on the Review page."
+            )
+
+
+SPECS: tuple[type[JobSpec], ...] = (SearchJob, DownloadJob, EmbedJob, TrainJob, ScoreCandidatesJob)

@@ -6,17 +6,20 @@ import argparse
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lotr_labeler.cli.context import Subparsers, project_command
 from lotr_labeler.cli.output import Progress, emit, print_json
 from lotr_labeler.collect.export import export_dataset
 from lotr_labeler.collect.importers import ImportReport, import_folder, import_urls, import_zip
-from lotr_labeler.errors import InvalidInput
-from lotr_labeler.jobs.specs import DownloadJob, SearchJob
+from lotr_labeler.errors import Conflict, InvalidInput
+from lotr_labeler.jobs.specs import DownloadJob, ScoreCandidatesJob, SearchJob
 from lotr_labeler.jobs.worker import JobRun
 from lotr_labeler.store import CANDIDATE_STATES, Store
+
+if TYPE_CHECKING:
+    from lotr_labeler.review.scoring import LiveScorer
 
 
 @project_command
@@ -45,12 +48,58 @@ def cmd_search(store: Store, args: argparse.Namespace) -> int:
                 should_stop=job.cancel.is_set,
             )
         job.finish_if(job.cancel.is_set(), report.summary(), report.as_dict())
+    scoring = _chain_scoring(store) if spec.score and report.added else None
     if args.json:
         print_json(report.as_dict())
     else:
         print(report.summary())
+        if scoring:
+            print(scoring)
     if report.queries and all(q.error for q in report.queries):
         print(f"error: every query failed: {report.errors[0].error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _chain_scoring(store: Store) -> str | None:
+    """Start scoring the new candidates in the background when there is something to score with."""
+    from lotr_labeler.review import candidates
+
+    if candidates.scoring_backbone(store) is None:
+        return None
+    try:
+        job = ScoreCandidatesJob().launch(store)
+    except Conflict:  # a scoring job is running already; it or the next one picks them up
+        return None
+    return f"Scoring the candidates in the background (job {job.id}; `lotr-labeler status` shows it)."
+
+
+@project_command
+def cmd_score(store: Store, args: argparse.Namespace) -> int:
+    from lotr_labeler.review.candidates import ScoreProgress, score_candidates
+
+    spec = ScoreCandidatesJob.from_args(args)
+    with JobRun(store, ScoreCandidatesJob.kind, spec.record(), args.job) as job:
+        with Progress("score", "cand", job) as bar:
+
+            def progress(p: ScoreProgress) -> None:
+                bar(p.done, p.total, p, p.message, postfix=f"failed={p.failed}", force=p.done == p.total)
+
+            report = score_candidates(
+                store,
+                list(spec.ids) or None,
+                workers=spec.workers,
+                allow_private=True if spec.allow_private_hosts else None,
+                progress=progress,
+                cancel=job.cancel,
+            )
+        job.finish_if(report.cancelled, report.summary(), report.as_dict())
+    if args.json:
+        print_json(report.as_dict())
+    else:
+        print(report.summary())
+    if report.cancelled:
+        print("error: scoring cancelled; run it again to continue.", file=sys.stderr)
         return 1
     return 0
 
@@ -61,32 +110,49 @@ def cmd_download(store: Store, args: argparse.Namespace) -> int:
 
     spec = DownloadJob.from_args(args)
     with JobRun(store, DownloadJob.kind, {"ids": list(spec.ids), "retry_failed": spec.retry_failed}, args.job) as job:
+        # Labeling while downloading: with a backbone to hand, new images are embedded and the
+        # Review queue rescored every few seconds, in a thread of this job.
+        scorer = live_scorer(store) if spec.score else None
         with Progress("download", "img", job) as bar:
 
             def progress(p: DownloadProgress) -> None:
                 postfix = f"ok={p.ok}, failed={p.failed}, dup={p.duplicates}"
-                bar(p.done, p.total, p, p.message, postfix=postfix, force=p.done == p.total)
+                message = f"{p.message}; {scorer.status}" if scorer else p.message
+                bar(p.done, p.total, p, message, postfix=postfix, force=p.done == p.total)
 
-            report = download_candidates(
-                store,
-                list(spec.ids) or None,
-                retry_failed=spec.retry_failed,
-                workers=spec.workers,
-                allow_private=True if spec.allow_private_hosts else None,
-                progress=progress,
-                cancel=job.cancel,
-            )
-        job.finish_if(report.cancelled, report.summary(), report.as_dict())
+            try:
+                report = download_candidates(
+                    store,
+                    list(spec.ids) or None,
+                    retry_failed=spec.retry_failed,
+                    workers=spec.workers,
+                    allow_private=True if spec.allow_private_hosts else None,
+                    progress=progress,
+                    cancel=job.cancel,
+                )
+            finally:
+                if scorer is not None:
+                    scorer.stop()  # scores the last arrivals too
+        summary = report.summary() + (f" Review: {scorer.status}." if scorer else "")
+        job.finish_if(report.cancelled, summary, report.as_dict())
     if args.json:
         print_json(report.as_dict())
     else:
-        print(report.summary() if report.total else "Nothing to download: accept candidates first.")
+        print(summary if report.total else "Nothing to download: accept candidates first.")
         for cid, url, reason in report.failures[:20]:
             print(f"  failed #{cid} {url}: {reason}", file=sys.stderr)
     if report.cancelled:
         print("error: download cancelled; run it again to resume.", file=sys.stderr)
         return 1
     return 0
+
+
+def live_scorer(store: Store) -> LiveScorer | None:
+    """A started scorer when the project has a backbone to score with (else None: nothing changes)."""
+    from lotr_labeler.review.scoring import LiveScorer, live_backbone
+
+    backbone = live_backbone(store)
+    return LiveScorer(store.root, backbone).start() if backbone is not None else None
 
 
 def _report(report: ImportReport, as_json: bool) -> int:
@@ -132,9 +198,27 @@ def _candidate_ids(store: Store, args: argparse.Namespace, states: Sequence[str]
 
 @project_command
 def cmd_candidates(store: Store, args: argparse.Namespace) -> int:
+    from lotr_labeler.review import candidates
+
     if args.cand_cmd == "list":
-        rows = store.candidates(args.label, state=args.state, query=args.query, limit=args.limit)
-        emit([asdict(r) for r in rows], ["id", "label", "state", "query", "image_url", "error"], args.json)
+        items = candidates.triage(
+            store, args.label, state=args.state, query=args.query, sort=args.sort, only=args.filter
+        )
+        rows = [t.as_dict() for t in items[: args.limit]]
+        columns = ["id", "label", "state", "score", "looks_like", "near_duplicate_of", "query", "image_url", "error"]
+        emit(rows, columns, args.json)
+        return 0
+    min_score = getattr(args, "min_score", None)
+    max_score = getattr(args, "max_score", None)
+    if min_score is not None or max_score is not None:
+        if args.ids or args.to:
+            raise InvalidInput("--min-score/--max-score select the candidates themselves: give no ids and no --to.")
+        if min_score is not None:
+            n = candidates.accept_at_least(store, min_score, args.label)
+            print(f"Accepted {n} pending candidate(s) with p(class) >= {min_score}.")
+        elif max_score is not None:
+            n = candidates.reject_at_most(store, max_score, args.label)
+            print(f"Rejected {n} pending candidate(s) with p(class) <= {max_score}.")
         return 0
     state = {"accept": "accepted", "reject": "rejected", "reset": "pending"}[args.cand_cmd]
     # Bulk selections act on undecided candidates, plus failed ones for a reset.
@@ -145,8 +229,31 @@ def cmd_candidates(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_space(store: Store, args: argparse.Namespace) -> int:
+    from lotr_labeler.model.predict import resolve_model
+    from lotr_labeler.model.space import write_space
+
+    model = resolve_model(store, args.run)
+    with Progress("export space") as update:
+        steps = iter(range(1, 4))
+        done = write_space(
+            model,
+            Path(args.out),
+            title=args.title or store.name,
+            torch_fallback=args.torch_fallback,
+            report=lambda msg: update(next(steps, 3), 3, postfix=msg),
+        )
+    print(
+        f"Wrote a Hugging Face Space for run {model.run_id} to {done.folder} ({', '.join(done.files)}; "
+        f"engine {done.engine}, {len(done.classes)} classes). Push the folder to a Space repository."
+    )
+    return 0
+
+
 @project_command
 def cmd_export(store: Store, args: argparse.Namespace) -> int:
+    if args.what == "space":
+        return _export_space(store, args)
     if args.what == "model":
         from lotr_labeler.model import runs
 
@@ -186,10 +293,29 @@ def register(sub: Subparsers) -> None:
     c.add_argument("--state", choices=CANDIDATE_STATES)
     c.add_argument("--query")
     c.add_argument("--limit", type=int)
+    c.add_argument(
+        "--sort",
+        choices=("id", "score", "score-desc"),
+        default="id",
+        help="score: lowest p(class) first; score-desc: highest",
+    )
+    c.add_argument(
+        "--filter",
+        choices=("off-topic", "looks-like", "near-duplicate", "unscored"),
+        help="only likely off-topic, claimed by another class, near-duplicates of dataset images, or unscored",
+    )
     c.add_argument("--json", action="store_true")
     for name in ("accept", "reject", "reset"):
-        _select(cs.add_parser(name))
+        _select(p := cs.add_parser(name))
+        if name == "accept":
+            p.add_argument("--min-score", type=float, help="every pending candidate with p(class) >= this (0-1)")
+        if name == "reject":
+            p.add_argument("--max-score", type=float, help="every pending candidate with p(class) <= this (0-1)")
     s.set_defaults(func=cmd_candidates)
+    c = cs.add_parser("score", help="score candidates from their thumbnails with the current model (background job)")
+    ScoreCandidatesJob.add_arguments(c)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_score)
 
     s = sub.add_parser("search", help="search images for every class (or one) and add them as candidates")
     SearchJob.add_arguments(s)
@@ -201,8 +327,16 @@ def register(sub: Subparsers) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_download)
 
-    s = sub.add_parser("export", help="export the dataset (zip) or the current model (pkl)")
-    s.add_argument("what", choices=("dataset", "model"))
+    s = sub.add_parser(
+        "export", help="export the dataset (zip), the current model (pkl) or a Hugging Face Space (folder)"
+    )
+    s.add_argument("what", choices=("dataset", "model", "space"))
     s.add_argument("out", metavar="OUT")
-    s.add_argument("--run", help="with `model`: this run instead of the current one")
+    s.add_argument("--run", help="with `model` or `space`: this run instead of the current one")
+    s.add_argument("--title", help="with `space`: the Space title (default: the project name)")
+    s.add_argument(
+        "--torch-fallback",
+        action="store_true",
+        help="with `space`: also list fastai/torch in requirements.txt next to onnxruntime",
+    )
     s.set_defaults(func=cmd_export)
