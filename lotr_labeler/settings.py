@@ -73,7 +73,9 @@ class Settings:
     thumb_size: int = _declare(192, "Longest side of cached thumbnails in the grids.", 64, 512)
     page_size: int = _declare(48, "Cards per page in the grids.", 8, 200)
     near_dup_distance: int = _declare(8, "Near duplicates: largest phash Hamming distance.", 0, 32)
-    download_workers: int = _declare(16, "Parallel downloads.", 1, 64)
+    download_workers: int = _declare(
+        32, "Parallel downloads (each mostly waits on the network: sized to cover a slow server).", 1, 64
+    )
     connect_timeout: float = _declare(5.0, "Download connect timeout, seconds.", 0.5, 120)
     read_timeout: float = _declare(15.0, "Download read timeout, seconds.", 0.5, 600)
     allow_private_hosts: bool = _declare(False, "Allow downloads from loopback/private addresses (local use).")
