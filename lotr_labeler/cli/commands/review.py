@@ -7,7 +7,7 @@ import contextlib
 import sys
 
 from lotr_labeler.cli.context import Subparsers, project_command
-from lotr_labeler.cli.output import Progress, emit
+from lotr_labeler.cli.output import Progress, emit, print_json
 from lotr_labeler.jobs.specs import EmbedJob
 from lotr_labeler.jobs.worker import JobRun
 from lotr_labeler.store import SPLITS, Store
@@ -69,10 +69,28 @@ def _compute(store: Store, args: argparse.Namespace) -> int | None:
     return 0 if args.compute else None
 
 
+def _retrain_head(store: Store, as_json: bool) -> int:
+    """Review's "Retrain head": refit on the cached embeddings, then export the instant model."""
+    from lotr_labeler.model import instant
+    from lotr_labeler.review import scoring as review
+
+    fit = review.fit_scores(store)
+    print(fit.summary(), file=sys.stderr)
+    made = instant.export_instant(store, fit.info.backbone_spec)
+    print(made.summary(), file=sys.stderr)
+    if as_json:
+        print_json({"run": made.run.id, "scored": fit.info.scored, "valid_accuracy": made.valid_accuracy})
+    else:
+        print(made.run.id)
+    return 0
+
+
 @project_command
 def cmd_review(store: Store, args: argparse.Namespace) -> int:
     from lotr_labeler.review import scoring as review
 
+    if args.retrain_head:
+        return _retrain_head(store, args.json)
     if not args.cached:
         status = _compute(store, args)
         if status is not None:
@@ -114,6 +132,11 @@ def register(sub: Subparsers) -> None:
     EmbedJob.add_arguments(s)  # --backbone, --no-pretrained, --weights, --size (and the hidden --job)
     s.add_argument("--compute", action="store_true", help="compute embeddings and scores only (no listing)")
     s.add_argument("--cached", action="store_true", help="list the stored scores without recomputing anything")
+    s.add_argument(
+        "--retrain-head",
+        action="store_true",
+        help="refit the head on the cached embeddings and export it with its backbone as a run (instant model)",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_review)
     # Optional subcommands: plain `review [options]` stays the ranking.

@@ -1,0 +1,201 @@
+"""An instant model: the Review head on its backbone, exported as a run like any other.
+
+"Retrain head" fits a logistic regression on cached backbone embeddings in well under a
+second. Put back on the backbone that made those embeddings, that head is a whole image
+classifier: ``body -> average pool -> L2 normalise -> linear``, the scaler folded into the
+linear layer. It is exported with ``learn.export`` (a plain fastai ``Learner`` of torch and
+fastai modules only: stock ``load_learner`` opens it without this package) plus ``model.onnx``
+beside it (``onnx_export``), and recorded as a finished run (``source="instant"``), so
+Predict, the API and the CLI use it like a trained one.
+
+The head is fitted on the train split only and its accuracy measured on the valid split, as a
+full fine-tune is, so the two figures compare. The newest ``INSTANT_KEEP`` instant runs are
+kept; older ones are removed (each is a model file of ~45 MB, one per click).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lotr_labeler.errors import Conflict
+from lotr_labeler.imaging import write_atomic
+from lotr_labeler.model import embed, runs
+from lotr_labeler.review import scoring
+from lotr_labeler.store import Store
+
+log = logging.getLogger(__name__)
+
+INSTANT_KEEP = 3
+
+
+@dataclass(frozen=True)
+class InstantReport:
+    run: runs.Run
+    valid_accuracy: float | None
+    seconds: float
+    onnx: bool
+
+    def summary(self) -> str:
+        acc = "n/a" if self.valid_accuracy is None else f"{self.valid_accuracy:.0%}"
+        return (
+            f"Instant model: run {self.run.id} ({self.run.params['backbone_name']} + head, "
+            f"valid accuracy {acc}) in {self.seconds:.1f} s — try it on Predict."
+        )
+
+
+def fold_head(model: Any, n_classes: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], list[int]]:
+    """(weight, bias, class columns) of one linear layer equal to ``StandardScaler`` + logistic
+    regression: softmax(weight @ x + bias) is its ``predict_proba`` on an L2-normalised ``x``."""
+    scaler, lr = model.steps[0][1], model.steps[-1][1]
+    coef = np.asarray(lr.coef_, dtype=np.float64) / scaler.scale_[None, :]
+    bias = np.asarray(lr.intercept_, dtype=np.float64) - coef @ scaler.mean_
+    if coef.shape[0] == 1:  # binary: p(class 1) = sigmoid(z) = softmax([0, z])
+        coef = np.vstack([np.zeros_like(coef), coef])
+        bias = np.concatenate([[0.0], bias])
+    return coef, bias, [int(c) for c in lr.classes_]
+
+
+def build_learner(store: Store, backbone: embed.Backbone, head: Any, vocab: list[str], df: Any) -> Any:
+    """A fastai Learner: the backbone's body, then pool, normalise and the folded head."""
+    import fastai.vision.all as fv
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    network = embed.load_network(backbone)
+    weight, bias, _ = fold_head(head, len(vocab))
+    linear = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(weight).float())
+        linear.bias.copy_(torch.from_numpy(bias).float())
+    # model[0] = body, model[1] = head, as vision_learner builds it (the body can embed again).
+    model = nn.Sequential(
+        network.body, nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), fv.Lambda(F.normalize), linear)
+    ).eval()
+    batch_tfms = [fv.Normalize.from_stats(network.mean, network.std)] if network.mean is not None else []
+    block = fv.DataBlock(
+        blocks=(fv.ImageBlock, fv.CategoryBlock(vocab=vocab, sort=False)),
+        get_x=fv.ColReader("path"),
+        get_y=fv.ColReader("label"),
+        splitter=fv.ColSplitter("is_valid"),
+        # Squashed to a square, as the embeddings were made (embed.prepare): nothing cropped.
+        item_tfms=fv.Resize(backbone.size, method=fv.ResizeMethod.Squish),
+        batch_tfms=batch_tfms,
+    )
+    dls = block.dataloaders(df, path=store.root.absolute(), bs=16, num_workers=0, device=torch.device("cpu"))
+    return fv.Learner(dls, model, loss_func=fv.CrossEntropyLossFlat(), metrics=fv.accuracy)
+
+
+def export_instant(store: Store, backbone: embed.Backbone | None = None, *, with_onnx: bool = True) -> InstantReport:
+    """Fit the head on the train split's cached embeddings and export it with its backbone as a run.
+
+    Parameters
+    ----------
+    store
+        The project.
+    backbone
+        Whose embeddings; None: the one of the stored scores (what "Retrain head" refits).
+    with_onnx
+        Also write ``model.onnx`` (fast predictions; a failure only logs).
+
+    Returns
+    -------
+    InstantReport
+        The finished run (current unless another run was picked), its valid accuracy, seconds.
+
+    Raises
+    ------
+    Conflict
+        No cached embeddings, or fewer than 2 classes in the train split.
+    """
+    import pandas as pd
+
+    started = time.monotonic()
+    if backbone is None:
+        info = scoring.fit_info(store)
+        if info is None:
+            raise Conflict("No scores yet: compute embeddings on the Review page (or `review --compute`) first.")
+        backbone = info.backbone_spec
+    have, X = embed.embeddings(store, backbone, store.images())
+    train = [i for i, img in enumerate(have) if img.split == "train"]
+    if len({have[i].class_id for i in train}) < 2:
+        raise Conflict(
+            f"An instant model needs train-split images of at least 2 classes with {backbone.describe()} "
+            "embeddings. Compute embeddings first."
+        )
+    names = {c.id: c.name for c in store.classes()}
+    order = {c.id: i for i, c in enumerate(store.classes())}
+    class_ids = sorted({have[i].class_id for i in train}, key=lambda cid: order.get(cid, len(order)))
+    index = {cid: i for i, cid in enumerate(class_ids)}
+    vocab = [names[cid] for cid in class_ids]
+    feats = scoring.normalize_rows(X)
+    head = scoring.default_head()
+    head.fit(feats[train], np.array([index[have[i].class_id] for i in train], dtype=np.int64))
+    probs = np.zeros((len(have), len(vocab)))
+    probs[:, [int(c) for c in head.classes_]] = head.predict_proba(feats)
+    valid = [i for i, img in enumerate(have) if img.split == "valid" and img.class_id in index]
+    accuracy = float(np.mean([probs[i].argmax() == index[have[i].class_id] for i in valid])) if valid else None
+
+    known = [img for img in have if img.class_id in index]
+    df = pd.DataFrame(
+        {
+            "path": [str(store.path(img).absolute()) for img in known],
+            "label": [img.label for img in known],
+            "is_valid": [img.split == "valid" for img in known],
+        }
+    )
+    params = {
+        "backbone": backbone.as_dict(),
+        "backbone_name": backbone.short,
+        "size": backbone.size,
+        "head": "logistic regression on L2-normalised pooled features",
+        "fit_on": "train split",
+    }
+    run = runs.create_run(store, params, source=embed.INSTANT_SOURCE)
+    try:
+        learn = build_learner(store, backbone, head, vocab, df)
+        partial = run.path.absolute() / f"{runs.PARTIAL_PREFIX}{os.getpid()}-{runs.MODEL_FILE}"
+        learn.export(partial)
+        partial.replace(run.model_path)
+        onnx = False
+        if with_onnx:
+            from lotr_labeler.model.onnx_export import export_quietly
+
+            onnx = export_quietly(learn, run.model_path) is not None
+        runs.save_predictions(store, run.id, vocab, ((img.id, probs[i].tolist()) for i, img in enumerate(have)))
+        seconds = round(time.monotonic() - started, 2)
+        summary = {
+            "accuracy": accuracy,
+            "error_rate": None if accuracy is None else 1 - accuracy,
+            "images": len(have),
+            "train_images": len(train),
+            "duration_s": seconds,
+        }
+        metrics = {"run_id": run.id, "source": embed.INSTANT_SOURCE, "params": params, "vocab": vocab, **summary}
+        write_atomic(run.metrics_path, json.dumps(metrics, indent=2).encode())
+        done = runs.finish_run(store, run.id, "done", vocab=vocab, metrics=summary)
+    except BaseException as exc:
+        runs.finish_run(store, run.id, "failed", message=str(exc) or type(exc).__name__)
+        runs.remove_leftovers(run.path)
+        raise
+    prune(store, keep=done.id)
+    return InstantReport(done, accuracy, time.monotonic() - started, onnx)
+
+
+def prune(store: Store, keep: str, n: int = INSTANT_KEEP) -> list[str]:
+    """Delete instant runs beyond the newest ``n`` (never ``keep`` nor the current run); their ids."""
+    current = runs.current_run(store)
+    instant = [r for r in runs.list_runs(store) if r.source == embed.INSTANT_SOURCE and r.state != "running"]
+    removed: list[str] = []
+    for r in instant[n:]:
+        if r.id not in (keep, current.id if current else None):
+            runs.delete_run(store, r.id)
+            removed.append(r.id)
+    return removed
