@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
 import streamlit as st
 
 from lotr_labeler import project as proj
@@ -12,6 +13,24 @@ from lotr_labeler.model.runs import current_run
 from lotr_labeler.overview import next_step
 from lotr_labeler.ui.context import data_dir, error_boundary, flash, open_current, show_flash
 from lotr_labeler.workspace import create_project, remember
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+COLUMNS = ("images", "valid", "flagged", "deleted", "pending", "accepted", "rejected", "downloaded", "failed")
+
+
+def class_table(status: list[dict[str, Any]]) -> str:
+    """Per-class counts as a markdown table, the balance drawn as a bar of blocks."""
+    most = max((int(row["images"]) for row in status), default=0) or 1
+    lines = [
+        "| class | balance | " + " | ".join(COLUMNS) + " |",
+        "|---|---|" + "---:|" * len(COLUMNS),
+    ]
+    for row in status:
+        name = _MARKDOWN.sub(r"\\\1", str(row["class"]))  # a class name is text, never markup
+        bar = "█" * round(20 * int(row["images"]) / most) or "·"
+        lines.append(f"| {name} | {bar} | " + " | ".join(str(row.get(c, 0)) for c in COLUMNS) + " |")
+    return "\n".join(lines)
+
 
 st.set_page_config(page_title="lotr_labeler", page_icon="🧙", layout="wide")
 st.title("lotr_labeler")
@@ -31,15 +50,16 @@ with open_current() as store:
             st.page_link(step.page, label=f"Go to {step.label}", icon="➡️")
 
     if status:
-        df = pd.DataFrame(status).set_index("class").drop(columns=["id"])
+        # Plain markdown, no chart or dataframe: those load pandas, pyarrow and altair (about a
+        # second of cold start) for a table of a few numbers per class.
+        total = {key: sum(int(row[key]) for row in status) for key in ("images", "pending", "flagged")}
         cols = st.columns(4)
         cols[0].metric("Classes", len(status))
-        cols[1].metric("Images", int(df["images"].sum()))
-        cols[2].metric("Pending candidates", int(df["pending"].sum()))
-        cols[3].metric("Flagged", int(df["flagged"].sum()))
+        cols[1].metric("Images", total["images"])
+        cols[2].metric("Pending candidates", total["pending"])
+        cols[3].metric("Flagged", total["flagged"])
         st.markdown("**Class balance** (active images per class)")
-        st.bar_chart(df[["images"]], horizontal=True, height=40 + 28 * len(df))
-        st.dataframe(df, width="stretch")
+        st.markdown(class_table(status))
     else:
         st.info("This project has no classes yet.")
 

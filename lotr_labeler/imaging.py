@@ -23,7 +23,6 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import imagehash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lotr_labeler.errors import ImageRejected, InvalidInput
@@ -257,8 +256,14 @@ def _encode(img: Image.Image, data: bytes, max_side: int, quality: int) -> Norma
         width=rgb.width,
         height=rgb.height,
         sha256=hashlib.sha256(jpeg).hexdigest(),
-        phash=str(imagehash.phash(rgb)),
+        phash=_phash(rgb),
     )
+
+
+def _phash(img: Image.Image) -> str:
+    import imagehash  # lazy: it loads numpy and scipy, which the home page never needs
+
+    return str(imagehash.phash(img))
 
 
 def _storable_as_is(img: Image.Image, max_side: int) -> bool:

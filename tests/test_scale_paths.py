@@ -221,3 +221,26 @@ def test_kill_9_during_a_batch_loses_nothing_committed_and_leaves_nothing_half_d
             assert rows == []
         assert not list((two.root / "tmp").iterdir())
         assert sorted(p.name for p in (two.root / "images").rglob("*.jpg")) == sorted(f"{r.id}.jpg" for r in rows)
+
+
+# -- cold start -------------------------------------------------------------------------------
+
+
+def test_home_page_imports_nothing_heavy() -> None:
+    """What streamlit_app.py imports loads no numpy, pandas, pyarrow, altair, scipy or torch."""
+    import ast
+
+    tree = ast.parse((ROOT / "streamlit_app.py").read_text(encoding="utf-8"))
+    modules = sorted(
+        {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+        | {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+    )
+    heavy = ("numpy", "pandas", "pyarrow", "altair", "scipy", "imagehash", "torch", "fastai", "sklearn")
+    script = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert "lotr_labeler.model.runs" in modules and "streamlit" in modules
+    assert out.stdout.strip() == ""

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound, check_choice
 from lotr_labeler.imaging import Normalized, hamming, write_atomic
-from lotr_labeler.review.dedupe import PhashIndex
 from lotr_labeler.store.classes import ClassesMixin
 from lotr_labeler.store.db import now
 from lotr_labeler.store.history import Payload, undoes
 from lotr_labeler.store.rows import AddResult, ImageRow, image_row
 
 if TYPE_CHECKING:
+    from lotr_labeler.review.dedupe import PhashIndex
     from lotr_labeler.store import Store
 
 SPLITS = ("train", "valid")
@@ -194,6 +194,8 @@ class ImagesMixin(ClassesMixin):
 
     def _phash_index_fresh(self, max_distance: int) -> PhashIndex:
         """The index with every row up to now (call under the write lock)."""
+        from lotr_labeler.review.dedupe import PhashIndex  # lazy: numpy, never needed to read a project
+
         index = self._phash_index
         if index is None or index.max_distance != max_distance:
             index = self._phash_index = PhashIndex(max_distance)
