@@ -29,8 +29,13 @@ body at most ``body_limit(max_bytes)`` (room for base64's 4/3 growth and multipa
 framing). Larger bodies are refused from Content-Length before reading, or as soon as the
 count passes the limit while streaming.
 
-Binds 127.0.0.1 by default (``serve``). There is no authentication: do not expose it
-beyond machines you trust.
+    GET  /          the phone page (``api_page``): take or pick a photo, see every class's probability
+
+Binds 127.0.0.1 by default (``serve``). With a ``token`` every endpoint but ``GET /`` (and CORS
+preflights) wants ``Authorization: Bearer <token>`` (or ``X-Token``) and answers 401 without it;
+``serve`` requires one (given or generated) for any address but loopback unless ``--no-auth``.
+``cors_origins`` lets pages of those origins call the API from a browser (Starlette's
+CORSMiddleware); none by default.
 """
 
 from __future__ import annotations
@@ -38,13 +43,15 @@ from __future__ import annotations
 import base64
 import binascii
 import gc
+import hmac
 import json
 import logging
 import os
 import re
+import secrets
 import threading
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,10 +62,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from lotr_labeler import api_page
 from lotr_labeler.errors import Conflict, ImageRejected, InvalidInput, LabelerError, NotFound
 from lotr_labeler.imaging import decode_budget, pixel_count, release_memory
 from lotr_labeler.model.predict import (
@@ -78,6 +89,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TOKEN_HEADER = "x-token"  # noqa: S105 (a header name) - an alternative to ``Authorization: Bearer`` for simple clients
 FILE_FIELDS = ("file", "image")
 _FRAMING = 64 * 1024
 _USAGE = (
@@ -411,7 +424,70 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "Internal error.")  # pragma: no cover - only HTTPException is routed here
 
 
-def create_app(data_root: Path, project: str | None = None, model_path: Path | None = None) -> Starlette:
+class TokenAuth:
+    """ASGI middleware: HTTP requests need the token, except ``GET /`` (the page that asks for
+    it) and CORS preflights (browsers send those without credentials)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    def _allowed(self, scope: Scope) -> bool:
+        if scope["method"] == "OPTIONS" or (scope["method"] in ("GET", "HEAD") and scope["path"] == "/"):
+            return True
+        headers = dict(scope["headers"])
+        given = headers.get(TOKEN_HEADER.encode(), b"")
+        auth = headers.get(b"authorization", b"")
+        if auth[:7].lower() == b"bearer ":
+            given = auth[7:].strip()
+        return hmac.compare_digest(given, self.token)  # constant time: no guessing by timing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        response = JSONResponse(
+            {"error": "This server wants its access token: send the header 'Authorization: Bearer <token>'."},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
+
+
+def serve_token(host: str, token: str | None, no_auth: bool) -> tuple[str | None, bool]:
+    """The token ``serve`` requires and whether it was generated now.
+
+    Loopback needs none (unless given); any other address needs one: the given ``token``, else a
+    new random one, unless ``no_auth`` says explicitly to serve without.
+
+    Raises
+    ------
+    InvalidInput
+        Both a token and ``no_auth``, or a token too short to resist guessing.
+    """
+    if token is not None and no_auth:
+        raise InvalidInput("Give --token T or --no-auth, not both.")
+    if token is not None:
+        if len(token) < 8:
+            raise InvalidInput(f"The token is {len(token)} characters; use at least 8 (or omit it to get one).")
+        return token, False
+    if no_auth or is_loopback(host):
+        return None, False
+    return secrets.token_urlsafe(16), True
+
+
+def create_app(
+    data_root: Path,
+    project: str | None = None,
+    model_path: Path | None = None,
+    *,
+    cors_origins: Sequence[str] = (),
+    token: str | None = None,
+) -> Starlette:
     """The API for ``project`` in ``data_root`` (its current run, per request), or for a fixed
     ``model_path`` the user gave explicitly (a pickle: only a file you trust).
 
@@ -423,11 +499,15 @@ def create_app(data_root: Path, project: str | None = None, model_path: Path | N
         The project whose current run answers; None: the only (or last used) project.
     model_path
         A fixed model file to serve instead of the project's runs.
+    cors_origins
+        Origins (``https://example.org``, or ``*``) whose pages may call the API from a browser.
+    token
+        When set, every endpoint but ``GET /`` answers 401 without it.
 
     Returns
     -------
     Starlette
-        The app: ``POST /predict``, ``GET /health``, ``GET /classes``.
+        The app: ``POST /predict``, ``GET /health``, ``GET /classes``, ``GET /`` (phone page).
 
     Raises
     ------
@@ -441,10 +521,34 @@ def create_app(data_root: Path, project: str | None = None, model_path: Path | N
         Route("/predict", _guarded(api.predict, api.scrub), methods=["POST"]),
         Route("/health", _guarded(api.health, api.scrub), methods=["GET"]),
         Route("/classes", _guarded(api.classes, api.scrub), methods=["GET"]),
+        Route("/", _phone_page(token is not None), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    middleware: list[Middleware] = []
+    if cors_origins:  # outermost: preflights are answered before the token check
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", TOKEN_HEADER],
+            )
+        )
+    if token is not None:
+        middleware.append(Middleware(TokenAuth, token=token))
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _http_error})
     app.state.api = api
     return app
+
+
+def _phone_page(auth: bool) -> Endpoint:
+    html = api_page.render(auth)
+
+    async def page(request: Request) -> Response:
+        # Inline script and style only; nothing from elsewhere, no framing by other sites.
+        csp = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob:"
+        return HTMLResponse(html, headers={"Content-Security-Policy": csp + "; frame-ancestors 'none'"})
+
+    return page
 
 
 def serve(
@@ -454,6 +558,8 @@ def serve(
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
+    cors_origins: Sequence[str] = (),
+    token: str | None = None,
 ) -> None:
     """Run the API with uvicorn (one worker) until interrupted.
 
@@ -462,9 +568,11 @@ def serve(
     data_root, project, model_path
         What to serve, as for ``create_app``.
     host
-        The address to listen on; anything but loopback is logged as a warning (no authentication).
+        The address to listen on; anything but loopback without a token is logged as a warning.
     port
         The TCP port, 1-65535.
+    cors_origins, token
+        As for ``create_app`` (``serve_token`` decides the token from ``--token``/``--no-auth``).
 
     Raises
     ------
@@ -477,8 +585,8 @@ def serve(
 
     if not 0 < port < 65536:
         raise InvalidInput(f"Port {port} is not valid. Use 1-65535, e.g. {DEFAULT_PORT}.")
-    app = create_app(data_root, project, model_path)
+    app = create_app(data_root, project, model_path, cors_origins=cors_origins, token=token)
     app.state.api.warm()
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s: the API has no authentication; anyone who can reach it can use it", host)
+    if token is None and not is_loopback(host):
+        log.warning("serving on %s without a token (--no-auth): anyone who can reach it can use it", host)
     uvicorn.run(app, host=host, port=port, workers=1, log_level="info")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from lotr_labeler.errors import TrainingError
+from lotr_labeler.errors import LabelerError, TrainingError
 from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.model import runs
@@ -38,6 +38,33 @@ def _import(store: Store, data: bytes) -> str:
         path.write_bytes(data)
         run = tr.import_model(store, path)
     return f"Imported as run {run.id}."
+
+
+def _export_space(store: Store, run_id: str, folder: str) -> str:
+    from lotr_labeler.model.predict import resolve_model
+    from lotr_labeler.model.space import write_space
+
+    done = write_space(resolve_model(store, run_id), Path(folder).expanduser(), title=store.name)
+    return (
+        f"Wrote a Hugging Face Space to {done.folder} ({', '.join(done.files)}; engine {done.engine}). "
+        "Push that folder to a new Gradio Space repository."
+    )
+
+
+def _space_section(store: Store, run: runs.Run) -> None:
+    with st.expander("Deploy this run to a Hugging Face Space"):
+        st.caption(
+            "Writes app.py (Gradio, ONNX Runtime with a fastai fallback), requirements.txt, the model files "
+            "and a README with the Space settings into a new folder; push it to a Space repository. "
+            "CLI: `lotr-labeler export space DIR`."
+        )
+        folder = st.text_input("Folder", value=str(store.root / "exports" / f"space-{run.id}"), key=f"t_space_{run.id}")
+        if st.button("Write Space", disabled=run.state != "done", key="t_space_go"):
+            with st.spinner("Writing the Space: loading the model and checking the app…"):
+                try:
+                    st.success(_export_space(store, run.id, folder))
+                except LabelerError as exc:
+                    st.error(str(exc))
 
 
 def _history_chart(history: list[dict[str, object]]) -> None:
@@ -175,6 +202,7 @@ with open_current() as store:
             kwargs={"success": f"Deleted run {run.id}."},
         )
         _run_detail(run)
+        _space_section(store, run)
 
         done = [r for r in all_runs if r.state == "done"]
         if len(done) >= 2:

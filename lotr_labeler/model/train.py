@@ -16,7 +16,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,52 @@ def device_name() -> str:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+# -- several processes (``accelerate launch``) ------------------------------------------------
+
+
+def process_rank() -> int:
+    """This process's rank under ``accelerate launch``/torchrun (``RANK``), 0 when launched alone."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def world_size() -> int:
+    """How many processes train together (``WORLD_SIZE``), 1 when launched alone."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+
+
+@contextmanager
+def _distributed(learn: Any, enabled: bool) -> Iterator[None]:
+    """fastai's ``distrib_ctx`` around a fit when ``enabled``: with several processes each trains on its
+    shard (DistributedDataParallel via accelerate); alone, it is a plain fit."""
+    if not enabled:
+        yield
+        return
+    import fastai.distributed  # noqa: F401  (adds Learner.distrib_ctx; needs accelerate at import)
+
+    # sync_bn=False: the exported model keeps plain BatchNorm (ONNX export, BN folding stay as they are).
+    with learn.distrib_ctx(sync_bn=False):
+        yield
+
+
+def _check_distributed(params: TrainParams) -> None:
+    if params.find_lr:
+        raise InvalidInput("--find-lr cannot be used with --distributed (each process would find its own). Give --lr.")
+
+
+def train_replica(store: Store, params: TrainParams) -> None:
+    """The part of a distributed run a non-zero rank does: train its shard, record nothing.
+
+    Rank 0 (``train_run``) creates the run, reports progress, exports and evaluates; the others only
+    join the gradient exchange, reading the same images in the same order from the project folder.
+    """
+    _check_distributed(params)
+    snap = check_dataset(store)
+    paths = [str(store.path(img).relative_to(store.root)) for img in snap.images]
+    learn = _build_learner(store, params, snap.images, paths, device_name())
+    with learn.no_bar(), learn.no_logging(), _distributed(learn, True):
+        learn.fine_tune(params.epochs, base_lr=params.lr or DEFAULT_LR, freeze_epochs=1)
 
 
 # -- dataset --------------------------------------------------------------------------------
@@ -375,6 +422,7 @@ def train_run(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     min_per_class: int | None = None,
+    distributed: bool = False,
 ) -> runs.Run:
     """Train, export, evaluate and predict; returns the finished (or cancelled) run record.
 
@@ -392,6 +440,9 @@ def train_run(
         Polled during training; True cancels the run.
     min_per_class
         Images each class needs; None: the project's setting.
+    distributed
+        Fit inside fastai's ``distrib_ctx`` (``accelerate launch``: this is rank 0; the other ranks
+        run ``train_replica``). Alone it trains as usual.
 
     Returns
     -------
@@ -405,6 +456,8 @@ def train_run(
     WeightsUnavailable
         Pretrained weights could not be loaded.
     """
+    if distributed:
+        _check_distributed(params)
     snap = check_dataset(store, min_per_class)
     run = runs.create_run(store, {**asdict(params), "preset": None}, job_id=job_id)
     started = time.monotonic()
@@ -425,7 +478,8 @@ def train_run(
         lr = lr or DEFAULT_LR
         with learn.no_bar(), learn.no_logging():
             learn.add_cb(callback)
-            learn.fine_tune(params.epochs, base_lr=lr, freeze_epochs=1)
+            with _distributed(learn, distributed):
+                learn.fine_tune(params.epochs, base_lr=lr, freeze_epochs=1)
             learn.remove_cb(callback)
         if callback.cancelled:
             return runs.finish_run(store, run.id, "cancelled", message="Cancelled by the user.")
@@ -457,6 +511,8 @@ def train_run(
             "params": asdict(params),
             "lr": lr,
             "device": device,
+            "processes": world_size() if distributed else 1,
+            "distributed": distributed,
             "dataset": {
                 "snapshot": snap.digest,
                 "images": len(images),

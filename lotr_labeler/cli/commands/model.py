@@ -43,6 +43,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     spec = TrainJob.from_args(args)
     params = spec.params()
+    if spec.distributed and tr.process_rank() > 0:
+        # Another rank of `accelerate launch`: rank 0 imports the bundle and records the run.
+        with open_store(args) as store:
+            tr.train_replica(store, params)
+        return 0
     with _bundle_store(args, Path(spec.bundle)) if spec.bundle else open_store(args) as store:
         tr.check_dataset(store)  # refuse before the 10 s fastai import
         with JobRun(store, TrainJob.kind, asdict(params), args.job) as job:
@@ -52,7 +57,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                     postfix = f"epoch {p.epoch}/{p.epochs} batch {p.batch}/{p.batches}"
                     bar(int(100 * p.fraction), 100, p, p.message, postfix=postfix)
 
-                run = tr.train_run(store, params, job_id=job.job.id, progress=progress, should_stop=job.cancel.is_set)
+                run = tr.train_run(
+                    store,
+                    params,
+                    job_id=job.job.id,
+                    progress=progress,
+                    should_stop=job.cancel.is_set,
+                    distributed=spec.distributed,
+                )
             m = run.metrics
             if run.state == "cancelled":
                 job.finish("cancelled", f"Run {run.id} cancelled.", {"run_id": run.id})
@@ -162,14 +174,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from lotr_labeler.api import serve
+    from lotr_labeler.api import serve, serve_token
 
     model = Path(args.model) if args.model else None
+    token, generated = serve_token(args.host, args.token, args.no_auth)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{shown}:{args.port}/"
     print(
-        f"Prediction API on http://{args.host}:{args.port} (POST /predict, GET /health, GET /classes). Ctrl-C stops.",
+        f"Prediction API on {url} (phone page GET /, POST /predict, GET /health, GET /classes). Ctrl-C stops.",
         file=sys.stderr,
     )
-    serve(root(args), args.project, model, host=args.host, port=args.port)
+    if token is not None:
+        where = "generated for this start" if generated else "from --token"
+        print(f"Access token ({where}): {token}", file=sys.stderr)
+        print(f"On a phone open {url}#token={token} (0.0.0.0: use this machine's LAN address).", file=sys.stderr)
+    serve(root(args), args.project, model, host=args.host, port=args.port, cors_origins=args.cors_origin, token=token)
     return 0
 
 
@@ -204,5 +223,18 @@ def register(sub: Subparsers) -> None:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument(
         "--model", metavar="PATH", type=cli_path, help=f"serve this model file, not the current run ({TRUST})"
+    )
+    s.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages of this origin (e.g. https://me.github.io, or *) call the API from a browser; repeatable",
+    )
+    s.add_argument(
+        "--token", help="require this token (header Authorization: Bearer T); default: generated off loopback"
+    )
+    s.add_argument(
+        "--no-auth", action="store_true", help="serve a non-loopback address without a token (trusted networks only)"
     )
     s.set_defaults(func=cmd_serve)
