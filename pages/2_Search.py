@@ -6,7 +6,8 @@ import streamlit as st
 
 from lotr_labeler.collect.search import LAYOUT, LICENSE_IMAGE, SAFESEARCH, SIZE, TYPE_IMAGE, plan_queries
 from lotr_labeler.jobs import worker as jobs
-from lotr_labeler.jobs.specs import DownloadJob, SearchJob
+from lotr_labeler.jobs.specs import DownloadJob, ScoreCandidatesJob, SearchJob
+from lotr_labeler.review import candidates as triage
 from lotr_labeler.store import CandidateRow, Store
 from lotr_labeler.ui.context import (
     act,
@@ -40,6 +41,18 @@ DEFAULTS = {
     "f_class": ALL,
     "f_query": ALL,
     "f_state": "pending",
+    "f_sort": "id",
+    "f_show": ALL,
+    "t_accept": triage.ACCEPT_AT,
+    "t_reject": triage.REJECT_AT,
+}
+SORT_LABELS = {"id": "newest last", "score": "p(class) ↑ (doubtful first)", "score-desc": "p(class) ↓ (surest first)"}
+SHOW_LABELS = {
+    ALL: "All",
+    "off-topic": "Likely off-topic",
+    "looks-like": "Looks like another class",
+    "near-duplicate": "Near-duplicate of a dataset image",
+    "unscored": "Not scored",
 }
 remember_widgets(DEFAULTS)
 
@@ -53,20 +66,51 @@ def _moved(store: Store, cid: int, key: str) -> None:
     store.decide([cid], "pending" if c.state in ("downloaded", "failed") else c.state, label=st.session_state[key])
 
 
+def _to_predicted(store: Store, cid: int) -> str:
+    return triage.move_to_predicted(store, cid)
+
+
+def _opinion(t: triage.Triage) -> str:
+    """The model's view of a card in one line ('' when not scored)."""
+    if t.p_class is None:
+        return f"⚠️ not scored: {t.error}" if t.error else ""
+    parts = [f"p({t.candidate.label}) = {t.p_class:.2f}"]
+    if t.looks_like:
+        parts.append(f"🔀 looks like **{t.looks_like}** ({t.p_predicted:.2f})")
+    elif t.off_topic():
+        parts.append("🚫 likely off-topic")
+    if t.dup_of is not None:
+        parts.append(f"♊ near-duplicate of image #{t.dup_of}")
+    return " · ".join(parts)
+
+
 @st.fragment
 def card(project: str, cid: int, classes: list[str]) -> None:
     """One candidate. A click reruns this card only, not the 48-card page."""
     with Store(data_dir() / project) as store:
-        c = store.get_candidate(cid)
+        t = triage.item(store, cid)
+    c = t.candidate
     with st.container(border=True):
         st.image(c.thumbnail_url or c.image_url, width="stretch", link=c.page_url or c.image_url)
         size = f"{c.width}×{c.height}" if c.width and c.height else "size ?"
         source = f" · [source ↗]({c.page_url})" if c.page_url else ""
         st.caption(f"{BADGE[c.state]} {c.state} · {c.label} · {size}\n\n{c.query or c.source}{source}")
+        if opinion := _opinion(t):
+            st.caption(opinion)
         if c.error:
             st.caption(f"⚠️ {c.error}")
         if c.state == "downloaded":
             return
+        if t.predicted and t.predicted != c.label:
+            st.button(
+                f"→ {t.predicted}",
+                key=f"pred_{cid}",
+                help=f"Accept it as {t.predicted}, the class the model predicts",
+                width="stretch",
+                on_click=act,
+                args=(_to_predicted, cid),
+                kwargs={"success": "Moved candidate " + str(cid) + " to {result} and accepted it."},
+            )
         for col, (mark, key, state, tip) in zip(
             st.columns(2), (("✓", "acc", "accepted", "Accept"), ("✗", "rej", "rejected", "Reject")), strict=True
         ):
@@ -95,6 +139,68 @@ def _launch_download(store: Store, retry: bool) -> str:
 
 def _bulk(store: Store, ids: list[int], state: str) -> int:
     return store.decide(ids, state, only_pending=True)
+
+
+def _launch_score(store: Store) -> str:
+    ScoreCandidatesJob().launch(store)
+    return "Scoring started: the cards show each candidate's p(class) as it lands."
+
+
+def _threshold_side(store: Store, label: str | None, query: str | None, accept: bool) -> None:
+    """One bulk threshold action: slider, live count, preview strip, then the button."""
+    key, verb = ("t_accept", "Accept") if accept else ("t_reject", "Reject")
+    sign = "≥" if accept else "≤"
+    t = float(st.slider(f"{verb} all pending with p(class) {sign}", 0.0, 1.0, step=0.01, key=key))
+    hits = triage.at_least(store, t, label, query=query) if accept else triage.at_most(store, t, label, query=query)
+    st.caption(f"**{len(hits)}** pending candidate(s) with p(class) {sign} {t:.2f}" + (" — first 12:" if hits else ""))
+    if hits:
+        shown = hits[:12]
+        st.image(
+            [h.candidate.thumbnail_url or h.candidate.image_url for h in shown],
+            width=56,
+            caption=[f"{h.candidate.label} {h.p_class:.2f}" for h in shown],
+        )
+    st.button(
+        f"{verb} {len(hits)} with p {sign} {t:.2f}",
+        key=f"bulk_{key}",
+        type="primary" if accept else "secondary",
+        disabled=not hits,
+        on_click=act,
+        args=(_bulk, [h.id for h in hits], "accepted" if accept else "rejected"),
+        kwargs={"success": f"{verb}ed {{result}} candidate(s) (one step: Undo on the Dataset page or `undo`)."},
+    )
+
+
+def triage_panel(store: Store, label: str | None, query: str | None) -> None:
+    """Model triage: start scoring, then accept/reject by threshold."""
+    backbone = triage.scoring_backbone(store)
+    pending = triage.triage(store, label, state="pending", query=query)
+    scored = sum(1 for t in pending if t.p_class is not None)
+    with st.expander(f"🤖 Model triage — {scored} of {len(pending)} pending scored", expanded=scored > 0):
+        if backbone is None:
+            st.info(
+                "Once a model is trained (Train) or embeddings are computed (Review), the model scores every "
+                "candidate from its thumbnail: p(its class), the class it looks like, near-duplicates. "
+                "Searches then score their results automatically."
+            )
+            return
+        c = st.columns([1, 3])
+        c[0].button(
+            "Score candidates",
+            disabled=jobs.running_job(store, ScoreCandidatesJob.kind) is not None,
+            on_click=act,
+            args=(_launch_score,),
+            kwargs={"success": "{result}"},
+            width="stretch",
+        )
+        c[1].caption(f"Thumbnails embedded with {backbone.describe()}; head fitted on every labeled image.")
+        job_panel(store.name, ScoreCandidatesJob.kind, "Scoring")
+        if scored:
+            left, right = st.columns(2)
+            with left:
+                _threshold_side(store, label, query, accept=True)
+            with right:
+                _threshold_side(store, label, query, accept=False)
 
 
 def _pick(options: tuple[str, ...], key: str, label: str) -> str:
@@ -164,16 +270,26 @@ with open_current() as store:
 
     # -- review ------------------------------------------------------------------------
     st.subheader("Review candidates")
-    f = st.columns([1, 2, 1])
+    f = st.columns([1, 2, 1, 1.4, 1.4])
     label = all_select("Class", classes, "f_class", where=f[0])
     query = all_select("Query", store.candidate_queries(label), "f_query", where=f[1])
     state = all_select("State", STATES, "f_state", where=f[2])
-    cursor_key = f"_cursor_{label or ALL}_{query or ALL}_{state or ALL}"
+    sort = str(f[3].selectbox("Sort", list(SORT_LABELS), format_func=SORT_LABELS.__getitem__, key="f_sort"))
+    show = str(f[4].selectbox("Show", list(SHOW_LABELS), format_func=SHOW_LABELS.__getitem__, key="f_show"))
+    triage_panel(store, label, query)
+    cursor_key = f"_cursor_{label or ALL}_{query or ALL}_{state or ALL}_{sort}_{show}"
     cursors: list[int] = st.session_state.setdefault(cursor_key, [])
     page_size = settings.page_size
-    total = store.count_candidates(label, state=state, query=query)
-    after = cursors[-1] if cursors else None
-    rows: list[CandidateRow] = store.candidates(label, state=state, query=query, limit=page_size, after_id=after)
+    rows: list[CandidateRow]
+    if sort == "id" and show == ALL:
+        total = store.count_candidates(label, state=state, query=query)
+        after = cursors[-1] if cursors else None
+        rows = store.candidates(label, state=state, query=query, limit=page_size, after_id=after)
+    else:  # ranked by the model: pages by position in the ranking
+        ranked = triage.triage(store, label, state=state, query=query, sort=sort, only=None if show == ALL else show)
+        total = len(ranked)
+        start = len(cursors) * page_size
+        rows = [t.candidate for t in ranked[start : start + page_size]]
     page_ids = [r.id for r in rows]
 
     b = st.columns([1.4, 1.4, 1, 1, 1.6])

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from helpers import image_bytes, wait_for
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.cli.main import main
 from lotr_labeler.collect.importers import import_folder
@@ -243,3 +244,94 @@ def test_score_job_runs_in_the_background_and_search_chains_it(
     wait_for(lambda: jobs.get_job(store, chained.id).state != "running", 120, "the chained job")
     new = max(c.id for c in store.candidates())
     assert cands.item(store, new).p_class is not None
+
+
+# -- the Search page ---------------------------------------------------------------------------
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "2_Search.py")
+
+
+@pytest.fixture
+def page_store(empty_store: Store) -> Store:
+    """Two classes, ten pending elves candidates scored p(elves) = 0.05 .. 0.95 (given here: the page's
+    logic is under test, the scoring itself above), the 0.35 one claimed by dwarves."""
+    s = empty_store
+    for name in ("elves", "dwarves"):
+        s.add_class(name)
+    s.add_candidates(
+        CandidateIn("elves", f"http://img.test/{i}.jpg", f"http://thumb.test/{i}.jpg", source="ddg") for i in range(10)
+    )
+    elves, dwarves = s.get_class("elves").id, s.get_class("dwarves").id
+    rows = []
+    for c in s.candidates():
+        p = 0.05 + 0.1 * (c.id - 1)
+        rows.append(candidate_scores.CandidateScore(c.id, {elves: p, dwarves: 1 - p}, None, None, None, "x", "now"))
+    candidate_scores.save(s, rows)
+    backbone = embed.Backbone("resnet18", 32, pretrained=False)
+    fit = {"backbone": backbone.as_dict(), "class_ids": [elves, dwarves], "computed_at": "now", "seconds": 0.1}
+    s.meta_set("review_fit", json.dumps({**fit, "folds": 2, "scored": 0, "blended": 0, "run_id": None, "event_id": 0}))
+    return s
+
+
+def page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def run_ok(at: AppTest) -> None:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_search_page_threshold_actions_preview_count_and_undo(page_store: Store) -> None:
+    at = page()
+    assert any("10 of 10 pending scored" in e.label for e in at.expander)
+    accept = next(b for b in at.button if b.key == "bulk_t_accept")
+    assert accept.label == "Accept 1 with p ≥ 0.90"  # only 0.95
+    at.slider(key="t_accept").set_value(0.7)
+    run_ok(at)
+    accept = next(b for b in at.button if b.key == "bulk_t_accept")
+    assert accept.label == "Accept 3 with p ≥ 0.70"
+    assert any("**3** pending candidate(s)" in c.value for c in at.caption)
+    accept.click()
+    run_ok(at)
+    assert [c.id for c in page_store.candidates(state="accepted")] == [8, 9, 10]
+    reject = next(b for b in at.button if b.key == "bulk_t_reject")
+    assert reject.label == "Reject 2 with p ≤ 0.20"  # 0.05, 0.15
+    reject.click()
+    run_ok(at)
+    assert [c.id for c in page_store.candidates(state="rejected")] == [1, 2]
+    page_store.undo()
+    page_store.undo()  # each bulk action was one step
+    assert page_store.count_candidates(state="pending") == 10
+
+
+def test_search_page_sorts_filters_and_moves_to_the_predicted_class(page_store: Store) -> None:
+    at = page()
+
+    def shown() -> list[int]:
+        return [int(b.key[4:]) for b in at.button if b.key and b.key.startswith("acc_")]
+
+    assert shown() == list(range(1, 11))
+    at.selectbox(key="f_sort").select("score-desc")
+    run_ok(at)
+    assert shown() == list(range(10, 0, -1))
+    at.selectbox(key="f_sort").select("score")
+    run_ok(at)
+    assert shown() == list(range(1, 11))
+    at.selectbox(key="f_show").select("looks-like")
+    run_ok(at)
+    assert shown() == [1, 2, 3, 4, 5]  # p(elves) < 0.5: dwarves claims them
+    assert any("looks like **dwarves**" in c.value for c in at.caption)
+    at.selectbox(key="f_show").select("off-topic")
+    run_ok(at)
+    assert shown() == []  # every low one is claimed by the other class
+    at.selectbox(key="f_show").select("All")
+    run_ok(at)
+    at.button(key="pred_3").click()
+    run_ok(at)
+    c3 = page_store.get_candidate(3)
+    assert (c3.label, c3.state) == ("dwarves", "accepted")
+    assert "pred_8" not in [b.key for b in at.button]  # predicted = its own class: no move button
