@@ -59,13 +59,14 @@ def test_killed_training_is_failed_cleaned_removable_and_not_blocking(
     # What an export cut short by the kill would leave (the kill above came mid-epoch).
     (run.path / runs.MODEL_FILE).write_bytes(b"PK\x03\x04 half a model")
     (run.path / f"{runs.PARTIAL_PREFIX}{child.pid}-{runs.MODEL_FILE}").write_bytes(b"half")
+    (run.path / "model.onnx").write_bytes(b"an ONNX copy exported before the kill")
 
     assert main(["runs", "list", "--json"]) == 0  # the next look
     listed = json.loads(capsys.readouterr().out)
     assert [(r["id"], r["state"]) for r in listed] == [(run.id, "failed")]
     assert "ended without finishing" in runs.get_run(store, run.id).message
     assert not snapshot.exists()
-    assert sorted(p.name for p in run.path.iterdir()) == []  # no model.pkl, no temp file
+    assert sorted(p.name for p in run.path.iterdir()) == []  # no model.pkl, no model.onnx, no temp file
     assert jobs.get_job(store, job.id).state == "failed"
 
     assert main(["runs", "rm", run.id]) == 0

@@ -21,6 +21,7 @@ from typing import Any
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound, check_choice
 from lotr_labeler.jobs import table as jobs
+from lotr_labeler.model.onnx_export import onnx_path
 from lotr_labeler.store import Store
 from lotr_labeler.store import runs as table
 
@@ -104,6 +105,7 @@ def remove_leftovers(run_path: Path) -> None:
     """Delete what an unfinished run leaves: its snapshot, a model file, temp files."""
     shutil.rmtree(run_path / SNAPSHOT_DIR, ignore_errors=True)
     (run_path / MODEL_FILE).unlink(missing_ok=True)  # written before the run was done: not trusted
+    onnx_path(run_path / MODEL_FILE).unlink(missing_ok=True)  # its ONNX copy, exported right after it
     if run_path.is_dir():
         for partial in run_path.glob(f"{PARTIAL_PREFIX}*"):
             partial.unlink(missing_ok=True)
