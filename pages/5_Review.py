@@ -10,10 +10,11 @@ from lotr_labeler.errors import InvalidInput
 from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.jobs.specs import EmbedJob, TrainJob
 from lotr_labeler.model import embed, runs, train
-from lotr_labeler.review import quality
+from lotr_labeler.review import embedding_map, quality
 from lotr_labeler.review import scoring as review
 from lotr_labeler.settings import Settings
 from lotr_labeler.store import Store
+from lotr_labeler.ui import review_map
 from lotr_labeler.ui.context import (
     act,
     data_dir,
@@ -125,17 +126,28 @@ def _full_retrain(store: Store) -> str:
 
 
 @st.fragment
-def card(project: str, image_id: int, classes: list[str], flags: tuple[str, ...], thumb: int) -> None:
-    """One image. A click reruns this card only, not the whole page."""
+def card(
+    project: str, image_id: int, classes: list[str], flags: tuple[str, ...], thumb: int, prefix: str = "r"
+) -> None:
+    """One image. A click reruns this card only, not the whole page. ``prefix`` keys its widgets
+    (the Map tab shows a card that may also be in the grid)."""
     show_flash()  # a callback's error lands in the card that caused it
     with Store(data_dir() / project) as store:
         it = review.item(store, image_id, flags)
         with st.container(border=True):
             image_thumb(store, it.image, thumb)
-            _card_body(it, classes)
+            _card_body(it, classes, prefix)
+            if it.scored and st.button(
+                "🔍 More like this",
+                key=f"{prefix}_more_{image_id}",
+                help="The nearest images by embedding, to relabel the rest of a cluster",
+                width="stretch",
+            ):
+                review_map.open_similar(project, image_id)
+                st.rerun()  # the whole page: the panel shows under the card's row
 
 
-def _card_body(it: review.ReviewItem, classes: list[str]) -> None:
+def _card_body(it: review.ReviewItem, classes: list[str], prefix: str = "r") -> None:
     image_id = it.id
     if it.scored:
         verdict = "✓ agrees" if not it.disagrees else f"→ **{it.predicted}** ({it.confidence or 0:.0%})"
@@ -149,13 +161,13 @@ def _card_body(it: review.ReviewItem, classes: list[str]) -> None:
         st.caption("⚠️ " + ", ".join(it.flags))
     if it.image.deleted:
         st.caption("🗑 deleted")
-        restore_button(f"r_restore_{image_id}", image_id)
+        restore_button(f"{prefix}_restore_{image_id}", image_id)
         return
     a, c = st.columns([3, 1])
     if it.reviewed:
         a.button(
             "↺ Back to queue",
-            key=f"r_unkeep_{image_id}",
+            key=f"{prefix}_unkeep_{image_id}",
             help="Reviewed already. Put it back in the queue",
             on_click=act,
             args=(review.unreview, [image_id]),
@@ -164,7 +176,7 @@ def _card_body(it: review.ReviewItem, classes: list[str]) -> None:
     else:
         a.button(
             "✓ Keep",
-            key=f"r_keep_{image_id}",
+            key=f"{prefix}_keep_{image_id}",
             help="The label is right: out of the queue",
             on_click=act,
             args=(review.keep, [image_id]),
@@ -172,7 +184,7 @@ def _card_body(it: review.ReviewItem, classes: list[str]) -> None:
         )
     c.button(
         "🗑",
-        key=f"r_del_{image_id}",
+        key=f"{prefix}_del_{image_id}",
         help="Delete (to the trash; undo restores)",
         on_click=act,
         args=(review.delete, [image_id]),
@@ -181,16 +193,16 @@ def _card_body(it: review.ReviewItem, classes: list[str]) -> None:
     if it.disagrees and it.predicted is not None:
         st.button(
             f"→ {it.predicted}",
-            key=f"r_to_{image_id}",
+            key=f"{prefix}_to_{image_id}",
             help=f"Relabel to {it.predicted}, the model's choice",
             type="primary",
             on_click=act,
             args=(review.relabel, [image_id], it.predicted),
             width="stretch",
         )
-    key = f"r_label_{image_id}_{it.image.class_id}"
+    key = f"{prefix}_label_{image_id}_{it.image.class_id}"
     label_select("Label", classes, it.given, key, _relabel_from, [image_id], key)
-    sel = f"r_sel_{image_id}"
+    sel = f"{prefix}_sel_{image_id}"
     st.session_state[sel] = image_id in selected
     st.checkbox("Select", key=sel, on_change=_toggle, args=(image_id, sel))
 
@@ -215,6 +227,48 @@ def _initial_backbone(info: review.FitInfo | None, run: runs.Run | None, setting
     if run is not None:
         return "run", int(run.params.get("size") or settings.embed_size)
     return "imagenet", settings.embed_size
+
+
+def _map_tab(store: Store, project: str, classes: list[str], thumb: int, similar_to: int | None) -> None:
+    st.caption(
+        "Every embedded image placed by similarity: colour = label, ✚ = suspicious (the head prefers "
+        "another class, or flagged). A cluster of one colour inside another is likely mislabeled. "
+        "Hover for the picture; click a point to open its card below."
+    )
+    method = st.segmented_control(
+        "Layout",
+        list(embedding_map.METHODS),
+        key="r_map_method",
+        format_func={"auto": "Auto", "tsne": "t-SNE", "pca": "PCA"}.__getitem__,
+        help=f"Auto: t-SNE up to {embedding_map.TSNE_MAX} images (clusters apart), PCA above (instant)",
+    )
+    with st.spinner("Placing the images (once per embedding set; cached)…"):
+        m = embedding_map.embedding_map(store, method=method or "auto")
+    points = m.points
+    thumbs = review_map.thumb_urls(store, points) if len(points) <= review_map.TOOLTIP_THUMBS_MAX else {}
+    st.caption(
+        f"{len(points)} image(s) · {'t-SNE' if m.method == 'tsne' else 'PCA'} of the {m.backbone} embeddings · "
+        f"{sum(p.suspicious for p in points)} suspicious"
+        + (f" · {m.missing} without an embedding yet (Compute above)" if m.missing else "")
+        + ("" if thumbs or not points else f" · hover previews are off above {review_map.TOOLTIP_THUMBS_MAX} images")
+    )
+    event = st.altair_chart(
+        review_map.map_chart(points, thumbs),
+        key="r_map",
+        on_select="rerun",
+        selection_mode=review_map.SELECTION,
+        width="stretch",
+    )
+    picked = review_map.picked_id(event)
+    if picked is None:
+        st.caption("Click a point to open its card here.")
+        return
+    flags = next((p.flags for p in points if p.id == picked), ())
+    cols = st.columns(4)
+    with cols[0]:
+        card(project, picked, classes, flags, thumb, "rm")
+    if similar_to == picked:
+        review_map.similar_panel(store, picked, classes, thumb, "rms")
 
 
 # -- the page ---------------------------------------------------------------------------------
@@ -303,7 +357,11 @@ with open_current() as store:
 
     undo_and_history(store)
 
-    tab_issues, tab_dups, tab_history = st.tabs(["Label issues", "Duplicates", "Corrections"])
+    # on_change="rerun": the Map tab computes only while it is open (tab_map.open).
+    tab_issues, tab_dups, tab_map, tab_history = st.tabs(
+        ["Label issues", "Duplicates", "Map", "Corrections"], key="r_tab", on_change="rerun"
+    )
+    similar_to = review_map.similar_for(project)
 
     # -- label issues -----------------------------------------------------------------------------
     with tab_issues, error_boundary():
@@ -366,10 +424,14 @@ with open_current() as store:
                 if info is not None
                 else "Nothing scored yet: press Compute above. Quality filters work already."
             )
+        if similar_to is not None and similar_to not in page_ids:  # its card left the queue: keep the panel
+            review_map.similar_panel(store, similar_to, classes, thumb_size, "rs")
         for start in range(0, len(shown), COLUMNS):
             for col, it in zip(st.columns(COLUMNS), shown[start : start + COLUMNS], strict=False):
                 with col:
                     card(project, it.id, classes, it.flags, thumb_size)
+            if similar_to in page_ids[start : start + COLUMNS]:
+                review_map.similar_panel(store, similar_to, classes, thumb_size, "rs")
 
     # -- near duplicates ----------------------------------------------------------------------------
     with tab_dups, error_boundary():
@@ -422,6 +484,11 @@ with open_current() as store:
                         )
                 if len(g.images) > 6:
                     st.caption(f"…and {len(g.images) - 6} more: {', '.join(f'#{i}' for i in g.ids[6:])}")
+
+    # -- the embedding map ---------------------------------------------------------------------------
+    with tab_map, error_boundary():
+        if tab_map.open:
+            _map_tab(store, project, classes, thumb_size, similar_to)
 
     # -- corrections --------------------------------------------------------------------------------
     with tab_history:

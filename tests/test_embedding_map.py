@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import image_bytes, shape_image
+from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound
 from lotr_labeler.imaging import normalize
@@ -16,6 +17,7 @@ from lotr_labeler.model import embed
 from lotr_labeler.review import embedding_map as emap
 from lotr_labeler.review import scoring
 from lotr_labeler.store import Store
+from lotr_labeler.ui import review_map
 
 DIM = 16
 
@@ -206,3 +208,97 @@ def test_cli_review_similar(store: Store, data_root: Path, capsys: pytest.Captur
     # Plain `review` is still the ranking.
     assert main([*base, "--cached", "--top", "3", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 3
+
+
+# -- the Review page ---------------------------------------------------------------------------
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "5_Review.py")
+
+
+def scored(store: Store) -> None:
+    plant(store, class_clusters(store))
+    scoring.fit_scores(store, backbone(store))
+
+
+def review_page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def rerun(at: AppTest) -> None:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_map_tab_is_lazy_renders_and_a_picked_point_opens_its_card(store: Store) -> None:
+    scored(store)
+    at = review_page()
+    assert [t.label for t in at.tabs] == ["Label issues", "Duplicates", "Map", "Corrections"]
+    # Closed, the map costs nothing: no projection was computed.
+    assert not (store.cache_dir / emap.MAP_DIR).exists()
+    at.session_state["r_tab"] = "Map"
+    rerun(at)
+    tab = at.tabs[2]
+    assert any("18 image(s) · t-SNE" in c.value for c in tab.caption)
+    assert (store.cache_dir / emap.MAP_DIR).is_dir()
+    charts = tab.get("vega_lite_chart")
+    assert len(charts) == 1 and f'"{review_map.SELECTION}"' in charts[0].proto.spec
+    assert not [b for b in tab.button if b.key.startswith("rm_")]  # no card before a click
+    # A click on a point (the chart's selection state) opens that image's card below the map.
+    target = store.images("square")[1]
+    at.session_state["r_map"] = {"selection": {review_map.SELECTION: [{"id": target.id}]}}
+    rerun(at)
+    tab = at.tabs[2]
+    assert tab.button(key=f"rm_keep_{target.id}")
+    tab.button(key=f"rm_keep_{target.id}").click()
+    rerun(at)
+    assert target.id in scoring.reviewed_ids(store)
+
+
+def test_more_like_this_panel_relabels_neighbours(store: Store) -> None:
+    scored(store)
+    odd = store.images("circle")[0]
+    at = review_page()
+    at.button(key=f"r_more_{odd.id}").click()
+    rerun(at)
+    assert any(f"More like #{odd.id}" in m.value for m in at.markdown)
+    neighbours = emap.similar(store, odd.id, review_map.NEIGHBOURS)
+    assert [n.image.label for n in neighbours[:5]] == ["circle"] * 5
+    # Pick a target class, relabel one neighbour in one click, then the rest in one action.
+    at.selectbox(key=f"rs_to_{odd.id}").select("triangle")
+    rerun(at)
+    first = neighbours[0].image.id
+    at.button(key=f"rs_to_{odd.id}_{first}").click()
+    rerun(at)
+    assert store.get_image(first).label == "triangle"
+    events = len(store.history())
+    all_button = at.button(key=f"rs_all_{odd.id}")
+    rest = 1 + sum(store.get_image(n.image.id).label != "triangle" for n in neighbours)  # the source too
+    assert all_button.label == f"All {rest} to triangle"
+    all_button.click()
+    rerun(at)
+    assert all(store.get_image(n.image.id).label == "triangle" for n in neighbours)
+    assert store.get_image(odd.id).label == "triangle" and len(store.history()) == events + 1
+    at.button(key=f"rs_close_{odd.id}").click()
+    rerun(at)
+    assert not any(f"More like #{odd.id}" in m.value for m in at.markdown)
+
+
+def test_picked_id_and_chart_spec(store: Store) -> None:
+    assert review_map.picked_id({"selection": {"pick": [{"id": 7}]}}) == 7
+    assert review_map.picked_id({"selection": {"pick": []}}) is None
+    assert review_map.picked_id({"selection": {}}) is None
+    assert review_map.picked_id(None) is None
+    scored(store)
+    m = emap.embedding_map(store)
+    thumbs = review_map.thumb_urls(store, m.points)
+    assert len(thumbs) == 18 and all(u.startswith("data:image/jpeg;base64,") for u in thumbs.values())
+    spec = review_map.map_chart(m.points, thumbs).to_dict()
+    enc = spec["encoding"]
+    assert enc["color"]["field"] == "label" and enc["shape"]["field"] == "marker"
+    assert enc["tooltip"][0]["field"] == "image"
+    assert spec["params"][0]["name"] == review_map.SELECTION
+    no_thumbs = review_map.map_chart(m.points, {}).to_dict()
+    assert "image" not in [t["field"] for t in no_thumbs["encoding"]["tooltip"]]
