@@ -39,6 +39,7 @@ SELECTED = "_review_selected"
 # Quality flags of more images than this are left to the compute job instead of the page run.
 PAGE_QUALITY_LIMIT = 400
 SOURCES = {
+    "auto": "Auto: the best of those available (cross-validated)",
     "run": "Current model's body",
     "imagenet": "ResNet18, ImageNet weights",
     "random": "ResNet18, random init (offline, weaker)",
@@ -97,10 +98,17 @@ def _select(ids: list[int], on: bool) -> None:
 
 
 def _retrain_head(store: Store) -> str:
-    return review.fit_scores(store).summary()
+    from lotr_labeler.model import instant
+
+    fit = review.fit_scores(store)
+    made = instant.export_instant(store, fit.info.backbone_spec)  # the refitted head as a deployable run
+    return f"{fit.summary()} {made.summary()}"
 
 
 def _backbone(store: Store, source: str, size: int | None) -> embed.Backbone:
+    if source == "auto":  # the job chooses; count against the last fit's (or the default) backbone
+        info = review.fit_info(store)
+        return info.backbone_spec if info else embed.resolve_backbone(store, size=size)
     if source == "run":
         return embed.resolve_backbone(store, "run", size=size)
     if source == "file":
@@ -112,6 +120,12 @@ def _backbone(store: Store, source: str, size: int | None) -> embed.Backbone:
 
 
 def _compute(store: Store, source: str, size: int | None) -> str:
+    if source == "auto":
+        EmbedJob(backbone="auto", size=size).launch(store)
+        return (
+            "Trying each available backbone on a sample; the one whose head is most accurate on your labels "
+            "embeds everything. Scores refresh when it finishes."
+        )
     backbone = _backbone(store, source, size)
     EmbedJob.of(backbone).launch(store)
     return f"Computing embeddings with the {backbone.describe()}; scores refresh when it finishes."
@@ -218,21 +232,21 @@ def _embedding_ended(info: review.FitInfo | None) -> Callable[[jobs.Job], None]:
 
 
 def _initial_backbone(info: review.FitInfo | None, run: runs.Run | None, settings: Settings) -> tuple[str, int]:
-    """Backbone choice and size to start with: the last fit's, else the model's body, else ImageNet."""
+    """Backbone choice and size to start with: the last fit's, else auto (the run's size when there is one)."""
     if info is not None:
         b = info.backbone_spec
         if b.kind != "run" or (run is not None and b.run_id == run.id):
             source = "run" if b.kind == "run" else "file" if b.weights else "imagenet" if b.pretrained else "random"
             return source, b.size
     if run is not None:
-        return "run", int(run.params.get("size") or settings.embed_size)
-    return "imagenet", settings.embed_size
+        return "auto", int(run.params.get("size") or settings.embed_size)
+    return "auto", settings.embed_size
 
 
 def _map_tab(store: Store, project: str, classes: list[str], thumb: int, similar_to: int | None) -> None:
     st.caption(
-        "Every embedded image placed by similarity: colour = label, ✚ = suspicious (the head prefers "
-        "another class, or flagged). A cluster of one colour inside another is likely mislabeled. "
+        "Every embedded image placed by similarity: colour = label, ✚ = the head prefers another class, "
+        "■ = a quality or near-duplicate flag. A point of one colour inside another's cluster is likely mislabeled. "
         "Hover for the picture; click a point to open its card below."
     )
     method = st.segmented_control(
@@ -248,7 +262,7 @@ def _map_tab(store: Store, project: str, classes: list[str], thumb: int, similar
     thumbs = review_map.thumb_urls(store, points) if len(points) <= review_map.TOOLTIP_THUMBS_MAX else {}
     st.caption(
         f"{len(points)} image(s) · {'t-SNE' if m.method == 'tsne' else 'PCA'} of the {m.backbone} embeddings · "
-        f"{sum(p.suspicious for p in points)} suspicious"
+        f"{sum(p.disagrees for p in points)} label(s) doubted · {sum(bool(p.flags) for p in points)} flagged"
         + (f" · {m.missing} without an embedding yet (Compute above)" if m.missing else "")
         + ("" if thumbs or not points else f" · hover previews are off above {review_map.TOOLTIP_THUMBS_MAX} images")
     )
@@ -300,7 +314,9 @@ with open_current() as store:
             since = review.corrections_since_fit(store)
             if since:
                 st.caption(f"{since} change(s) since: ⚡ Retrain head to refresh every score (seconds).")
-            if run is not None and info.backbone_spec.run_id != run.id:
+            if info.backbone_reason:
+                st.caption(f"Backbone chosen by auto — {info.backbone_reason}")
+            if run is not None and run.source != "instant" and info.backbone_spec.run_id != run.id:
                 st.caption(f"A model (run {run.id}) exists: compute embeddings with its body for sharper scores.")
 
         if st.session_state.get("_r_backbone_for") != project:  # first visit: the last fit's backbone
@@ -338,7 +354,8 @@ with open_current() as store:
         cols[3].button(
             "⚡ Retrain head",
             disabled=info is None,
-            help="Refit the head on the cached embeddings and refresh every score (seconds)",
+            help="Refit the head on the cached embeddings, refresh every score, and export the head on its "
+            "backbone as an instant model (a run to try on Predict; seconds)",
             on_click=act,
             args=(_retrain_head,),
             kwargs={"success": "{result}"},

@@ -89,3 +89,32 @@ def test_cli_retrain_head_exports_an_instant_run(store: Store, data_root: Path) 
     run = runs.get_run(store, doc["run"])
     assert run.source == "instant" and run.model_path.is_file() and doc["scored"] == 18
     assert "Instant model: run" in out.stderr
+
+
+def test_review_page_retrain_head_yields_an_instant_model(store: Store) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    scored(store)
+    at = AppTest.from_file(str(Path(__file__).parents[1] / "pages" / "5_Review.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    next(b for b in at.button if b.label == "⚡ Retrain head").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    made = [r for r in runs.list_runs(store) if r.source == "instant"]
+    assert len(made) == 1 and made[0].is_current
+    assert any(f"Instant model: run {made[0].id}" in s.value for s in at.success)
+
+
+def test_review_page_starts_on_auto_and_launches_the_choice(store: Store) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from lotr_labeler.jobs import table as jobs
+
+    at = AppTest.from_file(str(Path(__file__).parents[1] / "pages" / "5_Review.py"), default_timeout=60)
+    at.run()
+    assert at.selectbox(key="r_source").value == "auto"
+    next(b for b in at.button if b.label.startswith("Compute")).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = jobs.latest_job(store, "review")
+    assert job is not None and job.args["backbone"] == "auto"
+    jobs.request_cancel(store, job.id)
