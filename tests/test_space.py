@@ -137,3 +137,21 @@ def test_unreproducible_preprocessing_is_refused(tiny_model: TinyModel) -> None:
             preprocessing(learn)
     finally:
         dl.after_item = saved
+
+
+def test_train_page_writes_a_space(project: tuple[Store, runs.Run], tmp_path: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    _, run = project
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "4_Train.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    folder = next(t for t in at.text_input if t.label == "Folder")
+    assert folder.value.endswith(f"space-{run.id}")  # a new folder under the project's exports by default
+    folder.set_value(str(tmp_path / "page-space")).run()
+    next(b for b in at.button if b.label == "Write Space").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Wrote a Hugging Face Space" in at.success[0].value
+    assert (tmp_path / "page-space" / "app.py").is_file() and (tmp_path / "page-space" / "model.onnx").is_file()
+    next(b for b in at.button if b.label == "Write Space").click().run()  # now not empty: refused, said why
+    assert "not an empty folder" in at.error[0].value
