@@ -29,9 +29,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from conftest import _ImageHandler  # noqa: E402  (the tests' generated-image server)
 from e2e.app_server import AppServer, find_chromium, launch_chromium  # noqa: E402
 from e2e.streamlit_page import StreamlitPage  # noqa: E402
+from helpers import ImageHandler  # noqa: E402  (the tests' generated-image server)
 
 from lotr_labeler.store import CandidateIn  # noqa: E402
 from lotr_labeler.workspace import create_project  # noqa: E402
@@ -46,7 +46,7 @@ def emit(**row: object) -> None:
 
 
 def image_server() -> tuple[ThreadingHTTPServer, str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"

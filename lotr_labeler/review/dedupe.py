@@ -35,6 +35,8 @@ _HEX_DIGITS = _BITS // 4
 # Below 4 bits per chunk (max_distance >= 16) buckets hold a sixteenth of all hashes or more.
 _MIN_CHUNK_BITS = 4
 _BLOCK = 1024
+# Above this many bucket mates, PhashIndex compares the whole array instead (~1 ns a key).
+_GATHER_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,7 @@ class PhashIndex:
             if hit:
                 lists.append(hit)
                 total += len(hit)
-        if total * 4 > self._n:  # most keys are candidates anyway: one vectorised pass is cheaper
+        if total > _GATHER_MAX:  # clustered hashes: one vectorised pass beats gathering in Python
             return None
         if not lists:
             return np.zeros(0, dtype=np.int64)
