@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import image_bytes, shape_image
@@ -19,7 +20,7 @@ from helpers import image_bytes, shape_image
 from lotr_labeler.errors import NotFound
 from lotr_labeler.imaging import Normalized, hamming
 from lotr_labeler.review.dedupe import PhashIndex
-from lotr_labeler.store import Store
+from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.store.images import ImageIn
 
 JPEG = image_bytes(shape_image("circle", 1), "JPEG")
@@ -179,10 +180,11 @@ def test_failed_batch_stores_nothing_and_keeps_no_stale_index(two: Store, monkey
 CRASH = """
 import hashlib, os, sys
 from pathlib import Path
+from typing import Any
 sys.path.insert(0, {tests!r})
 from helpers import image_bytes, shape_image
 from lotr_labeler.imaging import Normalized
-from lotr_labeler.store import Store
+from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.store.images import ImageIn
 
 where = {where!r}
@@ -244,3 +246,44 @@ def test_home_page_imports_nothing_heavy() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
     assert "lotr_labeler.model.runs" in modules and "streamlit" in modules
     assert out.stdout.strip() == ""
+
+
+# -- downloads: group commit --------------------------------------------------------------------
+
+
+def test_download_commits_what_finished_meanwhile_in_one_transaction(
+    two: Store, image_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the writer commits, finished downloads queue up; the next commit takes them all (<= 32)."""
+    import threading
+
+    from lotr_labeler.collect import download
+
+    n = 40
+    two.set_setting("allow_private_hosts", True)  # the test server is on 127.0.0.1
+    two.add_candidates(CandidateIn("a", f"{image_server}/img/{k}.png") for k in range(n))
+    two.decide([c.id for c in two.candidates()], "accepted")
+    finished = threading.Semaphore(0)
+    real_work, real_record = download._work, download._record_images
+    sizes: list[int] = []
+
+    def work(*args: Any) -> Any:
+        try:
+            return real_work(*args)
+        finally:
+            finished.release()
+
+    def record(store: Store, batch: list[Any], report: Any) -> list[str]:
+        if not sizes:  # hold the first commit until every download has finished
+            for _ in range(n):
+                assert finished.acquire(timeout=60)
+        sizes.append(len(batch))
+        return real_record(store, batch, report)
+
+    monkeypatch.setattr(download, "_work", work)
+    monkeypatch.setattr(download, "_record_images", record)
+    report = download.download_candidates(two, workers=n)
+    assert report.ok == n and sum(sizes) == n
+    assert max(sizes) == download._BATCH and len(sizes) <= 3  # e.g. [1, 32, 7]: not one commit per image
+    assert sorted(p.name for p in (two.root / "images").rglob("*.jpg")) == sorted(f"{i}.jpg" for i in report.image_ids)
+    assert not list((two.root / "tmp").iterdir())
