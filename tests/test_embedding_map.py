@@ -292,7 +292,14 @@ def test_picked_id_and_chart_spec(store: Store) -> None:
     assert review_map.picked_id({"selection": {}}) is None
     assert review_map.picked_id(None) is None
     scored(store)
+    odd = store.images("circle")[0]
+    store.relabel([odd.id], "square")  # scores do not depend on the label: the head now doubts it
     m = emap.embedding_map(store)
+    markers = {p.id: review_map.marker(p) for p in m.points}
+    assert markers[odd.id] == review_map.DOUBTED
+    assert {p.id for p in m.points if markers[p.id] == review_map.FLAGGED} == {
+        p.id for p in m.points if p.flags and p.id != odd.id
+    }
     thumbs = review_map.thumb_urls(store, m.points)
     assert len(thumbs) == 18 and all(u.startswith("data:image/jpeg;base64,") for u in thumbs.values())
     spec = review_map.map_chart(m.points, thumbs).to_dict()

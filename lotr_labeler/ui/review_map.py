@@ -20,7 +20,10 @@ TOOLTIP_THUMB = 96  # px; the hover preview
 # the spec would grow past a few MB per rerun, so the tooltip keeps its text only.
 TOOLTIP_THUMBS_MAX = 1500
 NEIGHBOURS = 8
-SIMILAR = "_review_similar"  # the image whose "More like this" panel is open
+SIMILAR = "_review_similar"
+DOUBTED = "label doubted"  # the head prefers another class
+FLAGGED = "flagged"  # a quality or near-duplicate flag
+MARKERS = {"ok": "circle", FLAGGED: "square", DOUBTED: "cross"}  # the image whose "More like this" panel is open
 
 
 def thumb_urls(store: Store, points: Sequence[embedding_map.MapPoint], size: int = TOOLTIP_THUMB) -> dict[int, str]:
@@ -36,7 +39,8 @@ def thumb_urls(store: Store, points: Sequence[embedding_map.MapPoint], size: int
 
 
 def map_chart(points: Sequence[embedding_map.MapPoint], thumbs: Mapping[int, str]) -> Any:
-    """A scatter coloured by label; suspicious points are crosses; hover shows the thumbnail."""
+    """A scatter coloured by label; doubted labels are crosses, flagged images squares; hover shows
+    the thumbnail; a click selects the point (``picked_id``)."""
     import altair as alt
     import pandas as pd
 
@@ -49,7 +53,7 @@ def map_chart(points: Sequence[embedding_map.MapPoint], thumbs: Mapping[int, str
             "predicted": p.predicted or "not scored",
             "p_given": None if p.self_confidence is None else round(p.self_confidence, 3),
             "flags": ", ".join(p.flags) or "-",
-            "marker": "suspicious" if p.suspicious else "ok",
+            "marker": marker(p),
             "image": thumbs.get(p.id, ""),
         }
         for p in points
@@ -64,19 +68,24 @@ def map_chart(points: Sequence[embedding_map.MapPoint], thumbs: Mapping[int, str
         .encode(
             x=alt.X("x:Q", axis=None),
             y=alt.Y("y:Q", axis=None),
-            color=alt.Color("label:N", title="Label"),
+            color=alt.Color("label:N", title="Label", scale=alt.Scale(scheme="tableau10")),
             shape=alt.Shape(
                 "marker:N",
-                title="Head",
-                scale=alt.Scale(domain=["ok", "suspicious"], range=["circle", "cross"]),
+                title="Suspicious?",
+                scale=alt.Scale(domain=list(MARKERS), range=list(MARKERS.values())),
             ),
             size=alt.condition(pick, alt.value(260), alt.value(70)),
-            opacity=alt.condition(alt.datum.marker == "suspicious", alt.value(1.0), alt.value(0.65)),
+            opacity=alt.condition(alt.datum.marker == DOUBTED, alt.value(1.0), alt.value(0.6)),
             tooltip=tooltip,
         )
         .add_params(pick)
         .properties(height=520)
     )
+
+
+def marker(p: embedding_map.MapPoint) -> str:
+    """Why a point looks suspicious, if it does: a doubted label outranks a flag."""
+    return DOUBTED if p.disagrees else FLAGGED if p.flags else "ok"
 
 
 def picked_id(event: Any) -> int | None:
