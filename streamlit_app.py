@@ -15,7 +15,8 @@ from lotr_labeler.ui.context import data_dir, error_boundary, flash, open_curren
 from lotr_labeler.workspace import create_project, remember
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
-COLUMNS = ("images", "valid", "flagged", "deleted", "pending", "accepted", "rejected", "downloaded", "failed")
+# Candidates "downloaded" are in "images" already; the table stays narrow enough not to scroll.
+COLUMNS = ("images", "valid", "flagged", "deleted", "pending", "accepted", "rejected", "failed")
 
 
 def class_table(status: list[dict[str, Any]]) -> str:
@@ -27,7 +28,7 @@ def class_table(status: list[dict[str, Any]]) -> str:
     ]
     for row in status:
         name = _MARKDOWN.sub(r"\\\1", str(row["class"]))  # a class name is text, never markup
-        bar = "█" * round(20 * int(row["images"]) / most) or "·"
+        bar = "█" * round(10 * int(row["images"]) / most) or "·"
         lines.append(f"| {name} | {bar} | " + " | ".join(str(row.get(c, 0)) for c in COLUMNS) + " |")
     return "\n".join(lines)
 
