@@ -258,13 +258,13 @@ def _map_tab(store: Store, project: str, classes: list[str], thumb: int, similar
     )
     with st.spinner("Placing the images (once per embedding set; cached)…"):
         m = embedding_map.embedding_map(store, method=method or "auto")
-    points = m.points
-    thumbs = review_map.thumb_urls(store, points) if len(points) <= review_map.TOOLTIP_THUMBS_MAX else {}
+        points = m.points
+        thumbs = review_map.thumb_urls(store, points)  # thumbnails made once, cached on disk
     st.caption(
         f"{len(points)} image(s) · {'t-SNE' if m.method == 'tsne' else 'PCA'} of the {m.backbone} embeddings · "
         f"{sum(p.disagrees for p in points)} label(s) doubted · {sum(bool(p.flags) for p in points)} flagged"
         + (f" · {m.missing} without an embedding yet (Compute above)" if m.missing else "")
-        + ("" if thumbs or not points else f" · hover previews are off above {review_map.TOOLTIP_THUMBS_MAX} images")
+        + ("" if thumbs or not points else " · too many images for hover previews: click a point to see it")
     )
     event = st.altair_chart(
         review_map.map_chart(points, thumbs),

@@ -302,6 +302,8 @@ def test_picked_id_and_chart_spec(store: Store) -> None:
     }
     thumbs = review_map.thumb_urls(store, m.points)
     assert len(thumbs) == 18 and all(u.startswith("data:image/jpeg;base64,") for u in thumbs.values())
+    # Over the byte budget the chart keeps text tooltips (the spec is sent on every rerun).
+    assert review_map.thumb_urls(store, m.points, budget=sum(map(len, thumbs.values())) - 1) == {}
     spec = review_map.map_chart(m.points, thumbs).to_dict()
     enc = spec["encoding"]
     assert enc["color"]["field"] == "label" and enc["shape"]["field"] == "marker"

@@ -15,9 +15,11 @@ from lotr_labeler.ui.context import act
 from lotr_labeler.ui.widgets import image_thumb
 
 SELECTION = "pick"  # the chart's point-selection parameter
-TOOLTIP_THUMB = 96  # px; the hover preview
-# Hover previews travel inside the chart spec as data URLs (~3 KB each): above this many points
-# the spec would grow past a few MB per rerun, so the tooltip keeps its text only.
+TOOLTIP_THUMB = 64  # px; the hover preview
+# Hover previews travel inside the chart spec as data URLs, sent again on every rerun of the tab
+# (measured: 1,000 noisy 96 px thumbnails made an 8.7 MB spec and 1.7 s to build it). Past this
+# budget, or this many points, the tooltip keeps its text only.
+TOOLTIP_BYTES_MAX = 2_000_000
 TOOLTIP_THUMBS_MAX = 1500
 NEIGHBOURS = 8
 SIMILAR = "_review_similar"
@@ -26,15 +28,27 @@ FLAGGED = "flagged"  # a quality or near-duplicate flag
 MARKERS = {"ok": "circle", FLAGGED: "square", DOUBTED: "cross"}  # the image whose "More like this" panel is open
 
 
-def thumb_urls(store: Store, points: Sequence[embedding_map.MapPoint], size: int = TOOLTIP_THUMB) -> dict[int, str]:
-    """Each point's cached thumbnail as a ``data:`` URL (the browser cannot read files under cache/)."""
+def thumb_urls(
+    store: Store,
+    points: Sequence[embedding_map.MapPoint],
+    size: int = TOOLTIP_THUMB,
+    budget: int = TOOLTIP_BYTES_MAX,
+) -> dict[int, str]:
+    """Each point's cached thumbnail as a ``data:`` URL (the browser cannot read files under cache/);
+    none when there are more than ``TOOLTIP_THUMBS_MAX`` points or they exceed ``budget`` bytes."""
     out: dict[int, str] = {}
+    if len(points) > TOOLTIP_THUMBS_MAX:
+        return out
+    total = 0
     for p in points:
         try:
             data = thumbnail(p.path, store.cache_dir, p.sha256, size).read_bytes()
         except OSError:
             continue  # a missing file: the tooltip shows the text only
         out[p.id] = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+        total += len(out[p.id])
+        if total > budget:
+            return {}
     return out
 
 
