@@ -251,6 +251,64 @@ def main() -> int:
             f"{detect}; anchor = share of the flips in the valid split: the best any valid-only ranking can do",
         )
         emit("review_auroc_vs_fastai_valid_top_losses", ours_auroc, fastai_auroc, "context", "AUROC", detect)
+
+        # -- backbone auto against each fixed backbone, in the same state (the run registered)
+        choice = review.choose_backbone(store, size=args.size)
+        assert choice is not None
+        say(f"backbone auto: {choice.reason}")
+        fixed: dict[str, float] = {}
+        for trial in choice.trials:
+            if trial.backbone is None:
+                continue
+            review.refresh(store, trial.backbone)
+            scores = {it.id: -(it.self_confidence or 0.0) for it in review.ranking(store, status="all")}
+            fixed[trial.name] = detection(scores, flipped, k)[0]
+            say(f"  {trial.name}: CV accuracy {trial.accuracy:.3f}, recall@k {fixed[trial.name]:.3f}")
+        auto_name = next(t.name for t in choice.trials if t.backbone == choice.backbone)
+        auto_recall = fixed[auto_name]
+        for name, recall in fixed.items():
+            emit(
+                f"review_auto_backbone_recall_at_k_vs_{name.split(' ')[0] if name.startswith('run') else name}".replace(
+                    " ", "_"
+                ),
+                auto_recall,
+                recall,
+                ">= 1" if name != auto_name else "context",
+                "recall@k",
+                f"{detect}; auto chose {auto_name} ({choice.reason}); anchor = {name} fixed",
+            )
+
+        # -- instant model: "Retrain head" to a prediction, and its valid accuracy vs the fine-tune
+        from lotr_labeler.model import instant, predict
+
+        review.refresh(store, choice.backbone)
+        sample = store.images()[0]
+        started = time.perf_counter()
+        review.fit_scores(store)
+        made = instant.export_instant(store)
+        predictor = predict.load_predictor(predict.resolve_model(store).path)
+        with Image.open(store.path(sample)) as im:
+            predictor.predict_one(im.convert("RGB"))
+        to_prediction = time.perf_counter() - started
+        say(f"instant model: {made.summary()}; engine {predictor.engine}; {to_prediction:.2f} s to a prediction")
+        emit(
+            "review_instant_model_retrain_head_to_prediction_seconds",
+            to_prediction,
+            None,
+            "ours <= 5",
+            "s",
+            f"{n} images; fit_scores + export (learn.export + model.onnx) + load + predict one image; fastai "
+            f"already imported in this process (as after a Predict page visit); engine {predictor.engine}",
+        )
+        emit(
+            "review_instant_model_valid_accuracy_vs_full_fine_tune",
+            made.valid_accuracy or 0.0,
+            1 - valid_error,
+            "context",
+            "accuracy",
+            f"{detect}; same stable split, both against the given (10% flipped) labels; instant = head on "
+            f"{choice.backbone.short} fitted on the train split; fine-tune = fastai resnet18 fine_tune(1) random init",
+        )
         emit(
             "review_recall_at_k_without_a_run_vs_fastai",
             norun_recall,
