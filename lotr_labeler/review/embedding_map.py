@@ -38,9 +38,10 @@ log = logging.getLogger(__name__)
 
 METHODS = ("auto", "tsne", "pca")
 # t-SNE above this many points takes longer than a page should wait once (measured on this loaded
-# 2-core machine, 512-d inputs: 1,000 points 9-27 s at 1,000 iterations, about half at 500;
-# 300 points ~3 s); PCA takes milliseconds at any size. The result is cached either way.
-TSNE_MAX = 800
+# 2-core machine: 1,000 points of 512-d 9-27 s at 1,000 iterations, about half at 500; 500 points
+# 1-16 s as the load varied, bench/bench_embedding_map.py); PCA takes well under a second at any size.
+# The result is cached either way.
+TSNE_MAX = 500
 TSNE_ITER = 500  # sklearn's minimum is 250; the layout barely moves after ~500 on these sizes
 PCA_DIMS = 50  # t-SNE's usual preprocessing: denoises and makes its neighbour search cheap
 SEED = 0
