@@ -294,12 +294,13 @@ def review_labels(j: Journey) -> None:
     sp = j.sp
     sp.go("Review")
     sp.wait_text("No scores yet.")  # a fresh project: the page asks for the embeddings first
-    # No pretrained weights offline: the backbone offered first is the run's body, at the run's size.
+    # The backbone offered first is Auto: the job tries each available one (offline: the run's body and
+    # random init) and embeds with the one whose head is most accurate on these labels.
     combo = sp.page.locator('input[role="combobox"][aria-label="Backbone"]')
-    assert combo.input_value() == "Current model's body", combo.input_value()
+    assert combo.input_value() == "Auto: the best of those available (cross-validated)", combo.input_value()
     started = time.monotonic()
     sp.click(sp.button(f"Compute ({j.downloaded} new)"))
-    sp.wait_text("Computing embeddings with the")
+    sp.wait_text("Trying each available backbone")
     wait_until(
         sp,
         sp.page.locator('[data-testid="stMarkdownContainer"]', has_text=f"Scores of {j.downloaded} image(s)"),
@@ -308,7 +309,7 @@ def review_labels(j: Journey) -> None:
         what="computing the review scores",
     )
     sp.wait_idle()
-    record(f"e2e review job: Compute → scores shown ({j.downloaded} images, run body)", time.monotonic() - started)
+    record(f"e2e review job: Compute → scores shown ({j.downloaded} images, auto backbone)", time.monotonic() - started)
     ids = sp.key_numbers("r_del_")
     assert len(ids) == j.downloaded, ids
     labels = image_labels(j)
