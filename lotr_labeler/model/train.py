@@ -24,7 +24,7 @@ from typing import Any
 
 from PIL import Image
 
-from lotr_labeler.errors import InvalidInput, TrainingError, WeightsUnavailable
+from lotr_labeler.errors import InvalidInput, TrainingError, WeightsUnavailable, check_choice
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import runs
 from lotr_labeler.store import ImageRow, Store
@@ -73,8 +73,7 @@ class TrainParams:
     augment: bool = True
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise InvalidInput(f"Architecture {self.arch!r} is not supported. Must be one of: {', '.join(ARCHS)}.")
+        check_choice(self.arch, ARCHS, "Architecture")
         for name, value, lo, hi in (
             ("epochs", self.epochs, 1, 200),
             ("size", self.size, 32, 1024),
@@ -100,10 +99,7 @@ PRESETS: dict[str, TrainParams] = {
 
 
 def preset(name: str, **overrides: Any) -> TrainParams:
-    try:
-        base = PRESETS[name]
-    except KeyError:
-        raise InvalidInput(f"Unknown preset {name!r}. Must be one of: {', '.join(PRESETS)}.") from None
+    base = PRESETS[check_choice(name, PRESETS, "Preset")]
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
