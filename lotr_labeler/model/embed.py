@@ -10,6 +10,11 @@ feature map is average-pooled.
 The cache is one ``cache/embeddings/<backbone id>.npz`` per backbone holding the content
 hashes and a float32 matrix, so a relabel, a rename or a re-import of the same file never
 recomputes anything. torch, torchvision and fastai are imported inside functions only.
+
+Given the project's cache folder, ``load_network`` runs the body through ONNX Runtime
+(``model/onnx_embed.py``: exported once per backbone, checked against torch within 1e-4 relative,
+about twice torch's speed on a CPU), falling back to torch with a logged reason; the vectors are the
+same within that tolerance, so the cache stays valid across both engines.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from PIL import Image
 
 from lotr_labeler.errors import InvalidInput, NotFound, WeightsUnavailable, check_choice
 from lotr_labeler.imaging import write_atomic
-from lotr_labeler.model import runs
+from lotr_labeler.model import onnx_embed, runs
 from lotr_labeler.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
@@ -284,13 +289,22 @@ def missing(store: Store, backbone: Backbone, images: Iterable[ImageRow] | None 
 
 @dataclass
 class Network:
-    """A loaded body and the input statistics it expects (``None``: inputs in 0..1)."""
+    """A loaded body and the input statistics it expects (``None``: inputs in 0..1).
+
+    ``onnx``, when set, embeds instead of torch (normalisation included); ``body`` is then None
+    when the export came from the cache and torch was never loaded.
+    """
 
     body: Any
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
     size: int
     extra: dict[str, Any] = field(default_factory=dict)
+    onnx: onnx_embed.OnnxEmbedder | None = None
+
+    @property
+    def engine(self) -> str:
+        return "onnxruntime" if self.onnx is not None else "torch"
 
 
 IMAGENET_WEIGHTS_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1 (DEFAULT)
@@ -363,14 +377,26 @@ def _run_body(backbone: Backbone) -> tuple[Any, tuple[float, ...] | None, tuple[
     return learn.model[0], mean, std
 
 
-def load_network(backbone: Backbone) -> Network:
-    """Load the body of ``backbone`` on the CPU, in eval mode."""
+def load_network(backbone: Backbone, cache_dir: Path | None = None) -> Network:
+    """Load the body of ``backbone`` on the CPU, in eval mode.
+
+    With ``cache_dir`` (a project's ``cache/``), embed through its ONNX export: loaded from there
+    without importing torch when present and intact, else exported and checked now; any failure
+    leaves the torch body in use (reason logged, and in ``extra["onnx_error"]``).
+    """
+    if cache_dir is not None:
+        cached = onnx_embed.load(cache_dir, backbone)
+        if cached is not None:
+            return Network(body=None, mean=None, std=None, size=backbone.size, onnx=cached)
     if check_choice(backbone.kind, ("run", "resnet18"), "Backbone kind") == "run":
         body, mean, std = _run_body(backbone)
     else:
         body, mean, std = _resnet18_body(backbone), IMAGENET_MEAN, IMAGENET_STD
     body = body.cpu().eval()
-    return Network(body=body, mean=mean, std=std, size=backbone.size)
+    network = Network(body=body, mean=mean, std=std, size=backbone.size)
+    if cache_dir is not None:
+        onnx_embed.attach(network, backbone, cache_dir)
+    return network
 
 
 def prepare(paths: Sequence[Path], size: int) -> npt.NDArray[np.float32]:
@@ -385,7 +411,9 @@ def prepare(paths: Sequence[Path], size: int) -> npt.NDArray[np.float32]:
 
 
 def embed_arrays(network: Network, batch: npt.NDArray[np.float32]) -> Matrix:
-    """Pooled body features of an (N, 3, H, W) batch in 0..1."""
+    """Pooled body features of an (N, 3, H, W) batch in 0..1 (ONNX Runtime when the network has it)."""
+    if network.onnx is not None:
+        return network.onnx(batch)
     import torch
 
     x = torch.from_numpy(batch)
@@ -446,7 +474,9 @@ def compute_embeddings(
         progress(0, total)
     if not todo:
         return EmbedReport(backbone.id, 0, cached, failed, time.monotonic() - started)
-    net = network or load_network(backbone)
+    net = network or load_network(backbone, store.cache_dir)
+    if net.body is not None:  # a caller's torch network (LiveScorer): give it the ONNX engine once
+        onnx_embed.attach(net, backbone, store.cache_dir)
     pending = list(todo.values())
     done = 0
     cancelled = False

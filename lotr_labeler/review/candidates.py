@@ -303,7 +303,7 @@ def score_candidates(
             return
         todo = [(sha, arr) for _, sha, arr, _ in pending if arr is not None and sha not in cache]
         if todo:
-            network = network or embed.load_network(backbone)
+            network = network or embed.load_network(backbone, store.cache_dir)
             keys = list(dict.fromkeys(sha for sha, _ in todo))
             first = {sha: arr for sha, arr in todo}
             cache.add(keys, embed.embed_arrays(network, np.stack([first[k] for k in keys])))
