@@ -247,8 +247,15 @@ class PhashIndex:
     def near(self, phash: str) -> list[tuple[int, int]]:
         """(distance, key) of every indexed hash within ``max_distance`` of ``phash``, nearest first
         (ties by key)."""
+        dist, keys = self.near_arrays(phash)
+        return list(zip(dist.tolist(), keys.tolist(), strict=True))
+
+    def near_arrays(self, phash: str) -> tuple[IntArray, IntArray]:
+        """``near`` as two arrays (distances, keys), without a Python object per match: clustered
+        hashes (a picture found thousands of times) can match a good share of the index."""
+        empty = np.zeros(0, dtype=np.int64)
         if self.max_distance < 0:
-            return []
+            return empty, empty
         found: list[tuple[int, int]] = [
             (d, key) for key, other in self._odd if (d := hamming(phash, other)) <= self.max_distance
         ]
@@ -259,14 +266,19 @@ class PhashIndex:
                 for key, bits in zip(self._keys[: self._n].tolist(), self._bits[: self._n].tolist(), strict=True)
                 if (d := hamming(phash, f"{bits:016x}")) <= self.max_distance
             ]
-            return sorted(found)
-        positions = self._candidates(value)
-        bits = self._bits[: self._n] if positions is None else self._bits[positions]
-        keys = self._keys[: self._n] if positions is None else self._keys[positions]
-        dist = np.bitwise_count(bits ^ np.uint64(value))
-        close = dist <= self.max_distance
-        found += zip(dist[close].astype(np.int64).tolist(), keys[close].tolist(), strict=True)
-        return sorted(found)
+            dist, keys = empty, empty
+        else:
+            positions = self._candidates(value)
+            bits = self._bits[: self._n] if positions is None else self._bits[positions]
+            all_keys = self._keys[: self._n] if positions is None else self._keys[positions]
+            all_dist = np.bitwise_count(bits ^ np.uint64(value)).astype(np.int64)
+            close = all_dist <= self.max_distance
+            dist, keys = all_dist[close], all_keys[close]
+        if found:
+            extra = np.array(found, dtype=np.int64).reshape(-1, 2)
+            dist, keys = np.concatenate([dist, extra[:, 0]]), np.concatenate([keys, extra[:, 1]])
+        order = np.lexsort((keys, dist))
+        return dist[order], keys[order]
 
     def _candidates(self, value: int) -> IntArray | None:
         """Positions sharing a chunk with ``value``, or None to compare everything."""

@@ -213,17 +213,24 @@ class ImagesMixin(ClassesMixin):
             self._phash_seen = int(rows[-1][0])
 
     def _nearest(self, index: PhashIndex, phash: str) -> int | None:
-        """The closest active image within the index's distance (ties: the lowest id)."""
-        proposed = [key for _, key in index.near(phash)]
-        best: tuple[int, int] | None = None
-        for start in range(0, len(proposed), 500):  # few in practice; bounded statement size
-            part = proposed[start : start + 500]
+        """The closest active image within the index's distance (ties: the lowest id).
+
+        Proposals come nearest first, so only as many are read back as it takes to meet an
+        active one (a few, unless the nearest ones were deleted), however many match.
+        """
+        dist, keys = index.near_arrays(phash)
+        for start in range(0, len(keys), 32):
+            part = [int(k) for k in keys[start : start + 32]]
             marks = ",".join("?" * len(part))
-            for row in self.conn.execute(f"SELECT id, phash FROM images WHERE deleted = 0 AND id IN ({marks})", part):
-                d = hamming(phash, row["phash"])
-                if d <= index.max_distance and (best is None or (d, row["id"]) < best):
-                    best = (d, int(row["id"]))
-        return best[1] if best else None
+            rows = self.conn.execute(
+                f"SELECT id, phash FROM images WHERE deleted = 0 AND id IN ({marks})", part
+            ).fetchall()
+            active = {int(r["id"]): str(r["phash"]) for r in rows}
+            for d, key in zip(dist[start : start + 32].tolist(), part, strict=True):
+                # The stored phash never changes, so this holds; checked all the same (cheap).
+                if key in active and hamming(phash, active[key]) == d:
+                    return key
+        return None
 
     def record_import(self, image_ids: Sequence[int], summary: str) -> None:
         """One undoable event for a batch of added images (undo moves them to the trash)."""
