@@ -9,6 +9,7 @@ from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.jobs.specs import DownloadJob, ScoreCandidatesJob, SearchJob
 from lotr_labeler.review import candidates as triage
 from lotr_labeler.store import CandidateRow, Store
+from lotr_labeler.ui import focus
 from lotr_labeler.ui.context import (
     act,
     data_dir,
@@ -55,6 +56,14 @@ SHOW_LABELS = {
     "unscored": "Not scored",
 }
 remember_widgets(DEFAULTS)
+FOCUS = "s_focus"  # session key of the card the single-key shortcuts act on
+# Keys of the page (none may repeat): Shift+A/X the whole page, Shift+Left/Right paging, Shift+H/L the
+# threshold actions, and J/K/A/X/P the focused card.
+KEYS_HELP = (
+    "⌨ **J**/**K** next/previous card · **A** accept · **X** reject · **P** accept as the predicted class "
+    "(the focus moves on) · **Shift+H** accept all with p ≥ t · **Shift+L** reject all with p ≤ t · "
+    "**Shift+A**/**Shift+X** the whole page"
+)
 
 
 def _decided(store: Store, cid: int, state: str) -> None:
@@ -68,6 +77,18 @@ def _moved(store: Store, cid: int, key: str) -> None:
 
 def _to_predicted(store: Store, cid: int) -> str:
     return triage.move_to_predicted(store, cid)
+
+
+def _focus_decide(store: Store, cid: int, state: str, ids: list[int]) -> int:
+    store.decide([cid], state)
+    focus.advance(FOCUS, ids, cid)
+    return cid
+
+
+def _focus_predicted(store: Store, cid: int, ids: list[int]) -> str:
+    label = triage.move_to_predicted(store, cid)
+    focus.advance(FOCUS, ids, cid)
+    return label
 
 
 def _opinion(t: triage.Triage) -> str:
@@ -85,12 +106,14 @@ def _opinion(t: triage.Triage) -> str:
 
 
 @st.fragment
-def card(project: str, cid: int, classes: list[str]) -> None:
+def card(project: str, cid: int, classes: list[str], focused: bool = False) -> None:
     """One candidate. A click reruns this card only, not the 48-card page."""
     with Store(data_dir() / project) as store:
         t = triage.item(store, cid)
     c = t.candidate
-    with st.container(border=True):
+    with st.container(border=True, key=f"card_{cid}"):
+        if focused:
+            focus.highlight(f"card_{cid}")
         st.image(c.thumbnail_url or c.image_url, width="stretch", link=c.page_url or c.image_url)
         size = f"{c.width}×{c.height}" if c.width and c.height else "size ?"
         source = f" · [source ↗]({c.page_url})" if c.page_url else ""
@@ -163,6 +186,8 @@ def _threshold_side(store: Store, label: str | None, query: str | None, accept: 
     st.button(
         f"{verb} {len(hits)} with p {sign} {t:.2f}",
         key=f"bulk_{key}",
+        shortcut="Shift+H" if accept else "Shift+L",  # High p accepted, Low p rejected
+        help=f"{verb} the {len(hits)} shown above: one step, undoable ({'Shift+H' if accept else 'Shift+L'})",
         type="primary" if accept else "secondary",
         disabled=not hits,
         on_click=act,
@@ -201,6 +226,42 @@ def triage_panel(store: Store, label: str | None, query: str | None) -> None:
                 _threshold_side(store, label, query, accept=True)
             with right:
                 _threshold_side(store, label, query, accept=False)
+
+
+def keyboard_bar(store: Store, ids: list[int]) -> int | None:
+    """Buttons (with single-key shortcuts) acting on the focused card; returns its id."""
+    cid = focus.focused(FOCUS, ids)
+    t = triage.item(store, cid) if cid is not None else None
+    k = st.columns([1, 1, 1, 1, 1.4, 3.6])
+    k[0].button("◀ Card", key="kb_prev", shortcut="K", on_click=focus.step, args=(FOCUS, ids, -1), width="stretch")
+    k[1].button("Card ▶", key="kb_next", shortcut="J", on_click=focus.step, args=(FOCUS, ids, 1), width="stretch")
+    for col, (mark, key, state, verb, hot) in zip(
+        k[2:4], (("✓", "kb_acc", "accepted", "Accept", "A"), ("✗", "kb_rej", "rejected", "Reject", "X")), strict=True
+    ):
+        col.button(
+            mark,
+            key=key,
+            shortcut=hot,
+            help=f"{verb} the highlighted card, then highlight the next ({hot})",
+            disabled=t is None,
+            on_click=act,
+            args=(_focus_decide, cid, state, ids),
+            kwargs={"success": f"{verb}ed candidate {{result}}."},
+            width="stretch",
+        )
+    k[4].button(
+        f"→ {t.predicted}" if t is not None and t.predicted else "→ predicted",
+        key="kb_pred",
+        shortcut="P",
+        help="Accept the highlighted card as the class the model predicts (P); needs a score",
+        disabled=t is None or t.predicted is None,
+        on_click=act,
+        args=(_focus_predicted, cid, ids),
+        kwargs={"success": f"Moved candidate {cid} to {{result}} and accepted it."},
+        width="stretch",
+    )
+    k[5].caption(KEYS_HELP)
+    return cid
 
 
 def _pick(options: tuple[str, ...], key: str, label: str) -> str:
@@ -318,13 +379,14 @@ with open_current() as store:
         cursors.append(page_ids[-1])
         st.rerun()
     b[4].markdown(f"{total} candidate(s) · page {len(cursors) + 1}")
+    focused_id = keyboard_bar(store, page_ids)
 
     if not rows:
         st.info("No candidates here. Search above, or add a URL list on the Dataset page.")
     for start in range(0, len(rows), COLUMNS):
         for col, row in zip(st.columns(COLUMNS), rows[start : start + COLUMNS], strict=False):
             with col:
-                card(project, row.id, classes)
+                card(project, row.id, classes, row.id == focused_id)
 
     # -- download ----------------------------------------------------------------------
     st.subheader("Download")
