@@ -60,9 +60,9 @@ FOCUS = "s_focus"  # session key of the card the single-key shortcuts act on
 # Keys of the page (none may repeat): Shift+A/X the whole page, Shift+Left/Right paging, Shift+H/L the
 # threshold actions, and J/K/A/X/P the focused card.
 KEYS_HELP = (
-    "⌨ **J**/**K** next/previous card · **A** accept · **X** reject · **P** accept as the predicted class "
-    "(the focus moves on) · **Shift+H** accept all with p ≥ t · **Shift+L** reject all with p ≤ t · "
-    "**Shift+A**/**Shift+X** the whole page"
+    "⌨ Keys act on the outlined card: **J**/**K** next/previous · **A** accept · **X** reject · "
+    "**P** accept as the predicted class (then the next card is outlined) · **Shift+H**/**Shift+L** the "
+    "threshold actions above · **Shift+A**/**Shift+X** the whole page"
 )
 
 
@@ -232,11 +232,13 @@ def keyboard_bar(store: Store, ids: list[int]) -> int | None:
     """Buttons (with single-key shortcuts) acting on the focused card; returns its id."""
     cid = focus.focused(FOCUS, ids)
     t = triage.item(store, cid) if cid is not None else None
-    k = st.columns([1, 1, 1, 1, 1.4, 3.6])
+    k = st.columns([1, 1, 1.2, 1.2, 1.4, 3.2])
     k[0].button("◀ Card", key="kb_prev", shortcut="K", on_click=focus.step, args=(FOCUS, ids, -1), width="stretch")
     k[1].button("Card ▶", key="kb_next", shortcut="J", on_click=focus.step, args=(FOCUS, ids, 1), width="stretch")
     for col, (mark, key, state, verb, hot) in zip(
-        k[2:4], (("✓", "kb_acc", "accepted", "Accept", "A"), ("✗", "kb_rej", "rejected", "Reject", "X")), strict=True
+        k[2:4],
+        (("✓ Accept", "kb_acc", "accepted", "Accept", "A"), ("✗ Reject", "kb_rej", "rejected", "Reject", "X")),
+        strict=True,
     ):
         col.button(
             mark,

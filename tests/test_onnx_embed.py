@@ -29,6 +29,13 @@ def relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+@pytest.fixture
+def export_small(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Export for the 18 test images too (a real project waits for ``EXPORT_MIN`` images)."""
+    monkeypatch.setattr(onnx_embed, "EXPORT_MIN", 1)
+
+
+@pytest.mark.usefixtures("export_small")
 def test_onnx_embeddings_equal_torch_within_tolerance(store: Store) -> None:
     backbone = embed.Backbone("resnet18", SIZE, pretrained=False)
     report = embed.compute_embeddings(store, backbone, batch_size=7)
@@ -44,6 +51,7 @@ def test_onnx_embeddings_equal_torch_within_tolerance(store: Store) -> None:
     assert relative(embed.embed_arrays(network, batch), X) <= onnx_embed.REL_TOL
 
 
+@pytest.mark.usefixtures("export_small")
 def test_torch_made_cache_stays_valid(store: Store) -> None:
     """Vectors cached by torch (before this engine existed) are what ONNX Runtime computes now."""
     backbone = embed.Backbone("resnet18", SIZE, pretrained=False)
@@ -56,6 +64,21 @@ def test_torch_made_cache_stays_valid(store: Store) -> None:
     assert onnx_embed.export_path(store.cache_dir, backbone).is_file()
     _, X = embed.embeddings(store, backbone, images)
     assert relative(X, torch_vectors(store, backbone)) <= onnx_embed.REL_TOL
+
+
+def test_a_small_job_uses_an_export_but_does_not_make_one(store: Store) -> None:
+    backbone = embed.Backbone("resnet18", SIZE, pretrained=False)
+    export = onnx_embed.export_path(store.cache_dir, backbone)
+    images = store.images()
+    assert len(images) < onnx_embed.EXPORT_MIN
+    embed.compute_embeddings(store, backbone, images[:9])
+    assert not export.exists()  # 9 images: a new export would cost more than it saves
+    assert embed.load_network(backbone, store.cache_dir, export=False).engine == "torch"
+    embed.load_network(backbone, store.cache_dir)  # a big job made one
+    assert export.is_file()
+    net = embed.load_network(backbone)
+    embed.compute_embeddings(store, backbone, images[9:], network=net)
+    assert net.engine == "onnxruntime"  # the caller's torch network was given the cached export
 
 
 def test_cached_export_is_used_without_importing_torch(store: Store) -> None:

@@ -377,12 +377,13 @@ def _run_body(backbone: Backbone) -> tuple[Any, tuple[float, ...] | None, tuple[
     return learn.model[0], mean, std
 
 
-def load_network(backbone: Backbone, cache_dir: Path | None = None) -> Network:
+def load_network(backbone: Backbone, cache_dir: Path | None = None, *, export: bool = True) -> Network:
     """Load the body of ``backbone`` on the CPU, in eval mode.
 
     With ``cache_dir`` (a project's ``cache/``), embed through its ONNX export: loaded from there
-    without importing torch when present and intact, else exported and checked now; any failure
-    leaves the torch body in use (reason logged, and in ``extra["onnx_error"]``).
+    without importing torch when present and intact, else exported and checked now (unless
+    ``export`` is False: a small job); any failure leaves the torch body in use (reason logged,
+    and in ``extra["onnx_error"]``).
     """
     if cache_dir is not None:
         cached = onnx_embed.load(cache_dir, backbone)
@@ -395,7 +396,7 @@ def load_network(backbone: Backbone, cache_dir: Path | None = None) -> Network:
     body = body.cpu().eval()
     network = Network(body=body, mean=mean, std=std, size=backbone.size)
     if cache_dir is not None:
-        onnx_embed.attach(network, backbone, cache_dir)
+        onnx_embed.attach(network, backbone, cache_dir, export=export)
     return network
 
 
@@ -474,9 +475,10 @@ def compute_embeddings(
         progress(0, total)
     if not todo:
         return EmbedReport(backbone.id, 0, cached, failed, time.monotonic() - started)
-    net = network or load_network(backbone, store.cache_dir)
-    if net.body is not None:  # a caller's torch network (LiveScorer): give it the ONNX engine once
-        onnx_embed.attach(net, backbone, store.cache_dir)
+    export = total >= onnx_embed.EXPORT_MIN
+    net = network or load_network(backbone, store.cache_dir, export=export)
+    if net.body is not None:  # a caller's torch network (LiveScorer): give it the ONNX engine
+        onnx_embed.attach(net, backbone, store.cache_dir, export=export)
     pending = list(todo.values())
     done = 0
     cancelled = False

@@ -44,6 +44,9 @@ INPUT, OUTPUT = "image", "features"
 OPSET = 17
 REL_TOL = 1e-4  # max |onnx - torch| / max |torch| on the probe
 PROBE_BATCH = 2
+# A new export takes a few seconds (torch.onnx plus the check); for fewer images than this it costs more
+# than it saves, so such small jobs use torch unless an export is already cached.
+EXPORT_MIN = 64
 RUN_BATCH = 16  # images per ONNX Runtime call: bigger batches gain nothing on 2 cores and cost memory
 
 # Exports made by this process, by file name: another project with the same backbone (the test
@@ -194,10 +197,14 @@ def save(cache_dir: Path, backbone: Backbone, network: Network) -> OnnxEmbedder:
     return embedder
 
 
-def attach(network: Network, backbone: Backbone, cache_dir: Path) -> Network:
-    """Give a torch ``network`` its ONNX Runtime session (cached export, else a new one); on any
-    failure it stays on torch, with the reason logged. Tried once per network."""
+def attach(network: Network, backbone: Backbone, cache_dir: Path, *, export: bool = True) -> Network:
+    """Give a torch ``network`` its ONNX Runtime session (cached export, else a new one unless
+    ``export`` is False); on any failure it stays on torch, with the reason logged. An export is
+    tried once per network."""
     if network.onnx is not None or network.extra.get("onnx_tried"):
+        return network
+    if not export:
+        network.onnx = load(cache_dir, backbone)
         return network
     network.extra["onnx_tried"] = True
     try:

@@ -38,7 +38,7 @@ from PIL import Image
 
 from lotr_labeler.errors import Conflict, FetchError, InvalidInput, NotFound
 from lotr_labeler.imaging import write_atomic
-from lotr_labeler.model import embed, runs
+from lotr_labeler.model import embed, onnx_embed, runs
 from lotr_labeler.review import dedupe, scoring
 from lotr_labeler.store import CandidateRow, Store, candidate_scores, now
 from lotr_labeler.store.candidate_scores import CandidateScore
@@ -303,7 +303,8 @@ def score_candidates(
             return
         todo = [(sha, arr) for _, sha, arr, _ in pending if arr is not None and sha not in cache]
         if todo:
-            network = network or embed.load_network(backbone, store.cache_dir)
+            export = report.total >= onnx_embed.EXPORT_MIN  # a few thumbnails: torch, unless exported before
+            network = network or embed.load_network(backbone, store.cache_dir, export=export)
             keys = list(dict.fromkeys(sha for sha, _ in todo))
             first = {sha: arr for sha, arr in todo}
             cache.add(keys, embed.embed_arrays(network, np.stack([first[k] for k in keys])))
