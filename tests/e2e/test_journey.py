@@ -349,6 +349,10 @@ def review_labels(j: Journey) -> None:
     shown = sp.key_numbers("r_del_")  # the deleted card is gone after the full rerun
     assert gone not in shown and len(shown) == left, shown
     j.notes["retrain head"] = sp.page.locator(SUCCESS).first.inner_text()
+    # The refitted head on the run's body is also a deployable run (the instant model), now the current one.
+    current = [r for r in cli_json(j, "runs", "list") if r["current"]]
+    assert len(current) == 1 and current[0]["source"] == "instant" and current[0]["state"] == "done", current
+    j.run_id = current[0]["id"]  # what Predict and the API answer with from here on
 
 
 def predict_photo(j: Journey) -> None:
