@@ -8,7 +8,9 @@ Create a project → add 3 classes → search all classes (a background job) →
 reject, accept the page) → download the accepted (watch the progress) → see them on the Dataset page →
 train a tiny model (watch the job to its end) → Review page: compute the scores, relabel and undo, delete,
 retrain the head → Predict page: upload a picture, read the top class → the JSON API (``lotr-labeler
-serve``) gives the same answer for the same picture.
+serve``) gives the same answer for the same picture → a second search, scored by the model before
+download, triaged with the keyboard (Shift+H: accept all with p ≥ t; J/K to a card, P: accept it as the
+predicted class).
 Only DuckDuckGo is faked (``LOTR_LABELER_FAKE_DDGS``, results on a local image server); the server,
 the job processes (search, download, training, embeddings), the downloads, the API and the browser are real.
 No network: training and embeddings run without pretrained weights.
@@ -435,6 +437,88 @@ def wait_health(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> dict
     raise AssertionError(f"`serve` did not answer /health within {SERVE_TIMEOUT_S:.0f} s")
 
 
+SCORE_TIMEOUT_S = 120.0  # the chained scoring job: a fresh process loads the backbone, fetches 24 thumbnails
+
+
+def outlined(sp: StreamlitPage) -> list[int]:
+    """The card(s) the keyboard acts on: the page outlines them with a style rule on ``.st-key-card_<id>``."""
+    ids = sp.page.evaluate(
+        """() => Array.from(document.querySelectorAll('[data-testid="stHtml"] style'))
+                 .flatMap(s => Array.from(s.textContent.matchAll(/\\.st-key-card_(\\d+)/g), m => Number(m[1])))"""
+    )
+    return [int(i) for i in ids]
+
+
+def press(sp: StreamlitPage, key: str) -> None:
+    """Press a key on the page (not in a field: Streamlit ignores shortcuts typed into inputs); wait for the rerun."""
+    n = sp.run_count()
+    sp.page.keyboard.press(key)
+    sp.wait_idle(after=n)
+
+
+def triage_with_keyboard(j: Journey) -> None:
+    """Search page once a model exists: a second search (class circle; the answers hold 8 circles and 4
+    squares) chains the scoring job, so each candidate shows p(class) before anything is downloaded.
+    Then the keyboard only: Shift+H accepts every pending candidate with p ≥ 0.90 (the preview's count),
+    J/K move the outlined card to one the model places in another class, P accepts it there."""
+    sp = j.sp
+    new = [60 + 3 * i for i in range(8)] + [61 + 3 * i for i in range(4)]  # n % 3: 0 circle, 1 square
+    fake_search_results(j.fake_ddgs, j.image_server, {"circle": new})
+    sp.go("Search")
+    box = sp.expand("Search images")  # collapsed once the project has candidates
+    sp.select("Class", "circle", within=box)
+    sp.wait_text("1 query: circle")
+    sp.click(sp.button("Search"))
+    wait_until(
+        sp,
+        sp.page.locator(SUCCESS, has_text="Last score-candidates"),
+        failed=sp.page.locator('[data-testid="stAlertContentError"]', has_text="Last score-candidates"),
+        timeout_s=SCORE_TIMEOUT_S,
+        what="scoring the new candidates (chained by the search)",
+    )
+    sp.wait_idle()
+    pending = {int(c["id"]): c for c in cli_json(j, "candidates", "list", "--state", "pending", "--limit", "1000")}
+    assert len(pending) == 12 + len(new), len(pending)  # the first search's last 12, and the new ones
+    assert all(c["score"] is not None for c in pending.values()), [c for c in pending.values() if c["score"] is None]
+    sure = {cid for cid, c in pending.items() if c["score"] >= 0.9}
+    accept = sp.keyed_button("bulk_t_accept")
+    accept.wait_for()
+    assert re.match(rf"Accept {len(sure)} with p ≥ 0\.90", accept.inner_text()), (accept.inner_text(), sure)
+    assert sure, "the model is sure of no candidate: nothing for 'accept all with p ≥ t' to show"
+    sp.keyed_button("kb_next").wait_for()  # the shortcuts exist once their buttons are drawn
+    sp.page.locator("h1").first.click()  # the keys go to the page, not to the last select box
+    press(sp, "Shift+H")
+    sp.wait_text(f"Accepted {len(sure)} candidate(s)")
+    states = {int(c["id"]): c for c in cli_json(j, "candidates", "list", "--limit", "1000")}
+    assert {cid for cid in pending if states[cid]["state"] == "accepted"} == sure, states
+
+    # A card the model places in another class: walk the outline to it with J/K, then P.
+    grid = card_ids(sp)
+    assert set(grid) == set(pending) - sure, (grid, pending, sure)
+    target = next((cid for cid in grid if pending[cid]["predicted"] not in (None, pending[cid]["label"])), None)
+    assert target is not None, f"the model places no pending candidate in another class: {pending}"
+    start = outlined(sp)
+    assert start == [grid[0]], start  # the first card is outlined at first
+    press(sp, "j")
+    assert outlined(sp) == [grid[1]]
+    press(sp, "k")
+    assert outlined(sp) == [grid[0]]
+    for _ in range(grid.index(target)):
+        press(sp, "j")
+    assert outlined(sp) == [target]
+    predicted = str(pending[target]["predicted"])
+    assert sp.keyed_button("kb_pred").inner_text().startswith(f"→ {predicted}")
+    sp.screenshot("journey-triage-keyboard")  # the outlined card, the triage panel: docs/img/triage.jpg
+    press(sp, "p")
+    sp.wait_text(f"Moved candidate {target} to {predicted} and accepted it.")
+    moved = next(c for c in cli_json(j, "candidates", "list", "--limit", "1000") if int(c["id"]) == target)
+    assert (moved["label"], moved["state"]) == (predicted, "accepted"), moved
+    assert target not in card_ids(sp) and outlined(sp) and outlined(sp)[0] != target  # the outline moved on
+    history = cli_json(j, "history")
+    assert history[0]["kind"] == "decide" and not history[0]["undone"], history[:2]
+    j.notes["triage"] = {"accepted >= 0.90": len(sure), "moved": [target, predicted], "pending": len(grid) - 1}
+
+
 def data_stayed_in_checkout(j: Journey) -> None:
     """Everything the journey made is in ``<clone>/data`` (the default ``./data`` of ``make run``): the
     model where the run table says, no doubled ``data/<project>/data/…``, no data dir anywhere else."""
@@ -481,6 +565,7 @@ STEPS: list[Callable[[Journey], None]] = [
     review_labels,
     predict_photo,
     api_predict,
+    triage_with_keyboard,
 ]
 
 
