@@ -28,6 +28,14 @@ def test_current_run_is_picked_or_newest_done(store: Store) -> None:
         runs.get_run(store, "nope")
 
 
+def test_runs_made_in_the_same_second_are_newest_first_by_creation(store: Store) -> None:
+    # Run ids sort by time only to the second; the random suffix must not decide which is newest.
+    first = runs.finish_run(store, runs.create_run(store, {}, run_id="20260101-000000-ffff").id, "done", vocab=["x"])
+    second = runs.finish_run(store, runs.create_run(store, {}, run_id="20260101-000000-0000").id, "done", vocab=["x"])
+    assert [r.id for r in runs.list_runs(store)] == [second.id, first.id]
+    assert runs.current_run(store).id == second.id  # type: ignore[union-attr]
+
+
 def test_predictions_round_trip_and_validation(store: Store) -> None:
     run = runs.create_run(store, {})
     ids = [i.id for i in store.images()[:3]]

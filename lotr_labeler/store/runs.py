@@ -22,7 +22,7 @@ def current_id(db: Database) -> str | None:
         ok = db.conn.execute("SELECT 1 FROM runs WHERE id = ? AND state = 'done'", (picked,)).fetchone()
         if ok:
             return picked
-    latest = db.conn.execute("SELECT id FROM runs WHERE state = 'done' ORDER BY id DESC LIMIT 1").fetchone()
+    latest = db.conn.execute("SELECT id FROM runs WHERE state = 'done' ORDER BY rowid DESC LIMIT 1").fetchone()
     return str(latest[0]) if latest else None
 
 
@@ -41,7 +41,7 @@ def fail_if_running(db: Database, run_id: str, message: str) -> bool:
 
 
 def all_rows(db: Database) -> list[sqlite3.Row]:
-    return db.conn.execute("SELECT * FROM runs ORDER BY id DESC").fetchall()
+    return db.conn.execute("SELECT * FROM runs ORDER BY rowid DESC").fetchall()
 
 
 def get_row(db: Database, run_id: str) -> sqlite3.Row | None:

@@ -532,8 +532,12 @@ def data_stayed_in_checkout(j: Journey) -> None:
     scratch = j.work
     projects = sorted(str(p.parent.relative_to(scratch)) for p in scratch.rglob("project.sqlite"))
     assert projects == [f"clone/data/{DEFAULT_PROJECT}", f"clone/data/{PROJECT}"], projects
+    # One model.pkl per finished run (the trained one and the instant model of "Retrain head"), each in
+    # its run folder under the clone's data/, and none anywhere else.
+    done = [r["id"] for r in cli_json(j, "runs", "list") if r["state"] == "done"]
+    assert j.run_id in done and len(done) >= 2, done
     models = sorted(str(p.relative_to(scratch)) for p in scratch.rglob("model.pkl"))
-    assert models == [str(model.relative_to(scratch))], models
+    assert models == sorted(f"clone/data/{PROJECT}/runs/{run_id}/model.pkl" for run_id in done), models
     # Nothing written in the clone outside data/ but bytecode (git lists what is not in HEAD).
     out = subprocess.run(
         ["git", "-C", str(clone), "status", "--porcelain", "-z", "--ignored", "--untracked-files=all"],
