@@ -289,3 +289,67 @@ def test_download_commits_what_finished_meanwhile_in_one_transaction(
     assert sizes[1] == min(download._BATCH, n - sizes[0]) and len(sizes) <= 3
     assert sorted(p.name for p in (two.root / "images").rglob("*.jpg")) == sorted(f"{i}.jpg" for i in report.image_ids)
     assert not list((two.root / "tmp").iterdir())
+
+
+def test_interrupt_after_the_commit_keeps_the_stored_images(two: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C lands after the batch committed, before its file moves: the rows are stored, so
+    their staged files must stay for the journal (the next open moves them into place)."""
+    from lotr_labeler.store.db import Database
+
+    def interrupted(self: Database) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Database, "_apply_file_ops", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        two.add_images([ImageIn(fake(1, "k1"), "a", "upload"), ImageIn(fake(2**40, "k2"), "b", "upload")])
+    monkeypatch.undo()
+    with Store(two.root) as reopened:  # replays the journal
+        rows = reopened.images()
+        assert len(rows) == 2
+        for row in rows:
+            assert reopened.path(row).read_bytes() == JPEG, row
+        assert not list((reopened.root / "tmp").iterdir())
+
+
+def test_download_records_its_images_for_undo_even_when_it_ends_in_an_error(
+    two: Store, image_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lotr_labeler.collect import download
+
+    two.set_setting("allow_private_hosts", True)
+    two.add_candidates(CandidateIn("a", f"{image_server}/img/{k}.png") for k in range(3))
+    two.decide([c.id for c in two.candidates()], "accepted")
+    real_record = download._record_images
+    calls = {"n": 0}
+
+    def record_then_fail(store: Store, batch: list[Any], report: Any) -> list[str]:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise KeyboardInterrupt  # Ctrl-C after the first commit
+        return real_record(store, batch, report)
+
+    monkeypatch.setattr(download, "_record_images", record_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        download.download_candidates(two, workers=1)
+    stored = [i.id for i in two.images()]
+    assert stored, "the first commit stored images"
+    assert two.history(1)[0].kind == "import"
+    two.undo()  # takes back exactly the images the interrupted run committed
+    assert two.images() == []
+
+
+def test_a_full_disk_fails_the_candidate_not_the_download(two: Store, image_server: str) -> None:
+    from lotr_labeler.collect import download
+
+    two.set_setting("allow_private_hosts", True)
+    two.add_candidates(CandidateIn("a", f"{image_server}/img/{k}.png") for k in range(2))
+    two.decide([c.id for c in two.candidates()], "accepted")
+
+    def no_space(img: Normalized) -> Path:
+        raise OSError(28, "No space left on device")
+
+    two.stage_image = no_space  # type: ignore[method-assign]
+    report = download.download_candidates(two, workers=2)
+    assert report.failed == 2 and report.ok == 0
+    errors = [(c.state, c.error or "") for c in two.candidates()]
+    assert all(state == "failed" and "write failed" in error for state, error in errors), errors

@@ -680,7 +680,14 @@ def _work(
         )
         image = _decode(got.data, cand, cfg, cancel)
         # The temp file and its fsync happen here, in parallel; the writer thread only commits.
-        return _Outcome(image=image, staged=stage(image))
+        try:
+            return _Outcome(image=image, staged=stage(image))
+        except OSError as exc:  # e.g. a full disk: this candidate fails with the reason, the run goes on
+            raise FetchError(
+                f"Could not write candidate {cand.id} to the project's tmp/ folder ({exc}). "
+                "Free some disk space, then retry the failed downloads.",
+                "write failed",
+            ) from None
     except (FetchError, ImageRejected) as exc:
         return _Outcome(error=exc)
 
@@ -815,9 +822,10 @@ def download_candidates(
         pool.shutdown(wait=True, cancel_futures=True)
         if own_client:
             http.close()
+        # One history entry per run, so undo can take a whole download back like an import:
+        # also for the images committed before an error or Ctrl-C ended the run.
+        store.record_import(report.image_ids, f"downloaded {len(report.image_ids)} image(s)")
     report.elapsed_s = time.monotonic() - started
-    # One history entry per run, so undo can take a whole download back like an import.
-    store.record_import(report.image_ids, f"downloaded {len(report.image_ids)} image(s)")
     log.info("download: %s", report.summary())
     return report
 

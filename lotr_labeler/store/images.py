@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Iterable, Sequence
@@ -15,6 +16,8 @@ from lotr_labeler.store.classes import ClassesMixin
 from lotr_labeler.store.db import now
 from lotr_labeler.store.history import Payload, undoes
 from lotr_labeler.store.rows import AddResult, ImageRow, image_row
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from lotr_labeler.review.dedupe import PhashIndex
@@ -133,8 +136,15 @@ class ImagesMixin(ClassesMixin):
                     committed.add(k)
                     results.append((image_id, near))
         except BaseException:
-            committed.clear()  # rolled back: no row refers to any staged file
             self._phash_index = None  # it may hold rows that were rolled back: rebuilt on next use
+            # Rolled back: no row refers to a staged file. But an interrupt after the commit (during
+            # the file moves) leaves the rows stored and their files journaled: keep those.
+            try:
+                stored = [k for k in committed if self._by_sha(items[k].img.sha256) is not None]
+            except Exception as exc:  # cannot tell: keep them all (the sweep on open drops unreferenced ones)
+                log.warning("project %s: keeping %d staged file(s) after an error (%s)", self.name, len(committed), exc)
+                stored = list(committed)
+            committed.intersection_update(stored)
             raise
         finally:
             for k, tmp in enumerate(staged):
