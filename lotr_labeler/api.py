@@ -44,6 +44,7 @@ import base64
 import binascii
 import gc
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -455,7 +456,13 @@ class TokenAuth:
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK or host.startswith("127.")
+    """A loopback address (127.0.0.0/8, ::1) or ``localhost``; a name like ``127.foo.example`` is not."""
+    if host in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def serve_token(host: str, token: str | None, no_auth: bool) -> tuple[str | None, bool]:

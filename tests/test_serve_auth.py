@@ -124,3 +124,11 @@ def test_cli_serve_on_the_lan_prints_and_requires_a_token(
 
     assert main(["--data", str(data_root), "serve", "--host", "0.0.0.0", "--token", TOKEN, "--no-auth"]) == 1
     assert "not both" in capsys.readouterr().err
+
+
+def test_loopback_is_an_address_not_a_name_prefix() -> None:
+    from lotr_labeler.api import is_loopback
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.3.2.1", "localhost", "::1", "[::1]"))
+    # a host name that merely starts like a loopback address must need a token like any other
+    assert not any(is_loopback(h) for h in ("127.foo.example", "0.0.0.0", "192.168.1.5", "::"))
