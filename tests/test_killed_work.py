@@ -126,3 +126,17 @@ def test_run_of_a_dead_or_reused_process_is_failed_on_the_next_look(empty_store:
         runs.delete_run(empty_store, ours.id)
     runs.delete_run(empty_store, reused.id)
     assert not Path(reused.path).exists()
+
+
+def test_a_worker_that_cannot_start_leaves_no_running_row(empty_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lotr_labeler.jobs import table
+
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(table.subprocess, "Popen", no_process)
+    with pytest.raises(Conflict, match="Could not start the download worker: .*Too many open files"):
+        table.launch(empty_store, "download", ["download"], {})
+    monkeypatch.undo()
+    assert jobs.running_job(empty_store, "download") is None  # nothing blocks the next try
+    assert jobs.latest_job(empty_store, "download").state == "failed"  # type: ignore[union-attr]

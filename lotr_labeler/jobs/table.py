@@ -198,14 +198,20 @@ def launch(store: Store, kind: str, command: list[str], args: dict[str, Any]) ->
     log_dir.mkdir(parents=True, exist_ok=True)
     root = store.root.absolute().parent  # the worker must find the project whatever its cwd
     argv = [sys.executable, "-m", "lotr_labeler", "--data", str(root), "--project", store.name]
-    with open(log_dir / f"{job.id}.log", "wb") as log:
-        child = subprocess.Popen(  # noqa: S603 - our own module, arguments built here
-            [*argv, *command, "--job", str(job.id)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # survives the page's script run and Ctrl-C in the server
-        )
+    try:
+        with open(log_dir / f"{job.id}.log", "wb") as log:
+            child = subprocess.Popen(  # noqa: S603 - our own module, arguments built here
+                [*argv, *command, "--job", str(job.id)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # survives the page's script run and Ctrl-C in the server
+            )
+    except OSError as exc:  # no process: end the row now, or it would block this kind until the grace ends
+        finish(store, job.id, "failed", f"Could not start the {kind} worker ({exc}).")
+        raise Conflict(
+            f"Could not start the {kind} worker: {exc}. Check free disk space and that {sys.executable} runs."
+        ) from exc
     _children[child.pid] = child
     started = process_start(child.pid)  # our unreaped child: readable even if it died at once
     with store.transaction():
