@@ -135,7 +135,7 @@ def test_a_worker_that_cannot_start_leaves_no_running_row(empty_store: Store, mo
         raise OSError(24, "Too many open files")
 
     monkeypatch.setattr(table.subprocess, "Popen", no_process)
-    with pytest.raises(Conflict, match="Could not start the download worker: .*Too many open files"):
+    with pytest.raises(Conflict, match=r"Could not start the download worker: .*Too many open files"):
         table.launch(empty_store, "download", ["download"], {})
     monkeypatch.undo()
     assert jobs.running_job(empty_store, "download") is None  # nothing blocks the next try
