@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 
-from lotr_labeler.errors import NothingToUndo, StoreError
-from lotr_labeler.store import UNDO, Store, undoes
+from lotr_labeler.errors import Conflict, NothingToUndo, StoreError
+from lotr_labeler.store import DB_NAME, UNDO, Store, undoes
 
 
 def test_unknown_event_kind_raises_naming_it_and_stays_undoable(empty_store: Store) -> None:
@@ -56,3 +57,25 @@ def test_events_since(empty_store: Store) -> None:
     empty_store.add_class("dwarves")
     assert empty_store.last_event_id() == start + 2
     assert empty_store.count_events_after(start) == 2
+
+
+def test_moves_replayed_before_a_failing_change_are_not_replayed_again(empty_store: Store) -> None:
+    """Journaled moves left by a killed process are replayed at the start of the next write. If that
+    write then fails, the moves stay done: replaying them a second time would carry the file a later
+    move put in place (images/A/9.jpg) off with the folder an earlier move took away."""
+    root = empty_store.root
+    (root / "images" / "A").mkdir(parents=True)
+    (root / "images" / "A" / "1.jpg").write_bytes(b"one")
+    (root / "tmp" / "x.jpg").write_bytes(b"nine")
+    raw = sqlite3.connect(root / DB_NAME, isolation_level=None)  # the killed process's committed journal
+    raw.executemany(
+        "INSERT INTO file_ops(src, dst) VALUES (?, ?)",
+        [("images/A", "trash/class-7"), ("tmp/x.jpg", "images/A/9.jpg")],
+    )
+    raw.close()
+    with pytest.raises(Conflict), empty_store.transaction():
+        raise Conflict("this change fails after the replay")
+    empty_store.set_setting("page_size", 24)  # the next write: nothing left to replay
+    assert (root / "images" / "A" / "9.jpg").read_bytes() == b"nine"
+    assert (root / "trash" / "class-7" / "1.jpg").read_bytes() == b"one"
+    assert empty_store.conn.execute("SELECT count(*) FROM file_ops").fetchone()[0] == 0

@@ -159,13 +159,23 @@ class Database:
             return
         self.conn.execute("BEGIN IMMEDIATE")
         self._tx_depth = 1
+        replayed = False
         try:
-            self._replay_journal()
+            replayed = self._replay_journal() > 0
+            self.conn.execute("SAVEPOINT body")
             yield self.conn
+            self.conn.execute("RELEASE body")
             self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+                if replayed:
+                    # The replayed moves are done on disk: keep their journal deletions even when the
+                    # body fails, or a second replay would redo them over what later moves wrote.
+                    self.conn.execute("ROLLBACK TO body")
+                    self.conn.execute("RELEASE body")
+                    self.conn.execute("COMMIT")
+                else:
+                    self.conn.execute("ROLLBACK")
             raise
         finally:
             self._tx_depth = 0
