@@ -84,6 +84,9 @@ class Settings:
     min_images_per_class: int = _declare(10, "Fewest images per class before training is suggested.", 1, 10_000)
     embed_size: int = _declare(224, "Review: side, in pixels, images are resized to for backbone embeddings.", 32, 512)
     tiny_side: int = _declare(64, "Review: images whose shorter side is below this are flagged tiny.", 1, 4096)
+    weak_model_error_rate: float = _declare(
+        0.3, "A model with a higher validation error rate is shown as a hint, not the primary action.", 0, 1
+    )
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Settings:

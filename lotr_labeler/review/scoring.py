@@ -206,6 +206,7 @@ class FitInfo:
     head_valid_accuracy: float | None = None
     run_valid_accuracy: float | None = None
     backbone_reason: str | None = None  # why ``choose_backbone`` picked it, when it did
+    compared_run_id: str | None = None  # the run whose valid accuracy is ``run_valid_accuracy``
 
     @property
     def backbone_spec(self) -> embed.Backbone:
@@ -334,6 +335,7 @@ def fit_scores(
         head_valid_accuracy=head_acc,
         run_valid_accuracy=run_acc,
         backbone_reason=reason,
+        compared_run_id=run_id if run_acc is not None else None,
     )
     reviews.replace_scores(
         store,
