@@ -72,6 +72,7 @@ class Settings:
     max_bytes: int = _declare(15_000_000, "Largest file or download accepted, in bytes.", 10_000, 500_000_000)
     thumb_size: int = _declare(192, "Longest side of cached thumbnails in the grids.", 64, 512)
     page_size: int = _declare(48, "Cards per page in the grids.", 8, 200)
+    grid_columns: int = _declare(8, "Cards per row in the grids.", 2, 16)
     near_dup_distance: int = _declare(8, "Near duplicates: largest phash Hamming distance.", 0, 32)
     download_workers: int = _declare(
         32, "Parallel downloads (each mostly waits on the network: sized to cover a slow server).", 1, 64
@@ -118,6 +119,63 @@ def _declaration(f: dataclasses.Field[Any]) -> Setting:
 
 SETTINGS: tuple[Setting, ...] = tuple(_declaration(f) for f in dataclasses.fields(Settings))
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+
+
+# How the Settings page groups them: (group, what it governs, keys). A setting left out of every group
+# is shown under "Other", so a new declaration is never hidden.
+GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (
+        "Downloads",
+        "How accepted candidates are fetched: parallelism, timeouts, size limits, which hosts.",
+        ("download_workers", "connect_timeout", "read_timeout", "max_bytes", "allow_private_hosts"),
+    ),
+    ("Search", "How DuckDuckGo is queried.", ("search_max_results", "search_delay")),
+    (
+        "Images",
+        "How downloaded and imported images are checked, stored and split.",
+        ("max_side", "jpeg_quality", "max_pixels", "valid_pct", "near_dup_distance"),
+    ),
+    (
+        "Grids",
+        "The thumbnail grids of the Search, Dataset and Review pages.",
+        ("page_size", "thumb_size", "grid_columns"),
+    ),
+    (
+        "Review and training",
+        "Label review and when training is suggested.",
+        ("min_images_per_class", "embed_size", "tiny_side"),
+    ),
+)
+
+# Settings that weaken a safeguard: the risk, said wherever the setting can be changed.
+CAUTIONS: dict[str, str] = {
+    "allow_private_hosts": (
+        "Risk: image URLs come from search results, i.e. from strangers. With this on, such a URL can make "
+        "this computer fetch from your own network — the router's admin page, a local service, a cloud "
+        "metadata address (169.254.169.254) — and store the answer in the project. Turn it on only to "
+        "download from a server on this machine or your LAN that you trust, and turn it off afterwards."
+    ),
+}
+
+
+def grouped() -> list[tuple[str, str, list[Setting]]]:
+    """Every setting once, in its group (declaration order inside a group; ungrouped ones under "Other")."""
+    placed: set[str] = set()
+    groups: list[tuple[str, str, list[Setting]]] = []
+    for name, about, keys in GROUPS:
+        members = [s for s in SETTINGS if s.key in keys]
+        placed.update(s.key for s in members)
+        if members:
+            groups.append((name, about, members))
+    rest = [s for s in SETTINGS if s.key not in placed]
+    if rest:
+        groups.append(("Other", "Settings not in a group yet.", rest))
+    return groups
+
+
+def group_of(key: str) -> str:
+    """The name of the group the setting ``key`` is shown in."""
+    return next(name for name, _, members in grouped() for s in members if s.key == key)
 
 
 def setting(key: str) -> Setting:

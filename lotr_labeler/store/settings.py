@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from lotr_labeler.settings import Settings, Value, setting
@@ -27,3 +28,26 @@ class SettingsMixin(HistoryMixin):
                 (key, json.dumps(parsed)),
             )
         return parsed
+
+    def set_settings(self, values: Mapping[str, Any]) -> dict[str, Value]:
+        """Store several settings at once: all are validated first, so one bad value stores none.
+
+        Raises
+        ------
+        InvalidInput
+            A key names no setting or a value does not fit its declaration (the first one found).
+        """
+        parsed = {key: setting(key).parse(value) for key, value in values.items()}
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [(key, json.dumps(value)) for key, value in parsed.items()],
+            )
+        return parsed
+
+    def reset_setting(self, key: str) -> Value:
+        """Forget the stored value of ``key`` so it follows its declared default; returns that default."""
+        declared = setting(key)
+        with self.transaction():
+            self.conn.execute("DELETE FROM settings WHERE key = ?", (declared.key,))
+        return declared.default

@@ -9,7 +9,7 @@ from lotr_labeler import project as proj
 from lotr_labeler.cli.context import Subparsers, project_command, root
 from lotr_labeler.cli.output import emit, print_json, table
 from lotr_labeler.jobs import table as jobs_table
-from lotr_labeler.settings import SETTINGS, SETTINGS_BY_KEY
+from lotr_labeler.settings import SETTINGS, SETTINGS_BY_KEY, group_of
 from lotr_labeler.store import CANDIDATE_STATES, Store
 from lotr_labeler.workspace import create_project
 
@@ -40,9 +40,15 @@ def cmd_settings(store: Store, args: argparse.Namespace) -> int:
         value = store.set_setting(args.key, args.value)
         print(f"{args.key} = {value}")
         return 0
+    if args.settings_cmd == "reset":
+        print(f"{args.key} = {store.reset_setting(args.key)} (default)")
+        return 0
     values = store.settings().as_dict()
-    rows = [{"id": s.key, "value": values[s.key], "default": s.default, "help": s.help} for s in SETTINGS]
-    emit(rows, ["id", "value", "default", "help"], args.json)
+    rows = [
+        {"id": s.key, "group": group_of(s.key), "value": values[s.key], "default": s.default, "help": s.help}
+        for s in SETTINGS
+    ]
+    emit(rows, ["id", "group", "value", "default", "help"], args.json)
     return 0
 
 
@@ -62,4 +68,6 @@ def register(sub: Subparsers) -> None:
     c = cs.add_parser("set")
     c.add_argument("key", choices=list(SETTINGS_BY_KEY))
     c.add_argument("value")
+    c = cs.add_parser("reset", help="forget a stored value: the setting follows its default again")
+    c.add_argument("key", choices=list(SETTINGS_BY_KEY))
     s.set_defaults(func=cmd_settings)

@@ -1,0 +1,176 @@
+"""Settings: every project setting, grouped, with its help, bounds, default and saved value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from lotr_labeler.errors import LabelerError
+from lotr_labeler.settings import CAUTIONS, Setting, Value, grouped, setting
+from lotr_labeler.store import Store
+from lotr_labeler.ui.context import data_dir, open_current, show_flash
+
+st.set_page_config(page_title="Settings · lotr_labeler", page_icon="⚙️", layout="wide")
+st.title("Settings")
+st.caption(
+    "Per project, stored in its database and read by every page, background job and the command line "
+    "(`lotr-labeler settings list`, `settings set KEY VALUE`, `settings reset KEY`). "
+    "Edit a group, then press its Save button; a value that does not fit is shown in red and nothing is stored."
+)
+
+_SEED = "_settings_seed"  # {"project": name, key: stored value the widget was last filled from}
+_ERRORS = "_settings_errors"  # {key: message} of the last Save
+_OUTCOME = "_settings_outcome"  # {group: (kind, message)}: stays until the group's next action
+LABELS = {
+    "valid_pct": "Validation split (%)",
+    "jpeg_quality": "JPEG quality",
+    "near_dup_distance": "Near-duplicate distance",
+    "max_bytes": "Largest file (bytes)",
+    "max_pixels": "Largest image (pixels)",
+    "connect_timeout": "Connect timeout (s)",
+    "read_timeout": "Read timeout (s)",
+    "search_delay": "Pause between queries (s)",
+    "allow_private_hosts": "Allow private and loopback hosts",
+}
+
+
+def _widget(key: str) -> str:
+    return f"set_{key}"
+
+
+def _label(s: Setting) -> str:
+    return LABELS.get(s.key, s.key.replace("_", " ").capitalize())
+
+
+def _show(s: Setting, value: Any) -> str:
+    if isinstance(s.default, bool):
+        return "on" if value else "off"
+    if isinstance(s.default, int):
+        return f"{int(value):,}"
+    return f"{float(value):g}"
+
+
+def _bounds(s: Setting) -> str:
+    if s.minimum is None and s.maximum is None:
+        return ""
+    low = _show(s, s.minimum) if s.minimum is not None else "…"
+    high = _show(s, s.maximum) if s.maximum is not None else "…"
+    return f" · from {low} to {high}"
+
+
+def _sync(project: str, stored: dict[str, Value]) -> None:
+    """Fill the widgets from the stored values, keeping unsaved edits unless the stored value moved
+    (changed by the CLI, another tab or a reset) or the project changed."""
+    state = st.session_state
+    seed: dict[str, Any] = state.get(_SEED) or {}
+    if seed.get("project") != project:
+        seed = {"project": project}
+        state[_ERRORS] = {}
+        state[_OUTCOME] = {}
+    for key, value in stored.items():
+        if key not in seed or seed[key] != value or _widget(key) not in state:
+            state[_widget(key)] = value
+            seed[key] = value
+    state[_SEED] = seed
+
+
+def _save(project: str, group: str, keys: list[str]) -> None:
+    state = st.session_state
+    errors: dict[str, str] = state.setdefault(_ERRORS, {})
+    outcome: dict[str, tuple[str, str]] = state.setdefault(_OUTCOME, {})
+    values = {key: state[_widget(key)] for key in keys}
+    for key in keys:
+        errors.pop(key, None)
+    for key, value in values.items():
+        try:
+            setting(key).parse(value)
+        except LabelerError as exc:
+            errors[key] = str(exc)
+    bad = [key for key in keys if key in errors]
+    if bad:
+        outcome[group] = ("error", f"Nothing saved: fix {', '.join(bad)} (see the message under it), then save again.")
+        return
+    try:
+        with Store(data_dir() / project) as store:
+            before = store.settings().as_dict()
+            changed = {k: v for k, v in values.items() if setting(k).parse(v) != before[k]}
+            saved = store.set_settings(changed)
+    except LabelerError as exc:
+        outcome[group] = ("error", f"Nothing saved: {exc}")
+        return
+    if saved:
+        listed = ", ".join(f"{k} = {_show(setting(k), v)}" for k, v in saved.items())
+        outcome[group] = ("success", f"Saved {len(saved)} setting(s): {listed}.")
+    else:
+        outcome[group] = ("info", "Nothing to save: these are the stored values.")
+
+
+def _reset(project: str, group: str, key: str) -> None:
+    state = st.session_state
+    try:
+        with Store(data_dir() / project) as store:
+            default = store.reset_setting(key)
+    except LabelerError as exc:
+        state.setdefault(_OUTCOME, {})[group] = ("error", str(exc))
+        return
+    state[_widget(key)] = default
+    state.setdefault(_ERRORS, {}).pop(key, None)
+    state.setdefault(_OUTCOME, {})[group] = ("success", f"Reset {key} to its default, {_show(setting(key), default)}.")
+
+
+def _field(s: Setting, saved: Value, project: str, group: str) -> bool:
+    """One setting: widget, help, default/saved/bounds, its error, Reset. Returns whether it has an unsaved edit."""
+    key = _widget(s.key)
+    left, right = st.columns([3, 2], vertical_alignment="center")
+    with left:
+        if isinstance(s.default, bool):
+            st.checkbox(_label(s), key=key, help=s.help)
+        elif isinstance(s.default, int):
+            st.number_input(_label(s), key=key, step=1, help=s.help)
+        else:
+            st.number_input(_label(s), key=key, step=0.5, format="%.2f", help=s.help)
+        st.caption(s.help)
+    edited: bool = st.session_state[key] != saved
+    with right:
+        note = " · **unsaved edit**" if edited else ""
+        st.caption(f"`{s.key}` · saved **{_show(s, saved)}** · default {_show(s, s.default)}{_bounds(s)}{note}")
+        st.button(
+            "Reset to default",
+            key=f"reset_{s.key}",
+            disabled=saved == s.default and not edited,
+            on_click=_reset,
+            args=(project, group, s.key),
+        )
+    if s.key in CAUTIONS:
+        (st.warning if saved else st.info)(CAUTIONS[s.key], icon="⚠️" if saved else "🛡️")
+    error = st.session_state.get(_ERRORS, {}).get(s.key)
+    if error:
+        st.error(error)
+    return edited
+
+
+with open_current() as store:
+    show_flash()
+    project = store.name
+    stored = store.settings().as_dict()
+_sync(project, stored)
+
+st.markdown(f"Project **{project}**")
+for group, about, members in grouped():
+    with st.container(border=True):
+        st.subheader(group)
+        st.caption(about)
+        pending = [_field(s, stored[s.key], project, group) for s in members]
+        keys = [s.key for s in members]
+        st.button(
+            f"Save {group.lower()}",
+            key=f"save_{group}",
+            type="primary",
+            disabled=not any(pending) and not any(k in st.session_state.get(_ERRORS, {}) for k in keys),
+            on_click=_save,
+            args=(project, group, keys),
+        )
+        kind, message = st.session_state.get(_OUTCOME, {}).get(group, ("", ""))
+        if message:
+            {"error": st.error, "success": st.success}.get(kind, st.info)(message)
