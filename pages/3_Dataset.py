@@ -5,44 +5,42 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
 from lotr_labeler.collect.export import export_dataset
 from lotr_labeler.collect.importers import import_folder, import_zip
-from lotr_labeler.store import ImageRow, Store
-from lotr_labeler.ui.context import act, error_boundary, open_current, show_flash
+from lotr_labeler.store import Store
+from lotr_labeler.ui import cards
+from lotr_labeler.ui.context import data_dir, error_boundary, open_current, show_flash
 from lotr_labeler.ui.grid import pager, reset_page
 from lotr_labeler.ui.imports import show_report, url_list_form
-from lotr_labeler.ui.widgets import (
-    all_select,
-    image_thumb,
-    label_select,
-    progress_bar,
-    restore_button,
-    undo_and_history,
-)
+from lotr_labeler.ui.widgets import all_select, progress_bar, undo_and_history
 
 st.set_page_config(page_title="Dataset · lotr_labeler", page_icon="🗂️", layout="wide")
 st.title("Dataset")
-COLUMNS = 6
 
 
-def _relabel(store: Store, image_id: int, key: str) -> None:
-    store.relabel([image_id], st.session_state[key])
-
-
-def _card(store: Store, img: ImageRow, classes: list[str], thumb_size: int) -> None:
-    with st.container(border=True):
-        image_thumb(store, img, thumb_size)
-        flags = f" · ⚠️ {', '.join(img.flags)}" if img.flags else ""
-        st.caption(f"#{img.id} · {img.label} · {img.split} · {img.width}×{img.height}{flags}")
-        if img.deleted:
-            restore_button(f"restore_{img.id}", img.id)
-            return
-        key = f"relabel_{img.id}_{img.class_id}"
-        label_select("Label", classes, img.label, key, _relabel, img.id, key)
-        st.button("🗑 Delete", key=f"del_{img.id}", on_click=act, args=(Store.delete_images, [img.id]), width="stretch")
+@st.fragment
+def _grid(project: str, query: dict[str, Any], limit: int, offset: int) -> None:
+    """The cards of this page; an action reruns only this fragment (fast), keeping focus and scroll."""
+    with Store(data_dir() / project) as store, error_boundary():
+        settings = store.settings()
+        rows = store.images(**query, limit=limit, offset=offset)
+        trash = bool(query["deleted"])
+        cards.grid(
+            "ds_grid",
+            [cards.image_card(store, img, settings.thumb_size) for img in rows],
+            classes=store.class_names(),
+            actions=("restore", "undo") if trash else ("relabel", "delete", "undo"),
+            on_action=cards.dataset_action,
+            columns=settings.grid_columns,
+            large=cards.large_image(store),
+            empty="The trash is empty."
+            if trash
+            else "No images here yet. Import a folder or zip below, or search and download on the Search page.",
+        )
 
 
 with open_current() as store:
@@ -61,16 +59,10 @@ with open_current() as store:
     )
     trash = view == "Trash"
     with error_boundary():
-        total = store.count(label, split=split, source=source, deleted=trash)
-        page_size = settings.page_size
-        offset = pager(total, page_size, "dataset")
-        rows = store.images(label, split=split, source=source, deleted=trash, limit=page_size, offset=offset)
-        if not rows:
-            st.info("No images here yet. Import a folder or zip below, or search and download on the Search page.")
-        for start in range(0, len(rows), COLUMNS):
-            for col, img in zip(st.columns(COLUMNS), rows[start : start + COLUMNS], strict=False):
-                with col:
-                    _card(store, img, classes, settings.thumb_size)
+        query: dict[str, Any] = {"label": label, "split": split, "source": source, "deleted": trash}
+        total = store.count(**query)
+        offset = pager(total, settings.page_size, "dataset")
+        _grid(store.name, query, settings.page_size, offset)
 
     st.divider()
     with st.expander("Import images or URLs"):

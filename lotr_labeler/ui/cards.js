@@ -1,0 +1,316 @@
+// The card grid (lotr_labeler/ui/cards.py): focus, selection, lightbox and keys live here, in one place,
+// so the toolbar's count and buttons follow every click at once. Decisions go to Python as one trigger
+// value {action, ids, label}; Python applies them and sends the next data (focus, message) back.
+// The function runs again with new data on every rerun: state is kept per grid key on window, and the
+// key listener of the previous run is removed before a new one is added (one grid listens at a time).
+
+const KEYS = [
+  ["← → ↑ ↓", "move the focused card (↑ ↓ by a row)"],
+  ["Shift + arrows / Shift-click", "extend the selection"],
+  ["click / Ctrl-click", "select or unselect a card"],
+  ["Esc", "clear the selection (close the large view)"],
+  ["Enter / Space", "open the large view (← → inside it)"],
+  ["1 – 9", "relabel to the n-th class"],
+  ["K", "keep: the label is right"],
+  ["D", "delete (to the trash)"],
+  ["R", "restore from the trash"],
+  ["P", "accept the model's prediction"],
+  ["M", "more like this"],
+  ["A / X", "accept / reject"],
+  ["Z", "undo the last change"],
+  ["?", "this help"],
+];
+const KEY_ACTION = { k: "keep", d: "delete", r: "restore", p: "predict", m: "more", a: "accept", x: "reject" };
+
+function esc(s) {
+  return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+function gridState(key) {
+  window.__lotrCards = window.__lotrCards || {};
+  if (!window.__lotrCards[key]) {
+    window.__lotrCards[key] = { focus: null, sel: new Set(), anchor: null, lastSeq: -1, lb: null, help: false, busy: false };
+  }
+  return window.__lotrCards[key];
+}
+
+export default function (component) {
+  const { data, parentElement, setTriggerValue, key } = component;
+  const root = parentElement.querySelector(".cg-root");
+  const s = gridState(key);
+  if (s.cleanup) s.cleanup();
+
+  const cards = data.cards || [];
+  const ids = cards.map((c) => c.id);
+  const byId = new Map(cards.map((c) => [c.id, c]));
+  const allowed = new Set(data.actions || []);
+  const classes = data.classes || [];
+  const cols = Math.max(1, data.columns || 8);
+  s.busy = false;
+  if (data.seq !== s.lastSeq) {
+    s.lastSeq = data.seq;
+    if (data.focus != null && byId.has(data.focus)) s.focus = data.focus;
+  }
+  if (!byId.has(s.focus)) s.focus = ids.length ? ids[Math.min(Math.max(s.focusIndex ?? 0, 0), ids.length - 1)] : null;
+  for (const id of [...s.sel]) if (!byId.has(id)) s.sel.delete(id);
+  if (s.lb != null && !byId.has(s.lb)) s.lb = null;
+
+  function send(action, targetIds, label) {
+    if (!allowed.has(action)) return;
+    if (action !== "undo" && !targetIds.length) return;
+    s.busy = true;
+    s.focusIndex = ids.indexOf(s.focus);
+    setTriggerValue("action", { action, ids: targetIds, label: label ?? null, n: Date.now() });
+    if (s.sel.size && targetIds.length > 1) s.sel.clear();
+    renderToolbar();
+  }
+  function targets() {
+    return s.sel.size ? ids.filter((i) => s.sel.has(i)) : s.focus != null ? [s.focus] : [];
+  }
+  function predict(targetIds) {
+    // P takes each card to its own predicted class; cards the model agrees with are left alone.
+    const t = targetIds.filter((i) => byId.get(i)?.predicted);
+    if (t.length) send("predict", t);
+  }
+  function act(action, targetIds) {
+    if (action === "predict") return predict(targetIds);
+    if (action === "more") return send("more", targetIds.slice(0, 1));
+    send(action, targetIds);
+  }
+  function open(id) {
+    s.lb = id;
+    s.focus = id;
+    setTriggerValue("open", { id, n: Date.now() });
+    render();
+  }
+  function closeLb() {
+    s.lb = null;
+    setTriggerValue("open", { id: null, n: Date.now() });
+    render();
+  }
+  function moveFocus(delta, extend) {
+    if (!ids.length) return;
+    const i = Math.max(0, ids.indexOf(s.focus));
+    const j = Math.min(Math.max(i + delta, 0), ids.length - 1);
+    if (extend) {
+      if (s.anchor == null || !byId.has(s.anchor)) s.anchor = ids[i];
+      selectRange(s.anchor, ids[j]);
+    }
+    s.focus = ids[j];
+    if (s.lb != null) return open(ids[j]);
+    render();
+    const el = root.querySelector(`[data-card="${s.focus}"]`);
+    if (el) el.scrollIntoView({ block: "nearest" });
+  }
+  function selectRange(a, b) {
+    const [i, j] = [ids.indexOf(a), ids.indexOf(b)].sort((x, y) => x - y);
+    s.sel = new Set(ids.slice(i, j + 1));
+  }
+  function toggle(id) {
+    if (s.sel.has(id)) s.sel.delete(id);
+    else s.sel.add(id);
+    s.anchor = id;
+  }
+
+  // -- rendering ----------------------------------------------------------------------------------
+  function button(action, text, title, extra = "") {
+    return allowed.has(action) ? `<button class="cg-btn ${extra}" data-act="${action}" title="${esc(title)}">${text}</button>` : "";
+  }
+  function classOptions(current) {
+    return classes.map((c) => `<option${c === current ? " selected" : ""}>${esc(c)}</option>`).join("");
+  }
+  function controlsHtml(c, inLightbox) {
+    if (c.deleted) return button("restore", "↺ Restore", "Restore from the trash (R)", "cg-wide");
+    let html = c.reviewed ? button("unkeep", "↺", "Reviewed already: back to the queue") : button("keep", "✓", "Keep: the label is right (K)");
+    html += button("delete", "🗑", "Delete to the trash (D)");
+    if (allowed.has("relabel")) html += `<select class="cg-relabel" title="Relabel (1-9)">${classOptions(c.label)}</select>`;
+    html += button("accept", "✓", "Accept (A)") + button("reject", "✗", "Reject (X)");
+    if (c.predicted && allowed.has("predict") && (!data.hint_only || inLightbox))
+      html += button("predict", `→ ${esc(c.predicted)}`, `Relabel to ${c.predicted}, the model's choice (P)`, data.hint_only ? "" : "cg-primary");
+    html += button("more", "🔍", "More like this (M)");
+    return html;
+  }
+  function cardHtml(c) {
+    const cls = ["cg-card"];
+    if (c.id === s.focus) cls.push("cg-focus");
+    if (s.sel.has(c.id)) cls.push("cg-sel");
+    if (c.deleted) cls.push("cg-deleted");
+    if (c.reviewed) cls.push("cg-reviewed");
+    const img = c.src ? `<img src="${c.src}" alt="#${c.id}" loading="lazy">` : `<span class="cg-missing">file missing</span>`;
+    // A weak model's prediction is a quiet hint (P still takes it), not the primary button.
+    const hint = c.predicted && data.hint_only
+      ? `<span class="cg-hint" data-act="predict" title="A weak model's guess: check before accepting (P)">${esc(c.hint)}</span>` : "";
+    const flags = c.flags && c.flags.length ? `<span class="cg-flag" title="${esc(c.flags.join(", "))}">⚠</span>` : "";
+    return `<div class="${cls.join(" ")}" data-card="${c.id}">
+      <div class="cg-thumb" data-pick="1">${img}<span class="cg-check">${s.sel.has(c.id) ? "✓" : ""}</span>
+        <button class="cg-zoom" data-open="1" title="Large view (Enter)">⤢</button>${flags}</div>
+      <div class="cg-cap" title="${esc(c.label + " " + c.caption)}"><b>${esc(c.label)}</b> ${esc(c.caption)}</div>
+      <div class="cg-ctl">${hint}${controlsHtml(c, false)}</div>
+    </div>`;
+  }
+  function toolbarHtml() {
+    const n = s.sel.size;
+    const dis = n ? "" : " disabled";
+    let bulk = "";
+    if (allowed.has("relabel"))
+      bulk += `<select class="cg-bulk-to" title="Class for the selected cards">${classOptions(s.bulkTo ?? classes[0])}</select><button class="cg-btn" data-bulk="relabel"${dis}>Relabel</button>`;
+    for (const [a, t] of [["keep", "Keep"], ["predict", "→ predicted"], ["accept", "Accept"], ["reject", "Reject"], ["restore", "Restore"], ["delete", "🗑 Delete"]])
+      if (allowed.has(a)) bulk += `<button class="cg-btn" data-bulk="${a}"${dis}>${t}</button>`;
+    const msg = data.message;
+    const status = s.busy ? `<span class="cg-msg cg-info">Working…</span>` : msg ? `<span class="cg-msg cg-${esc(msg[0])}">${esc(msg[1])}</span>` : `<span class="cg-msg"></span>`;
+    return `<span class="cg-count"><b>${n} selected</b></span>
+      <button class="cg-btn" data-tool="all">Select page</button><button class="cg-btn" data-tool="clear"${dis}>Clear</button>
+      <span class="cg-sep"></span>${bulk}<span class="cg-sep"></span>
+      ${allowed.has("undo") ? `<button class="cg-btn" data-tool="undo" title="Undo the last change (Z)">↩ Undo</button>` : ""}
+      <button class="cg-btn" data-tool="help" title="Keyboard shortcuts (?)">? Keys</button>${status}`;
+  }
+  function legendHtml() {
+    if (!allowed.has("relabel")) return "";
+    return classes.slice(0, 9).map((c, i) => `<span class="cg-key"><kbd>${i + 1}</kbd> ${esc(c)}</span>`).join("");
+  }
+  function lightboxHtml() {
+    const c = byId.get(s.lb);
+    if (!c) return "";
+    const big = data.lightbox && data.lightbox.id === c.id && data.lightbox.src ? data.lightbox.src : c.src;
+    const rows = (c.meta || []).map(([k, v]) => {
+      const val = /^https?:\/\//.test(v) ? `<a href="${esc(v)}" target="_blank" rel="noopener noreferrer">${esc(v)}</a>` : esc(v);
+      return `<tr><th>${esc(k)}</th><td>${val}</td></tr>`;
+    }).join("");
+    const i = ids.indexOf(c.id);
+    return `<div class="cg-overlay cg-lightbox" data-close="1"><div class="cg-lb" role="dialog" aria-label="Image #${c.id}">
+      <div class="cg-lb-img"><img src="${big}" alt="#${c.id}"></div>
+      <div class="cg-lb-side"><div class="cg-lb-head"><b>#${c.id} · ${esc(c.label)}</b><span>${i + 1} of ${ids.length}</span>
+        <button class="cg-btn" data-close="1" title="Close (Esc)">✕</button></div>
+        <table class="cg-meta">${rows}</table>
+        <div class="cg-ctl cg-lb-ctl" data-card="${c.id}">${controlsHtml(c, true)}</div>
+        <div class="cg-lb-nav"><button class="cg-btn" data-nav="-1">← Prev</button><button class="cg-btn" data-nav="1">Next →</button></div>
+      </div></div></div>`;
+  }
+  function helpHtml() {
+    const rows = KEYS.filter(([k]) => {
+      if (k === "K") return allowed.has("keep") || allowed.has("relabel");
+      if (k === "D") return allowed.has("delete");
+      if (k === "R") return allowed.has("restore");
+      if (k === "P") return allowed.has("predict");
+      if (k === "M") return allowed.has("more");
+      if (k === "A / X") return allowed.has("accept");
+      if (k === "1 – 9") return allowed.has("relabel");
+      if (k === "Z") return allowed.has("undo");
+      return true;
+    }).map(([k, v]) => `<tr><th><kbd>${esc(k)}</kbd></th><td>${esc(v)}</td></tr>`).join("");
+    return `<div class="cg-overlay cg-help" data-close-help="1"><div class="cg-helpbox" role="dialog" aria-label="Keyboard shortcuts">
+      <div class="cg-lb-head"><b>Keyboard shortcuts</b><button class="cg-btn" data-close-help="1">✕</button></div>
+      <table class="cg-meta">${rows}</table>
+      <p class="cg-note">Keys act on the selected cards when there are any, else on the focused (outlined) card.</p></div></div>`;
+  }
+  function renderToolbar() {
+    const bar = root.querySelector(".cg-toolbar");
+    if (bar) bar.innerHTML = toolbarHtml();
+  }
+  function render() {
+    root.style.setProperty("--cg-cols", String(cols));
+    root.innerHTML = `<div class="cg-toolbar">${toolbarHtml()}</div>
+      <div class="cg-legend">${legendHtml()}</div>
+      ${cards.length ? `<div class="cg-grid">${cards.map(cardHtml).join("")}</div>` : `<div class="cg-empty">${esc(data.empty || "Nothing here.")}</div>`}
+      ${s.lb != null ? lightboxHtml() : ""}${s.help ? helpHtml() : ""}`;
+  }
+
+  // -- events -------------------------------------------------------------------------------------
+  function onClick(e) {
+    window.__lotrCardsActive = key;
+    const t = e.target;
+    if (t.closest("select")) return;
+    if (t.closest("[data-close-help]") && (t.dataset.closeHelp || t.closest(".cg-btn"))) { s.help = false; return render(); }
+    if (t.closest("[data-close]") && (t.dataset.close || t.closest(".cg-btn"))) return closeLb();
+    const nav = t.closest("[data-nav]");
+    if (nav) return moveFocus(Number(nav.dataset.nav), false);
+    const tool = t.closest("[data-tool]");
+    if (tool) {
+      const name = tool.dataset.tool;
+      if (name === "all") s.sel = new Set(ids);
+      else if (name === "clear") s.sel.clear();
+      else if (name === "undo") return send("undo", []);
+      else if (name === "help") s.help = !s.help;
+      return render();
+    }
+    const bulk = t.closest("[data-bulk]");
+    if (bulk) {
+      const chosen = ids.filter((i) => s.sel.has(i));
+      if (bulk.dataset.bulk === "relabel") return send("relabel", chosen, root.querySelector(".cg-bulk-to").value);
+      return act(bulk.dataset.bulk, chosen);
+    }
+    const cardEl = t.closest("[data-card]");
+    if (!cardEl) return;
+    const id = Number(cardEl.dataset.card);
+    const a = t.closest("[data-act]");
+    if (a) { s.focus = id; return act(a.dataset.act, [id]); }
+    if (t.closest("[data-open]")) return open(id);
+    if (t.closest("[data-pick]")) {
+      if (e.shiftKey && s.anchor != null && byId.has(s.anchor)) selectRange(s.anchor, id);
+      else toggle(id);
+      s.focus = id;
+      render();
+    }
+  }
+  function onDblClick(e) {
+    const cardEl = e.target.closest(".cg-grid [data-card]");
+    if (cardEl && e.target.closest("[data-pick]")) open(Number(cardEl.dataset.card));
+  }
+  function onChange(e) {
+    const t = e.target;
+    if (t.classList.contains("cg-bulk-to")) { s.bulkTo = t.value; return; }
+    if (!t.classList.contains("cg-relabel")) return;
+    const cardEl = t.closest("[data-card]");
+    s.focus = Number(cardEl.dataset.card);
+    send("relabel", [s.focus], t.value);
+  }
+  function onKey(e) {
+    if (window.__lotrCardsActive !== key || !root.isConnected) return;
+    const origin = e.composedPath ? e.composedPath()[0] : e.target;
+    if (origin && origin.closest && origin.closest("input, select, textarea, [contenteditable='true']")) return;
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const k = e.key;
+    let handled = true;
+    if (k === "ArrowRight") moveFocus(1, e.shiftKey);
+    else if (k === "ArrowLeft") moveFocus(-1, e.shiftKey);
+    else if (k === "ArrowDown" && s.lb == null) moveFocus(cols, e.shiftKey);
+    else if (k === "ArrowUp" && s.lb == null) moveFocus(-cols, e.shiftKey);
+    else if (k === "Escape") {
+      if (s.help) s.help = false;
+      else if (s.lb != null) return closeLb();
+      else s.sel.clear();
+      render();
+    } else if (k === "?") { s.help = !s.help; render(); }
+    else if ((k === "Enter" || k === " ") && s.focus != null) { if (s.lb == null) open(s.focus); else closeLb(); }
+    else if (k === "z" || k === "Z") send("undo", []);
+    else if (/^[1-9]$/.test(k) && allowed.has("relabel") && classes[Number(k) - 1] !== undefined) {
+      send("relabel", s.lb != null ? [s.lb] : targets(), classes[Number(k) - 1]);
+    } else if (KEY_ACTION[k.toLowerCase()] && !e.shiftKey) {
+      const name = KEY_ACTION[k.toLowerCase()];
+      const t = s.lb != null ? [s.lb] : targets();
+      if (name === "keep" && !allowed.has("keep")) moveFocus(1, false); // no review state here: K = fine, next
+      else if (allowed.has(name)) act(name, t);
+      else handled = false;
+    } else handled = false;
+    if (handled) { e.preventDefault(); e.stopPropagation(); }
+  }
+
+  if (!window.__lotrCardsActive || !document.querySelector(".cg-root") || window.__lotrCardsActive === key) window.__lotrCardsActive = key;
+  const others = window.__lotrCards;
+  const activeAlive = others[window.__lotrCardsActive]?.root?.isConnected;
+  if (!activeAlive) window.__lotrCardsActive = key;
+  s.root = root;
+  render();
+  root.addEventListener("click", onClick);
+  root.addEventListener("dblclick", onDblClick);
+  root.addEventListener("change", onChange);
+  document.addEventListener("keydown", onKey, true);
+  s.cleanup = () => {
+    root.removeEventListener("click", onClick);
+    root.removeEventListener("dblclick", onDblClick);
+    root.removeEventListener("change", onChange);
+    document.removeEventListener("keydown", onKey, true);
+    s.cleanup = null;
+  };
+  return s.cleanup;
+}

@@ -1,0 +1,411 @@
+"""One keyboard-driven card grid for every review surface (Dataset, Review; Search next).
+
+The grid is a Streamlit components-v2 component (``cards.js`` + ``cards.css``, shipped as package
+data) that owns the focus, the selection and the lightbox, so the toolbar's "N selected" and its
+enabled buttons are right at once. Every decision comes back to Python as one trigger value,
+``{"action", "ids", "label"}``; the page applies it through the domain functions in a callback
+(``handle``), inside the error boundary, and shows the outcome in the grid's own message line.
+
+API
+---
+- ``Card``: one card, generic (an image, a candidate): id, thumbnail URL, caption, label, state
+  flags, an optional prediction and the lightbox metadata. ``image_card`` / ``review_card`` build one.
+- ``grid(key, cards, *, classes, actions, on_action, ...)``: mounts the grid. ``actions`` is the set
+  of actions the keys and buttons may send (``ACTIONS``); ``on_action(store, GridAction) -> str``
+  applies one and returns the message. ``large(card_id) -> str | None`` gives the lightbox image,
+  fetched only for the card opened.
+- ``GridAction``: what the user asked for; ``parse_action`` validates a raw trigger value.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from lotr_labeler.errors import InvalidInput, LabelerError, check_choice
+from lotr_labeler.imaging import thumbnail
+from lotr_labeler.store import ImageRow, Store
+from lotr_labeler.ui.context import data_dir
+
+HERE = Path(__file__).parent
+# Every action a grid may send. A page allows a subset; A/X (accept/reject) are for candidates.
+ACTIONS = ("keep", "unkeep", "delete", "restore", "relabel", "predict", "undo", "more", "accept", "reject")
+LIGHTBOX_SIZE = 640  # px, longest side of the large view (sent for the opened card only)
+
+_component: Any = None
+
+
+def _mount() -> Any:
+    """The registered component (once per process; the JS/CSS are read from the package)."""
+    global _component
+    if _component is None:
+        _component = st.components.v2.component(
+            "lotr_labeler.cards",
+            html='<div class="cg-root"></div>',
+            css=(HERE / "cards.css").read_text(encoding="utf-8"),
+            js=(HERE / "cards.js").read_text(encoding="utf-8"),
+        )
+    return _component
+
+
+@dataclass(frozen=True)
+class Card:
+    """One card of the grid. ``meta`` rows show in the lightbox (key, value)."""
+
+    id: int
+    src: str  # thumbnail URL (a data: URL for cached files)
+    caption: str  # one line under the picture
+    label: str = ""  # the current class (the relabel dropdown's value)
+    flags: tuple[str, ...] = ()
+    deleted: bool = False
+    reviewed: bool = False
+    predicted: str | None = None  # the model's class, when it differs from ``label``
+    hint: str = ""  # e.g. "→ Elves 83%"
+    meta: tuple[tuple[str, str], ...] = ()
+    link: str | None = None  # source page, opened in a new tab from the lightbox
+
+    def payload(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["flags"] = list(self.flags)
+        d["meta"] = [list(m) for m in self.meta]
+        return d
+
+
+@dataclass(frozen=True)
+class GridAction:
+    """An action sent by the grid: ``action`` on ``ids`` (``label`` for relabel)."""
+
+    action: str
+    ids: tuple[int, ...] = ()
+    label: str | None = None
+
+
+def parse_action(raw: Any, allowed: Collection[str]) -> GridAction:
+    """A trigger value from the browser as a ``GridAction``.
+
+    Raises
+    ------
+    InvalidInput
+        Not an action dict, an action this grid does not allow, ids that are not integers,
+        or a relabel without a class.
+    """
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"Grid action {raw!r} is not an object with 'action' and 'ids'.")
+    name = check_choice(str(raw.get("action")), tuple(allowed), "Grid action")
+    try:
+        ids = tuple(int(i) for i in raw.get("ids") or ())
+    except (TypeError, ValueError):
+        raise InvalidInput(f"Grid action ids {raw.get('ids')!r} are not image ids (integers).") from None
+    label = raw.get("label")
+    if name == "relabel" and not label:
+        raise InvalidInput("Relabel needs a class: pick one in the toolbar or press 1-9.")
+    if name not in ("undo",) and not ids:
+        raise InvalidInput(f"Nothing to {name}: focus or select a card first.")
+    return GridAction(name, ids, None if label is None else str(label))
+
+
+def data_url(path: Path) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def thumb_url(store: Store, img: ImageRow, size: int) -> str:
+    """The image's cached thumbnail as a data: URL ("" when its file is gone: the card says so)."""
+    try:
+        return data_url(thumbnail(store.path(img), store.cache_dir, img.sha256, size))
+    except OSError:
+        return ""
+
+
+def _image_meta(img: ImageRow) -> list[tuple[str, str]]:
+    meta = [
+        ("id", f"#{img.id}"),
+        ("label", img.label),
+        ("split", img.split),
+        ("size", f"{img.width}×{img.height} · {img.nbytes / 1024:.0f} KB"),
+        ("source", img.source),
+    ]
+    for name, value in (
+        ("url", img.source_url),
+        ("page", img.page_url),
+        ("title", img.title),
+        ("query", img.query),
+        ("file", img.original_name),
+    ):
+        if value:
+            meta.append((name, value))
+    meta.append(("added", img.added_at[:16].replace("T", " ")))
+    if img.flags:
+        meta.append(("flags", ", ".join(img.flags)))
+    if img.deleted:
+        meta.append(("state", "in the trash"))
+    return meta
+
+
+def image_card(store: Store, img: ImageRow, size: int) -> Card:
+    """A Dataset card: thumbnail, "#id · label · split · w×h", provenance in the lightbox."""
+    flags = f" · ⚠ {', '.join(img.flags)}" if img.flags else ""
+    return Card(
+        id=img.id,
+        src=thumb_url(store, img, size),
+        caption=f"#{img.id} · {img.split} · {img.width}×{img.height}{flags}",
+        label=img.label,
+        flags=img.flags,
+        deleted=img.deleted,
+        meta=tuple(_image_meta(img)),
+        link=img.page_url or img.source_url,
+    )
+
+
+def review_card(store: Store, it: Any, size: int) -> Card:
+    """A Review card from a ``review.scoring.ReviewItem``: p(given), the prediction as P's target."""
+    img: ImageRow = it.image
+    if it.scored:
+        caption = f"#{img.id} · p {it.self_confidence or 0:.2f} · {img.split}"
+    else:
+        caption = f"#{img.id} · not scored · {img.split}"
+    meta = _image_meta(img)
+    if it.scored:
+        meta += [
+            ("predicted", f"{it.predicted} ({it.confidence or 0:.0%})"),
+            ("p(given)", f"{it.self_confidence or 0:.3f}"),
+            ("margin", f"{it.margin or 0:+.3f}"),
+        ]
+    if it.flags:
+        meta = [m for m in meta if m[0] != "flags"] + [("flags", ", ".join(it.flags))]
+    if it.reviewed:
+        meta.append(("review", "kept (out of the queue)"))
+    disagrees = bool(it.disagrees and it.predicted)
+    return Card(
+        id=img.id,
+        src=thumb_url(store, img, size),
+        caption=caption,
+        label=it.given,
+        flags=tuple(it.flags),
+        deleted=img.deleted,
+        reviewed=it.reviewed,
+        predicted=it.predicted if disagrees else None,
+        hint=f"→ {it.predicted} {it.confidence or 0:.0%}" if disagrees else "",
+        meta=tuple(meta),
+        link=img.page_url or img.source_url,
+    )
+
+
+# -- state kept per grid in the session ----------------------------------------------------------
+
+
+@dataclass
+class GridState:
+    """What Python remembers of one grid between reruns: the message line, the focus it moves after
+    an action (``seq`` tells the browser that it is new), the ids shown, the card opened large."""
+
+    message: tuple[str, str] | None = None  # (kind, text)
+    focus: int | None = None
+    seq: int = 0
+    ids: list[int] = field(default_factory=list)
+    opened: int | None = None
+    rerun_app: bool = False
+    acted: tuple[list[int], list[int]] | None = None  # (ids shown, ids acted on) of the last action
+
+
+def state(key: str) -> GridState:
+    value = st.session_state.get(f"_grid_{key}")
+    if not isinstance(value, GridState):
+        value = GridState()
+        st.session_state[f"_grid_{key}"] = value
+    return value
+
+
+def next_focus(before: Sequence[int], acted: Collection[int], now: Collection[int]) -> int | None:
+    """The card to focus after acting on ``acted`` (``ui.focus.advance`` for a grid): the first card
+    after the last acted one that is still shown (``now``), else the nearest one before it."""
+    order = list(before)
+    last = max((order.index(i) for i in acted if i in order), default=None)
+    if last is None:
+        return None
+    after = [i for i in order[last + 1 :] if i in now]
+    if after:
+        return after[0]
+    earlier = [i for i in order[:last] if i in now]
+    return earlier[-1] if earlier else None
+
+
+# Actions whose outcome shows outside the grid: the whole page reruns after them.
+APP_ACTIONS = frozenset({"more", "undo"})
+Handler = Callable[[Store, GridAction], str]
+
+
+def apply(store: Store, key: str, raw: Any, allowed: Collection[str], on_action: Handler) -> GridState:
+    """Validate and apply one trigger value, record its message and the next focus. Domain errors
+    become the message (kind "error"); the grid keeps its focus then."""
+    s = state(key)
+    s.seq += 1
+    try:
+        act = parse_action(raw, allowed)
+        text = on_action(store, act)
+    except LabelerError as exc:
+        s.message = ("error", str(exc))
+        return s
+    s.message = ("success", text)
+    s.rerun_app = act.action in APP_ACTIONS
+    if act.action not in APP_ACTIONS:  # the next render moves the focus on (it knows what is still shown)
+        s.acted = (list(s.ids), list(act.ids))
+    return s
+
+
+def _trigger(key: str, name: str) -> Any:
+    value: Any = st.session_state.get(key)  # the component's state and triggers (a dict-like view)
+    if isinstance(value, Mapping):
+        return value.get(name)
+    return getattr(value, name, None)
+
+
+def _on_open(key: str) -> None:
+    opened = _trigger(key, "open")  # the lightbox opened, moved or closed: no store work
+    if isinstance(opened, dict):
+        state(key).opened = None if opened.get("id") is None else int(opened["id"])
+
+
+def _on_action(key: str, allowed: tuple[str, ...], on_action: Handler) -> None:
+    raw = _trigger(key, "action")
+    if raw is None:
+        return
+    with Store(data_dir() / st.session_state["_project"]) as store:
+        apply(store, key, raw, allowed, on_action)
+
+
+def grid(
+    key: str,
+    cards: Sequence[Card],
+    *,
+    classes: Sequence[str],
+    actions: Collection[str],
+    on_action: Handler,
+    columns: int = 8,
+    hint_only: bool = False,
+    large: Callable[[int], str | None] | None = None,
+    empty: str = "Nothing here.",
+) -> None:
+    """Mount the card grid ``key`` (one per page view; the same key keeps focus and selection).
+
+    Parameters
+    ----------
+    key
+        The grid's identity (session state, the component key).
+    cards
+        The cards of this page only.
+    classes
+        The classes, in order: keys 1-9 relabel to the n-th; the legend and dropdowns list them.
+    actions
+        Allowed actions (subset of ``ACTIONS``): the keys and buttons of the others are absent.
+    on_action
+        ``(store, GridAction) -> message`` applies an action (domain errors are shown).
+    columns
+        Cards per row.
+    hint_only
+        Show the prediction as a quiet hint, not the primary button (a weak model); P still works.
+    large
+        The lightbox image of a card (e.g. a 640 px data: URL), asked only for the opened card.
+    """
+    for a in actions:
+        check_choice(a, ACTIONS, "Grid action")
+    allowed = tuple(a for a in ACTIONS if a in actions)
+    s = state(key)
+    s.ids = [c.id for c in cards]
+    if s.acted is not None:
+        s.focus = next_focus(s.acted[0], s.acted[1], set(s.ids)) or s.focus
+        s.acted = None
+    lightbox = None
+    if s.opened is not None and s.opened in s.ids and large is not None:
+        lightbox = {"id": s.opened, "src": large(s.opened)}
+    data = {
+        "cards": [c.payload() for c in cards],
+        "classes": list(classes),
+        "actions": list(allowed),
+        "columns": int(columns),
+        "hint_only": hint_only,
+        "focus": s.focus,
+        "seq": s.seq,
+        "message": list(s.message) if s.message else None,
+        "lightbox": lightbox,
+        "empty": empty,
+    }
+    _mount()(
+        key=key,
+        data=data,
+        on_action_change=functools.partial(_on_action, key, allowed, on_action),
+        on_open_change=functools.partial(_on_open, key),
+    )
+    if s.rerun_app:  # the action's result shows outside the grid's fragment (e.g. "More like this")
+        s.rerun_app = False
+        st.rerun(scope="app")
+
+
+def large_image(store: Store, size: int = LIGHTBOX_SIZE) -> Callable[[int], str | None]:
+    """``grid(large=...)`` for stored images: the image's ``size`` px thumbnail as a data: URL."""
+
+    def get(image_id: int) -> str | None:
+        try:
+            img = store.get_image(image_id)
+            return data_url(thumbnail(store.path(img), store.cache_dir, img.sha256, size))
+        except (OSError, LabelerError):
+            return None
+
+    return get
+
+
+# -- handlers: a grid action applied through the domain functions ---------------------------------
+
+
+def _n(n: int) -> str:
+    return f"{n} image{'' if n == 1 else 's'}"
+
+
+def dataset_action(store: Store, act: GridAction) -> str:
+    """Dataset grid: relabel, delete (to the trash), restore, undo."""
+    if act.action == "undo":
+        return store.undo()
+    if act.action == "relabel":
+        assert act.label is not None  # parse_action checked
+        return f"Relabeled {_n(store.relabel(act.ids, act.label))} to {act.label}."
+    if act.action == "delete":
+        return f"Deleted {_n(store.delete_images(act.ids))} (Z or Undo restores)."
+    if act.action == "restore":
+        return f"Restored {_n(store.restore_images(act.ids))}."
+    raise InvalidInput(f"The Dataset grid cannot {act.action!r}.")
+
+
+def review_action(store: Store, act: GridAction, *, more: Callable[[int], None] | None = None) -> str:
+    """Review grid: keep, back to the queue, relabel, the prediction (each card's own), delete,
+    restore, undo, more like this (``more(id)`` opens the panel)."""
+    from lotr_labeler.review import scoring
+
+    if act.action in ("undo", "delete", "restore"):
+        return dataset_action(store, act)
+    if act.action == "keep":
+        return f"Kept {_n(scoring.keep(store, act.ids))}: the labels are right."
+    if act.action == "unkeep":
+        return f"{_n(scoring.unreview(store, act.ids))} back in the queue."
+    if act.action == "relabel":
+        assert act.label is not None
+        return f"Relabeled {_n(scoring.relabel(store, act.ids, act.label))} to {act.label}."
+    if act.action == "predict":
+        by_class: dict[str, list[int]] = {}
+        for i in act.ids:
+            it = scoring.item(store, i, ())
+            if it.disagrees and it.predicted is not None:
+                by_class.setdefault(it.predicted, []).append(i)
+        if not by_class:
+            raise InvalidInput("The model agrees with these labels (or has not scored them): nothing to accept.")
+        with store.transaction():  # all or nothing; undo takes back one target class per step
+            done = [f"{_n(scoring.relabel(store, ids, label))} to {label}" for label, ids in by_class.items()]
+        return "Relabeled " + ", ".join(done) + " (the model's choice)."
+    if act.action == "more" and more is not None:
+        more(act.ids[0])
+        return f"More like #{act.ids[0]}: the nearest images are shown below its row."
+    raise InvalidInput(f"The Review grid cannot {act.action!r}.")
