@@ -247,9 +247,13 @@ def _encode(img: Image.Image, data: bytes, max_side: int, quality: int) -> Norma
         rgb = to_rgb(img)
         del img
         if max(rgb.size) > max_side:
-            rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            # Bilinear (antialiased in Pillow, as fastai's and torchvision's resizes) after a box
+            # reduce for large factors (reducing_gap): half the CPU of LANCZOS, the biggest
+            # cost of a download after the network.
+            rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
         buf = io.BytesIO()
-        rgb.save(buf, format="JPEG", quality=quality, optimize=True)
+        # No optimize=True: its second Huffman pass costs ~20% of a download's CPU for ~6% smaller files.
+        rgb.save(buf, format="JPEG", quality=quality)
         jpeg = buf.getvalue()
     return Normalized(
         jpeg=jpeg,
