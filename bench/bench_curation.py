@@ -1,0 +1,634 @@
+"""Oracle-driven curation benchmark (issue 12 "Measure"): actions and seconds to a clean set, in a browser.
+
+    python bench/bench_curation.py [--today 57db8a9] [--new worktree|head|none] [--only search|review]
+
+Two phases, each on a fresh project, data from bench/curation_data.py (scikit-learn's digits, upscaled):
+
+1. **search**: 200 candidates over 4 classes (one query each, answered by the fake DuckDuckGo from a
+   local image server), 20 % off-topic (digits 5-9 or noise). Clean = every off-topic candidate
+   rejected and every other accepted under its class.
+2. **review**: 200 images in 4 classes, 10 % filed under a wrong class, imported with the CLI and
+   scored with the CLI (``review --compute``, random-init resnet18 at 64 px: no download), so the
+   Review queue is ranked as a user's is. Clean = every image present with its true label.
+
+A scripted user drives the real app in Chromium (Playwright) with only what a person has: clicks on
+visible buttons, select boxes, cards and key presses. An oracle tells it the truth of each picture
+(the candidate's image URL / the image's original file name). It counts every click and key press
+(an open + pick of a select box is 2); scrolling an element into view is free but counted apart.
+"Clean" is checked from the database through the CLI of the checkout under test, not from the page.
+
+The two UIs, each a checkout in a temp dir started like ``make run`` (tests/e2e/app_server.py):
+
+- *today*: commit ``--today`` (57db8a9, before the issue 12 grids), from ``git archive``.
+  Strategy = the cheapest a careful user does with its controls: Search — ✗ on each off-topic card,
+  then "Accept page" (the pending view then shows the next page); Review — "→ predicted" on a wrong
+  card whose prediction is right, else its Label select box (open + pick), "Next ▶" when the
+  queue's next page still holds wrong labels.
+- *new*: the working tree's tracked files (``--new worktree``, as the e2e journey does) or HEAD.
+  Its strategy (``GridUser``) runs only where the components-v2 card grid (``.cg-grid [data-card]``,
+  lotr_labeler/ui/cards.js) is on the page; elsewhere the page is the old one and the *today*
+  strategy runs on it. Grid keys: Shift-click ranges, Ctrl-click toggles, P = each card's own
+  prediction (agreeing cards untouched), 1-9 = the n-th class, A/X accept/reject (Search).
+- *fastai's ImageClassifierCleaner* cannot run here (Jupyter widgets): it is **modelled**, not run,
+  as "one dropdown per image, 30 images per view": 2 actions per changed image + 1 per view
+  (class x split for review; for search, where fastai has no pre-download step, the 200 downloaded
+  images are cleaned the same way, <Delete> for each off-topic one).
+
+Figures (JSON lines for bench/run_all.py): actions and seconds per phase and UI; ratio = today / new
+(bigger is better for the new UI); goal on review: >= 3x fewer actions than today.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(BENCH)]
+
+import curation_data as cd  # noqa: E402
+from e2e.app_server import (  # noqa: E402
+    FAKE_DDGS_ENV,
+    AppServer,
+    cli,
+    fake_search_results,
+    find_chromium,
+    fresh_checkout,
+    launch_chromium,
+)
+from e2e.streamlit_page import StreamlitPage  # noqa: E402
+
+TODAY = "57db8a9"  # the last commit before the issue 12 grids
+VIEWPORT = {"width": 1400, "height": 1000}
+PROJECT = {"search": "bench-search", "review": "bench-review"}
+CLEANER_VIEW = 30  # fastai's ImageClassifierCleaner: images per (class, split) view
+GRID = ".cg-grid [data-card]"  # the new card grid (lotr_labeler/ui/cards.js)
+MAX_ROUNDS = 400  # a strategy that loops this often is broken: stop, report not clean
+ARTIFACTS = ROOT / "test-artifacts" / "bench-curation"
+
+
+def say(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def emit(name: str, ours: float | None, anchor: float | None, goal: str, unit: str, note: str = "") -> None:
+    """One figure; ``ratio`` = anchor / ours (actions, seconds: bigger is better for ours)."""
+    ratio = round(anchor / ours, 3) if ours and anchor else None
+    doc: dict[str, Any] = {"name": name, "ours": ours, "anchor": anchor, "ratio": ratio, "goal": goal, "unit": unit}
+    if note:
+        doc["note"] = note
+    print(json.dumps(doc, ensure_ascii=False), flush=True)
+
+
+# -- the local image server --------------------------------------------------------------------
+
+
+def image_server(images: dict[int, bytes]) -> tuple[ThreadingHTTPServer, str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            try:
+                n = int(self.path.rsplit("/", 1)[-1].split(".")[0])
+                body = images[n]
+            except (ValueError, KeyError):
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+# -- checkouts and the CLI of each ---------------------------------------------------------------
+
+
+def archive_checkout(commit: str, dest: Path) -> Path:
+    """The tracked files of ``commit`` at ``dest`` (git archive: no worktree left in the repository)."""
+    dest.mkdir(parents=True)
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True, timeout=120)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=tar.stdout, check=True, timeout=120)
+    return dest
+
+
+@dataclass
+class Checkout:
+    name: str  # "today" / "new"
+    path: Path
+
+    def cli(self, *args: str, project: str) -> str:
+        """The checkout's own CLI (cwd = checkout, default ./data), so its own schema and code apply."""
+        return cli(None, *args, project=project, cwd=self.path)
+
+    def cli_json(self, *args: str, project: str) -> Any:
+        return json.loads(self.cli(*args, "--json", project=project))
+
+    def fresh_data(self) -> None:
+        shutil.rmtree(self.path / "data", ignore_errors=True)
+
+
+# -- the scripted user ---------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    clicks: int = 0
+    keys: int = 0
+    scrolls: int = 0  # free, counted apart
+    seconds: float = 0.0
+    clean: bool = False
+    left: list[str] = field(default_factory=list)  # what the DB still has wrong at the end
+    strategy: str = ""
+
+    @property
+    def actions(self) -> int:
+        return self.clicks + self.keys
+
+
+class User:
+    """A person at the browser: every click and key press is counted; waits for the app after each."""
+
+    def __init__(self, sp: StreamlitPage) -> None:
+        self.sp = sp
+        self.t = Tally()
+
+    def _into_view(self, loc: Any) -> None:
+        visible = bool(
+            loc.evaluate(
+                """e => { const r = e.getBoundingClientRect();
+                          return r.top >= 0 && r.bottom <= window.innerHeight; }"""
+            )
+        )
+        if not visible:
+            loc.scroll_into_view_if_needed()
+            self.t.scrolls += 1
+
+    def click(self, loc: Any, *, rerun: bool = True, modifiers: list[str] | None = None) -> None:
+        loc = loc.first
+        self._into_view(loc)
+        n = self.sp.run_count()
+        loc.click(modifiers=modifiers or [])
+        self.t.clicks += 1
+        if rerun:
+            self.sp.wait_idle(after=n)
+
+    def select(self, scope: Any, label: str, option: str) -> None:
+        """A select box: open it, pick the option (2 actions)."""
+        box = scope.locator(f'input[role="combobox"][aria-label="{label}"]').first
+        self._into_view(box)
+        self.sp.select(label, option, within=scope)
+        self.t.clicks += 2
+
+    def press(self, key: str, *, rerun: bool = True) -> None:
+        n = self.sp.run_count()
+        self.sp.page.keyboard.press(key)
+        self.t.keys += 1
+        if rerun:
+            self.sp.wait_idle(after=n)
+
+
+def has_grid(sp: StreamlitPage) -> bool:
+    return bool(sp.page.locator(GRID).count())
+
+
+# -- phase 1: search ------------------------------------------------------------------------------
+
+
+def search_states(co: Checkout, s: cd.SearchSet) -> dict[int, tuple[str, str]]:
+    rows = co.cli_json("candidates", "list", "--limit", "100000", project=PROJECT["search"])
+    out: dict[int, tuple[str, str]] = {}
+    for r in rows:
+        url = r.get("image_url") or r.get("url") or ""
+        out[s.truth_of_url(url).n] = (r["state"], r["label"])
+    return out
+
+
+def setup_search(co: Checkout, s: cd.SearchSet, image_base: str, fake: Path) -> None:
+    project = PROJECT["search"]
+    co.fresh_data()
+    co.cli("init", "--template", "empty", project=project)
+    for c in cd.CLASSES:
+        co.cli("classes", "add", c, "--template", "{name}", project=project)
+    fake_search_results(fake, image_base, s.queries())
+    co.cli("search", "--max", "100", "--delay", "0", project=project)
+    states = search_states(co, s)
+    if len(states) != len(s.candidates) or any(st != "pending" for st, _ in states.values()):
+        raise RuntimeError(f"search set up {len(states)} candidates, not {len(s.candidates)} pending")
+
+
+def card_truth_today(sp: StreamlitPage, s: cd.SearchSet, cid: int) -> cd.Candidate:
+    src = sp.page.locator(f".st-key-card_{cid} img").first.get_attribute("src") or ""
+    return s.truth_of_url(src)
+
+
+def search_today(user: User, s: cd.SearchSet, co: Checkout) -> None:
+    """✗ on every off-topic card of the pending page, then "Accept page"; the next page comes by itself."""
+    sp = user.sp
+    user.t.strategy = "today: ✗ per off-topic card + Accept page"
+    for _ in range(MAX_ROUNDS):
+        ids = sp.key_numbers("acc_")
+        if not ids:
+            return
+        for cid in ids:
+            if not card_truth_today(sp, s, cid).on_topic:
+                user.click(sp.keyed_button(f"rej_{cid}"))
+        user.click(sp.button("Accept page"))
+
+
+def grid_cards(sp: StreamlitPage) -> list[dict[str, Any]]:
+    """The grid's cards in page order as a person sees them: id, picture, label, the → prediction."""
+    return list(
+        sp.page.evaluate(
+            """sel => Array.from(document.querySelectorAll(sel)).map(c => {
+                 const img = c.querySelector('img');
+                 const pred = c.querySelector('[data-act="predict"]');
+                 const label = c.querySelector('.cg-cap b');
+                 return {id: Number(c.dataset.card), src: img ? img.getAttribute('src') : '',
+                         label: label ? label.textContent.trim() : '',
+                         predicted: pred ? pred.textContent.replace('→', '').trim().split(' ')[0] : null,
+                         deleted: c.classList.contains('cg-deleted')};
+               })""",
+            GRID,
+        )
+    )
+
+
+class GridUser:
+    """The new card grid: Shift-click ranges, Ctrl-click toggles, one key for the whole selection."""
+
+    def __init__(self, user: User) -> None:
+        self.user = user
+        self.sp = user.sp
+
+    def card(self, cid: int) -> Any:
+        return self.sp.page.locator(f'.cg-grid [data-card="{cid}"] [data-pick]')
+
+    def select(self, ids: list[int], order: list[int]) -> None:
+        """Select exactly ``ids`` (cards in grid ``order``) with the fewest clicks: one card → a click;
+        else the cheaper of Ctrl-clicking each, or a click + Shift-click over their span and Ctrl-clicks
+        on the cards inside it that must stay out."""
+        u = self.user
+        if not ids:
+            return
+        pos = sorted(order.index(i) for i in ids)
+        span = order[pos[0] : pos[-1] + 1]
+        outside = [i for i in span if i not in ids]
+        first = order[pos[0]]
+        u.press("Escape", rerun=False)  # no selection left over
+        if len(ids) == 1:
+            u.click(self.card(first), rerun=False)
+        elif 2 + len(outside) < len(ids):
+            u.click(self.card(first), rerun=False)
+            u.click(self.card(order[pos[-1]]), rerun=False, modifiers=["Shift"])
+            for i in outside:
+                u.click(self.card(i), rerun=False, modifiers=["Control"])
+        else:
+            u.click(self.card(first), rerun=False)
+            for i in ids[1:]:
+                u.click(self.card(i), rerun=False, modifiers=["Control"])
+
+    def key(self, key: str) -> None:
+        self.user.press(key)
+
+
+def search_new(user: User, s: cd.SearchSet, co: Checkout) -> None:
+    """Grid on Search: select the off-topic cards, X; then the rest, A (the pending view shows the next)."""
+    g, sp = GridUser(user), user.sp
+    user.t.strategy = "new grid: select off-topic → X, select the rest → A"
+    for _ in range(MAX_ROUNDS):
+        cards = grid_cards(sp)
+        if not cards:
+            return
+        order = [c["id"] for c in cards]
+        off = [c["id"] for c in cards if not s.truth_of_url(c["src"]).on_topic]
+        if off:
+            g.select(off, order)
+            g.key("x")
+            continue
+        g.select(order, order)
+        g.key("a")
+
+
+# -- phase 2: review ------------------------------------------------------------------------------
+
+
+def review_labels(co: Checkout, r: cd.ReviewSet) -> tuple[dict[int, str], dict[int, cd.LabeledImage]]:
+    """DB labels by benchmark index (live images), and the image of each store id."""
+    rows = co.cli_json("images", "list", "--limit", "100000", project=PROJECT["review"])
+    labels: dict[int, str] = {}
+    by_id: dict[int, cd.LabeledImage] = {}
+    for row in rows:
+        img = r.truth_of_name(row.get("original_name") or "")
+        by_id[int(row["id"])] = img
+        labels[img.index] = row["label"]
+    return labels, by_id
+
+
+def setup_review(co: Checkout, r: cd.ReviewSet, work: Path) -> dict[int, cd.LabeledImage]:
+    project = PROJECT["review"]
+    co.fresh_data()
+    co.cli("init", "--template", "empty", project=project)
+    for c in cd.CLASSES:
+        co.cli("classes", "add", c, "--template", "{name}", project=project)
+    folder = work / "review-in"
+    if not folder.exists():
+        r.write(folder)
+    co.cli("import", "folder", str(folder), project=project)
+    co.cli("review", "--compute", "--backbone", "imagenet", "--no-pretrained", "--size", "64", project=project)
+    labels, by_id = review_labels(co, r)
+    wrong = sum(labels[i.index] != i.truth for i in r.images)
+    if len(by_id) != len(r.images) or wrong != len(r.wrong()):
+        raise RuntimeError(f"review set up {len(by_id)} images with {wrong} wrong labels")
+    return by_id
+
+
+def review_today(user: User, by_id: dict[int, cd.LabeledImage], co: Checkout, r: cd.ReviewSet) -> None:
+    """Per wrong card: "→ predicted" when it is right, else the Label select box; Next ▶ while needed."""
+    sp = user.sp
+    user.t.strategy = "today: → predicted or Label select per wrong card, Next ▶"
+    labels, _ = review_labels(co, r)
+    for _ in range(MAX_ROUNDS):
+        fixed_here = False
+        for cid in sp.key_numbers("r_del_"):
+            img = by_id[cid]
+            if labels[img.index] == img.truth:
+                continue
+            to = sp.keyed_button(f"r_to_{cid}")
+            if to.count() and to.first.inner_text().strip() == f"→ {img.truth}":
+                user.click(to)
+            else:
+                key = next(
+                    k
+                    for k in sp.page.evaluate(
+                        """p => Array.from(document.querySelectorAll(`[class*="st-key-${p}"]`))
+                             .flatMap(e => Array.from(e.classList)).filter(c => c.startsWith(`st-key-${p}`))""",
+                        f"r_label_{cid}_",
+                    )
+                )
+                user.select(sp.page.locator("." + key), "Label", img.truth)
+            labels[img.index] = img.truth
+            fixed_here = True
+        if all(labels[i.index] == i.truth for i in r.images):
+            return
+        nxt = sp.page.locator(".st-key-next_review button:visible")
+        if fixed_here or not nxt.count() or nxt.first.is_disabled():
+            # the queue may have shifted under the fixed cards: a person looks again from the top
+            if not fixed_here:
+                return
+            continue
+        user.click(nxt)
+
+
+def review_new(user: User, by_id: dict[int, cd.LabeledImage], co: Checkout, r: cd.ReviewSet) -> None:
+    """Grid on Review: select the wrong cards whose → prediction is right, P; the others by their true
+    class, 1-9; the pager's Next ▶ when the page has none left but the set is not clean."""
+    g, sp = GridUser(user), user.sp
+    user.t.strategy = "new grid: select wrong cards with a right prediction → P; the rest per class → 1-9"
+    labels, _ = review_labels(co, r)
+    for _ in range(MAX_ROUNDS):
+        cards = [c for c in grid_cards(sp) if not c["deleted"]]
+        order = [c["id"] for c in cards]
+        wrong = [c for c in cards if by_id[c["id"]].truth != labels[by_id[c["id"]].index]]
+        if wrong:
+            # P moves every selected card to its own prediction: only cards it fixes may be selected.
+            fix_p = [c["id"] for c in wrong if c["predicted"] == by_id[c["id"]].truth]
+            harmful = {c["id"] for c in cards if c["predicted"] and c["predicted"] != by_id[c["id"]].truth}
+            if fix_p:
+                g.select(fix_p, [i for i in order if i not in harmful or i in fix_p])
+                g.key("p")
+                for cid in fix_p:
+                    labels[by_id[cid].index] = by_id[cid].truth
+                continue
+            truth = by_id[wrong[0]["id"]].truth
+            group = [c["id"] for c in wrong if by_id[c["id"]].truth == truth]
+            g.select(group, order)
+            g.key(str(cd.CLASSES.index(truth) + 1))
+            for cid in group:
+                labels[by_id[cid].index] = truth
+            continue
+        if all(labels[i.index] == i.truth for i in r.images):
+            return
+        nxt = sp.page.locator(".st-key-next_review button:visible")
+        if not nxt.count() or nxt.first.is_disabled():
+            return
+        user.click(nxt)
+
+
+# -- fastai's cleaner, modelled -------------------------------------------------------------------
+
+
+def cleaner_views(per_class_split: list[int]) -> int:
+    return sum(max(1, math.ceil(n / CLEANER_VIEW)) for n in per_class_split)
+
+
+def fastai_review(r: cd.ReviewSet, splits: dict[int, str]) -> int:
+    """2 actions per changed image + 1 per view of (given class, split), 30 images a view."""
+    counts: dict[tuple[str, str], int] = {}
+    for img in r.images:
+        k = (img.filed_as, splits[img.index])
+        counts[k] = counts.get(k, 0) + 1
+    return 2 * len(r.wrong()) + cleaner_views(list(counts.values()))
+
+
+def fastai_search(s: cd.SearchSet) -> int:
+    """fastai downloads every result; the cleaner then <Delete>s each off-topic one: 2 actions per off-topic
+    image + 1 per view (the 80/20 split of each class, 30 images a view)."""
+    per_class = {q: len(ns) for q, ns in s.queries().items()}
+    sizes = [n for c in per_class.values() for n in (round(c * 0.8), c - round(c * 0.8))]
+    return 2 * sum(not c.on_topic for c in s.candidates) + cleaner_views(sizes)
+
+
+# -- running a phase ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def app(co: Checkout, browser: Any, log: Path, fake: Path) -> Iterator[StreamlitPage]:
+    server = AppServer.like_make_run(co.path, log, env={FAKE_DDGS_ENV: str(fake)})
+    server.start()
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        yield StreamlitPage(context.new_page(), server.url, ARTIFACTS, timeout_s=60)
+    finally:
+        context.close()
+        server.stop()
+
+
+def run_phase(
+    phase: str,
+    co: Checkout,
+    browser: Any,
+    work: Path,
+    fake: Path,
+    strategy: Callable[[User], None],
+    check: Callable[[], list[str]],
+    use_grid: bool,
+) -> Tally:
+    with app(co, browser, work / f"{co.name}-{phase}.log", fake) as sp:
+        sp.open("/Search" if phase == "search" else "/Review")
+        sp.wait_images(1, timeout_s=60) if phase == "search" else None
+        if use_grid and not has_grid(sp):
+            raise LookupError("no card grid")
+        sp.page.locator("h1").first.click()  # keys go to the page, as a person clicks into it first
+        user = User(sp)
+        started = time.monotonic()
+        strategy(user)
+        sp.wait_idle()
+        user.t.left = check()
+        user.t.seconds = round(time.monotonic() - started, 1)
+        user.t.clean = not user.t.left
+        sp.screenshot(f"{co.name}-{phase}-done") if sp.artifacts else None
+        return user.t
+
+
+def phase_for(
+    phase: str,
+    co: Checkout,
+    browser: Any,
+    work: Path,
+    fake: Path,
+    image_base: str,
+    s: cd.SearchSet,
+    r: cd.ReviewSet,
+) -> Tally:
+    """Set the phase up with the checkout's CLI, then the grid strategy if its page has the grid, else today's."""
+    for use_grid in [True, False] if co.name == "new" else [False]:
+        if phase == "search":
+            setup_search(co, s, image_base, fake)
+
+            def strat(u: User, g: bool = use_grid) -> None:
+                (search_new if g else search_today)(u, s, co)
+
+            def check() -> list[str]:
+                return cd.search_clean(search_states(co, s), s)
+        else:
+            by_id = setup_review(co, r, work)
+
+            def strat(u: User, g: bool = use_grid, b: dict[int, cd.LabeledImage] = by_id) -> None:
+                (review_new if g else review_today)(u, b, co, r)
+
+            def check() -> list[str]:
+                return cd.review_clean(review_labels(co, r)[0], r)
+
+        try:
+            return run_phase(phase, co, browser, work, fake, strat, check, use_grid)
+        except LookupError:
+            say(f"{co.name} {phase}: no card grid on the page, running today's strategy on it")
+    raise AssertionError("unreachable")
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--today", default=TODAY, help="commit of today's UI")
+    ap.add_argument("--new", default="worktree", choices=("worktree", "head", "none"))
+    ap.add_argument("--only", choices=("search", "review"))
+    args = ap.parse_args(argv)
+    chromium = find_chromium()
+    if chromium is None:
+        print("error: no Chromium (apt-get install chromium, or set LOTR_LABELER_CHROMIUM)", file=sys.stderr)
+        return 2
+    from playwright.sync_api import sync_playwright
+
+    s, r = cd.search_set(), cd.review_set()
+    phases = [args.only] if args.only else ["search", "review"]
+    server, base = image_server({c.n: c.data for c in s.candidates})
+    results: dict[tuple[str, str], Tally] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-curation-") as tmp:
+        work = Path(tmp)
+        fake = work / "ddgs.json"
+        fake.write_text("{}", encoding="utf-8")
+        os.environ[FAKE_DDGS_ENV] = str(fake)  # the checkouts' CLI searches the fake DuckDuckGo too
+        cos = [Checkout("today", archive_checkout(args.today, work / "today"))]
+        if args.new != "none":
+            env_before = os.environ.get("LOTR_LABELER_E2E_CHECKOUT")
+            os.environ["LOTR_LABELER_E2E_CHECKOUT"] = "head" if args.new == "head" else ""
+            fresh_checkout(work / "new")
+            if env_before is None:
+                os.environ.pop("LOTR_LABELER_E2E_CHECKOUT")
+            cos.append(Checkout("new", work / "new"))
+        with sync_playwright() as pw:
+            browser = launch_chromium(pw, chromium)
+            try:
+                for phase in phases:
+                    for co in cos:
+                        say(f"== {co.name} {phase}")
+                        t = phase_for(phase, co, browser, work, fake, base, s, r)
+                        results[(co.name, phase)] = t
+                        say(f"   {t}")
+            finally:
+                browser.close()
+    server.shutdown()
+    report(results, phases, s, r)
+    return 0 if all(t.clean for t in results.values()) else 1
+
+
+def report(results: dict[tuple[str, str], Tally], phases: list[str], s: cd.SearchSet, r: cd.ReviewSet) -> None:
+    splits = {i.index: "valid" if i.index % 5 == 0 else "train" for i in r.images}  # 80/20, as the store's split
+    fastai = {"search": fastai_search(s), "review": fastai_review(r, splits)}
+    what = {
+        "search": f"{len(s.candidates)} candidates, {sum(not c.on_topic for c in s.candidates)} off-topic",
+        "review": f"{len(r.images)} images, {len(r.wrong())} wrong labels",
+    }
+    for phase in phases:
+        today, new = results.get(("today", phase)), results.get(("new", phase))
+        for t in (today, new):
+            if t is not None and not t.clean:
+                say(f"!! {phase} not clean: {t.left[:5]}")
+
+        def detail(t: Tally | None) -> str:
+            if t is None:
+                return "not run"
+            state = "clean" if t.clean else f"NOT clean ({len(t.left)} left)"
+            return f"{t.clicks} clicks + {t.keys} keys, {t.scrolls} scrolls, {t.seconds} s, {state}; {t.strategy}"
+
+        note = f"{what[phase]}; today: {detail(today)}; new: {detail(new)}"
+        goal = ">= 3" if phase == "review" else "context"
+        emit(
+            f"{phase}: actions to a clean set, new UI vs today ({TODAY})",
+            new.actions if new and new.clean else None,
+            today.actions if today and today.clean else None,
+            goal,
+            "actions",
+            note,
+        )
+        emit(
+            f"{phase}: seconds to a clean set, new UI vs today",
+            new.seconds if new and new.clean else None,
+            today.seconds if today and today.clean else None,
+            "context",
+            "s",
+        )
+        best = new if new and new.clean else today
+        emit(
+            f"{phase}: actions, fastai cleaner MODELLED (not run) vs {'new' if best is new else 'today'}",
+            best.actions if best and best.clean else None,
+            fastai[phase],
+            "context",
+            "actions",
+            "modelled: 2 actions per changed image + 1 per view of 30 (class x split)",
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
