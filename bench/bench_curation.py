@@ -275,6 +275,22 @@ def grid_cards(sp: StreamlitPage) -> list[dict[str, Any]]:
     )
 
 
+def plan_selection(ids: list[int], order: list[int], dont_care: frozenset[int] = frozenset()) -> list[tuple[str, int]]:
+    """The fewest clicks selecting ``ids`` of the cards in grid ``order`` and no other card outside
+    ``dont_care`` (cards the coming key leaves alone): ("click" | "shift" | "ctrl", card id); a click and a
+    Ctrl-click both toggle. One card: a click. Else the cheaper of a click on each, or a click + Shift-click
+    over their span + Ctrl-clicks taking out the cards inside it that must stay out."""
+    if not ids:
+        return []
+    want = set(ids)
+    pos = sorted(order.index(i) for i in ids)
+    first, last = order[pos[0]], order[pos[-1]]
+    outside = [i for i in order[pos[0] : pos[-1] + 1] if i not in want and i not in dont_care]
+    if len(ids) > 1 and 2 + len(outside) < len(ids):
+        return [("click", first), ("shift", last), *(("ctrl", i) for i in outside)]
+    return [("click", first), *(("ctrl", order[p]) for p in pos[1:])]
+
+
 class GridUser:
     """The new card grid: Shift-click ranges, Ctrl-click toggles, one key for the whole selection."""
 
@@ -285,32 +301,26 @@ class GridUser:
     def card(self, cid: int) -> Any:
         return self.sp.page.locator(f'.cg-grid [data-card="{cid}"] [data-pick]')
 
-    def select(self, ids: list[int], order: list[int]) -> None:
-        """Select exactly ``ids`` (cards in grid ``order``) with the fewest clicks: one card → a click;
-        else the cheaper of Ctrl-clicking each, or a click + Shift-click over their span and Ctrl-clicks
-        on the cards inside it that must stay out."""
-        u = self.user
+    def select(self, ids: list[int], order: list[int], dont_care: frozenset[int] = frozenset()) -> None:
+        """Select ``ids`` with the clicks ``plan_selection`` gives (Esc first if a selection is left over)."""
         if not ids:
             return
-        pos = sorted(order.index(i) for i in ids)
-        span = order[pos[0] : pos[-1] + 1]
-        outside = [i for i in span if i not in ids]
-        first = order[pos[0]]
-        u.press("Escape", rerun=False)  # no selection left over
-        if len(ids) == 1:
-            u.click(self.card(first), rerun=False)
-        elif 2 + len(outside) < len(ids):
-            u.click(self.card(first), rerun=False)
-            u.click(self.card(order[pos[-1]]), rerun=False, modifiers=["Shift"])
-            for i in outside:
-                u.click(self.card(i), rerun=False, modifiers=["Control"])
-        else:
-            u.click(self.card(first), rerun=False)
-            for i in ids[1:]:
-                u.click(self.card(i), rerun=False, modifiers=["Control"])
+        if self.sp.page.locator(".cg-grid .cg-sel").count():
+            self.user.press("Escape", rerun=False)
+        for how, cid in plan_selection(ids, order, dont_care):
+            mods = {"click": [], "shift": ["Shift"], "ctrl": ["Control"]}[how]
+            self.user.click(self.card(cid), rerun=False, modifiers=mods)
 
     def key(self, key: str) -> None:
         self.user.press(key)
+
+    def card_button(self, cid: int, action: str) -> bool:
+        """Click a card's own button for ``action`` (one click, no selection); False when it has none."""
+        btn = self.sp.page.locator(f'.cg-grid [data-card="{cid}"] [data-act="{action}"]')
+        if not btn.count():
+            return False
+        self.user.click(btn)
+        return True
 
 
 def search_new(user: User, s: cd.SearchSet, co: Checkout) -> None:
@@ -323,6 +333,8 @@ def search_new(user: User, s: cd.SearchSet, co: Checkout) -> None:
             return
         order = [c["id"] for c in cards]
         off = [c["id"] for c in cards if not s.truth_of_url(c["src"]).on_topic]
+        if len(off) == 1 and g.card_button(off[0], "reject"):
+            continue
         if off:
             g.select(off, order)
             g.key("x")
@@ -414,9 +426,12 @@ def review_new(user: User, by_id: dict[int, cd.LabeledImage], co: Checkout, r: c
         if wrong:
             # P moves every selected card to its own prediction: only cards it fixes may be selected.
             fix_p = [c["id"] for c in wrong if c["predicted"] == by_id[c["id"]].truth]
-            harmful = {c["id"] for c in cards if c["predicted"] and c["predicted"] != by_id[c["id"]].truth}
+            agreeing = frozenset(c["id"] for c in cards if not c["predicted"])  # P leaves them alone
+            if len(fix_p) == 1 and g.card_button(fix_p[0], "predict"):
+                labels[by_id[fix_p[0]].index] = by_id[fix_p[0]].truth
+                continue
             if fix_p:
-                g.select(fix_p, [i for i in order if i not in harmful or i in fix_p])
+                g.select(fix_p, order, agreeing)
                 g.key("p")
                 for cid in fix_p:
                     labels[by_id[cid].index] = by_id[cid].truth
