@@ -55,6 +55,7 @@ TABLE_OWNERS: dict[str, str] = {
     "review_scores": "lotr_labeler/store/reviews.py",
     "jobs": "lotr_labeler/jobs/table.py",
     "candidate_scores": "lotr_labeler/store/candidate_scores.py",
+    "data_version": "lotr_labeler/store/version.py",  # written only by the triggers of migration 007
 }
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound, check_choice
 from lotr_labeler.imaging import Normalized, hamming, write_atomic
+from lotr_labeler.store import version
 from lotr_labeler.store.classes import ClassesMixin
 from lotr_labeler.store.db import now
 from lotr_labeler.store.history import Payload, undoes
@@ -289,12 +290,20 @@ class ImagesMixin(ClassesMixin):
         limit: int | None = None,
         offset: int = 0,
     ) -> list[ImageRow]:
-        where, args = self._image_filter(label, split, source, deleted, flagged)
-        sql = _IMAGE_SELECT + where + " ORDER BY i.id"
+        """Images in id order. Whole listings are memoized per data version (``store.version``):
+        a page rerun at 20,000 images asks for them several times and they rarely change."""
+
+        def query() -> list[ImageRow]:
+            where, args = self._image_filter(label, split, source, deleted, flagged)
+            sql = _IMAGE_SELECT + where + " ORDER BY i.id"
+            if limit is not None:
+                sql += " LIMIT ? OFFSET ?"
+                args += [limit, offset]
+            return [image_row(r) for r in self.conn.execute(sql, args)]
+
         if limit is not None:
-            sql += " LIMIT ? OFFSET ?"
-            args += [limit, offset]
-        return [image_row(r) for r in self.conn.execute(sql, args)]
+            return query()
+        return list(version.memo(self, ("images", label, split, source, deleted, flagged), query))
 
     def count(
         self,

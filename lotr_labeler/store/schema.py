@@ -195,4 +195,68 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "007_data_version",
+        """
+        -- One counter that every write to the tables the pages derive things from bumps, in the
+        -- writer's own transaction, whichever process it is (store/version.py keys its per-process
+        -- memo on it). ``token`` tells two databases apart (a project deleted and created again
+        -- counts from 0 anew). Jobs, runs and events are left out: they change every second while
+        -- work runs and nothing memoized reads them.
+        CREATE TABLE data_version (
+            id    INTEGER PRIMARY KEY CHECK (id = 1),
+            token TEXT NOT NULL,
+            n     INTEGER NOT NULL
+        );
+        INSERT INTO data_version (id, token, n) VALUES (1, lower(hex(randomblob(8))), 0);
+        CREATE TRIGGER data_version_images_insert AFTER INSERT ON images
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_images_update AFTER UPDATE ON images
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_images_delete AFTER DELETE ON images
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_classes_insert AFTER INSERT ON classes
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_classes_update AFTER UPDATE ON classes
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_classes_delete AFTER DELETE ON classes
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_candidates_insert AFTER INSERT ON candidates
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_candidates_update AFTER UPDATE ON candidates
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_candidates_delete AFTER DELETE ON candidates
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_candidate_scores_insert AFTER INSERT ON candidate_scores
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_candidate_scores_update AFTER UPDATE ON candidate_scores
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_candidate_scores_delete AFTER DELETE ON candidate_scores
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_review_marks_insert AFTER INSERT ON review_marks
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_review_marks_update AFTER UPDATE ON review_marks
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_review_marks_delete AFTER DELETE ON review_marks
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_review_scores_insert AFTER INSERT ON review_scores
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_review_scores_update AFTER UPDATE ON review_scores
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_review_scores_delete AFTER DELETE ON review_scores
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_meta_insert AFTER INSERT ON meta
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_meta_update AFTER UPDATE ON meta
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_meta_delete AFTER DELETE ON meta
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_settings_insert AFTER INSERT ON settings
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_settings_update AFTER UPDATE ON settings
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_settings_delete AFTER DELETE ON settings
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        """,
+    ),
 )
