@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
@@ -12,9 +14,10 @@ from lotr_labeler.jobs.specs import EmbedJob, TrainJob
 from lotr_labeler.model import embed, runs, train
 from lotr_labeler.review import embedding_map, quality
 from lotr_labeler.review import scoring as review
+from lotr_labeler.review.trust import model_trust
 from lotr_labeler.settings import Settings
 from lotr_labeler.store import Store
-from lotr_labeler.ui import review_map
+from lotr_labeler.ui import cards, review_map
 from lotr_labeler.ui.context import (
     act,
     data_dir,
@@ -34,8 +37,7 @@ st.caption(
     "Every image gets an out-of-sample score: a light head on cached backbone embeddings, trained with "
     "K-fold cross-validation, so no image is judged by a model that learned its own label."
 )
-COLUMNS = 4
-SELECTED = "_review_selected"
+ITEMS = "_review_items"  # the ranking of a full run, handed to the grid fragment once
 # Quality flags of more images than this are left to the compute job instead of the page run.
 PAGE_QUALITY_LIMIT = 400
 SOURCES = {
@@ -56,7 +58,6 @@ DEFAULTS = {
     "r_dup_show": False,
 }
 remember_widgets(DEFAULTS)
-selected: set[int] = st.session_state.setdefault(SELECTED, set())
 if not st.session_state.get("_review_warm"):
     review.warm_up()  # scikit-learn loads in the background: the first "Retrain head" is quick
     st.session_state["_review_warm"] = True
@@ -67,34 +68,6 @@ if not st.session_state.get("_review_warm"):
 
 def _relabel_from(store: Store, ids: list[int], key: str) -> int:
     return review.relabel(store, ids, st.session_state[key])
-
-
-def _toggle(image_id: int, key: str) -> None:
-    (selected.add if st.session_state[key] else selected.discard)(image_id)
-
-
-def _bulk(store: Store, action: str) -> str:
-    ids = sorted(selected)
-    if not ids:
-        return "Select cards first."
-    if action == "keep":
-        n = review.keep(store, ids)
-        text = f"Kept {n} image(s)."
-    elif action == "delete":
-        n = review.delete(store, ids)
-        text = f"Deleted {n} image(s) (undo restores)."
-    else:
-        n = review.relabel(store, ids, st.session_state["r_bulk_to"])
-        text = f"Relabeled {n} image(s) to {st.session_state['r_bulk_to']}."
-    selected.clear()
-    return text
-
-
-def _select(ids: list[int], on: bool) -> None:
-    if on:
-        selected.update(ids)
-    else:
-        selected.difference_update(ids)
 
 
 def _retrain_head(store: Store) -> str:
@@ -216,9 +189,30 @@ def _card_body(it: review.ReviewItem, classes: list[str], prefix: str = "r") -> 
         )
     key = f"{prefix}_label_{image_id}_{it.image.class_id}"
     label_select("Label", classes, it.given, key, _relabel_from, [image_id], key)
-    sel = f"{prefix}_sel_{image_id}"
-    st.session_state[sel] = image_id in selected
-    st.checkbox("Select", key=sel, on_change=_toggle, args=(image_id, sel))
+
+
+@st.fragment
+def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int, hint_only: bool) -> None:
+    """The cards of the queue page. An action reruns only this fragment (the ranking again, so kept
+    cards leave the queue); a full run hands its ranking over instead of computing it twice."""
+    with Store(data_dir() / project) as store, error_boundary():
+        items = st.session_state.pop(ITEMS, None)
+        if items is None:
+            items = review.ranking(store, **filters)
+        thumb = store.settings().thumb_size
+        cards.grid(
+            "r_grid",
+            [cards.review_card(store, it, thumb) for it in items[offset : offset + limit]],
+            classes=store.class_names(),
+            actions=("keep", "unkeep", "delete", "restore", "relabel", "predict", "undo", "more"),
+            on_action=functools.partial(cards.review_action, more=functools.partial(review_map.open_similar, project)),
+            columns=store.settings().grid_columns,
+            hint_only=hint_only,
+            large=cards.large_image(store),
+            empty="Nothing to review here."
+            if review.fit_info(store) is not None
+            else "Nothing scored yet: press Compute above. Quality filters work already.",
+        )
 
 
 def _embedding_ended(info: review.FitInfo | None) -> Callable[[jobs.Job], None]:
@@ -399,56 +393,27 @@ with open_current() as store:
                 reset_page("review")
                 st.session_state[f"_prev_{k}"] = st.session_state[k]
         unmeasured = len(quality.missing(store, store.images()))
-        items = review.ranking(
-            store,
-            sort=sort,
-            label=label,
-            predicted=pred,
-            split=split,
-            flag=flag,
-            status=status,
-            compute_quality=unmeasured <= PAGE_QUALITY_LIMIT,
-        )
+        filters: dict[str, Any] = {
+            "sort": sort,
+            "label": label,
+            "predicted": pred,
+            "split": split,
+            "flag": flag,
+            "status": status,
+            "compute_quality": unmeasured <= PAGE_QUALITY_LIMIT,
+        }
+        items = review.ranking(store, **filters)
         if unmeasured > PAGE_QUALITY_LIMIT:
             st.caption(f"Quality flags of {unmeasured} image(s) are measured with the embeddings (Compute).")
+        trust = model_trust(store)
+        if trust.weak:
+            st.warning(trust.reason + " Its predictions show as a quiet hint on the cards (P still accepts one).")
         page_size = settings.page_size
         offset = pager(len(items), page_size, "review")
-        shown = items[offset : offset + page_size]
-        page_ids = [it.id for it in shown]
-
-        b = st.columns([1, 1, 1, 2, 1, 1, 1])
-        b[0].markdown(f"**{len(selected)} selected**")
-        b[1].button("Select page", on_click=_select, args=(page_ids, True), width="stretch")
-        b[2].button("Clear", on_click=_select, args=(sorted(selected), False), width="stretch")
-        b[3].selectbox("Relabel selected to", classes, key="r_bulk_to", label_visibility="collapsed")
-        for col, (text, action) in zip(
-            b[4:], (("Relabel", "relabel"), ("Keep", "keep"), ("🗑 Delete", "delete")), strict=True
-        ):
-            col.button(
-                text,
-                key=f"r_bulk_{action}",
-                help=f"{text.split()[-1]} every selected image (one action, one undo)",
-                disabled=not selected,
-                on_click=act,
-                args=(_bulk, action),
-                kwargs={"success": "{result}"},
-                width="stretch",
-            )
-
-        if not shown:
-            st.info(
-                "Nothing to review here."
-                if info is not None
-                else "Nothing scored yet: press Compute above. Quality filters work already."
-            )
-        if similar_to is not None and similar_to not in page_ids:  # its card left the queue: keep the panel
+        if similar_to is not None:  # "More like this" (M or 🔍 on a card): the nearest images, above the grid
             review_map.similar_panel(store, similar_to, classes, thumb_size, "rs")
-        for start in range(0, len(shown), COLUMNS):
-            for col, it in zip(st.columns(COLUMNS), shown[start : start + COLUMNS], strict=False):
-                with col:
-                    card(project, it.id, classes, it.flags, thumb_size)
-            if similar_to in page_ids[start : start + COLUMNS]:
-                review_map.similar_panel(store, similar_to, classes, thumb_size, "rs")
+        st.session_state[ITEMS] = items
+        _issues_grid(project, filters, offset, page_size, trust.weak)
 
     # -- near duplicates ----------------------------------------------------------------------------
     with tab_dups, error_boundary():

@@ -447,6 +447,14 @@ def test_cli_review_compute_registers_a_job(store: Store, data_root: Path, capsy
 # -- the Review page --------------------------------------------------------------------------------
 
 
+def grid_data(at: AppTest, key: str) -> dict[str, Any]:
+    """The payload of the card grid ``key`` (its clicks and keys: tests/test_cards.py and e2e)."""
+    found = [el for el in at.get("bidi_component") if getattr(el, "key", None) == key]
+    assert found, f"no card grid {key!r}"
+    data: dict[str, Any] = json.loads(found[0].proto.json)
+    return data
+
+
 def page() -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.run()
@@ -474,8 +482,10 @@ def test_page_without_scores_offers_compute_and_quality_filters(store: Store) ->
     assert retrain.disabled  # nothing to refit yet
     # Without a run there is no "current model" backbone to pick.
     assert "Current model's body" not in at.selectbox(key="r_source").options
-    # Cards show (unscored) images and their actions work already.
-    assert len([b for b in at.button if b.label == "✓ Keep"]) == 18
+    # Cards show (unscored) images and their actions work already (the grid: tests/test_cards.py, e2e).
+    grid = grid_data(at, "r_grid")
+    assert len(grid["cards"]) == 18 and "keep" in grid["actions"] and "predict" in grid["actions"]
+    assert not any(c["predicted"] for c in grid["cards"])  # nothing scored: no prediction to accept
 
 
 def _scored(store: Store) -> None:
@@ -490,40 +500,12 @@ def test_page_with_scores_keep_relabel_delete_update_the_store(store: Store) -> 
     # The controls start on the backbone of the stored scores: nothing new to compute.
     assert at.selectbox(key="r_source").value == "random" and at.number_input(key="r_size").value == 32
     assert "Compute scores" in [b.label for b in at.button]
-    first = review.ranking(store)[0]
-    click(at, f"r_keep_{first.id}")
-    assert first.id in review.reviewed_ids(store)
-
-    second = review.ranking(store)[0]
-    other = next(c for c in store.class_names() if c != second.given)
-    at.selectbox(key=f"r_label_{second.id}_{second.image.class_id}").select(other).run()
-    assert store.get_image(second.id).label == other
-    assert second.id in review.reviewed_ids(store)
-
-    third = review.ranking(store)[0]
-    click(at, f"r_del_{third.id}")
-    assert store.get_image(third.id).deleted
-
-    # Undo on the page reverts the delete exactly.
-    undo = next(b for b in at.button if b.label == "↩ Undo")
-    undo.click().run()
-    assert not store.get_image(third.id).deleted and (store.root / third.image.relpath).exists()
-
-
-def test_page_bulk_selection_relabels_in_one_event(store: Store) -> None:
-    _scored(store)
-    at = page()
-    ids = [it.id for it in review.ranking(store)[:3]]
-    for image_id in ids:
-        at.checkbox(key=f"r_sel_{image_id}").check().run()
-    assert any("3 selected" in m.value for m in at.markdown)
-    at.selectbox(key="r_bulk_to").select("triangle").run()
-    events = len(store.history())
-    at.button(key="r_bulk_relabel").click().run()
-    assert not at.exception
-    assert all(store.get_image(i).label == "triangle" for i in ids)
-    assert len(store.history()) == events + 1
-    assert any("0 selected" in m.value for m in at.markdown)
+    # The grid shows the queue worst first, each disagreeing card with the prediction P accepts.
+    grid = grid_data(at, "r_grid")
+    ranked = review.ranking(store)
+    assert [c["id"] for c in grid["cards"]] == [it.id for it in ranked]
+    assert [c["predicted"] for c in grid["cards"]] == [it.predicted if it.disagrees else None for it in ranked]
+    assert not grid["hint_only"]  # no trained model to distrust
 
 
 def test_page_with_a_run_offers_its_body_and_retrain_head(store: Store) -> None:
