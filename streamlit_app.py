@@ -1,4 +1,9 @@
-"""Home: pick or create a project, see where each class stands, and the next step."""
+"""The entry point (`streamlit run streamlit_app.py`): the navigation, and the Home page (pick or create a
+project, see where each class stands, and the next step).
+
+``st.navigation`` rather than the automatic pages/ list, so the first entry reads "Home", not the
+script's name; the pages are still the files of pages/, found at start.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,10 @@ import streamlit as st
 from lotr_labeler import project as proj
 from lotr_labeler.model.runs import current_run
 from lotr_labeler.overview import next_step
-from lotr_labeler.ui.context import data_dir, error_boundary, flash, open_current, show_flash
+from lotr_labeler.ui.context import data_dir, error_boundary, flash, kept_expander, open_current, show_flash
 from lotr_labeler.workspace import create_project, remember
 
+ROOT = Path(__file__).resolve().parent
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 # Candidates "downloaded" are in "images" already; the table stays narrow enough not to scroll.
 COLUMNS = ("images", "valid", "flagged", "deleted", "pending", "accepted", "rejected", "failed")
@@ -33,48 +39,66 @@ def class_table(status: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-st.set_page_config(page_title="lotr_labeler", page_icon="🧙", layout="wide")
-st.title("lotr_labeler")
-st.caption("Class names in, a trained image classifier out: search → review → download → train → fix → predict.")
-
-with open_current() as store:
-    show_flash()
-    status = store.status()
-    settings = store.settings()
-    st.subheader(f"Project: {store.name}")
-    st.caption(f"Data in `{store.root}`")
-
-    step = next_step(status, settings.min_images_per_class, has_run=current_run(store) is not None)
-    with st.container(border=True):
-        st.markdown(f"**Next step:** {step.message}")
-        if (Path(__file__).parent / step.page).exists():
-            st.page_link(step.page, label=f"Go to {step.label}", icon="➡️")
-
-    if status:
-        # Plain markdown, no chart or dataframe: those load pandas, pyarrow and altair (about a
-        # second of cold start) for a table of a few numbers per class.
-        total = {key: sum(int(row[key]) for row in status) for key in ("images", "pending", "flagged")}
-        cols = st.columns(4)
-        cols[0].metric("Classes", len(status))
-        cols[1].metric("Images", total["images"])
-        cols[2].metric("Pending candidates", total["pending"])
-        cols[3].metric("Flagged", total["flagged"])
-        st.markdown("**Class balance** (active images per class)")
-        st.markdown(class_table(status))
-    else:
-        st.info("This project has no classes yet.")
+def home() -> None:
+    """The home page: project, counts, next step, a new project."""
+    st.set_page_config(page_title="lotr_labeler", page_icon="🧙", layout="wide")
+    st.title("lotr_labeler")
+    st.caption("Class names in, a trained image classifier out: search → review → download → train → fix → predict.")
+    _overview()
+    _new_project()
 
 
-with st.expander("New project"), st.form("new_project", clear_on_submit=False):
-    name = st.text_input("Project name", placeholder="e.g. birds")
-    template = st.selectbox(
-        "Start from", list(proj.TEMPLATES), format_func=lambda t: {"lotr": "Middle-earth races"}.get(t, t)
-    )
-    if st.form_submit_button("Create project"):
-        with error_boundary():
-            created = create_project(data_dir(), name, template)
-            created.close()
-            remember(data_dir(), created.name)
-            st.session_state["_project"] = created.name
-            flash("success", f"Created project {created.name!r}.")
-            st.rerun()
+def _overview() -> None:
+    with open_current() as store:
+        show_flash()
+        status = store.status()
+        settings = store.settings()
+        st.subheader(f"Project: {store.name}")
+        st.caption(f"Data in `{store.root}`")
+
+        step = next_step(status, settings.min_images_per_class, has_run=current_run(store) is not None)
+        with st.container(border=True):
+            st.markdown(f"**Next step:** {step.message}")
+            if (ROOT / step.page).exists():
+                st.page_link(step.page, label=f"Go to {step.label}", icon="➡️")
+
+        if status:
+            # Plain markdown, no chart or dataframe: those load pandas, pyarrow and altair (about a
+            # second of cold start) for a table of a few numbers per class.
+            total = {key: sum(int(row[key]) for row in status) for key in ("images", "pending", "flagged")}
+            cols = st.columns(4)
+            cols[0].metric("Classes", len(status))
+            cols[1].metric("Images", total["images"])
+            cols[2].metric("Pending candidates", total["pending"])
+            cols[3].metric("Flagged", total["flagged"])
+            st.markdown("**Class balance** (active images per class)")
+            st.markdown(class_table(status))
+        else:
+            st.info("This project has no classes yet.")
+
+
+def _new_project() -> None:
+    # Keyed: stays open across the rerun of a submit, so its error (e.g. a name like ../evil) is seen.
+    with kept_expander("New project", "home_new_project"), st.form("new_project", clear_on_submit=False):
+        name = st.text_input("Project name", placeholder="e.g. birds")
+        template = st.selectbox(
+            "Start from", list(proj.TEMPLATES), format_func=lambda t: {"lotr": "Middle-earth races"}.get(t, t)
+        )
+        if st.form_submit_button("Create project"):
+            with error_boundary():
+                created = create_project(data_dir(), name, template)
+                created.close()
+                remember(data_dir(), created.name)
+                st.session_state["_project"] = created.name
+                flash("success", f"Created project {created.name!r}.")
+                st.rerun()
+
+
+def pages() -> list[Any]:
+    """Home, then every file in pages/ in file-name order: a new page file shows up by itself, with
+    the title and URL the file name gives it (``pages/2_Search.py`` → "Search" at ``/Search``)."""
+    found = sorted((ROOT / "pages").glob("[!_]*.py"))
+    return [st.Page(home, title="Home", icon="🧙", url_path="home", default=True), *(st.Page(p) for p in found)]
+
+
+st.navigation(pages()).run()

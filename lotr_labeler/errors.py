@@ -17,6 +17,7 @@ allowed to surface.
     ├── SearchError           image search failed
     │   ├── SearchRateLimited
     │   ├── SearchTimeout
+    │   ├── SearchUnreachable the search engine cannot be reached at all (offline, DNS, proxy)
     │   └── NoResults
     └── FetchError            one download failed (reason attached)
         └── BlockedHost
@@ -24,7 +25,12 @@ allowed to surface.
 
 from __future__ import annotations
 
+import errno
+import logging
+import re
 from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
 
 
 class LabelerError(Exception):
@@ -83,6 +89,10 @@ class SearchTimeout(SearchError):
     """The search engine did not answer in time."""
 
 
+class SearchUnreachable(SearchError):
+    """No connection to the search engine (DNS, refused connection, proxy): every query would fail."""
+
+
 class NoResults(SearchError):
     """The query returned nothing."""
 
@@ -131,3 +141,117 @@ def check_choice(value: str, allowed: Iterable[str], what: str, *, hint: str = "
     if value in options:
         return value
     raise InvalidInput(f"{what} {value!r} is not valid. Must be one of: {', '.join(options)}.{hint}")
+
+
+# -- library errors in one sentence -------------------------------------------------------------
+
+_CONNECTION = re.compile(
+    r"dnserror|dns error|name resolution|name or service not known|nodename nor servname|getaddrinfo|"
+    r"no address associated|connecterror|connection refused|connection reset|network is unreachable|"
+    r"no route to host|proxyerror|proxy error|error sending request|urlopen error|failed to establish",
+    re.IGNORECASE,
+)
+
+
+def is_connection_failure(exc: BaseException | str) -> bool:
+    """Whether an error (or its text) says the network cannot be reached at all: DNS, refused
+    connection, unreachable network, proxy. Timeouts and HTTP errors are not connection failures."""
+    if isinstance(exc, BaseException):
+        import_name = type(exc).__module__.split(".")[0]
+        if import_name == "httpx" and type(exc).__name__ in ("ConnectError", "ProxyError"):
+            return True
+        if isinstance(exc, (ConnectionRefusedError, ConnectionResetError)):
+            return True
+        text = f"{type(exc).__name__}: {exc}"
+    else:
+        text = exc
+    return bool(_CONNECTION.search(text))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _explain_one(exc: BaseException, subject: str) -> str | None:
+    # Each test looks at what the library really raises (type name or its fixed wording), so no
+    # import of torch, PIL or httpx is needed here.
+    text = str(exc)
+    name = type(exc).__name__
+    if "Weights only load failed" in text or "invalid load key" in text or "PytorchStreamReader" in text:
+        return (
+            f"{subject} is not a PyTorch weights file or it is damaged. "
+            "Use the .pth file saved with torch.save(model.state_dict()) for the chosen architecture."
+        )
+    if "Missing key(s) in state_dict" in text or "size mismatch for" in text or "Unexpected key(s)" in text:
+        return (
+            f"{subject} holds weights of another network. "
+            "Use the torchvision .pth state dict of the chosen architecture."
+        )
+    if name == "UnidentifiedImageError" or "cannot identify image file" in text:
+        return f"{subject} is not an image that can be read. Use a jpg, png, webp, gif or bmp file."
+    if name in ("DecompressionBombError",) or "decompression bomb" in text.lower():
+        return f"{subject} is too large an image to open safely. Resize it below 100 megapixels and try again."
+    if ("download.pytorch.org" in text or "hub" in text.lower()) and is_connection_failure(text):
+        return (
+            "The pretrained ImageNet weights cannot be downloaded: there is no internet connection. "
+            "Untick 'Pretrained weights' (CLI: --no-pretrained) or give a local weights file."
+        )
+    if name in ("ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout", "TimeoutException") or isinstance(
+        exc, TimeoutError
+    ):
+        return f"{subject} did not answer in time. Check the connection and try again."
+    if is_connection_failure(exc):
+        return f"{subject} cannot be reached. Check the network connection or proxy and try again."
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "The disk is full. Free some space (e.g. empty the trash or delete old runs) and try again."
+    if isinstance(exc, PermissionError):
+        return f"No permission to use {exc.filename or subject}. Check the file's owner and permissions."
+    if isinstance(exc, FileNotFoundError):
+        return f"{exc.filename or subject} does not exist. Check the path."
+    return None
+
+
+def explain(exc: BaseException, subject: str | None = None) -> str:
+    """One sentence for the user: what happened and what to do.
+
+    A ``LabelerError`` says it already (wrappers build theirs with ``explain`` of the cause).
+    Known library errors (torch weights, PIL images, httpx and
+    socket connection errors, a full disk) are translated, looking through the ``__cause__`` chain;
+    anything else becomes its type and first line. The full original is logged.
+
+    Parameters
+    ----------
+    exc
+        The error.
+    subject
+        What the error is about, as the user knows it (an uploaded file's name, a host): replaces
+        the temporary path or URL the library would name.
+    """
+    if isinstance(exc, LabelerError):
+        return str(exc)
+    log.info("explained error", exc_info=exc)
+    for link in _chain(exc):
+        sentence = _explain_one(link, subject or "The file")
+        if sentence is not None:
+            return sentence
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    raw = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return f"{subject}: {raw}" if subject else raw
+
+
+def explain_known(exc: BaseException, subject: str | None = None) -> str | None:
+    """``explain(exc)`` for a domain error or a library error it recognises, else None: error
+    boundaries show those to the user and let the rest (bugs) surface."""
+    if isinstance(exc, LabelerError):
+        return str(exc)
+    for link in _chain(exc):
+        sentence = _explain_one(link, subject or "The file")
+        if sentence is not None:
+            log.info("explained error", exc_info=exc)
+            return sentence
+    return None

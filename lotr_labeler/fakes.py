@@ -7,7 +7,8 @@ Browser tests need it because DuckDuckGo cannot be reached from CI.
 
 The file maps a query to a list of ddgs result dicts (``title, image, thumbnail, url,
 height, width, source``), or to one of the strings ``"ratelimit"``, ``"timeout"``,
-``"none"`` to raise the matching ddgs error. Key ``"*"`` answers any other query;
+``"none"``, ``"offline"`` (the DNS failure ddgs reports without a network) to raise the
+matching ddgs error. Key ``"*"`` answers any other query;
 ``{slug}`` in its strings becomes the query's slug so each query gets its own URLs.
 """
 
@@ -39,12 +40,24 @@ class FakeDDGS:
             raise RatelimitException(f"{query}: 403 Ratelimit")
         if rows == "timeout":
             raise TimeoutException(f"{query}: timed out")
+        if rows == "offline":
+            raise DDGSException(offline_error(query))
         page = int(kwargs.get("page") or 1)
         chunk = list(rows if isinstance(rows, list) else [])[(page - 1) * PAGE : page * PAGE]
         chunk = chunk[: int(kwargs.get("max_results") or PAGE)]
         if not chunk:
             raise DDGSException("No results found.")
         return chunk
+
+
+def offline_error(query: str) -> str:
+    """The text ddgs 9 gives a DDGSException when DuckDuckGo's host name does not resolve."""
+    return (
+        "DNSError: DNSError('error sending request for url (https://duckduckgo.com/?q="
+        + query.replace(" ", "+")
+        + ') > error resolving DNS > DNS error: no records found for Query { name: Name("duckduckgo.com."), '
+        "query_type: A, query_class: IN }')"
+    )
 
 
 def install_from_env() -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lotr_labeler.store import Store
-from lotr_labeler.ui.context import act, open_current, show_flash
+from lotr_labeler.ui.context import act, kept_expander, open_current, show_flash
 
 st.set_page_config(page_title="Classes · lotr_labeler", page_icon="🏷️", layout="wide")
 st.title("Classes")
@@ -33,7 +33,9 @@ def _rename(store: Store, name: str, key: str) -> str:
 
 
 with open_current() as store:
-    show_flash()
+    top = st.container()  # messages for the page, and those of a class that is gone (deleted)
+    with top:
+        show_flash()
     classes = store.classes()
     counts = {r["class"]: r for r in store.status()}
 
@@ -45,7 +47,10 @@ with open_current() as store:
         c3.text_input(
             "Query template", key="new_template", value="{name}", help="{name} is replaced by each search name"
         )
-        st.form_submit_button("Add class", on_click=act, args=(_add,), kwargs={"success": "Added class {result!r}."})
+        st.form_submit_button(
+            "Add class", on_click=act, args=(_add,), kwargs={"success": "Added class {result!r}.", "flash_to": "add"}
+        )
+        show_flash("add")
 
     if not classes:
         st.info("No classes yet: add two or more above.")
@@ -53,7 +58,9 @@ with open_current() as store:
         row = counts.get(c.name, {})
         key = str(c.id)
         title = f"**{c.name}** · {row.get('images', 0)} images · {row.get('pending', 0)} pending candidates"
-        with st.expander(title):
+        slot = f"class_{key}"  # by id: the expander and its messages follow a renamed class
+        with kept_expander(title, f"exp_{slot}"):
+            show_flash(slot)
             left, right = st.columns([3, 2])
             with left:
                 st.text_area("Search names (one per line)", "\n".join(c.names), key=f"names_{key}", height=120)
@@ -64,7 +71,7 @@ with open_current() as store:
                     key=f"save_{key}",
                     on_click=act,
                     args=(_save, c.name, key),
-                    kwargs={"success": f"Saved {c.name}."},
+                    kwargs={"success": f"Saved {c.name}.", "flash_to": slot},
                 )
             with right:
                 st.text_input("New name", c.name, key=f"rename_{key}")
@@ -73,7 +80,7 @@ with open_current() as store:
                     key=f"do_rename_{key}",
                     on_click=act,
                     args=(_rename, c.name, key),
-                    kwargs={"success": f"Renamed {c.name} to {{result}}."},
+                    kwargs={"success": f"Renamed {c.name} to {{result}}.", "flash_to": slot},
                 )
                 images = int(row.get("images", 0))
                 confirm = True
@@ -85,5 +92,11 @@ with open_current() as store:
                     disabled=not confirm,
                     on_click=act,
                     args=(Store.delete_class, c.name),
-                    kwargs={"force": True, "success": f"Deleted class {c.name}; undo on the Dataset page restores it."},
+                    kwargs={
+                        "force": True,
+                        "success": f"Deleted class {c.name}; undo on the Dataset page restores it.",
+                        "flash_to": slot,
+                    },
                 )
+    with top:
+        show_flash(leftovers=True)  # e.g. "Deleted class …": its expander is gone

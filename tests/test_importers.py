@@ -260,7 +260,7 @@ def test_import_urls_csv_with_bad_rows(store: Store) -> None:
             "http://img.example/g.jpg,hexagon",
         ]
     )
-    report = import_urls(store, text)
+    report = import_urls(store, text, create_classes=True)
     assert report.candidates_added == 3 and report.candidates_known == 1
     reasons = dict(report.rejected)
     assert set(reasons) == {"line 4", "line 5", "line 6", "line 7", "line 8"}

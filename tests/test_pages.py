@@ -155,5 +155,5 @@ def test_dataset_page_adds_url_candidates(store: Store) -> None:
     at = app("pages/3_Dataset.py")
     at.text_area[0].input("http://x/1.jpg,circle\nbad row,circle").run()
     button(at, "Add as candidates")
-    assert any("1 candidate(s) added" in s.value for s in at.success)
+    assert any("1 candidate(s) added" in s.value for s in at.warning)  # a refused row: not a plain success
     assert [c.image_url for c in store.candidates()] == ["http://x/1.jpg"]

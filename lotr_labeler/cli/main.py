@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from lotr_labeler import project as proj
 from lotr_labeler.cli.commands import classes, collect, images, model, project, review
 from lotr_labeler.cli.context import Handler
-from lotr_labeler.errors import LabelerError
+from lotr_labeler.errors import LabelerError, explain_known
 from lotr_labeler.workspace import absolute
 
 COMMANDS = (project, classes, collect, images, review, model)
@@ -62,6 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except LabelerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        message = explain_known(exc)  # a library error it knows (torch, PIL, httpx, OSError) in one line
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

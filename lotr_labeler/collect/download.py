@@ -571,7 +571,40 @@ class DownloadReport:
     def done(self) -> int:
         return self.ok + self.failed + self.duplicates + self.previously_deleted
 
+    def reason_counts(self) -> dict[str, int]:
+        """How many downloads failed for each reason, most common first."""
+        counts: dict[str, int] = {}
+        for _, _, reason in self.failures:
+            counts[reason] = counts.get(reason, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    @property
+    def all_failed(self) -> bool:
+        """Every URL tried failed (nothing downloaded, no duplicate found)."""
+        return bool(self.failed) and self.failed == self.done and not self.cancelled
+
+    @property
+    def mostly_failed(self) -> bool:
+        """More than half of the URLs tried failed: an error to show, not a success."""
+        return not self.cancelled and self.failed * 2 > self.done > 0
+
+    def verdict(self) -> str | None:
+        """One sentence when all or most URLs failed: how many, why (reason counts), and the fix
+        for the most common reason. None when the run mostly worked."""
+        if not self.mostly_failed:
+            return None
+        counts = self.reason_counts()
+        top = next(iter(counts))
+        _, verb, fix = _failure_help(top)
+        verb = verb if len(counts) == 1 else "failed"
+        how_many = f"All {self.failed}" if self.all_failed else f"{self.failed} of {self.done}"
+        reasons = ", ".join(f"{_failure_help(r)[0]} ×{n}" for r, n in counts.items())
+        return f"{how_many} URLs {verb}: {reasons}. {fix}"
+
     def summary(self) -> str:
+        verdict = self.verdict()
+        if verdict:
+            return f"{verdict} Downloaded {self.ok} of {self.total} image(s) in {self.elapsed_s:.1f} s."
         text = (
             f"Downloaded {self.ok} of {self.total} image(s): {self.failed} failed, "
             f"{self.duplicates} duplicate(s), {self.near_duplicates} flagged as near duplicate"
@@ -604,8 +637,45 @@ class DownloadReport:
             "failures": [{"candidate_id": c, "url": u, "reason": r} for c, u, r in self.failures],
             "cancelled": self.cancelled,
             "elapsed_s": round(self.elapsed_s, 3),
+            "reasons": self.reason_counts(),
+            "mostly_failed": self.mostly_failed,
             "summary": self.summary(),
         }
+
+
+_RETRY = "The URLs stay in the failed state: use Retry failed (CLI: download --retry-failed) later."
+
+
+def _failure_help(reason: str) -> tuple[str, str, str]:
+    """(what the reason means, the verb for the URLs, what to do) for a failure reason tag."""
+    if reason == "blocked host":
+        return (
+            "blocked host (private/loopback address)",
+            "were refused",
+            "If these are your own local servers, turn on allow_private_hosts in Settings "
+            "(CLI: download --allow-private-hosts).",
+        )
+    if reason in ("dns", "network"):
+        return (
+            "host not found" if reason == "dns" else "network error",
+            "could not be reached",
+            f"Check the network connection or proxy. {_RETRY}",
+        )
+    if reason == "timeout":
+        return ("timed out", "timed out", f"Raise connect_timeout/read_timeout in Settings or try later. {_RETRY}")
+    if reason == "too large":
+        return ("over max_bytes", "were too large", "Raise max_bytes in Settings, or reject these candidates.")
+    if reason.startswith("http "):
+        return (
+            reason.upper(),
+            "were refused by their servers",
+            "Those sites do not serve their images to other programs: reject these candidates and accept others.",
+        )
+    if reason in ("not an image", "corrupt", "bomb", "bad encoding"):
+        return (reason, "were not usable images", "Reject these candidates and accept others.")
+    if reason == "write failed":
+        return (reason, "could not be saved", "Free disk space, then use Retry failed.")
+    return (reason, "failed", "See the failed candidates on the Search page (State: failed) for each reason.")
 
 
 @dataclass(frozen=True)

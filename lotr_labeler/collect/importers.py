@@ -72,6 +72,17 @@ def _class_for(store: Store, raw: str, report: ImportReport) -> str:
     return store.ensure_class(raw, created=report.created_classes).name
 
 
+def _known_class(store: Store, raw: str, known: list[str]) -> str:
+    """The existing class matching ``raw`` (case-insensitive); an unknown one is refused by name."""
+    try:
+        return store.get_class(raw).name
+    except NotFound:
+        raise InvalidInput(
+            f"{raw.strip()!r} is not a class of this project (classes: {', '.join(known) or 'none yet'}). "
+            "Fix the label, or tick 'Create classes for new labels' (CLI: --create-classes)."
+        ) from None
+
+
 def _check_label(store: Store, raw: str) -> None:
     """Raise InvalidInput when ``raw`` is neither an existing class nor a valid new name."""
     try:
@@ -466,7 +477,14 @@ def parse_url_rows(text: str, default_label: str | None = None) -> Iterator[tupl
         yield lineno, cells
 
 
-def import_urls(store: Store, text: str, default_label: str | None = None, *, source: str = "csv") -> ImportReport:
+def import_urls(
+    store: Store,
+    text: str,
+    default_label: str | None = None,
+    *,
+    source: str = "csv",
+    create_classes: bool = False,
+) -> ImportReport:
     """Turn URL rows into pending candidates; bad rows are reported with their line number.
 
     Parameters
@@ -479,6 +497,9 @@ def import_urls(store: Store, text: str, default_label: str | None = None, *, so
         The class of rows that name none.
     source
         Recorded as each candidate's source.
+    create_classes
+        Create a class for a label that is not one yet. Off by default: a typo in a label would
+        otherwise become a new, empty class; such rows are refused with the known classes named.
 
     Returns
     -------
@@ -486,6 +507,7 @@ def import_urls(store: Store, text: str, default_label: str | None = None, *, so
         Candidates added and every refused row with its line number and reason.
     """
     report = ImportReport()
+    known = store.class_names()
     items: list[CandidateIn] = []
     for lineno, cells in parse_url_rows(text, default_label):
         where = f"line {lineno}"
@@ -510,7 +532,10 @@ def import_urls(store: Store, text: str, default_label: str | None = None, *, so
             report.rejected.append((where, f"thumbnail {_masked(thumb)!r} carries a user name or password; remove it"))
             continue
         try:
-            label = _class_for(store, cells[1], report)
+            if create_classes:
+                label = _class_for(store, cells[1], report)
+            else:
+                label = _known_class(store, cells[1], known)
         except LabelerError as exc:
             report.rejected.append((where, f"bad label: {exc}"))
             continue

@@ -19,7 +19,15 @@ from typing import Any
 import ddgs
 from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 
-from lotr_labeler.errors import InvalidInput, NoResults, SearchError, SearchRateLimited, SearchTimeout
+from lotr_labeler.errors import (
+    InvalidInput,
+    NoResults,
+    SearchError,
+    SearchRateLimited,
+    SearchTimeout,
+    SearchUnreachable,
+    is_connection_failure,
+)
 from lotr_labeler.store import CandidateIn, Store
 
 log = logging.getLogger(__name__)
@@ -195,6 +203,9 @@ def _map_error(exc: Exception, query: str) -> SearchError:
             f"DuckDuckGo did not answer in time for {query!r}. Check your connection and search again; "
             "lower max results if it keeps happening."
         )
+    if is_connection_failure(str(exc)):
+        # DNS, refused connection, proxy: every other query would fail the same way.
+        return SearchUnreachable("DuckDuckGo cannot be reached: check the connection or proxy.")
     if "no results" in str(exc).lower():
         return NoResults(f"No results for {query!r}. Try another query or fewer filters (type/size/layout/license).")
     return SearchError(f"DuckDuckGo search for {query!r} failed: {exc}")
@@ -259,7 +270,7 @@ class QueryOutcome:
     added: int
     known: int = 0
     error: str | None = None
-    error_kind: str | None = None  # rate_limited | timeout | no_results | error
+    error_kind: str | None = None  # rate_limited | unreachable | timeout | no_results | error
 
 
 @dataclass
@@ -277,7 +288,23 @@ class SearchReport:
     def errors(self) -> list[QueryOutcome]:
         return [q for q in self.queries if q.error]
 
+    @property
+    def unreachable(self) -> bool:
+        """The search engine could not be reached at all (the search ended at the first such query)."""
+        return any(q.error_kind == "unreachable" for q in self.queries)
+
+    @property
+    def failed(self) -> bool:
+        """An error, not a result: the engine was unreachable, or every query failed."""
+        return self.unreachable or bool(self.queries and all(q.error for q in self.queries))
+
     def summary(self) -> str:
+        if self.unreachable:
+            # One sentence: the DNS/connect error of the engine says nothing more to the user.
+            return (
+                "DuckDuckGo cannot be reached: check the connection or proxy; "
+                f"the {self.added} candidate(s) found so far are kept."
+            )
         text = (
             f"Searched {len(self.queries)} quer{'y' if len(self.queries) == 1 else 'ies'}: "
             f"{self.added} new candidate(s), {self.known} already known."
@@ -296,6 +323,7 @@ class SearchReport:
             "skipped": [{"label": label, "query": query} for label, query in self.skipped],
             "stopped_early": self.stopped_early,
             "stop_reason": self.stop_reason,
+            "unreachable": self.unreachable,
             "summary": self.summary(),
         }
 
@@ -331,8 +359,9 @@ def run_search(
 ) -> SearchReport:
     """Run each (class, query) job and store its hits as candidates right away.
 
-    Search errors are recorded per query, never raised: a rate limit stops the
-    remaining queries (they would be refused too), other errors skip one query.
+    Search errors are recorded per query, never raised: a rate limit or no connection at all
+    (DNS, connect, proxy) stops the remaining queries (they would fail too, each after the
+    polite pause), other errors skip one query.
 
     Parameters
     ----------
@@ -396,12 +425,16 @@ def run_search(
         if outcome.error_kind == "rate_limited":
             _stop(report, jobs[index:], "DuckDuckGo rate limit")
             break
+        if outcome.error_kind == "unreachable":
+            _stop(report, jobs[index:], "DuckDuckGo cannot be reached")
+            break
     log.info("search: %s", report.summary())
     return report
 
 
 _ERROR_KINDS: tuple[tuple[type[SearchError], str], ...] = (
     (SearchRateLimited, "rate_limited"),
+    (SearchUnreachable, "unreachable"),
     (SearchTimeout, "timeout"),
     (NoResults, "no_results"),
     (SearchError, "error"),

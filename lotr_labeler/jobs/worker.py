@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
+from lotr_labeler.errors import explain
 from lotr_labeler.jobs import table
 from lotr_labeler.jobs.table import (
     DEAD_MESSAGE,
@@ -144,4 +145,4 @@ class JobRun:
         elif issubclass(exc_type, KeyboardInterrupt):
             self.finish("cancelled", "Interrupted; run the command again to resume.")
         else:
-            self.finish("failed", str(exc) or exc_type.__name__)
+            self.finish("failed", explain(exc) if exc is not None else exc_type.__name__)

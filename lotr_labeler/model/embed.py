@@ -34,7 +34,14 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from lotr_labeler.errors import InvalidInput, NotFound, WeightsUnavailable, check_choice
+from lotr_labeler.errors import (
+    InvalidInput,
+    NotFound,
+    WeightsUnavailable,
+    check_choice,
+    explain,
+    is_connection_failure,
+)
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import onnx_embed, runs
 from lotr_labeler.store import ImageRow, Store
@@ -333,8 +340,9 @@ def _resnet18_body(backbone: Backbone) -> Any:
             state = torch.load(Path(backbone.weights).absolute(), map_location="cpu", weights_only=True)
             model.load_state_dict(state)
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            log.warning("weights file %s: %r", backbone.weights, exc)
             raise WeightsUnavailable(
-                f"Weights file {backbone.weights} is not a torchvision resnet18 state dict ({exc}). "
+                f"{explain(exc, f'Weights file {Path(backbone.weights).name}')} "
                 "Download resnet18-f37072fd.pth (torchvision's ResNet18_Weights.IMAGENET1K_V1) and give its path."
             ) from exc
     elif backbone.pretrained:
@@ -344,8 +352,10 @@ def _resnet18_body(backbone: Backbone) -> Any:
             with contextlib.redirect_stdout(io.StringIO()):
                 model = torchvision.models.resnet18(weights=ResNet18_Weights.DEFAULT, progress=False)
         except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad download a RuntimeError
+            log.warning("ImageNet resnet18 weights: %r", exc)
+            why = "there is no internet connection" if is_connection_failure(exc) else explain(exc, "The download")
             raise WeightsUnavailable(
-                f"Could not get the ImageNet resnet18 weights from {ResNet18_Weights.DEFAULT.url} ({exc}). "
+                f"Could not get the ImageNet resnet18 weights from {ResNet18_Weights.DEFAULT.url}: {why}. "
                 "Either train a model first (review then uses its body), use random features "
                 "(--no-pretrained / 'Random init'; weaker), or copy the weights file from a machine with "
                 "internet and pass it with --weights FILE."

@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 
 from lotr_labeler import project as proj
-from lotr_labeler.errors import LabelerError
+from lotr_labeler.errors import explain_known
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project, last_project, list_projects, remember
 
@@ -26,23 +26,41 @@ def data_dir() -> Path:
     return proj.data_root()
 
 
-def flash(kind: str, message: str) -> None:
-    """Queue a message for the next run (callbacks cannot place elements themselves)."""
-    st.session_state.setdefault(_FLASH, []).append((kind, message))
+def flash(kind: str, message: str, slot: str | None = None) -> None:
+    """Queue a message for the next run (callbacks cannot place elements themselves).
+
+    ``slot`` names the place that shows it (e.g. the expander whose button acted), so the message
+    appears next to the control; None: the page's top.
+    """
+    st.session_state.setdefault(_FLASH, []).append((kind, message, slot))
 
 
-def show_flash() -> None:
-    for kind, message in st.session_state.pop(_FLASH, []):
+def show_flash(slot: str | None = None, *, leftovers: bool = False) -> None:
+    """Show the queued messages of ``slot``; ``leftovers``: also those whose slot was not drawn
+    this run (a deleted class's expander), called once at the end of the page."""
+    queued: list[tuple[str, str, str | None]] = st.session_state.get(_FLASH, [])
+    shown = [m for m in queued if leftovers or m[2] == slot]
+    st.session_state[_FLASH] = [m for m in queued if m not in shown]
+    for kind, message, _ in shown:
         {"error": st.error, "success": st.success, "warning": st.warning}.get(kind, st.info)(message)
+
+
+def kept_expander(label: str, key: str) -> Any:
+    """An expander that stays open or closed across reruns (its state lives in session state under
+    ``key``), even when its label changes (counts) or a message appears above it."""
+    return st.expander(label, expanded=bool(st.session_state.get(key, False)), key=key, on_change="rerun")
 
 
 @contextmanager
 def error_boundary() -> Iterator[None]:
-    """Show domain errors as a message; real bugs still surface."""
+    """Show domain errors, and library errors ``explain`` knows, as one sentence; bugs still surface."""
     try:
         yield
-    except LabelerError as exc:
-        st.error(str(exc))
+    except Exception as exc:
+        message = explain_known(exc)
+        if message is None:
+            raise
+        st.error(message)
 
 
 def remember_widgets(defaults: dict[str, Any]) -> None:
@@ -90,13 +108,19 @@ def open_current() -> Store:
     return Store(data_dir() / current_project())
 
 
-def act(fn: Callable[..., Any], *args: Any, success: str | None = None, **kwargs: Any) -> None:
-    """Run ``fn(store, *args)`` as a widget callback; flash its result or its domain error."""
+def act(
+    fn: Callable[..., Any], *args: Any, success: str | None = None, flash_to: str | None = None, **kwargs: Any
+) -> None:
+    """Run ``fn(store, *args)`` as a widget callback; flash its result or its error (domain errors
+    and the library errors ``explain`` knows) to ``flash_to`` (a ``show_flash`` slot)."""
     try:
         with Store(data_dir() / st.session_state[_PROJECT]) as store:
             result = fn(store, *args, **kwargs)
-    except LabelerError as exc:
-        flash("error", str(exc))
+    except Exception as exc:
+        message = explain_known(exc)
+        if message is None:
+            raise
+        flash("error", message, flash_to)
         return
     if success:
-        flash("success", success.format(result=result))
+        flash("success", success.format(result=result), flash_to)

@@ -11,7 +11,8 @@ from lotr_labeler.ui.context import error_boundary
 
 
 def show_report(report: ImportReport) -> None:
-    st.success(report.summary())
+    # Refused rows or files are not a plain success: the table below says which and why.
+    (st.warning if report.rejected else st.success)(report.summary())
     problems = [{"item": f, "reason": r} for f, r in report.rejected]
     problems += [{"item": f, "reason": f"duplicate of image {i}"} for f, i in report.duplicates]
     if problems:
@@ -27,7 +28,12 @@ def url_list_form(store: Store, key: str) -> None:
     csv_file = st.file_uploader("CSV file", type=["csv", "txt"], key=f"{key}_csv")
     pasted = st.text_area("…or paste rows", height=100, key=f"{key}_paste")
     default = st.selectbox("Class for bare URLs", [None, *store.class_names()], key=f"{key}_class")
+    create = st.checkbox(
+        "Create classes for new labels",
+        key=f"{key}_create",
+        help="Off: a row whose label is not a class yet is refused, so a typo never becomes an empty class.",
+    )
     text = csv_file.getvalue().decode("utf-8-sig", errors="replace") if csv_file else pasted
     if st.button("Add as candidates", disabled=not text.strip(), key=f"{key}_add"):
         with error_boundary():
-            show_report(import_urls(store, text, default))
+            show_report(import_urls(store, text, default, create_classes=create))

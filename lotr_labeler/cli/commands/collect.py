@@ -47,14 +47,21 @@ def cmd_search(store: Store, args: argparse.Namespace) -> int:
                 progress=progress,
                 should_stop=job.cancel.is_set,
             )
-        job.finish_if(job.cancel.is_set(), report.summary(), report.as_dict())
+        if report.failed and not job.cancel.is_set():
+            job.finish("failed", report.summary(), report.as_dict())  # the page shows it as an error
+        else:
+            job.finish_if(job.cancel.is_set(), report.summary(), report.as_dict())
     scoring = _chain_scoring(store) if spec.score and report.added else None
     if args.json:
         print_json(report.as_dict())
+    elif report.unreachable:
+        print(f"error: {report.summary()}", file=sys.stderr)  # one sentence, once
     else:
         print(report.summary())
         if scoring:
             print(scoring)
+    if report.unreachable:
+        return 1
     if report.queries and all(q.error for q in report.queries):
         print(f"error: every query failed: {report.errors[0].error}", file=sys.stderr)
         return 1
@@ -134,7 +141,10 @@ def cmd_download(store: Store, args: argparse.Namespace) -> int:
                 if scorer is not None:
                     scorer.stop()  # scores the last arrivals too
         summary = report.summary() + (f" Review: {scorer.status}." if scorer else "")
-        job.finish_if(report.cancelled, summary, report.as_dict())
+        if report.mostly_failed:
+            job.finish("failed", summary, report.as_dict())  # the page shows it as an error, with the fix
+        else:
+            job.finish_if(report.cancelled, summary, report.as_dict())
     if args.json:
         print_json(report.as_dict())
     else:
@@ -143,6 +153,9 @@ def cmd_download(store: Store, args: argparse.Namespace) -> int:
             print(f"  failed #{cid} {url}: {reason}", file=sys.stderr)
     if report.cancelled:
         print("error: download cancelled; run it again to resume.", file=sys.stderr)
+        return 1
+    if report.all_failed:
+        print(f"error: {report.verdict()}", file=sys.stderr)
         return 1
     return 0
 
@@ -181,7 +194,7 @@ def cmd_import(store: Store, args: argparse.Namespace) -> int:
             if not path.is_file():
                 raise InvalidInput(f"{path} is not a file. Give a CSV of url,label[,thumbnail] rows.")
             text = path.read_text(encoding="utf-8-sig", errors="replace")
-            report = import_urls(store, text, args.label)
+            report = import_urls(store, text, args.label, create_classes=args.create_classes)
     return _report(report, args.json)
 
 
@@ -283,6 +296,11 @@ def register(sub: Subparsers) -> None:
     s.add_argument("kind", choices=("folder", "zip", "urls"))
     s.add_argument("path")
     s.add_argument("--class", dest="label", help="label for bare URLs (urls only)")
+    s.add_argument(
+        "--create-classes",
+        action="store_true",
+        help="create a class for a label that is not one yet (urls only; default: refuse the row)",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_import)
 
