@@ -8,12 +8,15 @@ from lotr_labeler.collect.search import LAYOUT, LICENSE_IMAGE, SAFESEARCH, SIZE,
 from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.jobs.specs import DownloadJob, ScoreCandidatesJob, SearchJob
 from lotr_labeler.review import candidates as triage
+from lotr_labeler.review.trust import model_trust
 from lotr_labeler.store import CandidateRow, Store
+from lotr_labeler.store.candidates import Decided
 from lotr_labeler.ui import focus
 from lotr_labeler.ui.context import (
     act,
     data_dir,
     error_boundary,
+    flash,
     keep_valid,
     open_current,
     remember_widgets,
@@ -21,7 +24,7 @@ from lotr_labeler.ui.context import (
 )
 from lotr_labeler.ui.imports import url_list_form
 from lotr_labeler.ui.jobs import job_panel
-from lotr_labeler.ui.widgets import ALL, all_select, label_select
+from lotr_labeler.ui.widgets import ALL, all_select, label_select, undo_and_history
 
 st.set_page_config(page_title="Search · lotr_labeler", page_icon="🔎", layout="wide")
 st.title("Search and review")
@@ -62,27 +65,60 @@ FOCUS = "s_focus"  # session key of the card the single-key shortcuts act on
 KEYS_HELP = (
     "⌨ Keys act on the outlined card: **J**/**K** next/previous · **A** accept · **X** reject · "
     "**P** accept as the predicted class (then the next card is outlined) · **Shift+H**/**Shift+L** the "
-    "threshold actions above · **Shift+A**/**Shift+X** the whole page"
+    "threshold actions above · **Shift+A**/**Shift+X** the whole page · **Z** undo"
 )
+STALE = "_stale_{}"  # session key: a card's decision was refused as decided in another window
+# Session key: {candidate id: state} of this window's card clicks since the page was last drawn whole. A
+# card reruns alone, so the page's buttons still hold what they saw at the last full run: these are the
+# user's own decisions since, not another window's.
+HERE = "_s_decided_here"
 
 
-def _decided(store: Store, cid: int, state: str) -> None:
-    store.decide([cid], state)
+def _stale_card(cid: int, decided: Decided) -> None:
+    """A card's click lost to another window's decision: say so in the card, which reruns alone (a toast
+    from a fragment's callback would replace the top of the page)."""
+    if message := decided.stale_message():
+        st.session_state[STALE.format(cid)] = message
 
 
-def _moved(store: Store, cid: int, key: str) -> None:
-    c = store.get_candidate(cid)
-    store.decide([cid], "pending" if c.state in ("downloaded", "failed") else c.state, label=st.session_state[key])
+def _stale_page(decided: Decided) -> int:
+    """Flash the stale message of a page-wide action (the whole page reruns); returns the changed count."""
+    if message := decided.stale_message():
+        flash("warning", message)
+    return decided.changed
+
+
+def _here() -> dict[int, str]:
+    here: dict[int, str] = st.session_state.setdefault(HERE, {})
+    return here
+
+
+def _decided(store: Store, cid: int, state: str, seen: str) -> None:
+    decided = store.decide_seen({cid: seen}, state)
+    _stale_card(cid, decided)
+    if not decided.stale:
+        _here()[cid] = state
+
+
+def _moved(store: Store, cid: int, key: str, seen: str) -> None:
+    keep = "pending" if seen in ("downloaded", "failed") else seen
+    decided = store.decide_seen({cid: seen}, keep, label=st.session_state[key])
+    _stale_card(cid, decided)
+    if keep != seen and not decided.stale:
+        _here()[cid] = keep
 
 
 def _to_predicted(store: Store, cid: int) -> str:
     return triage.move_to_predicted(store, cid)
 
 
-def _focus_decide(store: Store, cid: int, state: str, ids: list[int]) -> int:
-    store.decide([cid], state)
+def _focus_decide(store: Store, cid: int, state: str, ids: list[int], seen: str) -> None:
+    decided = store.decide_seen({cid: _here().get(cid, seen)}, state)
     focus.advance(FOCUS, ids, cid)
-    return cid
+    if message := decided.stale_message():
+        flash("warning", message)
+    else:
+        flash("success", f"{'Accepted' if state == 'accepted' else 'Rejected'} candidate {cid}.")
 
 
 def _focus_predicted(store: Store, cid: int, ids: list[int]) -> str:
@@ -122,6 +158,8 @@ def card(project: str, cid: int, classes: list[str], focused: bool = False) -> N
             st.caption(opinion)
         if c.error:
             st.caption(f"⚠️ {c.error}")
+        if stale := st.session_state.pop(STALE.format(cid), None):
+            st.warning(stale)
         if c.state == "downloaded":
             return
         if t.predicted and t.predicted != c.label:
@@ -144,10 +182,10 @@ def card(project: str, cid: int, classes: list[str], focused: bool = False) -> N
                 width="stretch",
                 type="primary" if c.state == state else "secondary",  # the current decision stands out
                 on_click=act,
-                args=(_decided, cid, state),
+                args=(_decided, cid, state, c.state),
             )
         key = f"move_{cid}_{c.class_id}"
-        label_select("Belongs to", classes, c.label, key, _moved, cid, key)
+        label_select("Belongs to", classes, c.label, key, _moved, cid, key, c.state)
 
 
 def _launch_search(store: Store, spec: SearchJob, n: int) -> str:
@@ -160,8 +198,24 @@ def _launch_download(store: Store, retry: bool) -> str:
     return "Download started."
 
 
-def _bulk(store: Store, ids: list[int], state: str) -> int:
-    return store.decide(ids, state, only_pending=True)
+def _bulk(store: Store, seen: dict[int, str], state: str) -> int:
+    """Decide the cards as the user saw them (``seen``: id -> state shown); one undoable step.
+
+    A card decided by hand in this window since the page was drawn keeps that decision.
+    """
+    here = _here()
+    return _stale_page(store.decide_seen({cid: s for cid, s in seen.items() if cid not in here}, state))
+
+
+def page_action(rows: list[CandidateRow], state: str, filtered: str | None) -> tuple[dict[int, str], str]:
+    """The cards "Accept/Reject page" acts on, as shown, and the words for its help.
+
+    Under the All filter only the pending cards (a page action never overturns a decision taken card by
+    card); under a state filter every card shown, e.g. "Accept page" in the rejected view accepts them.
+    """
+    if filtered is None:
+        return {r.id: r.state for r in rows if r.state == "pending"}, "pending"
+    return {r.id: r.state for r in rows if r.state not in (state, "downloaded")}, filtered
 
 
 def _launch_score(store: Store) -> str:
@@ -191,8 +245,8 @@ def _threshold_side(store: Store, label: str | None, query: str | None, accept: 
         type="primary" if accept else "secondary",
         disabled=not hits,
         on_click=act,
-        args=(_bulk, [h.id for h in hits], "accepted" if accept else "rejected"),
-        kwargs={"success": f"{verb}ed {{result}} candidate(s) (one step: Undo on the Dataset page or `undo`)."},
+        args=(_bulk, {h.id: "pending" for h in hits}, "accepted" if accept else "rejected"),
+        kwargs={"success": f"{verb}ed {{result}} candidate(s) (one step: Undo above, Z, or `undo`)."},
     )
 
 
@@ -209,6 +263,8 @@ def triage_panel(store: Store, label: str | None, query: str | None) -> None:
                 "Searches then score their results automatically."
             )
             return
+        if (trust := model_trust(store)).weak:
+            st.warning(f"⚠️ {trust.reason} The ranking below comes from the same backbone.")
         c = st.columns([1, 3])
         c[0].button(
             "Score candidates",
@@ -247,8 +303,7 @@ def keyboard_bar(store: Store, ids: list[int]) -> int | None:
             help=f"{verb} the highlighted card, then highlight the next ({hot})",
             disabled=t is None,
             on_click=act,
-            args=(_focus_decide, cid, state, ids),
-            kwargs={"success": f"{verb}ed candidate {{result}}."},
+            args=(_focus_decide, cid, state, ids, t.candidate.state if t is not None else "pending"),
             width="stretch",
         )
     k[4].button(
@@ -272,7 +327,10 @@ def _pick(options: tuple[str, ...], key: str, label: str) -> str:
 
 with open_current() as store:
     project = store.name
+    st.session_state[HERE] = {}  # the whole page is drawn afresh: its buttons see the current states
     show_flash()
+    for stale_key in [k for k in st.session_state if str(k).startswith(STALE.format(""))]:
+        st.warning(st.session_state.pop(stale_key))  # a card's message, shown here if the card is gone
     settings = store.settings()
     classes = store.class_names()
 
@@ -355,25 +413,22 @@ with open_current() as store:
         rows = [t.candidate for t in ranked[start : start + page_size]]
     page_ids = [r.id for r in rows]
 
+    undo_and_history(store, shortcut="Z")
     b = st.columns([1.4, 1.4, 1, 1, 1.6])
-    b[0].button(
-        "Accept page",
-        shortcut="Shift+A",
-        help="Accept every pending card on this page (Shift+A)",
-        on_click=act,
-        args=(_bulk, [r.id for r in rows if r.state == "pending"], "accepted"),
-        kwargs={"success": "Accepted {result} candidate(s)."},
-        width="stretch",
-    )
-    b[1].button(
-        "Reject page",
-        shortcut="Shift+X",
-        help="Reject every pending card on this page (Shift+X)",
-        on_click=act,
-        args=(_bulk, [r.id for r in rows if r.state == "pending"], "rejected"),
-        kwargs={"success": "Rejected {result} candidate(s)."},
-        width="stretch",
-    )
+    for col, (verb, new_state, hot) in zip(
+        b[:2], (("Accept", "accepted", "Shift+A"), ("Reject", "rejected", "Shift+X")), strict=True
+    ):
+        seen, which = page_action(rows, new_state, state)
+        col.button(
+            f"{verb} page",
+            shortcut=hot,
+            help=f"{verb} every {which} card on this page: one step, undoable ({hot})",
+            disabled=not seen,
+            on_click=act,
+            args=(_bulk, seen, new_state),
+            kwargs={"success": f"{verb}ed {{result}} candidate(s)."},
+            width="stretch",
+        )
     if b[2].button("◀ Previous", disabled=not cursors, shortcut="Shift+Left", width="stretch"):
         cursors.pop()
         st.rerun()

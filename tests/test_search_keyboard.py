@@ -70,7 +70,7 @@ def test_no_two_buttons_share_a_shortcut(scored: Store) -> None:
     at = run_ok(AppTest.from_file(PAGE, default_timeout=60))
     keys = [b.proto.shortcut for b in at.button if b.proto.shortcut]
     assert sorted(keys) == sorted(
-        ["shift+a", "shift+x", "shift+left", "shift+right", "shift+h", "shift+l", "k", "j", "a", "x", "p"]
+        ["shift+a", "shift+x", "shift+left", "shift+right", "shift+h", "shift+l", "k", "j", "a", "x", "p", "z"]
     )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lotr_labeler import project as proj
@@ -16,6 +17,26 @@ if TYPE_CHECKING:
     from lotr_labeler.store import Store
 
 CANDIDATE_STATES = ("pending", "accepted", "rejected", "downloaded", "failed")
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What a decision changed, and which candidates it left alone as decided elsewhere meanwhile."""
+
+    changed: int
+    stale: tuple[int, ...] = ()
+
+    def stale_message(self) -> str | None:
+        """One sentence for the user when some candidates were decided in another window, else None."""
+        n = len(self.stale)
+        if not n:
+            return None
+        were, them = ("was", "it") if n == 1 else ("were", "them")
+        return (
+            f"{n} candidate{'s' if n != 1 else ''} {were} decided in another window meanwhile and kept that "
+            f"decision; reload to see {them}."
+        )
+
 
 _CANDIDATE_SELECT = """
     SELECT k.*, c.name AS label FROM candidates k JOIN classes c ON c.id = k.class_id
@@ -133,22 +154,34 @@ class CandidatesMixin(ImagesMixin):
         ``only_pending`` (bulk actions) never overrides a decision already taken, even one
         taken in another tab after the page was drawn.
         """
+        # Bulk actions saw these candidates pending: one decided meanwhile is left as it is.
+        seen: dict[int, str | None] = dict.fromkeys((int(i) for i in ids), "pending" if only_pending else None)
+        return self.decide_seen(seen, state, label=label).changed
+
+    def decide_seen(self, seen: Mapping[int, str | None], state: str, *, label: str | None = None) -> Decided:
+        """Decide the candidates ``seen`` maps to the state the user saw them in (None: any state).
+
+        A candidate whose state changed since (another tab or the CLI decided it, a download
+        finished) keeps that newer state rather than being silently overwritten; it comes back
+        in ``Decided.stale`` so the page can say so. One undoable event for the whole change.
+        """
         check_choice(state, ("pending", "accepted", "rejected"), "Decision")
         target = self.get_class(label).id if label else None
         with self.transaction():  # read and write under one lock: another tab may be deciding too
-            return self._decide(ids, state, label, target, only_pending)
+            return self._decide({int(k): v for k, v in seen.items()}, state, label, target)
 
-    def _decide(self, ids: Iterable[int], state: str, label: str | None, target: int | None, only_pending: bool) -> int:
-        rows = [self.get_candidate(int(i)) for i in dict.fromkeys(ids)]
+    def _decide(self, seen: Mapping[int, str | None], state: str, label: str | None, target: int | None) -> Decided:
+        rows = [self.get_candidate(int(i)) for i in seen]
+        fresh = [r for r in rows if seen[r.id] in (None, r.state)]
+        # Changed elsewhere into something other than what this decision asks for: a real conflict.
+        stale = tuple(r.id for r in rows if seen[r.id] not in (None, r.state) and r.state != state)
         changed = [
             r
-            for r in rows
-            if r.state != "downloaded"
-            and (r.state == "pending" or not only_pending)
-            and (r.state != state or (target is not None and r.class_id != target))
+            for r in fresh
+            if r.state != "downloaded" and (r.state != state or (target is not None and r.class_id != target))
         ]
         if not changed:
-            return 0
+            return Decided(0, stale)
         with self.transaction():
             for r in changed:
                 self.conn.execute(
@@ -159,9 +192,10 @@ class CandidatesMixin(ImagesMixin):
             self._event(
                 "decide",
                 f"{state} {len(changed)} candidate(s){moved}",
-                {"items": [[r.id, r.state, r.class_id, r.error] for r in changed]},
+                # What each was before (to restore) and what it became (undo skips it once changed again).
+                {"items": [[r.id, r.state, r.class_id, r.error, state, target or r.class_id] for r in changed]},
             )
-        return len(changed)
+        return Decided(len(changed), stale)
 
     def _set_candidate(self, candidate_id: int, state: str, class_id: int, error: str | None) -> None:
         self.conn.execute(
@@ -183,5 +217,9 @@ class CandidatesMixin(ImagesMixin):
 
 @undoes("decide")
 def _undo_decide(store: Store, payload: Payload) -> None:
-    for cid, state, class_id, error in payload["items"]:
+    for cid, state, class_id, error, *after in payload["items"]:
+        if after:  # events from before 'after' was recorded are restored as they were
+            now_row = store.get_candidate(cid)
+            if (now_row.state, now_row.class_id) != (after[0], after[1]):
+                continue  # decided again or downloaded since: that newer change stands
         store._set_candidate(cid, state, class_id, error)

@@ -33,10 +33,20 @@ def all_select(
     return None if chosen in (None, ALL) else str(chosen)
 
 
-def undo_and_history(store: Store, limit: int = 15) -> None:
-    """The Undo button and a History popover of the newest changes (undone ones struck through)."""
+def undo_and_history(store: Store, limit: int = 15, *, shortcut: str | None = None) -> None:
+    """The Undo button (optionally with a keyboard ``shortcut``) and a History popover of the newest
+    changes (undone ones struck through)."""
     top = st.columns([1, 1, 4])
-    top[0].button("↩ Undo", on_click=act, args=(Store.undo,), kwargs={"success": "{result}"}, width="stretch")
+    top[0].button(
+        "↩ Undo",
+        key="undo",
+        shortcut=shortcut,
+        help=f"Undo the newest change, whatever its kind ({shortcut})" if shortcut else "Undo the newest change",
+        on_click=act,
+        args=(Store.undo,),
+        kwargs={"success": "{result}"},
+        width="stretch",
+    )
     with top[1].popover("History", width="stretch"):
         events = store.history(limit)
         for e in events:

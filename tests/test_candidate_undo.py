@@ -1,0 +1,194 @@
+"""Candidate decisions in the one history (undo whatever came last), stale windows, page actions by view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lotr_labeler.cli import main
+from lotr_labeler.store import CandidateIn, Store
+from lotr_labeler.workspace import open_project
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "2_Search.py")
+
+
+def add(store: Store, label: str, n: int, start: int = 0) -> list[int]:
+    store.add_candidates(
+        CandidateIn(label, f"http://img.test/{label}/{i}.jpg", f"http://thumb.test/{label}/{i}.jpg")
+        for i in range(start, start + n)
+    )
+    return [c.id for c in store.candidates(label)][-n:]
+
+
+def states(store: Store, ids: list[int]) -> list[str]:
+    return [store.get_candidate(i).state for i in ids]
+
+
+# -- the store -------------------------------------------------------------------------------------------
+
+
+def test_undo_reverts_the_newest_action_whatever_its_kind(store: Store) -> None:
+    ids = add(store, "circle", 5)
+    img = store.images("circle")[0]
+    store.relabel([img.id], "square")  # an image action first
+    assert store.decide(ids[:1], "accepted") == 1  # a single decision
+    assert store.decide(ids, "rejected", only_pending=True) == 4  # a bulk one (Shift+X on a page)
+    kinds = [e.kind for e in store.history(3)]
+    assert kinds == ["decide", "decide", "relabel"]
+    assert store.history(1)[0].summary == "rejected 4 candidate(s)"
+
+    assert store.undo() == "Undid: rejected 4 candidate(s)"
+    assert states(store, ids) == ["accepted"] + ["pending"] * 4
+    store.undo()
+    assert states(store, ids) == ["pending"] * 5
+    store.undo()  # then the image action, in the same history
+    assert store.get_image(img.id).label == "circle"
+
+
+def test_undo_of_a_decision_leaves_a_candidate_changed_since(store: Store) -> None:
+    ids = add(store, "circle", 2)
+    store.decide(ids, "accepted")
+    image_id = store.images()[0].id
+    store.finish_candidate(ids[1], image_id=image_id)  # downloaded since: its image exists now
+    store.undo()
+    assert states(store, ids) == ["pending", "downloaded"]
+    assert store.get_candidate(ids[1]).image_id == image_id
+
+
+def test_a_stale_window_never_overrides_a_decision_taken_meanwhile(store: Store, data_root: Path) -> None:
+    ids = add(store, "circle", 5)
+    with open_project(data_root, store.name) as other:  # the second tab (its own connection)
+        other.decide(ids[:1], "accepted")
+        # This window still shows card 0 pending and clicks ✗: the other window's accept stands.
+        one = store.decide_seen({ids[0]: "pending"}, "rejected")
+        assert (one.changed, one.stale) == (0, (ids[0],))
+        assert one.stale_message() == (
+            "1 candidate was decided in another window meanwhile and kept that decision; reload to see it."
+        )
+        assert store.get_candidate(ids[0]).state == "accepted"
+
+        # Bulk: 3 of the 5 shown pending were decided elsewhere; the 2 others are rejected, one event.
+        other.decide(ids[1:3], "accepted")
+        events = len(store.history())
+        bulk = store.decide_seen(dict.fromkeys(ids, "pending"), "rejected")
+        assert bulk.changed == 2 and sorted(bulk.stale) == ids[:3]
+        assert bulk.stale_message() == (
+            "3 candidates were decided in another window meanwhile and kept that decision; reload to see them."
+        )
+        assert states(store, ids) == ["accepted"] * 3 + ["rejected"] * 2
+        assert len(store.history()) == events + 1
+
+    # What the user saw is what counts: a decision on an already-accepted card the user saw accepted goes through.
+    assert store.decide_seen({ids[0]: "accepted"}, "rejected").changed == 1
+    # The same decision taken in both windows is no conflict.
+    assert store.decide_seen({ids[1]: "pending"}, "accepted").stale == ()
+
+
+def test_cli_undo_covers_candidate_decisions(store: Store, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = add(store, "circle", 3)
+    assert main(["--data", str(data_root), "--project", store.name, "candidates", "accept", *map(str, ids)]) == 0
+    assert states(store, ids) == ["accepted"] * 3
+    capsys.readouterr()
+    assert main(["--data", str(data_root), "--project", store.name, "undo"]) == 0
+    assert "accepted 3 candidate(s)" in capsys.readouterr().out
+    assert states(store, ids) == ["pending"] * 3
+
+
+# -- the Search page ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shown(empty_store: Store) -> Store:
+    empty_store.add_class("elves")
+    add(empty_store, "elves", 10)
+    return empty_store
+
+
+def app() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    return run(at)
+
+
+def run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def click_label(at: AppTest, prefix: str) -> None:
+    matches = [b for b in at.button if b.label.startswith(prefix)]
+    assert matches, f"no button {prefix!r} in {[b.label for b in at.button]}"
+    matches[0].click()
+    run(at)
+
+
+def test_search_page_undo_button_z_and_history_show_candidate_decisions(shown: Store) -> None:
+    ids = [c.id for c in shown.candidates()]
+    at = app()
+    undo = at.button(key="undo")
+    assert undo.proto.shortcut == "z"
+    at.button(key=f"acc_{ids[0]}").click()
+    run(at)
+    click_label(at, "Reject page")  # Shift+X: the 9 pending cards
+    assert states(shown, ids) == ["accepted"] + ["rejected"] * 9
+    history = " ".join(m.value for m in at.markdown)
+    assert "rejected 9 candidate(s)" in history and "accepted 1 candidate(s)" in history
+
+    at.button(key="undo").click()
+    run(at)
+    assert states(shown, ids) == ["accepted"] + ["pending"] * 9  # the bulk step in one undo
+    assert any("Undid: rejected 9 candidate(s)" in s.value for s in at.success)
+    at.button(key="undo").click()
+    run(at)
+    assert states(shown, ids) == ["pending"] * 10
+    assert "~~rejected 9 candidate(s)~~" in " ".join(m.value for m in at.markdown)  # struck through
+
+
+def test_accept_page_in_the_rejected_view_accepts_the_rejected_cards_shown(shown: Store) -> None:
+    ids = [c.id for c in shown.candidates()]
+    shown.decide(ids[:4], "rejected")
+    shown.decide(ids[4:5], "accepted")
+    at = app()
+    at.selectbox(key="f_state").select("rejected")
+    run(at)
+    accept = next(b for b in at.button if b.label == "Accept page")
+    assert "every rejected card" in accept.help
+    accept.click()
+    run(at)
+    assert states(shown, ids[:5]) == ["accepted"] * 5
+    assert any("Accepted 4 candidate(s)" in s.value for s in at.success)
+    assert states(shown, ids[5:]) == ["pending"] * 5  # not shown: untouched
+    # Under the All filter a page action still only takes the pending cards.
+    shown.decide(ids[:2], "rejected")
+    at.selectbox(key="f_state").select("All")
+    run(at)
+    click_label(at, "Accept page")
+    assert states(shown, ids) == ["rejected"] * 2 + ["accepted"] * 8
+
+
+def test_a_card_click_in_a_stale_tab_keeps_the_other_tabs_decision(shown: Store, data_root: Path) -> None:
+    ids = [c.id for c in shown.candidates()]
+    at = app()  # drawn while everything is pending
+    with open_project(data_root, shown.name) as other:
+        other.decide(ids[:1], "accepted")
+    at.button(key=f"rej_{ids[0]}").click()
+    run(at)
+    assert shown.get_candidate(ids[0]).state == "accepted"
+    assert any("decided in another window meanwhile" in w.value for w in at.warning)
+    assert not shown.history(1)[0].summary.startswith("rejected")
+
+
+def test_a_page_action_in_a_stale_tab_reports_the_others_once(shown: Store, data_root: Path) -> None:
+    ids = [c.id for c in shown.candidates()]
+    at = app()
+    with open_project(data_root, shown.name) as other:
+        other.decide(ids[:3], "rejected")
+    click_label(at, "Accept page")
+    assert states(shown, ids) == ["rejected"] * 3 + ["accepted"] * 7
+    warnings = [w.value for w in at.warning if "another window" in w.value]
+    assert warnings == [
+        "3 candidates were decided in another window meanwhile and kept that decision; reload to see them."
+    ]
+    assert any("Accepted 7 candidate(s)" in s.value for s in at.success)
