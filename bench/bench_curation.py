@@ -258,10 +258,11 @@ def search_today(user: User, s: cd.SearchSet, co: Checkout) -> None:
 
 
 def grid_cards(sp: StreamlitPage) -> list[dict[str, Any]]:
-    """The grid's cards in page order as a person sees them: id, picture, label, the → prediction."""
+    """The grid's cards in page order as a person sees them: id, picture, label, the → prediction.
+    Read through a Playwright locator: it reaches into the component's shadow root, querySelector does not."""
     return list(
-        sp.page.evaluate(
-            """sel => Array.from(document.querySelectorAll(sel)).map(c => {
+        sp.page.locator(GRID).evaluate_all(
+            """cards => cards.map(c => {
                  const img = c.querySelector('img');
                  const pred = c.querySelector('[data-act="predict"]');
                  const label = c.querySelector('.cg-cap b');
@@ -269,8 +270,7 @@ def grid_cards(sp: StreamlitPage) -> list[dict[str, Any]]:
                          label: label ? label.textContent.trim() : '',
                          predicted: pred ? pred.textContent.replace('→', '').trim().split(' ')[0] : null,
                          deleted: c.classList.contains('cg-deleted')};
-               })""",
-            GRID,
+               })"""
         )
     )
 
@@ -510,8 +510,8 @@ def run_phase(
         started = time.monotonic()
         strategy(user)
         sp.wait_idle()
+        user.t.seconds = round(time.monotonic() - started, 1)  # the DB check below is the bench's, not the user's
         user.t.left = check()
-        user.t.seconds = round(time.monotonic() - started, 1)
         user.t.clean = not user.t.left
         sp.screenshot(f"{co.name}-{phase}-done") if sp.artifacts else None
         return user.t
