@@ -32,11 +32,11 @@ def _launch(store: Store, params: tr.TrainParams) -> str:
     return "Training started in the background: you can leave this page, it keeps running."
 
 
-def _import(store: Store, data: bytes) -> str:
+def _import(store: Store, data: bytes, name: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.pkl"
         path.write_bytes(data)
-        run = tr.import_model(store, path)
+        run = tr.import_model(store, path, name=name)  # messages name the upload, not the temp file
     return f"Imported as run {run.id}."
 
 
@@ -227,6 +227,6 @@ with open_current() as store:
             "Import model",
             disabled=upload is None or not trust,
             on_click=act,
-            args=(_import, upload.getvalue() if upload else b""),
+            args=(_import, upload.getvalue() if upload else b"", upload.name if upload else "model.pkl"),
             kwargs={"success": "{result}"},
         )

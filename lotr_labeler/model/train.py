@@ -24,7 +24,14 @@ from typing import Any
 
 from PIL import Image
 
-from lotr_labeler.errors import InvalidInput, TrainingError, WeightsUnavailable, check_choice
+from lotr_labeler.errors import (
+    InvalidInput,
+    TrainingError,
+    WeightsUnavailable,
+    check_choice,
+    explain,
+    is_connection_failure,
+)
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import runs
 from lotr_labeler.store import ImageRow, Store
@@ -354,8 +361,10 @@ def _build_learner(
     try:
         learn = fv.vision_learner(dls, arch, pretrained=pretrained, metrics=fv.error_rate)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; hub errors are RuntimeErrors
+        log.warning("pretrained %s weights: %r", params.arch, exc)
+        why = "there is no internet connection" if is_connection_failure(exc) else explain(exc, "The download")
         raise WeightsUnavailable(
-            f"Could not get the pretrained {params.arch} weights ({exc}). Either train from scratch "
+            f"Could not get the pretrained {params.arch} weights: {why}. Either train from scratch "
             "(--no-pretrained / untick 'Pretrained weights'), or download the torchvision weights file on a "
             "machine with internet and pass it with --weights FILE (setting 'Weights file' on the Train page)."
         ) from exc
@@ -374,10 +383,8 @@ def _load_body_weights(learn: Any, arch: Any, weights: str) -> None:
         state = torch.load(Path(weights).absolute(), map_location="cpu", weights_only=True)
         reference.load_state_dict(state)
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
-        raise WeightsUnavailable(
-            f"Weights file {weights} does not fit {type(reference).__name__} ({exc}). "
-            "Use the torchvision state dict for the chosen architecture."
-        ) from exc
+        log.warning("weights file %s: %r", weights, exc)
+        raise WeightsUnavailable(explain(exc, f"Weights file {Path(weights).name}")) from exc
     body = nn.Sequential(*list(reference.children())[:-2])
     learn.model[0].load_state_dict(body.state_dict())
 
@@ -535,7 +542,7 @@ def train_run(
 # -- models from elsewhere ------------------------------------------------------------------
 
 
-def import_model(store: Store, path: Path) -> runs.Run:
+def import_model(store: Store, path: Path, name: str | None = None) -> runs.Run:
     """Register a ``model.pkl`` trained elsewhere (e.g. on a GPU) and compute its predictions here.
 
     Loading a pickle runs code from it: only import files you made yourself.
@@ -546,6 +553,8 @@ def import_model(store: Store, path: Path) -> runs.Run:
         The project.
     path
         A ``learn.export()`` file.
+    name
+        What messages call the file (an upload's own name rather than its temporary path).
 
     Returns
     -------
@@ -562,14 +571,20 @@ def import_model(store: Store, path: Path) -> runs.Run:
 
     path = Path(path).absolute()
     if not path.is_file():
-        raise InvalidInput(f"Model file {path} does not exist. Give the path of a model.pkl from learn.export().")
+        raise InvalidInput(
+            f"Model file {name or path} does not exist. Give the path of a model.pkl from learn.export()."
+        )
     run = runs.create_run(store, {"imported_from": str(path)}, source="imported")
     try:
         shutil.copyfile(path, run.model_path)
         try:
             learn = fv.load_learner(run.model_path.absolute(), cpu=True)
         except Exception as exc:  # any unpickling failure: wrong file, other fastai version
-            raise InvalidInput(f"{path} is not a fastai model this fastai can load ({exc}).") from exc
+            log.warning("import %s: %r", path, exc)
+            raise InvalidInput(
+                f"{name or path} is not a model this app can load: use the model.pkl written by "
+                "learn.export() (or `lotr-labeler train --out`) with the same fastai version."
+            ) from exc
         from lotr_labeler.model.onnx_export import export_quietly
 
         export_quietly(learn, run.model_path)  # model.onnx for fast predictions; a failure only logs
