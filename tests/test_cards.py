@@ -1,0 +1,172 @@
+"""The card grid's Python side: card payloads, action parsing and dispatch through the domain functions
+(errors, undo, the focus moving on), the component's files shipped as package data. The keys and clicks
+in a browser: tests/e2e/test_cards_keyboard.py."""
+
+from __future__ import annotations
+
+import functools
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from lotr_labeler.errors import InvalidInput
+from lotr_labeler.model import embed
+from lotr_labeler.review import scoring as review
+from lotr_labeler.store import Store
+from lotr_labeler.ui import cards
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASET = ("relabel", "delete", "undo")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session() -> None:
+    for key in [k for k in st.session_state if str(k).startswith("_grid_")]:
+        del st.session_state[key]
+
+
+def test_image_card_payload_has_thumbnail_caption_and_provenance(store: Store) -> None:
+    img = store.images("circle")[0]
+    card = cards.image_card(store, img, 64)
+    assert card.src.startswith("data:image/jpeg;base64,") and len(card.src) < 20_000  # the small thumbnail only
+    assert card.caption.startswith(f"#{img.id} · {img.split} · {img.width}×{img.height}")
+    meta = dict(card.meta)
+    assert meta["label"] == "circle" and meta["source"] == "folder" and meta["file"] == img.original_name
+    payload = card.payload()
+    assert json.loads(json.dumps(payload))["meta"][0] == ["id", f"#{img.id}"]
+
+
+def test_missing_file_gives_an_empty_thumbnail_not_an_error(store: Store) -> None:
+    img = store.images("circle")[0]
+    store.path(img).unlink()
+    assert cards.image_card(store, img, 65).src == ""  # size 65: no cached thumbnail to fall back on
+    assert cards.large_image(store, 66)(img.id) is None
+
+
+def test_review_card_carries_the_prediction_only_when_it_disagrees(store: Store) -> None:
+    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    items = review.ranking(store, status="all")
+    for it in items:
+        card = cards.review_card(store, it, 64)
+        assert card.predicted == (it.predicted if it.disagrees else None)
+        assert ("p(given)" in dict(card.meta)) == it.scored
+        assert card.hint.startswith("→ ") == it.disagrees
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("delete", "not an object"),
+        ({"action": "explode", "ids": [1]}, "explode"),
+        ({"action": "delete", "ids": ["x"]}, "'x'"),
+        ({"action": "delete", "ids": []}, "Nothing to delete"),
+        ({"action": "relabel", "ids": [1]}, "needs a class"),
+        ({"action": "keep", "ids": [1]}, "keep"),  # not allowed on the Dataset grid
+    ],
+)
+def test_bad_actions_are_refused_with_the_value_and_the_fix(raw: object, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        cards.parse_action(raw, DATASET)
+
+
+def test_grid_refuses_an_unknown_action_name() -> None:
+    with pytest.raises(InvalidInput, match="Grid action"):
+        cards.grid("g", [], classes=[], actions=("fly",), on_action=cards.dataset_action)
+
+
+def test_dataset_actions_reach_the_store_and_undo_reverts_them(store: Store) -> None:
+    ids = [i.id for i in store.images("circle")][:3]
+    s = cards.state("ds")
+    s.ids = ids
+    cards.apply(store, "ds", {"action": "relabel", "ids": ids[:2], "label": "square"}, DATASET, cards.dataset_action)
+    assert [store.get_image(i).label for i in ids[:2]] == ["square", "square"]
+    assert s.message == ("success", "Relabeled 2 images to square.")
+    assert s.acted == (ids, ids[:2])  # the next render focuses the card after the last one acted on
+    events = len(store.history())
+    cards.apply(store, "ds", {"action": "delete", "ids": [ids[2]]}, DATASET, cards.dataset_action)
+    assert store.get_image(ids[2]).deleted and len(store.history()) == events + 1
+    cards.apply(store, "ds", {"action": "undo", "ids": []}, DATASET, cards.dataset_action)
+    assert not store.get_image(ids[2]).deleted
+    cards.apply(store, "ds", {"action": "undo", "ids": []}, DATASET, cards.dataset_action)
+    assert [store.get_image(i).label for i in ids[:2]] == ["circle", "circle"]  # one bulk relabel, one undo
+    assert s.rerun_app  # undo changes what the page shows outside the grid (history, counts)
+
+
+def test_domain_errors_become_the_grid_message(store: Store) -> None:
+    img = store.images("circle")[0]
+    s = cards.apply(
+        store, "ds", {"action": "relabel", "ids": [img.id], "label": "hexagon"}, DATASET, cards.dataset_action
+    )
+    assert s.message is not None and s.message[0] == "error" and "hexagon" in s.message[1]
+    assert s.acted is None and store.get_image(img.id).label == "circle"
+    while True:  # nothing left to undo: a message, not an exception
+        s = cards.apply(store, "ds", {"action": "undo"}, DATASET, cards.dataset_action)
+        if s.message and s.message[0] == "error":
+            break
+    assert "Nothing to undo" in s.message[1]
+
+
+def test_trash_restore_and_review_actions(store: Store) -> None:
+    ids = [i.id for i in store.images("circle")][:2]
+    store.delete_images(ids)
+    s = cards.apply(store, "tr", {"action": "restore", "ids": ids}, ("restore",), cards.dataset_action)
+    assert s.message == ("success", "Restored 2 images.") and not store.get_image(ids[0]).deleted
+    allowed = ("keep", "unkeep", "delete", "relabel", "predict", "undo", "more")
+    cards.apply(store, "r", {"action": "keep", "ids": ids}, allowed, cards.review_action)
+    assert set(ids) <= review.reviewed_ids(store)
+    cards.apply(store, "r", {"action": "unkeep", "ids": ids[:1]}, allowed, cards.review_action)
+    assert ids[0] not in review.reviewed_ids(store)
+    s = cards.apply(store, "r", {"action": "predict", "ids": ids}, allowed, cards.review_action)
+    assert s.message is not None and s.message[0] == "error" and "nothing to accept" in s.message[1]
+    opened: list[int] = []
+    more = functools.partial(cards.review_action, more=opened.append)
+    s = cards.apply(store, "r", {"action": "more", "ids": ids}, allowed, more)
+    assert opened == [ids[0]] and s.rerun_app  # the panel shows outside the grid's fragment
+
+
+def test_predict_takes_each_card_to_its_own_prediction(store: Store) -> None:
+    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    doubted = [it for it in review.ranking(store, status="all") if it.disagrees]
+    assert doubted, "a random backbone doubts some labels"
+    allowed = ("predict",)
+    s = cards.apply(store, "r", {"action": "predict", "ids": [it.id for it in doubted]}, allowed, cards.review_action)
+    assert s.message is not None and s.message[0] == "success"
+    assert all(store.get_image(it.id).label == it.predicted for it in doubted)
+
+
+def test_next_focus_moves_past_the_acted_cards() -> None:
+    shown = [1, 2, 3, 4, 5]
+    assert cards.next_focus(shown, [2], {1, 3, 4, 5}) == 3  # deleted: the next one
+    assert cards.next_focus(shown, [2], set(shown)) == 3  # relabeled in place: the next one too
+    assert cards.next_focus(shown, [2, 3, 4], {1, 5}) == 5
+    assert cards.next_focus(shown, [5], {1, 2, 3, 4}) == 4  # the last: the one before
+    assert cards.next_focus(shown, [1, 2, 3, 4, 5], set()) is None
+    assert cards.next_focus(shown, [9], set(shown)) is None
+
+
+def test_component_files_ship_as_package_data() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["lotr_labeler.ui"]
+    for name in ("cards.js", "cards.css"):
+        assert (cards.HERE / name).is_file() and any(Path(name).match(p) for p in patterns)
+
+
+def test_dataset_grid_payload_is_the_page_only_and_the_lightbox_image_the_opened_card(store: Store) -> None:
+    at = AppTest.from_file(str(ROOT / "pages" / "3_Dataset.py"), default_timeout=60)
+    at.session_state["_grid_ds_grid"] = cards.GridState(opened=store.images()[1].id)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    el = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == "ds_grid")
+    data = json.loads(el.proto.json)
+    assert len(data["cards"]) == 18
+    # Only the opened card's large image travels (LIGHTBOX_SIZE), one, not every card's.
+    opened = store.images()[1].id
+    assert data["lightbox"] == {"id": opened, "src": cards.large_image(store)(opened)}
+    at.session_state["_grid_ds_grid"] = cards.GridState()
+    at.run()
+    el = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == "ds_grid")
+    assert json.loads(el.proto.json)["lightbox"] is None
