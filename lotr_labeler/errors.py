@@ -177,21 +177,29 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def not_weights_file(name: str) -> str:
+    """The sentence for a file ``torch.load`` cannot read as weights (text, an image, a pickle of
+    something else, a truncated download: torch raises anything from IndexError to UnpicklingError)."""
+    return (
+        f"{name} is not a PyTorch weights file or it is damaged. "
+        "Use the .pth file saved with torch.save(model.state_dict()) for the chosen architecture."
+    )
+
+
+def wrong_weights(name: str) -> str:
+    """The sentence for weights that load but do not fit the network."""
+    return f"{name} holds weights of another network. Use the torchvision .pth state dict of the chosen architecture."
+
+
 def _explain_one(exc: BaseException, subject: str) -> str | None:
     # Each test looks at what the library really raises (type name or its fixed wording), so no
     # import of torch, PIL or httpx is needed here.
     text = str(exc)
     name = type(exc).__name__
     if "Weights only load failed" in text or "invalid load key" in text or "PytorchStreamReader" in text:
-        return (
-            f"{subject} is not a PyTorch weights file or it is damaged. "
-            "Use the .pth file saved with torch.save(model.state_dict()) for the chosen architecture."
-        )
+        return not_weights_file(subject)
     if "Missing key(s) in state_dict" in text or "size mismatch for" in text or "Unexpected key(s)" in text:
-        return (
-            f"{subject} holds weights of another network. "
-            "Use the torchvision .pth state dict of the chosen architecture."
-        )
+        return wrong_weights(subject)
     if name == "UnidentifiedImageError" or "cannot identify image file" in text:
         return f"{subject} is not an image that can be read. Use a jpg, png, webp, gif or bmp file."
     if name in ("DecompressionBombError",) or "decompression bomb" in text.lower():

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from lotr_labeler.collect.export import export_dataset
-from lotr_labeler.collect.importers import import_folder, import_zip
 from lotr_labeler.store import Store
 from lotr_labeler.ui import cards
 from lotr_labeler.ui.context import data_dir, error_boundary, open_current, show_flash
 from lotr_labeler.ui.grid import pager, reset_page
-from lotr_labeler.ui.imports import show_report, url_list_form
+from lotr_labeler.ui.imports import import_box
 from lotr_labeler.ui.widgets import all_select, progress_bar, undo_and_history
 
 st.set_page_config(page_title="Dataset · lotr_labeler", page_icon="🗂️", layout="wide")
@@ -65,22 +62,7 @@ with open_current() as store:
         _grid(store.name, query, settings.page_size, offset)
 
     st.divider()
-    with st.expander("Import images or URLs"):
-        tab_folder, tab_zip, tab_urls = st.tabs(["Folder", "Zip", "URL list (CSV)"])
-        with tab_folder:
-            folder = st.text_input("Folder with one sub-folder per class", placeholder="/home/me/photos/lotr")
-            if st.button("Import folder", disabled=not folder):
-                bar = progress_bar("Importing…")
-                with error_boundary():
-                    show_report(import_folder(store, Path(folder), bar))
-        with tab_zip:
-            upload = st.file_uploader("Zip of class folders", type=["zip"])
-            if st.button("Import zip", disabled=upload is None) and upload is not None:
-                bar = progress_bar("Importing…")
-                with error_boundary():
-                    show_report(import_zip(store, io.BytesIO(upload.getvalue()), bar))
-        with tab_urls:
-            url_list_form(store, "ds_urls")
+    import_box(store)
 
     with st.expander("Export dataset"):
         st.caption(

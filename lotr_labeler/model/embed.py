@@ -41,6 +41,8 @@ from lotr_labeler.errors import (
     check_choice,
     explain,
     is_connection_failure,
+    not_weights_file,
+    wrong_weights,
 )
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import onnx_embed, runs
@@ -335,16 +337,19 @@ def _resnet18_body(backbone: Backbone) -> Any:
 
     if backbone.weights:
         model = torchvision.models.resnet18(weights=None)
+        name = f"Weights file {Path(backbone.weights).name}"
+        fix = "Download resnet18-f37072fd.pth (torchvision's ResNet18_Weights.IMAGENET1K_V1) and give its path."
         try:
             # weights_only: tensors only, no code runs
             state = torch.load(Path(backbone.weights).absolute(), map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        except Exception as exc:  # torch raises anything from IndexError to UnpicklingError on a non-weights file
             log.warning("weights file %s: %r", backbone.weights, exc)
-            raise WeightsUnavailable(
-                f"{explain(exc, f'Weights file {Path(backbone.weights).name}')} "
-                "Download resnet18-f37072fd.pth (torchvision's ResNet18_Weights.IMAGENET1K_V1) and give its path."
-            ) from exc
+            raise WeightsUnavailable(f"{not_weights_file(name)} {fix}") from exc
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("weights file %s: %r", backbone.weights, exc)
+            raise WeightsUnavailable(f"{wrong_weights(name)} {fix}") from exc
     elif backbone.pretrained:
         log.info("loading %s (downloaded once into the torch hub cache)", ResNet18_Weights.DEFAULT.url)
         try:

@@ -31,6 +31,8 @@ from lotr_labeler.errors import (
     check_choice,
     explain,
     is_connection_failure,
+    not_weights_file,
+    wrong_weights,
 )
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import runs
@@ -378,13 +380,18 @@ def _load_body_weights(learn: Any, arch: Any, weights: str) -> None:
     from torch import nn
 
     reference = arch(weights=None)
+    name = f"Weights file {Path(weights).name}"
     try:
         # weights_only: tensors only, no code runs
         state = torch.load(Path(weights).absolute(), map_location="cpu", weights_only=True)
-        reference.load_state_dict(state)
-    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+    except Exception as exc:  # torch raises anything from IndexError to UnpicklingError on a non-weights file
         log.warning("weights file %s: %r", weights, exc)
-        raise WeightsUnavailable(explain(exc, f"Weights file {Path(weights).name}")) from exc
+        raise WeightsUnavailable(not_weights_file(name)) from exc
+    try:
+        reference.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        log.warning("weights file %s: %r", weights, exc)
+        raise WeightsUnavailable(wrong_weights(name)) from exc
     body = nn.Sequential(*list(reference.children())[:-2])
     learn.model[0].load_state_dict(body.state_dict())
 

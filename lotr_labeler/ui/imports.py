@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
-from lotr_labeler.collect.importers import ImportReport, import_urls
+from lotr_labeler.collect.importers import ImportReport, import_folder, import_urls, import_zip
 from lotr_labeler.store import Store
-from lotr_labeler.ui.context import error_boundary
+from lotr_labeler.ui.context import error_boundary, kept_expander
+from lotr_labeler.ui.widgets import progress_bar
 
 
 def show_report(report: ImportReport) -> None:
@@ -37,3 +42,37 @@ def url_list_form(store: Store, key: str) -> None:
     if st.button("Add as candidates", disabled=not text.strip(), key=f"{key}_add"):
         with error_boundary():
             show_report(import_urls(store, text, default, create_classes=create))
+
+
+def run_import(work: Callable[[Callable[[int, int], None]], ImportReport]) -> None:
+    """Run ``work(progress)`` under a progress bar that goes away when it ends, success or error
+    (an error used to leave an orphan "Importing…" bar above its message), then show the report."""
+    slot = st.empty()
+    with slot.container():
+        bar = progress_bar("Importing…")
+    with error_boundary():
+        try:
+            report = work(bar)
+        finally:
+            slot.empty()
+        show_report(report)
+
+
+def import_box(store: Store, key: str = "ds_import") -> None:
+    """The "Import images or URLs" expander: a folder, a zip, or a URL list. Keyed, so it stays open
+    with its report or error across reruns."""
+    with kept_expander("Import images or URLs", key):
+        tab_folder, tab_zip, tab_urls = st.tabs(["Folder", "Zip", "URL list (CSV)"])
+        with tab_folder:
+            folder = st.text_input(
+                "Folder with one sub-folder per class", placeholder="/home/me/photos/lotr", key=f"{key}_folder"
+            )
+            if st.button("Import folder", disabled=not folder, key=f"{key}_folder_go"):
+                run_import(lambda bar: import_folder(store, Path(folder), bar))
+        with tab_zip:
+            upload = st.file_uploader("Zip of class folders", type=["zip"], key=f"{key}_zip")
+            if st.button("Import zip", disabled=upload is None, key=f"{key}_zip_go") and upload is not None:
+                data = upload.getvalue()
+                run_import(lambda bar: import_zip(store, io.BytesIO(data), bar))
+        with tab_urls:
+            url_list_form(store, "ds_urls")
