@@ -143,7 +143,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "Review and training",
         "Label review and when training is suggested.",
-        ("min_images_per_class", "embed_size", "tiny_side"),
+        ("min_images_per_class", "weak_model_error_rate", "embed_size", "tiny_side"),
     ),
 )
 
@@ -159,11 +159,11 @@ CAUTIONS: dict[str, str] = {
 
 
 def grouped() -> list[tuple[str, str, list[Setting]]]:
-    """Every setting once, in its group (declaration order inside a group; ungrouped ones under "Other")."""
+    """Every setting once, in its group and the group's order (ungrouped ones under "Other")."""
     placed: set[str] = set()
     groups: list[tuple[str, str, list[Setting]]] = []
     for name, about, keys in GROUPS:
-        members = [s for s in SETTINGS if s.key in keys]
+        members = [SETTINGS_BY_KEY[key] for key in keys if key in SETTINGS_BY_KEY]
         placed.update(s.key for s in members)
         if members:
             groups.append((name, about, members))

@@ -122,26 +122,23 @@ def _reset(project: str, group: str, key: str) -> None:
 def _field(s: Setting, saved: Value, project: str, group: str) -> bool:
     """One setting: widget, help, default/saved/bounds, its error, Reset. Returns whether it has an unsaved edit."""
     key = _widget(s.key)
-    left, right = st.columns([3, 2], vertical_alignment="center")
-    with left:
-        if isinstance(s.default, bool):
-            st.checkbox(_label(s), key=key, help=s.help)
-        elif isinstance(s.default, int):
-            st.number_input(_label(s), key=key, step=1, help=s.help)
-        else:
-            st.number_input(_label(s), key=key, step=0.5, format="%.2f", help=s.help)
-        st.caption(s.help)
+    if isinstance(s.default, bool):
+        st.checkbox(_label(s), key=key)
+    elif isinstance(s.default, int):
+        st.number_input(_label(s), key=key, step=1)
+    else:
+        st.number_input(_label(s), key=key, step=0.5, format="%.2f")
     edited: bool = st.session_state[key] != saved
-    with right:
-        note = " · **unsaved edit**" if edited else ""
-        st.caption(f"`{s.key}` · saved **{_show(s, saved)}** · default {_show(s, s.default)}{_bounds(s)}{note}")
-        st.button(
-            "Reset to default",
-            key=f"reset_{s.key}",
-            disabled=saved == s.default and not edited,
-            on_click=_reset,
-            args=(project, group, s.key),
-        )
+    note = " · **unsaved edit**" if edited else ""
+    st.caption(f"{s.help}  \n`{s.key}` · saved **{_show(s, saved)}** · default {_show(s, s.default)}{_bounds(s)}{note}")
+    st.button(
+        "Reset to default",
+        key=f"reset_{s.key}",
+        type="tertiary",
+        disabled=saved == s.default and not edited,
+        on_click=_reset,
+        args=(project, group, s.key),
+    )
     if s.key in CAUTIONS:
         (st.warning if saved else st.info)(CAUTIONS[s.key], icon="⚠️" if saved else "🛡️")
     error = st.session_state.get(_ERRORS, {}).get(s.key)
@@ -161,7 +158,11 @@ for group, about, members in grouped():
     with st.container(border=True):
         st.subheader(group)
         st.caption(about)
-        pending = [_field(s, stored[s.key], project, group) for s in members]
+        columns = st.columns(2, gap="large")
+        pending = []
+        for i, s in enumerate(members):  # two per row: a group fits on a screen
+            with columns[i % 2]:
+                pending.append(_field(s, stored[s.key], project, group))
         keys = [s.key for s in members]
         st.button(
             f"Save {group.lower()}",

@@ -105,3 +105,8 @@ def test_reset_to_default_and_the_cli_agree_with_the_page(
     assert at.number_input(key="set_search_delay").value == 3.0
     assert cli_main(["--data", str(data_root), "--project", "demo", "settings", "reset", "search_delay"]) == 0
     assert stored(data_root).search_delay == Settings().search_delay
+
+
+def test_every_declared_setting_has_a_named_group() -> None:
+    # "Other" is the safety net for a new setting; a declared one belongs in a real group.
+    assert "Other" not in [name for name, _, _ in grouped()]
