@@ -296,6 +296,9 @@ with open_current() as store:
         st.stop()
 
     # -- model, embeddings, retraining ----------------------------------------------------------
+    trust = model_trust(store)
+    if trust.weak:  # above every tab: the map and the duplicates show the model's view too
+        st.warning(f"⚠️ {trust.reason} Its predictions show as a quiet hint on the cards (P still accepts one).")
     with st.container(border=True):
         if info is None:
             st.markdown("**No scores yet.** Compute embeddings once (cached by image content), then review.")
@@ -405,9 +408,6 @@ with open_current() as store:
         items = review.ranking(store, **filters)
         if unmeasured > PAGE_QUALITY_LIMIT:
             st.caption(f"Quality flags of {unmeasured} image(s) are measured with the embeddings (Compute).")
-        trust = model_trust(store)
-        if trust.weak:
-            st.warning(trust.reason + " Its predictions show as a quiet hint on the cards (P still accepts one).")
         page_size = settings.page_size
         offset = pager(len(items), page_size, "review")
         if similar_to is not None:  # "More like this" (M or 🔍 on a card): the nearest images, above the grid
@@ -443,11 +443,20 @@ with open_current() as store:
                     args=(review.keep_all, g.ids),
                     width="stretch",
                 )
-                to_key = f"r_dup_to_{g.ids[0]}"
-                head[2].selectbox("All to", classes, key=to_key, label_visibility="collapsed")
+                # Keyed by the group's label: after a relabel the picker starts from the new majority.
+                majority = g.majority_label
+                to_key = f"r_dup_to_{g.ids[0]}_{majority}"
+                head[2].selectbox(
+                    "All to",
+                    classes,
+                    index=classes.index(majority) if majority in classes else 0,
+                    key=to_key,
+                    label_visibility="collapsed",
+                )
                 head[3].button(
                     "Relabel all",
                     key=f"r_dup_rl_{g.ids[0]}",
+                    help=f"Give all {len(g.images)} the class picked on the left (one step, undoable)",
                     on_click=act,
                     args=(_relabel_from, g.ids, to_key),
                     width="stretch",

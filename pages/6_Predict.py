@@ -10,6 +10,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from lotr_labeler.model import predict as pr
+from lotr_labeler.review.trust import model_trust
 from lotr_labeler.settings import Settings
 from lotr_labeler.store import Store
 from lotr_labeler.ui.context import error_boundary, open_current, show_flash
@@ -120,6 +121,8 @@ with open_current() as store:
     show_flash()
     run_id = choose_run(store)
     if run_id is not None:
+        if (trust := model_trust(store, run_id)).weak:
+            st.warning(f"⚠️ {trust.reason}")
         settings = store.settings()
         with error_boundary():
             picked = pick_image(store, settings)

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.model import embed, runs
 from lotr_labeler.review import scoring
 from lotr_labeler.review.trust import model_trust
-from lotr_labeler.store import Store
+from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import create_project
 
 COLOURS = {"red": (210, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 215)}
@@ -89,3 +90,52 @@ def test_a_run_worse_than_the_kfold_head_is_weak(colours: Store) -> None:
     # The comparison is about that run only: a newer run is judged on its own.
     _finished_run(colours, 0.05)
     assert not model_trust(colours).weak
+
+
+# -- the banners on the pages ------------------------------------------------------------------------------
+
+PAGES = Path(__file__).resolve().parent.parent / "pages"
+WEAK = "wrong about half the time"
+
+
+def page(name: str) -> AppTest:
+    at = AppTest.from_file(str(PAGES / name), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def banners(at: AppTest) -> list[str]:
+    return [w.value for w in at.warning if WEAK in w.value]
+
+
+def test_review_header_warns_about_a_weak_model_above_every_tab(store: Store) -> None:
+    assert banners(page("5_Review.py")) == []  # no model: no warning
+    _finished_run(store, 0.57)
+    at = page("5_Review.py")
+    assert len(banners(at)) == 1  # once, in the header: not repeated inside a tab
+    top = [(node.type, str(getattr(node, "value", ""))) for node in at.main.children.values()]
+    warned = next(i for i, (kind, value) in enumerate(top) if kind == "warning" and WEAK in value)
+    assert warned < [kind for kind, _ in top].index("tab_container")  # a page-level banner, before the tabs
+
+
+def test_predict_warns_about_the_picked_run_only_when_weak(store: Store) -> None:
+    weak = _finished_run(store, 0.57)
+    good = _finished_run(store, 0.1)  # current (newest)
+    at = page("6_Predict.py")
+    assert banners(at) == []
+    at.selectbox(key="predict_run").select(weak.id).run()
+    assert not at.exception
+    assert banners(at) and "treat its predictions as a hint" in banners(at)[0]
+    at.selectbox(key="predict_run").select(good.id).run()
+    assert banners(at) == []
+
+
+def test_search_triage_warns_when_the_ranking_model_is_weak(store: Store) -> None:
+    store.add_candidates([CandidateIn("circle", "http://img.test/1.jpg", "http://thumb.test/1.jpg")])
+    run = _finished_run(store, 0.57)
+    run.model_path.write_bytes(b"a model")  # the triage panel scores with the run's body
+    at = page("2_Search.py")
+    assert len(banners(at)) == 1
+    store.set_setting("weak_model_error_rate", 0.9)
+    assert banners(page("2_Search.py")) == []

@@ -33,6 +33,7 @@ import logging
 import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -926,6 +927,12 @@ class DuplicateGroup:
     def conflict(self) -> bool:
         """Near-identical pictures with different labels: at least one label is wrong."""
         return len(self.labels) > 1
+
+    @property
+    def majority_label(self) -> str:
+        """The label most members carry; on a tie, the one of the largest picture (likely the original)."""
+        counts = Counter(img.label for img in self.images)
+        return max(self.images, key=lambda img: (counts[img.label], img.width * img.height)).label
 
 
 def duplicate_groups(

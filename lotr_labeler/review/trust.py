@@ -40,21 +40,28 @@ def _how_often(rate: float) -> str:
     return f"{rate:.0%} of the time"
 
 
-def model_trust(store: Store) -> ModelTrust:
-    """Whether the current run is weak (its predictions to be shown as a hint), and why.
+def model_trust(store: Store, run_id: str | None = None) -> ModelTrust:
+    """Whether the current run (or ``run_id``) is weak (its predictions to be shown as a hint), and why.
 
     Parameters
     ----------
     store
         The project.
+    run_id
+        A finished run to judge instead of the current one (Predict lets the user pick any).
 
     Returns
     -------
     ModelTrust
         ``weak`` False with a neutral reason when there is no finished run; ``error_rate`` the run's
         validation error rate when it recorded one.
+
+    Raises
+    ------
+    NotFound
+        ``run_id`` names no run of the project.
     """
-    run = runs.current_run(store)
+    run = runs.current_run(store) if run_id is None else runs.get_run(store, run_id)
     if run is None:
         return ModelTrust(False, None, "No trained model yet.")
     raw = run.metrics.get("error_rate")

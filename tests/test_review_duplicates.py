@@ -1,0 +1,76 @@
+"""Review page, Duplicates tab: "Relabel all" starts from the group's label; Undo stays on the tab."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import image_bytes, shape_image
+from streamlit.testing.v1 import AppTest
+
+from lotr_labeler.collect.importers import import_folder
+from lotr_labeler.review import scoring as review
+from lotr_labeler.store import Store
+from lotr_labeler.workspace import create_project
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "5_Review.py")
+
+
+@pytest.fixture
+def pears(data_root: Path, tmp_path: Path) -> Iterator[Store]:
+    """'apple' (the first class) has its own picture; one picture is stored three times, twice as
+    'pear' and once as 'plum' (a smaller copy)."""
+    src = tmp_path / "src"
+    pic = shape_image("circle", 7, size=128)
+    files = {
+        "apple": {"a.jpg": shape_image("square", 8, size=128)},
+        "pear": {"p1.jpg": pic, "p2.jpg": pic.rotate(1)},
+        "plum": {"q.jpg": pic.resize((110, 110))},
+    }
+    for label, pics in files.items():
+        (src / label).mkdir(parents=True)
+        for name, img in pics.items():
+            (src / label / name).write_bytes(image_bytes(img, "JPEG", quality=90))
+    s = create_project(data_root, "fruit", "empty")
+    import_folder(s, src)
+    yield s
+    s.close()
+
+
+def run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_majority_label_and_its_tie_break(pears: Store) -> None:
+    (group,) = review.duplicate_groups(pears)
+    assert group.conflict and group.majority_label == "pear"
+    # A tie (one each) goes to the largest picture's label: the smaller one is the likely copy.
+    plum = next(img for img in group.images if img.label == "plum")
+    pear = next(img for img in group.images if img.label == "pear")
+    tie = review.DuplicateGroup((plum, pear), group.max_distance, False)
+    assert tie.majority_label == "pear"
+
+
+def test_relabel_all_defaults_to_the_groups_label_and_undo_stays_on_the_tab(pears: Store) -> None:
+    (group,) = review.duplicate_groups(pears)
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["r_tab"] = "Duplicates"
+    run(at)
+    picker = next(s for s in at.selectbox if s.key and s.key.startswith(f"r_dup_to_{group.ids[0]}"))
+    assert picker.value == "pear"  # not "apple", the first class
+    at.button(key=f"r_dup_rl_{group.ids[0]}").click()
+    run(at)
+    assert {pears.get_image(i).label for i in group.ids} == {"pear"}  # one click fixed the plum
+
+    at.button(key="undo").click()
+    run(at)
+    assert pears.get_image(next(i.id for i in group.images if i.label == "plum")).label == "plum"
+    # Still on Duplicates: the tab the server tells the browser to show is the one the user was on.
+    assert at.session_state["r_tab"] == "Duplicates"
+    (tabs,) = at.get("tab_container")
+    assert tabs.proto.tab_container.default_tab_index == 1
+    picker = next(s for s in at.selectbox if s.key and s.key.startswith(f"r_dup_to_{group.ids[0]}"))
+    assert picker.value == "pear"
