@@ -343,12 +343,12 @@ def _resnet18_body(backbone: Backbone) -> Any:
             # weights_only: tensors only, no code runs
             state = torch.load(Path(backbone.weights).absolute(), map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises anything from IndexError to UnpicklingError on a non-weights file
-            log.warning("weights file %s: %r", backbone.weights, exc)
+            log.info("weights file %s: %r", backbone.weights, exc)
             raise WeightsUnavailable(f"{not_weights_file(name)} {fix}") from exc
         try:
             model.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
-            log.warning("weights file %s: %r", backbone.weights, exc)
+            log.info("weights file %s: %r", backbone.weights, exc)
             raise WeightsUnavailable(f"{wrong_weights(name)} {fix}") from exc
     elif backbone.pretrained:
         log.info("loading %s (downloaded once into the torch hub cache)", ResNet18_Weights.DEFAULT.url)
@@ -357,7 +357,7 @@ def _resnet18_body(backbone: Backbone) -> Any:
             with contextlib.redirect_stdout(io.StringIO()):
                 model = torchvision.models.resnet18(weights=ResNet18_Weights.DEFAULT, progress=False)
         except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad download a RuntimeError
-            log.warning("ImageNet resnet18 weights: %r", exc)
+            log.info("ImageNet resnet18 weights: %r", exc)
             why = "there is no internet connection" if is_connection_failure(exc) else explain(exc, "The download")
             raise WeightsUnavailable(
                 f"Could not get the ImageNet resnet18 weights from {ResNet18_Weights.DEFAULT.url}: {why}. "

@@ -363,7 +363,7 @@ def _build_learner(
     try:
         learn = fv.vision_learner(dls, arch, pretrained=pretrained, metrics=fv.error_rate)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; hub errors are RuntimeErrors
-        log.warning("pretrained %s weights: %r", params.arch, exc)
+        log.info("pretrained %s weights: %r", params.arch, exc)
         why = "there is no internet connection" if is_connection_failure(exc) else explain(exc, "The download")
         raise WeightsUnavailable(
             f"Could not get the pretrained {params.arch} weights: {why}. Either train from scratch "
@@ -385,12 +385,12 @@ def _load_body_weights(learn: Any, arch: Any, weights: str) -> None:
         # weights_only: tensors only, no code runs
         state = torch.load(Path(weights).absolute(), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises anything from IndexError to UnpicklingError on a non-weights file
-        log.warning("weights file %s: %r", weights, exc)
+        log.info("weights file %s: %r", weights, exc)
         raise WeightsUnavailable(not_weights_file(name)) from exc
     try:
         reference.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
-        log.warning("weights file %s: %r", weights, exc)
+        log.info("weights file %s: %r", weights, exc)
         raise WeightsUnavailable(wrong_weights(name)) from exc
     body = nn.Sequential(*list(reference.children())[:-2])
     learn.model[0].load_state_dict(body.state_dict())
@@ -587,7 +587,7 @@ def import_model(store: Store, path: Path, name: str | None = None) -> runs.Run:
         try:
             learn = fv.load_learner(run.model_path.absolute(), cpu=True)
         except Exception as exc:  # any unpickling failure: wrong file, other fastai version
-            log.warning("import %s: %r", path, exc)
+            log.info("import %s: %r", path, exc)
             raise InvalidInput(
                 f"{name or path} is not a model this app can load: use the model.pkl written by "
                 "learn.export() (or `lotr-labeler train --out`) with the same fastai version."
