@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -14,7 +15,7 @@ from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.model import runs
 from lotr_labeler.model import train as tr
 from lotr_labeler.store import Store
-from lotr_labeler.ui.context import act, error_boundary, open_current, remember_widgets, show_flash
+from lotr_labeler.ui.context import act, error_boundary, open_current, show_flash
 from lotr_labeler.ui.jobs import job_panel
 
 st.set_page_config(page_title="Train · lotr_labeler", page_icon="🏋️", layout="wide")
@@ -23,12 +24,66 @@ PRESET_HELP = {
     "quick": "CPU laptop: 128 px, 2 epochs — a few minutes for a few hundred images.",
     "standard": "GPU: 224 px, 4 epochs — the fast.ai course setting.",
 }
-DEFAULTS = {"t_preset": "quick", "t_weights": "", "t_pretrained": True}
-remember_widgets(DEFAULTS)
+# The form's widget keys per TrainForm field. Its values live in the project DB (tr.save_form on every
+# change): a reload, another page or a restart brings them back, per project.
+FORM_KEYS = {
+    "preset": "t_preset",
+    "arch": "t_arch",
+    "epochs": "t_epochs",
+    "size": "t_size",
+    "batch_size": "t_bs",
+    "lr": "t_lr",
+    "find_lr": "t_findlr",
+    "seed": "t_seed",
+    "augment": "t_aug",
+    "pretrained": "t_pretrained",
+    "weights": "t_weights",
+}
+_FORM_OF = "_t_form_project"  # which project's form the widgets hold
 
 
-def _launch(store: Store, params: tr.TrainParams) -> str:
-    TrainJob.of(params).launch(store)
+def _restore(store: Store) -> None:
+    """Fill the form from the project's remembered one on a new session, a project switch, or a
+    return to the page (Streamlit drops the state of widgets that were not drawn)."""
+    state = st.session_state
+    if state.get(_FORM_OF) == store.name and all(k in state for k in FORM_KEYS.values()):
+        return
+    form = tr.load_form(store)
+    for field, key in FORM_KEYS.items():
+        state[key] = getattr(form, field)
+    state[_FORM_OF] = store.name
+
+
+def _form() -> tr.TrainForm:
+    state = st.session_state
+    values = {field: state[key] for field, key in FORM_KEYS.items()}
+    return tr.TrainForm(
+        **{
+            **values,
+            "epochs": int(values["epochs"]),
+            "size": int(values["size"]),
+            "batch_size": int(values["batch_size"]),
+            "seed": int(values["seed"]),
+            "lr": float(values["lr"]),
+        }
+    )
+
+
+def _remember(store: Store) -> None:
+    tr.save_form(store, _form())
+
+
+def _apply_preset(store: Store) -> None:
+    form = _form().with_preset(st.session_state["t_preset"])
+    for field, key in FORM_KEYS.items():
+        st.session_state[key] = getattr(form, field)
+    tr.save_form(store, form)
+
+
+def _launch(store: Store) -> str:
+    form = _form()
+    tr.save_form(store, form)  # remembered even when Start is refused
+    TrainJob.of(form.params()).launch(store)
     return "Training started in the background: you can leave this page, it keeps running."
 
 
@@ -67,10 +122,41 @@ def _space_section(store: Store, run: runs.Run) -> None:
                     st.error(str(exc))
 
 
-def _history_chart(history: list[dict[str, object]]) -> None:
-    if history:
-        df = pd.DataFrame(history).set_index("epoch")
-        st.line_chart(df[[c for c in ("train_loss", "valid_loss", "error_rate") if c in df]], height=220)
+CHART_METRICS = ("train_loss", "valid_loss", "error_rate")
+
+
+def _history_chart(history: list[dict[str, Any]]) -> None:
+    """Loss and error rate per epoch: the head epoch, then 1..N. Points as well as lines, on an ordinal
+    axis, so the first epoch is already a visible point (a one-row line chart draws nothing)."""
+    import altair as alt
+
+    rows = [
+        {"epoch": tr.epoch_label(h), "metric": name, "value": float(h[name])}
+        for h in history
+        for name in CHART_METRICS
+        if isinstance(h.get(name), int | float)
+    ]
+    if not rows:
+        st.caption("Loss and error rate appear here when the first epoch ends (the head epoch).")
+        return
+    order = list(dict.fromkeys(tr.epoch_label(h) for h in history))
+    chart = (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_line(point=alt.OverlayMarkDef(size=60))
+        .encode(
+            x=alt.X(
+                "epoch:O",
+                sort=order,
+                title="epoch (head = body frozen, then the fine-tune epochs)",
+                axis=alt.Axis(labelAngle=0),
+            ),
+            y=alt.Y("value:Q", title=None),
+            color=alt.Color("metric:N", title=None, sort=list(CHART_METRICS)),
+            tooltip=["epoch", "metric", alt.Tooltip("value:Q", format=".4f")],
+        )
+        .properties(height=220)
+    )
+    st.altair_chart(chart, width="stretch")
 
 
 def _live(job: jobs.Job) -> None:
@@ -116,45 +202,66 @@ with open_current() as store:
             st.warning(str(exc))
 
     st.subheader("New run")
-    name = st.radio("Preset", list(tr.PRESETS), key="t_preset", horizontal=True, format_func=str.capitalize)
-    st.caption(PRESET_HELP[name])
-    base = tr.PRESETS[name]
-    with st.expander("Settings (override the preset)"):
+    _restore(store)
+    keep: dict[str, Any] = {"on_change": act, "args": (_remember,)}  # every change is remembered for this project
+    name = st.radio(
+        "Preset",
+        list(tr.PRESETS),
+        key="t_preset",
+        horizontal=True,
+        format_func=str.capitalize,
+        on_change=act,
+        args=(_apply_preset,),
+    )
+    st.caption(PRESET_HELP[name] + " Choosing a preset fills in the settings below; your changes are remembered.")
+    with st.expander("Settings (override the preset)", key="t_settings_open"):
         c = st.columns(4)
-        arch = c[0].selectbox("Architecture", tr.ARCHS, index=tr.ARCHS.index(base.arch), key=f"t_arch_{name}")
-        epochs = c[1].number_input("Epochs", 1, 200, base.epochs, key=f"t_epochs_{name}")
-        size = c[2].number_input("Image size (px)", 32, 1024, base.size, step=32, key=f"t_size_{name}")
-        bs = c[3].number_input("Batch size", 1, 1024, base.batch_size, key=f"t_bs_{name}")
-        c = st.columns(4)
-        lr = c[0].number_input("Learning rate (0 = default 0.002)", 0.0, 0.99, 0.0, format="%.5f", key=f"t_lr_{name}")
-        find_lr = c[1].checkbox("Find it with lr_find", key=f"t_findlr_{name}")
-        seed = c[2].number_input("Seed", 0, 2**31 - 1, base.seed, key=f"t_seed_{name}")
-        augment = c[3].checkbox("Augmentation", value=True, key=f"t_aug_{name}")
-        pretrained = st.checkbox(
-            "Pretrained ImageNet weights (downloaded by torchvision on first use)", key="t_pretrained"
+        c[0].selectbox("Architecture", tr.ARCHS, key="t_arch", **keep)
+        c[1].number_input(
+            "Epochs",
+            1,
+            200,
+            key="t_epochs",
+            help="Fine-tune epochs. Each run first trains the new head for one epoch with the body frozen.",
+            **keep,
         )
-        weights = st.text_input("…or a local weights file (.pth) for offline use", key="t_weights")
-    st.caption("Device: chosen automatically (CUDA, then Apple MPS, then CPU); shown once the run starts.")
+        c[2].number_input("Image size (px)", 32, 1024, step=32, key="t_size", **keep)
+        c[3].number_input("Batch size", 1, 1024, key="t_bs", **keep)
+        c = st.columns(4)
+        c[0].number_input("Learning rate (0 = default 0.002)", 0.0, 0.999, format="%.5f", key="t_lr", **keep)
+        c[1].checkbox("Find it with lr_find", key="t_findlr", **keep)
+        c[2].number_input("Seed", 0, 2**31 - 1, key="t_seed", **keep)
+        c[3].checkbox("Augmentation", key="t_aug", **keep)
+    form = _form()
+    st.caption(
+        f"This run: {form.arch} · {form.size} px · 1 head epoch, then {form.epochs} epoch(s) · batch {form.batch_size}"
+        f" · learning rate {form.lr or ('lr_find' if form.find_lr else 'default 0.002')}"
+        f" · device chosen automatically (CUDA, then Apple MPS, then CPU), shown once the run starts."
+    )
+    # Outside the expander: the offline error names these two controls, so they must be in sight.
+    w = st.columns([2, 3])
+    w[0].checkbox(
+        tr.PRETRAINED_LABEL,
+        key="t_pretrained",
+        help="torchvision downloads them (about 45 MB for resnet18) on first use: this needs internet once. "
+        "Offline, untick it to train from scratch, or give a weights file.",
+        **keep,
+    )
+    w[0].caption("Needs internet once (torchvision downloads them). Offline: untick it, or give a weights file.")
+    w[1].text_input(
+        tr.WEIGHTS_LABEL,
+        key="t_weights",
+        placeholder="/path/to/resnet18-f37072fd.pth (offline alternative to the download)",
+        **keep,
+    )
     with error_boundary():
-        params = tr.TrainParams(
-            arch=arch,
-            epochs=int(epochs),
-            size=int(size),
-            batch_size=int(bs),
-            lr=lr or None,
-            find_lr=find_lr,
-            seed=int(seed),
-            pretrained=pretrained,
-            weights=weights.strip() or None,
-            augment=augment,
-        )
         running = jobs.running_job(store, "train") is not None
         st.button(
             "Start training",
             type="primary",
             disabled=running or not ready,
             on_click=act,
-            args=(_launch, params),
+            args=(_launch,),
             kwargs={"success": "{result}"},
         )
     job_panel(project, "train", "Training", _live)

@@ -16,9 +16,9 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,31 @@ class TrainProgress:
     history: list[dict[str, Any]]  # one row of metrics per finished epoch
 
     @property
+    def stage(self) -> str:
+        return progress_stage(self.phase, self.epoch, self.epochs)
+
+    @property
     def message(self) -> str:
-        return f"epoch {self.epoch}/{self.epochs}, batch {self.batch}/{self.batches}"
+        return f"{self.stage}, batch {self.batch}/{self.batches}"
+
+
+def progress_stage(phase: str, epoch: int, epochs: int) -> str:
+    """Where a run is, in the user's terms: "head epoch", then "epoch k/N" of the N epochs asked for.
+
+    ``epoch``/``epochs`` count fine_tune's extra frozen epoch too (N asked for, N + 1 run), so they
+    are never shown as such: "Epochs = 3" must not read "epoch 1/4".
+    """
+    if phase == "head":
+        return "head epoch (body frozen)"
+    return f"epoch {max(1, epoch - 1)}/{max(1, epochs - 1)}"
+
+
+def epoch_label(row: Mapping[str, Any]) -> str:
+    """The x-axis name of a history row: "head" for the frozen epoch, else its fine-tune epoch number."""
+    if row.get("phase") == "head":
+        return "head"
+    epoch = int(row.get("epoch", 1))
+    return str(epoch - 1 if "phase" in row else epoch)  # rows without a phase (old runs): as recorded
 
 
 Progress = Callable[[TrainProgress], None]
@@ -100,6 +123,9 @@ class TrainParams:
 
 
 DEFAULT_LR = 2e-3
+# The Train page's names for the two weight controls; error messages point at them by these names.
+PRETRAINED_LABEL = "Pretrained ImageNet weights"
+WEIGHTS_LABEL = "Local weights file (.pth)"
 # Quick: fits a CPU laptop (a few minutes for a few hundred images). Standard: the fastai course on a GPU.
 PRESETS: dict[str, TrainParams] = {
     "quick": TrainParams(epochs=2, size=128, batch_size=32),
@@ -367,8 +393,9 @@ def _build_learner(
         why = "there is no internet connection" if is_connection_failure(exc) else explain(exc, "The download")
         raise WeightsUnavailable(
             f"Could not get the pretrained {params.arch} weights: {why}. Either train from scratch "
-            "(--no-pretrained / untick 'Pretrained weights'), or download the torchvision weights file on a "
-            "machine with internet and pass it with --weights FILE (setting 'Weights file' on the Train page)."
+            f"(Train page: untick '{PRETRAINED_LABEL}' just above 'Start training'; CLI: --no-pretrained), or "
+            "download the torchvision weights file on a machine with internet and give its path in "
+            f"'{WEIGHTS_LABEL}' next to it (CLI: --weights FILE)."
         ) from exc
     if params.weights:
         _load_body_weights(learn, arch, params.weights)
@@ -630,3 +657,104 @@ def last_params(store: Store) -> TrainParams:
         except InvalidInput:  # e.g. its weights file is gone
             log.info("run %s settings no longer valid; retraining with the Quick preset", run.id)
     return PRESETS["quick"]
+
+
+# -- the Train page's form, remembered per project ------------------------------------------
+
+FORM_KEY = "train_form"  # meta key: the form as JSON
+
+
+@dataclass(frozen=True)
+class TrainForm:
+    """The Train page's choices, kept per project so a reload, another page or a restart brings them back
+    (above all an offline user's unticked Pretrained, without which every Start fails again).
+
+    Unlike ``TrainParams`` it may name a weights file that does not exist (yet): the page keeps what was
+    typed, and Start reports it.
+    """
+
+    preset: str = "quick"
+    arch: str = PRESETS["quick"].arch
+    epochs: int = PRESETS["quick"].epochs
+    size: int = PRESETS["quick"].size
+    batch_size: int = PRESETS["quick"].batch_size
+    lr: float = 0.0  # 0: the default rate, or lr_find's with find_lr
+    find_lr: bool = False
+    seed: int = PRESETS["quick"].seed
+    augment: bool = True
+    pretrained: bool = True
+    weights: str = ""
+
+    @classmethod
+    def of(cls, params: TrainParams, preset: str | None = None) -> TrainForm:
+        """The form holding ``params``; its preset is the one they equal, else ``preset`` or Quick."""
+        named = next((name for name, p in PRESETS.items() if p == params), preset or "quick")
+        return cls(
+            preset=named,
+            arch=params.arch,
+            epochs=params.epochs,
+            size=params.size,
+            batch_size=params.batch_size,
+            lr=params.lr or 0.0,
+            find_lr=params.find_lr,
+            seed=params.seed,
+            augment=params.augment,
+            pretrained=params.pretrained,
+            weights=params.weights or "",
+        )
+
+    def with_preset(self, name: str) -> TrainForm:
+        """The preset's size, epochs, architecture… keeping the weight choice (it is about the machine)."""
+        base = PRESETS[check_choice(name, PRESETS, "Preset")]
+        return replace(TrainForm.of(base, name), preset=name, pretrained=self.pretrained, weights=self.weights)
+
+    def params(self) -> TrainParams:
+        """The run these choices ask for.
+
+        Raises
+        ------
+        InvalidInput
+            A value is out of range or the weights file does not exist.
+        """
+        return TrainParams(
+            arch=self.arch,
+            epochs=self.epochs,
+            size=self.size,
+            batch_size=self.batch_size,
+            lr=self.lr or None,
+            find_lr=self.find_lr,
+            seed=self.seed,
+            pretrained=self.pretrained,
+            weights=self.weights.strip() or None,
+            augment=self.augment,
+        )
+
+
+def save_form(store: Store, form: TrainForm) -> None:
+    store.meta_set(FORM_KEY, json.dumps(asdict(form)))
+
+
+def load_form(store: Store) -> TrainForm:
+    """The project's remembered form; never saved (or no longer valid): the current run's settings, else Quick."""
+    fallback = TrainForm.of(last_params(store))
+    raw = store.meta_get(FORM_KEY)
+    if raw is None:
+        return fallback
+    try:
+        data = json.loads(raw)
+        values = {f.name: data[f.name] for f in fields(TrainForm) if f.name in data}
+        for f in fields(TrainForm):  # a hand-edited or older row: each value must have its field's type
+            kind = type(getattr(fallback, f.name))
+            if (
+                f.name in values
+                and not isinstance(values[f.name], kind)
+                and not (kind is float and type(values[f.name]) is int)
+            ):
+                del values[f.name]
+        form = replace(fallback, **values)
+        check_choice(form.preset, PRESETS, "Preset")
+        replace(form, weights="").params()  # ranges; a missing weights file is kept to be reported on Start
+    except (ValueError, TypeError, InvalidInput) as exc:
+        log.info("remembered train form not usable (%s); using %s", exc, fallback)
+        return fallback
+    return form

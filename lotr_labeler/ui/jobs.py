@@ -7,6 +7,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.model.train import progress_stage
 from lotr_labeler.store import Store
 from lotr_labeler.ui.context import act, data_dir
 
@@ -30,7 +31,7 @@ def _describe(job: jobs.Job) -> tuple[float, str]:
         return frac, text
     if job.kind == "train" and p.get("epochs"):
         return float(p.get("fraction", 0.0)), (
-            f"epoch {p['epoch']}/{p['epochs']} ({p.get('phase', '')}) · batch {p['batch']}/{p['batches']}"
+            f"{progress_stage(p.get('phase', ''), p['epoch'], p['epochs'])} · batch {p['batch']}/{p['batches']}"
             f" · {p.get('device', '')} · elapsed {_eta(p.get('elapsed_s'))} · ETA {_eta(p.get('eta_s'))}"
         )
     if job.kind == "search" and p.get("total"):

@@ -54,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             with Progress("train", "%", job) as bar:
 
                 def progress(p: tr.TrainProgress) -> None:
-                    postfix = f"epoch {p.epoch}/{p.epochs} batch {p.batch}/{p.batches}"
+                    postfix = p.stage
                     bar(int(100 * p.fraction), 100, p, p.message, postfix=postfix)
 
                 run = tr.train_run(
