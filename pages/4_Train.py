@@ -290,6 +290,10 @@ with open_current() as store:
         )
         st.dataframe(table, hide_index=True, width="stretch")
         ids = [r.id for r in all_runs]
+        if st.session_state.get("_t_newest") != ids[0]:  # a new run appeared: show it, not the last one looked at
+            st.session_state["_t_newest"] = st.session_state["t_run"] = ids[0]
+        elif st.session_state.get("t_run") not in ids:
+            st.session_state["t_run"] = ids[0]
         chosen = st.selectbox("Show run", ids, key="t_run")
         run = next(r for r in all_runs if r.id == chosen)
         b = st.columns([1, 1, 3])

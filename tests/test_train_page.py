@@ -132,3 +132,18 @@ def test_the_live_chart_shows_the_first_epoch_as_points(store: Store) -> None:
     assert spec["mark"]["type"] == "line" and spec["mark"]["point"], spec["mark"]
     assert spec["encoding"]["x"]["type"] == "ordinal"
     assert spec["encoding"]["x"]["sort"] == ["head"]
+
+
+def test_a_new_run_is_the_one_shown_not_the_last_one_looked_at(store: Store) -> None:
+    from lotr_labeler.model import runs
+
+    first = runs.finish_run(store, runs.create_run(store, {}, run_id="20260101-000000-aaaa").id, "failed", message="x")
+    at = page()
+    assert at.selectbox(key="t_run").value == first.id
+    second = runs.create_run(store, {}, run_id="20260101-000100-bbbb")
+    runs.finish_run(store, second.id, "failed", message="y")
+    at.run()
+    assert at.selectbox(key="t_run").value == second.id
+    at.selectbox(key="t_run").select(first.id).run()  # the user's own choice then stays
+    at.run()
+    assert at.selectbox(key="t_run").value == first.id
