@@ -189,9 +189,10 @@ class CandidatesMixin(ImagesMixin):
                     (state, target or r.class_id, now(), r.id),
                 )
             moved = f" to {label}" if label else ""
+            what = f"candidate #{changed[0].id}" if len(changed) == 1 else f"{len(changed)} candidate(s)"
             self._event(
                 "decide",
-                f"{state} {len(changed)} candidate(s){moved}",
+                f"{state} {what}{moved}",
                 # What each was before (to restore) and what it became (undo skips it once changed again).
                 {"items": [[r.id, r.state, r.class_id, r.error, state, target or r.class_id] for r in changed]},
             )
