@@ -161,6 +161,7 @@ class Tally:
     clean: bool = False
     left: list[str] = field(default_factory=list)  # what the DB still has wrong at the end
     strategy: str = ""
+    steps: list[str] = field(default_factory=list)  # what the user did, one line per decision
 
     @property
     def actions(self) -> int:
@@ -307,12 +308,20 @@ class GridUser:
             return
         if self.sp.page.locator(".cg-grid .cg-sel").count():
             self.user.press("Escape", rerun=False)
-        for how, cid in plan_selection(ids, order, dont_care):
+        plan = plan_selection(ids, order, dont_care)
+        for how, cid in plan:
             mods = {"click": [], "shift": ["Shift"], "ctrl": ["Control"]}[how]
             self.user.click(self.card(cid), rerun=False, modifiers=mods)
+        kinds = [how for how, _ in plan]
+        self.user.t.steps.append(
+            f"select {len(ids)} card(s): {kinds.count('click')} click, {kinds.count('shift')} Shift-click, "
+            f"{kinds.count('ctrl')} Ctrl-click"
+        )
 
-    def key(self, key: str) -> None:
+    def key(self, key: str, ids: list[int] | None = None) -> None:
+        before = self.user.t.actions
         self.user.press(key)
+        self.user.t.steps.append(f"{key} on {len(ids or [])} card(s) (total {before + 1} actions)")
 
     def card_button(self, cid: int, action: str) -> bool:
         """Click a card's own button for ``action`` (one click, no selection); False when it has none."""
@@ -320,6 +329,7 @@ class GridUser:
         if not btn.count():
             return False
         self.user.click(btn)
+        self.user.t.steps.append(f"{action} button on card #{cid} (total {self.user.t.actions} actions)")
         return True
 
 
@@ -337,10 +347,10 @@ def search_new(user: User, s: cd.SearchSet, co: Checkout) -> None:
             continue
         if off:
             g.select(off, order)
-            g.key("x")
+            g.key("x", off)
             continue
         g.select(order, order)
-        g.key("a")
+        g.key("a", order)
 
 
 # -- phase 2: review ------------------------------------------------------------------------------
@@ -432,14 +442,14 @@ def review_new(user: User, by_id: dict[int, cd.LabeledImage], co: Checkout, r: c
                 continue
             if fix_p:
                 g.select(fix_p, order, agreeing)
-                g.key("p")
+                g.key("p", fix_p)
                 for cid in fix_p:
                     labels[by_id[cid].index] = by_id[cid].truth
                 continue
             truth = by_id[wrong[0]["id"]].truth
             group = [c["id"] for c in wrong if by_id[c["id"]].truth == truth]
             g.select(group, order)
-            g.key(str(cd.CLASSES.index(truth) + 1))
+            g.key(str(cd.CLASSES.index(truth) + 1), group)
             for cid in group:
                 labels[by_id[cid].index] = truth
             continue
@@ -502,7 +512,11 @@ def run_phase(
 ) -> Tally:
     with app(co, browser, work / f"{co.name}-{phase}.log", fake) as sp:
         sp.open("/Search" if phase == "search" else "/Review")
-        sp.wait_images(1, timeout_s=60) if phase == "search" else None
+        # The grid mounts after the script run ends: wait for the cards of either UI before looking.
+        old_cards = "[class*='st-key-acc_']" if phase == "search" else "[class*='st-key-r_del_']"
+        sp.page.locator(f"{GRID}, {old_cards}").first.wait_for(timeout=60_000)
+        if phase == "search":
+            sp.wait_images(1, timeout_s=60)
         if use_grid and not has_grid(sp):
             raise LookupError("no card grid")
         sp.page.locator("h1").first.click()  # keys go to the page, as a person clicks into it first
@@ -590,7 +604,12 @@ def main(argv: list[str]) -> int:
                         say(f"== {co.name} {phase}")
                         t = phase_for(phase, co, browser, work, fake, base, s, r)
                         results[(co.name, phase)] = t
-                        say(f"   {t}")
+                        say(
+                            f"   {t.actions} actions ({t.clicks} clicks, {t.keys} keys, {t.scrolls} scrolls), "
+                            f"{t.seconds} s, clean={t.clean}; {t.strategy}"
+                        )
+                        for step in t.steps:
+                            say(f"     {step}")
             finally:
                 browser.close()
     server.shutdown()
