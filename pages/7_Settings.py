@@ -127,7 +127,8 @@ def _field(s: Setting, saved: Value, project: str, group: str) -> bool:
     elif isinstance(s.default, int):
         st.number_input(_label(s), key=key, step=1)
     else:
-        st.number_input(_label(s), key=key, step=0.5, format="%.2f")
+        fine = s.maximum is not None and s.maximum <= 1  # a rate: 0.5 steps would jump across it
+        st.number_input(_label(s), key=key, step=0.05 if fine else 0.5, format="%.2f")
     edited: bool = st.session_state[key] != saved
     note = " · **unsaved edit**" if edited else ""
     st.caption(f"{s.help}  \n`{s.key}` · saved **{_show(s, saved)}** · default {_show(s, s.default)}{_bounds(s)}{note}")
