@@ -106,7 +106,7 @@ def test_weights_file_backbone(store: Store, tmp_path: Path) -> None:
 
     bad = tmp_path / "bad.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, bad)
-    with pytest.raises(WeightsUnavailable, match=r"not a torchvision resnet18 state dict"):
+    with pytest.raises(WeightsUnavailable, match=r"bad.pth holds weights of another network"):
         embed.load_network(embed.resolve_backbone(store, "imagenet", weights=bad, size=SIZE))
     with pytest.raises(InvalidInput, match="does not exist"):
         embed.resolve_backbone(store, "imagenet", weights=tmp_path / "nope.pth")
