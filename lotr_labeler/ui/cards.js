@@ -123,29 +123,39 @@ export default function (component) {
     if (c.deleted) return button("restore", "↺ Restore", "Restore from the trash (R)", "cg-wide");
     let html = c.reviewed ? button("unkeep", "↺", "Reviewed already: back to the queue") : button("keep", "✓", "Keep: the label is right (K)");
     html += button("delete", "🗑", "Delete to the trash (D)");
-    if (allowed.has("relabel")) html += `<select class="cg-relabel" title="Relabel (1-9)">${classOptions(c.label)}</select>`;
     html += button("accept", "✓", "Accept (A)") + button("reject", "✗", "Reject (X)");
-    if (c.predicted && allowed.has("predict") && (!data.hint_only || inLightbox))
-      html += button("predict", `→ ${esc(c.predicted)}`, `Relabel to ${c.predicted}, the model's choice (P)`, data.hint_only ? "" : "cg-primary");
     html += button("more", "🔍", "More like this (M)");
+    if (allowed.has("relabel")) html += `<select class="cg-relabel" title="Relabel (1-9)">${classOptions(c.label)}</select>`;
+    if (inLightbox && c.predicted && allowed.has("predict"))
+      html += button("predict", `→ ${esc(c.predicted)}`, `Relabel to ${c.predicted}, the model's choice (P)`, data.hint_only ? "" : "cg-primary");
     return html;
+  }
+  function verdictHtml(c) {
+    // The model's word, on its own line when the grid can take predictions: the primary button, or a
+    // quiet hint when the model is weak (P accepts either).
+    if (!allowed.has("predict") || c.deleted) return "";
+    let inner;
+    if (c.predicted && !data.hint_only)
+      inner = button("predict", esc(c.hint), `Relabel to ${c.predicted}, the model's choice (P)`, "cg-primary cg-wide");
+    else if (c.predicted)
+      inner = `<span class="cg-hint" data-act="predict" title="A weak model's guess: check before accepting (P)">${esc(c.hint)}?</span>`;
+    else inner = `<span class="cg-agree">${c.scored ? "✓ model agrees" : "not scored yet"}</span>`;
+    return `<div class="cg-ctl cg-verdict">${inner}</div>`;
   }
   function cardHtml(c) {
     const cls = ["cg-card"];
+    if (allowed.has("predict")) cls.push("cg-tall");
     if (c.id === s.focus) cls.push("cg-focus");
     if (s.sel.has(c.id)) cls.push("cg-sel");
     if (c.deleted) cls.push("cg-deleted");
     if (c.reviewed) cls.push("cg-reviewed");
     const img = c.src ? `<img src="${c.src}" alt="#${c.id}" loading="lazy">` : `<span class="cg-missing">file missing</span>`;
-    // A weak model's prediction is a quiet hint (P still takes it), not the primary button.
-    const hint = c.predicted && data.hint_only
-      ? `<span class="cg-hint" data-act="predict" title="A weak model's guess: check before accepting (P)">${esc(c.hint)}</span>` : "";
     const flags = c.flags && c.flags.length ? `<span class="cg-flag" title="${esc(c.flags.join(", "))}">⚠</span>` : "";
     return `<div class="${cls.join(" ")}" data-card="${c.id}">
       <div class="cg-thumb" data-pick="1">${img}<span class="cg-check">${s.sel.has(c.id) ? "✓" : ""}</span>
         <button class="cg-zoom" data-open="1" title="Large view (Enter)">⤢</button>${flags}</div>
       <div class="cg-cap" title="${esc(c.label + " " + c.caption)}"><b>${esc(c.label)}</b> ${esc(c.caption)}</div>
-      <div class="cg-ctl">${hint}${controlsHtml(c, false)}</div>
+      <div class="cg-ctl">${controlsHtml(c, false)}</div>${verdictHtml(c)}
     </div>`;
   }
   function toolbarHtml() {

@@ -67,6 +67,7 @@ class Card:
     reviewed: bool = False
     predicted: str | None = None  # the model's class, when it differs from ``label``
     hint: str = ""  # e.g. "→ Elves 83%"
+    scored: bool = False  # a model has judged it (no prediction shown: it agrees)
     meta: tuple[tuple[str, str], ...] = ()
     link: str | None = None  # source page, opened in a new tab from the lightbox
 
@@ -148,12 +149,11 @@ def _image_meta(img: ImageRow) -> list[tuple[str, str]]:
 
 
 def image_card(store: Store, img: ImageRow, size: int) -> Card:
-    """A Dataset card: thumbnail, "#id · label · split · w×h", provenance in the lightbox."""
-    flags = f" · ⚠ {', '.join(img.flags)}" if img.flags else ""
+    """A Dataset card: thumbnail, "label #id · split"; size, flags and provenance in the lightbox."""
     return Card(
         id=img.id,
         src=thumb_url(store, img, size),
-        caption=f"#{img.id} · {img.split} · {img.width}×{img.height}{flags}",
+        caption=f"#{img.id} · {img.split}",  # one short line at 8 per row; the rest is in the lightbox
         label=img.label,
         flags=img.flags,
         deleted=img.deleted,
@@ -165,10 +165,7 @@ def image_card(store: Store, img: ImageRow, size: int) -> Card:
 def review_card(store: Store, it: Any, size: int) -> Card:
     """A Review card from a ``review.scoring.ReviewItem``: p(given), the prediction as P's target."""
     img: ImageRow = it.image
-    if it.scored:
-        caption = f"#{img.id} · p {it.self_confidence or 0:.2f} · {img.split}"
-    else:
-        caption = f"#{img.id} · not scored · {img.split}"
+    caption = f"#{img.id} · p {it.self_confidence or 0:.2f}" if it.scored else f"#{img.id} · {img.split}"
     meta = _image_meta(img)
     if it.scored:
         meta += [
@@ -191,6 +188,7 @@ def review_card(store: Store, it: Any, size: int) -> Card:
         reviewed=it.reviewed,
         predicted=it.predicted if disagrees else None,
         hint=f"→ {it.predicted} {it.confidence or 0:.0%}" if disagrees else "",
+        scored=it.scored,
         meta=tuple(meta),
         link=img.page_url or img.source_url,
     )

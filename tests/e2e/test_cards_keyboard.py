@@ -1,0 +1,236 @@
+"""The card grid in Chromium, keyboard first, on Dataset and Review: arrows move the focus (↓ by a row),
+2 relabels, D deletes, Z undoes, P takes the prediction, Shift-click selects a range and the toolbar count
+follows at once, a bulk relabel acts on exactly the ticked cards, the lightbox opens and ←/→ move in it,
+? shows the keys. Every step is checked in the project database. Screenshots: test-artifacts/cards/."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helpers import shape_image
+
+from lotr_labeler.collect.importers import import_folder
+from lotr_labeler.model import embed
+from lotr_labeler.review import scoring as review
+from lotr_labeler.store import Store
+from lotr_labeler.workspace import create_project, open_project
+
+from .app_server import ROOT, AppServer
+from .conftest import VIEWPORT
+from .streamlit_page import StreamlitPage
+
+pytestmark = pytest.mark.e2e
+SHOTS = ROOT / "test-artifacts" / "cards"
+SHAPES = ("circle", "square", "triangle")
+COLUMNS = 8  # the grid_columns default
+
+
+@pytest.fixture(scope="module")
+def cards_app(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    """The app on its own data: 3 shape classes x 10 images, scored by a head on random-init embeddings."""
+    base = tmp_path_factory.mktemp("cards")
+    src = base / "src"
+    for n, shape in enumerate(SHAPES):
+        (src / shape).mkdir(parents=True)
+        for i in range(10):
+            shape_image(shape, 100 * n + i, 96).save(src / shape / f"{i}.png")
+    data = base / "data"
+    with create_project(data, "shapes", "empty") as store:
+        import_folder(store, src)
+        review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    with AppServer(data, SHOTS / "streamlit.log") as server:
+        yield server
+
+
+@pytest.fixture
+def sp(browser: Any, cards_app: AppServer) -> Iterator[StreamlitPage]:
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        yield StreamlitPage(context.new_page(), cards_app.url, SHOTS)
+    finally:
+        context.close()
+
+
+def db(app: AppServer) -> Store:
+    return open_project(app.data_dir, "shapes")
+
+
+def shown(sp: StreamlitPage) -> list[int]:
+    return [int(x) for x in sp.page.locator(".cg-grid [data-card]").evaluate_all("els => els.map(e => e.dataset.card)")]
+
+
+def focused(sp: StreamlitPage) -> int:
+    return int(sp.page.locator(".cg-card.cg-focus").get_attribute("data-card"))
+
+
+def key(sp: StreamlitPage, name: str, rerun: bool = True) -> None:
+    n = sp.run_count()
+    sp.page.keyboard.press(name)
+    if rerun:
+        sp.wait_idle(after=n)
+
+
+def message(sp: StreamlitPage) -> str:
+    return str(sp.page.locator(".cg-msg").inner_text())
+
+
+def count(sp: StreamlitPage) -> str:
+    return str(sp.page.locator(".cg-count").inner_text())
+
+
+def thumb(sp: StreamlitPage, image_id: int) -> Any:
+    return sp.page.locator(f'.cg-grid [data-card="{image_id}"] .cg-thumb')
+
+
+def open_grid(sp: StreamlitPage, path: str) -> list[int]:
+    sp.open(path)
+    sp.page.locator(".cg-grid .cg-card").first.wait_for()
+    sp.page.mouse.click(5, 5)  # the document has the keyboard, no widget
+    return shown(sp)
+
+
+def arrows_relabel_delete_undo(sp: StreamlitPage, app: AppServer, leaves_on_relabel: bool) -> None:
+    ids = shown(sp)
+    assert focused(sp) == ids[0]
+    key(sp, "ArrowRight", rerun=False)
+    key(sp, "ArrowDown", rerun=False)  # a row down: COLUMNS cards further
+    assert focused(sp) == ids[1 + COLUMNS]
+    key(sp, "ArrowUp", rerun=False)
+    key(sp, "ArrowLeft", rerun=False)
+    key(sp, "ArrowRight", rerun=False)
+    target = focused(sp)
+    assert target == ids[1]
+
+    with db(app) as s:
+        before = s.get_image(target).label
+        classes = s.class_names()
+    to = classes[1] if before != classes[1] else classes[2]
+    key(sp, str(classes.index(to) + 1))
+    with db(app) as s:
+        assert s.get_image(target).label == to
+    assert message(sp) == f"Relabeled 1 image to {to}."
+    assert focused(sp) == ids[2]  # the focus moved on to the next card
+    assert (target in shown(sp)) != leaves_on_relabel
+
+    victim = focused(sp)
+    key(sp, "d")
+    with db(app) as s:
+        assert s.get_image(victim).deleted
+    assert victim not in shown(sp) and "Deleted 1 image" in message(sp)
+    key(sp, "z")
+    with db(app) as s:
+        assert not s.get_image(victim).deleted
+    assert victim in shown(sp)
+
+
+def range_select_and_bulk_relabel(sp: StreamlitPage, app: AppServer) -> None:
+    ids = shown(sp)
+    a, b, c = ids[3], ids[4], ids[5]
+    thumb(sp, a).click()
+    thumb(sp, c).click(modifiers=["Shift"])
+    assert count(sp) == "3 selected"  # at once: no rerun in between
+    sp.screenshot("range-selected")
+    thumb(sp, b).click(modifiers=["Control"])  # untick the middle one
+    assert count(sp) == "2 selected"
+    with db(app) as s:
+        events = len(s.history())
+        unticked = s.get_image(b).label
+        labels = [s.get_image(a).label, s.get_image(c).label]
+    to = next((x for x in SHAPES if x not in labels), "triangle")
+    moved = sum(label != to for label in labels)
+    sp.page.locator(".cg-bulk-to").select_option(to)
+    n = sp.run_count()
+    sp.page.locator('[data-bulk="relabel"]').click()
+    sp.wait_idle(after=n)
+    assert message(sp) == f"Relabeled {moved} image{'' if moved == 1 else 's'} to {to}." and count(sp) == "0 selected"
+    with db(app) as s:
+        assert s.get_image(a).label == s.get_image(c).label == to
+        assert s.get_image(b).label == unticked
+        assert len(s.history()) == events + 1  # one bulk action, one undo step
+
+
+def lightbox_and_help(sp: StreamlitPage) -> None:
+    ids = shown(sp)
+    start = focused(sp)
+    key(sp, "Enter")  # the large image comes from Python for this card only
+    head = sp.page.locator(".cg-lb-head b")
+    assert head.inner_text().startswith(f"#{start} ·")
+    assert sp.page.locator(".cg-meta th", has_text="split").count() == 1
+    key(sp, "ArrowRight")
+    nxt = ids[ids.index(start) + 1]
+    assert head.inner_text().startswith(f"#{nxt} ·")
+    sp.screenshot("lightbox")
+    key(sp, "ArrowLeft")
+    assert head.inner_text().startswith(f"#{start} ·")
+    key(sp, "Escape")
+    assert sp.page.locator(".cg-lightbox").count() == 0
+    key(sp, "?", rerun=False)
+    assert sp.page.locator(".cg-help").get_by_text("Keyboard shortcuts").is_visible()
+    assert sp.page.locator(".cg-help").get_by_text("relabel to the n-th class").is_visible()
+    key(sp, "Escape", rerun=False)
+    assert sp.page.locator(".cg-help").count() == 0
+
+
+def test_dataset_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> None:
+    open_grid(sp, "/Dataset")
+    sp.screenshot("dataset-1400")
+    arrows_relabel_delete_undo(sp, cards_app, leaves_on_relabel=False)
+    range_select_and_bulk_relabel(sp, cards_app)
+    lightbox_and_help(sp)
+    # The trash view: R restores.
+    with db(cards_app) as s:
+        victim = s.images()[0].id
+        s.delete_images([victim])
+    sp.page.get_by_text("Trash", exact=True).click()
+    sp.wait_idle()
+    sp.page.locator(f'.cg-grid [data-card="{victim}"]').wait_for()
+    sp.page.mouse.click(5, 5)
+    key(sp, "r")
+    with db(cards_app) as s:
+        assert not s.get_image(victim).deleted
+    sp.check_no_exception()
+
+
+def test_review_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> None:
+    ids = open_grid(sp, "/Review")
+    sp.screenshot("review-1400")
+    # P takes a doubted card to its predicted class (the primary "→ class p%" line of the card).
+    doubted = sp.page.locator(".cg-grid .cg-card:has(.cg-primary)").first
+    doubted_id = int(doubted.get_attribute("data-card"))
+    predicted = re.match(r"→\s*(\S+)", doubted.locator(".cg-primary").inner_text().strip())
+    assert predicted, "the card names the predicted class"
+    for _ in range(ids.index(doubted_id)):
+        key(sp, "ArrowRight", rerun=False)
+    assert focused(sp) == doubted_id
+    key(sp, "p")
+    with db(cards_app) as s:
+        assert s.get_image(doubted_id).label == predicted.group(1)
+    assert doubted_id not in shown(sp)  # corrected = reviewed: out of the queue
+    # K keeps the focused card: out of the queue too.
+    kept = focused(sp)
+    key(sp, "k")
+    with db(cards_app) as s:
+        assert kept in review.reviewed_ids(s)
+
+    sp.open("/Review")  # a fresh session: the focus starts on the first card again
+    sp.page.locator(".cg-grid .cg-card").first.wait_for()
+    sp.page.mouse.click(5, 5)
+    arrows_relabel_delete_undo(sp, cards_app, leaves_on_relabel=True)  # relabeled = reviewed: out of the queue
+    range_select_and_bulk_relabel(sp, cards_app)
+    lightbox_and_help(sp)
+    sp.check_no_exception()
+
+
+def test_one_grid_listens_and_keys_in_a_field_are_left_alone(sp: StreamlitPage, cards_app: AppServer) -> None:
+    open_grid(sp, "/Dataset")
+    with db(cards_app) as s:
+        before = {i.id: i.label for i in s.images()}
+    sp.page.locator(".cg-grid .cg-relabel").first.focus()  # a select has the keyboard: 2 is not a relabel
+    sp.page.keyboard.press("2")
+    sp.page.wait_for_timeout(500)
+    with db(cards_app) as s:
+        assert {i.id: i.label for i in s.images()} == before
+    assert sp.page.evaluate("Object.keys(window.__lotrCards).length") == 1
