@@ -54,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             with Progress("train", "%", job) as bar:
 
                 def progress(p: tr.TrainProgress) -> None:
-                    postfix = p.stage
+                    postfix = p.message  # "head epoch (body frozen), batch 2/5", then "epoch 1/3, …"
                     bar(int(100 * p.fraction), 100, p, p.message, postfix=postfix)
 
                 run = tr.train_run(
