@@ -7,14 +7,19 @@ still roll back may be kept.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import image_bytes, shape_image
 
+from lotr_labeler.imaging import Normalized
 from lotr_labeler.store import Store, version
 from lotr_labeler.workspace import create_project
+
+JPEG = image_bytes(shape_image("circle", 1), "JPEG")
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +118,103 @@ def test_the_memo_is_bounded_least_recently_used_first(store: Store) -> None:
     version.memo(store, "one more", value(0))  # drops the least recently used: 1
     assert version.memo(store, 0, value("recomputed")) == 0
     assert version.memo(store, 1, value("recomputed")) == "recomputed"
+
+
+# -- the memoized consumers follow writes by another connection ---------------------------------
+
+
+def test_ranking_follows_a_keep_and_a_relabel_by_another_connection(store: Store) -> None:
+    from lotr_labeler.review import scoring
+
+    queue = scoring.ranking(store)
+    assert scoring.ranking(store) == queue
+    first, second = queue[0].id, queue[1].id
+    other = next(c.name for c in store.classes() if c.name != queue[1].given)
+    with Store(store.root) as tab:
+        scoring.keep(tab, [first])
+        tab.relabel([second], other)
+    again = {it.id: it for it in scoring.ranking(store)}
+    assert first not in again
+    assert again[second].given == other
+    assert first in {it.id for it in scoring.ranking(store, status="reviewed")}
+
+
+def fake(phash: int, tag: str) -> Normalized:
+    """A storable image with this phash (``tag`` makes its sha256 unique)."""
+    return Normalized(JPEG, 64, 64, hashlib.sha256(tag.encode()).hexdigest(), f"{phash:016x}")
+
+
+def test_duplicate_groups_follow_a_delete_by_another_connection(empty_store: Store) -> None:
+    from lotr_labeler.review import scoring
+    from lotr_labeler.store.images import ImageIn
+
+    empty_store.add_class("a")
+    empty_store.add_class("b")
+    empty_store.add_images([ImageIn(fake(0xF0F0, "x"), "a", "upload"), ImageIn(fake(0xF0F1, "y"), "b", "upload")])
+    groups = scoring.duplicate_groups(empty_store)
+    assert [g.conflict for g in groups] == [True]
+    with Store(empty_store.root) as tab:
+        tab.delete_images([groups[0].ids[1]])
+    assert scoring.duplicate_groups(empty_store) == []
+
+
+def test_embed_missing_follows_a_new_image_and_a_written_cache(store: Store) -> None:
+    import numpy as np
+
+    from lotr_labeler.model import embed
+
+    backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=32)
+    rows = store.images()
+    assert embed.missing(store, backbone) == rows
+    cache = embed.cache_for(store, backbone)
+    cache.add([r.sha256 for r in rows[:5]], np.ones((5, 4), np.float32))
+    cache.save()  # as the embedding job does, in its own process
+    assert embed.missing(store, backbone) == rows[5:]
+    assert embed.missing(store, backbone, rows[:7]) == rows[5:7]
+    with Store(store.root) as tab:
+        tab.delete_images([rows[6].id])
+    assert embed.missing(store, backbone) == [r for r in rows[5:] if r.id != rows[6].id]
+
+
+def test_quality_flags_follow_a_cache_written_by_another_process(store: Store) -> None:
+    from lotr_labeler.review import quality
+
+    rows = store.images()
+    assert quality.missing(store, rows) == rows
+    quality.quality_flags(store, rows[:4])  # measures and saves 4
+    assert quality.missing(store, rows) == rows[4:]
+    (store.cache_dir / quality.CACHE_FILE).unlink()  # another process cleared it
+    assert quality.missing(store, rows) == rows
+
+
+def test_a_rerun_that_changed_nothing_derives_nothing_again(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a page rerun asks for at 20,000 images is computed once per data version."""
+    from lotr_labeler.model import embed
+    from lotr_labeler.review import scoring
+
+    calls: list[str] = []
+
+    def counting(name: str, f: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(*args: object) -> object:
+            calls.append(name)
+            return f(*args)
+
+        return wrapper
+
+    monkeypatch.setattr(scoring, "_rank", counting("rank", scoring._rank))
+    monkeypatch.setattr(scoring, "_duplicate_groups", counting("groups", scoring._duplicate_groups))
+    monkeypatch.setattr(embed, "_cached_keys", counting("keys", embed._cached_keys))
+    backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=32)
+
+    def rerun() -> None:
+        store.images()
+        scoring.ranking(store)
+        scoring.duplicate_groups(store)
+        embed.missing(store, backbone)
+
+    rerun()
+    rerun()
+    assert sorted(calls) == ["groups", "keys", "rank"]
+    scoring.keep(store, [store.images()[0].id])
+    rerun()
+    assert sorted(calls) == ["groups", "groups", "keys", "keys", "rank", "rank"]

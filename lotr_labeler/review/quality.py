@@ -113,13 +113,7 @@ class QualityCache:
         self.path = path
         self._stats: dict[str, QualityStats] = {}
         self._dirty = False
-        if path.is_file():
-            try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
-                if doc.get("version") == _CACHE_VERSION:
-                    self._stats = {k: QualityStats(**v) for k, v in doc["stats"].items()}
-            except (OSError, ValueError, TypeError, KeyError) as exc:
-                log.warning("ignoring unreadable quality cache %s: %s", path, exc)
+        self._stats = dict(_parsed(path))
 
     def get(self, sha256: str) -> QualityStats | None:
         return self._stats.get(sha256)
@@ -134,6 +128,43 @@ class QualityCache:
         doc = {"version": _CACHE_VERSION, "stats": {k: asdict(v) for k, v in self._stats.items()}}
         write_atomic(self.path, json.dumps(doc, separators=(",", ":")).encode())
         self._dirty = False
+
+
+# The parsed file per path and its stat: every page rerun reads the cache, and parsing 20,000
+# entries costs ~0.1 s. A write (``save``, here or by another process) changes the stat.
+_parsed_files: dict[Path, tuple[tuple[int, int, int], dict[str, QualityStats]]] = {}
+
+
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _parsed(path: Path) -> dict[str, QualityStats]:
+    """The stats in ``path`` (empty when absent or unreadable); shared: do not mutate."""
+    state = _file_state(path)
+    if state is None:
+        return {}
+    hit = _parsed_files.get(path)
+    if hit is not None and hit[0] == state:
+        return hit[1]
+    stats: dict[str, QualityStats] = {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("version") == _CACHE_VERSION:
+            stats = {k: QualityStats(**v) for k, v in doc["stats"].items()}
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        log.warning("ignoring unreadable quality cache %s: %s", path, exc)
+    _parsed_files[path] = (state, stats)
+    return stats
+
+
+def cache_state(store: Store) -> tuple[int, int, int] | None:
+    """Changes whenever the quality cache file is written (a key for memoized results that read it)."""
+    return _file_state(store.cache_dir / CACHE_FILE)
 
 
 def cache_for(store: Store) -> QualityCache:

@@ -46,7 +46,7 @@ from lotr_labeler import project as proj
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound, WeightsUnavailable, check_choice
 from lotr_labeler.model import embed, runs
 from lotr_labeler.review import dedupe, quality
-from lotr_labeler.store import SPLITS, ImageRow, Store, now, reviews
+from lotr_labeler.store import SPLITS, ImageRow, Store, now, reviews, version
 
 log = logging.getLogger(__name__)
 
@@ -878,6 +878,26 @@ def ranking(
         check_choice(flag, ("any", *quality.FLAGS, *STORE_FLAGS), "Flag")
     if predicted is not None:
         predicted = store.get_class(predicted).name
+    if compute_quality:  # first, so the quality cache the key names is the one the items read
+        quality.quality_stats(store, store.images(label, split=split))
+    # Memoized per data version and quality-cache state: a page rerun that changed nothing
+    # (most of them) skips re-deriving 20,000 items. A copy: callers may reorder their list.
+    key = ("review.ranking", sort, label, predicted, split, flag, status, compute_quality, quality.cache_state(store))
+    return list(
+        version.memo(store, key, lambda: _rank(store, sort, label, predicted, split, flag, status, compute_quality))
+    )
+
+
+def _rank(
+    store: Store,
+    sort: str,
+    label: str | None,
+    predicted: str | None,
+    split: str | None,
+    flag: str | None,
+    status: str,
+    compute_quality: bool,
+) -> list[ReviewItem]:
     images = store.images(label, split=split)
     flags = quality.quality_flags(store, images, compute_missing=compute_quality)
     reviewed = reviewed_ids(store)
@@ -941,6 +961,12 @@ def duplicate_groups(
     """Groups of active images linked by phash distance ≤ ``max_distance`` (setting
     ``near_dup_distance``): cross-class conflicts first, then larger groups."""
     distance = store.settings().near_dup_distance if max_distance is None else max_distance
+    # Regrouping 20,000 phashes on every page rerun took most of a second: memoized per data version.
+    key = ("review.duplicate_groups", distance, include_reviewed)
+    return list(version.memo(store, key, lambda: _duplicate_groups(store, distance, include_reviewed)))
+
+
+def _duplicate_groups(store: Store, distance: int, include_reviewed: bool) -> list[DuplicateGroup]:
     images = store.images()
     found = dedupe.find_groups([img.phash for img in images], distance)
     confirmed = reviewed_ids(store, "duplicate")
