@@ -292,6 +292,24 @@ def plan_selection(ids: list[int], order: list[int], dont_care: frozenset[int] =
     return [("click", first), *(("ctrl", order[p]) for p in pos[1:])]
 
 
+def plan_rounds(
+    ids: list[int], order: list[int], dont_care: frozenset[int] = frozenset(), *, button: bool = False
+) -> list[list[int]]:
+    """Split ``ids`` (all for the same key) into rounds of consecutive cards, each a selection + one key
+    press, so that the clicks and presses together are fewest (one Shift-range per round). ``button``: a
+    card has its own button for the action, so a round of one card costs one click."""
+    seq = sorted(ids, key=order.index)
+
+    def cost(part: list[int]) -> int:
+        return 1 if button and len(part) == 1 else 1 + len(plan_selection(part, order, dont_care))
+
+    best: list[tuple[int, list[list[int]]]] = [(0, [])]  # best[k]: the first k cards of seq
+    for k in range(1, len(seq) + 1):
+        options = [(best[j][0] + cost(seq[j:k]), [*best[j][1], seq[j:k]]) for j in range(k)]
+        best.append(min(options, key=lambda o: o[0]))
+    return best[-1][1]
+
+
 class GridUser:
     """The new card grid: Shift-click ranges, Ctrl-click toggles, one key for the whole selection."""
 
@@ -343,11 +361,12 @@ def search_new(user: User, s: cd.SearchSet, co: Checkout) -> None:
             return
         order = [c["id"] for c in cards]
         off = [c["id"] for c in cards if not s.truth_of_url(c["src"]).on_topic]
-        if len(off) == 1 and g.card_button(off[0], "reject"):
-            continue
         if off:
-            g.select(off, order)
-            g.key("x", off)
+            for part in plan_rounds(off, order, button=True):
+                if len(part) == 1 and g.card_button(part[0], "reject"):
+                    continue
+                g.select(part, order)
+                g.key("x", part)
             continue
         g.select(order, order)
         g.key("a", order)
@@ -434,24 +453,27 @@ def review_new(user: User, by_id: dict[int, cd.LabeledImage], co: Checkout, r: c
         order = [c["id"] for c in cards]
         wrong = [c for c in cards if by_id[c["id"]].truth != labels[by_id[c["id"]].index]]
         if wrong:
-            # P moves every selected card to its own prediction: only cards it fixes may be selected.
             fix_p = [c["id"] for c in wrong if c["predicted"] == by_id[c["id"]].truth]
-            agreeing = frozenset(c["id"] for c in cards if not c["predicted"])  # P leaves them alone
-            if len(fix_p) == 1 and g.card_button(fix_p[0], "predict"):
-                labels[by_id[fix_p[0]].index] = by_id[fix_p[0]].truth
+            rest = [c["id"] for c in wrong if c["id"] not in fix_p]
+            if rest:  # first the cards P cannot fix: relabeled, they leave the queue and no range must avoid them
+                truth = by_id[rest[0]].truth
+                group = [i for i in rest if by_id[i].truth == truth]
+                for part in plan_rounds(group, order):
+                    g.select(part, order)
+                    g.key(str(cd.CLASSES.index(truth) + 1), part)
+                for cid in group:
+                    labels[by_id[cid].index] = truth
                 continue
-            if fix_p:
-                g.select(fix_p, order, agreeing)
-                g.key("p", fix_p)
-                for cid in fix_p:
-                    labels[by_id[cid].index] = by_id[cid].truth
-                continue
-            truth = by_id[wrong[0]["id"]].truth
-            group = [c["id"] for c in wrong if by_id[c["id"]].truth == truth]
-            g.select(group, order)
-            g.key(str(cd.CLASSES.index(truth) + 1), group)
-            for cid in group:
-                labels[by_id[cid].index] = truth
+            # P moves every selected card to its own prediction and leaves agreeing cards alone: a range may
+            # hold those, but no card whose prediction is wrong.
+            agreeing = frozenset(c["id"] for c in cards if not c["predicted"])
+            for part in plan_rounds(fix_p, order, agreeing, button=True):
+                if len(part) == 1 and g.card_button(part[0], "predict"):
+                    continue
+                g.select(part, order, agreeing)
+                g.key("p", part)
+            for cid in fix_p:
+                labels[by_id[cid].index] = by_id[cid].truth
             continue
         if all(labels[i.index] == i.truth for i in r.images):
             return

@@ -152,3 +152,30 @@ def test_fastai_cleaner_model(search: Any, review: Any) -> None:
     views = bc.fastai_review(review, splits) - 2 * 20
     assert 8 <= views <= 16  # 4 classes x 2 splits, each view at most 30 images
     assert bc.fastai_search(search) == 2 * 40 + 4 * (2 + 1)  # 40 train (2 views) + 10 valid (1) per class
+
+
+def test_plan_rounds_splits_only_when_it_saves_actions() -> None:
+    order = list(range(40))
+    run = list(range(10))
+    assert bc.plan_rounds(run, order) == [run]  # one range, one key: 3 actions
+    # Two runs far apart with cards between that must stay out: two rounds (3 + 3) beat one (2 + 10 + 1).
+    far = [*range(5), *range(15, 20)]
+    assert bc.plan_rounds(far, order) == [list(range(5)), list(range(15, 20))]
+    # The same with the cards between ignored by the key: one range.
+    assert bc.plan_rounds(far, order, frozenset(range(5, 15))) == [far]
+    # Lone cards with a button of their own: one click each.
+    assert bc.plan_rounds([3, 30], order, button=True) == [[3], [30]]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_plan_rounds_covers_every_card_once(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    order = rng.sample(range(500), 48)
+    ids = rng.sample(order, rng.randint(1, 25))
+    rounds = bc.plan_rounds(ids, order, button=bool(seed % 2))
+    flat = [i for part in rounds for i in part]
+    assert sorted(flat) == sorted(ids) and len(flat) == len(set(flat))
+    for part in rounds:
+        assert _apply(bc.plan_selection(part, order), order) == set(part)
