@@ -83,6 +83,9 @@ def test_a_bad_remembered_form_falls_back_to_the_preset(store: Store) -> None:
     assert tr.load_form(store) == tr.TrainForm()
     store.meta_set(tr.FORM_KEY, json.dumps({"epochs": 5, "pretrained": "no", "weights": "/gone.pth"}))
     assert tr.load_form(store) == tr.TrainForm(epochs=5, weights="/gone.pth")  # wrong type dropped, path kept
+    store.meta_set(tr.FORM_KEY, json.dumps({"lr": 0}))  # an int where the widget needs a float
+    assert isinstance(tr.load_form(store).lr, float)
+    assert not page().exception
 
 
 def test_the_weight_controls_are_in_sight_and_named_by_the_offline_error(

@@ -751,7 +751,7 @@ def load_form(store: Store) -> TrainForm:
                 and not (kind is float and type(values[f.name]) is int)
             ):
                 del values[f.name]
-        form = replace(fallback, **values)
+        form = replace(fallback, **{**values, "lr": float(values.get("lr", fallback.lr))})  # 0 -> 0.0 for the widget
         check_choice(form.preset, PRESETS, "Preset")
         replace(form, weights="").params()  # ranges; a missing weights file is kept to be reported on Start
     except (ValueError, TypeError, InvalidInput) as exc:
