@@ -98,7 +98,7 @@ def test_cli_download_with_progress_failures_and_retry(
     assert "Nothing to download" in capsys.readouterr().out
     assert main(["candidates", "accept", "--all"]) == 0
     # Loopback is refused by default, before any connection.
-    assert main(["download"]) == 0
+    assert main(["download"]) == 1  # all refused: an error naming the fix
     assert {c.error for c in two_classes.candidates(state="failed")} == {"blocked host"}
     capsys.readouterr()
     assert main(["download", "--retry-failed", "--allow-private-hosts", "--json"]) == 0
