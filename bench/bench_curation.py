@@ -1,6 +1,6 @@
 """Oracle-driven curation benchmark (issue 12 "Measure"): actions and seconds to a clean set, in a browser.
 
-    python bench/bench_curation.py [--today 57db8a9] [--new worktree|head|none] [--only search|review]
+    python bench/bench_curation.py [--today 57db8a9] [--new head|worktree|none] [--only search|review]
 
 Two phases, each on a fresh project, data from bench/curation_data.py (scikit-learn's digits, upscaled):
 
@@ -24,7 +24,8 @@ The two UIs, each a checkout in a temp dir started like ``make run`` (tests/e2e/
   then "Accept page" (the pending view then shows the next page); Review — "→ predicted" on a wrong
   card whose prediction is right, else its Label select box (open + pick), "Next ▶" when the
   queue's next page still holds wrong labels.
-- *new*: the working tree's tracked files (``--new worktree``, as the e2e journey does) or HEAD.
+- *new*: a clone of HEAD (the default: what is committed, reproducible), or with ``--new worktree`` the
+  working tree's tracked files over it, as the e2e journey does.
   Its strategy (``GridUser``) runs only where the components-v2 card grid (``.cg-grid [data-card]``,
   lotr_labeler/ui/cards.js) is on the page; elsewhere the page is the old one and the *today*
   strategy runs on it. Grid keys: Shift-click ranges, Ctrl-click toggles, P = each card's own
@@ -592,7 +593,7 @@ def phase_for(
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--today", default=TODAY, help="commit of today's UI")
-    ap.add_argument("--new", default="worktree", choices=("worktree", "head", "none"))
+    ap.add_argument("--new", default="head", choices=("head", "worktree", "none"))
     ap.add_argument("--only", choices=("search", "review"))
     args = ap.parse_args(argv)
     chromium = find_chromium()
