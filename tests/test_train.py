@@ -157,7 +157,7 @@ def test_local_weights_file_is_loaded_into_the_body(empty_store: Store, tmp_path
 
     wrong = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), wrong)
-    with pytest.raises(WeightsUnavailable, match="resnet34.pth holds weights of another network"):
+    with pytest.raises(WeightsUnavailable, match=r"resnet34\.pth holds weights of another network"):
         train_run(empty_store, TrainParams(epochs=1, size=64, batch_size=8, weights=str(wrong)))
 
 

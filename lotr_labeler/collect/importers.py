@@ -532,10 +532,7 @@ def import_urls(
             report.rejected.append((where, f"thumbnail {_masked(thumb)!r} carries a user name or password; remove it"))
             continue
         try:
-            if create_classes:
-                label = _class_for(store, cells[1], report)
-            else:
-                label = _known_class(store, cells[1], known)
+            label = _class_for(store, cells[1], report) if create_classes else _known_class(store, cells[1], known)
         except LabelerError as exc:
             report.rejected.append((where, f"bad label: {exc}"))
             continue
