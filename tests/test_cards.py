@@ -8,13 +8,14 @@ import functools
 import json
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.errors import InvalidInput
-from lotr_labeler.model import embed
+from lotr_labeler.model import embed, runs
 from lotr_labeler.review import scoring as review
 from lotr_labeler.store import Store
 from lotr_labeler.ui import cards
@@ -170,3 +171,24 @@ def test_dataset_grid_payload_is_the_page_only_and_the_lightbox_image_the_opened
     at.run()
     el = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == "ds_grid")
     assert json.loads(el.proto.json)["lightbox"] is None
+
+
+def _review_grid(at: AppTest) -> dict[str, Any]:
+    el = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == "r_grid")
+    data: dict[str, Any] = json.loads(el.proto.json)
+    return data
+
+
+def test_weak_model_prediction_is_a_hint_not_the_primary_action(store: Store) -> None:
+    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    at = AppTest.from_file(str(ROOT / "pages" / "5_Review.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not _review_grid(at)["hint_only"] and not any("hint" in w.value for w in at.warning)
+    run = runs.create_run(store, {"size": 32})
+    runs.finish_run(store, run.id, "done", vocab=store.class_names(), metrics={"error_rate": 0.57})
+    at.run()
+    grid = _review_grid(at)
+    assert grid["hint_only"]  # the cards show "→ class p%?" quietly; P still accepts it
+    assert "predict" in grid["actions"] and any(c["predicted"] for c in grid["cards"])
+    assert any("0.57" in w.value and "hint" in w.value for w in at.warning)

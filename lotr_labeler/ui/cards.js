@@ -124,7 +124,7 @@ export default function (component) {
     let html = c.reviewed ? button("unkeep", "↺", "Reviewed already: back to the queue") : button("keep", "✓", "Keep: the label is right (K)");
     html += button("delete", "🗑", "Delete to the trash (D)");
     html += button("accept", "✓", "Accept (A)") + button("reject", "✗", "Reject (X)");
-    html += button("more", "🔍", "More like this (M)");
+    if (inLightbox) html += button("more", "🔍 More like this", "The nearest images by embedding (M)");
     if (allowed.has("relabel")) html += `<select class="cg-relabel" title="Relabel (1-9)">${classOptions(c.label)}</select>`;
     if (inLightbox && c.predicted && allowed.has("predict"))
       html += button("predict", `→ ${esc(c.predicted)}`, `Relabel to ${c.predicted}, the model's choice (P)`, data.hint_only ? "" : "cg-primary");

@@ -68,8 +68,7 @@ class Card:
     predicted: str | None = None  # the model's class, when it differs from ``label``
     hint: str = ""  # e.g. "→ Elves 83%"
     scored: bool = False  # a model has judged it (no prediction shown: it agrees)
-    meta: tuple[tuple[str, str], ...] = ()
-    link: str | None = None  # source page, opened in a new tab from the lightbox
+    meta: tuple[tuple[str, str], ...] = ()  # URLs among the values show as links
 
     def payload(self) -> dict[str, Any]:
         d = asdict(self)
@@ -158,7 +157,6 @@ def image_card(store: Store, img: ImageRow, size: int) -> Card:
         flags=img.flags,
         deleted=img.deleted,
         meta=tuple(_image_meta(img)),
-        link=img.page_url or img.source_url,
     )
 
 
@@ -190,7 +188,6 @@ def review_card(store: Store, it: Any, size: int) -> Card:
         hint=f"→ {it.predicted} {it.confidence or 0:.0%}" if disagrees else "",
         scored=it.scored,
         meta=tuple(meta),
-        link=img.page_url or img.source_url,
     )
 
 
@@ -405,5 +402,5 @@ def review_action(store: Store, act: GridAction, *, more: Callable[[int], None] 
         return "Relabeled " + ", ".join(done) + " (the model's choice)."
     if act.action == "more" and more is not None:
         more(act.ids[0])
-        return f"More like #{act.ids[0]}: the nearest images are shown below its row."
+        return f"More like #{act.ids[0]}: its nearest images are shown above the grid."
     raise InvalidInput(f"The Review grid cannot {act.action!r}.")
