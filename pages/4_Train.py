@@ -271,6 +271,9 @@ with open_current() as store:
     if not all_runs:
         st.info("No runs yet.")
     else:
+        # A failed run's message is the failed job's, shown in the panel above: not a second time here.
+        last = jobs.latest_job(store, "train")
+        said = last.message if last is not None and last.state == "failed" else None
         table = pd.DataFrame(
             [
                 {
@@ -283,7 +286,7 @@ with open_current() as store:
                     "size": r.params.get("size"),
                     "error rate": r.metrics.get("error_rate"),
                     "seconds": r.metrics.get("duration_s"),
-                    "message": r.message,
+                    "message": "(see above)" if said and r.message == said else r.message,
                 }
                 for r in all_runs
             ]

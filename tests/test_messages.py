@@ -369,3 +369,19 @@ def test_home_is_in_the_navigation_and_every_page_file_is_reachable(store: Store
         at.switch_page(f"pages/{path.name}").run()
         assert not at.exception, (path.name, [e.value for e in at.exception])
         assert at.title, path.name
+
+
+def test_a_failed_training_is_reported_once_on_the_train_page(store: Store) -> None:
+    from lotr_labeler.model import runs
+
+    said = "Could not get the pretrained resnet18 weights: there is no internet connection. Either train from scratch."
+    run = runs.create_run(store, {"arch": "resnet18", "epochs": 1, "size": 64})
+    runs.finish_run(store, run.id, "failed", message=said)
+    with jobs.JobRun(store, "train", {}) as job:
+        job.finish("failed", said)
+    at = page("streamlit_app.py")
+    at.switch_page("pages/4_Train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    in_boxes = [e.value for e in [*at.error, *at.warning] if said in e.value]
+    in_table = [m for df in at.dataframe if "message" in df.value for m in df.value["message"] if said in str(m)]
+    assert len(in_boxes) == 1 and in_table == [], (in_boxes, in_table)
