@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lotr_labeler.collect.search import LAYOUT, LICENSE_IMAGE, SAFESEARCH, SIZE, TYPE_IMAGE, plan_queries
+from lotr_labeler.errors import Conflict
 from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.jobs.specs import DownloadJob, ScoreCandidatesJob, SearchJob
 from lotr_labeler.review import candidates as triage
@@ -108,8 +109,15 @@ def _moved(store: Store, cid: int, key: str, seen: str) -> None:
         _here()[cid] = keep
 
 
-def _to_predicted(store: Store, cid: int) -> str:
-    return triage.move_to_predicted(store, cid)
+def _to_predicted(store: Store, cid: int, seen: str) -> str:
+    try:
+        label = triage.move_to_predicted(store, cid, seen)
+    except Conflict as exc:  # decided in another window: said in the card, like ✓/✗
+        st.session_state[STALE.format(cid)] = str(exc)
+        return ""
+    _here()[cid] = "accepted"
+    flash("success", f"Moved candidate {cid} to {label} and accepted it.")
+    return label
 
 
 def _focus_decide(store: Store, cid: int, state: str, ids: list[int], seen: str) -> None:
@@ -121,10 +129,14 @@ def _focus_decide(store: Store, cid: int, state: str, ids: list[int], seen: str)
         flash("success", f"{'Accepted' if state == 'accepted' else 'Rejected'} candidate {cid}.")
 
 
-def _focus_predicted(store: Store, cid: int, ids: list[int]) -> str:
-    label = triage.move_to_predicted(store, cid)
+def _focus_predicted(store: Store, cid: int, ids: list[int], seen: str) -> None:
+    try:
+        label = triage.move_to_predicted(store, cid, _here().get(cid, seen))
+    except Conflict as exc:  # decided in another window: a warning, as for A/X
+        flash("warning", str(exc))
+    else:
+        flash("success", f"Moved candidate {cid} to {label} and accepted it.")
     focus.advance(FOCUS, ids, cid)
-    return label
 
 
 def _opinion(t: triage.Triage) -> str:
@@ -169,8 +181,7 @@ def card(project: str, cid: int, classes: list[str], focused: bool = False) -> N
                 help=f"Accept it as {t.predicted}, the class the model predicts",
                 width="stretch",
                 on_click=act,
-                args=(_to_predicted, cid),
-                kwargs={"success": "Moved candidate " + str(cid) + " to {result} and accepted it."},
+                args=(_to_predicted, cid, c.state),
             )
         for col, (mark, key, state, tip) in zip(
             st.columns(2), (("✓", "acc", "accepted", "Accept"), ("✗", "rej", "rejected", "Reject")), strict=True
@@ -313,8 +324,7 @@ def keyboard_bar(store: Store, ids: list[int]) -> int | None:
         help="Accept the highlighted card as the class the model predicts (P); needs a score",
         disabled=t is None or t.predicted is None,
         on_click=act,
-        args=(_focus_predicted, cid, ids),
-        kwargs={"success": f"Moved candidate {cid} to {{result}} and accepted it."},
+        args=(_focus_predicted, cid, ids, t.candidate.state if t is not None else "pending"),
         width="stretch",
     )
     k[5].caption(KEYS_HELP)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.cli import main
-from lotr_labeler.store import CandidateIn, Store
+from lotr_labeler.model import embed
+from lotr_labeler.store import CandidateIn, Store, candidate_scores
 from lotr_labeler.workspace import open_project
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "2_Search.py")
@@ -192,3 +194,56 @@ def test_a_page_action_in_a_stale_tab_reports_the_others_once(shown: Store, data
         "3 candidates were decided in another window meanwhile and kept that decision; reload to see them."
     ]
     assert any("Accepted 7 candidate(s)" in s.value for s in at.success)
+
+
+@pytest.fixture
+def scored(empty_store: Store) -> Store:
+    """Four pending elves candidates the model places in dwarves (p(elves) = 0.1), so "→ dwarves" shows."""
+    s = empty_store
+    for name in ("elves", "dwarves"):
+        s.add_class(name)
+    s.add_candidates(CandidateIn("elves", f"http://img.test/{i}.jpg", f"http://thumb.test/{i}.jpg") for i in range(4))
+    elves, dwarves = s.get_class("elves").id, s.get_class("dwarves").id
+    candidate_scores.save(
+        s,
+        [
+            candidate_scores.CandidateScore(c.id, {elves: 0.1, dwarves: 0.9}, None, None, None, "x", "now")
+            for c in s.candidates()
+        ],
+    )
+    fit = {
+        "backbone": embed.Backbone("resnet18", 32, pretrained=False).as_dict(),
+        "class_ids": [elves, dwarves],
+        "computed_at": "now",
+        "seconds": 0.1,
+    }
+    s.meta_set("review_fit", json.dumps({**fit, "folds": 2, "scored": 0, "blended": 0, "run_id": None, "event_id": 0}))
+    return s
+
+
+def test_predicted_and_keyboard_decisions_in_a_stale_tab_keep_the_other_tabs(scored: Store, data_root: Path) -> None:
+    ids = [c.id for c in scored.candidates()]
+    at = app()
+    with open_project(data_root, scored.name) as other:
+        other.decide(ids[:1], "rejected")  # the focused card (first) and its "→ dwarves"
+    at.button(key=f"pred_{ids[0]}").click()
+    run(at)
+    c = scored.get_candidate(ids[0])
+    assert (c.state, c.label) == ("rejected", "elves")
+    assert any("decided in another window meanwhile" in w.value for w in at.warning)
+
+    at = app()  # a fresh tab: the first pending card (ids[1]) is outlined
+    with open_project(data_root, scored.name) as other:
+        other.decide(ids[1:2], "rejected")
+    at.button(key="kb_pred").click()  # P
+    run(at)
+    assert scored.get_candidate(ids[1]).state == "rejected"
+    assert any("decided in another window meanwhile" in w.value for w in at.warning)
+
+    at = app()
+    with open_project(data_root, scored.name) as other:
+        other.decide(ids[2:3], "rejected")
+    at.button(key="kb_acc").click()  # A
+    run(at)
+    assert scored.get_candidate(ids[2]).state == "rejected"
+    assert any("decided in another window meanwhile" in w.value for w in at.warning)

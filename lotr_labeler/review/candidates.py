@@ -493,10 +493,21 @@ def reject_at_most(store: Store, threshold: float, label: str | None = None, *, 
     return store.decide([i.id for i in at_most(store, threshold, label, query=query)], "rejected", only_pending=True)
 
 
-def move_to_predicted(store: Store, candidate_id: int) -> str:
-    """Accept the candidate into the class the model predicts (one undoable event); returns that class."""
+def move_to_predicted(store: Store, candidate_id: int, seen: str | None = None) -> str:
+    """Accept the candidate into the class the model predicts (one undoable event); returns that class.
+
+    Raises
+    ------
+    NotFound
+        The candidate has no score yet.
+    Conflict
+        ``seen`` (the state the user saw it in) is no longer its state: another window decided it
+        meanwhile, and that decision stands.
+    """
     t = item(store, candidate_id)
     if t.predicted is None:
         raise NotFound(f"Candidate {candidate_id} has no score yet. Score the candidates first (`candidates score`).")
-    store.decide([candidate_id], "accepted", label=t.predicted)
+    decided = store.decide_seen({candidate_id: seen}, "accepted", label=t.predicted)
+    if message := decided.stale_message():
+        raise Conflict(message)
     return t.predicted
