@@ -353,3 +353,37 @@ def test_a_full_disk_fails_the_candidate_not_the_download(two: Store, image_serv
     assert report.failed == 2 and report.ok == 0
     errors = [(c.state, c.error or "") for c in two.candidates()]
     assert all(state == "failed" and "write failed" in error for state, error in errors), errors
+
+
+# -- near-duplicate grouping after deletes (the Duplicates tab) ------------------------------------
+
+
+def test_grouping_a_subset_reuses_the_last_search_and_equals_a_fresh_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lotr_labeler.review import dedupe
+
+    rng = random.Random(7)
+    base = [rng.getrandbits(64) for _ in range(600)]
+    values = base + [flip(rng.choice(base), rng.randint(0, 10), k) for k in range(900)]
+    phashes = [f"{v:016x}" for v in values]
+    full = dedupe.find_groups(phashes, 8)
+    searches: list[int] = []
+    real = dedupe.near_pairs
+
+    def counted(bits: Any, d: int) -> Any:
+        searches.append(len(bits))
+        return real(bits, d)
+
+    monkeypatch.setattr(dedupe, "near_pairs", counted)
+    for trial in range(3):  # some images deleted: a subset of the values
+        kept = sorted(random.Random(trial).sample(range(len(phashes)), 1000 - 200 * trial))
+        subset = [phashes[k] for k in kept]
+        got = dedupe.find_groups(subset, 8)
+        monkeypatch.setattr(dedupe, "_last_pairs", None)  # a fresh search, for the expected answer
+        assert got == dedupe.find_groups(subset, 8)
+        dedupe.find_groups(phashes, 8)  # the full set searched again: the cache covers the next subset
+    # Per trial: the fresh expected search and the full set again, never the subset itself.
+    assert len(searches) == 6
+    assert dedupe.find_groups(phashes, 8) == full  # covered by the last search
+    assert len(searches) == 6
+    dedupe.find_groups(phashes[:500], 7)  # another distance: searched anew
+    assert len(searches) == 7
