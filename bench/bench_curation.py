@@ -584,7 +584,10 @@ def phase_for(
                 return cd.review_clean(review_labels(co, r)[0], r)
 
         try:
-            return run_phase(phase, co, browser, work, fake, strat, check, use_grid)
+            t = run_phase(phase, co, browser, work, fake, strat, check, use_grid)
+            if co.name == "new" and not use_grid:
+                t.strategy = f"no card grid on this page, so {t.strategy}"
+            return t
         except LookupError:
             say(f"{co.name} {phase}: no card grid on the page, running today's strategy on it")
     raise AssertionError("unreachable")
