@@ -46,6 +46,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -353,24 +354,29 @@ class GridUser:
 
 
 def search_new(user: User, s: cd.SearchSet, co: Checkout) -> None:
-    """Grid on Search: select the off-topic cards, X; then the rest, A (the pending view shows the next)."""
+    """Grid on Search: the off-topic cards of the page selected → X, then the rest → A (a lone card by its
+    own button); decided cards may stay on the page, so they are remembered; Next ▶ when a page is done."""
     g, sp = GridUser(user), user.sp
-    user.t.strategy = "new grid: select off-topic → X, select the rest → A"
+    user.t.strategy = "new grid: select off-topic → X, select the rest → A, Next ▶"
+    decided: set[int] = set()
     for _ in range(MAX_ROUNDS):
         cards = grid_cards(sp)
-        if not cards:
-            return
         order = [c["id"] for c in cards]
-        off = [c["id"] for c in cards if not s.truth_of_url(c["src"]).on_topic]
-        if off:
-            for part in plan_rounds(off, order, button=True):
-                if len(part) == 1 and g.card_button(part[0], "reject"):
-                    continue
-                g.select(part, order)
-                g.key("x", part)
+        todo = [c for c in cards if c["id"] not in decided]
+        if not todo:
+            nxt = sp.page.get_by_role("button", name=re.compile(r"^\s*Next ▶")).filter(visible=True)
+            if not nxt.count() or nxt.first.is_disabled():
+                return
+            user.click(nxt)
             continue
-        g.select(order, order)
-        g.key("a", order)
+        off = [c["id"] for c in todo if not s.truth_of_url(c["src"]).on_topic]
+        on = [c["id"] for c in todo if c["id"] not in off]
+        for ids, action, key in ((off, "reject", "x"), (on, "accept", "a")):
+            for part in plan_rounds(ids, order, button=True):  # decided cards still shown are no "don't care"
+                if not (len(part) == 1 and g.card_button(part[0], action)):
+                    g.select(part, order)
+                    g.key(key, part)
+                decided.update(part)
 
 
 # -- phase 2: review ------------------------------------------------------------------------------
