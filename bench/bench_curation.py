@@ -27,9 +27,15 @@ The two UIs, each a checkout in a temp dir started like ``make run`` (tests/e2e/
 - *new*: a clone of HEAD (the default: what is committed, reproducible), or with ``--new worktree`` the
   working tree's tracked files over it, as the e2e journey does.
   Its strategy (``GridUser``) runs only where the components-v2 card grid (``.cg-grid [data-card]``,
-  lotr_labeler/ui/cards.js) is on the page; elsewhere the page is the old one and the *today*
-  strategy runs on it. Grid keys: Shift-click ranges, Ctrl-click toggles, P = each card's own
-  prediction (agreeing cards untouched), 1-9 = the n-th class, A/X accept/reject (Search).
+  lotr_labeler/ui/cards.js, read through Playwright locators: it renders in a shadow root) is on the
+  page; elsewhere the page is the old one and the *today* strategy runs on it (said in the row's note).
+  Grid: a click / Ctrl-click toggles a card, Shift-click selects the range from the last toggled one,
+  P = each selected card to its own prediction (agreeing cards untouched), 1-9 = the n-th class, A/X
+  accept/reject (Search). ``plan_rounds`` / ``plan_selection`` pick the fewest clicks + presses
+  (ranges with the cards that must stay out Ctrl-clicked away; a lone card by its own button).
+  Review: first the wrong cards whose prediction is wrong (by their true class, 1-9; they leave the
+  queue), then those whose prediction is right (P).
+- The scripted user has no think time: its seconds are the app's own latency summed over the actions.
 - *fastai's ImageClassifierCleaner* cannot run here (Jupyter widgets): it is **modelled**, not run,
   as "one dropdown per image, 30 images per view": 2 actions per changed image + 1 per view
   (class x split for review; for search, where fastai has no pre-download step, the 200 downloaded
