@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import socket
+import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 from typing import Any, ClassVar
@@ -205,15 +207,18 @@ def test_rate_limits_and_single_query_errors_keep_their_behaviour(
 
 
 def test_offline_search_in_the_cli_and_on_the_page(
-    lotr_like: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    lotr_like: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = tmp_path / "ddg.json"
     fake.write_text(json.dumps({"*": "offline"}))
     monkeypatch.setenv(FAKE_ENV, str(fake))
     lotr_like.set_setting("search_delay", 0)
-    assert main(["--project", "demo", "search"]) == 1
-    out, err = capsys.readouterr()
-    assert out == ""
+    # A real process: what a user's terminal shows, log lines included.
+    done = subprocess.run(
+        [sys.executable, "-m", "lotr_labeler", "--project", "demo", "search"], capture_output=True, text=True
+    )
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 1 and out == ""
     assert err.strip().splitlines() == [
         "error: DuckDuckGo cannot be reached: check the connection or proxy; the 0 candidate(s) found so far are kept."
     ]
@@ -237,7 +242,8 @@ def test_all_refused_download_is_an_error_with_the_fix(
     empty_store.add_candidates([CandidateIn("elves", f"{image_server}/img/{i}.png") for i in range(3)])
     empty_store.decide([c.id for c in empty_store.candidates()], "accepted")
     assert main(["--project", "demo", "download"]) == 1  # allow_private_hosts is off by default
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert out == ""  # the one error line says it
     assert (
         "error: All 3 URLs were refused: blocked host (private/loopback address) ×3. If these are your own "
         "local servers, turn on allow_private_hosts in Settings"

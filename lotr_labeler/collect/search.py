@@ -447,8 +447,9 @@ def _one_query(
     try:
         hits = source.search(query, max_results, options)
     except SearchError as exc:
-        log.warning("search %r: %s", query, exc)
         kind = next(k for cls, k in _ERROR_KINDS if isinstance(exc, cls))
+        # Unreachable ends the search with one sentence of its own: no warning line before it.
+        log.log(logging.INFO if kind == "unreachable" else logging.WARNING, "search %r: %s", query, exc)
         return QueryOutcome(label, query, 0, 0, error=str(exc), error_kind=kind)
     added, known = store.add_candidates(_candidates(label, query, hits, source.name))
     return QueryOutcome(label, query, len(hits), added, known)

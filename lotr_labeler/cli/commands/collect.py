@@ -148,9 +148,15 @@ def cmd_download(store: Store, args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.as_dict())
     else:
-        print(summary if report.total else "Nothing to download: accept candidates first.")
-        for cid, url, reason in report.failures[:20]:
+        if not report.all_failed:  # all failed: the one error line below says it
+            print(summary if report.total else "Nothing to download: accept candidates first.")
+        # When most failed, their reasons are counted in the summary: a few examples are enough.
+        shown = 5 if report.mostly_failed else 20
+        for cid, url, reason in sorted(report.failures)[:shown]:
             print(f"  failed #{cid} {url}: {reason}", file=sys.stderr)
+        if len(report.failures) > shown:
+            more = len(report.failures) - shown
+            print(f"  … and {more} more: `lotr-labeler candidates list --state failed`", file=sys.stderr)
     if report.cancelled:
         print("error: download cancelled; run it again to resume.", file=sys.stderr)
         return 1
