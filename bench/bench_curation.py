@@ -88,6 +88,7 @@ CLEANER_VIEW = 30  # fastai's ImageClassifierCleaner: images per (class, split) 
 GRID = ".cg-grid [data-card]"  # the new card grid (lotr_labeler/ui/cards.js)
 MAX_ROUNDS = 400  # a strategy that loops this often is broken: stop, report not clean
 ARTIFACTS = ROOT / "test-artifacts" / "bench-curation"
+RERUN_WAIT_S = 10.0
 
 
 def say(*parts: object) -> None:
@@ -170,6 +171,7 @@ class Tally:
     left: list[str] = field(default_factory=list)  # what the DB still has wrong at the end
     strategy: str = ""
     steps: list[str] = field(default_factory=list)  # what the user did, one line per decision
+    missed_reruns: int = 0  # actions whose rerun the page's counter missed (waited RERUN_WAIT_S, then idle)
 
     @property
     def actions(self) -> int:
@@ -194,6 +196,17 @@ class User:
             loc.scroll_into_view_if_needed()
             self.t.scrolls += 1
 
+    def _wait(self, n: int) -> None:
+        """Wait for the rerun an action caused. The page's run counter can miss a very short run (two state
+        changes in one observer batch), so after a while an idle app counts as done, and that is counted."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            self.sp.wait_idle(after=n, timeout_s=RERUN_WAIT_S)
+        except PlaywrightTimeout:
+            self.sp.wait_idle()
+            self.t.missed_reruns += 1
+
     def click(self, loc: Any, *, rerun: bool = True, modifiers: list[str] | None = None) -> None:
         loc = loc.first
         self._into_view(loc)
@@ -201,7 +214,7 @@ class User:
         loc.click(modifiers=modifiers or [])
         self.t.clicks += 1
         if rerun:
-            self.sp.wait_idle(after=n)
+            self._wait(n)
 
     def select(self, scope: Any, label: str, option: str) -> None:
         """A select box: open it, pick the option (2 actions)."""
@@ -215,7 +228,7 @@ class User:
         self.sp.page.keyboard.press(key)
         self.t.keys += 1
         if rerun:
-            self.sp.wait_idle(after=n)
+            self._wait(n)
 
 
 def has_grid(sp: StreamlitPage) -> bool:
@@ -557,7 +570,11 @@ def run_phase(
         sp.page.locator("h1").first.click()  # keys go to the page, as a person clicks into it first
         user = User(sp)
         started = time.monotonic()
-        strategy(user)
+        try:
+            strategy(user)
+        except Exception:
+            sp.screenshot(f"FAILED-{co.name}-{phase}")  # the page as the user was stuck on it
+            raise
         sp.wait_idle()
         user.t.seconds = round(time.monotonic() - started, 1)  # the DB check below is the bench's, not the user's
         user.t.left = check()
@@ -672,7 +689,10 @@ def report(results: dict[tuple[str, str], Tally], phases: list[str], s: cd.Searc
             if t is None:
                 return "not run"
             state = "clean" if t.clean else f"NOT clean ({len(t.left)} left)"
-            return f"{t.clicks} clicks + {t.keys} keys, {t.scrolls} scrolls, {t.seconds} s, {state}; {t.strategy}"
+            missed = f", {t.missed_reruns} rerun(s) missed by the counter" if t.missed_reruns else ""
+            return (
+                f"{t.clicks} clicks + {t.keys} keys, {t.scrolls} scrolls, {t.seconds} s{missed}, {state}; {t.strategy}"
+            )
 
         note = f"{what[phase]}; today: {detail(today)}; new: {detail(new)}"
         goal = ">= 3" if phase == "review" else "context"
