@@ -417,64 +417,67 @@ with open_current() as store:
 
     # -- near duplicates ----------------------------------------------------------------------------
     with tab_dups, error_boundary():
-        show_all = st.toggle("Show groups already kept", key="r_dup_show")
-        groups = review.duplicate_groups(store, include_reviewed=show_all)
-        conflicts = sum(g.conflict for g in groups)
-        st.caption(
-            f"{len(groups)} group(s) of near duplicates (phash distance ≤ {settings.near_dup_distance}); "
-            f"{conflicts} with different labels, shown first."
-        )
-        if not groups:
-            st.info("No near duplicates to look at.")
-        offset = pager(len(groups), 10, "review_dups")
-        for g in groups[offset : offset + 10]:
-            with st.container(border=True):
-                head = st.columns([3, 1, 2, 1])
-                head[0].markdown(
-                    ("⚠️ **labels disagree**: " if g.conflict else "Same label: ")
-                    + ", ".join(g.labels)
-                    + f" · {len(g.images)} images · distance ≤ {g.max_distance}"
-                )
-                head[1].button(
-                    "Keep all",
-                    key=f"r_dup_all_{g.ids[0]}",
-                    help="They are different enough: hide this group",
-                    on_click=act,
-                    args=(review.keep_all, g.ids),
-                    width="stretch",
-                )
-                # Keyed by the group's label: after a relabel the picker starts from the new majority.
-                majority = g.majority_label
-                to_key = f"r_dup_to_{g.ids[0]}_{majority}"
-                head[2].selectbox(
-                    "All to",
-                    classes,
-                    index=classes.index(majority) if majority in classes else 0,
-                    key=to_key,
-                    label_visibility="collapsed",
-                )
-                head[3].button(
-                    "Relabel all",
-                    key=f"r_dup_rl_{g.ids[0]}",
-                    help=f"Give all {len(g.images)} the class picked on the left (one step, undoable)",
-                    on_click=act,
-                    args=(_relabel_from, g.ids, to_key),
-                    width="stretch",
-                )
-                for col, img in zip(st.columns(min(len(g.images), 6)), g.images[:6], strict=False):
-                    with col:
-                        image_thumb(store, img, thumb_size)
-                        st.caption(f"#{img.id} · **{img.label}** · {img.split} · {img.width}×{img.height}")
-                        st.button(
-                            "Keep only this",
-                            key=f"r_dup_one_{g.ids[0]}_{img.id}",
-                            help="Delete the others of the group (undo restores)",
-                            on_click=act,
-                            args=(review.keep_one, img.id, g.ids),
-                            width="stretch",
-                        )
-                if len(g.images) > 6:
-                    st.caption(f"…and {len(g.images) - 6} more: {', '.join(f'#{i}' for i in g.ids[6:])}")
+        # Only while open (as the Map): its 60 thumbnails and buttons, rendered hidden, took seconds
+        # of a 20,000-image project's page load in the browser.
+        if tab_dups.open:
+            show_all = st.toggle("Show groups already kept", key="r_dup_show")
+            groups = review.duplicate_groups(store, include_reviewed=show_all)
+            conflicts = sum(g.conflict for g in groups)
+            st.caption(
+                f"{len(groups)} group(s) of near duplicates (phash distance ≤ {settings.near_dup_distance}); "
+                f"{conflicts} with different labels, shown first."
+            )
+            if not groups:
+                st.info("No near duplicates to look at.")
+            offset = pager(len(groups), 10, "review_dups")
+            for g in groups[offset : offset + 10]:
+                with st.container(border=True):
+                    head = st.columns([3, 1, 2, 1])
+                    head[0].markdown(
+                        ("⚠️ **labels disagree**: " if g.conflict else "Same label: ")
+                        + ", ".join(g.labels)
+                        + f" · {len(g.images)} images · distance ≤ {g.max_distance}"
+                    )
+                    head[1].button(
+                        "Keep all",
+                        key=f"r_dup_all_{g.ids[0]}",
+                        help="They are different enough: hide this group",
+                        on_click=act,
+                        args=(review.keep_all, g.ids),
+                        width="stretch",
+                    )
+                    # Keyed by the group's label: after a relabel the picker starts from the new majority.
+                    majority = g.majority_label
+                    to_key = f"r_dup_to_{g.ids[0]}_{majority}"
+                    head[2].selectbox(
+                        "All to",
+                        classes,
+                        index=classes.index(majority) if majority in classes else 0,
+                        key=to_key,
+                        label_visibility="collapsed",
+                    )
+                    head[3].button(
+                        "Relabel all",
+                        key=f"r_dup_rl_{g.ids[0]}",
+                        help=f"Give all {len(g.images)} the class picked on the left (one step, undoable)",
+                        on_click=act,
+                        args=(_relabel_from, g.ids, to_key),
+                        width="stretch",
+                    )
+                    for col, img in zip(st.columns(min(len(g.images), 6)), g.images[:6], strict=False):
+                        with col:
+                            image_thumb(store, img, thumb_size)
+                            st.caption(f"#{img.id} · **{img.label}** · {img.split} · {img.width}×{img.height}")
+                            st.button(
+                                "Keep only this",
+                                key=f"r_dup_one_{g.ids[0]}_{img.id}",
+                                help="Delete the others of the group (undo restores)",
+                                on_click=act,
+                                args=(review.keep_one, img.id, g.ids),
+                                width="stretch",
+                            )
+                    if len(g.images) > 6:
+                        st.caption(f"…and {len(g.images) - 6} more: {', '.join(f'#{i}' for i in g.ids[6:])}")
 
     # -- the embedding map ---------------------------------------------------------------------------
     with tab_map, error_boundary():
