@@ -8,7 +8,7 @@ b) Near-duplicate grouping of 20,000 64-bit phashes (random plus planted near co
    ``dedupe.group_near_duplicates`` against a naive pairwise loop over imagehash objects timed
    on a sample and extrapolated by the pair count n(n-1)/2.
 
-    python bench/bench_download.py [--images 300] [--latency 0.2] [--repeats 2] [--phashes 20000]
+    python bench/bench_download.py [--images 300] [--latency 0.2] [--repeats 3] [--phashes 20000]
 """
 
 from __future__ import annotations
@@ -185,7 +185,9 @@ def bench_download(n: int, latency: float, repeats: int) -> None:
             f"ratio = fastai time / our time (speed-up); {n} distinct JPEGs of "
             f"{sizes[0] // 1000}-{sizes[-1] // 1000} KB, 400-680 px, threaded server on 127.0.0.1 in its own process, "
             f"best of {repeats} alternating runs (ours {', '.join(f'{t:.2f}' for t in our_times)}; "
-            f"fastai {', '.join(f'{t:.2f}' for t in fa_times)}); ours: {info['workers']} workers (default), "
+            f"fastai {', '.join(f'{t:.2f}' for t in fa_times)}; ratio of each pair "
+            f"{', '.join(f'{f / o:.2f}' for f, o in zip(fa_times, our_times, strict=True))}); "
+            f"ours: {info['workers']} workers (default), "
             f"every body decoded, normalised to <= 512 px, sha256 + phash, manifest + files "
             f"({info['ok']} ok, {info['failed']} failed, {info['near']} near-dup flags, {info['files']} files); "
             f"fastai: defaults n_workers=8, timeout=4, saves raw bytes, no validation/dedup "
@@ -276,7 +278,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--latency", type=float, default=0.2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--phashes", type=int, default=20_000)
     parser.add_argument("--sample", type=int, default=1_000)
     args = parser.parse_args()
