@@ -86,8 +86,25 @@ def _choose() -> None:
     remember(data_dir(), name)
 
 
+def _leave_legacy_navigation() -> None:
+    """Run this page under the app's ``st.navigation`` (sidebar "Home"), also in a fresh server's first session.
+
+    Streamlit starts in its legacy pages/ mode until a session has run streamlit_app.py's ``st.navigation``;
+    a first visit straight to /Search would run pages/2_Search.py alone and list the home page as
+    "streamlit app". A rerun in navigation mode lands on the same page (same URL path, same page hash).
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    # Once per session: a rerun drops the widget event of its run (AppTest resets the flag every run).
+    if PagesManager.uses_pages_directory and not st.session_state.get("_navigation_mode"):
+        st.session_state["_navigation_mode"] = True
+        PagesManager.uses_pages_directory = False  # what st.navigation itself sets on its first call
+        st.rerun()
+
+
 def current_project() -> str:
     """The sidebar project picker. A first start creates the default project."""
+    _leave_legacy_navigation()
     root = data_dir()
     projects = list_projects(root)
     if not projects:
