@@ -99,11 +99,11 @@ def test_dataset_actions_reach_the_store_and_undo_reverts_them(store: Store) -> 
 
 def test_domain_errors_become_the_grid_message(store: Store) -> None:
     img = store.images("circle")[0]
-    s = cards.apply(
-        store, "ds", {"action": "relabel", "ids": [img.id], "label": "hexagon"}, DATASET, cards.dataset_action
-    )
+    raw = {"action": "relabel", "ids": [img.id], "label": "hexagon", "focus": img.id}
+    s = cards.apply(store, "ds", raw, DATASET, cards.dataset_action)
     assert s.message is not None and s.message[0] == "error" and "hexagon" in s.message[1]
     assert s.acted is None and store.get_image(img.id).label == "circle"
+    assert s.focus == img.id  # the focus stays where the browser had it
     while True:  # nothing left to undo: a message, not an exception
         s = cards.apply(store, "ds", {"action": "undo"}, DATASET, cards.dataset_action)
         if s.message and s.message[0] == "error":

@@ -60,7 +60,7 @@ export default function (component) {
     if (action !== "undo" && !targetIds.length) return;
     s.busy = true;
     s.focusIndex = ids.indexOf(s.focus);
-    setTriggerValue("action", { action, ids: targetIds, label: label ?? null, n: Date.now() });
+    setTriggerValue("action", { action, ids: targetIds, label: label ?? null, focus: s.focus, n: Date.now() });
     if (s.sel.size && targetIds.length > 1) s.sel.clear();
     renderToolbar();
   }
@@ -308,11 +308,9 @@ export default function (component) {
     if (handled) { e.preventDefault(); e.stopPropagation(); }
   }
 
-  if (!window.__lotrCardsActive || !document.querySelector(".cg-root") || window.__lotrCardsActive === key) window.__lotrCardsActive = key;
-  const others = window.__lotrCards;
-  const activeAlive = others[window.__lotrCardsActive]?.root?.isConnected;
-  if (!activeAlive) window.__lotrCardsActive = key;
+  // One grid listens: the one last clicked, else the first one shown (a grid gone from the page hands over).
   s.root = root;
+  if (!window.__lotrCards[window.__lotrCardsActive]?.root?.isConnected) window.__lotrCardsActive = key;
   render();
   root.addEventListener("click", onClick);
   root.addEventListener("dblclick", onDblClick);

@@ -240,6 +240,8 @@ def apply(store: Store, key: str, raw: Any, allowed: Collection[str], on_action:
     become the message (kind "error"); the grid keeps its focus then."""
     s = state(key)
     s.seq += 1
+    if isinstance(raw, dict) and isinstance(raw.get("focus"), int):
+        s.focus = raw["focus"]  # where the arrows left it: an error or an undo keeps it there
     try:
         act = parse_action(raw, allowed)
         text = on_action(store, act)

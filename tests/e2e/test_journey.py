@@ -218,9 +218,13 @@ def dataset_shows_images(j: Journey) -> None:
     """Dataset page: the downloaded pictures as thumbnails (served by the app from its cache)."""
     sp = j.sp
     sp.go("Dataset")
-    assert sp.wait_images(j.downloaded) == j.downloaded
+    cards = sp.page.locator(".cg-grid .cg-card")  # the card grid (lotr_labeler/ui/cards.py)
+    cards.nth(j.downloaded - 1).wait_for()  # (Playwright's locators see inside the component's shadow root)
+    assert cards.count() == j.downloaded
+    assert sp.page.locator(".cg-grid .cg-card img").count() == j.downloaded  # every thumbnail there
+    captions = sp.page.locator(".cg-grid .cg-cap").all_inner_texts()
     for name in CLASSES:
-        assert sp.page.get_by_text(re.compile(rf"#\d+ · {name} · (train|valid)")).count() > 0
+        assert any(re.fullmatch(rf"{name} #\d+ · (train|valid)", c.strip()) for c in captions), captions
 
 
 # Bounds, not expectations: each of these took 4-15 s on 2 CPU cores, most of it importing fastai/torch in
@@ -291,6 +295,19 @@ def train_model(j: Journey) -> None:
     j.run_id = run_id
 
 
+def grid_ids(sp: StreamlitPage) -> list[int]:
+    """The ids of the card grid's cards, in order."""
+    ids = sp.page.locator(".cg-grid [data-card]").evaluate_all("els => els.map(e => Number(e.dataset.card))")
+    return [int(i) for i in ids]
+
+
+def grid_key(sp: StreamlitPage, key: str) -> None:
+    """Press a grid key that sends an action and wait for the fragment rerun it causes."""
+    n = sp.run_count()
+    sp.page.keyboard.press(key)
+    sp.wait_idle(after=n)
+
+
 def review_labels(j: Journey) -> None:
     """Review page: compute the scores (a background job), relabel a card then Undo, delete a card,
     then "Retrain head" (seconds, on the cached embeddings): the scores count the deleted one out."""
@@ -313,30 +330,33 @@ def review_labels(j: Journey) -> None:
     )
     sp.wait_idle()
     record(f"e2e review job: Compute → scores shown ({j.downloaded} images, auto backbone)", time.monotonic() - started)
-    ids = sp.key_numbers("r_del_")
+    ids = grid_ids(sp)
     assert len(ids) == j.downloaded, ids
     labels = image_labels(j)
 
-    # Relabel the first card with its label picker (a fragment rerun of that card), then undo (a full rerun).
+    # Relabel the first (focused) card with its class's number key (a fragment rerun), then Z undoes it.
     first = ids[0]
     given = labels[first]
     other = next(c for c in CLASSES if c != given)
-    picker = f'[class*="st-key-r_label_{first}_"]'  # keyed by the image's class: a new widget after a change
-    sp.select("Label", other, within=sp.page.locator(picker).first)
+    sp.page.mouse.click(5, 5)  # the keyboard to the page, not a widget
+    assert sp.page.locator(".cg-card.cg-focus").get_attribute("data-card") == str(first)
+    legend = sp.page.locator(".cg-legend .cg-key", has_text=other).first  # "<n> <class>": the key to press
+    grid_key(sp, legend.locator("kbd").inner_text())
     assert image_labels(j)[first] == other
-    assert sp.page.locator(f'{picker} input[role="combobox"]').first.input_value() == other
-    sp.click(sp.button("↩ Undo"))
-    sp.wait_text(re.compile(r"^Undid"))
+    assert first not in grid_ids(sp)  # corrected = reviewed: out of the queue
+    grid_key(sp, "z")
+    assert sp.page.locator(".cg-msg").inner_text().startswith("Undid")
     assert image_labels(j)[first] == given, "undo did not bring the label back"
-    assert sp.page.locator(f'{picker} input[role="combobox"]').first.input_value() == given
+    assert first in grid_ids(sp)
     history = cli_json(j, "history")
     assert history[0]["kind"] == "relabel" and history[0]["undone"], history[:2]
 
-    # Delete the second card (to the trash, a fragment rerun): it shows as deleted, with Restore.
+    # Delete the second card with D (to the trash, a fragment rerun): it leaves the queue.
     gone = ids[1]
-    sp.click(sp.keyed_button(f"r_del_{gone}"))
-    sp.keyed_button(f"r_restore_{gone}").wait_for()
+    assert sp.page.locator(".cg-card.cg-focus").get_attribute("data-card") == str(gone)  # Z kept the focus on
+    grid_key(sp, "d")
     assert gone in image_labels(j, deleted=True) and gone not in image_labels(j)
+    assert gone not in grid_ids(sp)
 
     # Quick head refit on the cached embeddings: fresh scores for the images left.
     left = j.downloaded - 1
@@ -349,7 +369,7 @@ def review_labels(j: Journey) -> None:
     record("e2e review: ⚡ Retrain head click → new scores shown", retrain)
     sp.wait_idle()
     sp.page.locator('[data-testid="stMarkdownContainer"]', has_text=f"Scores of {left} image(s)").wait_for()
-    shown = sp.key_numbers("r_del_")  # the deleted card is gone after the full rerun
+    shown = grid_ids(sp)  # the deleted card is gone after the full rerun
     assert gone not in shown and len(shown) == left, shown
     j.notes["retrain head"] = sp.page.locator(SUCCESS).first.inner_text()
     # The refitted head on the run's body is also a deployable run (the instant model), now the current one.
