@@ -40,7 +40,7 @@ from lotr_labeler.errors import Conflict, FetchError, InvalidInput, NotFound
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import embed, onnx_embed, runs
 from lotr_labeler.review import dedupe, scoring
-from lotr_labeler.store import CandidateRow, Store, candidate_scores, now
+from lotr_labeler.store import CandidateRow, Store, candidate_scores, now, version
 from lotr_labeler.store.candidate_scores import CandidateScore
 
 log = logging.getLogger(__name__)
@@ -438,6 +438,14 @@ def triage(
         raise InvalidInput(f"Sort {sort!r} is not valid. Must be one of: {', '.join(SORTS)}.")
     if only is not None and only not in FILTERS:
         raise InvalidInput(f"Filter {only!r} is not valid. Must be one of: {', '.join(FILTERS)}.")
+    # Every Search page run asks for all pending candidates: memoized per data version (issue 14).
+    key = ("triage", label, state, query, sort, only, reject_at)
+    return list(version.memo(store, key, lambda: _triage_all(store, label, state, query, sort, only, reject_at)))
+
+
+def _triage_all(
+    store: Store, label: str | None, state: str | None, query: str | None, sort: str, only: str | None, reject_at: float
+) -> list[Triage]:
     rows = store.candidates(label, state=state, query=query)
     scores = candidate_scores.load(store, None if len(rows) > 500 else [r.id for r in rows])
     names = {c.id: c.name for c in store.classes()}
