@@ -11,6 +11,7 @@ import hashlib
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import image_bytes, shape_image
@@ -218,3 +219,27 @@ def test_a_rerun_that_changed_nothing_derives_nothing_again(store: Store, monkey
     scoring.keep(store, [store.images()[0].id])
     rerun()
     assert sorted(calls) == ["groups", "groups", "keys", "keys", "rank", "rank"]
+
+
+def test_candidate_triage_follows_a_decision_by_another_connection(
+    empty_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lotr_labeler.review import candidates as triage
+    from lotr_labeler.store import CandidateIn
+
+    calls: list[int] = []
+    real = triage._triage_all
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(triage, "_triage_all", counted)
+    empty_store.add_class("a")
+    empty_store.add_candidates(CandidateIn("a", f"http://example.com/{k}.jpg") for k in range(3))
+    pending = triage.triage(empty_store, state="pending")
+    assert triage.triage(empty_store, state="pending") == pending and len(pending) == 3
+    with Store(empty_store.root) as tab:
+        tab.decide([pending[0].id], "accepted")
+    assert [t.id for t in triage.triage(empty_store, state="pending")] == [t.id for t in pending[1:]]
+    assert len(calls) == 2  # once per data version
