@@ -139,6 +139,47 @@ def test_predict_takes_each_card_to_its_own_prediction(store: Store) -> None:
     assert all(store.get_image(it.id).label == it.predicted for it in doubted)
 
 
+def test_predict_over_several_classes_is_one_undo_step(store: Store) -> None:
+    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    first: dict[str, int] = {}  # one image per predicted class
+    for it in review.ranking(store, status="all"):
+        if it.predicted is not None:
+            first.setdefault(it.predicted, it.id)
+    assert len(first) >= 2, "the head predicts at least two classes"
+    picks = dict(list(first.items())[:2])
+    for predicted, image_id in picks.items():  # label errors the model doubts, towards two different classes
+        store.relabel([image_id], next(c for c in store.class_names() if c != predicted))
+    before = {i: store.get_image(i).label for i in picks.values()}
+    events = len(store.history())
+    allowed = ("predict", "undo")
+    s = cards.apply(store, "r", {"action": "predict", "ids": list(picks.values())}, allowed, cards.review_action)
+    assert s.message is not None and s.message[0] == "success", s.message
+    assert {store.get_image(i).label: i for i in picks.values()} == picks  # each to its own prediction
+    assert len(store.history()) == events + 1  # one event for both classes
+    assert set(picks.values()) <= review.reviewed_ids(store)
+    assert all(store.path(store.get_image(i)).is_file() for i in picks.values())
+    cards.apply(store, "r", {"action": "undo"}, allowed, cards.review_action)
+    assert {i: store.get_image(i).label for i in picks.values()} == before  # one Z restores both
+    assert not set(picks.values()) & review.reviewed_ids(store)  # back in the queue
+    assert all(store.path(store.get_image(i)).is_file() for i in picks.values())
+
+
+def test_relabel_each_refuses_a_deleted_image_and_changes_nothing(store: Store) -> None:
+    a, b = (i.id for i in store.images("circle")[:2])
+    store.delete_images([b])
+    with pytest.raises(Exception, match=str(b)):
+        store.relabel_each({a: "square", b: "triangle"})
+    assert store.get_image(a).label == "circle"
+    assert store.relabel_each({a: "circle"}) == 0  # already there: no event
+
+
+def test_review_card_sends_the_confidence_the_threshold_compares(store: Store) -> None:
+    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    for it in review.ranking(store, status="all"):
+        card = cards.review_card(store, it, 64)
+        assert card.confidence == (round(it.confidence or 0, 4) if it.disagrees else None)
+
+
 def test_next_focus_moves_past_the_acted_cards() -> None:
     shown = [1, 2, 3, 4, 5]
     assert cards.next_focus(shown, [2], {1, 3, 4, 5}) == 3  # deleted: the next one

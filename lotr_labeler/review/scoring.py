@@ -34,7 +34,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -718,6 +718,15 @@ def relabel(store: Store, ids: Iterable[int], label: str) -> int:
     with store.transaction():
         changed = store.relabel(id_list, label)
         _mark(store, id_list, "label")
+    return changed
+
+
+def relabel_each(store: Store, moves: Mapping[int, str]) -> int:
+    """Move each image to its own class (``{id: class}``) and mark them reviewed: one transaction, one
+    undoable event even when the images go to several classes (P on a selection)."""
+    with store.transaction():
+        changed = store.relabel_each(moves)
+        _mark(store, moves, "label")
     return changed
 
 

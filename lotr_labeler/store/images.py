@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -343,6 +343,27 @@ class ImagesMixin(ClassesMixin):
                 "relabel",
                 f"relabeled {len(rows)} image(s) to {target.name}",
                 {"items": [[r.id, r.class_id] for r in rows], "to": target.id},
+            )
+        return len(rows)
+
+    def relabel_each(self, moves: Mapping[int, str]) -> int:
+        """Move each image to its own class (``{id: class}``, e.g. every card to its prediction) in one
+        transaction and one history event, so one undo puts every image back. Returns how many changed."""
+        wanted = {int(i): label for i, label in moves.items()}
+        with self.transaction():
+            targets = {label: self.get_class(label).id for label in sorted(set(wanted.values()))}
+            rows = [r for r in self._existing_images(list(wanted)) if r.class_id != targets[wanted[r.id]]]
+            deleted = [r.id for r in rows if r.deleted]
+            if deleted:
+                raise Conflict(f"Image(s) {deleted} are deleted. Restore them (undo) before relabeling.")
+            if not rows:
+                return 0
+            self._set_class([(r.id, targets[wanted[r.id]]) for r in rows])
+            names = sorted({wanted[r.id] for r in rows})
+            self._event(
+                "relabel",
+                f"relabeled {len(rows)} image(s) to {', '.join(names)}",
+                {"items": [[r.id, r.class_id] for r in rows], "to": [targets[wanted[r.id]] for r in rows]},
             )
         return len(rows)
 

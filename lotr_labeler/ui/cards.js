@@ -15,6 +15,10 @@ const KEYS = [
   ["D", "delete (to the trash)"],
   ["R", "restore from the trash"],
   ["P", "accept the model's prediction"],
+  ["[ / ]", "lower / raise the confidence threshold t (5% steps)"],
+  ["S", "select the doubted cards with confidence ≥ t (then P)"],
+  ["Shift + P", "accept every prediction ≥ t on this page (one undo step)"],
+  ["Shift + K", "keep the rest of the page: every card not yet reviewed"],
   ["M", "more like this"],
   ["A / X", "accept / reject"],
   ["Z", "undo the last change"],
@@ -29,7 +33,7 @@ function esc(s) {
 function gridState(key) {
   window.__lotrCards = window.__lotrCards || {};
   if (!window.__lotrCards[key]) {
-    window.__lotrCards[key] = { focus: null, sel: new Set(), anchor: null, lastSeq: -1, lb: null, help: false, busy: false };
+    window.__lotrCards[key] = { focus: null, sel: new Set(), anchor: null, lastSeq: -1, lb: null, help: false, busy: false, thr: 0.8 };
   }
   return window.__lotrCards[key];
 }
@@ -71,6 +75,22 @@ export default function (component) {
     // P takes each card to its own predicted class; cards the model agrees with are left alone.
     const t = targetIds.filter((i) => byId.get(i)?.predicted);
     if (t.length) send("predict", t);
+  }
+  // The confidence threshold t (kept per grid across reruns): S selects the doubted cards >= t for a look,
+  // Shift+P accepts them all at once, Shift+K keeps what is left unreviewed on the page.
+  function doubted() {
+    return ids.filter((i) => { const c = byId.get(i); return c.predicted && !c.deleted && (c.confidence ?? 0) >= s.thr - 1e-9; });
+  }
+  function nudge(delta) {
+    s.thr = Math.min(0.99, Math.max(0.05, Math.round((s.thr + delta) * 100) / 100));
+    renderToolbar();
+  }
+  function selectDoubted() {
+    s.sel = new Set(doubted());
+    render();
+  }
+  function keepPage() {
+    send("keep", ids.filter((i) => { const c = byId.get(i); return !c.deleted && !c.reviewed; }));
   }
   function act(action, targetIds) {
     if (action === "predict") return predict(targetIds);
@@ -168,9 +188,19 @@ export default function (component) {
       if (allowed.has(a)) bulk += `<button class="cg-btn" data-bulk="${a}"${dis}>${t}</button>`;
     const msg = data.message;
     const status = s.busy ? `<span class="cg-msg cg-info">Working…</span>` : msg ? `<span class="cg-msg cg-${esc(msg[0])}">${esc(msg[1])}</span>` : `<span class="cg-msg"></span>`;
+    let thr = "";
+    if (allowed.has("predict")) {
+      const hits = doubted().length;
+      const pct = Math.round(s.thr * 100);
+      thr = `<span class="cg-sep"></span><span class="cg-thr" title="Confidence threshold t: [ lowers, ] raises">t
+        <button class="cg-btn" data-tool="thr-" title="Lower t ([)">−</button><b class="cg-thr-val">${pct}%</b><button class="cg-btn" data-tool="thr+" title="Raise t (])">+</button></span>
+        <button class="cg-btn" data-tool="doubted" title="Select the cards the model doubts with confidence ≥ ${pct}% (S)">Select doubted ≥ t (${hits})</button>
+        <button class="cg-btn" data-tool="predict-all"${hits ? "" : " disabled"} title="Accept the ${hits} predictions ≥ ${pct}% on this page: one undo step (Shift+P)">→ all ≥ t</button>`;
+    }
+    if (allowed.has("keep")) thr += `<button class="cg-btn" data-tool="keep-page" title="Keep every card of this page not reviewed yet (Shift+K)">Keep page</button>`;
     return `<span class="cg-count"><b>${n} selected</b></span>
       <button class="cg-btn" data-tool="all">Select page</button><button class="cg-btn" data-tool="clear"${dis}>Clear</button>
-      <span class="cg-sep"></span>${bulk}<span class="cg-sep"></span>
+      <span class="cg-sep"></span>${bulk}${thr}<span class="cg-sep"></span>
       ${allowed.has("undo") ? `<button class="cg-btn" data-tool="undo" title="Undo the last change (Z)">↩ Undo</button>` : ""}
       <button class="cg-btn" data-tool="help" title="Keyboard shortcuts (?)">? Keys</button>${status}`;
   }
@@ -201,7 +231,8 @@ export default function (component) {
       if (k === "K") return allowed.has("keep") || allowed.has("relabel");
       if (k === "D") return allowed.has("delete");
       if (k === "R") return allowed.has("restore");
-      if (k === "P") return allowed.has("predict");
+      if (k === "P" || k === "[ / ]" || k === "S" || k === "Shift + P") return allowed.has("predict");
+      if (k === "Shift + K") return allowed.has("keep");
       if (k === "M") return allowed.has("more");
       if (k === "A / X") return allowed.has("accept");
       if (k === "1 – 9") return allowed.has("relabel");
@@ -243,6 +274,10 @@ export default function (component) {
       if (name === "all") s.sel = new Set(ids);
       else if (name === "clear") s.sel.clear();
       else if (name === "undo") return send("undo", []);
+      else if (name === "thr-" || name === "thr+") return nudge(name === "thr+" ? 0.05 : -0.05);
+      else if (name === "doubted") return selectDoubted();
+      else if (name === "predict-all") return predict(doubted());
+      else if (name === "keep-page") return keepPage();
       else if (name === "help") s.help = !s.help;
       return render();
     }
@@ -296,6 +331,10 @@ export default function (component) {
     } else if (k === "?") { s.help = !s.help; render(); }
     else if ((k === "Enter" || k === " ") && s.focus != null) { if (s.lb == null) open(s.focus); else closeLb(); }
     else if (k === "z" || k === "Z") send("undo", []);
+    else if (allowed.has("predict") && s.lb == null && (k === "[" || k === "]")) nudge(k === "]" ? 0.05 : -0.05);
+    else if (allowed.has("predict") && s.lb == null && (k === "s" || k === "S") && !e.shiftKey) selectDoubted();
+    else if (allowed.has("predict") && s.lb == null && k === "P" && e.shiftKey) predict(doubted());
+    else if (allowed.has("keep") && s.lb == null && k === "K" && e.shiftKey) keepPage();
     else if (/^[1-9]$/.test(k) && allowed.has("relabel") && classes[Number(k) - 1] !== undefined) {
       send("relabel", s.lb != null ? [s.lb] : targets(), classes[Number(k) - 1]);
     } else if (KEY_ACTION[k.toLowerCase()] && !e.shiftKey) {

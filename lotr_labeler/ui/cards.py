@@ -67,6 +67,7 @@ class Card:
     reviewed: bool = False
     predicted: str | None = None  # the model's class, when it differs from ``label``
     hint: str = ""  # e.g. "→ Elves 83%"
+    confidence: float | None = None  # the prediction's probability (the toolbar's threshold compares it)
     scored: bool = False  # a model has judged it (no prediction shown: it agrees)
     meta: tuple[tuple[str, str], ...] = ()  # URLs among the values show as links
 
@@ -186,6 +187,7 @@ def review_card(store: Store, it: Any, size: int) -> Card:
         reviewed=it.reviewed,
         predicted=it.predicted if disagrees else None,
         hint=f"→ {it.predicted} {it.confidence or 0:.0%}" if disagrees else "",
+        confidence=round(float(it.confidence or 0), 4) if disagrees else None,
         scored=it.scored,
         meta=tuple(meta),
     )
@@ -232,7 +234,9 @@ def next_focus(before: Sequence[int], acted: Collection[int], now: Collection[in
 
 # Actions whose outcome shows outside the grid: the whole page reruns after them.
 APP_ACTIONS = frozenset({"more", "undo"})
-Handler = Callable[[Store, GridAction], str]
+# A handler's message: text (a success), or (kind, text) e.g. ("warning", ...) for a stale-tab notice.
+Message = str | tuple[str, str]
+Handler = Callable[[Store, GridAction], Message]
 
 
 def apply(store: Store, key: str, raw: Any, allowed: Collection[str], on_action: Handler) -> GridState:
@@ -248,7 +252,7 @@ def apply(store: Store, key: str, raw: Any, allowed: Collection[str], on_action:
     except LabelerError as exc:
         s.message = ("error", str(exc))
         return s
-    s.message = ("success", text)
+    s.message = text if isinstance(text, tuple) else ("success", text)
     s.rerun_app = act.action in APP_ACTIONS
     if act.action not in APP_ACTIONS:  # the next render moves the focus on (it knows what is still shown)
         s.acted = (list(s.ids), list(act.ids))
@@ -392,16 +396,16 @@ def review_action(store: Store, act: GridAction, *, more: Callable[[int], None] 
         assert act.label is not None
         return f"Relabeled {_n(scoring.relabel(store, act.ids, act.label))} to {act.label}."
     if act.action == "predict":
-        by_class: dict[str, list[int]] = {}
+        moves: dict[int, str] = {}
         for i in act.ids:
             it = scoring.item(store, i, ())
             if it.disagrees and it.predicted is not None:
-                by_class.setdefault(it.predicted, []).append(i)
-        if not by_class:
+                moves[i] = it.predicted
+        if not moves:
             raise InvalidInput("The model agrees with these labels (or has not scored them): nothing to accept.")
-        with store.transaction():  # all or nothing; undo takes back one target class per step
-            done = [f"{_n(scoring.relabel(store, ids, label))} to {label}" for label, ids in by_class.items()]
-        return "Relabeled " + ", ".join(done) + " (the model's choice)."
+        n = scoring.relabel_each(store, moves)  # one transaction, one undo step, whatever the classes
+        targets = ", ".join(sorted(set(moves.values())))
+        return f"Relabeled {_n(n)} to the model's choice ({targets}); Z undoes all of it."
     if act.action == "more" and more is not None:
         more(act.ids[0])
         return f"More like #{act.ids[0]}: its nearest images are shown above the grid."
