@@ -5,17 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from lotr_labeler.collect.search import LAYOUT, LICENSE_IMAGE, SAFESEARCH, SIZE, TYPE_IMAGE, plan_queries
-from lotr_labeler.errors import Conflict
 from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.jobs.specs import DownloadJob, ScoreCandidatesJob, SearchJob
 from lotr_labeler.review import candidates as triage
 from lotr_labeler.review.trust import model_trust
 from lotr_labeler.store import CandidateRow, Store
-from lotr_labeler.store.candidates import Decided
-from lotr_labeler.ui import focus
+from lotr_labeler.ui import cards, search_grid
 from lotr_labeler.ui.context import (
     act,
-    data_dir,
     error_boundary,
     flash,
     keep_valid,
@@ -25,7 +22,7 @@ from lotr_labeler.ui.context import (
 )
 from lotr_labeler.ui.imports import url_list_form
 from lotr_labeler.ui.jobs import job_panel
-from lotr_labeler.ui.widgets import ALL, all_select, label_select, undo_and_history
+from lotr_labeler.ui.widgets import ALL, all_select, undo_and_history
 
 st.set_page_config(page_title="Search · lotr_labeler", page_icon="🔎", layout="wide")
 st.title("Search and review")
@@ -60,143 +57,15 @@ SHOW_LABELS = {
     "unscored": "Not scored",
 }
 remember_widgets(DEFAULTS)
-FOCUS = "s_focus"  # session key of the card the single-key shortcuts act on
-# Keys of the page (none may repeat): Shift+A/X the whole page, Shift+Left/Right paging, Shift+H/L the
-# threshold actions, and J/K/A/X/P the focused card.
+GRID = "s_grid"  # the candidate card grid's key (its focus, selection, message)
+# Keys of the page (none may repeat, none the grid's own): Shift+A/X the whole page, Shift+PageDown/PageUp
+# paging (Shift+arrows extend the grid's selection), Shift+H/L the threshold actions.
 KEYS_HELP = (
-    "⌨ Keys act on the outlined card: **J**/**K** next/previous · **A** accept · **X** reject · "
-    "**P** accept as the predicted class (then the next card is outlined) · **Shift+H**/**Shift+L** the "
-    "threshold actions above · **Shift+A**/**Shift+X** the whole page · **Z** undo"
+    "⌨ In the grid: arrows move · **A** accept · **X** reject · **P** the model's class · **1–9** move to "
+    "a class · Shift-click or Shift+arrows select a range · **Z** undo · **?** all keys. On the page: "
+    "**Shift+A**/**Shift+X** the whole page · **Shift+H**/**Shift+L** the threshold actions · "
+    "**Shift+PageDown**/**Shift+PageUp** next/previous page"
 )
-STALE = "_stale_{}"  # session key: a card's decision was refused as decided in another window
-# Session key: {candidate id: state} of this window's card clicks since the page was last drawn whole. A
-# card reruns alone, so the page's buttons still hold what they saw at the last full run: these are the
-# user's own decisions since, not another window's.
-HERE = "_s_decided_here"
-
-
-def _stale_card(cid: int, decided: Decided) -> None:
-    """A card's click lost to another window's decision: say so in the card, which reruns alone (a toast
-    from a fragment's callback would replace the top of the page)."""
-    if message := decided.stale_message():
-        st.session_state[STALE.format(cid)] = message
-
-
-def _stale_page(decided: Decided) -> int:
-    """Flash the stale message of a page-wide action (the whole page reruns); returns the changed count."""
-    if message := decided.stale_message():
-        flash("warning", message)
-    return decided.changed
-
-
-def _here() -> dict[int, str]:
-    here: dict[int, str] = st.session_state.setdefault(HERE, {})
-    return here
-
-
-def _decided(store: Store, cid: int, state: str, seen: str) -> None:
-    decided = store.decide_seen({cid: seen}, state)
-    _stale_card(cid, decided)
-    if not decided.stale:
-        _here()[cid] = state
-
-
-def _moved(store: Store, cid: int, key: str, seen: str) -> None:
-    keep = "pending" if seen in ("downloaded", "failed") else seen
-    decided = store.decide_seen({cid: seen}, keep, label=st.session_state[key])
-    _stale_card(cid, decided)
-    if keep != seen and not decided.stale:
-        _here()[cid] = keep
-
-
-def _to_predicted(store: Store, cid: int, seen: str) -> str:
-    try:
-        label = triage.move_to_predicted(store, cid, seen)
-    except Conflict as exc:  # decided in another window: said in the card, like ✓/✗
-        st.session_state[STALE.format(cid)] = str(exc)
-        return ""
-    _here()[cid] = "accepted"
-    flash("success", f"Moved candidate {cid} to {label} and accepted it.")
-    return label
-
-
-def _focus_decide(store: Store, cid: int, state: str, ids: list[int], seen: str) -> None:
-    decided = store.decide_seen({cid: _here().get(cid, seen)}, state)
-    focus.advance(FOCUS, ids, cid)
-    if message := decided.stale_message():
-        flash("warning", message)
-    else:
-        flash("success", f"{'Accepted' if state == 'accepted' else 'Rejected'} candidate {cid}.")
-
-
-def _focus_predicted(store: Store, cid: int, ids: list[int], seen: str) -> None:
-    try:
-        label = triage.move_to_predicted(store, cid, _here().get(cid, seen))
-    except Conflict as exc:  # decided in another window: a warning, as for A/X
-        flash("warning", str(exc))
-    else:
-        flash("success", f"Moved candidate {cid} to {label} and accepted it.")
-    focus.advance(FOCUS, ids, cid)
-
-
-def _opinion(t: triage.Triage) -> str:
-    """The model's view of a card in one line ('' when not scored)."""
-    if t.p_class is None:
-        return f"⚠️ not scored: {t.error}" if t.error else ""
-    parts = [f"p({t.candidate.label}) = {t.p_class:.2f}"]
-    if t.looks_like:
-        parts.append(f"🔀 looks like **{t.looks_like}** ({t.p_predicted:.2f})")
-    elif t.off_topic():
-        parts.append("🚫 likely off-topic")
-    if t.dup_of is not None:
-        parts.append(f"♊ near-duplicate of image #{t.dup_of}")
-    return " · ".join(parts)
-
-
-@st.fragment
-def card(project: str, cid: int, classes: list[str], focused: bool = False) -> None:
-    """One candidate. A click reruns this card only, not the 48-card page."""
-    with Store(data_dir() / project) as store:
-        t = triage.item(store, cid)
-    c = t.candidate
-    with st.container(border=True, key=f"card_{cid}"):
-        if focused:
-            focus.highlight(f"card_{cid}")
-        st.image(c.thumbnail_url or c.image_url, width="stretch", link=c.page_url or c.image_url)
-        size = f"{c.width}×{c.height}" if c.width and c.height else "size ?"
-        source = f" · [source ↗]({c.page_url})" if c.page_url else ""
-        st.caption(f"{BADGE[c.state]} {c.state} · {c.label} · {size}\n\n{c.query or c.source}{source}")
-        if opinion := _opinion(t):
-            st.caption(opinion)
-        if c.error:
-            st.caption(f"⚠️ {c.error}")
-        if stale := st.session_state.pop(STALE.format(cid), None):
-            st.warning(stale)
-        if c.state == "downloaded":
-            return
-        if t.predicted and t.predicted != c.label:
-            st.button(
-                f"→ {t.predicted}",
-                key=f"pred_{cid}",
-                help=f"Accept it as {t.predicted}, the class the model predicts",
-                width="stretch",
-                on_click=act,
-                args=(_to_predicted, cid, c.state),
-            )
-        for col, (mark, key, state, tip) in zip(
-            st.columns(2), (("✓", "acc", "accepted", "Accept"), ("✗", "rej", "rejected", "Reject")), strict=True
-        ):
-            col.button(
-                mark,
-                key=f"{key}_{cid}",
-                help=tip,
-                width="stretch",
-                type="primary" if c.state == state else "secondary",  # the current decision stands out
-                on_click=act,
-                args=(_decided, cid, state, c.state),
-            )
-        key = f"move_{cid}_{c.class_id}"
-        label_select("Belongs to", classes, c.label, key, _moved, cid, key, c.state)
 
 
 def _launch_search(store: Store, spec: SearchJob, n: int) -> str:
@@ -210,12 +79,11 @@ def _launch_download(store: Store, retry: bool) -> str:
 
 
 def _bulk(store: Store, seen: dict[int, str], state: str) -> int:
-    """Decide the cards as the user saw them (``seen``: id -> state shown); one undoable step.
-
-    A card decided by hand in this window since the page was drawn keeps that decision.
-    """
-    here = _here()
-    return _stale_page(store.decide_seen({cid: s for cid, s in seen.items() if cid not in here}, state))
+    """Decide the cards as the user saw them (``seen``: id -> state shown); one undoable step."""
+    decided = store.decide_seen(seen, state)
+    if message := decided.stale_message():
+        flash("warning", message)
+    return decided.changed
 
 
 def page_action(rows: list[CandidateRow], state: str, filtered: str | None) -> tuple[dict[int, str], str]:
@@ -295,52 +163,13 @@ def triage_panel(store: Store, label: str | None, query: str | None) -> None:
                 _threshold_side(store, label, query, accept=False)
 
 
-def keyboard_bar(store: Store, ids: list[int]) -> int | None:
-    """Buttons (with single-key shortcuts) acting on the focused card; returns its id."""
-    cid = focus.focused(FOCUS, ids)
-    t = triage.item(store, cid) if cid is not None else None
-    k = st.columns([1, 1, 1.2, 1.2, 1.4, 3.2])
-    k[0].button("◀ Card", key="kb_prev", shortcut="K", on_click=focus.step, args=(FOCUS, ids, -1), width="stretch")
-    k[1].button("Card ▶", key="kb_next", shortcut="J", on_click=focus.step, args=(FOCUS, ids, 1), width="stretch")
-    for col, (mark, key, state, verb, hot) in zip(
-        k[2:4],
-        (("✓ Accept", "kb_acc", "accepted", "Accept", "A"), ("✗ Reject", "kb_rej", "rejected", "Reject", "X")),
-        strict=True,
-    ):
-        col.button(
-            mark,
-            key=key,
-            shortcut=hot,
-            help=f"{verb} the highlighted card, then highlight the next ({hot})",
-            disabled=t is None,
-            on_click=act,
-            args=(_focus_decide, cid, state, ids, t.candidate.state if t is not None else "pending"),
-            width="stretch",
-        )
-    k[4].button(
-        f"→ {t.predicted}" if t is not None and t.predicted else "→ predicted",
-        key="kb_pred",
-        shortcut="P",
-        help="Accept the highlighted card as the class the model predicts (P); needs a score",
-        disabled=t is None or t.predicted is None,
-        on_click=act,
-        args=(_focus_predicted, cid, ids, t.candidate.state if t is not None else "pending"),
-        width="stretch",
-    )
-    k[5].caption(KEYS_HELP)
-    return cid
-
-
 def _pick(options: tuple[str, ...], key: str, label: str) -> str:
     return str(st.selectbox(label, [ANY, *options], key=key))
 
 
 with open_current() as store:
     project = store.name
-    st.session_state[HERE] = {}  # the whole page is drawn afresh: its buttons see the current states
     show_flash()
-    for stale_key in [k for k in st.session_state if str(k).startswith(STALE.format(""))]:
-        st.warning(st.session_state.pop(stale_key))  # a card's message, shown here if the card is gone
     settings = store.settings()
     classes = store.class_names()
 
@@ -412,18 +241,21 @@ with open_current() as store:
     cursors: list[int] = st.session_state.setdefault(cursor_key, [])
     page_size = settings.page_size
     rows: list[CandidateRow]
+    items: list[triage.Triage]
     if sort == "id" and show == ALL:
         total = store.count_candidates(label, state=state, query=query)
         after = cursors[-1] if cursors else None
         rows = store.candidates(label, state=state, query=query, limit=page_size, after_id=after)
+        items = [triage.item(store, r.id) for r in rows]
     else:  # ranked by the model: pages by position in the ranking
         ranked = triage.triage(store, label, state=state, query=query, sort=sort, only=None if show == ALL else show)
         total = len(ranked)
         start = len(cursors) * page_size
-        rows = [t.candidate for t in ranked[start : start + page_size]]
+        items = ranked[start : start + page_size]
+        rows = [t.candidate for t in items]
     page_ids = [r.id for r in rows]
 
-    undo_and_history(store, shortcut="Z")
+    undo_and_history(store)  # Z is the grid's key
     b = st.columns([1.4, 1.4, 1, 1, 1.6])
     for col, (verb, new_state, hot) in zip(
         b[:2], (("Accept", "accepted", "Shift+A"), ("Reject", "rejected", "Shift+X")), strict=True
@@ -439,21 +271,24 @@ with open_current() as store:
             kwargs={"success": f"{verb}ed {{result}} candidate(s)."},
             width="stretch",
         )
-    if b[2].button("◀ Previous", disabled=not cursors, shortcut="Shift+Left", width="stretch"):
+    if b[2].button("◀ Previous", disabled=not cursors, shortcut="Shift+PageUp", width="stretch"):
         cursors.pop()
         st.rerun()
-    if b[3].button("Next ▶", disabled=len(rows) < page_size, shortcut="Shift+Right", width="stretch"):
+    if b[3].button("Next ▶", disabled=len(rows) < page_size, shortcut="Shift+PageDown", width="stretch"):
         cursors.append(page_ids[-1])
         st.rerun()
     b[4].markdown(f"{total} candidate(s) · page {len(cursors) + 1}")
-    focused_id = keyboard_bar(store, page_ids)
-
-    if not rows:
-        st.info("No candidates here. Search above, or add a URL list on the Dataset page.")
-    for start in range(0, len(rows), COLUMNS):
-        for col, row in zip(st.columns(COLUMNS), rows[start : start + COLUMNS], strict=False):
-            with col:
-                card(project, row.id, classes, row.id == focused_id)
+    st.caption(KEYS_HELP)
+    cards.grid(
+        GRID,
+        [search_grid.candidate_card(t) for t in items],
+        classes=classes,
+        actions=search_grid.ACTIONS,
+        # The states this page shows travel with every action: another window's decision meanwhile wins.
+        on_action=search_grid.handler({t.id: t.candidate.state for t in items}),
+        columns=COLUMNS,
+        empty="No candidates here. Search above, or add a URL list on the Dataset page.",
+    )
 
     # -- download ----------------------------------------------------------------------
     st.subheader("Download")

@@ -163,3 +163,29 @@ def reference(learn: Any, path: Path) -> dict[str, float]:
 def max_diff(a: dict[str, float], b: dict[str, float]) -> float:
     assert list(a) == list(b)
     return max(abs(a[k] - b[k]) for k in a)
+
+
+def grid_data(at: Any, key: str) -> dict[str, Any]:
+    """The payload an AppTest run sent to the card grid ``key`` (ui/cards.py)."""
+    import json
+
+    el = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == key)
+    data: dict[str, Any] = json.loads(el.proto.json)
+    return data
+
+
+def grid_send(at: Any, key: str, raw: dict[str, Any]) -> Any:
+    """Rerun ``at`` as if the browser's card grid ``key`` sent the trigger value ``raw`` (what a key
+    press or a click in cards.js sends): the page's own callback applies it, with what the page showed."""
+    import json
+
+    from streamlit.components.v2.bidi_component.main import _make_trigger_id
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    el = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == key)
+    states = at._tree.get_widget_states()
+    trigger = json.dumps([{"event": "action", "value": raw}])
+    states.widgets.append(WidgetState(id=_make_trigger_id(el.proto.id, "events"), json_trigger_value=trigger))
+    at = at._run(states)
+    assert not at.exception, [e.value for e in at.exception]
+    return at

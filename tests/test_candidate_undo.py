@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import grid_data, grid_send
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.cli import main
@@ -129,10 +130,8 @@ def click_label(at: AppTest, prefix: str) -> None:
 def test_search_page_undo_button_z_and_history_show_candidate_decisions(shown: Store) -> None:
     ids = [c.id for c in shown.candidates()]
     at = app()
-    undo = at.button(key="undo")
-    assert undo.proto.shortcut == "z"
-    at.button(key=f"acc_{ids[0]}").click()
-    run(at)
+    assert at.button(key="undo").proto.shortcut == ""  # Z is the grid's key (one undo per press)
+    at = grid_send(at, "s_grid", {"action": "accept", "ids": [ids[0]]})
     click_label(at, "Reject page")  # Shift+X: the 9 pending cards
     assert states(shown, ids) == ["accepted"] + ["rejected"] * 9
     history = " ".join(m.value for m in at.markdown)
@@ -142,8 +141,7 @@ def test_search_page_undo_button_z_and_history_show_candidate_decisions(shown: S
     run(at)
     assert states(shown, ids) == ["accepted"] + ["pending"] * 9  # the bulk step in one undo
     assert any("Undid: rejected 9 candidate(s)" in s.value for s in at.success)
-    at.button(key="undo").click()
-    run(at)
+    at = grid_send(at, "s_grid", {"action": "undo", "ids": []})  # Z in the grid
     assert states(shown, ids) == ["pending"] * 10
     assert "~~rejected 9 candidate(s)~~" in " ".join(m.value for m in at.markdown)  # struck through
 
@@ -175,10 +173,12 @@ def test_a_card_click_in_a_stale_tab_keeps_the_other_tabs_decision(shown: Store,
     at = app()  # drawn while everything is pending
     with open_project(data_root, shown.name) as other:
         other.decide(ids[:1], "accepted")
-    at.button(key=f"rej_{ids[0]}").click()
-    run(at)
+    at = grid_send(at, "s_grid", {"action": "reject", "ids": [ids[0]]})
     assert shown.get_candidate(ids[0]).state == "accepted"
-    assert any("decided in another window meanwhile" in w.value for w in at.warning)
+    kind, text = grid_data(at, "s_grid")["message"]  # said once, in the grid's message line
+    assert kind == "warning" and text == (
+        "1 candidate was decided in another window meanwhile and kept that decision; reload to see it."
+    )
     assert not shown.history(1)[0].summary.startswith("rejected")
 
 
@@ -221,29 +221,34 @@ def scored(empty_store: Store) -> Store:
     return s
 
 
-def test_predicted_and_keyboard_decisions_in_a_stale_tab_keep_the_other_tabs(scored: Store, data_root: Path) -> None:
+def test_grid_decisions_in_a_stale_tab_keep_the_other_tabs(scored: Store, data_root: Path) -> None:
     ids = [c.id for c in scored.candidates()]
-    at = app()
+    at = app()  # drawn while all four are pending, each "→ dwarves"
     with open_project(data_root, scored.name) as other:
-        other.decide(ids[:1], "rejected")  # the focused card (first) and its "→ dwarves"
-    at.button(key=f"pred_{ids[0]}").click()
-    run(at)
+        other.decide(ids[:1], "rejected")
+        other.decide(ids[2:3], "accepted")
+    at = grid_send(at, "s_grid", {"action": "predict", "ids": [ids[0]]})  # P
     c = scored.get_candidate(ids[0])
     assert (c.state, c.label) == ("rejected", "elves")
-    assert any("decided in another window meanwhile" in w.value for w in at.warning)
-
-    at = app()  # a fresh tab: the first pending card (ids[1]) is outlined
-    with open_project(data_root, scored.name) as other:
-        other.decide(ids[1:2], "rejected")
-    at.button(key="kb_pred").click()  # P
-    run(at)
-    assert scored.get_candidate(ids[1]).state == "rejected"
-    assert any("decided in another window meanwhile" in w.value for w in at.warning)
-
+    kind, text = grid_data(at, "s_grid")["message"]
+    assert kind == "warning" and "decided in another window meanwhile" in text
+    # A bulk X over a range taken meanwhile in part: the others are decided, the stale one is named once.
     at = app()
+    grid_ids = [c["id"] for c in grid_data(at, "s_grid")["cards"]]
+    assert ids[0] not in grid_ids and ids[2] not in grid_ids  # decided: out of the pending view
     with open_project(data_root, scored.name) as other:
-        other.decide(ids[2:3], "rejected")
-    at.button(key="kb_acc").click()  # A
-    run(at)
-    assert scored.get_candidate(ids[2]).state == "rejected"
-    assert any("decided in another window meanwhile" in w.value for w in at.warning)
+        other.decide(ids[1:2], "accepted")
+    at = grid_send(at, "s_grid", {"action": "reject", "ids": [ids[1], ids[3]]})
+    assert states(scored, ids) == ["rejected", "accepted", "accepted", "rejected"]
+    kind, text = grid_data(at, "s_grid")["message"]
+    assert kind == "warning" and text.startswith("Rejected 1 candidate. 1 candidate was decided in another window")
+    # A move (1-9) in a stale tab leaves the other's class and state alone.
+    at = app()
+    at.selectbox(key="f_state").select("All")
+    run(at)  # ids[3] shown as rejected
+    with open_project(data_root, scored.name) as other:
+        other.decide(ids[3:4], "pending")
+    at = grid_send(at, "s_grid", {"action": "relabel", "ids": [ids[3]], "label": "dwarves"})
+    c = scored.get_candidate(ids[3])
+    assert (c.state, c.label) == ("pending", "elves")
+    assert grid_data(at, "s_grid")["message"][0] == "warning"

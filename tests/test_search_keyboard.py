@@ -1,7 +1,7 @@
-"""Keyboard triage on the Search page: shortcuts on the threshold actions, and a focused-card cursor
-(J/K move it, A/X accept/reject the focused card, P accepts it as the predicted class) that is
-highlighted and moves on after each decision. AppTest clicks the buttons the shortcuts press; the
-browser journey (tests/e2e/test_journey.py) presses the real keys."""
+"""Keyboard triage on the Search page: shortcuts on the threshold and page actions, and the candidates on
+the shared card grid (ui/cards.py: arrows move, A/X accept/reject, P the model's class, 1-9 move, Z undo,
+Shift-click ranges). AppTest sends what the grid's keys send (helpers.grid_send) and checks the store and
+the payload; the real keys in Chromium: tests/e2e/test_cards_keyboard.py."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import grid_data, grid_send
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.model import embed
@@ -57,21 +58,11 @@ def press(at: AppTest, key: str) -> None:
     run_ok(at)
 
 
-def highlighted(at: AppTest) -> list[int]:
-    """Cards whose container carries the focus outline."""
-    return [
-        int(h.proto.body.split(".st-key-card_")[1].split(" ")[0])
-        for h in at.get("html")
-        if ".st-key-card_" in h.proto.body
-    ]
-
-
-def test_no_two_buttons_share_a_shortcut(scored: Store) -> None:
+def test_no_two_buttons_share_a_shortcut_and_none_takes_a_grid_key(scored: Store) -> None:
     at = run_ok(AppTest.from_file(PAGE, default_timeout=60))
     keys = [b.proto.shortcut for b in at.button if b.proto.shortcut]
-    assert sorted(keys) == sorted(
-        ["shift+a", "shift+x", "shift+left", "shift+right", "shift+h", "shift+l", "k", "j", "a", "x", "p", "z"]
-    )
+    # Single keys and Shift+arrows belong to the grid; the page's own actions use Shift+letters/PageUp/Down.
+    assert sorted(keys) == sorted(["shift+a", "shift+x", "shift+pageup", "shift+pagedown", "shift+h", "shift+l"])
 
 
 def test_threshold_buttons_carry_their_shortcuts(scored: Store) -> None:
@@ -87,40 +78,49 @@ def test_threshold_buttons_carry_their_shortcuts(scored: Store) -> None:
     assert [c.id for c in scored.candidates(state="rejected")] == [1, 2]  # p <= 0.20
 
 
-def test_focused_card_cursor_accept_reject_and_move_to_predicted(scored: Store) -> None:
+def test_candidates_are_cards_of_the_shared_grid(scored: Store) -> None:
     at = run_ok(AppTest.from_file(PAGE, default_timeout=60))
-    shortcuts = {b.key: b.proto.shortcut for b in at.button if b.key and b.key.startswith("kb_")}
-    assert shortcuts == {"kb_prev": "k", "kb_next": "j", "kb_acc": "a", "kb_rej": "x", "kb_pred": "p"}
-    assert highlighted(at) == [1]  # the first card is focused at first
-    press(at, "kb_next")
-    press(at, "kb_next")
-    assert highlighted(at) == [3] and at.session_state["s_focus"] == 3
-    press(at, "kb_prev")
-    assert highlighted(at) == [2]
+    grid = grid_data(at, "s_grid")
+    assert grid["actions"] == ["relabel", "predict", "undo", "accept", "reject"]
+    assert grid["classes"] == ["elves", "dwarves"]
+    first = grid["cards"][0]
+    assert first["src"] == "http://thumb.test/0.jpg"  # the browser loads the search thumbnail itself
+    assert "p 0.05" in first["caption"] and first["label"] == "elves"
+    assert first["predicted"] == "dwarves" and first["hint"] == "→ dwarves 95%"  # P's target
+    meta = dict(map(tuple, first["meta"]))
+    assert meta["url"] == "http://img.test/0.jpg" and meta["state"] == "pending"
+    assert grid["cards"][9]["predicted"] is None and grid["cards"][9]["scored"]  # p 0.95: the model agrees
 
-    press(at, "kb_acc")  # accept #2; the pending grid drops it and the focus moves to #3
+
+def test_grid_keys_accept_reject_move_predict_bulk_and_undo(scored: Store) -> None:
+    at = run_ok(AppTest.from_file(PAGE, default_timeout=60))
+    at = grid_send(at, "s_grid", {"action": "accept", "ids": [2], "focus": 2})  # A
     assert scored.get_candidate(2).state == "accepted"
-    assert highlighted(at) == [3]
-    assert at.button(key="kb_pred").label == "→ dwarves"  # p(elves) 0.25: the model says dwarves
-    press(at, "kb_pred")
+    grid = grid_data(at, "s_grid")
+    assert grid["message"] == ["success", "Accepted 1 candidate."]
+    assert 2 not in [c["id"] for c in grid["cards"]] and grid["focus"] == 3  # the pending view drops it
+    at = grid_send(at, "s_grid", {"action": "predict", "ids": [3], "focus": 3})  # P
     c3 = scored.get_candidate(3)
-    assert (c3.label, c3.state) == ("dwarves", "accepted")
-    assert highlighted(at) == [4]
-    press(at, "kb_rej")
-    assert scored.get_candidate(4).state == "rejected" and highlighted(at) == [5]
-    scored.undo()  # each key was one undoable step
-    assert scored.get_candidate(4).state == "pending"
+    assert (c3.label, c3.state) == ("dwarves", "accepted") and grid_data(at, "s_grid")["focus"] == 4
+    at = grid_send(at, "s_grid", {"action": "relabel", "ids": [4], "label": "dwarves"})  # 2
+    c4 = scored.get_candidate(4)
+    assert (c4.label, c4.state) == ("dwarves", "pending")  # moved, still to decide
+    events = len(scored.history())
+    at = grid_send(at, "s_grid", {"action": "reject", "ids": [5, 6, 7]})  # Shift-click 5..7, X
+    assert [scored.get_candidate(i).state for i in (5, 6, 7)] == ["rejected"] * 3
+    assert len(scored.history()) == events + 1  # one step
+    assert grid_data(at, "s_grid")["message"] == ["success", "Rejected 3 candidates."]
+    at = grid_send(at, "s_grid", {"action": "undo", "ids": []})  # Z
+    assert [scored.get_candidate(i).state for i in (5, 6, 7)] == ["pending"] * 3
+    assert "rejected 3 candidate(s)" in grid_data(at, "s_grid")["message"][1]
 
 
-def test_focus_stops_at_the_ends_and_falls_back_to_the_first_card(scored: Store) -> None:
+def test_grid_errors_name_the_fix(scored: Store) -> None:
     at = run_ok(AppTest.from_file(PAGE, default_timeout=60))
-    press(at, "kb_prev")
-    assert highlighted(at) == [1]
-    for _ in range(12):
-        press(at, "kb_next")
-    assert highlighted(at) == [10]
-    press(at, "kb_acc")  # the last card: the focus goes back one
-    assert highlighted(at) == [9]
-    at.session_state["s_focus"] = 999  # a card that is not on this page any more
-    run_ok(at)
-    assert highlighted(at) == [1]
+    at = grid_send(at, "s_grid", {"action": "predict", "ids": [10]})  # p(elves) 0.95: nothing to move
+    kind, text = grid_data(at, "s_grid")["message"]
+    assert kind == "error" and "nothing to move" in text
+    at = grid_send(at, "s_grid", {"action": "accept", "ids": [999]})
+    kind, text = grid_data(at, "s_grid")["message"]
+    assert kind == "error" and "999" in text and "reload" in text
+    assert scored.count_candidates(state="pending") == 10
