@@ -284,14 +284,17 @@ def grid_cards(sp: StreamlitPage) -> list[dict[str, Any]]:
     Read through a Playwright locator: it reaches into the component's shadow root, querySelector does not."""
     return list(
         sp.page.locator(GRID).evaluate_all(
-            """cards => cards.map(c => {
+            r"""cards => cards.map(c => {
                  const img = c.querySelector('img');
                  const pred = c.querySelector('[data-act="predict"]');
                  const label = c.querySelector('.cg-cap b');
+                 const pct = pred ? /(\d+)%/.exec(pred.textContent) : null;
                  return {id: Number(c.dataset.card), src: img ? img.getAttribute('src') : '',
                          label: label ? label.textContent.trim() : '',
                          predicted: pred ? pred.textContent.replace('→', '').trim().split(' ')[0] : null,
-                         deleted: c.classList.contains('cg-deleted')};
+                         pct: pct ? Number(pct[1]) : null,
+                         deleted: c.classList.contains('cg-deleted'),
+                         reviewed: c.classList.contains('cg-reviewed')};
                })"""
         )
     )
@@ -329,6 +332,48 @@ def plan_rounds(
         options = [(best[j][0] + cost(seq[j:k]), [*best[j][1], seq[j:k]]) for j in range(k)]
         best.append(min(options, key=lambda o: o[0]))
     return best[-1][1]
+
+
+THRESHOLD_START, THRESHOLD_STEP = 80, 5  # the grid toolbar's t (cards.js): starts at 80 %, [ / ] move it by 5
+
+
+@dataclass(frozen=True)
+class ThresholdPlan:
+    """One use of the toolbar threshold: move t to ``t`` ([ / ] presses), then Shift+P (no false alarm) or
+    S + Ctrl-click each false alarm out + P. ``cost`` counts those actions plus the per-card fixes of the
+    right predictions left below t."""
+
+    t: int
+    false_alarms: tuple[int, ...]
+    hits: tuple[int, ...]
+    cost: int
+
+
+def plan_threshold(
+    doubted: dict[int, int], fix_p: list[int], order: list[int], current: int, agreeing: frozenset[int]
+) -> ThresholdPlan | None:
+    """The cheapest threshold round for the doubted cards shown (``{id: % shown}``), where ``fix_p`` are
+    the wrong cards whose prediction is right (the others are false alarms), or None when none beats fixing
+    ``fix_p`` card by card (``plan_rounds``)."""
+    want = set(fix_p)
+    best: ThresholdPlan | None = None
+    for t in range(THRESHOLD_STEP, 100, THRESHOLD_STEP):
+        hits = [i for i in order if i in doubted and doubted[i] >= t]
+        if not want & set(hits):
+            continue
+        alarms = [i for i in hits if i not in want]
+        bulk = 1 if not alarms else 2 + len(alarms)  # Shift+P, or S + Ctrl-clicks + P
+        left = [i for i in fix_p if i not in hits]
+        rest = sum(round_cost(part, order, agreeing) for part in plan_rounds(left, order, agreeing, button=True))
+        cost = abs(t - current) // THRESHOLD_STEP + bulk + rest
+        if best is None or cost < best.cost:
+            best = ThresholdPlan(t, tuple(alarms), tuple(hits), cost)
+    return best
+
+
+def round_cost(part: list[int], order: list[int], dont_care: frozenset[int]) -> int:
+    """Actions of one ``plan_rounds`` round: the card's own button, or a selection + one key."""
+    return 1 if len(part) == 1 else 1 + len(plan_selection(part, order, dont_care))
 
 
 class GridUser:
@@ -472,8 +517,13 @@ def review_new(user: User, by_id: dict[int, cd.LabeledImage], co: Checkout, r: c
     """Grid on Review: select the wrong cards whose → prediction is right, P; the others by their true
     class, 1-9; the pager's Next ▶ when the page has none left but the set is not clean."""
     g, sp = GridUser(user), user.sp
-    user.t.strategy = "new grid: select wrong cards with a right prediction → P; the rest per class → 1-9"
+    user.t.strategy = (
+        "new grid: the rest per class → 1-9; wrong cards with a right prediction by the threshold t "
+        "([ / ], then Shift+P, or S + Ctrl-click false alarms out + P) or selected → P, whichever is fewer; "
+        "Shift+K keeps a clean page (the queue moves on)"
+    )
     labels, _ = review_labels(co, r)
+    t_now = THRESHOLD_START
     for _ in range(MAX_ROUNDS):
         cards = [c for c in grid_cards(sp) if not c["deleted"]]
         order = [c["id"] for c in cards]
@@ -493,6 +543,30 @@ def review_new(user: User, by_id: dict[int, cd.LabeledImage], co: Checkout, r: c
             # P moves every selected card to its own prediction and leaves agreeing cards alone: a range may
             # hold those, but no card whose prediction is wrong.
             agreeing = frozenset(c["id"] for c in cards if not c["predicted"])
+            by_hand = sum(round_cost(p, order, agreeing) for p in plan_rounds(fix_p, order, agreeing, button=True))
+            doubted = {c["id"]: c["pct"] for c in cards if c["predicted"] and c["pct"] is not None}
+            plan = plan_threshold(doubted, fix_p, order, t_now, agreeing)
+            if plan is not None and plan.cost < by_hand:
+                while t_now != plan.t:  # the oracle read the % on each card; t moves in the browser only
+                    user.press("]" if plan.t > t_now else "[", rerun=False)
+                    t_now += THRESHOLD_STEP if plan.t > t_now else -THRESHOLD_STEP
+                shown_t = sp.page.locator(".cg-thr-val").first.inner_text().strip()
+                if shown_t != f"{plan.t}%":
+                    raise RuntimeError(f"the toolbar shows t = {shown_t}, the user set {plan.t}%")
+                if plan.false_alarms:
+                    user.press("s", rerun=False)
+                    for cid in plan.false_alarms:
+                        user.click(g.card(cid), rerun=False, modifiers=["Control"])
+                    g.key("p", [i for i in plan.hits if i not in plan.false_alarms])
+                else:
+                    g.key("Shift+P", list(plan.hits))
+                user.t.steps.append(
+                    f"threshold {plan.t}%: {len(plan.hits)} doubted, {len(plan.false_alarms)} false alarm(s) taken out"
+                )
+                for cid in plan.hits:
+                    if cid in fix_p:
+                        labels[by_id[cid].index] = by_id[cid].truth
+                continue
             for part in plan_rounds(fix_p, order, agreeing, button=True):
                 if len(part) == 1 and g.card_button(part[0], "predict"):
                     continue
@@ -503,6 +577,9 @@ def review_new(user: User, by_id: dict[int, cd.LabeledImage], co: Checkout, r: c
             continue
         if all(labels[i.index] == i.truth for i in r.images):
             return
+        if any(not c["reviewed"] for c in cards):  # every label here is right: Shift+K keeps them, the queue moves on
+            g.key("Shift+K", order)
+            continue
         nxt = sp.page.locator(".st-key-next_review button:visible")
         if not nxt.count() or nxt.first.is_disabled():
             return

@@ -179,3 +179,20 @@ def test_plan_rounds_covers_every_card_once(seed: int) -> None:
     assert sorted(flat) == sorted(ids) and len(flat) == len(set(flat))
     for part in rounds:
         assert _apply(bc.plan_selection(part, order), order) == set(part)
+
+
+def test_plan_threshold_takes_the_cheapest_t_and_counts_its_presses() -> None:
+    order = list(range(1, 11))
+    # Five right predictions at 90-99 %, one false alarm at 85 %, a right one at 60 %.
+    doubted = {1: 99, 2: 95, 3: 92, 4: 91, 5: 90, 6: 85, 7: 60}
+    fix_p = [1, 2, 3, 4, 5, 7]
+    plan = bc.plan_threshold(doubted, fix_p, order, 85, frozenset({8, 9, 10}))
+    assert plan is not None
+    # t = 90: one ] press + Shift+P on 1-5, then the 60 % card by its own button: 3 actions (at 85 %:
+    # S + a Ctrl-click + P + the button = 4).
+    assert (plan.t, plan.false_alarms, plan.hits, plan.cost) == (90, (), (1, 2, 3, 4, 5), 3)
+    # Without a right prediction among the doubted there is no threshold round.
+    assert bc.plan_threshold({6: 85}, [], order, 80, frozenset()) is None
+    # A false alarm above every right prediction: S, a Ctrl-click taking it out, P (3 actions, t stays).
+    plan = bc.plan_threshold({1: 99, 2: 90, 3: 90, 4: 90}, [2, 3, 4], order, 80, frozenset())
+    assert plan is not None and (plan.t, plan.false_alarms, plan.cost) == (80, (1,), 3)

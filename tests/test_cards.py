@@ -177,7 +177,9 @@ def test_review_card_sends_the_confidence_the_threshold_compares(store: Store) -
     review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
     for it in review.ranking(store, status="all"):
         card = cards.review_card(store, it, 64)
-        assert card.confidence == (round(it.confidence or 0, 4) if it.disagrees else None)
+        pct = round((it.confidence or 0) * 100)
+        assert card.confidence == (pct if it.disagrees else None)
+        assert card.hint == (f"→ {it.predicted} {pct}%" if it.disagrees else "")  # the value the user compares
 
 
 def test_next_focus_moves_past_the_acted_cards() -> None:

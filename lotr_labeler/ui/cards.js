@@ -33,7 +33,7 @@ function esc(s) {
 function gridState(key) {
   window.__lotrCards = window.__lotrCards || {};
   if (!window.__lotrCards[key]) {
-    window.__lotrCards[key] = { focus: null, sel: new Set(), anchor: null, lastSeq: -1, lb: null, help: false, busy: false, thr: 0.8 };
+    window.__lotrCards[key] = { focus: null, sel: new Set(), anchor: null, lastSeq: -1, lb: null, help: false, busy: false, thr: 80 };
   }
   return window.__lotrCards[key];
 }
@@ -79,10 +79,10 @@ export default function (component) {
   // The confidence threshold t (kept per grid across reruns): S selects the doubted cards >= t for a look,
   // Shift+P accepts them all at once, Shift+K keeps what is left unreviewed on the page.
   function doubted() {
-    return ids.filter((i) => { const c = byId.get(i); return c.predicted && !c.deleted && (c.confidence ?? 0) >= s.thr - 1e-9; });
+    return ids.filter((i) => { const c = byId.get(i); return c.predicted && !c.deleted && (c.confidence ?? 0) >= s.thr; });
   }
   function nudge(delta) {
-    s.thr = Math.min(0.99, Math.max(0.05, Math.round((s.thr + delta) * 100) / 100));
+    s.thr = Math.min(95, Math.max(5, s.thr + delta));  // whole percents, as the cards show them
     renderToolbar();
   }
   function selectDoubted() {
@@ -191,7 +191,7 @@ export default function (component) {
     let thr = "";
     if (allowed.has("predict")) {
       const hits = doubted().length;
-      const pct = Math.round(s.thr * 100);
+      const pct = s.thr;
       thr = `<span class="cg-sep"></span><span class="cg-thr" title="Confidence threshold t: [ lowers, ] raises">t
         <button class="cg-btn" data-tool="thr-" title="Lower t ([)">−</button><b class="cg-thr-val">${pct}%</b><button class="cg-btn" data-tool="thr+" title="Raise t (])">+</button></span>
         <button class="cg-btn" data-tool="doubted" title="Select the cards the model doubts with confidence ≥ ${pct}% (S)">Select doubted ≥ t (${hits})</button>
@@ -274,7 +274,7 @@ export default function (component) {
       if (name === "all") s.sel = new Set(ids);
       else if (name === "clear") s.sel.clear();
       else if (name === "undo") return send("undo", []);
-      else if (name === "thr-" || name === "thr+") return nudge(name === "thr+" ? 0.05 : -0.05);
+      else if (name === "thr-" || name === "thr+") return nudge(name === "thr+" ? 5 : -5);
       else if (name === "doubted") return selectDoubted();
       else if (name === "predict-all") return predict(doubted());
       else if (name === "keep-page") return keepPage();
@@ -331,7 +331,7 @@ export default function (component) {
     } else if (k === "?") { s.help = !s.help; render(); }
     else if ((k === "Enter" || k === " ") && s.focus != null) { if (s.lb == null) open(s.focus); else closeLb(); }
     else if (k === "z" || k === "Z") send("undo", []);
-    else if (allowed.has("predict") && s.lb == null && (k === "[" || k === "]")) nudge(k === "]" ? 0.05 : -0.05);
+    else if (allowed.has("predict") && s.lb == null && (k === "[" || k === "]")) nudge(k === "]" ? 5 : -5);
     else if (allowed.has("predict") && s.lb == null && (k === "s" || k === "S") && !e.shiftKey) selectDoubted();
     else if (allowed.has("predict") && s.lb == null && k === "P" && e.shiftKey) predict(doubted());
     else if (allowed.has("keep") && s.lb == null && k === "K" && e.shiftKey) keepPage();

@@ -67,7 +67,7 @@ class Card:
     reviewed: bool = False
     predicted: str | None = None  # the model's class, when it differs from ``label``
     hint: str = ""  # e.g. "→ Elves 83%"
-    confidence: float | None = None  # the prediction's probability (the toolbar's threshold compares it)
+    confidence: int | None = None  # the prediction's probability in % as the hint shows it (the threshold's value)
     scored: bool = False  # a model has judged it (no prediction shown: it agrees)
     meta: tuple[tuple[str, str], ...] = ()  # URLs among the values show as links
 
@@ -177,6 +177,7 @@ def review_card(store: Store, it: Any, size: int) -> Card:
     if it.reviewed:
         meta.append(("review", "kept (out of the queue)"))
     disagrees = bool(it.disagrees and it.predicted)
+    pct = round((it.confidence or 0) * 100)
     return Card(
         id=img.id,
         src=thumb_url(store, img, size),
@@ -186,8 +187,8 @@ def review_card(store: Store, it: Any, size: int) -> Card:
         deleted=img.deleted,
         reviewed=it.reviewed,
         predicted=it.predicted if disagrees else None,
-        hint=f"→ {it.predicted} {it.confidence or 0:.0%}" if disagrees else "",
-        confidence=round(float(it.confidence or 0), 4) if disagrees else None,
+        hint=f"→ {it.predicted} {pct}%" if disagrees else "",
+        confidence=pct if disagrees else None,
         scored=it.scored,
         meta=tuple(meta),
     )
