@@ -243,3 +243,140 @@ def test_one_grid_listens_and_keys_in_a_field_are_left_alone(sp: StreamlitPage, 
     with db(cards_app) as s:
         assert {i.id: i.label for i in s.images()} == before
     assert sp.page.evaluate("Object.keys(window.__lotrCards).length") == 1
+
+
+def _data_png(shape: str, seed: int) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    shape_image(shape, seed, 96).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def test_search_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> None:
+    """Search candidates on the grid: arrows + A/X decide, Shift-click a range + X rejects 3 at once, Z
+    undoes it; the large view shows the query and the source page. The thumbnails are data: URLs (the
+    browser loads a candidate's thumbnail URL itself)."""
+    from lotr_labeler.store import CandidateIn
+
+    with db(cards_app) as s:
+        s.add_candidates(
+            CandidateIn(
+                "circle",
+                f"http://img.invalid/{i}.jpg",
+                _data_png("circle" if i % 3 else "triangle", 500 + i),
+                page_url=f"http://page.invalid/{i}",
+                query="circle shape",
+                width=96,
+                height=96,
+            )
+            for i in range(12)
+        )
+        cands = [c.id for c in s.candidates(state="pending")]
+    ids = open_grid(sp, "/Search")
+    assert ids == cands[: len(ids)] and len(ids) == 12
+    sp.screenshot("search-1400")
+    assert focused(sp) == ids[0]
+    key(sp, "ArrowRight", rerun=False)
+    key(sp, "a")
+    with db(cards_app) as s:
+        assert s.get_candidate(ids[1]).state == "accepted"
+    assert message(sp) == "Accepted 1 candidate." and ids[1] not in shown(sp)  # the pending view drops it
+    assert focused(sp) == ids[2]  # the focus moved on
+    key(sp, "x")
+    with db(cards_app) as s:
+        assert s.get_candidate(ids[2]).state == "rejected"
+
+    a, b, c = ids[4], ids[5], ids[6]
+    thumb(sp, a).click()
+    thumb(sp, c).click(modifiers=["Shift"])
+    assert count(sp) == "3 selected"
+    with db(cards_app) as s:
+        events = len(s.history())
+    key(sp, "x")
+    with db(cards_app) as s:
+        assert [s.get_candidate(i).state for i in (a, b, c)] == ["rejected"] * 3
+        assert len(s.history()) == events + 1  # one step
+    assert message(sp) == "Rejected 3 candidates."
+    key(sp, "z")  # undo reruns the whole page: wait for the cards themselves
+    expect(sp.page.locator(f'.cg-grid [data-card="{b}"]')).to_have_count(1)
+    sp.wait_idle()
+    with db(cards_app) as s:
+        assert [s.get_candidate(i).state for i in (a, b, c)] == ["pending"] * 3
+        assert s.get_candidate(ids[2]).state == "rejected"  # the step before stays
+
+    sp.page.mouse.click(5, 5)
+    key(sp, "Enter", rerun=False)
+    expect(sp.page.locator(".cg-lb-head b")).to_have_text(re.compile(r"^#\d+ · circle"))
+    meta = sp.page.locator(".cg-lightbox .cg-meta").inner_text()
+    assert "circle shape" in meta and "http://page.invalid/" in meta
+    key(sp, "Escape", rerun=False)
+    sp.check_no_exception()
+
+
+def doubted_pct(sp: StreamlitPage) -> dict[int, tuple[str, int]]:
+    """The doubted cards shown: id -> (predicted class, % shown), read from each card's "→ class p%" line."""
+    rows = sp.page.locator(".cg-grid [data-card]").evaluate_all(
+        """cards => cards.map(c => [Number(c.dataset.card),
+                                   (c.querySelector('.cg-verdict [data-act="predict"]') || {}).textContent || ''])"""
+    )
+    out: dict[int, tuple[str, int]] = {}
+    for cid, text in rows:
+        m = re.match(r"→\s*(\S+)\s+(\d+)%", text.strip())
+        if m:
+            out[int(cid)] = (m.group(1), int(m.group(2)))
+    return out
+
+
+def test_review_threshold_select_doubted_shift_p_and_keep_page(sp: StreamlitPage, cards_app: AppServer) -> None:
+    with db(cards_app) as s:  # fresh label errors the head doubts (the scores do not depend on the label)
+        agree = [it for it in review.ranking(s) if it.predicted == it.given and not it.reviewed]
+        planted = agree[:3]
+        for it in planted:
+            s.relabel([it.id], next(c for c in SHAPES if c != it.predicted))
+    open_grid(sp, "/Review")
+    thr = sp.page.locator(".cg-thr-val")
+    assert thr.inner_text() == "80%"
+    key(sp, "]", rerun=False)
+    assert thr.inner_text() == "85%"  # [ and ] move t by 5 in the browser, no rerun
+    doubted = doubted_pct(sp)
+    assert {it.id for it in planted} <= set(doubted)
+    t = max(5, min(doubted[it.id][1] for it in planted) // 5 * 5)
+    while thr.inner_text() != f"{t}%":
+        key(sp, "[" if int(thr.inner_text().rstrip("%")) > t else "]", rerun=False)
+    hits = {cid for cid, (_, pct) in doubted.items() if pct >= t}
+    assert sp.page.locator('[data-tool="doubted"]').inner_text() == f"Select doubted ≥ t ({len(hits)})"
+
+    # S selects exactly the doubted cards >= t (to inspect; Ctrl-click takes a false alarm out), Esc clears.
+    key(sp, "s", rerun=False)
+    assert count(sp) == f"{len(hits)} selected"
+    selected = sp.page.locator(".cg-grid .cg-card.cg-sel").evaluate_all("els => els.map(e => Number(e.dataset.card))")
+    assert set(selected) == hits
+    sp.screenshot("review-threshold-selected")
+    key(sp, "Escape", rerun=False)
+
+    # Shift+P: every prediction >= t on the page, each to its own class, in one undo step.
+    with db(cards_app) as s:
+        before = {cid: s.get_image(cid).label for cid in hits}
+        last = s.last_event_id()
+    key(sp, "Shift+P")
+    with db(cards_app) as s:
+        assert {cid: s.get_image(cid).label for cid in hits} == {cid: doubted[cid][0] for cid in hits}
+        assert s.count_events_after(last) == 1
+        assert hits <= review.reviewed_ids(s)
+    assert not hits & set(shown(sp))  # corrected = reviewed: out of the queue
+    key(sp, "z")
+    expect(sp.page.locator(f'.cg-grid [data-card="{min(hits)}"]')).to_have_count(1)
+    sp.wait_idle()
+    with db(cards_app) as s:
+        assert {cid: s.get_image(cid).label for cid in hits} == before  # one Z restores every class
+
+    # Shift+K keeps the rest of the page: every card shown leaves the queue with its label.
+    page_ids = shown(sp)
+    key(sp, "Shift+K")
+    with db(cards_app) as s:
+        assert set(page_ids) <= review.reviewed_ids(s)
+        assert {cid: s.get_image(cid).label for cid in hits} == before
+    assert not set(page_ids) & set(shown(sp))
+    sp.check_no_exception()
