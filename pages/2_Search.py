@@ -256,7 +256,7 @@ with open_current() as store:
     page_ids = [r.id for r in rows]
 
     undo_and_history(store)  # Z is the grid's key
-    b = st.columns([1.4, 1.4, 1, 1, 1.6])
+    b = st.columns([1.4, 1.4, 1.7, 1.7, 1.4])  # room for the Shift+PageUp/PageDown hints
     for col, (verb, new_state, hot) in zip(
         b[:2], (("Accept", "accepted", "Shift+A"), ("Reject", "rejected", "Shift+X")), strict=True
     ):
@@ -287,6 +287,7 @@ with open_current() as store:
         # The states this page shows travel with every action: another window's decision meanwhile wins.
         on_action=search_grid.handler({t.id: t.candidate.state for t in items}),
         columns=COLUMNS,
+        large={t.id: t.candidate.image_url for t in items}.get,  # the original: the browser fetches it
         empty="No candidates here. Search above, or add a URL list on the Dataset page.",
     )
 

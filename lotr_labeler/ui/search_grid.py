@@ -27,7 +27,7 @@ def candidate_card(t: triage.Triage) -> Card:
     "state query · size · p", the model's class as P's target; URL, page and query in the lightbox."""
     c = t.candidate
     size = f"{c.width}×{c.height}" if c.width and c.height else "size ?"
-    p = f" · p {t.p_class:.2f}" if t.p_class is not None else ""
+    p = f" p {t.p_class:.2f}" if t.p_class is not None else ""
     meta: list[tuple[str, str]] = [("id", f"candidate #{c.id}"), ("state", c.state), ("class", c.label)]
     for name, value in (("query", c.query), ("url", c.image_url), ("page", c.page_url), ("title", c.title)):
         if value:
@@ -53,7 +53,8 @@ def candidate_card(t: triage.Triage) -> Card:
     return Card(
         id=c.id,
         src=c.thumbnail_url or c.image_url,
-        caption=f"{BADGE.get(c.state, '')} {c.query or c.source} · {size}{p}",
+        # The state and the model's word first: the query is the part a narrow card may cut (full: hover, large view).
+        caption=f"{BADGE.get(c.state, '')}{p} · {size} · {c.query or c.source}",
         label=c.label,
         flags=tuple(flags),
         reviewed=c.state == "accepted",  # the caption's class gets a ✓
