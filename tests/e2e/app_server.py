@@ -49,6 +49,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 HEALTH_TIMEOUT_S = 60.0
+VIEWPORT = {"width": 1400, "height": 1000}  # the desktop window of every browser test and screenshot
 
 
 def find_chromium() -> str | None:

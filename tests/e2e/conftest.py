@@ -19,6 +19,7 @@ import pytest
 from .app_server import (
     ARTIFACTS,
     FAKE_DDGS_ENV,
+    VIEWPORT,
     AppServer,
     find_chromium,
     fresh_checkout,
@@ -28,7 +29,6 @@ from .app_server import (
 from .streamlit_page import StreamlitPage
 from .timings import TIMINGS, TIMINGS_NOTES, record
 
-VIEWPORT = {"width": 1400, "height": 1000}
 
 
 def _in_ci() -> bool:

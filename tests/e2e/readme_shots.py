@@ -21,8 +21,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from e2e.app_server import AppServer, find_chromium, launch_chromium  # noqa: E402
-from e2e.conftest import VIEWPORT  # noqa: E402
+from e2e.app_server import VIEWPORT, AppServer, find_chromium, launch_chromium  # noqa: E402
 from e2e.streamlit_page import StreamlitPage  # noqa: E402
 from lotr_labeler.collect.importers import import_folder  # noqa: E402
 from lotr_labeler.model import embed  # noqa: E402

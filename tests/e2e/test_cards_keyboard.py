@@ -18,8 +18,7 @@ from lotr_labeler.review import scoring as review
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project, open_project
 
-from .app_server import ROOT, AppServer
-from .conftest import VIEWPORT
+from .app_server import ROOT, VIEWPORT, AppServer
 from .streamlit_page import StreamlitPage
 
 pytestmark = pytest.mark.e2e
