@@ -30,7 +30,6 @@ from .streamlit_page import StreamlitPage
 from .timings import TIMINGS, TIMINGS_NOTES, record
 
 
-
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
