@@ -80,6 +80,7 @@ def _launch_download(store: Store, retry: bool) -> str:
 
 def _bulk(store: Store, seen: dict[int, str], state: str) -> int:
     """Decide the cards as the user saw them (``seen``: id -> state shown); one undoable step."""
+    cards.state(GRID).message = None  # the outcome shows at the top: the grid's line must not say an older one
     decided = store.decide_seen(seen, state)
     if message := decided.stale_message():
         flash("warning", message)

@@ -84,7 +84,9 @@ def test_card_accept_reject_and_move_are_stored(candidates: Store) -> None:
 def test_bulk_accept_page_leaves_earlier_decisions_alone(candidates: Store) -> None:
     at = app()
     at = grid_send(at, "s_grid", {"action": "reject", "ids": [5]})
+    assert grid_data(at, "s_grid")["message"] == ["success", "Rejected 1 candidate."]
     button(at, "Accept page")
+    assert grid_data(at, "s_grid")["message"] is None  # the page's own message says what happened
     states = [candidates.get_candidate(i).state for i in range(1, 71)]
     assert states[4] == "rejected"  # a decision made before the bulk action is kept
     assert states.count("accepted") == 48 and states.count("pending") == 21
