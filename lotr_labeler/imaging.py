@@ -247,10 +247,11 @@ def _encode(img: Image.Image, data: bytes, max_side: int, quality: int) -> Norma
         rgb = to_rgb(img)
         del img
         if max(rgb.size) > max_side:
-            # Bilinear (antialiased in Pillow, as fastai's and torchvision's resizes) after a box
-            # reduce for large factors (reducing_gap): half the CPU of LANCZOS, the biggest
-            # cost of a download after the network.
-            rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            # Area averaging (BOX: each output pixel is the mean of the input it covers, OpenCV's
+            # INTER_AREA), after a plain box reduce for large factors (reducing_gap): the resize
+            # was the biggest CPU cost of a download; BOX takes ~30% less than bilinear and,
+            # being a downscale only, neither blurs more nor rings.
+            rgb.thumbnail((max_side, max_side), Image.Resampling.BOX, reducing_gap=2.0)
         buf = io.BytesIO()
         # No optimize=True: its second Huffman pass costs ~20% of a download's CPU for ~6% smaller files.
         rgb.save(buf, format="JPEG", quality=quality)
@@ -260,14 +261,27 @@ def _encode(img: Image.Image, data: bytes, max_side: int, quality: int) -> Norma
         width=rgb.width,
         height=rgb.height,
         sha256=hashlib.sha256(jpeg).hexdigest(),
-        phash=_phash(rgb),
+        phash=phash(rgb),
     )
 
 
-def _phash(img: Image.Image) -> str:
+PHASH_SIDE = 32
+"""imagehash's phash resizes to 32x32 (hash_size 8 x highfreq_factor 4) before its DCT."""
+
+
+def phash(img: Image.Image) -> str:
+    """imagehash's perceptual hash (64 bits, hex) of ``img``, with a box reduce before its resize.
+
+    imagehash resizes the whole image to 32x32 with LANCZOS (a 96-tap kernel at 512 px): about
+    1 ms, 15% of a download's CPU. The same resize with ``reducing_gap=2`` (an exact integer box
+    reduce to >= 64 px first) takes a third of that and moves the hash by at most a bit or two,
+    as much as hashing the full-size original instead of the stored copy does. imagehash then
+    gets an image already 32x32 (its resize is a copy) and computes the DCT hash as ever.
+    """
     import imagehash  # lazy: it loads numpy and scipy, which the home page never needs
 
-    return str(imagehash.phash(img))
+    side = (PHASH_SIDE, PHASH_SIDE)
+    return str(imagehash.phash(img.convert("L").resize(side, Image.Resampling.LANCZOS, reducing_gap=2.0)))
 
 
 def _storable_as_is(img: Image.Image, max_side: int) -> bool:
