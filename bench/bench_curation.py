@@ -33,6 +33,8 @@ The two UIs, each a checkout in a temp dir started like ``make run`` (tests/e2e/
   P = each selected card to its own prediction (agreeing cards untouched), 1-9 = the n-th class, A/X
   accept/reject (Search). ``plan_rounds`` / ``plan_selection`` pick the fewest clicks + presses
   (ranges with the cards that must stay out Ctrl-clicked away; a lone card by its own button).
+  Search (the pending view: a decided card leaves it): the off-topic cards selected → X, a round at a
+  time (the cards move up after each), then Shift+A ("Accept page") once the page is all on-topic.
   Review: first the wrong cards whose prediction is wrong (by their true class, 1-9; they leave the
   queue), then those whose prediction is right (P).
 - The scripted user has no think time: its seconds are the app's own latency summed over the actions.
@@ -52,7 +54,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -418,29 +419,26 @@ class GridUser:
 
 
 def search_new(user: User, s: cd.SearchSet, co: Checkout) -> None:
-    """Grid on Search: the off-topic cards of the page selected → X, then the rest → A (a lone card by its
-    own button); decided cards may stay on the page, so they are remembered; Next ▶ when a page is done."""
+    """Grid on Search (the pending view: a decided card leaves it, the next ones move up): the off-topic
+    cards shown selected → X (a lone one by its own ✗), one round at a time since the cards move after
+    each; when the page shows only on-topic cards, Shift+A ("Accept page") takes them all."""
     g, sp = GridUser(user), user.sp
-    user.t.strategy = "new grid: select off-topic → X, select the rest → A, Next ▶"
-    decided: set[int] = set()
+    user.t.strategy = "new grid: select off-topic → X (rounds), then Shift+A accepts the page"
     for _ in range(MAX_ROUNDS):
         cards = grid_cards(sp)
+        if not cards:
+            return
         order = [c["id"] for c in cards]
-        todo = [c for c in cards if c["id"] not in decided]
-        if not todo:
-            nxt = sp.page.get_by_role("button", name=re.compile(r"^\s*Next ▶")).filter(visible=True)
-            if not nxt.count() or nxt.first.is_disabled():
-                return
-            user.click(nxt)
+        off = [c["id"] for c in cards if not s.truth_of_url(c["src"]).on_topic]
+        if not off:
+            before = user.t.actions
+            user.press("Shift+A")
+            user.t.steps.append(f"Shift+A: accept the page's {len(cards)} card(s) (total {before + 1} actions)")
             continue
-        off = [c["id"] for c in todo if not s.truth_of_url(c["src"]).on_topic]
-        on = [c["id"] for c in todo if c["id"] not in off]
-        for ids, action, key in ((off, "reject", "x"), (on, "accept", "a")):
-            for part in plan_rounds(ids, order, button=True):  # decided cards still shown are no "don't care"
-                if not (len(part) == 1 and g.card_button(part[0], action)):
-                    g.select(part, order)
-                    g.key(key, part)
-                decided.update(part)
+        part = plan_rounds(off, order, button=True)[0]  # the cheapest first round; then look again
+        if not (len(part) == 1 and g.card_button(part[0], "reject")):
+            g.select(part, order)
+            g.key("x", part)
 
 
 # -- phase 2: review ------------------------------------------------------------------------------
@@ -640,7 +638,11 @@ def run_phase(
         # The grid mounts after the script run ends: wait for the cards of either UI before looking.
         old_cards = "[class*='st-key-acc_']" if phase == "search" else "[class*='st-key-r_del_']"
         sp.page.locator(f"{GRID}, {old_cards}").first.wait_for(timeout=60_000)
-        if phase == "search":
+        if phase == "search" and has_grid(sp):  # the grid's thumbnails (a shadow root: a locator reaches them)
+            sp.page.locator(f"{GRID} img").first.evaluate(
+                "img => (img.complete && img.naturalWidth > 0) || new Promise(ok => img.addEventListener('load', ok))"
+            )
+        elif phase == "search":
             sp.wait_images(1, timeout_s=60)
         if use_grid and not has_grid(sp):
             raise LookupError("no card grid")
