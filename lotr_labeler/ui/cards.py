@@ -220,7 +220,7 @@ def state(key: str) -> GridState:
 
 
 def next_focus(before: Sequence[int], acted: Collection[int], now: Collection[int]) -> int | None:
-    """The card to focus after acting on ``acted`` (``ui.focus.advance`` for a grid): the first card
+    """The card to focus after acting on ``acted``: the first card
     after the last acted one that is still shown (``now``), else the nearest one before it."""
     order = list(before)
     last = max((order.index(i) for i in acted if i in order), default=None)
