@@ -3,14 +3,12 @@ the CLI `review similar` and the Review page's Map tab."""
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
-from helpers import image_bytes, shape_image
+from helpers import grid_send, image_bytes, shape_image
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound
@@ -19,7 +17,7 @@ from lotr_labeler.model import embed
 from lotr_labeler.review import embedding_map as emap
 from lotr_labeler.review import scoring
 from lotr_labeler.store import Store
-from lotr_labeler.ui import cards, review_map
+from lotr_labeler.ui import review_map
 
 DIM = 16
 
@@ -264,19 +262,13 @@ def test_more_like_this_panel_relabels_neighbours(store: Store) -> None:
     odd = store.images("circle")[0]
     at = review_page()
     assert not any(f"More like #{odd.id}" in m.value for m in at.markdown)
-    # M (or the large view's button) on a card sends the grid action "more"; the page's handler is
-    # review_action with more=open_similar, which opens the panel in the session. The handler runs here
-    # as the grid's callback runs it; its session value then goes to the page's session.
+    # M (or the large view's button) on a card sends the grid action "more"; the page's own callback
+    # (review_action with more=open_similar) opens the panel and reruns the page.
     grid = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == "r_grid")
-    allowed = json.loads(grid.proto.json)["actions"]
-    assert "more" in allowed and odd.id in [c["id"] for c in json.loads(grid.proto.json)["cards"]]
-    handler = functools.partial(cards.review_action, more=functools.partial(review_map.open_similar, store.name))
-    st.session_state.pop(review_map.SIMILAR, None)
-    s = cards.apply(store, "r_grid", {"action": "more", "ids": [odd.id], "focus": odd.id}, allowed, handler)
-    assert s.message == ("success", f"More like #{odd.id}: its nearest images are shown above the grid.")
-    assert s.rerun_app  # the panel is outside the grid's fragment: the whole page reruns
-    at.session_state[review_map.SIMILAR] = st.session_state.pop(review_map.SIMILAR)
-    rerun(at)
+    assert odd.id in [c["id"] for c in json.loads(grid.proto.json)["cards"]]
+    at = grid_send(at, "r_grid", {"action": "more", "ids": [odd.id], "focus": odd.id})
+    message = json.loads(next(e for e in at.get("bidi_component") if e.key == "r_grid").proto.json)["message"]
+    assert message == ["success", f"More like #{odd.id}: its nearest images are shown above the grid."]
     assert any(f"More like #{odd.id}" in m.value for m in at.markdown)
     neighbours = emap.similar(store, odd.id, review_map.NEIGHBOURS)
     assert [n.image.label for n in neighbours[:5]] == ["circle"] * 5
