@@ -2,7 +2,7 @@
 
 a) 300 images from a local threaded HTTP server on 127.0.0.1 that adds 200 ms of latency per
    request: our ``download_candidates`` (validation, normalisation, hashing, manifest, files;
-   default 16 workers) against fastai's ``download_images(dest, urls=...)`` with its defaults
+   default 32 workers) against fastai's ``download_images(dest, urls=...)`` with its defaults
    (n_workers=8, timeout=4) on the same URLs in the same run. ratio = fastai time / our time.
 b) Near-duplicate grouping of 20,000 64-bit phashes (random plus planted near copies):
    ``dedupe.group_near_duplicates`` against a naive pairwise loop over imagehash objects timed
