@@ -391,7 +391,11 @@ class GridUser:
         """Select ``ids`` with the clicks ``plan_selection`` gives (Esc first if a selection is left over)."""
         if not ids:
             return
-        if self.sp.page.locator(".cg-grid .cg-sel").count():
+        has_selection = bool(self.sp.page.locator(".cg-grid .cg-sel").count())
+        if len(ids) == 1 and not has_selection and self.focused() == ids[0]:
+            self.user.t.steps.append("the card is the outlined one: no click")  # keys act on the focused card
+            return
+        if has_selection:
             self.user.press("Escape", rerun=False)
         plan = plan_selection(ids, order, dont_care)
         for how, cid in plan:
@@ -402,6 +406,10 @@ class GridUser:
             f"select {len(ids)} card(s): {kinds.count('click')} click, {kinds.count('shift')} Shift-click, "
             f"{kinds.count('ctrl')} Ctrl-click"
         )
+
+    def focused(self) -> int | None:
+        el = self.sp.page.locator(".cg-grid .cg-card.cg-focus")
+        return int(el.first.get_attribute("data-card")) if el.count() else None
 
     def key(self, key: str, ids: list[int] | None = None) -> None:
         before = self.user.t.actions
