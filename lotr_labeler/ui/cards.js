@@ -30,6 +30,13 @@ function esc(s) {
   return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
+// Image URLs come from the web (search results): only http(s) and data:image URLs reach src/href,
+// escaped, so a quote cannot end the attribute and javascript: never runs.
+function safeUrl(u) {
+  const v = String(u ?? "");
+  return /^(https?:\/\/|data:image\/)/i.test(v) ? esc(v) : "";
+}
+
 function gridState(key) {
   window.__lotrCards = window.__lotrCards || {};
   if (!window.__lotrCards[key]) {
@@ -169,7 +176,8 @@ export default function (component) {
     if (s.sel.has(c.id)) cls.push("cg-sel");
     if (c.deleted) cls.push("cg-deleted");
     if (c.reviewed) cls.push("cg-reviewed");
-    const img = c.src ? `<img src="${c.src}" alt="#${c.id}" loading="lazy">` : `<span class="cg-missing">file missing</span>`;
+    const src = safeUrl(c.src);
+    const img = src ? `<img src="${src}" alt="#${c.id}" loading="lazy">` : `<span class="cg-missing">${c.src ? "no preview" : "file missing"}</span>`;
     const flags = c.flags && c.flags.length ? `<span class="cg-flag" title="${esc(c.flags.join(", "))}">⚠</span>` : "";
     return `<div class="${cls.join(" ")}" data-card="${c.id}">
       <div class="cg-thumb" data-pick="1">${img}<span class="cg-check">${s.sel.has(c.id) ? "✓" : ""}</span>
@@ -211,14 +219,14 @@ export default function (component) {
   function lightboxHtml() {
     const c = byId.get(s.lb);
     if (!c) return "";
-    const big = data.lightbox && data.lightbox.id === c.id && data.lightbox.src ? data.lightbox.src : c.src;
+    const big = safeUrl(data.lightbox && data.lightbox.id === c.id && data.lightbox.src ? data.lightbox.src : c.src);
     const rows = (c.meta || []).map(([k, v]) => {
-      const val = /^https?:\/\//.test(v) ? `<a href="${esc(v)}" target="_blank" rel="noopener noreferrer">${esc(v)}</a>` : esc(v);
+      const val = /^https?:\/\//i.test(v) ? `<a href="${esc(v)}" target="_blank" rel="noopener noreferrer">${esc(v)}</a>` : esc(v);
       return `<tr><th>${esc(k)}</th><td>${val}</td></tr>`;
     }).join("");
     const i = ids.indexOf(c.id);
     return `<div class="cg-overlay cg-lightbox" data-close="1"><div class="cg-lb" role="dialog" aria-label="Image #${c.id}">
-      <div class="cg-lb-img"><img src="${big}" alt="#${c.id}"></div>
+      <div class="cg-lb-img">${big ? `<img src="${big}" alt="#${c.id}">` : `<span class="cg-missing">no preview</span>`}</div>
       <div class="cg-lb-side"><div class="cg-lb-head"><b>#${c.id} · ${esc(c.label)}</b><span>${i + 1} of ${ids.length}</span>
         <button class="cg-btn" data-close="1" title="Close (Esc)">✕</button></div>
         <table class="cg-meta">${rows}</table>

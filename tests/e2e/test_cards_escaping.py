@@ -1,0 +1,97 @@
+"""The card grid's JS renders web text as text: captions, labels, classes, flags and lightbox metadata
+come from search results and file names, so markup in them must not become elements, a quote must not
+end an attribute, and only http(s)/data:image URLs may reach ``src``/``href``.
+
+The real ``cards.js`` runs in Chromium on a blank page (imported from a blob URL, mounted with a fake
+component object); no app server is needed, so this runs in a second or two.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from lotr_labeler.ui import cards
+
+from .app_server import VIEWPORT
+
+pytestmark = pytest.mark.e2e
+pytest.importorskip("playwright.sync_api")
+
+HOSTILE = '"><img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+PNG = (
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+def _card(id_: int, src: str, meta: list[list[str]]) -> dict[str, Any]:
+    card = cards.Card(id=id_, src="", caption=HOSTILE, label=HOSTILE, flags=(HOSTILE,), predicted=HOSTILE)
+    payload = card.payload()
+    payload.update(src=src, hint="→ " + HOSTILE, confidence=90, scored=True, meta=meta)
+    return payload
+
+
+MOUNT = """async ([src, data]) => {
+  document.body.innerHTML = '<div id="host"><div class="cg-root"></div></div>';
+  const url = URL.createObjectURL(new Blob([src], { type: "text/javascript" }));
+  const mod = await import(url);
+  window.__sent = [];
+  mod.default({ data, key: "xss", parentElement: document.getElementById("host"),
+                setTriggerValue: (name, value) => window.__sent.push([name, value]) });
+}"""
+
+
+def test_web_text_and_urls_cannot_inject_markup_or_scripts(browser: Any) -> None:
+    data = {
+        "cards": [
+            _card(1, 'https://ok.example/a.jpg" onerror="window.__pwned=3', [["url", "javascript:window.__pwned=4"]]),
+            _card(2, "javascript:window.__pwned=5", [["page", 'https://ok.example/p"><b id="inj">x</b>']]),
+            _card(3, PNG, [["title", HOSTILE]]),
+        ],
+        "classes": [HOSTILE, "plain"],
+        "actions": list(cards.ACTIONS),
+        "columns": 3,
+        "hint_only": False,
+        "focus": 1,
+        "seq": 1,
+        "message": ["error", HOSTILE],
+        "lightbox": None,
+        "empty": HOSTILE,
+    }
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        page.evaluate(MOUNT, [(cards.HERE / "cards.js").read_text(encoding="utf-8"), data])
+        root = page.locator(".cg-root")
+        # Markup in the text stays text: no injected element, no handler attribute, the words shown as typed.
+        assert page.evaluate("document.querySelectorAll('script, [onerror], #inj').length") == 0
+        assert HOSTILE in root.locator("[data-card='1'] .cg-cap").text_content()
+        assert HOSTILE in root.locator(".cg-msg").text_content()
+        assert page.evaluate("[...document.querySelectorAll('.cg-legend kbd')].length") == 2
+        # src: the https URL whole (its quote escaped, inside the attribute), javascript: dropped, data: kept.
+        srcs = page.evaluate(
+            "[...document.querySelectorAll('.cg-grid img')]"
+            ".map(i => [i.closest('[data-card]').dataset.card, i.getAttribute('src')])"
+        )
+        assert dict(srcs) == {"1": 'https://ok.example/a.jpg" onerror="window.__pwned=3', "3": PNG}
+        assert "no preview" in root.locator("[data-card='2']").text_content()
+        # The lightbox: a javascript: value is plain text, an https one a link with its whole value as href.
+        root.locator("[data-card='1'] .cg-zoom").click()
+        assert page.locator(".cg-lightbox a").count() == 0
+        assert "javascript:window.__pwned=4" in page.locator(".cg-lightbox .cg-meta").text_content()
+        page.keyboard.press("ArrowRight")
+        link = page.locator(".cg-lightbox a")
+        assert link.get_attribute("href") == 'https://ok.example/p"><b id="inj">x</b>'
+        assert page.locator(".cg-lightbox img").count() == 0  # its javascript: image is not loaded
+        page.keyboard.press("ArrowRight")
+        assert HOSTILE in page.locator(".cg-lightbox .cg-meta").text_content()
+        page.wait_for_timeout(200)  # an injected handler (img onerror) would have fired by now
+        assert page.evaluate("window.__pwned") is None
+        assert page.evaluate("document.querySelectorAll('script, [onerror], #inj').length") == 0
+        sent = page.evaluate("window.__sent")
+        assert [name for name, _ in sent] == ["open", "open", "open"], json.dumps(sent)
+    finally:
+        context.close()
