@@ -30,7 +30,6 @@ st.caption("Thumbnails come straight from the search engine: nothing is download
 COLUMNS = 6
 ANY = "any"
 STATES = ["pending", "accepted", "rejected", "downloaded", "failed"]
-BADGE = {"pending": "⏳", "accepted": "✅", "rejected": "❌", "downloaded": "💾", "failed": "⚠️"}
 DEFAULTS = {
     "s_class": ALL,
     "s_query": "",
@@ -59,12 +58,16 @@ SHOW_LABELS = {
 remember_widgets(DEFAULTS)
 GRID = "s_grid"  # the candidate card grid's key (its focus, selection, message)
 # Keys of the page (none may repeat, none the grid's own): Shift+A/X the whole page, Shift+PageDown/PageUp
-# paging (Shift+arrows extend the grid's selection), Shift+H/L the threshold actions.
+# paging (Shift+arrows extend the grid's selection), Shift+H/L the p(class) sliders of Model triage.
+# Two thresholds on one page: the help says which is which (the grid's t: the model's *other* class,
+# this page; the sliders: p(the card's own class), every pending candidate).
 KEYS_HELP = (
     "⌨ In the grid: arrows move · **A** accept · **X** reject · **P** the model's class · **1–9** move to "
-    "a class · Shift-click or Shift+arrows select a range · **Z** undo · **?** all keys. On the page: "
-    "**Shift+A**/**Shift+X** the whole page · **Shift+H**/**Shift+L** the threshold actions · "
-    "**Shift+PageDown**/**Shift+PageUp** next/previous page"
+    "a class · Shift-click or Shift+arrows select a range · **Z** undo · **?** all keys. The grid's **t** is "
+    "the model's confidence in *another* class: **[**/**]** move it, **S** selects those cards, **Shift+P** "
+    "accepts them as that class (this page). On the page: **Shift+A**/**Shift+X** the whole page · "
+    "**Shift+H**/**Shift+L** accept/reject by p(its own class), the sliders of Model triage (every pending "
+    "candidate) · **Shift+PageDown**/**Shift+PageUp** next/previous page"
 )
 
 
@@ -107,7 +110,15 @@ def _threshold_side(store: Store, label: str | None, query: str | None, accept: 
     """One bulk threshold action: slider, live count, preview strip, then the button."""
     key, verb = ("t_accept", "Accept") if accept else ("t_reject", "Reject")
     sign = "≥" if accept else "≤"
-    t = float(st.slider(f"{verb} all pending with p(class) {sign}", 0.0, 1.0, step=0.01, key=key))
+    t = float(
+        st.slider(
+            f"{verb} every pending candidate of the filter (all pages) with p(its class) {sign}",
+            0.0,
+            1.0,
+            step=0.01,
+            key=key,
+        )
+    )
     hits = triage.at_least(store, t, label, query=query) if accept else triage.at_most(store, t, label, query=query)
     st.caption(f"**{len(hits)}** pending candidate(s) with p(class) {sign} {t:.2f}" + (" — first 12:" if hits else ""))
     if hits:

@@ -78,6 +78,17 @@ def test_threshold_buttons_carry_their_shortcuts(scored: Store) -> None:
     assert [c.id for c in scored.candidates(state="rejected")] == [1, 2]  # p <= 0.20
 
 
+def test_the_two_thresholds_say_which_is_which(scored: Store) -> None:
+    """The grid's t (the model's other class, this page: [ ] S Shift+P) and the triage sliders (p of the
+    card's own class, every page: Shift+H/L) sit on one page: the help and the labels tell them apart."""
+    at = run_ok(AppTest.from_file(PAGE, default_timeout=60))
+    help_ = next(c.value for c in at.caption if c.value.startswith("⌨"))
+    for key in ("**[**/**]**", "**S**", "**Shift+P**", "*another* class", "**Shift+H**/**Shift+L**", "own class"):
+        assert key in help_, key
+    labels = [s.label for s in at.slider]
+    assert all("(all pages)" in lab and "p(its class)" in lab for lab in labels) and len(labels) == 2
+
+
 def test_candidates_are_cards_of_the_shared_grid(scored: Store) -> None:
     at = run_ok(AppTest.from_file(PAGE, default_timeout=60))
     grid = grid_data(at, "s_grid")
