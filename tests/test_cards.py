@@ -111,6 +111,20 @@ def test_domain_errors_become_the_grid_message(store: Store) -> None:
     assert "Nothing to undo" in s.message[1]
 
 
+def test_a_library_error_becomes_one_sentence_in_the_grid_message(store: Store) -> None:
+    import errno
+
+    def full_disk(_store: Store, _act: cards.GridAction) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    img = store.images("circle")[0]
+    s = cards.apply(store, "ds", {"action": "delete", "ids": [img.id]}, DATASET, full_disk)
+    assert s.message is not None and s.message[0] == "error" and "No space left" not in s.message[1]
+    assert "disk" in s.message[1].lower()  # the cause in the user's words, with the fix
+    with pytest.raises(ZeroDivisionError):  # a bug is not dressed up as a message
+        cards.apply(store, "ds", {"action": "delete", "ids": [img.id]}, DATASET, lambda *_: str(1 / 0))
+
+
 def test_trash_restore_and_review_actions(store: Store) -> None:
     ids = [i.id for i in store.images("circle")][:2]
     store.delete_images(ids)

@@ -28,7 +28,7 @@ from typing import Any
 
 import streamlit as st
 
-from lotr_labeler.errors import InvalidInput, LabelerError, check_choice
+from lotr_labeler.errors import InvalidInput, LabelerError, check_choice, explain_known
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.ui.context import data_dir
@@ -241,8 +241,9 @@ Handler = Callable[[Store, GridAction], Message]
 
 
 def apply(store: Store, key: str, raw: Any, allowed: Collection[str], on_action: Handler) -> GridState:
-    """Validate and apply one trigger value, record its message and the next focus. Domain errors
-    become the message (kind "error"); the grid keeps its focus then."""
+    """Validate and apply one trigger value, record its message and the next focus. Domain errors and
+    the library errors ``explain_known`` translates (a full disk, a file gone) become the message (kind
+    "error"); the grid keeps its focus then."""
     s = state(key)
     s.seq += 1
     if isinstance(raw, dict) and isinstance(raw.get("focus"), int):
@@ -250,8 +251,11 @@ def apply(store: Store, key: str, raw: Any, allowed: Collection[str], on_action:
     try:
         act = parse_action(raw, allowed)
         text = on_action(store, act)
-    except LabelerError as exc:
-        s.message = ("error", str(exc))
+    except Exception as exc:  # a callback's error would reach the page as a traceback
+        sentence = explain_known(exc)  # domain errors and the library errors it knows (full disk, ...)
+        if sentence is None:
+            raise  # a bug: let it surface
+        s.message = ("error", sentence)
         return s
     s.message = text if isinstance(text, tuple) else ("success", text)
     s.rerun_app = act.action in APP_ACTIONS
