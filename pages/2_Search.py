@@ -64,7 +64,7 @@ GRID = "s_grid"  # the candidate card grid's key (its focus, selection, message)
 KEYS_HELP = (
     "⌨ In the grid: arrows move · **A** accept · **X** reject · **P** the model's class · **1–9** move to "
     "a class · Shift-click or Shift+arrows select a range · **Z** undo · **?** all keys. The grid's **t** is "
-    "the model's confidence in *another* class: **[**/**]** move it, **S** selects those cards, **Shift+P** "
+    "the model's confidence in *another* class: **[** and **]** move it, **S** selects those cards, **Shift+P** "
     "accepts them as that class (this page). On the page: **Shift+A**/**Shift+X** the whole page · "
     "**Shift+H**/**Shift+L** accept/reject by p(its own class), the sliders of Model triage (every pending "
     "candidate) · **Shift+PageDown**/**Shift+PageUp** next/previous page"

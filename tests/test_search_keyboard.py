@@ -83,7 +83,7 @@ def test_the_two_thresholds_say_which_is_which(scored: Store) -> None:
     card's own class, every page: Shift+H/L) sit on one page: the help and the labels tell them apart."""
     at = run_ok(AppTest.from_file(PAGE, default_timeout=60))
     help_ = next(c.value for c in at.caption if c.value.startswith("⌨"))
-    for key in ("**[**/**]**", "**S**", "**Shift+P**", "*another* class", "**Shift+H**/**Shift+L**", "own class"):
+    for key in ("**[** and **]**", "**S**", "**Shift+P**", "*another* class", "**Shift+H**/**Shift+L**", "own class"):
         assert key in help_, key
     labels = [s.label for s in at.slider]
     assert all("(all pages)" in lab and "p(its class)" in lab for lab in labels) and len(labels) == 2
