@@ -176,7 +176,12 @@ def grid_data(at: Any, key: str) -> dict[str, Any]:
 
 def grid_send(at: Any, key: str, raw: dict[str, Any]) -> Any:
     """Rerun ``at`` as if the browser's card grid ``key`` sent the trigger value ``raw`` (what a key
-    press or a click in cards.js sends): the page's own callback applies it, with what the page showed."""
+    press or a click in cards.js sends): the page's own callback applies it, with what the page showed.
+
+    Private Streamlit 1.67 internals (AppTest has no public way to send a components-v2 trigger):
+    ``_make_trigger_id``, ``AppTest._tree`` / ``_run`` and the ``[{"event", "value"}]`` trigger JSON. An
+    upgrade that changes them fails loudly: an ImportError/AttributeError here, or every grid_send test's
+    store assertions (the page's callback would not fire)."""
     import json
 
     from streamlit.components.v2.bidi_component.main import _make_trigger_id
