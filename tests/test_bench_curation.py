@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -196,3 +197,30 @@ def test_plan_threshold_takes_the_cheapest_t_and_counts_its_presses() -> None:
     # A false alarm above every right prediction: S, a Ctrl-click taking it out, P (3 actions, t stays).
     plan = bc.plan_threshold({1: 99, 2: 90, 3: 90, 4: 90}, [2, 3, 4], order, 80, frozenset())
     assert plan is not None and (plan.t, plan.false_alarms, plan.cost) == (80, (1,), 3)
+
+
+def test_retrain_pays_after_a_batch_when_it_can_save_more_than_its_click() -> None:
+    n = bc.RETRAIN_MIN_FIXES
+    assert not bc.retrain_pays(n - 1, 10)  # one relabel barely moves the head: not after a lone fix
+    assert not bc.retrain_pays(n, 1)  # at best it saves its own click: no gain
+    assert not bc.retrain_pays(0, 10)  # nothing corrected since the last fit: the same scores again
+    assert bc.retrain_pays(n, 2)
+
+
+def test_review_rows_name_their_configuration_and_count_the_retrains(review: Any, search: Any, capsys: Any) -> None:
+    def tally(actions: int, retrains: int) -> Any:
+        return bc.Tally(clicks=actions, clean=True, retrains=retrains, strategy="s")
+
+    names = []
+    for retrain in (True, False):
+        results = {("today", "review"): tally(21, 0), ("new", "review"): tally(6, 2 if retrain else 0)}
+        bc.report(results, ["review"], search, review, retrain=retrain)
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        names.append({row["name"] for row in rows})
+        actions = rows[0]
+        assert (actions["ours"], actions["anchor"], actions["ratio"]) == (6, 21, 3.5)
+        assert ("2 of them ⚡ Retrain head" in actions["note"]) is retrain
+    # both configurations stay their own rows in RESULTS.md: no name is shared
+    assert not names[0] & names[1]
+    assert all("Retrain head when it pays" in n for n in names[0])
+    assert all("first fit only" in n for n in names[1])
