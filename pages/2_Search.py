@@ -22,7 +22,7 @@ from lotr_labeler.ui.context import (
 )
 from lotr_labeler.ui.imports import url_list_form
 from lotr_labeler.ui.jobs import job_panel
-from lotr_labeler.ui.widgets import ALL, all_select, undo_and_history
+from lotr_labeler.ui.widgets import ALL, all_select, history_popover
 
 st.set_page_config(page_title="Search · lotr_labeler", page_icon="🔎", layout="wide")
 st.title("Search and review")
@@ -137,7 +137,7 @@ def _threshold_side(store: Store, label: str | None, query: str | None, accept: 
         disabled=not hits,
         on_click=act,
         args=(_bulk, {h.id: "pending" for h in hits}, "accepted" if accept else "rejected"),
-        kwargs={"success": f"{verb}ed {{result}} candidate(s) (one step: Undo above, Z, or `undo`)."},
+        kwargs={"success": f"{verb}ed {{result}} candidate(s) (one step: the grid's ↩ Undo, Z, or `undo`)."},
     )
 
 
@@ -267,8 +267,8 @@ with open_current() as store:
         rows = [t.candidate for t in items]
     page_ids = [r.id for r in rows]
 
-    undo_and_history(store)  # Z is the grid's key
-    b = st.columns([1.4, 1.4, 1.7, 1.7, 1.4])  # room for the Shift+PageUp/PageDown hints
+    # One Undo on this page: the grid's (its ↩ Undo button and Z); the History popover sits with the page buttons.
+    b = st.columns([1.4, 1.4, 1.7, 1.7, 1.1, 1.4])  # room for the Shift+PageUp/PageDown hints
     for col, (verb, new_state, hot) in zip(
         b[:2], (("Accept", "accepted", "Shift+A"), ("Reject", "rejected", "Shift+X")), strict=True
     ):
@@ -289,7 +289,8 @@ with open_current() as store:
     if b[3].button("Next ▶", disabled=len(rows) < page_size, shortcut="Shift+PageDown", width="stretch"):
         cursors.append(page_ids[-1])
         st.rerun()
-    b[4].markdown(f"{total} candidate(s) · page {len(cursors) + 1}")
+    history_popover(store, where=b[4])
+    b[5].markdown(f"{total} candidate(s) · page {len(cursors) + 1}")
     st.caption(KEYS_HELP)
     cards.grid(
         GRID,

@@ -185,3 +185,47 @@ def test_url_list_lands_in_the_same_grid(candidates: Store) -> None:
     assert any("1 candidate(s) added" in s.value for s in at.success)
     at.selectbox(key="f_class").select("dwarves").run()
     assert "http://list.test/a_t.jpg" in [c["src"] for c in grid_data(at, "s_grid")["cards"]]
+
+
+def test_downloaded_cards_have_no_decisions_and_a_x_skip_them_saying_so_once(candidates: Store) -> None:
+    for i in (1, 2):
+        candidates.finish_candidate(i, state="downloaded")
+    at = app()
+    at.selectbox(key="f_state").select("All").run()
+    cards = {c["id"]: c for c in grid_data(at, "s_grid")["cards"]}
+    # cards.js draws a badge instead of ✓/✗ (and no verdict line) for a locked card.
+    assert cards[1]["locked"] == "💾 downloaded" and cards[3]["locked"] == ""
+    at = grid_send(at, "s_grid", {"action": "accept", "ids": [1, 2, 3]})  # a selection across them: A
+    assert [candidates.get_candidate(i).state for i in (1, 2, 3)] == ["downloaded", "downloaded", "accepted"]
+    kind, text = grid_data(at, "s_grid")["message"]
+    assert kind == "success" and text.count("Dataset page") == 1
+    assert text.startswith("Accepted 1 candidate. Skipped 2 candidates already downloaded")
+    at = grid_send(at, "s_grid", {"action": "reject", "ids": [1]})  # X on a downloaded card alone
+    kind, text = grid_data(at, "s_grid")["message"]
+    assert kind == "error" and "relabel them on the Dataset page" in text
+    assert candidates.get_candidate(1).state == "downloaded"
+
+
+def test_the_grid_message_is_cleared_when_the_page_is_entered_anew(candidates: Store) -> None:
+    at = AppTest.from_file(str(Path(PAGE).parent.parent / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/2_Search.py").run()
+    at = grid_send(at, "s_grid", {"action": "accept", "ids": [1]})
+    assert grid_data(at, "s_grid")["message"] == ["success", "Accepted 1 candidate."]
+    at.run()  # a rerun of the same visit keeps it
+    assert grid_data(at, "s_grid")["message"] == ["success", "Accepted 1 candidate."]
+    at.switch_page("pages/4_Train.py").run()
+    at.switch_page("pages/2_Search.py").run()  # back: a new visit
+    assert not at.exception, [e.value for e in at.exception]
+    assert grid_data(at, "s_grid")["message"] is None
+
+
+def test_one_undo_the_grids_with_the_history_popover(candidates: Store) -> None:
+    at = app()
+    assert not [b for b in at.button if "Undo" in b.label]  # the page's own Undo button is gone
+    assert "undo" in grid_data(at, "s_grid")["actions"]  # the grid's ↩ Undo and Z
+    at = grid_send(at, "s_grid", {"action": "reject", "ids": [4]})
+    assert "rejected candidate #4" in " ".join(m.value for m in at.markdown)  # History lists it
+    at = grid_send(at, "s_grid", {"action": "undo", "ids": []})
+    assert candidates.get_candidate(4).state == "pending"
+    assert "~~rejected candidate #4~~" in " ".join(m.value for m in at.markdown)

@@ -147,6 +147,7 @@ export default function (component) {
     return classes.map((c) => `<option${c === current ? " selected" : ""}>${esc(c)}</option>`).join("");
   }
   function controlsHtml(c, inLightbox) {
+    if (c.locked) return `<span class="cg-badge" title="No decision applies any more">${esc(c.locked)}</span>`;
     if (c.deleted) return button("restore", "↺ Restore", "Restore from the trash (R)", "cg-wide");
     let html = c.reviewed ? button("unkeep", "↺", "Reviewed already: back to the queue") : button("keep", "✓", "Keep: the label is right (K)");
     html += button("delete", "🗑", "Delete to the trash (D)");
@@ -160,7 +161,7 @@ export default function (component) {
   function verdictHtml(c) {
     // The model's word, on its own line when the grid can take predictions: the primary button, or a
     // quiet hint when the model is weak (P accepts either).
-    if (!allowed.has("predict") || c.deleted) return "";
+    if (!allowed.has("predict") || c.deleted || c.locked) return "";
     let inner;
     if (c.predicted && !data.hint_only)
       inner = button("predict", esc(c.hint), `Relabel to ${c.predicted}, the model's choice (P)`, "cg-primary cg-wide");

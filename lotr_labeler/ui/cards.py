@@ -69,6 +69,7 @@ class Card:
     hint: str = ""  # e.g. "→ Elves 83%"
     confidence: int | None = None  # the prediction's probability in % as the hint shows it (the threshold's value)
     scored: bool = False  # a model has judged it (no prediction shown: it agrees)
+    locked: str = ""  # e.g. "downloaded": shown as a badge instead of the decision buttons (none apply)
     meta: tuple[tuple[str, str], ...] = ()  # URLs among the values show as links
 
     def payload(self) -> dict[str, Any]:
@@ -322,6 +323,10 @@ def grid(
         check_choice(a, ACTIONS, "Grid action")
     allowed = tuple(a for a in ACTIONS if a in actions)
     s = state(key)
+    # The visit token: the component's widget state, which Streamlit drops when the user leaves the page
+    # (and keeps over reruns of the same visit). Absent: the page is entered anew, so an old message goes.
+    if key not in st.session_state:
+        s.message = None
     s.ids = [c.id for c in cards]
     if s.acted is not None:
         s.focus = next_focus(s.acted[0], s.acted[1], set(s.ids)) or s.focus

@@ -63,6 +63,7 @@ def candidate_card(t: triage.Triage) -> Card:
         confidence=pct if disagrees else None,
         scored=t.p_class is not None,
         meta=tuple(meta),
+        locked="💾 downloaded" if c.state == "downloaded" else "",  # an image now: no ✓/✗ to press
     )
 
 
@@ -70,8 +71,14 @@ def _cn(n: int) -> str:
     return f"{n} candidate{'' if n == 1 else 's'}"
 
 
-def _outcome(done: str, decided: Decided) -> Message:
-    """The message: what changed, then the stale sentence as a warning when another window won."""
+DOWNLOADED = "Downloaded candidates are images now: relabel them on the Dataset page."
+
+
+def _outcome(done: str, decided: Decided, skipped: int = 0) -> Message:
+    """The message: what changed, the downloaded cards skipped (said once), then the stale sentence as a
+    warning when another window won."""
+    if skipped:
+        done += f" Skipped {_cn(skipped)} already downloaded (images now: relabel them on the Dataset page)."
     if stale := decided.stale_message():
         return ("warning", f"{done} {stale}" if decided.changed else stale)
     return ("success", done)
@@ -96,13 +103,17 @@ def search_action(store: Store, act: GridAction, *, seen: Mapping[int, str]) -> 
     shown = {i: seen[i] for i in act.ids if i in seen}
     if not shown:
         raise InvalidInput(f"Candidates {list(act.ids)} are not on this page any more: reload the page.")
+    # Downloaded cards have no decision left (their card shows a badge): a selection or key that
+    # includes them acts on the others and says so once.
+    open_ = {i: s for i, s in shown.items() if s != "downloaded"}
+    skipped = len(shown) - len(open_)
+    if not open_:
+        raise InvalidInput(DOWNLOADED)
     if act.action in ("accept", "reject"):
         state = "accepted" if act.action == "accept" else "rejected"
-        decided = store.decide_seen(shown, state)
-        return _outcome(f"{'Accepted' if state == 'accepted' else 'Rejected'} {_cn(decided.changed)}.", decided)
-    open_ = {i: s for i, s in shown.items() if s != "downloaded"}
-    if not open_:
-        raise InvalidInput("Downloaded candidates are images now: relabel them on the Dataset page.")
+        decided = store.decide_seen(open_, state)
+        verb = "Accepted" if state == "accepted" else "Rejected"
+        return _outcome(f"{verb} {_cn(decided.changed)}.", decided, skipped)
     if act.action == "relabel":
         assert act.label is not None  # parse_action checked
         store.get_class(act.label)  # names the bad class and the existing ones
@@ -111,7 +122,7 @@ def search_action(store: Store, act: GridAction, *, seen: Mapping[int, str]) -> 
         for i, s in open_.items():
             by_keep.setdefault("pending" if s == "failed" else s, {})[i] = s
         decided = _decide_groups(store, [(group, keep, act.label) for keep, group in by_keep.items()])
-        return _outcome(f"Moved {_cn(decided.changed)} to {act.label}.", decided)
+        return _outcome(f"Moved {_cn(decided.changed)} to {act.label}.", decided, skipped)
     if act.action == "predict":
         by_class: dict[str, dict[int, str]] = {}
         for i, s in open_.items():
@@ -122,7 +133,7 @@ def search_action(store: Store, act: GridAction, *, seen: Mapping[int, str]) -> 
             raise InvalidInput("The model agrees with these classes (or has not scored them): nothing to move.")
         decided = _decide_groups(store, [(group, "accepted", label) for label, group in by_class.items()])
         targets = ", ".join(sorted(by_class))
-        return _outcome(f"Accepted {_cn(decided.changed)} as the model's class ({targets}).", decided)
+        return _outcome(f"Accepted {_cn(decided.changed)} as the model's class ({targets}).", decided, skipped)
     raise InvalidInput(f"The Search grid cannot {act.action!r}.")
 
 

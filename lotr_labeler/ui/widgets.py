@@ -47,7 +47,12 @@ def undo_and_history(store: Store, limit: int = 15, *, shortcut: str | None = No
         kwargs={"success": "{result}"},
         width="stretch",
     )
-    with top[1].popover("History", width="stretch"):
+    history_popover(store, limit, where=top[1])
+
+
+def history_popover(store: Store, limit: int = 15, *, where: DeltaGenerator | None = None) -> None:
+    """The History popover alone (a page whose grid has the Undo): the newest changes, undone ones struck through."""
+    with (where or st).popover("History", width="stretch"):
         events = store.history(limit)
         for e in events:
             mark = "~~" if e.undone else ""
