@@ -241,7 +241,10 @@ with open_current() as store:
     job_panel(project, "search", "Search")
 
     # -- review ------------------------------------------------------------------------
-    st.subheader("Review candidates")
+    head = st.columns([5, 1], vertical_alignment="bottom")
+    head[0].subheader("Review candidates")
+    # One Undo on this page: the grid's (its ↩ Undo button and Z); the History popover sits by the heading.
+    history_popover(store, where=head[1])
     f = st.columns([1, 2, 1, 1.4, 1.4])
     label = all_select("Class", classes, "f_class", where=f[0])
     query = all_select("Query", store.candidate_queries(label), "f_query", where=f[1])
@@ -267,8 +270,7 @@ with open_current() as store:
         rows = [t.candidate for t in items]
     page_ids = [r.id for r in rows]
 
-    # One Undo on this page: the grid's (its ↩ Undo button and Z); the History popover sits with the page buttons.
-    b = st.columns([1.4, 1.4, 1.7, 1.7, 1.1, 1.4])  # room for the Shift+PageUp/PageDown hints
+    b = st.columns([1.4, 1.4, 1.7, 1.7, 1.4])  # room for the Shift+PageUp/PageDown hints
     for col, (verb, new_state, hot) in zip(
         b[:2], (("Accept", "accepted", "Shift+A"), ("Reject", "rejected", "Shift+X")), strict=True
     ):
@@ -289,8 +291,7 @@ with open_current() as store:
     if b[3].button("Next ▶", disabled=len(rows) < page_size, shortcut="Shift+PageDown", width="stretch"):
         cursors.append(page_ids[-1])
         st.rerun()
-    history_popover(store, where=b[4])
-    b[5].markdown(f"{total} candidate(s) · page {len(cursors) + 1}")
+    b[4].markdown(f"{total} candidate(s) · page {len(cursors) + 1}")
     st.caption(KEYS_HELP)
     cards.grid(
         GRID,

@@ -311,6 +311,16 @@ def test_search_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> Non
     meta = sp.page.locator(".cg-lightbox .cg-meta").inner_text()
     assert "circle shape" in meta and "http://page.invalid/" in meta
     key(sp, "Escape", rerun=False)
+
+    # A downloaded candidate is an image now: its card shows a badge, no ✓/✗ (nor the verdict line).
+    with db(cards_app) as s:
+        s.finish_candidate(ids[0], state="downloaded")
+    sp.select("State", "All")
+    card = sp.page.locator(f'.cg-grid [data-card="{ids[0]}"]')
+    expect(card.locator(".cg-badge")).to_have_text("💾 downloaded")
+    assert card.locator("[data-act]").count() == 0
+    assert sp.page.locator(f'.cg-grid [data-card="{ids[3]}"] [data-act="accept"]').count() == 1
+    sp.screenshot("search-downloaded")
     sp.check_no_exception()
 
 
