@@ -273,12 +273,12 @@ def test_download_commits_what_finished_meanwhile_in_one_transaction(
         finally:
             finished.release()
 
-    def record(store: Store, batch: list[Any], report: Any) -> list[str]:
+    def record(store: Store, batch: list[Any], report: Any, *each: Any) -> list[str]:
         if not sizes:  # hold the first commit until every download has finished
             for _ in range(n):
                 assert finished.acquire(timeout=60)
         sizes.append(len(batch))
-        return real_record(store, batch, report)
+        return real_record(store, batch, report, *each)
 
     monkeypatch.setattr(download, "_work", work)
     monkeypatch.setattr(download, "_record_images", record)
@@ -322,11 +322,11 @@ def test_download_records_its_images_for_undo_even_when_it_ends_in_an_error(
     real_record = download._record_images
     calls = {"n": 0}
 
-    def record_then_fail(store: Store, batch: list[Any], report: Any) -> list[str]:
+    def record_then_fail(store: Store, batch: list[Any], report: Any, *each: Any) -> list[str]:
         calls["n"] += 1
         if calls["n"] > 1:
             raise KeyboardInterrupt  # Ctrl-C after the first commit
-        return real_record(store, batch, report)
+        return real_record(store, batch, report, *each)
 
     monkeypatch.setattr(download, "_record_images", record_then_fail)
     with pytest.raises(KeyboardInterrupt):
@@ -387,3 +387,41 @@ def test_grouping_a_subset_reuses_the_last_search_and_equals_a_fresh_one(monkeyp
     assert len(searches) == 6
     dedupe.find_groups(phashes[:500], 7)  # another distance: searched anew
     assert len(searches) == 7
+
+
+def test_progress_advances_one_image_at_a_time_through_a_group_commit(
+    two: Store, image_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images committed in one batch still report done = 1, 2, 3, … (not the batch's total n times)."""
+    import threading
+
+    from lotr_labeler.collect import download
+
+    n = 6
+    two.set_setting("allow_private_hosts", True)
+    two.add_candidates(CandidateIn("a", f"{image_server}/img/{k}.png") for k in range(n))
+    two.decide([c.id for c in two.candidates()], "accepted")
+    finished = threading.Semaphore(0)
+    real_work, real_record = download._work, download._record_images
+    sizes: list[int] = []
+
+    def work(*args: Any) -> Any:
+        try:
+            return real_work(*args)
+        finally:
+            finished.release()
+
+    def record(store: Store, batch: list[Any], report: Any, *each: Any) -> list[str]:
+        if not sizes:  # hold the first commit until every download has finished: the next one is a batch
+            for _ in range(n):
+                assert finished.acquire(timeout=60)
+        sizes.append(len(batch))
+        return real_record(store, batch, report, *each)
+
+    monkeypatch.setattr(download, "_work", work)
+    monkeypatch.setattr(download, "_record_images", record)
+    seen: list[download.DownloadProgress] = []
+    report = download.download_candidates(two, workers=n, progress=seen.append)
+    assert report.ok == n and max(sizes) > 1  # a real group commit happened
+    assert [p.done for p in seen] == list(range(1, n + 1))
+    assert [p.ok for p in seen] == list(range(1, n + 1))

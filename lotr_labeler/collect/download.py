@@ -785,8 +785,17 @@ def _record_failure(store: Store, cand: CandidateRow, outcome: _Outcome, report:
     return _fail(store, cand, reason, str(outcome.error), report)
 
 
-def _record_images(store: Store, batch: list[tuple[CandidateRow, _Outcome]], report: DownloadReport) -> list[str]:
-    """Commit a batch of staged images in one transaction (calling thread only); one message each."""
+def _record_images(
+    store: Store,
+    batch: list[tuple[CandidateRow, _Outcome]],
+    report: DownloadReport,
+    each: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Commit a batch of staged images in one transaction (calling thread only); one message each.
+
+    ``each(message)`` runs after each image is counted in ``report``, so progress reported from it
+    advances one image at a time even though the batch was committed at once.
+    """
     items = [
         ImageIn(
             outcome.image,
@@ -803,7 +812,12 @@ def _record_images(store: Store, batch: list[tuple[CandidateRow, _Outcome]], rep
         if outcome.image is not None
     ]
     results = store.add_images(items)
-    return [_record_one(store, cand, res, report) for (cand, _), res in zip(batch, results, strict=True)]
+    messages = []
+    for (cand, _), res in zip(batch, results, strict=True):
+        messages.append(_record_one(store, cand, res, report))
+        if each is not None:
+            each(messages[-1])
+    return messages
 
 
 def _record_one(store: Store, cand: CandidateRow, res: AddResult | NotFound, report: DownloadReport) -> str:
@@ -935,9 +949,7 @@ def _drive(
     def flush() -> None:
         nonlocal batch
         taken, batch = batch[:_BATCH], batch[_BATCH:]
-        for message in _record_images(store, taken, report):
-            if progress:
-                progress(_progress(report, started, message))
+        _record_images(store, taken, report, (lambda m: progress(_progress(report, started, m))) if progress else None)
 
     refill()
     try:
