@@ -301,15 +301,7 @@ def missing(store: Store, backbone: Backbone, images: Iterable[ImageRow] | None 
         keys = _cached_keys(path)
         return [img for img in store.images() if img.sha256 not in keys]
 
-    return list(version.memo(store, ("embed.missing", str(path), _file_state(path)), compute))
-
-
-def _file_state(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
+    return list(version.memo(store, ("embed.missing", str(path), version.file_state(path)), compute))
 
 
 def _cached_keys(path: Path) -> set[str]:

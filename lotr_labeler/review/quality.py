@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from lotr_labeler.imaging import write_atomic
-from lotr_labeler.store import ImageRow, Store
+from lotr_labeler.store import ImageRow, Store, version
 
 log = logging.getLogger(__name__)
 
@@ -135,17 +135,9 @@ class QualityCache:
 _parsed_files: dict[Path, tuple[tuple[int, int, int], dict[str, QualityStats]]] = {}
 
 
-def _file_state(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
-
-
 def _parsed(path: Path) -> dict[str, QualityStats]:
     """The stats in ``path`` (empty when absent or unreadable); shared: do not mutate."""
-    state = _file_state(path)
+    state = version.file_state(path)
     if state is None:
         return {}
     hit = _parsed_files.get(path)
@@ -164,7 +156,7 @@ def _parsed(path: Path) -> dict[str, QualityStats]:
 
 def cache_state(store: Store) -> tuple[int, int, int] | None:
     """Changes whenever the quality cache file is written (a key for memoized results that read it)."""
-    return _file_state(store.cache_dir / CACHE_FILE)
+    return version.file_state(store.cache_dir / CACHE_FILE)
 
 
 def cache_for(store: Store) -> QualityCache:

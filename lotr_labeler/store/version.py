@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import TypeVar
 
 from lotr_labeler.store.db import Database
@@ -59,6 +60,16 @@ def memo(db: Database, key: Hashable, compute: Callable[[], T]) -> T:
         while len(_memo) > MAX_ENTRIES:
             _memo.popitem(last=False)
     return value
+
+
+def file_state(path: Path) -> tuple[int, int, int] | None:
+    """(mtime_ns, size, inode) of ``path``, None when it is absent: the part of a memo key for a
+    cache file the value was read from (a write here or by another process changes it)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 def clear() -> None:
