@@ -251,15 +251,13 @@ def test_home_page_imports_nothing_heavy() -> None:
 # -- downloads: group commit --------------------------------------------------------------------
 
 
-def test_download_commits_what_finished_meanwhile_in_one_transaction(
-    two: Store, image_server: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """While the writer commits, finished downloads queue up; the next commit takes them all (<= 32)."""
+def _hold_first_commit(two: Store, image_server: str, monkeypatch: pytest.MonkeyPatch, n: int) -> list[int]:
+    """``n`` accepted candidates, and a downloader whose first commit waits until every download has
+    finished (so the next commit is a batch); returns the batch sizes as they are committed."""
     import threading
 
     from lotr_labeler.collect import download
 
-    n = 40
     two.set_setting("allow_private_hosts", True)  # the test server is on 127.0.0.1
     two.add_candidates(CandidateIn("a", f"{image_server}/img/{k}.png") for k in range(n))
     two.decide([c.id for c in two.candidates()], "accepted")
@@ -282,6 +280,17 @@ def test_download_commits_what_finished_meanwhile_in_one_transaction(
 
     monkeypatch.setattr(download, "_work", work)
     monkeypatch.setattr(download, "_record_images", record)
+    return sizes
+
+
+def test_download_commits_what_finished_meanwhile_in_one_transaction(
+    two: Store, image_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the writer commits, finished downloads queue up; the next commit takes them all (<= 32)."""
+    from lotr_labeler.collect import download
+
+    n = 40
+    sizes = _hold_first_commit(two, image_server, monkeypatch, n)
     report = download.download_candidates(two, workers=n)
     assert report.ok == n and sum(sizes) == n
     # Everything finished while the first commit was held goes into the next one (at most _BATCH):
@@ -393,33 +402,10 @@ def test_progress_advances_one_image_at_a_time_through_a_group_commit(
     two: Store, image_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Images committed in one batch still report done = 1, 2, 3, … (not the batch's total n times)."""
-    import threading
-
     from lotr_labeler.collect import download
 
     n = 6
-    two.set_setting("allow_private_hosts", True)
-    two.add_candidates(CandidateIn("a", f"{image_server}/img/{k}.png") for k in range(n))
-    two.decide([c.id for c in two.candidates()], "accepted")
-    finished = threading.Semaphore(0)
-    real_work, real_record = download._work, download._record_images
-    sizes: list[int] = []
-
-    def work(*args: Any) -> Any:
-        try:
-            return real_work(*args)
-        finally:
-            finished.release()
-
-    def record(store: Store, batch: list[Any], report: Any, *each: Any) -> list[str]:
-        if not sizes:  # hold the first commit until every download has finished: the next one is a batch
-            for _ in range(n):
-                assert finished.acquire(timeout=60)
-        sizes.append(len(batch))
-        return real_record(store, batch, report, *each)
-
-    monkeypatch.setattr(download, "_work", work)
-    monkeypatch.setattr(download, "_record_images", record)
+    sizes = _hold_first_commit(two, image_server, monkeypatch, n)
     seen: list[download.DownloadProgress] = []
     report = download.download_candidates(two, workers=n, progress=seen.append)
     assert report.ok == n and max(sizes) > 1  # a real group commit happened
