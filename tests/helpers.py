@@ -8,6 +8,7 @@ test module or conftest (pinned by test_layering_tests.py).
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lotr_labeler.model import runs
+from lotr_labeler.model import embed, runs
 from lotr_labeler.store import Store
 
 SHAPES = ("circle", "square", "triangle")
@@ -194,3 +195,13 @@ def grid_send(at: Any, key: str, raw: dict[str, Any]) -> Any:
     at = at._run(states)
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def plant_review_fit(store: Store, class_ids: list[int]) -> None:
+    """A recorded head fit over ``class_ids`` (random-init resnet18 at 32 px) without computing one, so
+    stored candidate scores count as the current model's (Search triage, thresholds)."""
+    backbone = embed.Backbone("resnet18", 32, pretrained=False)
+    fit = {"backbone": backbone.as_dict(), "class_ids": class_ids, "computed_at": "now", "seconds": 0.1}
+    store.meta_set(
+        "review_fit", json.dumps({**fit, "folds": 2, "scored": 0, "blended": 0, "run_id": None, "event_id": 0})
+    )

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from helpers import grid_data, grid_send, image_bytes, wait_for
+from helpers import grid_data, grid_send, image_bytes, plant_review_fit, wait_for
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -267,9 +267,7 @@ def page_store(empty_store: Store) -> Store:
         p = 0.05 + 0.1 * (c.id - 1)
         rows.append(candidate_scores.CandidateScore(c.id, {elves: p, dwarves: 1 - p}, None, None, None, "x", "now"))
     candidate_scores.save(s, rows)
-    backbone = embed.Backbone("resnet18", 32, pretrained=False)
-    fit = {"backbone": backbone.as_dict(), "class_ids": [elves, dwarves], "computed_at": "now", "seconds": 0.1}
-    s.meta_set("review_fit", json.dumps({**fit, "folds": 2, "scored": 0, "blended": 0, "run_id": None, "event_id": 0}))
+    plant_review_fit(s, [elves, dwarves])
     return s
 
 

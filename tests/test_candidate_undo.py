@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from helpers import grid_data, grid_send
+from helpers import grid_data, grid_send, plant_review_fit
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.cli import main
-from lotr_labeler.model import embed
 from lotr_labeler.store import CandidateIn, Store, candidate_scores
 from lotr_labeler.workspace import open_project
 
@@ -209,13 +207,7 @@ def scored(empty_store: Store) -> Store:
             for c in s.candidates()
         ],
     )
-    fit = {
-        "backbone": embed.Backbone("resnet18", 32, pretrained=False).as_dict(),
-        "class_ids": [elves, dwarves],
-        "computed_at": "now",
-        "seconds": 0.1,
-    }
-    s.meta_set("review_fit", json.dumps({**fit, "folds": 2, "scored": 0, "blended": 0, "run_id": None, "event_id": 0}))
+    plant_review_fit(s, [elves, dwarves])
     return s
 
 

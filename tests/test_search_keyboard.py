@@ -5,14 +5,12 @@ the payload; the real keys in Chromium: tests/e2e/test_cards_keyboard.py."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from helpers import grid_data, grid_send
+from helpers import grid_data, grid_send, plant_review_fit
 from streamlit.testing.v1 import AppTest
 
-from lotr_labeler.model import embed
 from lotr_labeler.store import CandidateIn, Store, candidate_scores
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "2_Search.py")
@@ -37,13 +35,7 @@ def scored(empty_store: Store) -> Store:
             for p in [0.05 + 0.1 * (c.id - 1)]
         ],
     )
-    fit = {
-        "backbone": embed.Backbone("resnet18", 32, pretrained=False).as_dict(),
-        "class_ids": [elves, dwarves],
-        "computed_at": "now",
-        "seconds": 0.1,
-    }
-    s.meta_set("review_fit", json.dumps({**fit, "folds": 2, "scored": 0, "blended": 0, "run_id": None, "event_id": 0}))
+    plant_review_fit(s, [elves, dwarves])
     return s
 
 
