@@ -187,6 +187,49 @@ def test_relabel_each_refuses_a_deleted_image_and_changes_nothing(store: Store) 
     assert store.relabel_each({a: "circle"}) == 0  # already there: no event
 
 
+def test_a_stale_tab_relabel_leaves_another_windows_move_alone(store: Store) -> None:
+    """Two windows show the same cards: the other one moves (or deletes) some meanwhile; this one's
+    relabel moves only the images still as it drew them and says how many it left alone."""
+    ids = [i.id for i in store.images("circle")][:4]
+    s = cards.state("ds")
+    s.ids, s.labels = ids, dict.fromkeys(ids, "circle")  # what this tab drew
+    with Store(store.root) as other:  # the other window, its own connection
+        other.relabel([ids[0]], "triangle")
+        other.delete_images([ids[1]])
+        other.relabel([ids[2]], "square")  # already where this tab sends it: not a conflict
+    events = len(store.history())
+    cards.apply(store, "ds", {"action": "relabel", "ids": ids, "label": "square"}, DATASET, cards.dataset_action)
+    assert [store.get_image(i).label for i in ids] == ["triangle", "circle", "square", "square"]
+    assert store.get_image(ids[1]).deleted  # the other window's delete holds
+    assert s.message == (
+        "warning",
+        "Relabeled 1 image to square. 2 images were moved or deleted in another window meanwhile and kept "
+        "that change; reload to see them.",
+    )
+    assert len(store.history()) == events + 1
+    # Nothing left to move: the warning alone, no event.
+    cards.apply(store, "ds", {"action": "relabel", "ids": ids[:1], "label": "square"}, DATASET, cards.dataset_action)
+    assert s.message == (
+        "warning",
+        "1 image was moved or deleted in another window meanwhile and kept that change; reload to see it.",
+    )
+    assert store.get_image(ids[0]).label == "triangle" and len(store.history()) == events + 1
+
+
+def test_a_stale_tab_keeps_review_marks_off_the_images_it_left_alone(store: Store) -> None:
+    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    ids = [i.id for i in store.images("circle")][:2]
+    s = cards.state("r")
+    s.ids, s.labels = ids, dict.fromkeys(ids, "circle")
+    with Store(store.root) as other:
+        other.relabel([ids[0]], "triangle")
+    cards.apply(store, "r", {"action": "relabel", "ids": ids, "label": "square"}, ("relabel",), cards.review_action)
+    assert [store.get_image(i).label for i in ids] == ["triangle", "square"]
+    assert s.message is not None and s.message[0] == "warning" and "1 image was moved" in s.message[1]
+    reviewed = review.reviewed_ids(store)
+    assert ids[1] in reviewed and ids[0] not in reviewed  # the one left alone stays in the queue
+
+
 def test_review_card_sends_the_confidence_the_threshold_compares(store: Store) -> None:
     review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
     for it in review.ranking(store, status="all"):

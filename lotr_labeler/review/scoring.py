@@ -47,6 +47,7 @@ from lotr_labeler.errors import Conflict, InvalidInput, NotFound, WeightsUnavail
 from lotr_labeler.model import embed, runs
 from lotr_labeler.review import dedupe, quality
 from lotr_labeler.store import SPLITS, ImageRow, Store, now, reviews, version
+from lotr_labeler.store.images import Relabeled
 
 log = logging.getLogger(__name__)
 
@@ -721,13 +722,14 @@ def relabel(store: Store, ids: Iterable[int], label: str) -> int:
     return changed
 
 
-def relabel_each(store: Store, moves: Mapping[int, str]) -> int:
-    """Move each image to its own class (``{id: class}``) and mark them reviewed: one transaction, one
-    undoable event even when the images go to several classes (P on a selection)."""
+def relabel_seen(store: Store, moves: Mapping[int, str], seen: Mapping[int, str]) -> Relabeled:
+    """``relabel_each`` from a grid: only images still as the user saw them (``seen``: id -> label on the
+    card) move; those moved or deleted in another window meanwhile keep that change, come back in
+    ``stale`` and stay in the queue. The rest are marked reviewed. One transaction, one undoable event."""
     with store.transaction():
-        changed = store.relabel_each(moves)
-        _mark(store, moves, "label")
-    return changed
+        done = store.relabel_seen(moves, seen)
+        _mark(store, [i for i in moves if int(i) not in done.stale], "label")
+    return done
 
 
 def delete(store: Store, ids: Iterable[int]) -> int:

@@ -52,6 +52,25 @@ def split_for(sha256: str, valid_pct: int) -> str:
     return "valid" if int(sha256[:8], 16) % 100 < valid_pct else "train"
 
 
+@dataclass(frozen=True)
+class Relabeled:
+    """What a relabel changed, and which images it left alone as moved or deleted elsewhere meanwhile."""
+
+    changed: int
+    stale: tuple[int, ...] = ()
+
+    def stale_message(self) -> str | None:
+        """One sentence for the user when another window moved or deleted some of the images, else None."""
+        n = len(self.stale)
+        if not n:
+            return None
+        were, them = ("was", "it") if n == 1 else ("were", "them")
+        return (
+            f"{n} image{'s' if n != 1 else ''} {were} moved or deleted in another window meanwhile and kept that "
+            f"change; reload to see {them}."
+        )
+
+
 class ImagesMixin(ClassesMixin):
     # Provided by CandidatesMixin (candidates own their rows).
     def finish_candidate(
@@ -366,6 +385,20 @@ class ImagesMixin(ClassesMixin):
                 {"items": [[r.id, r.class_id] for r in rows], "to": [targets[wanted[r.id]] for r in rows]},
             )
         return len(rows)
+
+    def relabel_seen(self, moves: Mapping[int, str], seen: Mapping[int, str]) -> Relabeled:
+        """``relabel_each(moves)`` for images still as the user saw them (``seen``: id -> the label on the
+        card). An image another window moved or deleted since keeps that change rather than being silently
+        overwritten, unless it already has the class asked for; it comes back in ``Relabeled.stale``.
+        One transaction, one undoable event. Ids missing from ``seen`` are moved whatever their label."""
+        wanted = {int(i): label for i, label in moves.items()}
+        with self.transaction():  # read and write under one lock: another tab may be moving them too
+            rows = self._existing_images(wanted)
+            stale = tuple(
+                r.id for r in rows if r.id in seen and (r.deleted or r.label != seen[r.id]) and r.label != wanted[r.id]
+            )
+            left = {i: label for i, label in wanted.items() if i not in stale}
+            return Relabeled(self.relabel_each(left) if left else 0, stale)
 
     def _set_class(self, moves: Sequence[tuple[int, int]]) -> None:
         for image_id, class_id in moves:

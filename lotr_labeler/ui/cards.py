@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import functools
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import streamlit as st
 from lotr_labeler.errors import InvalidInput, LabelerError, check_choice, explain_known
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.store import ImageRow, Store
+from lotr_labeler.store.images import Relabeled
 from lotr_labeler.ui.context import data_dir
 
 HERE = Path(__file__).parent
@@ -81,11 +82,13 @@ class Card:
 
 @dataclass(frozen=True)
 class GridAction:
-    """An action sent by the grid: ``action`` on ``ids`` (``label`` for relabel)."""
+    """An action sent by the grid: ``action`` on ``ids`` (``label`` for relabel). ``seen`` is the label
+    each card showed when the page was drawn, so a move can leave alone what another window changed."""
 
     action: str
     ids: tuple[int, ...] = ()
     label: str | None = None
+    seen: Mapping[int, str] = field(default_factory=dict)
 
 
 def parse_action(raw: Any, allowed: Collection[str]) -> GridAction:
@@ -207,6 +210,7 @@ class GridState:
     focus: int | None = None
     seq: int = 0
     ids: list[int] = field(default_factory=list)
+    labels: dict[int, str] = field(default_factory=dict)  # the class each card shows (what the user saw)
     opened: int | None = None
     rerun_app: bool = False
     acted: tuple[list[int], list[int]] | None = None  # (ids shown, ids acted on) of the last action
@@ -251,6 +255,7 @@ def apply(store: Store, key: str, raw: Any, allowed: Collection[str], on_action:
         s.focus = raw["focus"]  # where the arrows left it: an error or an undo keeps it there
     try:
         act = parse_action(raw, allowed)
+        act = replace(act, seen={i: s.labels[i] for i in act.ids if i in s.labels})
         text = on_action(store, act)
     except Exception as exc:  # a callback's error would reach the page as a traceback
         sentence = explain_known(exc)  # domain errors and the library errors it knows (full disk, ...)
@@ -328,6 +333,7 @@ def grid(
     if key not in st.session_state:
         s.message = None
     s.ids = [c.id for c in cards]
+    s.labels = {c.id: c.label for c in cards if c.label}
     if s.acted is not None:
         s.focus = next_focus(s.acted[0], s.acted[1], set(s.ids)) or s.focus
         s.acted = None
@@ -377,13 +383,21 @@ def _n(n: int) -> str:
     return f"{n} image{'' if n == 1 else 's'}"
 
 
-def dataset_action(store: Store, act: GridAction) -> str:
+def _moved(done: Relabeled, text: str) -> Message:
+    """A relabel's message: a warning that names the images another window changed meanwhile, if any."""
+    if stale := done.stale_message():
+        return ("warning", f"{text} {stale}" if done.changed else stale)
+    return text
+
+
+def dataset_action(store: Store, act: GridAction) -> Message:
     """Dataset grid: relabel, delete (to the trash), restore, undo."""
     if act.action == "undo":
         return store.undo()
     if act.action == "relabel":
         assert act.label is not None  # parse_action checked
-        return f"Relabeled {_n(store.relabel(act.ids, act.label))} to {act.label}."
+        done = store.relabel_seen(dict.fromkeys(act.ids, act.label), act.seen)
+        return _moved(done, f"Relabeled {_n(done.changed)} to {act.label}.")
     if act.action == "delete":
         return f"Deleted {_n(store.delete_images(act.ids))} (Z or Undo restores)."
     if act.action == "restore":
@@ -391,7 +405,7 @@ def dataset_action(store: Store, act: GridAction) -> str:
     raise InvalidInput(f"The Dataset grid cannot {act.action!r}.")
 
 
-def review_action(store: Store, act: GridAction, *, more: Callable[[int], None] | None = None) -> str:
+def review_action(store: Store, act: GridAction, *, more: Callable[[int], None] | None = None) -> Message:
     """Review grid: keep, back to the queue, relabel, the prediction (each card's own), delete,
     restore, undo, more like this (``more(id)`` opens the panel)."""
     from lotr_labeler.review import scoring
@@ -404,7 +418,8 @@ def review_action(store: Store, act: GridAction, *, more: Callable[[int], None] 
         return f"{_n(scoring.unreview(store, act.ids))} back in the queue."
     if act.action == "relabel":
         assert act.label is not None
-        return f"Relabeled {_n(scoring.relabel(store, act.ids, act.label))} to {act.label}."
+        done = scoring.relabel_seen(store, dict.fromkeys(act.ids, act.label), act.seen)
+        return _moved(done, f"Relabeled {_n(done.changed)} to {act.label}.")
     if act.action == "predict":
         moves: dict[int, str] = {}
         for i in act.ids:
@@ -413,9 +428,9 @@ def review_action(store: Store, act: GridAction, *, more: Callable[[int], None] 
                 moves[i] = it.predicted
         if not moves:
             raise InvalidInput("The model agrees with these labels (or has not scored them): nothing to accept.")
-        n = scoring.relabel_each(store, moves)  # one transaction, one undo step, whatever the classes
+        done = scoring.relabel_seen(store, moves, act.seen)  # one transaction, one undo step, whatever the classes
         targets = ", ".join(sorted(set(moves.values())))
-        return f"Relabeled {_n(n)} to the model's choice ({targets}); Z undoes all of it."
+        return _moved(done, f"Relabeled {_n(done.changed)} to the model's choice ({targets}); Z undoes all of it.")
     if act.action == "more" and more is not None:
         more(act.ids[0])
         return f"More like #{act.ids[0]}: its nearest images are shown above the grid."
