@@ -58,29 +58,67 @@ ERROR = '[data-testid="stAlertContentError"]'
 EXCEPTION = '[data-testid="stException"]'
 PROGRESS = '[data-testid="stProgress"]'
 
-# Counts finished script runs (full and fragment) and remembers the last click's time, in the page.
+# Counts script runs (full and fragment) as the server reports them on the websocket, and remembers the
+# last click's time, in the page. The DOM's data-test-script-state alone misses runs: when a fast run's
+# new_session and script_finished arrive together, React renders them in one batch and the attribute
+# never leaves "notRunning" (seen: a form submit whose rerun the wait never noticed).
 _INIT_SCRIPT = """
 (() => {
-  window.__st = {finished: 0, state: null, lastClick: null, doneAt: null};
-  // The visible button of a keyed st.button (one with help= also renders a hidden copy).
-  window.__st.button = key => Array.from(document.querySelectorAll('.st-key-' + key + ' button'))
-    .find(b => b.offsetParent !== null) || null;
-  window.__st.idle = () => {
-    const app = document.querySelector('[data-testid="stApp"]');
-    return !!app && app.getAttribute('data-test-script-state') === 'notRunning';
+  const st = window.__st = {finished: 0, started: 0, ended: 0, endedAt: 0, log: [], lastClick: null};
+  // The ForwardMsg's type: the number of its first field among new_session (4) and script_finished (6,
+  // a varint: 2 = finished early for a rerun, another run follows). A minimal protobuf walk.
+  const typeOf = buf => {
+    const b = new Uint8Array(buf); let i = 0;
+    const varint = () => {
+      let x = 0, s = 0, c;
+      do { c = b[i++]; x += (c & 127) * 2 ** s; s += 7; } while (c & 128 && i < b.length);
+      return x;
+    };
+    while (i < b.length) {
+      const tag = varint(), f = Math.floor(tag / 8), w = tag % 8;
+      if (f === 4 && w === 2) return [4, null];
+      if (w === 0) { const v = varint(); if (f === 6) return [6, v]; }
+      else if (w === 2) { const len = varint(); i += len; }  // not `i += varint()`: that adds to the old i
+      else if (w === 1) i += 8;
+      else if (w === 5) i += 4;
+      else return null;
+    }
+    return null;
   };
-  document.addEventListener('click', e => { window.__st.lastClick = performance.now(); }, true);
-  const watch = () => {
-    const app = document.querySelector('[data-testid="stApp"]');
-    const s = app ? app.getAttribute('data-test-script-state') : null;
-    if (s !== window.__st.state) {
-      if (s === 'notRunning' && window.__st.state !== null) window.__st.finished += 1;
-      window.__st.state = s;
+  const note = what => { st.log = st.log.concat([[Math.round(performance.now()), what]]).slice(-16); };
+  const WS = window.WebSocket;
+  window.WebSocket = class extends WS {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', e => {
+        if (!(e.data instanceof ArrayBuffer)) return;
+        const t = typeOf(e.data);
+        if (!t) return;
+        if (t[0] === 4) { st.started += 1; note('start'); return; }
+        st.ended += 1; st.endedAt = performance.now(); note('end ' + t[1]);
+        if (t[1] !== 2) st.finished += 1;
+      });
     }
   };
-  new MutationObserver(watch).observe(document, {
-    subtree: true, childList: true, attributes: true, attributeFilter: ['data-test-script-state'],
-  });
+  // The visible button of a keyed st.button (one with help= also renders a hidden copy).
+  st.button = key => Array.from(document.querySelectorAll('.st-key-' + key + ' button'))
+    .find(b => b.offsetParent !== null) || null;
+  // When the page last turned to "notRunning": after the last script_finished, React has drawn the run.
+  st.domIdleAt = 0;
+  new MutationObserver(records => {
+    if (records.some(r => r.target.getAttribute('data-test-script-state') === 'notRunning')) {
+      st.domIdleAt = performance.now();
+    }
+  }).observe(document, {subtree: true, attributes: true, attributeFilter: ['data-test-script-state']});
+  // No run in flight and the page says so; the last run drawn (the page turns "notRunning" 50-100 ms
+  // after its script_finished arrives here), or, for a batch that never showed "running", ended over
+  // 250 ms ago: time enough to draw what came with it.
+  st.idle = () => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    return !!app && app.getAttribute('data-test-script-state') === 'notRunning' && st.started <= st.ended
+      && (st.domIdleAt >= st.endedAt || performance.now() - st.endedAt > 250);
+  };
+  document.addEventListener('click', e => { st.lastClick = performance.now(); }, true);
 })();
 """
 
@@ -109,15 +147,25 @@ class StreamlitPage:
     def wait_idle(self, after: int | None = None, timeout_s: float | None = None) -> None:
         """Wait until the app is not running (and, with ``after``, has finished a run since then)."""
         n = -1 if after is None else after
+        try:
+            self._wait_idle(n, timeout_s)
+        except Exception as e:
+            state = self.page.evaluate(
+                "() => window.__st && {finished: window.__st.finished, started: window.__st.started,"
+                " ended: window.__st.ended, log: window.__st.log, now: Math.round(performance.now()),"
+                " domIdleAt: Math.round(window.__st.domIdleAt), endedAt: Math.round(window.__st.endedAt),"
+                " attr: document.querySelector('[data-testid=stApp]')?.getAttribute('data-test-script-state')}"
+            )
+            raise AssertionError(f"wait_idle(after={n}) timed out: {state}") from e
+        self.check_no_exception()
+
+    def _wait_idle(self, n: int, timeout_s: float | None) -> None:
         self.page.wait_for_function(
-            """n => { const app = document.querySelector('[data-testid="stApp"]');
-                      return !!app && app.getAttribute('data-test-script-state') === 'notRunning'
-                             && window.__st && window.__st.finished > n; }""",
+            "n => !!window.__st && window.__st.idle() && window.__st.finished > n",
             arg=n,
             timeout=(timeout_s * 1000) if timeout_s else self.timeout_ms,
             polling="raf",
         )
-        self.check_no_exception()
 
     def check_no_exception(self) -> None:
         """Fail on a Python traceback shown in the page (a real bug, not a user message)."""

@@ -192,9 +192,10 @@ def test_dataset_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> No
     with db(cards_app) as s:
         victim = s.images()[0].id
         s.delete_images([victim])
-    sp.page.get_by_text("Trash", exact=True).click()
-    sp.wait_idle()
-    sp.page.locator(f'.cg-grid [data-card="{victim}"]').wait_for()
+    # The active grid shows the victim too until the rerun lands: wait for the trash grid, which holds it alone.
+    sp.click(sp.page.get_by_text("Trash", exact=True))
+    expect(sp.page.locator(".cg-grid [data-card]")).to_have_count(1)
+    assert shown(sp) == [victim]
     sp.page.mouse.click(5, 5)
     key(sp, "r")
     with db(cards_app) as s:
