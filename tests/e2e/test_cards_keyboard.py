@@ -245,6 +245,33 @@ def test_one_grid_listens_and_keys_in_a_field_are_left_alone(sp: StreamlitPage, 
     assert sp.page.evaluate("Object.keys(window.__lotrCards).length") == 1
 
 
+def test_a_stale_tab_leaves_another_tabs_move_alone(browser: Any, sp: StreamlitPage, cards_app: AppServer) -> None:
+    """Two tabs on Dataset: B moves the first card; A, still drawing the old label, sends it to a third
+    class: B's move holds and A's message line says so."""
+    open_grid(sp, "/Dataset")  # tab A
+    first = focused(sp)
+    with db(cards_app) as s:
+        seen = s.get_image(first).label
+        classes = s.class_names()
+    b_to, a_to = [c for c in classes if c != seen][:2]
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        tab_b = StreamlitPage(context.new_page(), cards_app.url, SHOTS)
+        open_grid(tab_b, "/Dataset")
+        assert focused(tab_b) == first
+        key(tab_b, str(classes.index(b_to) + 1))
+        assert message(tab_b) == f"Relabeled 1 image to {b_to}."
+    finally:
+        context.close()
+    key(sp, str(classes.index(a_to) + 1))
+    with db(cards_app) as s:
+        assert s.get_image(first).label == b_to
+    assert message(sp) == (
+        "1 image was moved or deleted in another window meanwhile and kept that change; reload to see it."
+    )
+    sp.screenshot("stale-tab-move")
+
+
 def _data_png(shape: str, seed: int) -> str:
     import base64
     import io
