@@ -37,7 +37,7 @@ st.caption(
     "Every image gets an out-of-sample score: a light head on cached backbone embeddings, trained with "
     "K-fold cross-validation, so no image is judged by a model that learned its own label."
 )
-ITEMS = "_review_items"  # the ranking of a full run, handed to the grid fragment once
+ITEMS = "_review_items"  # the queue (a lazy review.Ranking) of a full run, handed to the grid fragment once
 # Quality flags of more images than this are left to the compute job instead of the page run.
 PAGE_QUALITY_LIMIT = 400
 SOURCES = {
@@ -58,9 +58,6 @@ DEFAULTS = {
     "r_dup_show": False,
 }
 remember_widgets(DEFAULTS)
-if not st.session_state.get("_review_warm"):
-    review.warm_up()  # scikit-learn loads in the background: the first "Retrain head" is quick
-    st.session_state["_review_warm"] = True
 
 
 # -- actions (widget callbacks through ui.context.act) ------------------------------------------
@@ -198,7 +195,7 @@ def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int,
     with Store(data_dir() / project) as store, error_boundary():
         items = st.session_state.pop(ITEMS, None)
         if items is None:
-            items = review.ranking(store, **filters)
+            items = review.queue(store, **filters)
         thumb = store.settings().thumb_size
         cards.grid(
             "r_grid",
@@ -405,7 +402,7 @@ with open_current() as store:
             "status": status,
             "compute_quality": unmeasured <= PAGE_QUALITY_LIMIT,
         }
-        items = review.ranking(store, **filters)
+        items = review.queue(store, **filters)
         if unmeasured > PAGE_QUALITY_LIMIT:
             st.caption(f"Quality flags of {unmeasured} image(s) are measured with the embeddings (Compute).")
         page_size = settings.page_size
@@ -493,3 +490,10 @@ with open_current() as store:
             mark = "~~" if e.undone else ""
             st.markdown(f"{mark}{e.summary}{mark} · {e.at[:16].replace('T', ' ')}" + (" · undone" if e.undone else ""))
         st.caption("↩ Undo (above) reverts the newest change exactly: label, folder and trash state.")
+
+# Last, once the page is drawn: scikit-learn loads in a background thread so the first "Retrain head"
+# is quick. Started at the top, its ~3 s of imports held the GIL against this script's first run and
+# made the first load after a server start seconds slower (issue 14).
+if not st.session_state.get("_review_warm"):
+    review.warm_up()
+    st.session_state["_review_warm"] = True

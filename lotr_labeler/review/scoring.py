@@ -34,10 +34,10 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -802,56 +802,154 @@ def _scores(store: Store, ids: Sequence[int] | None = None) -> dict[int, tuple[l
     return reviews.scores(store, ids)
 
 
-def _items(
+class Ranking(Sequence[ReviewItem]):
+    """Images in review order, as arrays; a ``ReviewItem`` is built only when asked for.
+
+    A page shows 48 of 20,000: building every item (a probability dict each) cost about a second
+    on the first load after a server start. Immutable, so one value is shared through the memo.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        images: Sequence[ImageRow],
+        order: npt.NDArray[np.int64],
+        vocab: Sequence[str],
+        probs: FloatArray,
+        row: npt.NDArray[np.int64],
+        self_conf: FloatArray,
+        margin: FloatArray,
+        sources: Sequence[str | None],
+        flags: Mapping[int, tuple[str, ...]],
+        reviewed: npt.NDArray[np.bool_],
+    ) -> None:
+        # ``images[k]``'s numbers: ``probs[row[k]]`` (row -1: not scored), ``self_conf[k]``,
+        # ``margin[k]``, ``sources[k]``; its flags ``flags.get(k, ())``. ``order``: positions in ``images``.
+        self._root = root
+        self._images = images
+        self._order = order
+        self._vocab = list(vocab)
+        self._probs = probs
+        self._row = row
+        self._self_conf = self_conf
+        self._margin = margin
+        self._sources = sources
+        self._flags = flags
+        self._reviewed = reviewed
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @overload
+    def __getitem__(self, index: int) -> ReviewItem: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ReviewItem]: ...
+
+    def __getitem__(self, index: int | slice) -> ReviewItem | list[ReviewItem]:
+        if isinstance(index, slice):
+            return [self._item(int(k)) for k in self._order[index]]
+        return self._item(int(self._order[index]))  # IndexError past the end, as a list
+
+    def __iter__(self) -> Iterator[ReviewItem]:
+        return (self._item(int(k)) for k in self._order)
+
+    @property
+    def ids(self) -> list[int]:
+        """Image ids in review order (no item built)."""
+        return [self._images[int(k)].id for k in self._order]
+
+    def _item(self, k: int) -> ReviewItem:
+        img = self._images[k]
+        r = int(self._row[k])
+        if r < 0:
+            return ReviewItem(
+                img,
+                self._root,
+                img.label,
+                None,
+                None,
+                None,
+                None,
+                {},
+                None,
+                self._flags.get(k, ()),
+                bool(self._reviewed[k]),
+            )
+        p = self._probs[r]
+        b = int(p.argmax())
+        return ReviewItem(
+            image=img,
+            root=self._root,
+            given=img.label,
+            predicted=self._vocab[b],
+            confidence=float(p[b]),
+            self_confidence=float(self._self_conf[k]),
+            margin=float(self._margin[k]),
+            probs=dict(zip(self._vocab, p.tolist(), strict=True)),
+            source=self._sources[k],
+            flags=self._flags.get(k, ()),
+            reviewed=bool(self._reviewed[k]),
+        )
+
+
+def _ranked(
     store: Store,
     images: Sequence[ImageRow],
     flags: dict[int, tuple[str, ...]],
     reviewed: set[int],
-) -> list[ReviewItem]:
+    *,
+    sort: str = "self_confidence",
+    predicted: str | None = None,
+    flag: str | None = None,
+    status: str = "all",
+) -> Ranking:
+    """``images`` scored, filtered by ``status``, ``predicted`` and ``flag``; worst first by ``sort``,
+    the unscored last by id. Every step on arrays: one Python object per image is what costs at 20,000."""
     info = fit_info(store)
     scores = _scores(store, None if len(images) > 500 else [i.id for i in images])
     names = {c.id: c.name for c in store.classes()}
     class_ids = info.class_ids if info else []
     vocab = [names.get(cid, f"class {cid}") for cid in class_ids]
     col = {cid: j for j, cid in enumerate(class_ids)}
-    root = store.root
-    # Scored images' numbers in one matrix operation (one call per image cost seconds at 20,000).
-    scored = [k for k, img in enumerate(images) if len(scores.get(img.id, ((),))[0]) == len(vocab) > 0]
-    probs = np.array([scores[images[k].id][0] for k in scored], dtype=np.float64).reshape(len(scored), len(vocab))
-    self_conf = margin = best = np.zeros(0)
+    n = len(images)
+    got = [scores.get(img.id) for img in images]
+    scored = [k for k, s in enumerate(got) if s is not None and len(s[0]) == len(vocab) > 0]
+    probs = np.array([got[k][0] for k in scored], dtype=np.float64).reshape(len(scored), len(vocab))  # type: ignore[index]
+    row = np.full(n, -1, dtype=np.int64)
+    row[scored] = np.arange(len(scored))
+    self_conf = np.full(n, np.nan)
+    margin = np.full(n, np.nan)
+    best = np.full(n, -1, dtype=np.int64)
     if scored:
-        self_conf, margin = label_scores(probs, [col.get(images[k].class_id, -1) for k in scored])
-        best = probs.argmax(axis=1)
-    row_of = dict(zip(scored, range(len(scored)), strict=True))
-    out: list[ReviewItem] = []
+        self_conf[scored], margin[scored] = label_scores(probs, [col.get(images[k].class_id, -1) for k in scored])
+        best[scored] = probs.argmax(axis=1)
+    sources = [s[1] if s is not None and row[k] >= 0 else None for k, s in enumerate(got)]
+    all_flags: dict[int, tuple[str, ...]] = {}
     for k, img in enumerate(images):
-        all_flags = flags.get(img.id, ())
+        f = tuple(flags.get(img.id, ()))
         if img.flags:
-            all_flags = tuple(all_flags) + tuple(f for f in img.flags if f in STORE_FLAGS)
-        r = row_of.get(k)
-        if r is None:
-            out.append(
-                ReviewItem(img, root, img.label, None, None, None, None, {}, None, all_flags, img.id in reviewed)
-            )
-            continue
-        p = probs[r]
-        b = int(best[r])
-        out.append(
-            ReviewItem(
-                image=img,
-                root=root,
-                given=img.label,
-                predicted=vocab[b],
-                confidence=float(p[b]),
-                self_confidence=float(self_conf[r]),
-                margin=float(margin[r]),
-                probs=dict(zip(vocab, p.tolist(), strict=True)),
-                source=scores[img.id][1],
-                flags=tuple(all_flags),
-                reviewed=img.id in reviewed,
-            )
-        )
-    return out
+            f += tuple(x for x in img.flags if x in STORE_FLAGS)
+        if f:
+            all_flags[k] = f
+    is_reviewed = np.fromiter((img.id in reviewed for img in images), dtype=np.bool_, count=n)
+
+    keep = np.ones(n, dtype=np.bool_)
+    if status != "all":
+        keep &= is_reviewed == (status == "reviewed")
+    if predicted is not None:
+        keep &= best == (vocab.index(predicted) if predicted in vocab else -2)
+    if flag == "any":
+        keep[[k for k in range(n) if k not in all_flags]] = False
+    elif flag is not None:
+        keep[[k for k in range(n) if flag not in all_flags.get(k, ())]] = False
+    chosen = np.flatnonzero(keep)
+    score = (margin if sort == "margin" else self_conf)[chosen]
+    ids = np.fromiter((images[int(k)].id for k in chosen), dtype=np.int64, count=len(chosen))
+    unscored = np.isnan(score)
+    # Scored first by score, then the unscored; ties by id (the order the list sort gave).
+    order = chosen[np.lexsort((ids, np.where(unscored, 0.0, score), unscored))]
+    return Ranking(store.root, images, order, vocab, probs, row, self_conf, margin, sources, all_flags, is_reviewed)
 
 
 def ranking(
@@ -893,6 +991,33 @@ def ranking(
     NotFound
         ``predicted`` or ``label`` is not a class.
     """
+    return list(
+        queue(
+            store,
+            sort=sort,
+            label=label,
+            predicted=predicted,
+            split=split,
+            flag=flag,
+            status=status,
+            compute_quality=compute_quality,
+        )
+    )
+
+
+def queue(
+    store: Store,
+    *,
+    sort: str = "self_confidence",
+    label: str | None = None,
+    predicted: str | None = None,
+    split: str | None = None,
+    flag: str | None = None,
+    status: str = "unreviewed",
+    compute_quality: bool = True,
+) -> Ranking:
+    """``ranking`` as a lazy sequence: its length and the items of one page cost no more than the
+    page (same arguments, same order, same errors). Shared between callers: read-only."""
     check_choice(sort, SORTS, "Sort")
     check_choice(status, STATUSES, "Review status")
     if split is not None:
@@ -904,11 +1029,9 @@ def ranking(
     if compute_quality:  # first, so the quality cache the key names is the one the items read
         quality.quality_stats(store, store.images(label, split=split))
     # Memoized per data version and quality-cache state: a page rerun that changed nothing
-    # (most of them) skips re-deriving 20,000 items. A copy: callers may reorder their list.
+    # (most of them) skips re-deriving 20,000 items.
     key = ("review.ranking", sort, label, predicted, split, flag, status, compute_quality, quality.cache_state(store))
-    return list(
-        version.memo(store, key, lambda: _rank(store, sort, label, predicted, split, flag, status, compute_quality))
-    )
+    return version.memo(store, key, lambda: _rank(store, sort, label, predicted, split, flag, status, compute_quality))
 
 
 def _rank(
@@ -920,25 +1043,11 @@ def _rank(
     flag: str | None,
     status: str,
     compute_quality: bool,
-) -> list[ReviewItem]:
+) -> Ranking:
     images = store.images(label, split=split)
     flags = quality.quality_flags(store, images, compute_missing=compute_quality)
     reviewed = reviewed_ids(store)
-    items = _items(store, images, flags, reviewed)
-    if status != "all":
-        items = [it for it in items if it.reviewed == (status == "reviewed")]
-    if predicted is not None:
-        items = [it for it in items if it.predicted == predicted]
-    if flag == "any":
-        items = [it for it in items if it.flags]
-    elif flag is not None:
-        items = [it for it in items if flag in it.flags]
-
-    def key(it: ReviewItem) -> tuple[int, float, int]:
-        s = it.score(sort)
-        return (0, s, it.id) if s is not None else (1, 0.0, it.id)
-
-    return sorted(items, key=key)
+    return _ranked(store, images, flags, reviewed, sort=sort, predicted=predicted, flag=flag, status=status)
 
 
 def item(store: Store, image_id: int, flags: Sequence[str] | None = None) -> ReviewItem:
@@ -946,7 +1055,7 @@ def item(store: Store, image_id: int, flags: Sequence[str] | None = None) -> Rev
     img = store.get_image(image_id)
     if flags is None:
         flags = quality.quality_flags(store, [img]).get(img.id, ())
-    return _items(store, [img], {img.id: tuple(flags)}, reviewed_ids(store))[0]
+    return _ranked(store, [img], {img.id: tuple(flags)}, reviewed_ids(store))[0]
 
 
 # -- near duplicates ---------------------------------------------------------------------------
