@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 SORTS = ("self_confidence", "margin")
 STATUSES = ("unreviewed", "reviewed", "all")
@@ -809,33 +810,19 @@ class Ranking(Sequence[ReviewItem]):
     on the first load after a server start. Immutable, so one value is shared through the memo.
     """
 
-    def __init__(
-        self,
-        root: Path,
-        images: Sequence[ImageRow],
-        order: npt.NDArray[np.int64],
-        vocab: Sequence[str],
-        probs: FloatArray,
-        row: npt.NDArray[np.int64],
-        self_conf: FloatArray,
-        margin: FloatArray,
-        sources: Sequence[str | None],
-        flags: Mapping[int, tuple[str, ...]],
-        reviewed: npt.NDArray[np.bool_],
-    ) -> None:
-        # ``images[k]``'s numbers: ``probs[row[k]]`` (row -1: not scored), ``self_conf[k]``,
-        # ``margin[k]``, ``sources[k]``; its flags ``flags.get(k, ())``. ``order``: positions in ``images``.
+    def __init__(self, root: Path, images: Sequence[ImageRow], base: version.Arrays, order: IntArray) -> None:
+        # ``base`` (``_base``) is aligned with ``images``; ``order``: positions in ``images``.
         self._root = root
         self._images = images
         self._order = order
-        self._vocab = list(vocab)
-        self._probs = probs
-        self._row = row
-        self._self_conf = self_conf
-        self._margin = margin
-        self._sources = sources
-        self._flags = flags
-        self._reviewed = reviewed
+        self._vocab = [str(v) for v in base["vocab"]]
+        self._probs = base["probs"]
+        self._row = base["row"]
+        self._self_conf = base["self_conf"]
+        self._margin = base["margin"]
+        self._sources = base["sources"]
+        self._flags = base["flags"]
+        self._reviewed = base["reviewed"]
 
     def __len__(self) -> int:
         return len(self._order)
@@ -861,21 +848,12 @@ class Ranking(Sequence[ReviewItem]):
 
     def _item(self, k: int) -> ReviewItem:
         img = self._images[k]
+        flags = str(self._flags[k])
+        all_flags = tuple(flags.split("\t")) if flags else ()
+        reviewed = bool(self._reviewed[k])
         r = int(self._row[k])
         if r < 0:
-            return ReviewItem(
-                img,
-                self._root,
-                img.label,
-                None,
-                None,
-                None,
-                None,
-                {},
-                None,
-                self._flags.get(k, ()),
-                bool(self._reviewed[k]),
-            )
+            return ReviewItem(img, self._root, img.label, None, None, None, None, {}, None, all_flags, reviewed)
         p = self._probs[r]
         b = int(p.argmax())
         return ReviewItem(
@@ -887,25 +865,17 @@ class Ranking(Sequence[ReviewItem]):
             self_confidence=float(self._self_conf[k]),
             margin=float(self._margin[k]),
             probs=dict(zip(self._vocab, p.tolist(), strict=True)),
-            source=self._sources[k],
-            flags=self._flags.get(k, ()),
-            reviewed=bool(self._reviewed[k]),
+            source=str(self._sources[k]),
+            flags=all_flags,
+            reviewed=reviewed,
         )
 
 
-def _ranked(
-    store: Store,
-    images: Sequence[ImageRow],
-    flags: dict[int, tuple[str, ...]],
-    reviewed: set[int],
-    *,
-    sort: str = "self_confidence",
-    predicted: str | None = None,
-    flag: str | None = None,
-    status: str = "all",
-) -> Ranking:
-    """``images`` scored, filtered by ``status``, ``predicted`` and ``flag``; worst first by ``sort``,
-    the unscored last by id. Every step on arrays: one Python object per image is what costs at 20,000."""
+def _base(
+    store: Store, images: Sequence[ImageRow], flags: Mapping[int, Sequence[str]], reviewed: set[int]
+) -> version.Arrays:
+    """What ranking ``images`` needs besides the rows, as arrays aligned with them (kept on disk by
+    ``version.persisted``): ``probs[row[k]]`` are image k's probabilities (row -1: not scored)."""
     info = fit_info(store)
     scores = _scores(store, None if len(images) > 500 else [i.id for i in images])
     names = {c.id: c.name for c in store.classes()}
@@ -915,41 +885,66 @@ def _ranked(
     n = len(images)
     got = [scores.get(img.id) for img in images]
     scored = [k for k, s in enumerate(got) if s is not None and len(s[0]) == len(vocab) > 0]
-    probs = np.array([got[k][0] for k in scored], dtype=np.float64).reshape(len(scored), len(vocab))  # type: ignore[index]
+    probs = np.array([scores[images[k].id][0] for k in scored], dtype=np.float64).reshape(len(scored), len(vocab))
     row = np.full(n, -1, dtype=np.int64)
     row[scored] = np.arange(len(scored))
     self_conf = np.full(n, np.nan)
     margin = np.full(n, np.nan)
     best = np.full(n, -1, dtype=np.int64)
+    sources = [""] * n  # "" when not scored
     if scored:
         self_conf[scored], margin[scored] = label_scores(probs, [col.get(images[k].class_id, -1) for k in scored])
         best[scored] = probs.argmax(axis=1)
-    sources = [s[1] if s is not None and row[k] >= 0 else None for k, s in enumerate(got)]
-    all_flags: dict[int, tuple[str, ...]] = {}
-    for k, img in enumerate(images):
+        for k in scored:
+            sources[k] = scores[images[k].id][1]
+    all_flags = []
+    for img in images:
         f = tuple(flags.get(img.id, ()))
         if img.flags:
             f += tuple(x for x in img.flags if x in STORE_FLAGS)
-        if f:
-            all_flags[k] = f
-    is_reviewed = np.fromiter((img.id in reviewed for img in images), dtype=np.bool_, count=n)
+        all_flags.append("\t".join(f))
+    return {
+        "ids": np.fromiter((img.id for img in images), dtype=np.int64, count=n),
+        "vocab": np.array(vocab, dtype=np.str_).reshape(len(vocab)),
+        "probs": probs,
+        "row": row,
+        "self_conf": self_conf,
+        "margin": margin,
+        "best": best,
+        "sources": np.array(sources, dtype=np.str_).reshape(n),
+        "flags": np.array(all_flags, dtype=np.str_).reshape(n),
+        "reviewed": np.fromiter((img.id in reviewed for img in images), dtype=np.bool_, count=n),
+    }
 
+
+def _ordered(
+    root: Path,
+    images: Sequence[ImageRow],
+    base: version.Arrays,
+    *,
+    sort: str = "self_confidence",
+    predicted: str | None = None,
+    flag: str | None = None,
+    status: str = "all",
+) -> Ranking:
+    """``images`` filtered by ``status``, ``predicted`` and ``flag``; worst first by ``sort``, the
+    unscored last, ties by id. On arrays: one Python object per image is what costs at 20,000."""
+    n = len(images)
+    vocab = [str(v) for v in base["vocab"]]
     keep = np.ones(n, dtype=np.bool_)
     if status != "all":
-        keep &= is_reviewed == (status == "reviewed")
+        keep &= base["reviewed"] == (status == "reviewed")
     if predicted is not None:
-        keep &= best == (vocab.index(predicted) if predicted in vocab else -2)
+        keep &= base["best"] == (vocab.index(predicted) if predicted in vocab else -2)
     if flag == "any":
-        keep[[k for k in range(n) if k not in all_flags]] = False
+        keep &= base["flags"] != ""
     elif flag is not None:
-        keep[[k for k in range(n) if flag not in all_flags.get(k, ())]] = False
+        keep &= np.array([flag in str(f).split("\t") for f in base["flags"]], dtype=np.bool_).reshape(n)
     chosen = np.flatnonzero(keep)
-    score = (margin if sort == "margin" else self_conf)[chosen]
-    ids = np.fromiter((images[int(k)].id for k in chosen), dtype=np.int64, count=len(chosen))
+    score = (base["margin"] if sort == "margin" else base["self_conf"])[chosen]
     unscored = np.isnan(score)
-    # Scored first by score, then the unscored; ties by id (the order the list sort gave).
-    order = chosen[np.lexsort((ids, np.where(unscored, 0.0, score), unscored))]
-    return Ranking(store.root, images, order, vocab, probs, row, self_conf, margin, sources, all_flags, is_reviewed)
+    order = chosen[np.lexsort((base["ids"][chosen], np.where(unscored, 0.0, score), unscored))]
+    return Ranking(root, images, base, order)
 
 
 def ranking(
@@ -1045,9 +1040,19 @@ def _rank(
     compute_quality: bool,
 ) -> Ranking:
     images = store.images(label, split=split)
-    flags = quality.quality_flags(store, images, compute_missing=compute_quality)
-    reviewed = reviewed_ids(store)
-    return _ranked(store, images, flags, reviewed, sort=sort, predicted=predicted, flag=flag, status=status)
+
+    def base() -> version.Arrays:
+        flags = quality.quality_flags(store, images, compute_missing=compute_quality)
+        return _base(store, images, flags, reviewed_ids(store))
+
+    # On disk per data version: the first load after a server start reads it instead of parsing
+    # every stored score again (the filters and the sort below take milliseconds).
+    key = json.dumps(["review.ranking", label, split, compute_quality, quality.cache_state(store)])
+    arrays = version.persisted(store, key, base)
+    ids = np.fromiter((img.id for img in images), dtype=np.int64, count=len(images))
+    if not np.array_equal(arrays["ids"], ids):  # cannot happen at one version; never trust a mismatch
+        arrays = base()
+    return _ordered(store.root, images, arrays, sort=sort, predicted=predicted, flag=flag, status=status)
 
 
 def item(store: Store, image_id: int, flags: Sequence[str] | None = None) -> ReviewItem:
@@ -1055,7 +1060,7 @@ def item(store: Store, image_id: int, flags: Sequence[str] | None = None) -> Rev
     img = store.get_image(image_id)
     if flags is None:
         flags = quality.quality_flags(store, [img]).get(img.id, ())
-    return _ranked(store, [img], {img.id: tuple(flags)}, reviewed_ids(store))[0]
+    return _ordered(store.root, [img], _base(store, [img], {img.id: tuple(flags)}, reviewed_ids(store)))[0]
 
 
 # -- near duplicates ---------------------------------------------------------------------------

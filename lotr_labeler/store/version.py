@@ -10,22 +10,42 @@ never matches an old entry) is unchanged.
 
 Values handed out are shared between callers: treat them as read-only (the wrappers that return
 lists return copies).
+
+``persisted`` keeps arrays on disk under the same rule, for what a new process (a server restart)
+would otherwise recompute on its first page load: a file is used only while the version it was
+written at is still the database's.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import logging
 import threading
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from lotr_labeler.store.db import Database
+
+if TYPE_CHECKING:  # numpy loads on first use: the home page imports the store without it
+    import numpy as np
+    import numpy.typing as npt
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 MAX_ENTRIES = 64
 """Memo entries kept in this process (all projects together), least recently used dropped first."""
+PERSIST_DIR = "memo"
+"""Under the project's cache folder: one npz file per ``persisted`` key."""
+MAX_FILES = 32
+"""``persisted`` files kept per project, least recently written removed first."""
+_VERSION = "__version__"  # the member of a persisted file holding its key and data version
 
 _memo: OrderedDict[tuple[str, Hashable], tuple[tuple[str, int], object]] = OrderedDict()
 _lock = threading.Lock()
@@ -60,6 +80,59 @@ def memo(db: Database, key: Hashable, compute: Callable[[], T]) -> T:
         while len(_memo) > MAX_ENTRIES:
             _memo.popitem(last=False)
     return value
+
+
+Arrays = dict[str, "npt.NDArray[np.generic]"]
+
+
+def persisted_path(db: Database, key: str) -> Path:
+    return db.cache_dir / PERSIST_DIR / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+
+
+def persisted(db: Database, key: str, compute: Callable[[], Arrays]) -> Arrays:
+    """``compute()``'s arrays, or those it gave for ``key`` in this project at the same data version,
+    read back from the project's cache folder: a new process skips the computation too.
+
+    ``key`` must name everything else the arrays depend on (arguments, a cache file's stat). A file
+    written at another version, unreadable or for another key is recomputed and replaced; any write
+    to a memoized table (any process) bumps the version, so nothing stale is ever read. npz without
+    pickle: numeric and string arrays only. Inside a transaction nothing is read or written.
+    """
+    import numpy as np
+
+    from lotr_labeler.imaging import write_atomic
+
+    if db.conn.in_transaction:
+        return compute()
+    version = data_version(db)
+    stamp = json.dumps([key, *version])
+    path = persisted_path(db, key)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if _VERSION in data.files and str(data[_VERSION]) == stamp:
+                return {name: data[name] for name in data.files if name != _VERSION}
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # torn or foreign: recompute
+        log.warning("ignoring unreadable cache file %s: %s", path, exc)
+    arrays = compute()
+    if _VERSION in arrays:
+        raise ValueError(f"{_VERSION!r} is reserved in persisted arrays; rename that array.")
+    buf = io.BytesIO()
+    members = {**arrays, _VERSION: np.array(stamp)}
+    np.savez(buf, allow_pickle=False, **members)
+    try:
+        write_atomic(path, buf.getvalue())
+        _prune(path.parent)
+    except OSError as exc:  # a read-only or full disk: the value is still right, only not kept
+        log.warning("could not keep %s: %s", path, exc)
+    return arrays
+
+
+def _prune(folder: Path) -> None:
+    files = sorted(folder.glob("*.npz"), key=lambda f: file_state(f) or (0, 0, 0))
+    for old in files[: max(0, len(files) - MAX_FILES)]:
+        old.unlink(missing_ok=True)
 
 
 def file_state(path: Path) -> tuple[int, int, int] | None:

@@ -1,0 +1,156 @@
+"""The review queue kept on disk per data version (store/version.persisted, review/scoring.queue; issue 14).
+
+The first Review load after a server start read every stored score again (about a second at 20,000
+images); the arrays the queue is made of are now read back from the project's cache while the data
+version they were written at is still the database's. Any write from any process must still show on
+the next load, and a file must never be trusted for another version or key.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lotr_labeler.review import scoring
+from lotr_labeler.store import Store, reviews, version
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memo() -> Iterator[None]:
+    version.clear()
+    yield
+    version.clear()
+
+
+@pytest.fixture
+def scored(store: Store) -> Store:
+    """The 18 shape images, each with stored probabilities (no embedding: written as a fit would)."""
+    class_ids = [c.id for c in store.classes()]
+    rng = np.random.default_rng(0)
+    rows = [
+        (img.id, json.dumps([round(float(p), 6) for p in rng.dirichlet(np.ones(len(class_ids)))]), "head")
+        for img in store.images()
+    ]
+    fit: dict[str, object] = {"backbone": {"arch": "resnet18", "size": 32, "pretrained": False}}
+    fit |= {"class_ids": class_ids, "computed_at": "now", "seconds": 0.1, "folds": 2, "scored": len(rows)}
+    fit |= {"blended": 0, "run_id": None, "event_id": 0}
+    reviews.replace_scores(store, rows, fit_key="review_fit", fit=json.dumps(fit))
+    return store
+
+
+def memo_files(store: Store) -> list[Path]:
+    return sorted((store.cache_dir / version.PERSIST_DIR).glob("*.npz"))
+
+
+def no_scores(*args: object, **kwargs: object) -> dict[int, tuple[list[float], str]]:
+    raise AssertionError("the stored scores were read again")
+
+
+def as_tuples(items: list[scoring.ReviewItem]) -> list[tuple[object, ...]]:
+    return [(i.id, i.given, i.predicted, i.self_confidence, i.margin, i.probs, i.source, i.flags) for i in items]
+
+
+def test_a_new_process_reads_the_kept_queue_without_reading_the_scores(
+    scored: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = scoring.ranking(scored, sort="margin", status="all")
+    assert len(memo_files(scored)) == 1
+    version.clear()  # what a server restart forgets
+    monkeypatch.setattr(scoring, "_scores", no_scores)
+    assert as_tuples(scoring.ranking(scored, sort="margin", status="all")) == as_tuples(first)
+    # Other filters and sorts of the same listing come from the same file.
+    assert scoring.ranking(scored) == sorted(first, key=lambda it: (it.self_confidence, it.id))
+
+
+def test_a_fresh_process_uses_the_file_the_page_wrote(scored: Store) -> None:
+    queue = scoring.queue(scored)
+    code = (
+        "import sys\n"
+        "from lotr_labeler.review import scoring\n"
+        "from lotr_labeler.store import Store\n"
+        "def boom(*a, **k): raise SystemExit('recomputed')\n"
+        "scoring._scores = boom\n"
+        "with Store(sys.argv[1]) as s:\n"
+        "    print(','.join(str(i) for i in scoring.queue(s).ids))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(scored.root)], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == ",".join(str(i) for i in queue.ids)
+
+
+def test_a_relabel_by_another_process_is_on_the_next_load(scored: Store) -> None:
+    before = {it.id: it for it in scoring.ranking(scored, status="all")}
+    target = next(iter(before.values()))
+    other = next(c.name for c in scored.classes() if c.name != target.given)
+    with Store(scored.root) as tab:  # another process' connection
+        tab.relabel([target.id], other)
+    version.clear()  # and a fresh server: only the file could answer, and it must not
+    after = {it.id: it for it in scoring.ranking(scored, status="all")}
+    assert after[target.id].given == other
+    assert after[target.id].self_confidence == pytest.approx(target.probs[other])
+
+
+def test_a_keep_elsewhere_leaves_the_queue_and_new_scores_replace_the_old(scored: Store) -> None:
+    queue = scoring.queue(scored)
+    first = queue[0].id
+    with Store(scored.root) as tab:
+        scoring.keep(tab, [first])
+    version.clear()
+    assert first not in scoring.queue(scored).ids
+    assert first in scoring.queue(scored, status="reviewed").ids
+    # A refit (new scores, same images) must not be served from the file either.
+    rows = [(img.id, json.dumps([1.0, 0.0, 0.0]), "head") for img in scored.images()]
+    with Store(scored.root) as tab:
+        reviews.replace_scores(tab, rows, fit_key="review_fit", fit=tab.meta_get("review_fit") or "{}")
+    version.clear()
+    assert {it.probs[next(iter(it.probs))] for it in scoring.ranking(scored, status="all")} == {1.0}
+
+
+def test_a_file_of_another_version_or_a_torn_file_is_recomputed(scored: Store) -> None:
+    calls: list[int] = []
+
+    def compute() -> version.Arrays:
+        calls.append(1)
+        return {"x": np.arange(3)}
+
+    assert version.persisted(scored, "k", compute)["x"].tolist() == [0, 1, 2]
+    assert version.persisted(scored, "k", compute)["x"].tolist() == [0, 1, 2]
+    assert len(calls) == 1  # read back
+    scored.set_setting("near_dup_distance", 5)  # any write bumps the version
+    version.persisted(scored, "k", compute)
+    assert len(calls) == 2
+    version.persisted_path(scored, "k").write_bytes(b"PK\x03\x04 torn")
+    assert version.persisted(scored, "k", compute)["x"].tolist() == [0, 1, 2]
+    assert len(calls) == 3
+    # Another key hashed to the same file name (or a file copied over) is not taken for this one.
+    version.persisted_path(scored, "other").write_bytes(version.persisted_path(scored, "k").read_bytes())
+    version.persisted(scored, "other", compute)
+    assert len(calls) == 4
+
+
+def test_nothing_is_kept_inside_a_transaction(scored: Store) -> None:
+    with scored.transaction():
+        version.persisted(scored, "k", lambda: {"x": np.zeros(1)})
+    assert not version.persisted_path(scored, "k").exists()
+
+
+def test_the_folder_keeps_a_bounded_number_of_files(scored: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(version, "MAX_FILES", 3)
+    for k in range(5):
+        version.persisted(scored, f"k{k}", lambda: {"x": np.zeros(1)})
+    assert len(memo_files(scored)) == 3
+    assert version.persisted_path(scored, "k4").exists()
+
+
+def test_a_reserved_name_is_refused(scored: Store) -> None:
+    with pytest.raises(ValueError, match="__version__"):
+        version.persisted(scored, "k", lambda: {"__version__": np.zeros(1)})
