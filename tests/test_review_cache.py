@@ -154,3 +154,23 @@ def test_the_folder_keeps_a_bounded_number_of_files(scored: Store, monkeypatch: 
 def test_a_reserved_name_is_refused(scored: Store) -> None:
     with pytest.raises(ValueError, match="__version__"):
         version.persisted(scored, "k", lambda: {"__version__": np.zeros(1)})
+
+
+def test_embed_missing_is_read_back_and_follows_a_delete(scored: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lotr_labeler.model import embed
+
+    backbone = embed.Backbone("resnet18", 32, pretrained=False)
+    first = embed.missing(scored, backbone)  # no cache file: every image
+    assert [r.id for r in first] == [r.id for r in scored.images()]
+    version.clear()
+
+    def no_keys(path: Path) -> set[str]:
+        raise AssertionError("the embedding cache's keys were read again")
+
+    with monkeypatch.context() as m:
+        m.setattr(embed, "_cached_keys", no_keys)
+        assert embed.missing(scored, backbone) == first
+    with Store(scored.root) as tab:
+        tab.delete_images([first[0].id])
+    version.clear()
+    assert [r.id for r in embed.missing(scored, backbone)] == [r.id for r in first[1:]]
