@@ -4,10 +4,12 @@ reads ask for immediate ACKs (no 40 ms delayed-ACK stall against servers that wr
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from typing import Any
 
 import httpcore
+import httpx
 import pytest
 
 from lotr_labeler.collect import download as dl
@@ -120,3 +122,19 @@ def test_reads_work_on_streams_without_a_tcp_socket() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_clients_share_one_ssl_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Loading the CA bundle is the costly part of a client (each one loaded it twice before).
+    loads: list[Any] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def spy(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append(args)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", spy)
+    dl._default_ssl_context.cache_clear()
+    with dl.make_client(httpx.Timeout(5.0)) as one, dl.make_client(httpx.Timeout(5.0), proxy="http://127.0.0.1:9"):
+        assert one is not None
+    assert len(loads) == 1, loads
