@@ -38,8 +38,6 @@ st.caption(
     "K-fold cross-validation, so no image is judged by a model that learned its own label."
 )
 ITEMS = "_review_items"  # the queue (a lazy review.Ranking) of a full run, handed to the grid fragment once
-# Quality flags of more images than this are left to the compute job instead of the page run.
-PAGE_QUALITY_LIMIT = 400
 SOURCES = {
     "auto": "Auto: the best of those available (cross-validated)",
     "run": "Current model's body",
@@ -400,10 +398,10 @@ with open_current() as store:
             "split": split,
             "flag": flag,
             "status": status,
-            "compute_quality": unmeasured <= PAGE_QUALITY_LIMIT,
+            "compute_quality": unmeasured <= review.PAGE_QUALITY_LIMIT,
         }
         items = review.queue(store, **filters)
-        if unmeasured > PAGE_QUALITY_LIMIT:
+        if unmeasured > review.PAGE_QUALITY_LIMIT:
             st.caption(f"Quality flags of {unmeasured} image(s) are measured with the embeddings (Compute).")
         page_size = settings.page_size
         offset = pager(len(items), page_size, "review")

@@ -39,7 +39,9 @@ def scored(store: Store) -> Store:
         (img.id, json.dumps([round(float(p), 6) for p in rng.dirichlet(np.ones(len(class_ids)))]), "head")
         for img in store.images()
     ]
-    fit: dict[str, object] = {"backbone": {"arch": "resnet18", "size": 32, "pretrained": False}}
+    from lotr_labeler.model import embed
+
+    fit: dict[str, object] = {"backbone": embed.Backbone("resnet18", 32, pretrained=False).as_dict()}
     fit |= {"class_ids": class_ids, "computed_at": "now", "seconds": 0.1, "folds": 2, "scored": len(rows)}
     fit |= {"blended": 0, "run_id": None, "event_id": 0}
     reviews.replace_scores(store, rows, fit_key="review_fit", fit=json.dumps(fit))
@@ -174,3 +176,26 @@ def test_embed_missing_is_read_back_and_follows_a_delete(scored: Store, monkeypa
         tab.delete_images([first[0].id])
     version.clear()
     assert [r.id for r in embed.missing(scored, backbone)] == [r.id for r in first[1:]]
+
+
+def test_scores_written_prepare_the_review_page_it_then_reads_nothing_again(
+    scored: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What fit_scores calls once the scores are stored: the Review page's first load in another
+    process (here: a fresh memo) then reads neither the scores nor the embedding cache's keys."""
+    from streamlit.testing.v1 import AppTest
+
+    from lotr_labeler.model import embed
+
+    info = scoring.fit_info(scored)
+    assert info is not None
+    scoring.prepare_page(scored, info.backbone_spec)
+    expected = scoring.queue(scored).ids
+    version.clear()
+    monkeypatch.setattr(scoring, "_scores", no_scores)
+    monkeypatch.setattr(embed, "_cached_keys", lambda path: (_ for _ in ()).throw(AssertionError("keys read")))
+    at = AppTest.from_file(str(ROOT / "pages" / "5_Review.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Compute (18 new)" in [b.label for b in at.button]  # nothing embedded: every image counted
+    assert scoring.queue(scored).ids == expected

@@ -67,6 +67,8 @@ HEAD_MAX_ITER = 300
 # ranking (measured on 1,000 digits embeddings: recall@k 0.94 both, AUROC 0.9955 vs 0.9954).
 HEAD_TOL = 1e-3
 SEED = 0
+# Quality flags of more unmeasured images than this are left to the embedding job, not a page run.
+PAGE_QUALITY_LIMIT = 400
 _META_KEY = "review_fit"
 STORE_FLAGS = ("near-duplicate",)
 
@@ -346,6 +348,7 @@ def fit_scores(
         fit_key=_META_KEY,
         fit=json.dumps(info.__dict__),
     )
+    prepare_page(store, backbone)
     return FitReport(info, unscored=len(images) - len(have))
 
 
@@ -1053,6 +1056,15 @@ def _rank(
     if not np.array_equal(arrays["ids"], ids):  # cannot happen at one version; never trust a mismatch
         arrays = base()
     return _ordered(store.root, images, arrays, sort=sort, predicted=predicted, flag=flag, status=status)
+
+
+def prepare_page(store: Store, backbone: embed.Backbone) -> None:
+    """Compute what the Review page's first load reads, so it is on disk (``version.persisted``) for
+    the next page, in whatever process: the default queue and the images ``backbone`` has not embedded.
+    Called when scores are written; any later write makes the page compute them again."""
+    unmeasured = len(quality.missing(store, store.images()))
+    queue(store, compute_quality=unmeasured <= PAGE_QUALITY_LIMIT)
+    embed.missing(store, backbone)
 
 
 def item(store: Store, image_id: int, flags: Sequence[str] | None = None) -> ReviewItem:
