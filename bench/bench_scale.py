@@ -10,7 +10,7 @@ Figures (one JSON object per line, see bench/run_all.py):
 - ``status``: ``lotr-labeler status --json`` as a process (what a user types), and ``Store.status``.
 - Dataset, Review, Search: first load of the page in headless Chromium, navigation → script run
   finished and the page idle, median of 3 fresh sessions; anchor: the same for a one-line app.
-  Goal: ours <= 2 s.
+  Goal: ours <= 2 s. Also the first of the 3 alone (the server's first session of the page).
 - Review: 5-fold head refit + every score stored for 20,000 images (``review.fit_scores``), warm.
 - Embeddings: images/s of ``compute_embeddings`` (files read, decoded, cached) against the forward
   pass alone on the same batches (the limit), random-init resnet18 at ``--embed-size`` px.
@@ -263,6 +263,20 @@ def main() -> int:
                         note=f"headless Chromium, fresh session, navigation → first script run finished and idle, "
                         f"median of {len(t)} ({', '.join(f'{x:.2f}' for x in t)}); anchor: one-line Streamlit app; "
                         f"{args.candidates:,} pending candidates",
+                    )
+                # The first session of each page after the server start pays its cold path (imports,
+                # per-process memos; the Review queue read from disk): a figure of its own, not a median.
+                for page in PAGES:
+                    t = ours[f"/{page}"]
+                    emit(
+                        name=f"{page} page of a {n:,}-image project: first load after a server start",
+                        ours=round(t[0], 3),
+                        anchor=round(bare["/"][0], 3),
+                        ratio=round(t[0] / bare["/"][0], 2),
+                        goal="ours <= 2 s",
+                        unit="s",
+                        note="headless Chromium, the first of the 3 sessions above (the server's first sessions in "
+                        f"the order {', '.join(PAGES)}); anchor: the one-line app's first session",
                     )
                 emit(
                     name=f"Streamlit server memory after the pages of a {n:,}-image project",
