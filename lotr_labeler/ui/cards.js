@@ -58,6 +58,8 @@ export default function (component) {
   const classes = data.classes || [];
   const cols = Math.max(1, data.columns || 8);
   s.busy = false;
+  s.trigger = setTriggerValue;  // the latest render's: a delayed trigger must not use a stale one
+  if (s.sentLb === undefined) s.sentLb = data.lightbox ? data.lightbox.id : null;
   if (data.seq !== s.lastSeq) {
     s.lastSeq = data.seq;
     if (data.focus != null && byId.has(data.focus)) s.focus = data.focus;
@@ -104,15 +106,26 @@ export default function (component) {
     if (action === "more") return send("more", targetIds.slice(0, 1));
     send(action, targetIds);
   }
+  // Python hears where the large view comes to rest (250 ms), not every step of ← →: a burst of
+  // lightbox triggers, each a fragment rerun, could leave Streamlit 1.67's session waiting on a run
+  // whose end never came (the page stuck on "running", later keys ignored).
+  function tellOpen(id) {
+    clearTimeout(s.openTimer);
+    s.openTimer = setTimeout(() => {
+      if (s.sentLb === id) return;
+      s.sentLb = id;
+      s.trigger("open", { id, n: Date.now() });
+    }, 250);
+  }
   function open(id) {
     s.lb = id;
     s.focus = id;
-    setTriggerValue("open", { id, n: Date.now() });
+    tellOpen(id);
     render();
   }
   function closeLb() {
     s.lb = null;
-    setTriggerValue("open", { id: null, n: Date.now() });
+    tellOpen(null);
     render();
   }
   function moveFocus(delta, extend) {

@@ -64,7 +64,7 @@ PROGRESS = '[data-testid="stProgress"]'
 # never leaves "notRunning" (seen: a form submit whose rerun the wait never noticed).
 _INIT_SCRIPT = """
 (() => {
-  const st = window.__st = {finished: 0, started: 0, ended: 0, endedAt: 0, log: [], lastClick: null};
+  const st = window.__st = {finished: 0, started: 0, ended: 0, endedAt: 0, inFlight: false, log: [], lastClick: null};
   // The ForwardMsg's type: the number of its first field among new_session (4) and script_finished (6,
   // a varint: 2 = finished early for a rerun, another run follows). A minimal protobuf walk.
   const typeOf = buf => {
@@ -94,8 +94,8 @@ _INIT_SCRIPT = """
         if (!(e.data instanceof ArrayBuffer)) return;
         const t = typeOf(e.data);
         if (!t) return;
-        if (t[0] === 4) { st.started += 1; note('start'); return; }
-        st.ended += 1; st.endedAt = performance.now(); note('end ' + t[1]);
+        if (t[0] === 4) { st.started += 1; st.inFlight = true; note('start'); return; }
+        st.ended += 1; st.inFlight = false; st.endedAt = performance.now(); note('end ' + t[1]);
         if (t[1] !== 2) st.finished += 1;
       });
     }
@@ -110,12 +110,13 @@ _INIT_SCRIPT = """
       st.domIdleAt = performance.now();
     }
   }).observe(document, {subtree: true, attributes: true, attributeFilter: ['data-test-script-state']});
-  // No run in flight and the page says so; the last run drawn (the page turns "notRunning" 50-100 ms
-  // after its script_finished arrives here), or, for a batch that never showed "running", ended over
-  // 250 ms ago: time enough to draw what came with it.
+  // No run in flight (the last message was an end: a run a full rerun interrupts sends a start but
+  // no end, so the counts need not match) and the page says so; the last run drawn (the page turns
+  // "notRunning" 50-100 ms after its script_finished arrives here), or, for a batch that never
+  // showed "running", ended over 250 ms ago: time enough to draw what came with it.
   st.idle = () => {
     const app = document.querySelector('[data-testid="stApp"]');
-    return !!app && app.getAttribute('data-test-script-state') === 'notRunning' && st.started <= st.ended
+    return !!app && app.getAttribute('data-test-script-state') === 'notRunning' && !st.inFlight
       && (st.domIdleAt >= st.endedAt || performance.now() - st.endedAt > 250);
   };
   document.addEventListener('click', e => { st.lastClick = performance.now(); }, true);
