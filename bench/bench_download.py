@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lotr_labeler.collect.download import _PROCESSORS, download_candidates
+from lotr_labeler.collect.download import _processor_count, download_candidates
 from lotr_labeler.review import dedupe
 from lotr_labeler.store import CandidateIn
 from lotr_labeler.workspace import create_project
@@ -132,7 +132,7 @@ def ours(root: Path, urls: list[str], name: str) -> tuple[float, dict[str, Any]]
     files = sum(1 for p in (store.root / "images").rglob("*.jpg"))
     store.close()
     info = {"ok": report.ok, "failed": report.failed, "near": report.near_duplicates, "files": files}
-    processors = min(workers, _PROCESSORS)
+    processors = _processor_count(workers)
     return took, {**info, "workers": workers, "processors": processors, "cpu": cpu}
 
 

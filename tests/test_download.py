@@ -674,13 +674,14 @@ def test_at_most_twice_workers_queued(proj: Store, site: Site, monkeypatch: pyte
     processed = 0
 
     class CountingPool(ThreadPoolExecutor):
-        def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            fn = args[0]
             nonlocal submitted, processed
             if fn is dl._fetch_job:  # a candidate enters; its processing (_work) is the same one
                 submitted += 1
             else:
                 processed += 1
-            return super().submit(fn, *args, **kwargs)
+            return super().submit(*args, **kwargs)
 
     monkeypatch.setattr(dl, "ThreadPoolExecutor", CountingPool)
     accept(proj, "Elves", *(site.url(f"/gen/{n}.jpg") for n in range(12)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpcore
@@ -138,3 +139,35 @@ def test_clients_share_one_ssl_context(monkeypatch: pytest.MonkeyPatch) -> None:
     with dl.make_client(httpx.Timeout(5.0)) as one, dl.make_client(httpx.Timeout(5.0), proxy="http://127.0.0.1:9"):
         assert one is not None
     assert len(loads) == 1, loads
+
+
+def test_candidates_in_flight_stay_within_workers_plus_processors(
+    proj: Store, image_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each candidate in flight holds at most one body: fetching, fetched and queued, or processed.
+    monkeypatch.setattr(dl, "_PROCESSORS", 1)
+    entered = 0
+    real_fetch_job = dl._fetch_job
+
+    def fetch_job(*args: Any) -> Any:
+        nonlocal entered
+        entered += 1  # counted when it runs; submitted ones may wait, so this is a lower bound
+        return real_fetch_job(*args)
+
+    submitted = 0
+
+    class CountingPool(ThreadPoolExecutor):
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            fn = args[0]
+            nonlocal submitted
+            submitted += fn is fetch_job
+            return super().submit(*args, **kwargs)
+
+    monkeypatch.setattr(dl, "_fetch_job", fetch_job)
+    monkeypatch.setattr(dl, "ThreadPoolExecutor", CountingPool)
+    proj.add_candidates(CandidateIn("a", f"{image_server}/img/{k}.png") for k in range(12))
+    proj.decide([c.id for c in proj.candidates()], "accepted")
+    outstanding: list[int] = []
+    report = dl.download_candidates(proj, workers=3, progress=lambda p: outstanding.append(submitted - p.done))
+    assert report.ok == submitted == entered == 12
+    assert max(outstanding) <= 3 + 1  # 3 download threads + 1 processing thread, not 2 x 3

@@ -70,6 +70,11 @@ _BATCH = 32
 # than the cores: a disk under load can hold an fsync for 50-100 ms, and the others go on meanwhile.
 _PROCESSORS = max(8, 4 * (os.cpu_count() or 1))
 
+
+def _processor_count(workers: int) -> int:
+    return min(workers, _PROCESSORS)
+
+
 Resolver = Callable[[str, int], list[str]]
 """(host, port) -> IP address strings. Replaceable so the address check is testable offline."""
 
@@ -967,7 +972,7 @@ def download_candidates(
     own_client = client is None
     http = client or make_client(cfg.timeout, cfg.workers)
     pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="download")
-    processors = ThreadPoolExecutor(max_workers=min(cfg.workers, _PROCESSORS), thread_name_prefix="normalize")
+    processors = ThreadPoolExecutor(max_workers=_processor_count(cfg.workers), thread_name_prefix="normalize")
     try:
         _drive(store, pool, processors, http, iter(todo), cfg, resolver, report, started, progress, cancel)
     finally:
@@ -998,8 +1003,8 @@ def _drive(
     progress: Callable[[DownloadProgress], None] | None,
     cancel: threading.Event | None,
 ) -> None:
-    """Keep at most 2x workers candidates in flight (so cancel is prompt and memory bounded) and
-    record results as they finish.
+    """Keep at most workers + processors (<= 2x workers) candidates in flight, each holding at most
+    one body (so cancel is prompt and memory bounded), and record results as they finish.
 
     Two stages: ``pool`` fetches (waits on the network), ``processors`` decode, normalise and stage
     (CPU and an fsync). A fetch queues its body to ``processors`` itself and its future resolves to
@@ -1016,8 +1021,10 @@ def _drive(
     def cancelled() -> bool:
         return cancel is not None and cancel.is_set()
 
+    limit = cfg.workers + _processor_count(cfg.workers)
+
     def refill() -> None:
-        while len(pending) < 2 * cfg.workers and not cancelled():
+        while len(pending) < limit and not cancelled():
             cand = next(todo, None)
             if cand is None:
                 return
