@@ -5,9 +5,10 @@ connection: http(s) only, no credentials in the URL, and the host must resolve t
 public addresses unless private hosts are allowed (addresses embedding an IPv4 one,
 e.g. 6to4 or NAT64, are judged by it). Bodies are streamed with a byte cap on the
 decoded bytes, then decoded and re-encoded by ``imaging.normalize`` (the decode is
-the validation). Network and decoding run in worker threads; every store write
-happens on the calling thread because the SQLite connection is not shared across
-threads.
+the validation). Download threads only fetch and hand each body to processing
+threads (decode, normalise, staged write), so network waits and CPU overlap; every
+store write happens on the calling thread because the SQLite connection is not
+shared across threads.
 
 Time: each fetch has one deadline for the whole request, redirects included. With a
 client from ``make_client`` every socket operation (connect, TLS, each read) is
