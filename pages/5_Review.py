@@ -390,7 +390,7 @@ with open_current() as store:
             if st.session_state.get(f"_prev_{k}") != st.session_state[k]:
                 reset_page("review")
                 st.session_state[f"_prev_{k}"] = st.session_state[k]
-        unmeasured = len(quality.missing(store, store.images()))
+        unmeasured = review.unmeasured(store)
         filters: dict[str, Any] = {
             "sort": sort,
             "label": label,

@@ -13,12 +13,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from lotr_labeler.review import scoring
-from lotr_labeler.store import Store, reviews, version
+from lotr_labeler.store import ImageRow, Store, reviews, version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +65,7 @@ def test_a_new_process_reads_the_kept_queue_without_reading_the_scores(
     scored: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = scoring.ranking(scored, sort="margin", status="all")
-    assert len(memo_files(scored)) == 1
+    assert len(memo_files(scored)) == 2  # the queue's arrays and the count of unmeasured images
     version.clear()  # what a server restart forgets
     monkeypatch.setattr(scoring, "_scores", no_scores)
     assert as_tuples(scoring.ranking(scored, sort="margin", status="all")) == as_tuples(first)
@@ -182,20 +183,34 @@ def test_scores_written_prepare_the_review_page_it_then_reads_nothing_again(
     scored: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What fit_scores calls once the scores are stored: the Review page's first load in another
-    process (here: a fresh memo) then reads neither the scores nor the embedding cache's keys."""
+    process (here: a fresh memo) then reads neither the scores, nor the embedding cache's keys, nor
+    the listing of every image."""
     from streamlit.testing.v1 import AppTest
 
     from lotr_labeler.model import embed
 
     info = scoring.fit_info(scored)
     assert info is not None
+    path = embed.cache_path(scored, info.backbone_spec)  # every image embedded (as the job leaves it)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shas = [img.sha256 for img in scored.images()]
+    np.savez(path, keys=np.array(shas, dtype="<U64"), vectors=np.zeros((len(shas), 4), np.float32))
     scoring.prepare_page(scored, info.backbone_spec)
     expected = scoring.queue(scored).ids
     version.clear()
     monkeypatch.setattr(scoring, "_scores", no_scores)
     monkeypatch.setattr(embed, "_cached_keys", lambda path: (_ for _ in ()).throw(AssertionError("keys read")))
+    listed: list[object] = []
+    listing = Store.images
+
+    def images(self: Store, *args: Any, **kwargs: Any) -> list[ImageRow]:
+        listed.append(args)
+        return listing(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "images", images)
     at = AppTest.from_file(str(ROOT / "pages" / "5_Review.py"), default_timeout=60)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert "Compute (18 new)" in [b.label for b in at.button]  # nothing embedded: every image counted
+    assert "Compute scores" in [b.label for b in at.button]  # nothing new to embed
+    assert listed == []  # not even the image listing: the queue's rows come from the file too
     assert scoring.queue(scored).ids == expected

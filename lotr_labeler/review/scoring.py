@@ -826,6 +826,7 @@ class Ranking(Sequence[ReviewItem]):
         self._sources = base["sources"]
         self._flags = base["flags"]
         self._reviewed = base["reviewed"]
+        self._ids = base["ids"]
 
     def __len__(self) -> int:
         return len(self._order)
@@ -847,7 +848,7 @@ class Ranking(Sequence[ReviewItem]):
     @property
     def ids(self) -> list[int]:
         """Image ids in review order (no item built)."""
-        return [self._images[int(k)].id for k in self._order]
+        return [int(i) for i in self._ids[self._order]]
 
     def _item(self, k: int) -> ReviewItem:
         img = self._images[k]
@@ -906,7 +907,9 @@ def _base(
         if img.flags:
             f += tuple(x for x in img.flags if x in STORE_FLAGS)
         all_flags.append("\t".join(f))
+    rows = json.dumps([[getattr(img, f) for f in _ROW_FIELDS] for img in images]).encode()
     return {
+        "rows": np.frombuffer(rows, dtype=np.uint8),
         "ids": np.fromiter((img.id for img in images), dtype=np.int64, count=n),
         "vocab": np.array(vocab, dtype=np.str_).reshape(len(vocab)),
         "probs": probs,
@@ -918,6 +921,36 @@ def _base(
         "flags": np.array(all_flags, dtype=np.str_).reshape(n),
         "reviewed": np.fromiter((img.id in reviewed for img in images), dtype=np.bool_, count=n),
     }
+
+
+_ROW_FIELDS = tuple(ImageRow.__dataclass_fields__)
+
+
+class _StoredRows(Sequence[ImageRow]):
+    """The listing a base was made from, kept in it as JSON: a row is built when asked for (a new
+    process lists no 20,000 rows to show 48)."""
+
+    def __init__(self, data: npt.NDArray[np.generic]) -> None:
+        self._rows: list[list[Any]] = json.loads(data.tobytes())
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> ImageRow: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ImageRow]: ...
+
+    def __getitem__(self, index: int | slice) -> ImageRow | list[ImageRow]:
+        if isinstance(index, slice):
+            return [self._row(v) for v in self._rows[index]]
+        return self._row(self._rows[index])
+
+    @staticmethod
+    def _row(values: list[Any]) -> ImageRow:
+        fields = dict(zip(_ROW_FIELDS, values, strict=True))
+        return ImageRow(**{**fields, "flags": tuple(fields["flags"])})
 
 
 def _ordered(
@@ -1024,7 +1057,9 @@ def queue(
         check_choice(flag, ("any", *quality.FLAGS, *STORE_FLAGS), "Flag")
     if predicted is not None:
         predicted = store.get_class(predicted).name
-    if compute_quality:  # first, so the quality cache the key names is the one the items read
+    # First, so the quality cache the key names is the one the items read; only when some image
+    # lacks figures (unmeasured is kept on disk: a new process does not list every image for nothing).
+    if compute_quality and unmeasured(store):
         quality.quality_stats(store, store.images(label, split=split))
     # Memoized per data version and quality-cache state: a page rerun that changed nothing
     # (most of them) skips re-deriving 20,000 items.
@@ -1042,28 +1077,35 @@ def _rank(
     status: str,
     compute_quality: bool,
 ) -> Ranking:
-    images = store.images(label, split=split)
-
     def base() -> version.Arrays:
+        images = store.images(label, split=split)
         flags = quality.quality_flags(store, images, compute_missing=compute_quality)
         return _base(store, images, flags, reviewed_ids(store))
 
-    # On disk per data version: the first load after a server start reads it instead of parsing
-    # every stored score again (the filters and the sort below take milliseconds).
+    # On disk per data version, rows included: the first load after a server start reads it instead
+    # of listing every image and parsing every stored score (the filters and the sort take milliseconds).
     key = json.dumps(["review.ranking", label, split, compute_quality, quality.cache_state(store)])
     arrays = version.persisted(store, key, base)
-    ids = np.fromiter((img.id for img in images), dtype=np.int64, count=len(images))
-    if not np.array_equal(arrays["ids"], ids):  # cannot happen at one version; never trust a mismatch
-        arrays = base()
-    return _ordered(store.root, images, arrays, sort=sort, predicted=predicted, flag=flag, status=status)
+    return _ordered(
+        store.root, _StoredRows(arrays["rows"]), arrays, sort=sort, predicted=predicted, flag=flag, status=status
+    )
+
+
+def unmeasured(store: Store) -> int:
+    """Active images without quality figures yet; kept on disk per data version and quality-cache state."""
+
+    def count() -> version.Arrays:
+        return {"n": np.array(len(quality.missing(store, store.images())), dtype=np.int64)}
+
+    return int(version.persisted(store, json.dumps(["quality.unmeasured", quality.cache_state(store)]), count)["n"])
 
 
 def prepare_page(store: Store, backbone: embed.Backbone) -> None:
     """Compute what the Review page's first load reads, so it is on disk (``version.persisted``) for
-    the next page, in whatever process: the default queue and the images ``backbone`` has not embedded.
+    the next page, in whatever process: the default queue, the images ``backbone`` has not embedded
+    and those without quality figures.
     Called when scores are written; any later write makes the page compute them again."""
-    unmeasured = len(quality.missing(store, store.images()))
-    queue(store, compute_quality=unmeasured <= PAGE_QUALITY_LIMIT)
+    queue(store, compute_quality=unmeasured(store) <= PAGE_QUALITY_LIMIT)
     embed.missing(store, backbone)
 
 

@@ -43,7 +43,7 @@ MAX_ENTRIES = 64
 """Memo entries kept in this process (all projects together), least recently used dropped first."""
 PERSIST_DIR = "memo"
 """Under the project's cache folder: one npz file per ``persisted`` key."""
-MAX_FILES = 32
+MAX_FILES = 16
 """``persisted`` files kept per project, least recently written removed first."""
 _VERSION = "__version__"  # the member of a persisted file holding its key and data version
 
