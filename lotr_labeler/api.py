@@ -31,8 +31,10 @@ count passes the limit while streaming.
 
     GET  /          the phone page (``api_page``): take or pick a photo, see every class's probability
 
-Binds 127.0.0.1 by default (``serve``). With a ``token`` every endpoint but ``GET /`` (and CORS
-preflights) wants ``Authorization: Bearer <token>`` (or ``X-Token``) and answers 401 without it;
+Binds 127.0.0.1 by default (``serve``); there, without a token, only requests whose ``Host`` names
+loopback are answered (``LoopbackHostOnly``: no DNS-rebinding page can call it). With a ``token``
+every endpoint but ``GET /`` (and CORS preflights) wants ``Authorization: Bearer <token>`` (or
+``X-Token``) and answers 401 without it;
 ``serve`` requires one (given or generated) for any address but loopback unless ``--no-auth``.
 ``cors_origins`` lets pages of those origins call the API from a browser (Starlette's
 CORSMiddleware); none by default.
@@ -455,6 +457,52 @@ class TokenAuth:
         await response(scope, receive, send)
 
 
+def host_name(header: str) -> str:
+    """The host of a ``Host`` header without its port, lower case, without a final dot:
+    ``[::1]:8000`` -> ``[::1]``, ``LocalHost.:80`` -> ``localhost``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[: header.find("]") + 1] or header
+    name, colon, port = header.rpartition(":")
+    if colon and port.isdigit():
+        header = name
+    return header.rstrip(".")
+
+
+class LoopbackHostOnly:
+    """ASGI middleware for a server without a token on loopback: answer only requests addressed
+    to a loopback name (``localhost``, 127.0.0.0/8, ``[::1]``) in their ``Host`` header.
+
+    Why: a web page on another site can point its own host name at 127.0.0.1 (DNS rebinding) and
+    then call this API from the user's browser as a same-origin page; its requests still carry
+    that site's name in ``Host``. Starlette's ``TrustedHostMiddleware`` takes the text before the
+    first colon as the host, which cuts ``[::1]:8000`` to ``[``, so loopback is judged here by
+    address, as ``serve`` judges it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        if is_loopback(host_name(header)):
+            await self.app(scope, receive, send)
+            return
+        shown = header[:80] or "(none)"
+        response = JSONResponse(
+            {
+                "error": f"Host {shown!r} refused: this server has no token, so it answers only requests "
+                "addressed to localhost or 127.0.0.1. To reach it by another name, start it with "
+                "--host ADDRESS, which requires a token."
+            },
+            status_code=421,
+        )
+        await response(scope, receive, send)
+
+
 def is_loopback(host: str) -> bool:
     """A loopback address (127.0.0.0/8, ::1) or ``localhost``; a name like ``127.foo.example`` is not."""
     if host in LOOPBACK:
@@ -494,6 +542,7 @@ def create_app(
     *,
     cors_origins: Sequence[str] = (),
     token: str | None = None,
+    loopback_hosts_only: bool = False,
 ) -> Starlette:
     """The API for ``project`` in ``data_root`` (its current run, per request), or for a fixed
     ``model_path`` the user gave explicitly (a pickle: only a file you trust).
@@ -510,6 +559,9 @@ def create_app(
         Origins (``https://example.org``, or ``*``) whose pages may call the API from a browser.
     token
         When set, every endpoint but ``GET /`` answers 401 without it.
+    loopback_hosts_only
+        Answer only requests whose ``Host`` names loopback (``LoopbackHostOnly``): what ``serve``
+        sets for a loopback server without a token, against DNS rebinding.
 
     Returns
     -------
@@ -542,6 +594,8 @@ def create_app(
         )
     if token is not None:
         middleware.append(Middleware(TokenAuth, token=token))
+    if loopback_hosts_only:  # outermost: a rebinding page's request gets no answer but the refusal
+        middleware.insert(0, Middleware(LoopbackHostOnly))
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _http_error})
     app.state.api = api
     return app
@@ -592,7 +646,8 @@ def serve(
 
     if not 0 < port < 65536:
         raise InvalidInput(f"Port {port} is not valid. Use 1-65535, e.g. {DEFAULT_PORT}.")
-    app = create_app(data_root, project, model_path, cors_origins=cors_origins, token=token)
+    local = token is None and is_loopback(host)
+    app = create_app(data_root, project, model_path, cors_origins=cors_origins, token=token, loopback_hosts_only=local)
     app.state.api.warm()
     if token is None and not is_loopback(host):
         log.warning("serving on %s without a token (--no-auth): anyone who can reach it can use it", host)

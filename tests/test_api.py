@@ -237,7 +237,7 @@ def test_cli_serve_binds_loopback_by_default(
     monkeypatch.setattr(uvicorn, "run", fake_run)
     assert main(["--data", str(data_root), "serve"]) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8000 and seen["workers"] == 1
-    with TestClient(seen["app"]) as c:
+    with TestClient(seen["app"], base_url="http://127.0.0.1:8000") as c:
         assert c.get("/health").json()["loaded"] is True  # warmed before serving
     assert main(["--data", str(data_root), "serve", "--port", "0"]) == 1
 

@@ -117,6 +117,27 @@ def test_corrupt_export_is_replaced(store: Store, caplog: pytest.LogCaptureFixtu
     assert "sha256 does not match" in caplog.text and not export.exists()
 
 
+def test_a_reader_between_the_two_writes_keeps_the_export(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process loading the export while ``save`` writes its two files finds no export yet
+    or a whole one: it never judges a good export bad and deletes it."""
+    backbone = embed.Backbone("resnet18", SIZE, pretrained=False)
+    export = onnx_embed.export_path(store.cache_dir, backbone)
+    seen: list[bool] = []
+    write = onnx_embed.write_atomic
+
+    def write_then_look(path: Path, data: bytes) -> None:
+        write(path, data)
+        seen.append(onnx_embed.load(store.cache_dir, backbone) is not None)  # the other process's look
+
+    monkeypatch.setattr(onnx_embed, "write_atomic", write_then_look)
+    with caplog.at_level(logging.WARNING, logger="lotr_labeler.model.onnx_embed"):
+        assert embed.load_network(backbone, store.cache_dir).engine == "onnxruntime"
+    assert seen == [False, True]  # after the first write: nothing yet; after the second: the export
+    assert "ignoring" not in caplog.text and export.is_file()
+
+
 def test_failed_or_disagreeing_export_falls_back_to_torch(
     store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

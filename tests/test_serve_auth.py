@@ -11,7 +11,7 @@ import uvicorn
 from helpers import TinyModel
 from starlette.testclient import TestClient
 
-from lotr_labeler.api import create_app, serve_token
+from lotr_labeler.api import create_app, host_name, serve_token
 from lotr_labeler.cli import main
 from lotr_labeler.errors import InvalidInput
 from lotr_labeler.model import runs
@@ -132,3 +132,40 @@ def test_loopback_is_an_address_not_a_name_prefix() -> None:
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.3.2.1", "localhost", "::1", "[::1]"))
     # a host name that merely starts like a loopback address must need a token like any other
     assert not any(is_loopback(h) for h in ("127.foo.example", "0.0.0.0", "192.168.1.5", "::"))
+
+
+def test_loopback_without_a_token_answers_only_loopback_host_names(
+    project: tuple[Store, runs.Run],
+    data_root: Path,
+    tiny_model: TinyModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: a page of rebind.example whose name now resolves to 127.0.0.1 calls the API as a
+    same-origin page, but its requests say ``Host: rebind.example:8000``; they get the refusal only."""
+    app = _serve(monkeypatch, ["--data", str(data_root), "serve"])["app"]  # loopback, no token
+    for base in ("http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000", "http://127.4.5.6"):
+        with TestClient(app, base_url=base) as c:
+            assert _post(c, tiny_model).status_code == 200, base
+            assert c.get("/").status_code == 200 and c.get("/health").status_code == 200
+    for base in ("http://rebind.example:8000", "http://127.foo.example:8000", "http://192.168.1.5:8000"):
+        with TestClient(app, base_url=base) as c:
+            for resp in (_post(c, tiny_model), c.get("/"), c.get("/classes")):
+                assert resp.status_code == 421, (base, resp.status_code)
+                message = resp.json()["error"]
+                assert base.removeprefix("http://") in message and "--host" in message and "token" in message
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:  # no Host header at all
+        assert c.get("/health", headers={"host": ""}).status_code == 421
+
+    # A token protects by itself, and --no-auth on the LAN is the user's explicit choice: no Host check.
+    for argv in (["serve", "--token", TOKEN], ["serve", "--host", "0.0.0.0", "--no-auth"]):
+        app = _serve(monkeypatch, ["--data", str(data_root), *argv])["app"]
+        with TestClient(app, base_url="http://phone-sees-this.lan:8000") as c:
+            headers = {"Authorization": f"Bearer {TOKEN}"} if "--token" in argv else {}
+            assert _post(c, tiny_model, headers).status_code == 200, argv
+
+
+def test_host_name_drops_the_port_and_keeps_ipv6_brackets() -> None:
+    assert host_name("LocalHost.:8501") == "localhost"
+    assert host_name("[::1]:8000") == "[::1]" and host_name("[::1]") == "[::1]"
+    assert host_name("127.0.0.1") == "127.0.0.1" and host_name("127.0.0.1:80") == "127.0.0.1"
+    assert host_name("evil.example:8000") == "evil.example" and host_name("") == ""

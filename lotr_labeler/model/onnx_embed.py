@@ -190,9 +190,11 @@ def save(cache_dir: Path, backbone: Backbone, network: Network) -> OnnxEmbedder:
             data, diff = export_bytes(network)
             _made[path.name] = data
     embedder = OnnxEmbedder(_session(data), path)
-    write_atomic(path, data)
     meta = {"backbone": backbone.id, "sha256": hashlib.sha256(data).hexdigest(), "relative_diff": diff}
+    # The sidecar first: a reader in another process sees the .onnx only once its sidecar is there
+    # (the other order let a reader between the two writes judge a good export bad and delete it).
     write_atomic(_sidecar(path), json.dumps(meta).encode())
+    write_atomic(path, data)
     log.info("exported the %s body to %s (%.1f MB)", backbone.id, path, len(data) / 1e6)
     return embedder
 
