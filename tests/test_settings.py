@@ -40,3 +40,18 @@ def test_store_settings_are_typed_and_validated(store: Store) -> None:
     with pytest.raises(InvalidInput, match="not a int"):
         store.set_setting("page_size", "many")
     assert store.settings().page_size == Settings().page_size
+
+
+def test_the_readme_configuration_table_lists_every_setting_with_its_default() -> None:
+    """The README is where a user looks a setting up: every declared one has its row and true default."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", table, flags=re.M))
+    assert list(rows) == [s.key for s in SETTINGS]
+    for s in SETTINGS:
+        shown = rows[s.key].strip().replace(",", "")
+        default = str(s.default).lower() if isinstance(s.default, bool) else s.default
+        assert shown == str(default) or float(shown) == s.default, (s.key, shown, s.default)
