@@ -89,6 +89,16 @@ def thumb(sp: StreamlitPage, image_id: int) -> Any:
     return sp.page.locator(f'.cg-grid [data-card="{image_id}"] .cg-thumb')
 
 
+def assert_dense(sp: StreamlitPage) -> None:
+    """The issue's density finding: every card one height, COLUMNS of them in a row at 1400 px."""
+    boxes = sp.page.locator(".cg-grid .cg-card").evaluate_all(
+        "els => els.map(e => [Math.round(e.getBoundingClientRect().top), Math.round(e.offsetHeight)])"
+    )
+    assert len({h for _, h in boxes}) == 1, boxes
+    rows = [top for top, _ in boxes]
+    assert rows.count(rows[0]) == min(COLUMNS, len(boxes)), rows
+
+
 def open_grid(sp: StreamlitPage, path: str) -> list[int]:
     sp.open(path)
     sp.page.locator(".cg-grid .cg-card").first.wait_for()
@@ -188,6 +198,7 @@ def lightbox_and_help(sp: StreamlitPage) -> None:
 def test_dataset_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> None:
     open_grid(sp, "/Dataset")
     sp.screenshot("dataset-1400")
+    assert_dense(sp)
     arrows_relabel_delete_undo(sp, cards_app, leaves_on_relabel=False)
     range_select_and_bulk_relabel(sp, cards_app)
     lightbox_and_help(sp)
@@ -209,6 +220,7 @@ def test_dataset_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> No
 def test_review_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> None:
     ids = open_grid(sp, "/Review")
     sp.screenshot("review-1400")
+    assert_dense(sp)  # the prediction line and the hint take no extra height on some cards
     # P takes a doubted card to its predicted class (the primary "→ class p%" line of the card).
     doubted = sp.page.locator(".cg-grid .cg-card:has(.cg-primary)").first
     doubted_id = int(doubted.get_attribute("data-card"))
