@@ -286,8 +286,11 @@ export default function (component) {
     window.__lotrCardsActive = key;
     const t = e.target;
     if (t.closest("select")) return;
-    if (t.closest("[data-close-help]") && (t.dataset.closeHelp || t.closest(".cg-btn"))) { s.help = false; return render(); }
-    if (t.closest("[data-close]") && (t.dataset.close || t.closest(".cg-btn"))) return closeLb();
+    // Close on the backdrop itself or on a ✕ button; the other buttons inside an overlay (the large
+    // view's ← Prev / Next →, ✓, 🗑, → class…) sit inside the backdrop too and must act, not close.
+    const btn = t.closest(".cg-btn");
+    if (t.dataset.closeHelp || (btn && btn.dataset.closeHelp)) { s.help = false; return render(); }
+    if (t.dataset.close || (btn && btn.dataset.close)) return closeLb();
     const nav = t.closest("[data-nav]");
     if (nav) return moveFocus(Number(nav.dataset.nav), false);
     const tool = t.closest("[data-tool]");

@@ -188,6 +188,22 @@ def lightbox_and_help(sp: StreamlitPage) -> None:
     key(sp, "Escape", rerun=False)
     expect(sp.page.locator(".cg-lightbox")).to_have_count(0)
     sp.wait_idle(after=n)
+    # The same by mouse: the buttons inside the large view act; only ✕ and the backdrop close it.
+    key(sp, "Enter", rerun=False)
+    sp.page.locator(".cg-lb-nav [data-nav='1']").click()
+    expect(head).to_have_text(re.compile(rf"^#{nxt} ·"))
+    sp.page.locator(".cg-lb-nav [data-nav='-1']").click()
+    expect(head).to_have_text(re.compile(rf"^#{start} ·"))
+    sp.page.locator(".cg-meta").click()  # the dialog's own text: stays open
+    expect(head).to_have_text(re.compile(rf"^#{start} ·"))
+    sp.page.locator(".cg-lb-head .cg-btn[data-close]").click()
+    expect(sp.page.locator(".cg-lightbox")).to_have_count(0)
+    key(sp, "Enter", rerun=False)
+    sp.page.locator(".cg-lightbox").click(position={"x": 5, "y": 5})  # the backdrop
+    expect(sp.page.locator(".cg-lightbox")).to_have_count(0)
+    # Where the view rested reaches Python 250 ms later, and only if it changed: let that pass.
+    sp.page.wait_for_timeout(400)
+    sp.wait_idle()
     key(sp, "?", rerun=False)
     assert sp.page.locator(".cg-help").get_by_text("Keyboard shortcuts").is_visible()
     assert sp.page.locator(".cg-help").get_by_text("relabel to the n-th class").is_visible()
@@ -238,6 +254,17 @@ def test_review_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> Non
     key(sp, "k")
     with db(cards_app) as s:
         assert kept in review.reviewed_ids(s)
+    # ✓ clicked in the large view keeps the card it shows (the buttons inside the view act, not close it).
+    viewed = focused(sp)
+    n = sp.run_count()
+    key(sp, "Enter", rerun=False)
+    sp.wait_idle(after=n)  # the view came to rest: Python sent its large image
+    n = sp.run_count()
+    sp.page.locator(".cg-lb-ctl [data-act='keep']").click()
+    sp.wait_idle(after=n)
+    with db(cards_app) as s:
+        assert viewed in review.reviewed_ids(s)
+    key(sp, "Escape", rerun=False)
 
     sp.open("/Review")  # a fresh session: the focus starts on the first card again
     sp.page.locator(".cg-grid .cg-card").first.wait_for()
