@@ -30,6 +30,53 @@ def states(store: Store, ids: list[int]) -> list[str]:
 # -- the store -------------------------------------------------------------------------------------------
 
 
+def test_a_grid_move_or_p_over_mixed_cards_is_one_undo_step(empty_store: Store) -> None:
+    """A selection of pending and accepted cards moved with 1-9, or P over cards the model places in
+    different classes: one event, and one Z puts every card back (class and decision)."""
+    from lotr_labeler.review import candidates as triage
+    from lotr_labeler.ui.cards import GridAction
+    from lotr_labeler.ui.search_grid import search_action
+
+    s = empty_store
+    for name in ("elves", "dwarves", "orcs"):
+        s.add_class(name)
+    ids = add(s, "elves", 4)
+    s.decide(ids[:2], "accepted")
+    events = len(s.history(50))
+    before = [(c.state, c.label) for c in map(s.get_candidate, ids)]
+    seen = {i: s.get_candidate(i).state for i in ids}
+    kind, text = search_action(s, GridAction("relabel", tuple(ids), "orcs"), seen=seen)
+    assert (kind, text) == ("success", "Moved 4 candidates to orcs.")
+    assert [(c.state, c.label) for c in map(s.get_candidate, ids)] == [("accepted", "orcs")] * 2 + [
+        ("pending", "orcs")
+    ] * 2
+    assert len(s.history(50)) == events + 1
+    s.undo()
+    assert [(c.state, c.label) for c in map(s.get_candidate, ids)] == before
+
+    # P over two cards the model places in two different classes.
+    elves, dwarves, orcs = (s.get_class(n).id for n in ("elves", "dwarves", "orcs"))
+    probs = [{elves: 0.1, dwarves: 0.8, orcs: 0.1}, {elves: 0.1, dwarves: 0.1, orcs: 0.8}]
+    candidate_scores.save(
+        s,
+        [
+            candidate_scores.CandidateScore(i, p, None, None, None, "x", "now")
+            for i, p in zip(ids[2:], probs, strict=True)
+        ],
+    )
+    plant_review_fit(s, [elves, dwarves, orcs])
+    assert [triage.item(s, i).predicted for i in ids[2:]] == ["dwarves", "orcs"]
+    kind, text = search_action(s, GridAction("predict", tuple(ids[2:])), seen={i: "pending" for i in ids[2:]})
+    assert kind == "success" and text.startswith("Accepted 2 candidates as the model's class (dwarves, orcs)")
+    assert [(c.state, c.label) for c in map(s.get_candidate, ids[2:])] == [
+        ("accepted", "dwarves"),
+        ("accepted", "orcs"),
+    ]
+    assert len(s.history(50)) == events + 2
+    s.undo()
+    assert [(c.state, c.label) for c in map(s.get_candidate, ids)] == before
+
+
 def test_undo_reverts_the_newest_action_whatever_its_kind(store: Store) -> None:
     ids = add(store, "circle", 5)
     img = store.images("circle")[0]

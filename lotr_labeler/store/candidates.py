@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,16 @@ if TYPE_CHECKING:
     from lotr_labeler.store import Store
 
 CANDIDATE_STATES = ("pending", "accepted", "rejected", "downloaded", "failed")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One part of ``Store.decide_each``: the candidates as the user saw them (id -> state, None: any),
+    the state to give them and, when they move, the class to move them to."""
+
+    seen: Mapping[int, str | None]
+    state: str
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,38 +175,57 @@ class CandidatesMixin(ImagesMixin):
         finished) keeps that newer state rather than being silently overwritten; it comes back
         in ``Decided.stale`` so the page can say so. One undoable event for the whole change.
         """
-        check_choice(state, ("pending", "accepted", "rejected"), "Decision")
-        target = self.get_class(label).id if label else None
-        with self.transaction():  # read and write under one lock: another tab may be deciding too
-            return self._decide({int(k): v for k, v in seen.items()}, state, label, target)
+        return self.decide_each([Decision(seen, state, label)])
 
-    def _decide(self, seen: Mapping[int, str | None], state: str, label: str | None, target: int | None) -> Decided:
+    def decide_each(self, parts: Sequence[Decision]) -> Decided:
+        """Several decisions (each its own candidates, state and class) in one transaction and one
+        undoable event, so one Z puts every card of a mixed selection back (a move of pending and
+        accepted cards keeps each one's decision; P takes cards to several classes).
+
+        Raises
+        ------
+        InvalidInput
+            A state that is not a decision; NotFound: a class that does not exist (nothing changed).
+        """
+        targets: list[int | None] = []
+        for part in parts:
+            check_choice(part.state, ("pending", "accepted", "rejected"), "Decision")
+            targets.append(self.get_class(part.label).id if part.label else None)
+        items: list[list[Any]] = []
+        what: list[str] = []
+        stale: list[int] = []
+        with self.transaction():  # read and write under one lock: another tab may be deciding too
+            for part, target in zip(parts, targets, strict=True):
+                changed, left = self._decide({int(k): v for k, v in part.seen.items()}, part.state, target)
+                stale += left
+                if changed:
+                    one = f"candidate #{changed[0].id}" if len(changed) == 1 else f"{len(changed)} candidate(s)"
+                    what.append(f"{part.state} {one}" + (f" to {part.label}" if part.label else ""))
+                    # What each was before (to restore) and what it became (undo skips it once changed again).
+                    items += [[r.id, r.state, r.class_id, r.error, part.state, target or r.class_id] for r in changed]
+            if items:
+                self._event("decide", "; ".join(what), {"items": items})
+        return Decided(len(items), tuple(stale))
+
+    def _decide(
+        self, seen: Mapping[int, str | None], state: str, target: int | None
+    ) -> tuple[list[CandidateRow], list[int]]:
+        """Write one decision; (the rows it changed, as they were; the ids decided elsewhere meanwhile)."""
         rows = [self.get_candidate(int(i)) for i in seen]
         fresh = [r for r in rows if seen[r.id] in (None, r.state)]
         # Changed elsewhere into something other than what this decision asks for: a real conflict.
-        stale = tuple(r.id for r in rows if seen[r.id] not in (None, r.state) and r.state != state)
+        stale = [r.id for r in rows if seen[r.id] not in (None, r.state) and r.state != state]
         changed = [
             r
             for r in fresh
             if r.state != "downloaded" and (r.state != state or (target is not None and r.class_id != target))
         ]
-        if not changed:
-            return Decided(0, stale)
-        with self.transaction():
-            for r in changed:
-                self.conn.execute(
-                    "UPDATE candidates SET state = ?, class_id = ?, updated_at = ? WHERE id = ?",
-                    (state, target or r.class_id, now(), r.id),
-                )
-            moved = f" to {label}" if label else ""
-            what = f"candidate #{changed[0].id}" if len(changed) == 1 else f"{len(changed)} candidate(s)"
-            self._event(
-                "decide",
-                f"{state} {what}{moved}",
-                # What each was before (to restore) and what it became (undo skips it once changed again).
-                {"items": [[r.id, r.state, r.class_id, r.error, state, target or r.class_id] for r in changed]},
+        for r in changed:
+            self.conn.execute(
+                "UPDATE candidates SET state = ?, class_id = ?, updated_at = ? WHERE id = ?",
+                (state, target or r.class_id, now(), r.id),
             )
-        return Decided(len(changed), stale)
+        return changed, stale
 
     def _set_candidate(self, candidate_id: int, state: str, class_id: int, error: str | None) -> None:
         self.conn.execute(

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from lotr_labeler.errors import InvalidInput
 from lotr_labeler.review import candidates as triage
 from lotr_labeler.store import Store
-from lotr_labeler.store.candidates import Decided
+from lotr_labeler.store.candidates import Decided, Decision
 from lotr_labeler.ui.cards import Card, GridAction, Handler, Message
 
 # What the Search grid may send: A/X, the class dropdown and 1-9, P, Z.
@@ -84,18 +84,6 @@ def _outcome(done: str, decided: Decided, skipped: int = 0) -> Message:
     return ("success", done)
 
 
-def _decide_groups(store: Store, groups: list[tuple[dict[int, str], str, str | None]]) -> Decided:
-    """Several ``decide_seen`` calls (seen, state, class) in one transaction: all or nothing."""
-    changed = 0
-    stale: list[int] = []
-    with store.transaction():
-        for seen, state, label in groups:
-            d = store.decide_seen(seen, state, label=label)
-            changed += d.changed
-            stale += d.stale
-    return Decided(changed, tuple(stale))
-
-
 def search_action(store: Store, act: GridAction, *, seen: Mapping[int, str]) -> Message:
     """Apply one Search grid action to the candidates as the page showed them (``seen``: id -> state)."""
     if act.action == "undo":
@@ -121,7 +109,7 @@ def search_action(store: Store, act: GridAction, *, seen: Mapping[int, str]) -> 
         by_keep: dict[str, dict[int, str]] = {}
         for i, s in open_.items():
             by_keep.setdefault("pending" if s == "failed" else s, {})[i] = s
-        decided = _decide_groups(store, [(group, keep, act.label) for keep, group in by_keep.items()])
+        decided = store.decide_each([Decision(group, keep, act.label) for keep, group in by_keep.items()])
         return _outcome(f"Moved {_cn(decided.changed)} to {act.label}.", decided, skipped)
     if act.action == "predict":
         by_class: dict[str, dict[int, str]] = {}
@@ -131,7 +119,7 @@ def search_action(store: Store, act: GridAction, *, seen: Mapping[int, str]) -> 
                 by_class.setdefault(t.predicted, {})[i] = s
         if not by_class:
             raise InvalidInput("The model agrees with these classes (or has not scored them): nothing to move.")
-        decided = _decide_groups(store, [(group, "accepted", label) for label, group in by_class.items()])
+        decided = store.decide_each([Decision(group, "accepted", label) for label, group in by_class.items()])
         targets = ", ".join(sorted(by_class))
         return _outcome(f"Accepted {_cn(decided.changed)} as the model's class ({targets}).", decided, skipped)
     raise InvalidInput(f"The Search grid cannot {act.action!r}.")
