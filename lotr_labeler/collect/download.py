@@ -869,6 +869,11 @@ def _record_images(
 
     ``each(message)`` runs after each image is counted in ``report``, so progress reported from it
     advances one image at a time even though the batch was committed at once.
+
+    Every image the commit stored joins ``report.image_ids`` before anything else runs (a
+    callback, a per-item write), so an error or Ctrl-C after the commit still leaves them in the
+    run's import event and one undo takes them all back. Their candidates are ``downloaded`` by
+    the same commit; the others (duplicates, class gone) are written one by one after it.
     """
     items = [
         ImageIn(
@@ -885,7 +890,14 @@ def _record_images(
         for cand, outcome in batch
         if outcome.image is not None
     ]
-    results = store.add_images(items)
+    try:
+        results = store.add_images(items)
+    except BaseException:
+        # Ctrl-C (or an error) after the commit, while the files were being moved: the rows are
+        # stored, so the run's event must name them. The commit marked their candidates downloaded.
+        _recover_committed(store, batch, report)
+        raise
+    report.image_ids.extend(r.image.id for r in results if isinstance(r, AddResult) and not r.duplicate)
     messages = []
     for (cand, _), res in zip(batch, results, strict=True):
         messages.append(_record_one(store, cand, res, report))
@@ -894,13 +906,27 @@ def _record_images(
     return messages
 
 
+def _recover_committed(store: Store, batch: list[tuple[CandidateRow, _Outcome]], report: DownloadReport) -> None:
+    """Add to ``report.image_ids`` the images of ``batch`` a commit stored although ``add_images``
+    raised afterwards: the candidates it turned ``downloaded`` (they were accepted or failed)."""
+    try:
+        for cand, outcome in batch:
+            if outcome.image is None:
+                continue
+            row = store.get_candidate(cand.id)
+            if row.state == "downloaded" and row.image_id is not None and row.image_id not in report.image_ids:
+                report.image_ids.append(row.image_id)
+    except Exception as exc:  # cannot tell (e.g. the database is locked): the original error goes on
+        log.warning("download: could not tell which images the last commit stored (%s)", exc)
+
+
 def _record_one(store: Store, cand: CandidateRow, res: AddResult | NotFound, report: DownloadReport) -> str:
+    """Count one result of a committed batch (its image, if new, is in ``report.image_ids`` already)."""
     if isinstance(res, NotFound):  # the class was deleted or renamed while downloading
         return _fail(store, cand, "class gone", str(res), report)
     image = res.image
     if not res.duplicate:
         report.ok += 1
-        report.image_ids.append(image.id)
         if res.near_duplicate_of is not None:
             report.near_duplicates += 1
             return f"Added image {image.id} to {cand.label} (near duplicate of {res.near_duplicate_of})."
