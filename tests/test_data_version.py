@@ -243,3 +243,92 @@ def test_candidate_triage_follows_a_decision_by_another_connection(
         tab.decide([pending[0].id], "accepted")
     assert [t.id for t in triage.triage(empty_store, state="pending")] == [t.id for t in pending[1:]]
     assert len(calls) == 2  # once per data version
+
+
+# -- page state in meta: no bump (migration 008) --------------------------------------------------
+
+
+def bumped(store: Store, write: Callable[[], object]) -> bool:
+    before = version.data_version(store)
+    write()
+    return version.data_version(store) != before
+
+
+def test_a_train_form_edit_keeps_the_memo_a_fit_or_run_change_does_not(store: Store) -> None:
+    """The Train page saves its form on every edit: that must not throw away every memo."""
+    from lotr_labeler.model import train as tr
+
+    calls: list[int] = []
+
+    def compute() -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert version.memo(store, "k", compute) == 1
+    with Store(store.root) as tab:  # the Train page, in another session
+        tr.save_form(tab, tr.TrainForm(epochs=7))
+        tr.save_form(tab, tr.TrainForm(epochs=8, pretrained=False))
+        tab.meta_delete(tr.FORM_KEY)
+        tr.save_form(tab, tr.TrainForm())
+    assert version.memo(store, "k", compute) == 1
+    assert tr.load_form(store) == tr.TrainForm()  # written all the same
+    # What memoized code reads still bumps: the review fit and the current run.
+    with Store(store.root) as tab:
+        tab.meta_set("review_fit", "{}")
+    assert version.memo(store, "k", compute) == 2
+    with Store(store.root) as tab:
+        tab.meta_set("current_run", "1")
+    assert version.memo(store, "k", compute) == 3
+
+
+def test_the_triggers_agree_with_the_declared_page_state_keys(empty_store: Store) -> None:
+    def writes(key: str) -> list[Callable[[], None]]:
+        """Insert, update, delete."""
+        return [
+            lambda: empty_store.meta_set(key, "1"),
+            lambda: empty_store.meta_set(key, "2"),
+            lambda: empty_store.meta_delete(key),
+        ]
+
+    quiet = [*version.UI_META_KEYS, f"{version.UI_META_PREFIX}grid", version.UI_META_PREFIX]
+    loud = ["review_fit", "current_run", "ui", "uix", "UI.grid", "train_form2", "xtrain_form", "k"]
+    for key in quiet:
+        assert not version.bumps_version(key), key
+        for write in writes(key):
+            assert not bumped(empty_store, write), key
+    for key in loud:
+        assert version.bumps_version(key), key
+        for write in writes(key):
+            assert bumped(empty_store, write), key
+    # A row renamed from page state to a key that matters (or back) changes what memoized code reads.
+    empty_store.meta_set("train_form", "{}")
+    rename = "UPDATE meta SET key = ? WHERE key = ?"
+    assert bumped(empty_store, lambda: empty_store.conn.execute(rename, ("review_fit", "train_form")))
+    assert bumped(empty_store, lambda: empty_store.conn.execute(rename, ("ui.x", "review_fit")))
+    assert not bumped(empty_store, lambda: empty_store.conn.execute(rename, ("train_form", "ui.x")))
+
+
+def test_the_meta_keys_memoized_code_reads_bump_and_the_train_form_does_not() -> None:
+    from lotr_labeler.model import train as tr
+    from lotr_labeler.review import scoring
+    from lotr_labeler.store import runs
+
+    assert version.bumps_version(scoring._META_KEY)  # the review ranking reads the fit
+    assert version.bumps_version(runs.CURRENT_KEY)
+    assert not version.bumps_version(tr.FORM_KEY)  # renamed: declare it (or name it ui.…) again
+
+
+def test_an_existing_database_gets_the_quiet_meta_triggers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A project made before migration 008 (its meta triggers bump on every key) is upgraded on open."""
+    from lotr_labeler.store import schema
+
+    old = next(k for k, (name, _) in enumerate(schema.MIGRATIONS) if name.startswith("008"))
+    with monkeypatch.context() as m:
+        m.setattr("lotr_labeler.store.db.MIGRATIONS", schema.MIGRATIONS[:old])
+        with Store.create(tmp_path / "p") as before:
+            assert before.conn.execute("PRAGMA user_version").fetchone()[0] == old
+            assert bumped(before, lambda: before.meta_set("train_form", "{}"))
+    with Store(tmp_path / "p") as upgraded:
+        assert upgraded.conn.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
+        assert not bumped(upgraded, lambda: upgraded.meta_set("train_form", "{}"))
+        assert bumped(upgraded, lambda: upgraded.meta_set("review_fit", "{}"))

@@ -214,3 +214,34 @@ def test_scores_written_prepare_the_review_page_it_then_reads_nothing_again(
     assert "Compute scores" in [b.label for b in at.button]  # nothing new to embed
     assert listed == []  # not even the image listing: the queue's rows come from the file too
     assert scoring.queue(scored).ids == expected
+
+
+def test_a_train_form_edit_keeps_the_queue_on_disk_a_new_fit_does_not(
+    scored: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Train page saves its form on every edit (meta 'train_form'): the next Review load, even in
+    a fresh process, must still read the kept queue rather than every stored score."""
+    from lotr_labeler.model import train as tr
+
+    first = as_tuples(scoring.ranking(scored, status="all"))
+    with Store(scored.root) as tab:  # the Train page, in another session
+        tr.save_form(tab, tr.TrainForm(epochs=3, pretrained=False))
+        tr.save_form(tab, tr.TrainForm(epochs=4, pretrained=False))
+    version.clear()
+    with monkeypatch.context() as m:
+        m.setattr(scoring, "_scores", no_scores)
+        assert as_tuples(scoring.ranking(scored, status="all")) == first
+    # A new fit record is read by the ranking: the kept queue is not served for it.
+    read: list[int] = []
+    real = scoring._scores
+
+    def counted(*args: Any) -> Any:
+        read.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(scoring, "_scores", counted)
+    with Store(scored.root) as tab:
+        tab.meta_set("review_fit", tab.meta_get("review_fit") or "{}")
+    version.clear()
+    assert as_tuples(scoring.ranking(scored, status="all")) == first
+    assert read == [1]

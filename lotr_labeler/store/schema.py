@@ -259,4 +259,27 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             BEGIN UPDATE data_version SET n = n + 1; END;
         """,
     ),
+    (
+        "008_ui_meta_keys",
+        """
+        -- Meta keys that only remember a page's state (the Train form, saved on every edit) are read
+        -- by nothing memoized: writing them no longer bumps data_version, which threw away every memo
+        -- and the Review queue kept on disk. Those keys: 'train_form' and any key starting 'ui.'
+        -- (store/version.py UI_META_KEYS and UI_META_PREFIX; a new page-state key takes the prefix and
+        -- needs no migration). A write to any other key still bumps it, as do all other tables.
+        DROP TRIGGER data_version_meta_insert;
+        DROP TRIGGER data_version_meta_update;
+        DROP TRIGGER data_version_meta_delete;
+        CREATE TRIGGER data_version_meta_insert AFTER INSERT ON meta
+            WHEN NEW.key <> 'train_form' AND NEW.key NOT GLOB 'ui.*'
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_meta_update AFTER UPDATE ON meta
+            WHEN (OLD.key <> 'train_form' AND OLD.key NOT GLOB 'ui.*')
+              OR (NEW.key <> 'train_form' AND NEW.key NOT GLOB 'ui.*')
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        CREATE TRIGGER data_version_meta_delete AFTER DELETE ON meta
+            WHEN OLD.key <> 'train_form' AND OLD.key NOT GLOB 'ui.*'
+            BEGIN UPDATE data_version SET n = n + 1; END;
+        """,
+    ),
 )

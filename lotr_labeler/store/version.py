@@ -8,6 +8,11 @@ it is (another tab, the CLI, a background job). ``memo`` keeps the last value co
 while that counter (and the database's random token, so a project deleted and created again
 never matches an old entry) is unchanged.
 
+Meta keys that only remember a page's state (``UI_META_KEYS``, and any key starting
+``UI_META_PREFIX``) are the exception (migration 008): the Train page saves its form on every edit,
+and nothing memoized reads it, so those writes leave the counter alone. A new key of that kind takes
+the prefix; a key any memoized value reads must not.
+
 Values handed out are shared between callers: treat them as read-only (the wrappers that return
 lists return copies).
 
@@ -47,6 +52,12 @@ MAX_FILES = 16
 """``persisted`` files kept per project, least recently written removed first."""
 _VERSION = "__version__"  # the member of a persisted file holding its key and data version
 
+UI_META_KEYS: tuple[str, ...] = ("train_form",)
+"""``meta`` keys whose writes do not bump the data version (migration 008's triggers name them):
+they only remember a page's state (``model.train.FORM_KEY``) and no memoized value reads them."""
+UI_META_PREFIX = "ui."
+"""Any ``meta`` key starting with it is page state too: name a new one so and no migration is needed."""
+
 _memo: OrderedDict[tuple[str, Hashable], tuple[tuple[str, int], object]] = OrderedDict()
 _lock = threading.Lock()
 
@@ -55,6 +66,11 @@ def data_version(db: Database) -> tuple[str, int]:
     """(token, counter): equal on two calls only if no memoized table changed in between."""
     row = db.conn.execute("SELECT token, n FROM data_version WHERE id = 1").fetchone()
     return str(row[0]), int(row[1])
+
+
+def bumps_version(meta_key: str) -> bool:
+    """Whether a write to this ``meta`` key bumps the data version (what migration 008's triggers do)."""
+    return meta_key not in UI_META_KEYS and not meta_key.startswith(UI_META_PREFIX)
 
 
 def memo(db: Database, key: Hashable, compute: Callable[[], T]) -> T:
