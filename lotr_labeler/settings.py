@@ -72,7 +72,9 @@ class Settings:
     max_bytes: int = _declare(15_000_000, "Largest file or download accepted, in bytes.", 10_000, 500_000_000)
     thumb_size: int = _declare(192, "Longest side of cached thumbnails in the grids.", 64, 512)
     page_size: int = _declare(48, "Cards per page in the grids.", 8, 200)
-    grid_columns: int = _declare(8, "Cards per row in the grids.", 2, 16)
+    grid_columns: int = _declare(
+        8, "Cards per row in the Search, Dataset and Review grids, at most (a narrow window shows fewer).", 2, 16
+    )
     near_dup_distance: int = _declare(8, "Near duplicates: largest phash Hamming distance.", 0, 32)
     download_workers: int = _declare(
         32, "Parallel downloads (each mostly waits on the network: sized to cover a slow server).", 1, 64

@@ -27,7 +27,6 @@ from lotr_labeler.ui.widgets import ALL, all_select, history_popover
 st.set_page_config(page_title="Search · lotr_labeler", page_icon="🔎", layout="wide")
 st.title("Search and review")
 st.caption("Thumbnails come straight from the search engine: nothing is downloaded until you accept it.")
-COLUMNS = 6
 ANY = "any"
 STATES = ["pending", "accepted", "rejected", "downloaded", "failed"]
 DEFAULTS = {
@@ -61,6 +60,11 @@ GRID = "s_grid"  # the candidate card grid's key (its focus, selection, message)
 # paging (Shift+arrows extend the grid's selection), Shift+H/L the p(class) sliders of Model triage.
 # Two thresholds on one page: the help says which is which (the grid's t: the model's *other* class,
 # this page; the sliders: p(the card's own class), every pending candidate).
+PAGE_KEYS = (  # the page's buttons' shortcuts, listed in the grid's ? overlay after its own keys
+    ("Shift + A / Shift + X", "accept / reject the page's undecided cards (Accept page / Reject page)"),
+    ("Shift + H / Shift + L", "Model triage: accept p ≥ / reject p ≤ the sliders' thresholds (every page)"),
+    ("Shift + PageDown / PageUp", "next / previous page"),
+)
 KEYS_HELP = (
     "⌨ In the grid: arrows move · **A** accept · **X** reject · **P** the model's class · **1–9** move to "
     "a class · Shift-click or Shift+arrows select a range · **Z** undo · **?** all keys. The grid's **t** is "
@@ -300,9 +304,10 @@ with open_current() as store:
         actions=search_grid.ACTIONS,
         # The states this page shows travel with every action: another window's decision meanwhile wins.
         on_action=search_grid.handler({t.id: t.candidate.state for t in items}),
-        columns=COLUMNS,
+        columns=settings.grid_columns,
         large={t.id: t.candidate.image_url for t in items}.get,  # the original: the browser fetches it
-        empty="No candidates here. Search above, or add a URL list on the Dataset page.",
+        empty="No candidates here. Search above, or add a list of image URLs (the button under the search).",
+        keys_help=PAGE_KEYS,
     )
 
     # -- download ----------------------------------------------------------------------

@@ -81,6 +81,20 @@ def test_the_two_thresholds_say_which_is_which(scored: Store) -> None:
     assert all("(all pages)" in lab and "p(its class)" in lab for lab in labels) and len(labels) == 2
 
 
+def test_the_grid_lists_every_page_shortcut_in_its_help_and_follows_grid_columns(scored: Store) -> None:
+    """? in the grid lists the page's own shortcuts too (they were missing), one row per button shortcut;
+    the density is the grid_columns setting, as on Dataset and Review (Search had 6 hard-coded)."""
+    at = run_ok(AppTest.from_file(PAGE, default_timeout=60))
+    grid = grid_data(at, "s_grid")
+    listed = " ".join(k for k, _ in grid["keys"]).lower().replace(" ", "")
+    for b in at.button:
+        if b.proto.shortcut:
+            assert b.proto.shortcut.split("+")[1] in listed, b.proto.shortcut
+    assert grid["columns"] == 8
+    scored.set_setting("grid_columns", 5)
+    assert grid_data(run_ok(AppTest.from_file(PAGE, default_timeout=60)), "s_grid")["columns"] == 5
+
+
 def test_candidates_are_cards_of_the_shared_grid(scored: Store) -> None:
     at = run_ok(AppTest.from_file(PAGE, default_timeout=60))
     grid = grid_data(at, "s_grid")

@@ -24,6 +24,8 @@ const KEYS = [
   ["Z", "undo the last change"],
   ["?", "this help"],
 ];
+const MIN_CARD_PX = 104;
+const GAP_PX = 8;  // .cg-grid's gap in cards.css
 const KEY_ACTION = { k: "keep", d: "delete", r: "restore", p: "predict", m: "more", a: "accept", x: "reject" };
 
 function esc(s) {
@@ -56,7 +58,14 @@ export default function (component) {
   const byId = new Map(cards.map((c) => [c.id, c]));
   const allowed = new Set(data.actions || []);
   const classes = data.classes || [];
-  const cols = Math.max(1, data.columns || 8);
+  // grid_columns is the most per row: a narrow window shows fewer, so a card stays wide enough for its
+  // caption and relabel dropdown (at 1400 px the default 8 are ~111 px each). ↑ ↓ move by the shown row.
+  const wanted = Math.max(1, data.columns || 8);
+  const fit = () => {
+    const w = root.clientWidth || parentElement.clientWidth || window.innerWidth;
+    return Math.max(1, Math.min(wanted, Math.floor((w + GAP_PX) / (MIN_CARD_PX + GAP_PX))));
+  };
+  let cols = fit();
   s.busy = false;
   s.trigger = setTriggerValue;  // the latest render's: a delayed trigger must not use a stale one
   if (s.sentLb === undefined) s.sentLb = data.lightbox ? data.lightbox.id : null;
@@ -66,7 +75,12 @@ export default function (component) {
   }
   if (!byId.has(s.focus)) s.focus = ids.length ? ids[Math.min(Math.max(s.focusIndex ?? 0, 0), ids.length - 1)] : null;
   for (const id of [...s.sel]) if (!byId.has(id)) s.sel.delete(id);
-  if (s.lb != null && !byId.has(s.lb)) s.lb = null;
+  // The large view's card left the view (accepted on Search's pending view, relabeled out of the Review
+  // queue): the view moves on to the card the focus moved to, as the grid does, instead of closing.
+  if (s.lb != null && !byId.has(s.lb)) {
+    s.lb = s.focus;
+    if (s.lb != null) setTimeout(() => tellOpen(s.lb), 0);
+  }
 
   function send(action, targetIds, label) {
     if (!allowed.has(action)) return;
@@ -263,7 +277,7 @@ export default function (component) {
     }).map(([k, v]) => {
       if (k === "K" && !allowed.has("keep")) v = "the label is right: next card";
       return `<tr><th><kbd>${esc(k)}</kbd></th><td>${esc(v)}</td></tr>`;
-    }).join("");
+    }).join("") + (data.keys || []).map(([k, v]) => `<tr><th><kbd>${esc(k)}</kbd></th><td>${esc(v)}</td></tr>`).join("");
     return `<div class="cg-overlay cg-help" data-close-help="1"><div class="cg-helpbox" role="dialog" aria-label="Keyboard shortcuts">
       <div class="cg-lb-head"><b>Keyboard shortcuts</b><button class="cg-btn" data-close-help="1">✕</button></div>
       <table class="cg-meta">${rows}</table>
@@ -376,6 +390,12 @@ export default function (component) {
   s.root = root;
   if (!window.__lotrCards[window.__lotrCardsActive]?.root?.isConnected) window.__lotrCardsActive = key;
   render();
+  // A window made narrower or wider: as many columns as fit (up to grid_columns), without a rerun.
+  const resized = new ResizeObserver(() => {
+    const n = fit();
+    if (n !== cols) { cols = n; root.style.setProperty("--cg-cols", String(cols)); }
+  });
+  resized.observe(root);
   root.addEventListener("click", onClick);
   root.addEventListener("dblclick", onDblClick);
   root.addEventListener("change", onChange);
@@ -385,6 +405,7 @@ export default function (component) {
     root.removeEventListener("dblclick", onDblClick);
     root.removeEventListener("change", onChange);
     document.removeEventListener("keydown", onKey, true);
+    resized.disconnect();
     s.cleanup = null;
   };
   return s.cleanup;

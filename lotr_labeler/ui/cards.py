@@ -302,6 +302,7 @@ def grid(
     hint_only: bool = False,
     large: Callable[[int], str | None] | None = None,
     empty: str = "Nothing here.",
+    keys_help: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Mount the card grid ``key`` (one per page view; the same key keeps focus and selection).
 
@@ -318,11 +319,15 @@ def grid(
     on_action
         ``(store, GridAction) -> message`` applies an action (domain errors are shown).
     columns
-        Cards per row.
+        Cards per row at most (the grid_columns setting); a narrow window shows fewer.
     hint_only
         Show the prediction as a quiet hint, not the primary button (a weak model); P still works.
     large
         The lightbox image of a card (e.g. a 640 px data: URL), asked only for the opened card.
+    empty
+        What an empty grid says.
+    keys_help
+        The page's own keys (key, what it does), listed after the grid's in the ? overlay.
     """
     for a in actions:
         check_choice(a, ACTIONS, "Grid action")
@@ -351,6 +356,7 @@ def grid(
         "message": list(s.message) if s.message else None,
         "lightbox": lightbox,
         "empty": empty,
+        "keys": [list(k) for k in keys_help],
     }
     _mount()(
         key=key,

@@ -314,6 +314,30 @@ def test_a_stale_tab_leaves_another_tabs_move_alone(browser: Any, sp: StreamlitP
     sp.screenshot("stale-tab-move")
 
 
+def test_a_narrow_window_shows_fewer_columns(browser: Any, cards_app: AppServer) -> None:
+    """grid_columns is the most per row: at 1000 px the cards stay >= 104 px wide (caption and dropdown
+    readable), ↓ moves by the row shown, and widening the window brings the 8 back without a rerun."""
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    try:
+        sp = StreamlitPage(context.new_page(), cards_app.url, SHOTS)
+        ids = open_grid(sp, "/Dataset")
+        row = """els => { const t = els.map(e => Math.round(e.getBoundingClientRect().top));
+                          return [t.filter(x => x === t[0]).length, Math.min(...els.map(e => e.offsetWidth))]; }"""
+        per_row, narrowest = sp.page.locator(".cg-grid .cg-card").evaluate_all(row)
+        assert 2 <= per_row < COLUMNS and narrowest >= 104, (per_row, narrowest)
+        sp.screenshot("dataset-1000")
+        key(sp, "ArrowDown", rerun=False)
+        assert focused(sp) == ids[per_row]
+        sp.page.set_viewport_size(VIEWPORT)
+        for _ in range(100):  # the ResizeObserver re-fits within a frame or two: at most 10 s
+            if sp.page.locator(".cg-grid .cg-card").evaluate_all(row)[0] == COLUMNS:
+                break
+            sp.page.wait_for_timeout(100)
+        assert sp.page.locator(".cg-grid .cg-card").evaluate_all(row)[0] == COLUMNS
+    finally:
+        context.close()
+
+
 def _data_png(shape: str, seed: int) -> str:
     import base64
     import io
@@ -380,6 +404,14 @@ def test_search_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> Non
     expect(sp.page.locator(".cg-lb-head b")).to_have_text(re.compile(r"^#\d+ · circle"))
     meta = sp.page.locator(".cg-lightbox .cg-meta").inner_text()
     assert "circle shape" in meta and "http://page.invalid/" in meta
+    # A in the large view accepts its card, which leaves the pending view: the view moves on, it stays open.
+    head = sp.page.locator(".cg-lb-head b")
+    before = shown(sp)
+    viewed = int(re.match(r"#(\d+)", head.inner_text()).group(1))  # type: ignore[union-attr]
+    key(sp, "a")
+    with db(cards_app) as s:
+        assert s.get_candidate(viewed).state == "accepted"
+    expect(head).to_have_text(re.compile(rf"^#{before[before.index(viewed) + 1]} ·"))
     key(sp, "Escape", rerun=False)
 
     # A downloaded candidate is an image now: its card shows a badge, no ✓/✗ (nor the verdict line).
