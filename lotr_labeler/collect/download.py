@@ -967,7 +967,9 @@ def download_candidates(
 
     Cancelling stops new downloads and aborts the ones in flight (within about ``_POLL_S``
     once connected; a connect in progress within ``connect_timeout``), then returns;
-    candidates not finished stay ``accepted`` so running again resumes.
+    candidates not finished stay ``accepted`` so running again resumes. An error or Ctrl-C
+    (also one raised by ``progress``) aborts them the same way before it propagates: the
+    call does not wait for fetches in flight to reach their deadline.
 
     Parameters
     ----------
@@ -1003,10 +1005,6 @@ def download_candidates(
     try:
         _drive(store, pool, processors, http, iter(todo), cfg, resolver, report, started, progress, cancel)
     finally:
-        # On an unexpected error (or Ctrl-C) drop queued work instead of running it all. The
-        # download threads first: a fetch finishing meanwhile still queues its body to the processors.
-        pool.shutdown(wait=True, cancel_futures=True)
-        processors.shutdown(wait=True, cancel_futures=True)
         if own_client:
             http.close()
         # One history entry per run, so undo can take a whole download back like an import:
@@ -1031,7 +1029,8 @@ def _drive(
     cancel: threading.Event | None,
 ) -> None:
     """Keep at most workers + processors (<= 2x workers) candidates in flight, each holding at most
-    one body (so cancel is prompt and memory bounded), and record results as they finish.
+    one body (so cancel is prompt and memory bounded), and record results as they finish. Shuts
+    both pools down before it returns or raises.
 
     Two stages: ``pool`` fetches (waits on the network), ``processors`` decode, normalise and stage
     (CPU and an fsync). A fetch queues its body to ``processors`` itself and its future resolves to
@@ -1044,6 +1043,7 @@ def _drive(
     """
     pending: dict[Future[Any], CandidateRow] = {}  # a fetch's future, or its processing's
     batch: list[tuple[CandidateRow, _Outcome]] = []
+    stop = _Stop(cancel)  # what the fetches and decodes obey: the caller's cancel, or our own on an error
 
     def cancelled() -> bool:
         return cancel is not None and cancel.is_set()
@@ -1055,16 +1055,16 @@ def _drive(
             cand = next(todo, None)
             if cand is None:
                 return
-            then = _processing(processors, cand, cfg, cancel, store.stage_image)
-            pending[pool.submit(_fetch_job, http, cand, cfg, resolver, cancel, then)] = cand
+            then = _processing(processors, cand, cfg, stop, store.stage_image)
+            pending[pool.submit(_fetch_job, http, cand, cfg, resolver, stop, then)] = cand
 
     def flush() -> None:
         nonlocal batch
         taken, batch = batch[:_BATCH], batch[_BATCH:]
         _record_images(store, taken, report, (lambda m: progress(_progress(report, started, m))) if progress else None)
 
-    refill()
     try:
+        refill()
         while pending or batch:
             finished, _ = wait(pending, timeout=_POLL_S, return_when=FIRST_COMPLETED)
             for fut in finished:
@@ -1090,11 +1090,42 @@ def _drive(
             else:
                 refill()
     finally:
+        # Nothing is left in flight after a normal end; on an error (or Ctrl-C) the fetches still
+        # running stop at their next read (within _POLL_S) instead of at their deadline, and
+        # queued work is dropped. The download threads first: a fetch finishing meanwhile still
+        # queues its body to the processors.
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        processors.shutdown(wait=True, cancel_futures=True)
         # Staged but never committed (an error above): nothing refers to these files.
-        for _, outcome in batch:
+        unrecorded = [outcome for _, outcome in batch] + [o for o in map(_outcome_of, pending) if o is not None]
+        for outcome in unrecorded:
             if outcome.staged is not None:
                 outcome.staged.unlink(missing_ok=True)
     report.cancelled = cancelled() and report.done < report.total
+
+
+class _Stop(threading.Event):
+    """Set by the download itself (an error or Ctrl-C ends the run), or when the caller's cancel is.
+
+    Only ``is_set`` looks at the caller's event, which is all the fetches and decodes use."""
+
+    def __init__(self, outer: threading.Event | None) -> None:
+        super().__init__()
+        self._outer = outer
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self._outer is not None and self._outer.is_set())
+
+
+def _outcome_of(fut: Future[Any]) -> _Outcome | None:
+    """The outcome a finished fetch (through its processing) or processing came to, else None."""
+    while fut.done() and not fut.cancelled() and fut.exception() is None:
+        result = fut.result()
+        if not isinstance(result, Future):
+            return result if isinstance(result, _Outcome) else None
+        fut = result
+    return None
 
 
 def _progress(report: DownloadReport, started: float, message: str) -> DownloadProgress:
