@@ -157,3 +157,18 @@ def test_dataset_page_adds_url_candidates(store: Store) -> None:
     button(at, "Add as candidates")
     assert any("1 candidate(s) added" in s.value for s in at.warning)  # a refused row: not a plain success
     assert [c.image_url for c in store.candidates()] == ["http://x/1.jpg"]
+
+
+def test_job_times_read_as_a_person_says_them() -> None:
+    """The last job's line said "Last search (2026-12-02T07:13:41+00:00)"; now "3 min ago" or a plain date."""
+    from datetime import UTC, datetime
+
+    from lotr_labeler.ui.jobs import when
+
+    now = datetime(2026, 12, 2, 7, 30, tzinfo=UTC)
+    assert when("2026-12-02T07:29:30+00:00", now) == "just now"
+    assert when("2026-12-02T07:13:41+00:00", now) == "16 min ago"
+    assert when("2026-12-02T04:10:00+00:00", now) == "3 h ago"
+    assert when("2026-11-29T04:10:00+00:00", now) == "2026-11-29 04:10 UTC"
+    assert when("2026-12-02T08:00:00", now) == "2026-12-02 08:00 UTC"  # later (another clock): the time itself
+    assert when("yesterday", now) == "yesterday"

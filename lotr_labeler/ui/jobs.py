@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import streamlit as st
 
@@ -40,7 +41,8 @@ def _describe(job: jobs.Job) -> tuple[float, str]:
         )
     if job.kind == "review":
         if p.get("total"):
-            return p["done"] / p["total"], f"{p['done']}/{p['total']} image(s) · {p.get('backbone', '')}"
+            # Embeddings, not images: "auto" embeds a sample with each backbone it compares, then the rest.
+            return p["done"] / p["total"], f"{p['done']}/{p['total']} embeddings · {p.get('backbone', '')}"
         return 0.0, "Loading the network…"
     return 0.0, job.message or "starting…"
 
@@ -52,9 +54,28 @@ def _cancel(store: Store, job_id: int) -> None:
 Detail = Callable[[jobs.Job], None]
 
 
+def when(iso: str, now: datetime | None = None) -> str:
+    """A stored UTC timestamp as a person reads it: "just now", "12 min ago", "3 h ago", else the date and
+    time ("2026-12-02 07:13 UTC"); the text itself when it is not a timestamp."""
+    try:
+        at = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    seconds = ((now or datetime.now(UTC)) - at).total_seconds()
+    if 0 <= seconds < 60:
+        return "just now"
+    if 0 <= seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if 0 <= seconds < 86400:
+        return f"{int(seconds // 3600)} h ago"
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def _last(job: jobs.Job) -> None:
     shown = {"done": st.success, "cancelled": st.warning, "failed": st.error}[job.state]
-    shown(f"Last {job.kind} ({job.finished_at or job.updated_at}): {job.message}")
+    shown(f"Last {job.kind} ({when(job.finished_at or job.updated_at)}): {job.message}")
 
 
 def _panel(project: str, kind: str, title: str, detail: Detail | None, ended: Detail) -> bool:
