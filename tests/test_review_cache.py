@@ -245,3 +245,44 @@ def test_a_train_form_edit_keeps_the_queue_on_disk_a_new_fit_does_not(
     version.clear()
     assert as_tuples(scoring.ranking(scored, status="all")) == first
     assert read == [1]
+
+
+def test_a_queue_kept_with_another_row_layout_is_recomputed_not_an_error(
+    scored: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file an older code wrote (ImageRow had a field fewer) at the same data version: rebuilding
+    rows from it would raise; it must be recomputed instead."""
+    expected = as_tuples(scoring.ranking(scored, status="all"))
+    rows = [img for img in scored.images()]
+    version.clear()
+    for path in memo_files(scored):
+        path.unlink()
+    with monkeypatch.context() as m:  # the older code: one field fewer in the kept rows
+        m.setattr(scoring, "_ROW_FIELDS", scoring._ROW_FIELDS[:-1])
+        scoring.queue(scored, status="all")  # writes its file (rows are built only when shown)
+    assert len(memo_files(scored)) == 2
+    version.clear()  # the new code, in a fresh process, at the same data version
+    got = scoring.ranking(scored, status="all")
+    assert as_tuples(got) == expected
+    assert sorted((it.image for it in got), key=lambda r: r.id) == rows
+
+
+def test_a_file_of_another_format_is_recomputed(scored: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def compute() -> version.Arrays:
+        calls.append(1)
+        return {"x": np.arange(3)}
+
+    with monkeypatch.context() as m:
+        m.setattr(version, "FORMAT", version.FORMAT + 1)  # a later code's file at the same version
+        version.persisted(scored, "k", compute)
+    assert version.persisted(scored, "k", compute)["x"].tolist() == [0, 1, 2]
+    assert version.persisted(scored, "k", compute)["x"].tolist() == [0, 1, 2]
+    assert len(calls) == 2  # recomputed once, then read back
+    # A file from before stamps had a format: [key, token, counter].
+    stamp = json.dumps(["k", *version.data_version(scored)])
+    buf_path = version.persisted_path(scored, "k")
+    np.savez(buf_path, x=np.arange(5), __version__=np.array(stamp))
+    assert version.persisted(scored, "k", compute)["x"].tolist() == [0, 1, 2]
+    assert len(calls) == 3

@@ -924,6 +924,16 @@ def _base(
 
 
 _ROW_FIELDS = tuple(ImageRow.__dataclass_fields__)
+_BASE_FORMAT = 1
+"""Of the arrays ``_base`` returns: bump it when they change (a new array, another meaning)."""
+
+
+def _stored_layout() -> list[object]:
+    """What a kept base's layout depends on in the code, for its ``version.persisted`` key: a file
+    written before an ``ImageRow`` field was added, removed, renamed or retyped, or before
+    ``_BASE_FORMAT`` changed, is recomputed instead of read back (``_StoredRows._row`` needs every
+    field in order)."""
+    return [_BASE_FORMAT, *(f"{f}: {ImageRow.__dataclass_fields__[f].type}" for f in _ROW_FIELDS)]
 
 
 class _StoredRows(Sequence[ImageRow]):
@@ -1084,7 +1094,7 @@ def _rank(
 
     # On disk per data version, rows included: the first load after a server start reads it instead
     # of listing every image and parsing every stored score (the filters and the sort take milliseconds).
-    key = json.dumps(["review.ranking", label, split, compute_quality, quality.cache_state(store)])
+    key = json.dumps(["review.ranking", _stored_layout(), label, split, compute_quality, quality.cache_state(store)])
     arrays = version.persisted(store, key, base)
     return _ordered(
         store.root, _StoredRows(arrays["rows"]), arrays, sort=sort, predicted=predicted, flag=flag, status=status

@@ -18,7 +18,8 @@ lists return copies).
 
 ``persisted`` keeps arrays on disk under the same rule, for what a new process (a server restart)
 would otherwise recompute on its first page load: a file is used only while the version it was
-written at is still the database's.
+written at is still the database's, and only if it was written in this code's ``FORMAT`` (a caller
+whose arrays follow a code layout, such as the rows of a dataclass, names that layout in its key).
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ PERSIST_DIR = "memo"
 """Under the project's cache folder: one npz file per ``persisted`` key."""
 MAX_FILES = 16
 """``persisted`` files kept per project, least recently written removed first."""
-_VERSION = "__version__"  # the member of a persisted file holding its key and data version
+_VERSION = "__version__"  # the member of a persisted file holding its format, key and data version
+FORMAT = 2
+"""Of ``persisted`` files, part of their stamp: bump it when what this module writes changes meaning,
+and every file an older version wrote is recomputed instead of read (1: stamps before it was added)."""
 
 UI_META_KEYS: tuple[str, ...] = ("train_form",)
 """``meta`` keys whose writes do not bump the data version (migration 008's triggers name them):
@@ -109,10 +113,11 @@ def persisted(db: Database, key: str, compute: Callable[[], Arrays]) -> Arrays:
     """``compute()``'s arrays, or those it gave for ``key`` in this project at the same data version,
     read back from the project's cache folder: a new process skips the computation too.
 
-    ``key`` must name everything else the arrays depend on (arguments, a cache file's stat). A file
-    written at another version, unreadable or for another key is recomputed and replaced; any write
-    to a memoized table (any process) bumps the version, so nothing stale is ever read. npz without
-    pickle: numeric and string arrays only. Inside a transaction nothing is read or written.
+    ``key`` must name everything else the arrays depend on (arguments, a cache file's stat, the layout
+    of what the arrays encode when code may change it). A file written at another version, in another
+    ``FORMAT``, unreadable or for another key is recomputed and replaced; any write to a memoized
+    table (any process) bumps the version, so nothing stale is ever read. npz without pickle: numeric
+    and string arrays only. Inside a transaction nothing is read or written.
     """
     import numpy as np
 
@@ -121,7 +126,7 @@ def persisted(db: Database, key: str, compute: Callable[[], Arrays]) -> Arrays:
     if db.conn.in_transaction:
         return compute()
     version = data_version(db)
-    stamp = json.dumps([key, *version])
+    stamp = json.dumps([FORMAT, key, *version])
     path = persisted_path(db, key)
     try:
         with np.load(path, allow_pickle=False) as data:
