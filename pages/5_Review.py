@@ -14,7 +14,7 @@ from lotr_labeler.jobs.specs import EmbedJob, TrainJob
 from lotr_labeler.model import embed, runs, train
 from lotr_labeler.review import embedding_map, quality
 from lotr_labeler.review import scoring as review
-from lotr_labeler.review.trust import model_trust
+from lotr_labeler.review.trust import run_body_worth_trying, scores_trust
 from lotr_labeler.settings import Settings
 from lotr_labeler.store import Store
 from lotr_labeler.ui import cards, review_map
@@ -291,9 +291,12 @@ with open_current() as store:
         st.stop()
 
     # -- model, embeddings, retraining ----------------------------------------------------------
-    trust = model_trust(store)
-    if trust.weak:  # above every tab: the map and the duplicates show the model's view too
+    # What made the cards' predictions: the K-fold head (the run only where it was averaged in), not the run.
+    trust = scores_trust(store)
+    if trust.weak:  # above every tab: the map and the duplicates show the head's view too
         st.warning(f"⚠️ {trust.reason} Its predictions show as a quiet hint on the cards (P still accepts one).")
+    if trust.note:
+        st.warning(f"⚠️ {trust.note}")
     with st.container(border=True):
         if info is None:
             st.markdown("**No scores yet.** Compute embeddings once (cached by image content), then review.")
@@ -303,12 +306,14 @@ with open_current() as store:
                 f"{info.backbone_spec.describe()} · {info.computed_at[:16].replace('T', ' ')} UTC"
                 + (f" · validation images averaged with run {info.run_id}" if info.run_id else "")
             )
+            if not trust.weak:
+                st.caption(trust.reason)
             since = review.corrections_since_fit(store)
             if since:
                 st.caption(f"{since} change(s) since: ⚡ Retrain head to refresh every score (seconds).")
             if info.backbone_reason:
                 st.caption(f"Backbone chosen by auto — {info.backbone_reason}")
-            if run is not None and run.source != "instant" and info.backbone_spec.run_id != run.id:
+            if run is not None and run_body_worth_trying(info, run):
                 st.caption(f"A model (run {run.id}) exists: compute embeddings with its body for sharper scores.")
 
         if st.session_state.get("_r_backbone_for") != project:  # first visit: the last fit's backbone

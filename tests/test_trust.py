@@ -1,4 +1,5 @@
-"""Model trust: a run is weak above the error-rate setting or when the K-fold head beats it on valid."""
+"""Model trust: a run is weak above the error-rate setting or when the K-fold head beats it on valid;
+Review judges the K-fold head that made its cards' predictions, not the run."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.model import embed, runs
 from lotr_labeler.review import scoring
-from lotr_labeler.review.trust import model_trust
+from lotr_labeler.review.trust import head_agreement, model_trust, run_body_worth_trying, scores_trust
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import create_project
 
@@ -109,14 +110,98 @@ def banners(at: AppTest) -> list[str]:
     return [w.value for w in at.warning if WEAK in w.value]
 
 
-def test_review_header_warns_about_a_weak_model_above_every_tab(store: Store) -> None:
-    assert banners(page("5_Review.py")) == []  # no model: no warning
-    _finished_run(store, 0.57)
+def _misled(store: Store) -> None:
+    """Every image moved to the next class after the fit: the head's stored predictions now disagree
+    with every label (as a head fitted on a hopeless dataset would)."""
+    vocab = store.class_names()
+    for img in store.images():
+        store.relabel([img.id], vocab[(vocab.index(img.label) + 1) % len(vocab)])
+
+
+def test_review_header_warns_about_a_weak_head_above_every_tab(colours: Store) -> None:
+    assert banners(page("5_Review.py")) == []  # nothing scored: no warning
+    scoring.refresh(colours, embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE))
+    _misled(colours)
     at = page("5_Review.py")
-    assert len(banners(at)) == 1  # once, in the header: not repeated inside a tab
+    (banner,) = [w.value for w in at.warning if "K-fold head" in w.value]  # once, in the header
+    assert "wrong almost always" in banner and "hint" in banner
     top = [(node.type, str(getattr(node, "value", ""))) for node in at.main.children.values()]
-    warned = next(i for i, (kind, value) in enumerate(top) if kind == "warning" and WEAK in value)
+    warned = next(i for i, (kind, value) in enumerate(top) if kind == "warning" and "K-fold head" in value)
     assert warned < [kind for kind, _ in top].index("tab_container")  # a page-level banner, before the tabs
+
+
+class _Grids:
+    """Records what the Review page hands the card grid (``hint_only``: the weak-model look)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from lotr_labeler.ui import cards
+
+        self.hint_only: list[bool] = []
+        real = cards.grid
+
+        def grid(*args: object, **kwargs: object) -> None:
+            self.hint_only.append(bool(kwargs.get("hint_only")))
+            real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(cards, "grid", grid)
+
+
+def test_review_judges_the_head_that_made_the_cards_not_a_weak_run(
+    colours: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run wrong 92 % of the time is current, but the cards' predictions come from the K-fold head on
+    the embeddings, right on every image: Review must not call them weak, nor show them as hints."""
+    scoring.refresh(colours, embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE))
+    _finished_run(colours, 0.92)
+    assert model_trust(colours).weak  # the run is (Predict says so)
+    assert head_agreement(colours) == (45, 45)
+    trust = scores_trust(colours)
+    assert not trust.weak and trust.error_rate == 0 and "45 of 45" in trust.reason
+
+    grids = _Grids(monkeypatch)
+    at = page("5_Review.py")
+    assert [w.value for w in at.warning if "wrong" in w.value or "hint" in w.value] == []
+    assert any("agrees with your labels on 45 of 45" in c.value for c in at.caption)
+    assert grids.hint_only == [False]
+
+    # The same cards, once the labels say otherwise: now the head is weak, and the cards are hints.
+    _misled(colours)
+    grids.hint_only.clear()
+    at = page("5_Review.py")
+    assert [w.value for w in at.warning if "K-fold head" in w.value and "wrong almost always" in w.value]
+    assert grids.hint_only == [True]
+    assert head_agreement(colours) == (0, 45)
+
+
+def test_a_weak_run_averaged_into_the_valid_scores_is_named_on_review(colours: Store) -> None:
+    backbone = embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE)
+    scoring.refresh(colours, backbone)
+    vocab = colours.class_names()
+    run = _finished_run(colours, 0.5)  # above the setting, but its valid predictions are right
+    right = [(img.id, [float(c == img.label) for c in vocab]) for img in colours.images()]
+    runs.save_predictions(colours, run.id, vocab, right)
+    info = scoring.fit_scores(colours, backbone).info
+    assert info.blended and info.run_id == run.id
+    trust = scores_trust(colours)
+    assert not trust.weak and run.id in trust.note and "validation error rate 0.50" in trust.note
+    at = page("5_Review.py")
+    assert [w.value for w in at.warning if run.id in w.value and "averaged" in w.value]
+
+
+def test_review_suggests_the_run_body_only_when_auto_did_not_already_pass_it_over(colours: Store) -> None:
+    backbone = embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE)
+    run = _finished_run(colours, 0.92)
+    suggestion = "compute embeddings with its body"
+    scoring.refresh(colours, backbone)  # chosen by hand: the run's body was never tried
+    assert run_body_worth_trying(scoring.fit_info(colours), run)
+    assert any(suggestion in c.value for c in page("5_Review.py").caption)
+
+    reason = f"random init: CV accuracy 0.97 vs run {run.id} body 0.95 (K-fold head on 45 images)"
+    scoring.fit_scores(colours, backbone, reason=reason)  # what an auto choice records
+    assert not run_body_worth_trying(scoring.fit_info(colours), run)
+    at = page("5_Review.py")
+    assert not any(suggestion in c.value for c in at.caption)
+    assert any(f"run {run.id} body 0.95" in c.value for c in at.caption)  # the comparison itself stays
 
 
 def test_predict_warns_about_the_picked_run_only_when_weak(store: Store) -> None:

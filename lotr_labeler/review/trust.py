@@ -4,12 +4,18 @@ A model is *weak* when its validation error rate is above the project's ``weak_m
 setting, or when it agrees less with the valid-split labels than the K-fold head on the cached
 embeddings (the comparison ``review.scoring.fit_scores`` records; both are out-of-sample there).
 A weak model's prediction is still shown, but as a hint rather than the primary action.
+
+The Review cards' predictions are not the run's: they come from that K-fold head (averaged with the
+run on valid images when ``fit_scores`` blended them). ``scores_trust`` judges what produced them,
+so Review never calls a good head weak because of a weak run, nor the other way round.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from lotr_labeler.errors import NotFound
 from lotr_labeler.model import runs
 from lotr_labeler.review import scoring
 from lotr_labeler.store import Store
@@ -25,6 +31,7 @@ class ModelTrust:
     error_rate: float | None
     reason: str
     run_id: str | None = None
+    note: str = ""  # a remark beside the verdict (Review: the run averaged into the valid images is weak)
 
 
 def _how_often(rate: float) -> str:
@@ -93,3 +100,90 @@ def model_trust(store: Store, run_id: str | None = None) -> ModelTrust:
         )
     shown = "unknown" if rate is None else f"{rate:.2f}"
     return ModelTrust(False, rate, f"The current model's validation error rate is {shown}.", run.id)
+
+
+def head_agreement(store: Store) -> tuple[int, int]:
+    """(images whose stored out-of-sample prediction is their current label, images scored).
+
+    Read off the review queue sorted by margin (worst first, the unscored last): a prediction is the
+    label exactly when the margin is positive, so two binary searches count both without building
+    the 20,000 items (the queue's arrays are the ones the Review page reads anyway, kept on disk).
+    """
+    compute_quality = scoring.unmeasured(store) <= scoring.PAGE_QUALITY_LIMIT  # the page's, so its file
+    ranked = scoring.queue(store, sort="margin", status="all", compute_quality=compute_quality)
+
+    def first(pred: Callable[[scoring.ReviewItem], bool]) -> int:
+        lo, hi = 0, len(ranked)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if pred(ranked[mid]):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    scored = first(lambda it: it.margin is None)
+    doubted = first(lambda it: it.margin is None or it.margin > 0)
+    return scored - doubted, scored
+
+
+def scores_trust(store: Store) -> ModelTrust:
+    """How far the Review scores (the cards' predictions) can be trusted, and why.
+
+    They come from the K-fold head on the cached embeddings: weak when its out-of-sample predictions
+    disagree with the labels more often than the ``weak_model_error_rate`` setting allows. The current
+    run is not judged here (its predictions are not the cards'), except when its probabilities were
+    averaged into the valid images' scores: then ``note`` says so if that run is weak.
+
+    Returns
+    -------
+    ModelTrust
+        ``weak`` False when nothing is scored yet; ``error_rate`` the head's disagreement with the
+        current labels; ``run_id`` the run averaged in, if any.
+    """
+    info = scoring.fit_info(store)
+    if info is None:
+        return ModelTrust(False, None, "No scores yet.")
+    agree, scored = head_agreement(store)
+    if not scored:
+        return ModelTrust(False, None, "No image is scored.")
+    rate = 1 - agree / scored
+    threshold = store.settings().weak_model_error_rate
+    note = ""
+    if info.blended and info.run_id:
+        try:
+            run = model_trust(store, info.run_id)
+        except NotFound:  # deleted since: the scores still hold its share
+            run = ModelTrust(False, None, "")
+        if run.weak:
+            note = f"The {info.blended} validation image(s) are averaged with run {info.run_id}. {run.reason}"
+    if rate > threshold:
+        return ModelTrust(
+            True,
+            rate,
+            f"The K-fold head that scored these cards is wrong {_how_often(rate)} by your labels (out-of-sample "
+            f"error rate {rate:.2f} on {scored} image(s), above the weak_model_error_rate setting "
+            f"{threshold:.2f}): {HINT}. Fix labels and ⚡ Retrain head, or Compute with a stronger backbone.",
+            info.run_id,
+            note,
+        )
+    return ModelTrust(
+        False,
+        rate,
+        f"The K-fold head agrees with your labels on {agree} of {scored} image(s) out-of-sample "
+        f"(error rate {rate:.2f}).",
+        info.run_id,
+        note,
+    )
+
+
+def run_body_worth_trying(info: scoring.FitInfo | None, run: runs.Run | None) -> bool:
+    """Whether Review should suggest embedding with ``run``'s body: a trained (not instant) run whose
+    body made neither the stored scores nor was already tried and passed over by ``auto``."""
+    if run is None or run.source == "instant":
+        return False
+    if info is None:
+        return True
+    if info.backbone_spec.run_id == run.id:
+        return False
+    return f"run {run.id} body" not in (info.backbone_reason or "")  # auto compared it (or could not use it)
