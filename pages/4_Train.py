@@ -14,6 +14,7 @@ from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.model import runs
 from lotr_labeler.model import train as tr
+from lotr_labeler.review.trust import how_to_improve, model_trust
 from lotr_labeler.store import Store
 from lotr_labeler.ui.context import act, error_boundary, open_current, show_flash
 from lotr_labeler.ui.jobs import job_panel
@@ -125,9 +126,27 @@ def _space_section(store: Store, run: runs.Run) -> None:
 CHART_METRICS = ("train_loss", "valid_loss", "error_rate")
 
 
-def _history_chart(history: list[dict[str, Any]]) -> None:
+WAITING = "Loss and error rate appear here when the first epoch ends (the head epoch)."
+NO_CURVE = {
+    "failed": "No loss curve: the run failed before its first epoch ended.",
+    "cancelled": "No loss curve: the run was cancelled before its first epoch ended.",
+    "done": "No loss curve recorded for this run.",
+}
+
+
+def _cell(value: Any, fmt: str = "") -> str:
+    """A table value as text: "—" for a missing one (None, NaN), numbers with ``fmt``."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    if isinstance(value, float) and fmt:
+        return format(value, fmt)
+    return str(value)
+
+
+def _history_chart(history: list[dict[str, Any]], empty: str = WAITING) -> None:
     """Loss and error rate per epoch: the head epoch, then 1..N. Points as well as lines, on an ordinal
-    axis, so the first epoch is already a visible point (a one-row line chart draws nothing)."""
+    axis, so the first epoch is already a visible point (a one-row line chart draws nothing). ``empty``:
+    what to say when there is no epoch yet (a running run) or none ever (a finished one)."""
     import altair as alt
 
     rows = [
@@ -137,7 +156,7 @@ def _history_chart(history: list[dict[str, Any]]) -> None:
         if isinstance(h.get(name), int | float)
     ]
     if not rows:
-        st.caption("Loss and error rate appear here when the first epoch ends (the head epoch).")
+        st.caption(empty)
         return
     order = list(dict.fromkeys(tr.epoch_label(h) for h in history))
     chart = (
@@ -163,15 +182,36 @@ def _live(job: jobs.Job) -> None:
     _history_chart(job.progress.get("history", []))
 
 
+def _weak_warning(store: Store, run: runs.Run) -> None:
+    """A finished run worse than the weak_model_error_rate setting (or than the K-fold head) says so."""
+    if run.state != "done":
+        return
+    trust = model_trust(store, run.id)
+    if trust.weak:
+        which = "the current model" if run.is_current else "not current"
+        st.warning(f"⚠️ Run {run.id} ({which}) is weak. {trust.reason} {how_to_improve(run)}")
+
+
 def _run_detail(run: runs.Run) -> None:
     metrics = run.full_metrics()
+    instant = run.source == runs.INSTANT
     cols = st.columns(4)
     err = metrics.get("error_rate")
     cols[0].metric("Error rate", f"{err:.3f}" if isinstance(err, float) else "—")
-    cols[1].metric("Images", metrics.get("images", "—"))
-    cols[2].metric("Duration", f"{metrics.get('duration_s', '—')} s")
-    cols[3].metric("Device", metrics.get("device", "—"))
-    _history_chart(metrics.get("history", []))
+    cols[1].metric("Images", _cell(metrics.get("images")))
+    seconds = metrics.get("duration_s")
+    cols[2].metric("Duration", f"{seconds} s" if isinstance(seconds, int | float) else "—")
+    if instant:
+        cols[3].metric("Model", "instant")
+        backbone = run.params.get("backbone_name") or "backbone"
+        st.caption(
+            f"Instant model: a logistic-regression head on {backbone} embeddings at {run.params.get('size')} px, "
+            "fitted on the train split by ⚡ Retrain head on Review (seconds, no epochs: no loss curve). "
+            "Error rate on the validation split."
+        )
+    else:
+        cols[3].metric("Device", _cell(metrics.get("device")))
+        _history_chart(metrics.get("history", []), WAITING if run.state == "running" else NO_CURVE[run.state])
     vocab = metrics.get("vocab") or run.vocab
     if metrics.get("confusion_matrix") and vocab:
         left, right = st.columns(2)
@@ -181,7 +221,9 @@ def _run_detail(run: runs.Run) -> None:
             st.dataframe(cm.style.background_gradient(cmap="Blues"), width="stretch")
         with right:
             st.markdown("**Per class**")
-            st.dataframe(pd.DataFrame(metrics["per_class"]).T, width="stretch")
+            st.caption("— : no validation image was predicted as that class (precision undefined).")
+            per_class = pd.DataFrame(metrics["per_class"]).T
+            st.dataframe(per_class.astype(object).map(lambda v: _cell(v, ".3g")), width="stretch")
 
 
 with open_current() as store:
@@ -265,6 +307,9 @@ with open_current() as store:
             kwargs={"success": "{result}"},
         )
     job_panel(project, "train", "Training", _live)
+    current = runs.current_run(store)
+    if current is not None:  # the just-finished run is current: its outcome box above does not judge it
+        _weak_warning(store, current)
 
     st.subheader("Runs")
     all_runs = runs.list_runs(store)
@@ -281,11 +326,11 @@ with open_current() as store:
                     "current": "★" if r.is_current else "",
                     "state": r.state,
                     "source": r.source,
-                    "arch": r.params.get("arch"),
-                    "epochs": r.params.get("epochs"),
-                    "size": r.params.get("size"),
-                    "error rate": r.metrics.get("error_rate"),
-                    "seconds": r.metrics.get("duration_s"),
+                    "arch": runs.model_kind(r),
+                    "epochs": _cell(r.params.get("epochs")),
+                    "size": _cell(r.params.get("size")),
+                    "error rate": _cell(r.metrics.get("error_rate"), ".3f"),
+                    "seconds": _cell(r.metrics.get("duration_s"), ".1f"),
                     "message": "(see above)" if said and r.message == said else r.message,
                 }
                 for r in all_runs
@@ -315,6 +360,8 @@ with open_current() as store:
             args=(runs.delete_run, run.id),
             kwargs={"success": f"Deleted run {run.id}."},
         )
+        if not run.is_current:  # the current one is judged above, under the training panel
+            _weak_warning(store, run)
         _run_detail(run)
         _space_section(store, run)
 

@@ -150,3 +150,82 @@ def test_a_new_run_is_the_one_shown_not_the_last_one_looked_at(store: Store) -> 
     at.selectbox(key="t_run").select(first.id).run()  # the user's own choice then stays
     at.run()
     assert at.selectbox(key="t_run").value == first.id
+
+
+# -- what a finished run says about itself -------------------------------------------------------------
+
+
+def _done(store: Store, error_rate: float | None, params: dict[str, Any], **kwargs: Any) -> Any:
+    from lotr_labeler.model import runs
+
+    run = runs.create_run(store, params, **kwargs)
+    metrics = {} if error_rate is None else {"error_rate": error_rate, "duration_s": 24.2, "images": 18}
+    return runs.finish_run(store, run.id, "done", vocab=store.class_names(), metrics=metrics)
+
+
+def weak_warnings(at: AppTest) -> list[str]:
+    return [w.value for w in at.warning if "is weak" in w.value]
+
+
+def test_a_weak_run_says_so_and_how_to_improve_it(store: Store) -> None:
+    """A run wrong 92 % of the time on 3 classes (worse than chance) was announced in a green box and made
+    current without a word: the Train page now warns about it, with the levers that apply."""
+    weak = _done(store, 0.917, {"arch": "resnet18", "epochs": 1, "size": 128, "pretrained": False})
+    at = page()
+    (warning,) = weak_warnings(at)
+    assert weak.id in warning and "current" in warning and "wrong almost always" in warning
+    assert "Pretrained ImageNet weights" in warning and "more epochs (this run had 1)" in warning
+    assert "more images per class" in warning
+
+    good = _done(store, 0.05, {"arch": "resnet18", "epochs": 4, "size": 128, "pretrained": True})
+    at = page()
+    assert at.selectbox(key="t_run").value == good.id
+    assert weak_warnings(at) == []  # the current one is fine
+    at.selectbox(key="t_run").select(weak.id).run()
+    (warning,) = weak_warnings(at)  # the weak one, shown, still says so
+    assert weak.id in warning and "not current" in warning
+
+
+def test_tables_show_a_dash_not_none(store: Store) -> None:
+    from lotr_labeler.model import runs
+
+    failed = runs.create_run(store, {"arch": "resnet18", "epochs": 1, "size": 128})
+    runs.finish_run(store, failed.id, "failed", message="Could not get the pretrained resnet18 weights")
+    done = _done(store, 0.917, {"arch": "resnet18", "epochs": 1, "size": 128})
+    vocab = store.class_names()
+    per_class = {c: {"precision": None, "recall": 0.0, "support": 6} for c in vocab}
+    per_class[vocab[0]] = {"precision": 1 / 12, "recall": 1.0, "support": 1}
+    metrics = {"error_rate": 0.917, "confusion_matrix": [[1, 0, 0], [6, 0, 0], [5, 0, 0]], "per_class": per_class}
+    done.metrics_path.write_text(json.dumps({**metrics, "vocab": vocab}), encoding="utf-8")
+    at = page()
+    table, _cm, classes = (d.value for d in at.dataframe)
+    rows = {r["run"]: r for r in table.to_dict("records")}
+    assert rows[failed.id]["error rate"] == "—" and rows[failed.id]["seconds"] == "—"
+    assert rows[done.id]["error rate"] == "0.917" and rows[done.id]["seconds"] == "24.2"
+    assert "None" not in table.astype(str).to_numpy().ravel().tolist()
+    assert classes.loc[vocab[1], "precision"] == "—" and classes.loc[vocab[0], "precision"] == "0.0833"
+    assert "None" not in classes.astype(str).to_numpy().ravel().tolist()
+
+
+def test_an_instant_run_says_what_it_is_and_an_ended_run_has_no_curve_to_wait_for(store: Store) -> None:
+    from lotr_labeler.model import embed, runs
+
+    assert runs.INSTANT == embed.INSTANT_SOURCE
+    failed = runs.create_run(store, {"arch": "resnet18", "epochs": 1, "size": 128})
+    runs.finish_run(store, failed.id, "failed", message="offline")
+    params = {"backbone_name": "random init", "size": 128, "head": "logistic regression"}
+    instant = _done(store, 0.0, params, source=embed.INSTANT_SOURCE)
+    at = page()
+    rows = {r["run"]: r for r in at.dataframe[0].value.to_dict("records")}
+    assert rows[instant.id]["arch"] == "instant: head on random init embeddings"
+    assert rows[instant.id]["epochs"] == "—"
+    assert at.selectbox(key="t_run").value == instant.id
+    captions = [c.value for c in at.caption]
+    assert any("Instant model: a logistic-regression head on random init embeddings" in c for c in captions)
+    assert not any("appear here" in c for c in captions)  # it has no epochs: nothing will appear
+    assert "instant" in [m.value for m in at.metric]
+
+    at.selectbox(key="t_run").select(failed.id).run()
+    captions = [c.value for c in at.caption]
+    assert any("No loss curve: the run failed before its first epoch ended." in c for c in captions)
+    assert not any("appear here" in c for c in captions)

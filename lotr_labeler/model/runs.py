@@ -64,6 +64,20 @@ class Run:
         return dict(self.metrics)
 
 
+INSTANT = "instant"  # the source of a run made by Review's "Retrain head" (``embed.INSTANT_SOURCE``)
+
+
+def model_kind(run: Run) -> str:
+    """What the run's model is, in a few words for tables: the architecture of a trained one,
+    "instant: head on <backbone> embeddings" of an instant one, "imported" without an architecture."""
+    if run.source == INSTANT:
+        return f"instant: head on {run.params.get('backbone_name') or 'backbone'} embeddings"
+    arch = run.params.get("arch")
+    if arch:
+        return str(arch)
+    return "imported" if run.source == "imported" else "—"
+
+
 def runs_dir(store: Store) -> Path:
     # Absolute: run paths go to fastai (learn.export joins a relative one onto learn.path).
     return store.root.absolute() / "runs"

@@ -187,3 +187,19 @@ def run_body_worth_trying(info: scoring.FitInfo | None, run: runs.Run | None) ->
     if info.backbone_spec.run_id == run.id:
         return False
     return f"run {run.id} body" not in (info.backbone_reason or "")  # auto compared it (or could not use it)
+
+
+def how_to_improve(run: runs.Run) -> str:
+    """What to do about a weak run, for the Train page: the levers that apply to how it was made."""
+    if run.source == runs.INSTANT:
+        return (
+            "To improve it: fix labels on Review and ⚡ Retrain head, compute embeddings with a stronger "
+            "backbone (ImageNet weights), or train a full model here."
+        )
+    steps = ["more images per class, and cleaner labels (Dataset, Review)"]
+    if run.source != "imported":
+        if not run.params.get("pretrained", True) and not run.params.get("weights"):
+            steps.append("tick Pretrained ImageNet weights (this run started from random weights)")
+        epochs = run.params.get("epochs")
+        steps.append(f"more epochs (this run had {epochs})" if isinstance(epochs, int) else "more epochs")
+    return "To improve it: " + "; ".join(steps) + "."
