@@ -299,6 +299,9 @@ export default function (component) {
   function onClick(e) {
     window.__lotrCardsActive = key;
     const t = e.target;
+    // Keep the keyboard focus on the grid itself: otherwise Streamlit's main area (tabindex 0) takes it
+    // and draws its focus ring as a thick frame around the whole page at the next key press.
+    if (!t.closest("select, a")) root.focus({ preventScroll: true });
     if (t.closest("select")) return;
     // Close on the backdrop itself or on a ✕ button; the other buttons inside an overlay (the large
     // view's ← Prev / Next →, ✓, 🗑, → class…) sit inside the backdrop too and must act, not close.

@@ -48,7 +48,7 @@ def _mount() -> Any:
     if _component is None:
         _component = st.components.v2.component(
             "lotr_labeler.cards",
-            html='<div class="cg-root"></div>',
+            html='<div class="cg-root" tabindex="-1"></div>',
             css=(HERE / "cards.css").read_text(encoding="utf-8"),
             js=(HERE / "cards.js").read_text(encoding="utf-8"),
         )

@@ -217,6 +217,12 @@ def test_dataset_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> No
     assert_dense(sp)
     arrows_relabel_delete_undo(sp, cards_app, leaves_on_relabel=False)
     range_select_and_bulk_relabel(sp, cards_app)
+    # A click in the grid keeps the keyboard focus there: Streamlit's main area (tabindex 0) took it and
+    # drew its focus ring around the whole page at the next key press.
+    thumb(sp, shown(sp)[3]).click()
+    key(sp, "ArrowRight", rerun=False)
+    assert not sp.page.evaluate("() => document.querySelector('[data-testid=stMain]').matches(':focus-visible')")
+    key(sp, "Escape", rerun=False)
     lightbox_and_help(sp)
     # The trash view: R restores.
     with db(cards_app) as s:
