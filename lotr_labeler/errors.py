@@ -191,7 +191,50 @@ def wrong_weights(name: str) -> str:
     return f"{name} holds weights of another network. Use the torchvision .pth state dict of the chosen architecture."
 
 
-def _explain_one(exc: BaseException, subject: str) -> str | None:
+# Where pretrained weights come from: torchvision's URLs, the torch.hub cache and repos, the
+# Hugging Face hub (fastai/timm). Not the bare word "hub": it is in github.com, and in hosts of images.
+_WEIGHTS_SOURCE = re.compile(
+    r"download\.pytorch\.org|torch[./\\]hub|hub[/\\]checkpoints|hubconf|huggingface\.co|huggingface_hub|\bhf\.co\b",
+    re.IGNORECASE,
+)
+
+# PIL's wording: "Image size (N pixels) exceeds limit of M pixels, could be decompression bomb DOS attack."
+_BOMB_SIZES = re.compile(r"image size \((\d+) pixels\) exceeds limit of (\d+) pixels", re.IGNORECASE)
+
+
+def _bomb(text: str, subject: str) -> str:
+    """The sentence for an image PIL refuses to open for its pixel count (its limit, when it says it)."""
+    from lotr_labeler.settings import setting  # lazy: settings imports this module
+
+    default = setting("max_pixels").default
+    knob = f"the project keeps images up to its max_pixels setting ({default:,} pixels by default)"
+    sizes = _BOMB_SIZES.search(text)
+    if sizes is None:
+        return f"{subject} has too many pixels to open safely (possible decompression bomb). Use a smaller one; {knob}."
+    pixels, limit = int(sizes.group(1)), int(sizes.group(2))
+    return (
+        f"{subject} is {pixels:,} pixels, over the limit of {limit:,} pixels for opening an image safely "
+        f"(possible decompression bomb). Use a smaller image; {knob}."
+    )
+
+
+def _server_of(exc: BaseException) -> str | None:
+    """'The server <host[:port]>' of the request an httpx error carries (None without one)."""
+    try:
+        url = getattr(exc, "request", None)
+        url = getattr(url, "url", None)
+    except RuntimeError:  # httpx: "The .request property has not been set."
+        return None
+    host = getattr(url, "host", None)
+    if not isinstance(host, str) or not host:
+        return None
+    port = getattr(url, "port", None)
+    return f"The server {host}:{port}" if isinstance(port, int) else f"The server {host}"
+
+
+def _explain_one(exc: BaseException, subject: str, server: str | None = None) -> str | None:
+    """The sentence for one error of a chain. ``server`` names the subject of network errors
+    (timeouts, connection failures) when the caller named none."""
     # Each test looks at what the library really raises (type name or its fixed wording), so no
     # import of torch, PIL or httpx is needed here.
     text = str(exc)
@@ -203,8 +246,8 @@ def _explain_one(exc: BaseException, subject: str) -> str | None:
     if name == "UnidentifiedImageError" or "cannot identify image file" in text:
         return f"{subject} is not an image that can be read. Use a jpg, png, webp, gif or bmp file."
     if name in ("DecompressionBombError",) or "decompression bomb" in text.lower():
-        return f"{subject} is too large an image to open safely. Resize it below 100 megapixels and try again."
-    if ("download.pytorch.org" in text or "hub" in text.lower()) and is_connection_failure(text):
+        return _bomb(text, subject)
+    if _WEIGHTS_SOURCE.search(text) and is_connection_failure(text):
         return (
             "The pretrained ImageNet weights cannot be downloaded: there is no internet connection. "
             "Untick 'Pretrained weights' (CLI: --no-pretrained) or give a local weights file."
@@ -212,9 +255,9 @@ def _explain_one(exc: BaseException, subject: str) -> str | None:
     if name in ("ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout", "TimeoutException") or isinstance(
         exc, TimeoutError
     ):
-        return f"{subject} did not answer in time. Check the connection and try again."
+        return f"{server or subject} did not answer in time. Check the connection and try again."
     if is_connection_failure(exc):
-        return f"{subject} cannot be reached. Check the network connection or proxy and try again."
+        return f"{server or subject} cannot be reached. Check the network connection or proxy and try again."
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "The disk is full. Free some space (e.g. empty the trash or delete old runs) and try again."
     if isinstance(exc, PermissionError):
@@ -222,6 +265,13 @@ def _explain_one(exc: BaseException, subject: str) -> str | None:
     if isinstance(exc, FileNotFoundError):
         return f"{exc.filename or subject} does not exist. Check the path."
     return None
+
+
+def _chain_server(chain: list[BaseException], subject: str | None) -> str | None:
+    """The server a network error in ``chain`` was talking to, unless the caller named a subject."""
+    if subject:
+        return None
+    return next((s for s in map(_server_of, chain) if s), None)
 
 
 def explain(exc: BaseException, subject: str | None = None) -> str:
@@ -238,13 +288,16 @@ def explain(exc: BaseException, subject: str | None = None) -> str:
         The error.
     subject
         What the error is about, as the user knows it (an uploaded file's name, a host): replaces
-        the temporary path or URL the library would name.
+        the temporary path or URL the library would name. None: "The file", or for network errors
+        the server of the request the error carries.
     """
     if isinstance(exc, LabelerError):
         return str(exc)
     log.info("explained error", exc_info=exc)
-    for link in _chain(exc):
-        sentence = _explain_one(link, subject or "The file")
+    chain = _chain(exc)
+    server = _chain_server(chain, subject)
+    for link in chain:
+        sentence = _explain_one(link, subject or "The file", server)
         if sentence is not None:
             return sentence
     first = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -257,8 +310,10 @@ def explain_known(exc: BaseException, subject: str | None = None) -> str | None:
     boundaries show those to the user and let the rest (bugs) surface."""
     if isinstance(exc, LabelerError):
         return str(exc)
-    for link in _chain(exc):
-        sentence = _explain_one(link, subject or "The file")
+    chain = _chain(exc)
+    server = _chain_server(chain, subject)
+    for link in chain:
+        sentence = _explain_one(link, subject or "The file", server)
         if sentence is not None:
             log.info("explained error", exc_info=exc)
             return sentence

@@ -10,9 +10,12 @@ from __future__ import annotations
 import io
 import json
 import socket
+import struct
 import subprocess
 import sys
 import urllib.error
+import warnings
+import zlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -105,6 +108,78 @@ def test_pil_and_httpx_errors_become_sentences() -> None:
     assert explain(conn.value, "The server") == (
         "The server cannot be reached. Check the network connection or proxy and try again."
     )
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` (PIL judges the size from the header alone)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_names_the_real_limit_and_the_max_pixels_setting() -> None:
+    # PIL refuses above 2 x MAX_IMAGE_PIXELS and warns above MAX_IMAGE_PIXELS (an error where the
+    # project turns that warning into one); the project's own limit is max_pixels (60 MP by default).
+    with pytest.raises(Image.DecompressionBombError) as error:
+        Image.open(io.BytesIO(_png_header(20_000, 10_000)))
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    assert explain(error.value, "huge.png") == (
+        f"huge.png is 200,000,000 pixels, over the limit of {limit:,} pixels for opening an image safely "
+        "(possible decompression bomb). Use a smaller image; the project keeps images up to its max_pixels "
+        "setting (60,000,000 pixels by default)."
+    )
+    with warnings.catch_warnings(), pytest.raises(Image.DecompressionBombWarning) as warning:
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        Image.open(io.BytesIO(_png_header(10_000, 9_000)))
+    message = explain_known(warning.value, "big.png") or ""
+    assert message.startswith(f"big.png is 90,000,000 pixels, over the limit of {Image.MAX_IMAGE_PIXELS:,} pixels")
+    assert "100 megapixels" not in message
+    assert explain(Image.DecompressionBombError("too big"), "odd.tif") == (
+        "odd.tif has too many pixels to open safely (possible decompression bomb). Use a smaller one; "
+        "the project keeps images up to its max_pixels setting (60,000,000 pixels by default)."
+    )
+
+
+def test_only_weight_downloads_are_called_weight_downloads() -> None:
+    requests = pytest.importorskip("requests")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # requests names the URL in its error: "github" in it is no torch hub download.
+    with pytest.raises(requests.ConnectionError) as conn:
+        requests.get(f"http://127.0.0.1:{port}/github/frodo.jpg", timeout=5)
+    assert "github" in str(conn.value)
+    message = explain(conn.value, "frodo.jpg")
+    assert message == "frodo.jpg cannot be reached. Check the network connection or proxy and try again."
+    for text in (
+        "<urlopen error [Errno -2] Name or service not known> fetching https://download.pytorch.org/models/r.pth",
+        "Cannot reach https://huggingface.co/timm/resnet18.a1_in1k: connection refused",
+        "downloading to /root/.cache/torch/hub/checkpoints/resnet18.pth: Network is unreachable",
+    ):
+        assert "pretrained ImageNet weights cannot be downloaded" in explain(OSError(text)), text
+
+
+def test_network_errors_without_a_subject_name_the_server() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(httpx.ConnectError) as conn:
+        httpx.get(f"http://127.0.0.1:{port}/x.jpg", timeout=5)
+    sentence = f"The server 127.0.0.1:{port} cannot be reached. Check the network connection or proxy and try again."
+    assert explain(conn.value) == explain_known(conn.value) == sentence
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
+        silent_port = silent.getsockname()[1]
+        with pytest.raises(httpx.ReadTimeout) as slow:
+            httpx.get(f"http://127.0.0.1:{silent_port}/x.jpg", timeout=0.3)
+    assert explain(slow.value) == (
+        f"The server 127.0.0.1:{silent_port} did not answer in time. Check the connection and try again."
+    )
+    # A subject given by the caller wins; an httpx error without a request keeps the default subject.
+    assert explain(conn.value, "holiday.jpg").startswith("holiday.jpg cannot be reached.")
+    assert explain(httpx.ConnectError("[Errno 111] Connection refused")).startswith("The file cannot be reached.")
 
 
 def test_unknown_errors_are_bugs_not_messages() -> None:
