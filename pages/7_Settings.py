@@ -64,10 +64,14 @@ def _sync(project: str, stored: dict[str, Value]) -> None:
     (changed by the CLI, another tab or a reset) or the project changed."""
     state = st.session_state
     seed: dict[str, Any] = state.get(_SEED) or {}
-    if seed.get("project") != project:
-        seed = {"project": project}
+    # Streamlit drops the fields' state when the user leaves the page: none left means a new visit, and
+    # the last visit's "Saved …" lines and errors go (they stayed above the next save's message).
+    new_visit = not any(_widget(key) in state for key in stored)
+    if seed.get("project") != project or new_visit:
         state[_ERRORS] = {}
         state[_OUTCOME] = {}
+    if seed.get("project") != project:
+        seed = {"project": project}
     for key, value in stored.items():
         if key not in seed or seed[key] != value or _widget(key) not in state:
             state[_widget(key)] = value

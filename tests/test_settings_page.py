@@ -110,3 +110,19 @@ def test_reset_to_default_and_the_cli_agree_with_the_page(
 def test_every_declared_setting_has_a_named_group() -> None:
     # "Other" is the safety net for a new setting; a declared one belongs in a real group.
     assert "Other" not in [name for name, _, _ in grouped()]
+
+
+def test_the_last_visits_messages_go_when_the_page_is_entered_anew(empty_store: Store) -> None:
+    at = AppTest.from_file(str(Path(PAGE).parent.parent / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/7_Settings.py").run()
+    at.checkbox(key="set_allow_private_hosts").check().run()
+    click(at, "save_Downloads")
+    assert any("Saved 1 setting(s)" in s.value for s in at.success)
+    at.run()  # the same visit keeps it
+    assert any("Saved 1 setting(s)" in s.value for s in at.success)
+    at.switch_page("pages/3_Dataset.py").run()
+    at.switch_page("pages/7_Settings.py").run()  # back later: a new visit
+    assert not at.exception, [e.value for e in at.exception]
+    assert not any("Saved" in s.value for s in at.success)
+    assert at.checkbox(key="set_allow_private_hosts").value is True  # the stored value, of course
