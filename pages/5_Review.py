@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from lotr_labeler.errors import InvalidInput
+from lotr_labeler.imaging import thumbnail
 from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.jobs.specs import EmbedJob, TrainJob
 from lotr_labeler.model import embed, runs, train
@@ -16,7 +17,7 @@ from lotr_labeler.review import embedding_map, quality
 from lotr_labeler.review import scoring as review
 from lotr_labeler.review.trust import run_body_worth_trying, scores_trust
 from lotr_labeler.settings import Settings
-from lotr_labeler.store import Store
+from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.ui import cards, review_map
 from lotr_labeler.ui.context import (
     act,
@@ -37,6 +38,7 @@ st.caption(
     "Every image gets an out-of-sample score: a light head on cached backbone embeddings, trained with "
     "K-fold cross-validation, so no image is judged by a model that learned its own label."
 )
+DUP_COLUMNS = 6  # pictures per row of a duplicate group, each at most its thumbnail size
 ITEMS = "_review_items"  # the queue (a lazy review.Ranking) of a full run, handed to the grid fragment once
 SOURCES = {
     "auto": "Auto: the best of those available (cross-validated)",
@@ -63,6 +65,21 @@ remember_widgets(DEFAULTS)
 
 def _relabel_from(store: Store, ids: list[int], key: str) -> int:
     return review.relabel(store, ids, st.session_state[key])
+
+
+def _keep_only(store: Store, keep_id: int, ids: list[int]) -> str:
+    moved = review.keep_one(store, keep_id, ids)
+    if not moved:
+        return f"Kept #{keep_id}: nothing else left in its group."
+    return f"Kept #{keep_id}; moved {moved} duplicate{'' if moved == 1 else 's'} to the trash — ↩ Undo restores them."
+
+
+def _dup_thumb(store: Store, img: ImageRow, size: int) -> None:
+    """A duplicate's thumbnail at its own size (at most ``size``), not stretched to its column."""
+    try:
+        st.image(str(thumbnail(store.path(img), store.cache_dir, img.sha256, size)), width="content")
+    except OSError:
+        st.warning(f"File missing: {img.relpath}")
 
 
 def _retrain_head(store: Store) -> str:
@@ -436,7 +453,8 @@ with open_current() as store:
                     head[0].markdown(
                         ("⚠️ **labels disagree**: " if g.conflict else "Same label: ")
                         + ", ".join(g.labels)
-                        + f" · {len(g.images)} images · distance ≤ {g.max_distance}"
+                        + f" · {len(g.images)} images · "
+                        + ("identical" if g.max_distance == 0 else f"distance ≤ {g.max_distance}")
                     )
                     head[1].button(
                         "Keep all",
@@ -464,20 +482,22 @@ with open_current() as store:
                         args=(_relabel_from, g.ids, to_key),
                         width="stretch",
                     )
-                    for col, img in zip(st.columns(min(len(g.images), 6)), g.images[:6], strict=False):
+                    for col, img in zip(st.columns(DUP_COLUMNS), g.images[:DUP_COLUMNS], strict=False):
                         with col:
-                            image_thumb(store, img, thumb_size)
+                            _dup_thumb(store, img, thumb_size)
                             st.caption(f"#{img.id} · **{img.label}** · {img.split} · {img.width}×{img.height}")
                             st.button(
                                 "Keep only this",
                                 key=f"r_dup_one_{g.ids[0]}_{img.id}",
                                 help="Delete the others of the group (undo restores)",
                                 on_click=act,
-                                args=(review.keep_one, img.id, g.ids),
+                                args=(_keep_only, img.id, g.ids),
+                                kwargs={"success": "{result}"},
                                 width="stretch",
                             )
-                    if len(g.images) > 6:
-                        st.caption(f"…and {len(g.images) - 6} more: {', '.join(f'#{i}' for i in g.ids[6:])}")
+                    if len(g.images) > DUP_COLUMNS:
+                        rest = g.ids[DUP_COLUMNS:]
+                        st.caption(f"…and {len(rest)} more: {', '.join(f'#{i}' for i in rest)}")
 
     # -- the embedding map ---------------------------------------------------------------------------
     with tab_map, error_boundary():
