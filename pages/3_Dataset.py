@@ -20,11 +20,13 @@ st.title("Dataset")
 
 
 @st.fragment
-def _grid(project: str, query: dict[str, Any], limit: int, offset: int) -> None:
-    """The cards of this page; an action reruns only this fragment (fast), keeping focus and scroll."""
+def _grid(project: str, query: dict[str, Any]) -> None:
+    """The pager and the cards of this page; an action reruns only this fragment (fast), keeping focus and
+    scroll, and the pager's count follows it (a delete or a relabel out of the filter changes it)."""
     with Store(data_dir() / project) as store, error_boundary():
         settings = store.settings()
-        rows = store.images(**query, limit=limit, offset=offset)
+        offset = pager(store.count(**query), settings.page_size, "dataset")
+        rows = store.images(**query, limit=settings.page_size, offset=offset)
         trash = bool(query["deleted"])
         cards.grid(
             "ds_grid",
@@ -57,9 +59,7 @@ with open_current() as store:
     trash = view == "Trash"
     with error_boundary():
         query: dict[str, Any] = {"label": label, "split": split, "source": source, "deleted": trash}
-        total = store.count(**query)
-        offset = pager(total, settings.page_size, "dataset")
-        _grid(store.name, query, settings.page_size, offset)
+        _grid(store.name, query)
 
     st.divider()
     import_box(store)

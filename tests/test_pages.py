@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import grid_data
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.store import Store
@@ -109,15 +108,6 @@ def test_classes_page_rename_edit_delete(store: Store, data_root: Path) -> None:
     at.button(key=f"delete_{circle.id}").click().run()
     with open_project(data_root, "demo") as s:
         assert s.class_names() == ["square", "triangle"] and s.count(deleted=True) == 6
-
-
-def grid_data(at: AppTest, key: str) -> dict[str, Any]:
-    """The payload the card grid component ``key`` was given (AppTest cannot click inside it:
-    tests/e2e/test_cards_keyboard.py does)."""
-    found = [el for el in at.get("bidi_component") if getattr(el, "key", None) == key]
-    assert found, f"no card grid {key!r}"
-    data: dict[str, Any] = json.loads(found[0].proto.json)
-    return data
 
 
 def test_dataset_page_grid_shows_the_filtered_cards(store: Store) -> None:

@@ -281,6 +281,27 @@ def test_review_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> Non
     sp.check_no_exception()
 
 
+def test_the_pager_count_follows_a_delete(sp: StreamlitPage, cards_app: AppServer) -> None:
+    """D reruns only the grid's fragment: the pager above the cards is in it, so its count follows."""
+    with db(cards_app) as s:
+        s.set_setting("page_size", 8)
+        total = s.count()
+    try:
+        open_grid(sp, "/Dataset")
+        pages = -(-total // 8)
+        expect(sp.page.get_by_text(f"page 1 of {pages} · {total} items")).to_be_visible()
+        victim = focused(sp)
+        key(sp, "d")
+        expect(sp.page.get_by_text(f"page 1 of {pages} · {total - 1} items")).to_be_visible()
+        key(sp, "z")
+        expect(sp.page.get_by_text(f"page 1 of {pages} · {total} items")).to_be_visible()
+        with db(cards_app) as s:
+            assert not s.get_image(victim).deleted
+    finally:
+        with db(cards_app) as s:
+            s.reset_setting("page_size")
+
+
 def test_one_grid_listens_and_keys_in_a_field_are_left_alone(sp: StreamlitPage, cards_app: AppServer) -> None:
     open_grid(sp, "/Dataset")
     with db(cards_app) as s:
