@@ -697,17 +697,19 @@ class LiveScorer:
 # -- decisions -------------------------------------------------------------------------------
 
 
-def _mark(store: Store, ids: Iterable[int], kind: str) -> int:
+def _mark(store: Store, ids: Iterable[int], kind: str, summary: Callable[[int], str] | None = None) -> int:
+    """Mark images reviewed; with ``summary`` (n -> text) as its own undoable step."""
     rows = [store.get_image(int(i)) for i in dict.fromkeys(ids)]
     if not rows:
         raise InvalidInput("No image ids given. Pass one or more ids.")
-    reviews.mark(store, [(r.id, r.class_id) for r in rows], kind)
+    text = summary(len(rows)) if summary else None
+    reviews.mark(store, [(r.id, r.class_id) for r in rows], kind, summary=text)
     return len(rows)
 
 
 def keep(store: Store, ids: Iterable[int]) -> int:
-    """The label is right: mark the images reviewed (out of the queue while the label stays)."""
-    return _mark(store, ids, "label")
+    """The label is right: mark the images reviewed (out of the queue while the label stays); one undoable step."""
+    return _mark(store, ids, "label", lambda n: f"kept {n} image(s) as labeled")
 
 
 def unreview(store: Store, ids: Iterable[int]) -> int:
@@ -1181,8 +1183,8 @@ def _duplicate_groups(store: Store, distance: int, include_reviewed: bool) -> li
 
 
 def keep_all(store: Store, ids: Iterable[int]) -> int:
-    """These near duplicates are fine together: hide the group (until a new member joins)."""
-    return _mark(store, ids, "duplicate")
+    """These near duplicates are fine together: hide the group (until a new member joins); one undoable step."""
+    return _mark(store, ids, "duplicate", lambda n: f"kept a near-duplicate group of {n} image(s)")
 
 
 def keep_one(store: Store, keep_id: int, ids: Iterable[int]) -> int:
