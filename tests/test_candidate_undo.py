@@ -134,6 +134,20 @@ def test_a_stale_window_never_overrides_a_decision_taken_meanwhile(store: Store,
     assert store.decide_seen({ids[1]: "pending"}, "accepted").stale == ()
 
 
+def test_a_stale_move_to_another_class_is_named_even_when_the_state_agrees(empty_store: Store) -> None:
+    """Another window accepted the candidate in its own class; this one, drawn while it was pending, moves
+    it to another class (P): the other window's decision stands and the move says so (it said nothing)."""
+    s = empty_store
+    for name in ("elves", "dwarves"):
+        s.add_class(name)
+    (cid,) = add(s, "elves", 1)
+    s.decide([cid], "accepted")  # the other window
+    got = s.decide_seen({cid: "pending"}, "accepted", label="dwarves")
+    assert (got.changed, got.stale) == (0, (cid,))
+    assert (s.get_candidate(cid).state, s.get_candidate(cid).label) == ("accepted", "elves")
+    assert s.decide_seen({cid: "pending"}, "accepted").stale == ()  # the same decision taken twice: no conflict
+
+
 def test_cli_undo_covers_candidate_decisions(store: Store, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ids = add(store, "circle", 3)
     assert main(["--data", str(data_root), "--project", store.name, "candidates", "accept", *map(str, ids)]) == 0

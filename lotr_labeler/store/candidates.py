@@ -213,8 +213,13 @@ class CandidatesMixin(ImagesMixin):
         """Write one decision; (the rows it changed, as they were; the ids decided elsewhere meanwhile)."""
         rows = [self.get_candidate(int(i)) for i in seen]
         fresh = [r for r in rows if seen[r.id] in (None, r.state)]
-        # Changed elsewhere into something other than what this decision asks for: a real conflict.
-        stale = [r.id for r in rows if seen[r.id] not in (None, r.state) and r.state != state]
+        # Changed elsewhere into something other than what this decision asks for (another state, or the
+        # same state in another class: accepted as elves there, P to dwarves here): a real conflict.
+        stale = [
+            r.id
+            for r in rows
+            if seen[r.id] not in (None, r.state) and (r.state != state or (target is not None and r.class_id != target))
+        ]
         changed = [
             r
             for r in fresh
