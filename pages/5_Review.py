@@ -39,6 +39,10 @@ st.caption(
     "K-fold cross-validation, so no image is judged by a model that learned its own label."
 )
 DUP_COLUMNS = 6  # pictures per row of a duplicate group, each at most its thumbnail size
+GRID = "r_grid"  # the Label issues card grid
+# Buttons whose outcome shows at the page's top (show_flash), not in the grid's message line.
+PAGE_BUTTONS = ("undo", "r_compute", "r_retrain_head", "r_full_retrain")
+PAGE_BUTTON_PREFIXES = ("r_dup_all_", "r_dup_rl_", "r_dup_one_")
 ITEMS = "_review_items"  # the queue (a lazy review.Ranking) of a full run, handed to the grid fragment once
 SOURCES = {
     "auto": "Auto: the best of those available (cross-validated)",
@@ -213,7 +217,7 @@ def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int,
             items = review.queue(store, **filters)
         thumb = store.settings().thumb_size
         cards.grid(
-            "r_grid",
+            GRID,
             [cards.review_card(store, it, thumb) for it in items[offset : offset + limit]],
             classes=store.class_names(),
             actions=("keep", "unkeep", "delete", "restore", "relabel", "predict", "undo", "more"),
@@ -291,10 +295,20 @@ def _map_tab(store: Store, project: str, classes: list[str], thumb: int, similar
         review_map.similar_panel(store, picked, classes, thumb, "rms")
 
 
+def _page_acted() -> bool:
+    """Whether a page-level button (↩ Undo above the tabs, Compute / Retrain, a duplicate group's) was
+    clicked for this run: a button's state is True on the run its click starts, and only then."""
+    state = st.session_state
+    clicked = [str(key) for key in list(state.keys()) if state.get(key) is True]
+    return any(key in PAGE_BUTTONS or key.startswith(PAGE_BUTTON_PREFIXES) for key in clicked)
+
+
 # -- the page ---------------------------------------------------------------------------------
 
 with open_current() as store:
     project = store.name
+    if _page_acted():  # its outcome shows here: the grid's line would still tell the previous grid action's
+        cards.state(GRID).message = None
     show_flash()
     settings = store.settings()
     classes = store.class_names()
@@ -357,6 +371,7 @@ with open_current() as store:
             missing_count = len(embed.missing(store, _backbone(store, source, size)))
         cols[2].button(
             f"Compute ({missing_count} new)" if missing_count else "Compute scores",
+            key="r_compute",
             type="primary" if info is None or missing_count else "secondary",
             disabled=embedding_running,
             help="Embeds the images not cached yet (a background job), then fits the head",
@@ -367,6 +382,7 @@ with open_current() as store:
         )
         cols[3].button(
             "⚡ Retrain head",
+            key="r_retrain_head",
             disabled=info is None,
             help="Refit the head on the cached embeddings, refresh every score, and export the head on its "
             "backbone as an instant model (a run to try on Predict; seconds)",
@@ -377,6 +393,7 @@ with open_current() as store:
         )
         cols[4].button(
             "🏋️ Full retrain",
+            key="r_full_retrain",
             disabled=jobs.running_job(store, "train") is not None,
             help="Fine-tune the whole network on the corrected labels (minutes; the Train page shows progress)",
             on_click=act,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import files_under, image_bytes, shape_image, wait_for
+from helpers import files_under, grid_send, image_bytes, shape_image, wait_for
 from PIL import Image, ImageDraw, ImageFilter
 from streamlit.testing.v1 import AppTest
 
@@ -583,3 +583,24 @@ def test_page_full_retrain_reuses_the_current_runs_settings(store: Store) -> Non
     assert job is not None, [e.value for e in at.error]
     assert {k: job.args[k] for k in params} == params
     jobs.request_cancel(store, job.id)  # the worker itself is train's business (tests/test_train.py)
+
+
+def test_a_page_action_clears_the_grids_older_message(store: Store) -> None:
+    """After the page's ↩ Undo the top said "Undid: relabeled…" while the grid's line still said the
+    previous grid action's outcome: a page-level action's outcome now replaces it (the line empties)."""
+    at = page()
+    first = grid_data(at, "r_grid")["cards"][0]["id"]
+    at = grid_send(at, "r_grid", {"action": "delete", "ids": [first]})
+    assert not at.exception, [e.value for e in at.exception]
+    assert store.get_image(first).deleted
+    assert grid_data(at, "r_grid")["message"] == ["success", "Deleted 1 image (Z or Undo restores)."]
+    at.run()  # a rerun that does nothing keeps the grid's line
+    assert grid_data(at, "r_grid")["message"] == ["success", "Deleted 1 image (Z or Undo restores)."]
+
+    click(at, "undo")  # the page's button, above the tabs
+    assert not store.get_image(first).deleted
+    assert [s.value for s in at.success if s.value.startswith("Undid")], [s.value for s in at.success]
+    assert grid_data(at, "r_grid")["message"] is None
+
+    at = grid_send(at, "r_grid", {"action": "delete", "ids": [first]})  # a grid action speaks there again
+    assert grid_data(at, "r_grid")["message"] == ["success", "Deleted 1 image (Z or Undo restores)."]
