@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -93,6 +94,24 @@ def pick_dataset_image(store: Store) -> Picked | None:
     return store.path(image).read_bytes(), f"image #{image.id}", caption
 
 
+def probability_bars(predictions: dict[str, float]) -> Any:
+    """Every class's probability as a bar on a fixed 0-100 % axis: an axis fitted to the data (0-45 %
+    for a weak model) makes a 42 % bar look certain."""
+    import altair as alt
+
+    df = pd.DataFrame({"class": list(predictions), "probability": list(predictions.values())})
+    return (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title="probability"),
+            y=alt.Y("class:N", sort="-x", title=None),
+            tooltip=["class", alt.Tooltip("probability:Q", format=".1%")],
+        )
+        .properties(height=60 + 30 * len(df))
+    )
+
+
 def show_prediction(store: Store, run_id: str, settings: Settings, picked: Picked) -> None:
     data, name, caption = picked
     image = pr.decode_image(data, pr.Limits.from_settings(settings), name)
@@ -110,8 +129,7 @@ def show_prediction(store: Store, run_id: str, settings: Settings, picked: Picke
         metrics = st.columns(2)
         metrics[0].metric("Top class", result.top)
         metrics[1].metric("Probability", f"{result.probability:.1%}")
-        df = pd.DataFrame({"class": list(result.predictions), "probability": list(result.predictions.values())})
-        st.bar_chart(df, x="class", y="probability", horizontal=True, sort="-probability", height=60 + 30 * len(df))
+        st.altair_chart(probability_bars(result.predictions), width="stretch")
         loaded = f" · model loaded in {predictor.load_seconds:.1f} s" if fresh else ""
         engine = "ONNX Runtime" if result.engine == "onnx" else f"torch ({predictor.engine_note})"
         st.caption(f"Run {model.label} · {latency_ms:.0f} ms · {engine}{loaded}")

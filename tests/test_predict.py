@@ -245,7 +245,9 @@ def test_page_predicts_an_upload(project: tuple[Store, runs.Run], tiny_model: Ti
     expected = reference(tiny_model.learn, sample)
     top = max(expected, key=expected.__getitem__)
     assert metrics(at) == {"Top class": top, "Probability": f"{expected[top]:.1%}"}
-    assert len(at.get("vega_lite_chart")) == 1  # the probability of every class
+    (chart,) = at.get("vega_lite_chart")  # the probability of every class, on a 0-100 % axis whatever they are
+    spec = json.loads(chart.proto.spec)
+    assert spec["encoding"]["x"]["scale"]["domain"] == [0, 1] and spec["encoding"]["x"]["axis"]["format"] == "%"
     assert at.get("image")[0].captions == [sample.name]
     assert any(c.value.startswith(f"Run {run.id} · ") and " ms" in c.value for c in at.caption)
 
