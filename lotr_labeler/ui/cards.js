@@ -48,10 +48,17 @@ function gridState(key) {
 }
 
 export default function (component) {
-  const { data, parentElement, setTriggerValue, key } = component;
+  const { data, parentElement, setTriggerValue } = component;
+  // The browser-side state (focus, selection, threshold t, large view) is kept per grid key, not per
+  // mount: a full-page rerun that remounts the grid (the page's ↩ Undo, Search's actions) keeps it.
+  const key = data.grid || component.key;
   const root = parentElement.querySelector(".cg-root");
   const s = gridState(key);
   if (s.cleanup) s.cleanup();
+  if (data.visit !== s.visit) {  // the page entered anew: a fresh view, only t is kept
+    Object.assign(s, { visit: data.visit, focus: null, focusIndex: 0, sel: new Set(), anchor: null, lb: null, help: false });
+    s.sentLb = null;
+  }
 
   const cards = data.cards || [];
   const ids = cards.map((c) => c.id);
@@ -68,7 +75,6 @@ export default function (component) {
   let cols = fit();
   s.busy = false;
   s.trigger = setTriggerValue;  // the latest render's: a delayed trigger must not use a stale one
-  if (s.sentLb === undefined) s.sentLb = data.lightbox ? data.lightbox.id : null;
   if (data.seq !== s.lastSeq) {
     s.lastSeq = data.seq;
     if (data.focus != null && byId.has(data.focus)) s.focus = data.focus;

@@ -212,6 +212,7 @@ class GridState:
     ids: list[int] = field(default_factory=list)
     labels: dict[int, str] = field(default_factory=dict)  # the class each card shows (what the user saw)
     opened: int | None = None
+    visit: int = 0  # bumped when the user enters the page anew: the browser then drops its view state
     rerun_app: bool = False
     acted: tuple[list[int], list[int]] | None = None  # (ids shown, ids acted on) of the last action
 
@@ -337,6 +338,8 @@ def grid(
     # (and keeps over reruns of the same visit). Absent: the page is entered anew, so an old message goes.
     if key not in st.session_state:
         s.message = None
+        s.opened = None
+        s.visit += 1
     s.ids = [c.id for c in cards]
     s.labels = {c.id: c.label for c in cards if c.label}
     if s.acted is not None:
@@ -357,6 +360,8 @@ def grid(
         "lightbox": lightbox,
         "empty": empty,
         "keys": [list(k) for k in keys_help],
+        "grid": key,
+        "visit": s.visit,
     }
     _mount()(
         key=key,

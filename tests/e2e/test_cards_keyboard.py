@@ -281,6 +281,22 @@ def test_review_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> Non
     sp.check_no_exception()
 
 
+def test_coming_back_to_a_page_starts_a_fresh_view(sp: StreamlitPage, cards_app: AppServer) -> None:
+    """The grid's browser state outlives a remount of the same visit (the threshold t over the page's Undo:
+    tests/e2e/test_review_page_undo.py), but a page entered anew from the sidebar starts on the first card
+    with nothing selected."""
+    ids = open_grid(sp, "/Dataset")
+    thumb(sp, ids[3]).click()
+    thumb(sp, ids[5]).click(modifiers=["Shift"])
+    assert count(sp) == "3 selected" and focused(sp) == ids[5]
+    sp.go("Review")
+    sp.page.locator(".cg-grid .cg-card").first.wait_for()
+    sp.go("Dataset")
+    sp.page.locator(".cg-grid .cg-card").first.wait_for()
+    sp.wait_idle()
+    assert count(sp) == "0 selected" and focused(sp) == shown(sp)[0]
+
+
 def test_the_pager_count_follows_a_delete(sp: StreamlitPage, cards_app: AppServer) -> None:
     """D reruns only the grid's fragment: the pager above the cards is in it, so its count follows."""
     with db(cards_app) as s:

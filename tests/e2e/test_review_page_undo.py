@@ -1,5 +1,5 @@
 """Browser: the Review page's own ↩ Undo (above the tabs) empties the grid's message line (the top shows
-what it undid), and — not yet — keeps the grid's threshold t."""
+what it undid), and keeps the grid's threshold t."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ __all__ = ["cards_app", "sp"]  # the keyboard tests' app and tab, for this modul
 expect = pytest.importorskip("playwright.sync_api").expect
 
 
-def _delete_then_page_undo(sp: StreamlitPage, app: AppServer) -> None:
-    ids = open_grid(sp, "/Review")
+def _delete_then_page_undo(sp: StreamlitPage, app: AppServer, ids: list[int]) -> None:
     key(sp, "d")  # a grid action: its outcome in the grid's line
     assert "Deleted 1 image" in message(sp)
     with db(app) as s:
@@ -30,22 +29,16 @@ def _delete_then_page_undo(sp: StreamlitPage, app: AppServer) -> None:
 
 
 def test_page_undo_clears_the_grids_older_message(sp: StreamlitPage, cards_app: AppServer) -> None:
-    _delete_then_page_undo(sp, cards_app)
+    _delete_then_page_undo(sp, cards_app, open_grid(sp, "/Review"))
     assert "Deleted 1 image" not in message(sp)
     sp.check_no_exception()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="t lives in cards.js's per-mount state (window.__lotrCards[component instance id]); a full-page "
-    "rerun remounts the grid under a new id, so t starts again at 80 %. Needs cards.js/cards.py to key it "
-    "by the grid's Streamlit key.",
-)
 def test_page_undo_keeps_the_threshold_t(sp: StreamlitPage, cards_app: AppServer) -> None:
-    open_grid(sp, "/Review")
+    ids = open_grid(sp, "/Review")
     thr = sp.page.locator(".cg-thr-val")
     for _ in range(8):
         key(sp, "[", rerun=False)
     assert thr.inner_text() == "40%"
-    _delete_then_page_undo(sp, cards_app)
+    _delete_then_page_undo(sp, cards_app, ids)
     assert thr.inner_text() == "40%"
