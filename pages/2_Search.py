@@ -8,7 +8,7 @@ from lotr_labeler.collect.search import LAYOUT, LICENSE_IMAGE, SAFESEARCH, SIZE,
 from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.jobs.specs import DownloadJob, ScoreCandidatesJob, SearchJob
 from lotr_labeler.review import candidates as triage
-from lotr_labeler.review.trust import model_trust
+from lotr_labeler.review.trust import triage_trust
 from lotr_labeler.store import CandidateRow, Store
 from lotr_labeler.ui import cards, search_grid
 from lotr_labeler.ui.context import (
@@ -158,8 +158,8 @@ def triage_panel(store: Store, label: str | None, query: str | None) -> None:
                 "Searches then score their results automatically."
             )
             return
-        if (trust := model_trust(store)).weak:
-            st.warning(f"⚠️ {trust.reason} The ranking below comes from the same backbone.")
+        if (trust := triage_trust(store)).weak:
+            st.warning(f"⚠️ {trust.reason}")
         c = st.columns([1, 3])
         c[0].button(
             "Score candidates",

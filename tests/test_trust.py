@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.model import embed, runs
 from lotr_labeler.review import scoring
-from lotr_labeler.review.trust import head_agreement, model_trust, run_body_worth_trying, scores_trust
+from lotr_labeler.review.trust import head_agreement, model_trust, run_body_worth_trying, scores_trust, triage_trust
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import create_project
 
@@ -224,3 +224,18 @@ def test_search_triage_warns_when_the_ranking_model_is_weak(store: Store) -> Non
     assert len(banners(at)) == 1
     store.set_setting("weak_model_error_rate", 0.9)
     assert banners(page("2_Search.py")) == []
+
+
+def test_search_triage_judges_the_head_that_scores_candidates_not_the_run(colours: Store) -> None:
+    """Candidates are scored by a head on the labelled images' embeddings: a weak run with a good head says
+    nothing on Search; the same head misled by its labels is named (the banner spoke of the run before)."""
+    colours.add_candidates([CandidateIn("red", "http://img.test/1.jpg", "http://thumb.test/1.jpg")])
+    scoring.refresh(colours, embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE))
+    _finished_run(colours, 0.92)
+    assert model_trust(colours).weak and not triage_trust(colours).weak
+    at = page("2_Search.py")
+    assert [w.value for w in at.warning if "wrong" in w.value] == []
+    _misled(colours)
+    at = page("2_Search.py")
+    (banner,) = [w.value for w in at.warning if "wrong" in w.value]
+    assert "head that scores these candidates" in banner and "wrong almost always" in banner

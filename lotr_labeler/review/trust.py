@@ -203,3 +203,22 @@ def how_to_improve(run: runs.Run) -> str:
         epochs = run.params.get("epochs")
         steps.append(f"more epochs (this run had {epochs})" if isinstance(epochs, int) else "more epochs")
     return "To improve it: " + "; ".join(steps) + "."
+
+
+def triage_trust(store: Store) -> ModelTrust:
+    """How far Search's candidate scores can be trusted: they come from a head fitted on the labelled
+    images' embeddings, so its K-fold error on them (``scores_trust``) is the honest estimate; before any
+    head fit, the current run (whose body embeds the thumbnails) is judged instead."""
+    if scoring.fit_info(store) is None:
+        return model_trust(store)
+    trust = scores_trust(store)
+    if not trust.weak or trust.error_rate is None:
+        return trust
+    return ModelTrust(
+        True,
+        trust.error_rate,
+        f"The head that scores these candidates is wrong {_how_often(trust.error_rate)} on your labelled images "
+        f"(out-of-sample error rate {trust.error_rate:.2f}, above the weak_model_error_rate setting): {HINT}. "
+        "Fix labels on Review and ⚡ Retrain head, or Compute with a stronger backbone.",
+        trust.run_id,
+    )
