@@ -75,6 +75,13 @@ export default function (component) {
   let cols = fit();
   s.busy = false;
   s.trigger = setTriggerValue;  // the latest render's: a delayed trigger must not use a stale one
+  // A listing sorted anew (scores computed, another sort or filter) starts at its top card; one that only
+  // lost or gained cards (an action, the next page) keeps the focus where the user was.
+  const shown = new Set(ids);
+  const kept = (s.ids || []).filter((i) => shown.has(i));
+  const keptSet = new Set(kept);
+  if (kept.join() !== ids.filter((i) => keptSet.has(i)).join()) { s.focus = null; s.focusIndex = 0; }
+  s.ids = ids;
   if (data.seq !== s.lastSeq) {
     s.lastSeq = data.seq;
     if (data.focus != null && byId.has(data.focus)) s.focus = data.focus;
