@@ -534,3 +534,45 @@ def test_review_threshold_select_doubted_shift_p_and_keep_page(sp: StreamlitPage
         assert {cid: s.get_image(cid).label for cid in hits} == before
     assert not set(page_ids) & set(shown(sp))
     sp.check_no_exception()
+
+
+# -- the Review page's own ↩ Undo (above the tabs): it empties the grid's message line (the top shows
+# what it undid) and keeps the grid's threshold t --------------------------------------------------
+
+
+def _queue_back(app: AppServer) -> None:
+    """Every image back in the Review queue (the tests above keep and relabel them out of it)."""
+    with db(app) as s:
+        review.unreview(s, [img.id for img in s.images()])
+
+
+def _delete_then_page_undo(sp: StreamlitPage, app: AppServer, ids: list[int]) -> None:
+    key(sp, "d")  # a grid action: its outcome in the grid's line
+    assert "Deleted 1 image" in message(sp)
+    with db(app) as s:
+        assert s.get_image(ids[0]).deleted
+    n = sp.run_count()
+    sp.page.get_by_role("button", name="↩ Undo").first.click()
+    sp.wait_idle(after=n)
+    sp.wait_text("Undid: deleted 1 image")  # the page's top
+    with db(app) as s:
+        assert not s.get_image(ids[0]).deleted
+    expect(sp.page.locator(f'.cg-grid [data-card="{ids[0]}"]')).to_have_count(1)
+
+
+def test_page_undo_clears_the_grids_older_message(sp: StreamlitPage, cards_app: AppServer) -> None:
+    _queue_back(cards_app)
+    _delete_then_page_undo(sp, cards_app, open_grid(sp, "/Review"))
+    assert "Deleted 1 image" not in message(sp)
+    sp.check_no_exception()
+
+
+def test_page_undo_keeps_the_threshold_t(sp: StreamlitPage, cards_app: AppServer) -> None:
+    _queue_back(cards_app)
+    ids = open_grid(sp, "/Review")
+    thr = sp.page.locator(".cg-thr-val")
+    for _ in range(8):
+        key(sp, "[", rerun=False)
+    assert thr.inner_text() == "40%"
+    _delete_then_page_undo(sp, cards_app, ids)
+    assert thr.inner_text() == "40%"
