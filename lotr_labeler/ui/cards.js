@@ -355,6 +355,16 @@ export default function (component) {
       render();
     }
   }
+  function onImageError(e) {
+    // A search thumbnail the browser cannot load (gone, blocked, not an image): say so in words
+    // instead of the browser's broken-image icon. Image errors do not bubble: listened to in capture.
+    const img = e.target;
+    if (!(img instanceof HTMLImageElement) || !root.contains(img)) return;
+    const note = document.createElement("span");
+    note.className = "cg-missing";
+    note.textContent = "no preview";
+    img.replaceWith(note);
+  }
   function onDblClick(e) {
     const cardEl = e.target.closest(".cg-grid [data-card]");
     if (cardEl && e.target.closest("[data-pick]")) open(Number(cardEl.dataset.card));
@@ -414,11 +424,13 @@ export default function (component) {
   resized.observe(root);
   root.addEventListener("click", onClick);
   root.addEventListener("dblclick", onDblClick);
+  root.addEventListener("error", onImageError, true);
   root.addEventListener("change", onChange);
   document.addEventListener("keydown", onKey, true);
   s.cleanup = () => {
     root.removeEventListener("click", onClick);
     root.removeEventListener("dblclick", onDblClick);
+    root.removeEventListener("error", onImageError, true);
     root.removeEventListener("change", onChange);
     document.removeEventListener("keydown", onKey, true);
     resized.disconnect();

@@ -64,6 +64,7 @@ def test_web_text_and_urls_cannot_inject_markup_or_scripts(browser: Any) -> None
     context = browser.new_context(viewport=VIEWPORT)
     try:
         page = context.new_page()
+        page.route("https://ok.example/**", lambda route: None)  # held: no load error replaces the <img>
         page.evaluate(MOUNT, [(cards.HERE / "cards.js").read_text(encoding="utf-8"), data])
         root = page.locator(".cg-root")
         # Markup in the text stays text: no injected element, no handler attribute, the words shown as typed.
@@ -96,5 +97,25 @@ def test_web_text_and_urls_cannot_inject_markup_or_scripts(browser: Any) -> None
         page.wait_for_timeout(400)
         sent = page.evaluate("window.__sent")
         assert [(name, value["id"]) for name, value in sent] == [("open", 3)], json.dumps(sent)
+    finally:
+        context.close()
+
+
+def test_a_thumbnail_that_cannot_load_says_no_preview(browser: Any) -> None:
+    """A search thumbnail gone from the web showed the browser's broken-image icon and its alt text."""
+    gone = cards.Card(id=7, src="", caption="gone", label="plain").payload()
+    gone["src"] = "https://gone.example/thumb.jpg"
+    shown = cards.Card(id=8, src="", caption="fine", label="plain").payload()
+    shown["src"] = PNG
+    data = {"cards": [gone, shown], "classes": ["plain"], "actions": ["accept"], "columns": 2, "seq": 1}
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        page.route("https://gone.example/**", lambda route: route.abort())
+        page.evaluate(MOUNT, [(cards.HERE / "cards.js").read_text(encoding="utf-8"), data])
+        card = page.locator("[data-card='7']")
+        card.locator(".cg-missing", has_text="no preview").wait_for()
+        assert card.locator("img").count() == 0
+        assert page.locator("[data-card='8'] img").count() == 1  # a picture that loads stays
     finally:
         context.close()
