@@ -80,7 +80,7 @@ def _overview() -> None:
 def _new_project() -> None:
     # Keyed: stays open across the rerun of a submit, so its error (e.g. a name like ../evil) is seen.
     with kept_expander("New project", "home_new_project"), st.form("new_project", clear_on_submit=False):
-        name = st.text_input("Project name", placeholder="e.g. birds")
+        name = st.text_input("Project name", placeholder="e.g. birds", key="new_project_name")
         template = st.selectbox(
             "Start from", list(proj.TEMPLATES), format_func=lambda t: {"lotr": "Middle-earth races"}.get(t, t)
         )
@@ -91,6 +91,7 @@ def _new_project() -> None:
                 remember(data_dir(), created.name)
                 st.session_state["_project"] = created.name
                 flash("success", f"Created project {created.name!r}.")
+                del st.session_state["new_project_name"]  # an empty field for the next one (a bad name stays)
                 st.rerun()
 
 

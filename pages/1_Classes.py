@@ -6,6 +6,7 @@ import streamlit as st
 
 from lotr_labeler.store import Store
 from lotr_labeler.ui.context import act, kept_expander, open_current, show_flash
+from lotr_labeler.ui.widgets import undo_and_history
 
 st.set_page_config(page_title="Classes · lotr_labeler", page_icon="🏷️", layout="wide")
 st.title("Classes")
@@ -33,6 +34,7 @@ def _rename(store: Store, name: str, key: str) -> str:
 
 
 with open_current() as store:
+    undo_and_history(store)  # a rename or delete undone right here, not only on the Dataset page
     top = st.container()  # messages for the page, and those of a class that is gone (deleted)
     with top:
         show_flash()
@@ -94,7 +96,7 @@ with open_current() as store:
                     args=(Store.delete_class, c.name),
                     kwargs={
                         "force": True,
-                        "success": f"Deleted class {c.name}; undo on the Dataset page restores it.",
+                        "success": f"Deleted class {c.name}; ↩ Undo above restores it.",
                         "flash_to": slot,
                     },
                 )

@@ -270,7 +270,7 @@ with open_current() as store:
         c[2].number_input("Image size (px)", 32, 1024, step=32, key="t_size", **keep)
         c[3].number_input("Batch size", 1, 1024, key="t_bs", **keep)
         c = st.columns(4)
-        c[0].number_input("Learning rate (0 = default 0.002)", 0.0, 0.999, format="%.5f", key="t_lr", **keep)
+        c[0].number_input("Learning rate (0 = default 0.002)", 0.0, 0.999, format="%g", key="t_lr", **keep)
         c[1].checkbox("Find it with lr_find", key="t_findlr", **keep)
         c[2].number_input("Seed", 0, 2**31 - 1, key="t_seed", **keep)
         c[3].checkbox("Augmentation", key="t_aug", **keep)

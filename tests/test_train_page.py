@@ -45,6 +45,7 @@ def charts(at: AppTest) -> list[dict[str, Any]]:
 def test_the_form_survives_a_new_session_per_project(store: Store, data_root: Path) -> None:
     at = page()
     assert at.checkbox(key="t_pretrained").value is True  # the Quick preset, nothing remembered yet
+    assert at.number_input(key="t_lr").proto.format == "%g"  # the default 0 reads "0", not "0.00000"
     at.number_input(key="t_epochs").set_value(3).run()
     at.number_input(key="t_size").set_value(96).run()
     at.checkbox(key="t_pretrained").uncheck().run()

@@ -239,3 +239,23 @@ def test_search_triage_judges_the_head_that_scores_candidates_not_the_run(colour
     at = page("2_Search.py")
     (banner,) = [w.value for w in at.warning if "wrong" in w.value]
     assert "head that scores these candidates" in banner and "wrong almost always" in banner
+
+
+def test_head_agreement_is_kept_on_disk_per_data_version(colours: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Search shows no queue: a new process reads the two counts back instead of loading the Review queue of
+    the whole project; any write (here a relabel) makes them be counted again."""
+    from lotr_labeler.store import version
+
+    scoring.refresh(colours, embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE))
+    counted = head_agreement(colours)
+    assert counted == (45, 45)
+    version._memo.clear()  # as in a new process
+
+    def no_queue(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the queue was loaded again")
+
+    monkeypatch.setattr(scoring, "queue", no_queue)
+    assert head_agreement(colours) == counted
+    _misled(colours)
+    with pytest.raises(AssertionError, match="loaded again"):
+        head_agreement(colours)

@@ -15,10 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from lotr_labeler.errors import NotFound
 from lotr_labeler.model import runs
 from lotr_labeler.review import scoring
-from lotr_labeler.store import Store
+from lotr_labeler.store import Store, version
 
 HINT = "treat its predictions as a hint"
 
@@ -108,23 +110,30 @@ def head_agreement(store: Store) -> tuple[int, int]:
     Read off the review queue sorted by margin (worst first, the unscored last): a prediction is the
     label exactly when the margin is positive, so two binary searches count both without building
     the 20,000 items (the queue's arrays are the ones the Review page reads anyway, kept on disk).
+    The two counts are kept on disk per data version too: Search, which shows no queue, reads them
+    back instead of loading the queue of a 20,000-image project on its first load.
     """
-    compute_quality = scoring.unmeasured(store) <= scoring.PAGE_QUALITY_LIMIT  # the page's, so its file
-    ranked = scoring.queue(store, sort="margin", status="all", compute_quality=compute_quality)
 
-    def first(pred: Callable[[scoring.ReviewItem], bool]) -> int:
-        lo, hi = 0, len(ranked)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if pred(ranked[mid]):
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
+    def count() -> version.Arrays:
+        compute_quality = scoring.unmeasured(store) <= scoring.PAGE_QUALITY_LIMIT  # the page's, so its file
+        ranked = scoring.queue(store, sort="margin", status="all", compute_quality=compute_quality)
 
-    scored = first(lambda it: it.margin is None)
-    doubted = first(lambda it: it.margin is None or it.margin > 0)
-    return scored - doubted, scored
+        def first(pred: Callable[[scoring.ReviewItem], bool]) -> int:
+            lo, hi = 0, len(ranked)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if pred(ranked[mid]):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            return lo
+
+        scored = first(lambda it: it.margin is None)
+        doubted = first(lambda it: it.margin is None or it.margin > 0)
+        return {"counts": np.array([scored - doubted, scored], dtype=np.int64)}
+
+    counts = version.persisted(store, "trust.head_agreement", count)["counts"]
+    return int(counts[0]), int(counts[1])
 
 
 def scores_trust(store: Store) -> ModelTrust:
