@@ -192,7 +192,11 @@ def _weak_warning(store: Store, run: runs.Run) -> None:
         st.warning(f"⚠️ Run {run.id} ({which}) is weak. {trust.reason} {how_to_improve(run)}")
 
 
-def _run_detail(run: runs.Run) -> None:
+def _run_detail(run: runs.Run, said: str | None = None) -> None:
+    """One run's figures; a failed or cancelled one says why in full (the runs table cuts it short),
+    unless the training panel above says it already (``said``)."""
+    if run.state in ("failed", "cancelled") and run.message and run.message != said:
+        (st.error if run.state == "failed" else st.warning)(f"Run {run.id} {run.state}: {run.message}")
     metrics = run.full_metrics()
     instant = run.source == runs.INSTANT
     cols = st.columns(4)
@@ -362,7 +366,7 @@ with open_current() as store:
         )
         if not run.is_current:  # the current one is judged above, under the training panel
             _weak_warning(store, run)
-        _run_detail(run)
+        _run_detail(run, said)
         _space_section(store, run)
 
         done = [r for r in all_runs if r.state == "done"]

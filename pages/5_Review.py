@@ -471,7 +471,11 @@ with open_current() as store:
                         ("⚠️ **labels disagree**: " if g.conflict else "Same label: ")
                         + ", ".join(g.labels)
                         + f" · {len(g.images)} images · "
-                        + ("identical" if g.max_distance == 0 else f"distance ≤ {g.max_distance}")
+                        + (
+                            "same perceptual hash (distance 0)"
+                            if g.max_distance == 0
+                            else f"distance ≤ {g.max_distance}"
+                        )
                     )
                     head[1].button(
                         "Keep all",

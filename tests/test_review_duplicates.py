@@ -1,5 +1,5 @@
 """Review page, Duplicates tab: "Relabel all" starts from the group's label; Undo stays on the tab; thumbnails
-keep their size; identical groups say so; "Keep only this" says what it did."""
+keep their size; groups at distance 0 say what that means; "Keep only this" says what it did."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def test_identical_pictures_read_identical_and_keep_only_says_what_it_did(twins:
     assert group.max_distance == 0
     at = dup_page()
     heads = [m.value for m in at.markdown if "images ·" in m.value]
-    assert heads and all("identical" in h and "distance ≤ 0" not in h for h in heads), heads
+    assert heads and all("same perceptual hash (distance 0)" in h and "distance ≤ 0" not in h for h in heads), heads
 
     kept, other = group.ids
     at.button(key=f"r_dup_one_{kept}_{kept}").click()

@@ -213,7 +213,8 @@ def test_an_instant_run_says_what_it_is_and_an_ended_run_has_no_curve_to_wait_fo
 
     assert runs.INSTANT == embed.INSTANT_SOURCE
     failed = runs.create_run(store, {"arch": "resnet18", "epochs": 1, "size": 128})
-    runs.finish_run(store, failed.id, "failed", message="offline")
+    why = "Could not get the pretrained resnet18 weights: no internet. Untick 'Pretrained weights' and start again."
+    runs.finish_run(store, failed.id, "failed", message=why)
     params = {"backbone_name": "random init", "size": 128, "head": "logistic regression"}
     instant = _done(store, 0.0, params, source=embed.INSTANT_SOURCE)
     at = page()
@@ -230,3 +231,4 @@ def test_an_instant_run_says_what_it_is_and_an_ended_run_has_no_curve_to_wait_fo
     captions = [c.value for c in at.caption]
     assert any("No loss curve: the run failed before its first epoch ended." in c for c in captions)
     assert not any("appear here" in c for c in captions)
+    assert f"Run {failed.id} failed: {why}" in [e.value for e in at.error]  # why, in full (the table cuts it)
