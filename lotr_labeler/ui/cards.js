@@ -287,10 +287,9 @@ export default function (component) {
       if (k === "1 – 9") return allowed.has("relabel");
       if (k === "Z") return allowed.has("undo");
       return true;
-    }).map(([k, v]) => {
-      if (k === "K" && !allowed.has("keep")) v = "the label is right: next card";
-      return `<tr><th><kbd>${esc(k)}</kbd></th><td>${esc(v)}</td></tr>`;
-    }).join("") + (data.keys || []).map(([k, v]) => `<tr><th><kbd>${esc(k)}</kbd></th><td>${esc(v)}</td></tr>`).join("");
+    }).map(([k, v]) => [k, k === "K" && !allowed.has("keep") ? "the label is right: next card" : v])
+      .concat(data.keys || [])  // the page's own shortcuts, after the grid's
+      .map(([k, v]) => `<tr><th><kbd>${esc(k)}</kbd></th><td>${esc(v)}</td></tr>`).join("");
     return `<div class="cg-overlay cg-help" data-close-help="1"><div class="cg-helpbox" role="dialog" aria-label="Keyboard shortcuts">
       <div class="cg-lb-head"><b>Keyboard shortcuts</b><button class="cg-btn" data-close-help="1">✕</button></div>
       <table class="cg-meta">${rows}</table>

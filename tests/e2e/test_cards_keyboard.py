@@ -89,14 +89,24 @@ def thumb(sp: StreamlitPage, image_id: int) -> Any:
     return sp.page.locator(f'.cg-grid [data-card="{image_id}"] .cg-thumb')
 
 
+def card_boxes(sp: StreamlitPage) -> list[tuple[int, int, int]]:
+    """(top, height, width) of every card shown, in px."""
+    boxes = sp.page.locator(".cg-grid .cg-card").evaluate_all(
+        "els => els.map(e => [Math.round(e.getBoundingClientRect().top), e.offsetHeight, e.offsetWidth])"
+    )
+    return [(int(t), int(h), int(w)) for t, h, w in boxes]
+
+
+def per_row(boxes: list[tuple[int, int, int]]) -> int:
+    """Cards in the first row."""
+    return [top for top, _, _ in boxes].count(boxes[0][0])
+
+
 def assert_dense(sp: StreamlitPage) -> None:
     """The issue's density finding: every card one height, COLUMNS of them in a row at 1400 px."""
-    boxes = sp.page.locator(".cg-grid .cg-card").evaluate_all(
-        "els => els.map(e => [Math.round(e.getBoundingClientRect().top), Math.round(e.offsetHeight)])"
-    )
-    assert len({h for _, h in boxes}) == 1, boxes
-    rows = [top for top, _ in boxes]
-    assert rows.count(rows[0]) == min(COLUMNS, len(boxes)), rows
+    boxes = card_boxes(sp)
+    assert len({h for _, h, _ in boxes}) == 1, boxes
+    assert per_row(boxes) == min(COLUMNS, len(boxes)), boxes
 
 
 def open_grid(sp: StreamlitPage, path: str) -> list[int]:
@@ -364,19 +374,18 @@ def test_a_narrow_window_shows_fewer_columns(browser: Any, cards_app: AppServer)
     try:
         sp = StreamlitPage(context.new_page(), cards_app.url, SHOTS)
         ids = open_grid(sp, "/Dataset")
-        row = """els => { const t = els.map(e => Math.round(e.getBoundingClientRect().top));
-                          return [t.filter(x => x === t[0]).length, Math.min(...els.map(e => e.offsetWidth))]; }"""
-        per_row, narrowest = sp.page.locator(".cg-grid .cg-card").evaluate_all(row)
-        assert 2 <= per_row < COLUMNS and narrowest >= 104, (per_row, narrowest)
+        boxes = card_boxes(sp)
+        shown_per_row, narrowest = per_row(boxes), min(w for _, _, w in boxes)
+        assert 2 <= shown_per_row < COLUMNS and narrowest >= 104, (shown_per_row, narrowest)
         sp.screenshot("dataset-1000")
         key(sp, "ArrowDown", rerun=False)
-        assert focused(sp) == ids[per_row]
+        assert focused(sp) == ids[shown_per_row]
         sp.page.set_viewport_size(VIEWPORT)
         for _ in range(100):  # the ResizeObserver re-fits within a frame or two: at most 10 s
-            if sp.page.locator(".cg-grid .cg-card").evaluate_all(row)[0] == COLUMNS:
+            if per_row(card_boxes(sp)) == COLUMNS:
                 break
             sp.page.wait_for_timeout(100)
-        assert sp.page.locator(".cg-grid .cg-card").evaluate_all(row)[0] == COLUMNS
+        assert per_row(card_boxes(sp)) == COLUMNS
     finally:
         context.close()
 
