@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, overload
+from typing import Any, Protocol, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -808,7 +808,30 @@ def _scores(store: Store, ids: Sequence[int] | None = None) -> dict[int, tuple[l
     return reviews.scores(store, ids)
 
 
-class Ranking(Sequence[ReviewItem]):
+_T = TypeVar("_T")
+
+
+class _Lazy(Sequence[_T]):
+    """A read-only sequence whose elements are built only when asked for (``_at``, given an index in
+    0..len-1): a page shows 48 of 20,000."""
+
+    def _at(self, index: int) -> _T:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> _T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[_T]: ...
+
+    def __getitem__(self, index: int | slice) -> _T | list[_T]:
+        positions = range(len(self))
+        if isinstance(index, slice):
+            return [self._at(i) for i in positions[index]]
+        return self._at(positions[index])  # negative from the end; IndexError past it, as a list
+
+
+class Ranking(_Lazy[ReviewItem]):
     """Images in review order, as arrays; a ``ReviewItem`` is built only when asked for.
 
     A page shows 48 of 20,000: building every item (a probability dict each) cost about a second
@@ -833,16 +856,8 @@ class Ranking(Sequence[ReviewItem]):
     def __len__(self) -> int:
         return len(self._order)
 
-    @overload
-    def __getitem__(self, index: int) -> ReviewItem: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[ReviewItem]: ...
-
-    def __getitem__(self, index: int | slice) -> ReviewItem | list[ReviewItem]:
-        if isinstance(index, slice):
-            return [self._item(int(k)) for k in self._order[index]]
-        return self._item(int(self._order[index]))  # IndexError past the end, as a list
+    def _at(self, index: int) -> ReviewItem:
+        return self._item(int(self._order[index]))
 
     def __iter__(self) -> Iterator[ReviewItem]:
         return (self._item(int(k)) for k in self._order)
@@ -938,7 +953,7 @@ def _stored_layout() -> list[object]:
     return [_BASE_FORMAT, *(f"{f}: {ImageRow.__dataclass_fields__[f].type}" for f in _ROW_FIELDS)]
 
 
-class _StoredRows(Sequence[ImageRow]):
+class _StoredRows(_Lazy[ImageRow]):
     """The listing a base was made from, kept in it as JSON: a row is built when asked for (a new
     process lists no 20,000 rows to show 48)."""
 
@@ -948,15 +963,7 @@ class _StoredRows(Sequence[ImageRow]):
     def __len__(self) -> int:
         return len(self._rows)
 
-    @overload
-    def __getitem__(self, index: int) -> ImageRow: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[ImageRow]: ...
-
-    def __getitem__(self, index: int | slice) -> ImageRow | list[ImageRow]:
-        if isinstance(index, slice):
-            return [self._row(v) for v in self._rows[index]]
+    def _at(self, index: int) -> ImageRow:
         return self._row(self._rows[index])
 
     @staticmethod
