@@ -153,7 +153,7 @@ def triage_panel(store: Store, label: str | None, query: str | None) -> None:
     with st.expander(f"🤖 Model triage — {scored} of {len(pending)} pending scored", expanded=scored > 0):
         if backbone is None:
             st.info(
-                "Once a model is trained (Train) or embeddings are computed (Review), the model scores every "
+                "Once the dataset has images of two classes, the bundled pretrained network scores every "
                 "candidate from its thumbnail: p(its class), the class it looks like, near-duplicates. "
                 "Searches then score their results automatically."
             )

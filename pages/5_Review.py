@@ -12,7 +12,7 @@ from lotr_labeler.errors import InvalidInput
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.jobs.specs import EmbedJob, TrainJob
-from lotr_labeler.model import embed, runs, train
+from lotr_labeler.model import backbones, embed, runs, train
 from lotr_labeler.review import embedding_map, quality
 from lotr_labeler.review import scoring as review
 from lotr_labeler.review.trust import run_body_worth_trying, scores_trust
@@ -46,6 +46,7 @@ PAGE_BUTTON_PREFIXES = ("r_dup_all_", "r_dup_rl_", "r_dup_one_")
 ITEMS = "_review_items"  # the queue (a lazy review.Ranking) of a full run, handed to the grid fragment once
 SOURCES = {
     "auto": "Auto: the best of those available (cross-validated)",
+    "bundled": "EfficientNet-Lite0, ImageNet weights (bundled)",
     "run": "Current model's body",
     "imagenet": "ResNet18, ImageNet weights",
     "random": "ResNet18, random init (offline, weaker)",
@@ -98,8 +99,8 @@ def _backbone(store: Store, source: str, size: int | None) -> embed.Backbone:
     if source == "auto":  # the job chooses; count against the last fit's (or the default) backbone
         info = review.fit_info(store)
         return info.backbone_spec if info else embed.resolve_backbone(store, size=size)
-    if source == "run":
-        return embed.resolve_backbone(store, "run", size=size)
+    if source in ("run", "bundled"):
+        return embed.resolve_backbone(store, source, size=size)
     if source == "file":
         weights = st.session_state.get("r_weights", "").strip()
         if not weights:
@@ -246,7 +247,17 @@ def _initial_backbone(info: review.FitInfo | None, run: runs.Run | None, setting
     if info is not None:
         b = info.backbone_spec
         if b.kind != "run" or (run is not None and b.run_id == run.id):
-            source = "run" if b.kind == "run" else "file" if b.weights else "imagenet" if b.pretrained else "random"
+            source = (
+                "run"
+                if b.kind == "run"
+                else "bundled"
+                if b.kind == backbones.BUNDLED and b.pretrained
+                else "file"
+                if b.weights
+                else "imagenet"
+                if b.pretrained
+                else "random"
+            )
             return source, b.size
     if run is not None:
         return "auto", int(run.params.get("size") or settings.embed_size)
@@ -363,7 +374,8 @@ with open_current() as store:
         elif source == "imagenet" and not embed.imagenet_weights_cached():
             st.caption(
                 f"The ImageNet weights ({embed.IMAGENET_WEIGHTS_FILE}, 45 MB) download on first use: that needs "
-                "internet. Offline, pick the current model's body, a weights file, or random init."
+                "internet (or once in your weights folder, Settings). Offline, the bundled EfficientNet-Lite0 "
+                "needs no download."
             )
         embedding_running = jobs.running_job(store, "review") is not None
         missing_count = n_images

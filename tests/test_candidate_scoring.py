@@ -109,7 +109,7 @@ def scored(data_root: Path, colours_dir: Path, thumbs: str) -> Iterator[tuple[St
 
 def test_scoring_needs_a_model_or_embeddings(store: Store) -> None:
     assert cands.scoring_backbone(store) is None and not cands.can_score(store)
-    with pytest.raises(Conflict, match="no model or embeddings"):
+    with pytest.raises(Conflict, match="no images of 2 classes"):
         cands.score_candidates(store)
 
 

@@ -38,7 +38,8 @@ TOL = 1e-4
 FILES = ("app.py", "space.json", "requirements.txt", "README.md", "model.pkl", "model.onnx")
 # What app.py imports on each path; pinned to the versions of this environment.
 FAST_REQUIREMENTS = ("onnxruntime", "numpy", "pillow")
-TORCH_REQUIREMENTS = ("fastai", "torch", "torchvision", "numpy", "pillow")
+# timm: the default network (EfficientNet-Lite0, model/backbones.py) unpickles from it.
+TORCH_REQUIREMENTS = ("fastai", "torch", "torchvision", "timm", "numpy", "pillow")
 
 Report = Callable[[str], None]
 

@@ -35,12 +35,15 @@ from lotr_labeler.errors import (
     wrong_weights,
 )
 from lotr_labeler.imaging import write_atomic
-from lotr_labeler.model import runs
+from lotr_labeler.model import backbones, runs
 from lotr_labeler.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("resnet18", "resnet34", "resnet50")
+# The bundled EfficientNet-Lite0 first: its ImageNet weights install with pip, so the default trains
+# pretrained with no network (model/backbones.py). The ResNets download theirs, or take a weights file.
+ARCHS = (backbones.BUNDLED, *backbones.RESNETS)
+DEFAULT_ARCH = backbones.BUNDLED
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ Progress = Callable[[TrainProgress], None]
 class TrainParams:
     """Every knob of a training run. ``lr=None`` means the default, or lr_find with ``find_lr``."""
 
-    arch: str = "resnet18"
+    arch: str = DEFAULT_ARCH
     epochs: int = 3
     size: int = 224
     batch_size: int = 32
@@ -106,6 +109,11 @@ class TrainParams:
 
     def __post_init__(self) -> None:
         check_choice(self.arch, ARCHS, "Architecture")
+        if self.weights and self.arch == backbones.BUNDLED:
+            raise InvalidInput(
+                f"A weights file is for the ResNets ({', '.join(backbones.RESNETS)}); {backbones.BUNDLED} "
+                "brings its own ImageNet weights. Pick a ResNet with --arch, or leave --weights out."
+            )
         for name, value, lo, hi in (
             ("epochs", self.epochs, 1, 200),
             ("size", self.size, 32, 1024),
@@ -384,21 +392,45 @@ def _build_learner(
         num_workers=0,
         device=torch.device(device),
     )
+    if params.arch == backbones.BUNDLED:
+        return _bundled_learner(dls, params.pretrained)
     arch = getattr(torchvision.models, params.arch)
-    pretrained = params.pretrained and not params.weights
+    weights = params.weights
+    if params.pretrained and not weights:
+        # Weights saved once for every project (the user's weights folder) spare the download.
+        found = backbones.user_weights_file(params.arch)
+        if found is not None:
+            log.info("%s weights from the user's weights folder: %s", params.arch, found)
+            weights = str(found)
+            dls.add_tfms([fv.Normalize.from_stats(*fv.imagenet_stats)], "after_batch")
+    pretrained = params.pretrained and not weights
     try:
         learn = fv.vision_learner(dls, arch, pretrained=pretrained, metrics=fv.error_rate)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; hub errors are RuntimeErrors
         log.info("pretrained %s weights: %r", params.arch, exc)
         why = "there is no internet connection" if is_connection_failure(exc) else explain(exc, "The download")
         raise WeightsUnavailable(
-            f"Could not get the pretrained {params.arch} weights: {why}. Either train from scratch "
-            f"(Train page: untick '{PRETRAINED_LABEL}' just above 'Start training'; CLI: --no-pretrained), or "
-            "download the torchvision weights file on a machine with internet and give its path in "
-            f"'{WEIGHTS_LABEL}' next to it (CLI: --weights FILE)."
+            f"Could not get the pretrained {params.arch} weights: {why}. Either train the bundled "
+            f"{backbones.BUNDLED} (pretrained, no download: --arch {backbones.BUNDLED}), {backbones.WEIGHTS_DIR_HINT}, "
+            f"give the file for this run in '{WEIGHTS_LABEL}' (CLI: --weights FILE), or train from scratch "
+            f"(untick '{PRETRAINED_LABEL}'; CLI: --no-pretrained)."
         ) from exc
-    if params.weights:
-        _load_body_weights(learn, arch, params.weights)
+    if weights:
+        _load_body_weights(learn, arch, weights)
+    return learn
+
+
+def _bundled_learner(dls: Any, pretrained: bool) -> Any:
+    """fastai's timm learner on EfficientNet-Lite0 with the bundled weights, as ``pretrained=True`` would
+    build it with a download: the body's ImageNet weights, timm's input statistics, the body frozen."""
+    import fastai.vision.all as fv
+
+    learn = fv.vision_learner(dls, backbones.TIMM_NAME, pretrained=False, normalize=False, metrics=fv.error_rate)
+    if pretrained:
+        backbones.load_bundled(learn.model[0].model)
+        dls.add_tfms([fv.Normalize.from_stats(backbones.BUNDLED_MEAN, backbones.BUNDLED_STD)], "after_batch")
+        learn.freeze()
+        learn.pretrained = True
     return learn
 
 

@@ -38,7 +38,7 @@ from PIL import Image
 
 from lotr_labeler.errors import Conflict, FetchError, InvalidInput, NotFound
 from lotr_labeler.imaging import write_atomic
-from lotr_labeler.model import embed, onnx_embed, runs
+from lotr_labeler.model import embed, onnx_embed
 from lotr_labeler.review import dedupe, scoring
 from lotr_labeler.store import CandidateRow, Store, candidate_scores, now, version
 from lotr_labeler.store.candidate_scores import CandidateScore
@@ -57,6 +57,10 @@ THUMB_MAX_BYTES = 2_000_000
 # A decoded thumbnail larger than this is refused (decompression bomb): thumbnails are tiny.
 THUMB_MAX_PIXELS = 40_000_000
 SCORED_STATES = ("pending", "accepted")
+NOTHING_TO_LEARN = (
+    "Project {project!r} has no images of 2 classes for the scoring head to learn from yet. Accept a few "
+    "candidates per class and download them (or import images); then every search is scored."
+)
 SORTS = ("id", "score", "score-desc")  # score: lowest p(class) first; score-desc: highest first
 FILTERS = ("off-topic", "looks-like", "near-duplicate", "unscored")
 _BATCH = 32
@@ -66,15 +70,18 @@ _BATCH = 32
 
 
 def scoring_backbone(store: Store) -> embed.Backbone | None:
-    """The backbone candidates are scored with: the last Review fit's, else the current run's body,
-    else None (nothing to score with yet: no embeddings, no model)."""
+    """The backbone candidates are scored with: the last Review fit's, else a pretrained run's body,
+    else the bundled EfficientNet-Lite0 (``resolve_backbone``'s auto); None while the head has nothing
+    to learn from (images of fewer than 2 classes)."""
     info = scoring.fit_info(store)
     if info is not None:
         return info.backbone_spec
-    run = runs.current_run(store)
-    if run is not None and run.model_path.is_file():
-        return embed.resolve_backbone(store, "run")
-    return None
+    if len({img.class_id for img in store.images()}) < 2:
+        return None
+    try:
+        return embed.resolve_backbone(store, "auto")
+    except (NotFound, InvalidInput):
+        return None
 
 
 def can_score(store: Store) -> bool:
@@ -240,10 +247,7 @@ def score_candidates(
     started = time.monotonic()
     backbone = backbone or scoring_backbone(store)
     if backbone is None:
-        raise Conflict(
-            f"Project {store.name!r} has no model or embeddings to score candidates with yet. "
-            "Train a model, or compute embeddings on the Review page (`lotr-labeler review --compute`)."
-        )
+        raise Conflict(NOTHING_TO_LEARN.format(project=store.name))
     report = ScoreReport(backbone=backbone.describe())
     rows = _selected(store, ids)
     report.total = len(rows)
