@@ -110,10 +110,28 @@ def _launch_score(store: Store) -> str:
     return "Scoring started: the cards show each candidate's p(class) as it lands."
 
 
-def _threshold_side(store: Store, label: str | None, query: str | None, accept: bool) -> None:
-    """One bulk threshold action: slider, live count, preview strip, then the button."""
+def _own_threshold(key: str) -> None:
+    st.session_state[f"{key}_own"] = True  # the user's threshold overrides the suggestion from now on
+
+
+def _use_suggested(key: str) -> None:
+    st.session_state.pop(f"{key}_own", None)
+
+
+def _threshold_side(
+    store: Store, label: str | None, query: str | None, accept: bool, suggested: triage.Thresholds
+) -> None:
+    """One bulk threshold action: slider (the suggested threshold until the user moves it), its expected
+    precision, live count, preview strip, then the button."""
     key, verb = ("t_accept", "Accept") if accept else ("t_reject", "Reject")
     sign = "≥" if accept else "≤"
+    at, precision = (
+        (suggested.accept_at, suggested.accept_precision)
+        if accept
+        else (suggested.reject_at, suggested.reject_precision)
+    )
+    if not st.session_state.get(f"{key}_own"):
+        st.session_state[key] = at
     t = float(
         st.slider(
             f"{verb} every pending candidate of the filter (all pages) with p(its class) {sign}",
@@ -121,8 +139,19 @@ def _threshold_side(store: Store, label: str | None, query: str | None, accept: 
             1.0,
             step=0.01,
             key=key,
+            on_change=_own_threshold,
+            args=(key,),
         )
     )
+    if precision is not None:
+        note = f"Suggested {sign} {at:.2f}: expected precision {precision:.1%} "
+        note += f"(out-of-sample, {suggested.labeled} images)."
+    else:
+        note = f"Default {sign} {at:.2f}: no threshold reaches {suggested.target:.0%} precision out-of-sample yet."
+    if st.session_state.get(f"{key}_own") and abs(t - at) > 1e-9:
+        st.button(f"↺ {note}", key=f"{key}_reset", on_click=_use_suggested, args=(key,), type="tertiary")
+    else:
+        st.caption(note)
     hits = triage.at_least(store, t, label, query=query) if accept else triage.at_most(store, t, label, query=query)
     st.caption(f"**{len(hits)}** pending candidate(s) with p(class) {sign} {t:.2f}" + (" — first 12:" if hits else ""))
     if hits:
@@ -172,11 +201,12 @@ def triage_panel(store: Store, label: str | None, query: str | None) -> None:
         c[1].caption(f"Thumbnails embedded with {backbone.describe()}; head fitted on every labeled image.")
         job_panel(store.name, ScoreCandidatesJob.kind, "Scoring")
         if scored:
+            suggested = triage.suggest_thresholds(store, backbone)
             left, right = st.columns(2)
             with left:
-                _threshold_side(store, label, query, accept=True)
+                _threshold_side(store, label, query, True, suggested)
             with right:
-                _threshold_side(store, label, query, accept=False)
+                _threshold_side(store, label, query, False, suggested)
 
 
 def _pick(options: tuple[str, ...], key: str, label: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lotr_labeler.imaging import normalize
 from lotr_labeler.model import embed, runs
 from lotr_labeler.store import Store
 
@@ -205,3 +206,14 @@ def plant_review_fit(store: Store, class_ids: list[int]) -> None:
     store.meta_set(
         "review_fit", json.dumps({**fit, "folds": 2, "scored": 0, "blended": 0, "run_id": None, "event_id": 0})
     )
+
+
+def fill(store: Store, per_class: int = 10, valid: int = 3, classes: tuple[str, ...] = SHAPES) -> None:
+    """Add generated shapes until each class has ``per_class`` images, ``valid`` of them in the valid split."""
+    for shape in classes:
+        store.add_class(shape)
+        seed = 100 * SHAPES.index(shape)
+        while store.count(shape) < per_class or store.count(shape, split="valid") < valid:
+            store.add_image(normalize(image_bytes(shape_image(shape, seed))), shape, source="upload")
+            seed += 1
+    store.set_setting("min_images_per_class", 3)

@@ -141,6 +141,20 @@ PRESETS: dict[str, TrainParams] = {
 }
 
 
+def weights_line(params: TrainParams) -> str:
+    """One line on where the run's starting weights come from (the CLI prints it; the Train page says it too)."""
+    if not params.pretrained:
+        return f"Training {params.arch} from random weights (--no-pretrained): expect a weaker model."
+    if params.arch == backbones.BUNDLED:
+        return f"Training {params.arch} from its ImageNet weights, bundled with the install (no download)."
+    if params.weights:
+        return f"Training {params.arch} from the weights file {Path(params.weights).name}."
+    found = backbones.user_weights_file(params.arch)
+    if found is not None:
+        return f"Training {params.arch} from {found} (your weights folder)."
+    return f"Training {params.arch} from torchvision's ImageNet weights (downloaded once, then cached)."
+
+
 def preset(name: str, **overrides: Any) -> TrainParams:
     base = PRESETS[check_choice(name, PRESETS, "Preset")]
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
@@ -757,7 +771,8 @@ class TrainForm:
             find_lr=self.find_lr,
             seed=self.seed,
             pretrained=self.pretrained,
-            weights=self.weights.strip() or None,
+            # A file typed for a ResNet stays in the form (greyed out) when the bundled network is chosen.
+            weights=(self.weights.strip() or None) if self.arch != backbones.BUNDLED else None,
             augment=self.augment,
         )
 

@@ -439,7 +439,8 @@ class BackboneChoice:
     def reason(self) -> str:
         """E.g. 'run 2024… body: CV accuracy 0.91 vs random init 0.62 (5-fold head on 240 valid-split images)'."""
         scored = sorted((t for t in self.trials if t.accuracy is not None), key=lambda t: -(t.accuracy or 0.0))
-        skipped = [t for t in self.trials if t.accuracy is None]
+        # Not tried or not usable; the winner itself is unscored when it was the only one (nothing to compare).
+        skipped = [t for t in self.trials if t.accuracy is None and t.backbone != self.backbone]
         best = next((t for t in scored if t.backbone == self.backbone), None)
         if best is None:
             text = f"{self.backbone.short}: the only backbone available"

@@ -50,6 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     with _bundle_store(args, Path(spec.bundle)) if spec.bundle else open_store(args) as store:
         tr.check_dataset(store)  # refuse before the 10 s fastai import
+        print(tr.weights_line(params), file=sys.stderr)
         with JobRun(store, TrainJob.kind, asdict(params), args.job) as job:
             with Progress("train", "%", job) as bar:
 
