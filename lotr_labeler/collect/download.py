@@ -48,6 +48,7 @@ from lotr_labeler.imaging import Normalized, normalize
 from lotr_labeler.settings import setting
 from lotr_labeler.store import AddResult, CandidateRow, Store
 from lotr_labeler.store.images import ImageIn
+from lotr_labeler.urls import redact
 
 log = logging.getLogger(__name__)
 
@@ -124,17 +125,6 @@ def _blocked(address: str) -> bool:
         or ip.is_unspecified
         or not ip.is_global  # e.g. carrier-grade NAT 100.64.0.0/10
     )
-
-
-def redact(url: str) -> str:
-    """``url`` without its user:password@ part (for messages and logs)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def check_url(url: str, allow_private: bool, *, resolver: Resolver | None = None) -> list[str]:

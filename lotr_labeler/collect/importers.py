@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import itertools
 import lzma
 import os
 import stat
@@ -18,6 +19,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import IO
 from urllib.parse import urlsplit
 
 from lotr_labeler.collect.export import csv_unsafe
@@ -25,6 +27,7 @@ from lotr_labeler.errors import ImageRejected, InvalidInput, LabelerError, NotFo
 from lotr_labeler.imaging import normalize
 from lotr_labeler.project import validate_name
 from lotr_labeler.store import CandidateIn, Store
+from lotr_labeler.urls import clean_url, has_credentials, redact
 
 Progress = Callable[[int, int], None]
 MANIFEST = "manifest.csv"
@@ -428,14 +431,64 @@ def _zip_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> C
     return read
 
 
-def _read_manifest(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict[str, dict[str, str | None]]:
-    """Provenance from an exported bundle's manifest.csv, keyed by file path."""
-    text = zf.read(info).decode("utf-8", errors="replace")
+# A damaged member: EOFError, zlib/lzma errors; RuntimeError: encrypted; NotImplementedError: unsupported compression.
+_UNREADABLE = (OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, RuntimeError, NotImplementedError)
+MANIFEST_MAX_BYTES = 64 * 1024 * 1024  # an export's manifest of 100,000 images is well under this
+MANIFEST_MAX_LINE = 64 * 1024  # a row is a path, two URLs, a title and a query: a few KB at most
+
+
+def _manifest_lines(fh: IO[bytes], limit: int, line_limit: int) -> Iterator[str]:
+    """The manifest's lines, decoded, read as a stream: never more than ``line_limit`` bytes
+    held at once and ``limit`` bytes in all, so a one-line bomb costs a few KB, not gigabytes."""
+    total = 0
+    for lineno in itertools.count(1):
+        raw = fh.readline(line_limit + 1)
+        if not raw:
+            return
+        total += len(raw)
+        if len(raw) > line_limit:
+            raise InvalidInput(
+                f"{MANIFEST} in the zip has a line longer than {line_limit:,} bytes (line {lineno}): "
+                "it is not an export's manifest. Remove it from the zip or fix that line."
+            )
+        if total > limit:
+            raise InvalidInput(
+                f"{MANIFEST} in the zip is larger than {limit:,} bytes. Remove it from the zip or split the zip."
+            )
+        yield raw.decode("utf-8", errors="replace")
+
+
+def _read_manifest(
+    zf: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    *,
+    limit: int | None = None,
+    line_limit: int | None = None,
+) -> dict[str, dict[str, str | None]]:
+    """Provenance from an exported bundle's manifest.csv, keyed by file path.
+
+    Read as a stream under a byte cap (the header's size may lie); URLs go through ``clean_url``,
+    so credentials in a manifest are never stored.
+    """
     out: dict[str, dict[str, str | None]] = {}
-    for raw in csv.DictReader(io.StringIO(text)):
-        row = {k: csv_unsafe(v) for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}
-        if row.get("path"):
-            out[row["path"]] = {k: (row.get(k) or None) for k in ("source_url", "page_url", "title", "query")}
+    try:
+        with zf.open(info) as fh:
+            lines = _manifest_lines(fh, limit or MANIFEST_MAX_BYTES, line_limit or MANIFEST_MAX_LINE)
+            for raw in csv.DictReader(lines):
+                row = {k: csv_unsafe(v) for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}
+                if row.get("path"):
+                    out[row["path"]] = {
+                        "source_url": clean_url(row.get("source_url")),
+                        "page_url": clean_url(row.get("page_url")),
+                        "title": row.get("title") or None,
+                        "query": row.get("query") or None,
+                    }
+    except csv.Error as exc:
+        raise InvalidInput(
+            f"{MANIFEST} in the zip is not valid CSV ({exc}). Remove it from the zip or fix it."
+        ) from None
+    except _UNREADABLE as exc:
+        raise InvalidInput(f"{MANIFEST} in the zip cannot be read ({exc}). Remove it from the zip.") from None
     return out
 
 
@@ -445,23 +498,6 @@ def _valid_url(url: str) -> bool:
         return parts.scheme in ("http", "https") and bool(parts.hostname)
     except ValueError:  # e.g. an unbalanced IPv6 bracket
         return False
-
-
-def _has_credentials(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        return parts.username is not None or parts.password is not None
-    except ValueError:
-        return False
-
-
-def _masked(url: str) -> str:
-    """``url`` with its user-info replaced, so a report never repeats a secret."""
-    scheme, sep, rest = url.partition("://")
-    host_part = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
-    if "@" not in host_part:
-        return url
-    return f"{scheme}{sep}***@{rest[len(host_part.rsplit('@', 1)[0]) + 1 :]}"
 
 
 def parse_url_rows(text: str, default_label: str | None = None) -> Iterator[tuple[int, list[str]]]:
@@ -516,9 +552,9 @@ def import_urls(
             report.rejected.append((where, f"{url!r} is not an http(s) URL"))
             continue
         # Credentials would be stored, shown in the grid and exported in manifest.csv.
-        if _has_credentials(url):
+        if has_credentials(url):
             report.rejected.append(
-                (where, f"{_masked(url)!r} carries a user name or password (user:secret@); remove it from the URL")
+                (where, f"{redact(url)!r} carries a user name or password (user:secret@); remove it from the URL")
             )
             continue
         if len(cells) < 2 or not cells[1]:
@@ -528,8 +564,8 @@ def import_urls(
         if thumb and not _valid_url(thumb):
             report.rejected.append((where, f"thumbnail {thumb!r} is not an http(s) URL"))
             continue
-        if thumb and _has_credentials(thumb):
-            report.rejected.append((where, f"thumbnail {_masked(thumb)!r} carries a user name or password; remove it"))
+        if thumb and has_credentials(thumb):
+            report.rejected.append((where, f"thumbnail {redact(thumb)!r} carries a user name or password; remove it"))
             continue
         try:
             label = _class_for(store, cells[1], report) if create_classes else _known_class(store, cells[1], known)

@@ -29,6 +29,7 @@ from lotr_labeler.errors import (
     is_connection_failure,
 )
 from lotr_labeler.store import CandidateIn, Store
+from lotr_labeler.urls import clean_url
 
 log = logging.getLogger(__name__)
 
@@ -332,9 +333,9 @@ def _candidates(label: str, query: str, hits: Sequence[SearchHit], source: str) 
     return [
         CandidateIn(
             label=label,
-            image_url=h.image_url,
-            thumbnail_url=h.thumbnail_url,
-            page_url=h.page_url,
+            image_url=clean_url(h.image_url) or h.image_url,
+            thumbnail_url=clean_url(h.thumbnail_url),
+            page_url=clean_url(h.page_url),
             title=h.title,
             query=query,
             width=h.width,

@@ -17,6 +17,7 @@ from lotr_labeler.store.classes import ClassesMixin
 from lotr_labeler.store.db import now
 from lotr_labeler.store.history import Payload, undoes
 from lotr_labeler.store.rows import AddResult, ImageRow, image_row
+from lotr_labeler.urls import clean_url
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +192,8 @@ class ImagesMixin(ClassesMixin):
                 near,
                 "near-duplicate" if near else "",
                 item.source,
-                item.source_url,
-                item.page_url,
+                clean_url(item.source_url),  # the one sanitiser, whatever the source (lotr_labeler.urls)
+                clean_url(item.page_url),
                 item.title,
                 item.query,
                 item.original_name,
