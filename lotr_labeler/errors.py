@@ -112,6 +112,16 @@ class BlockedHost(FetchError):
         super().__init__(message, "blocked host")
 
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A write failed for want of space: an OSError ENOSPC/EDQUOT, or SQLite's SQLITE_FULL."""
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_FULL_ERRNOS
+    return type(exc).__name__ == "OperationalError" and "disk is full" in str(exc)
+
+
 def check_choice(value: str, allowed: Iterable[str], what: str, *, hint: str = "") -> str:
     """Return ``value`` when it is one of ``allowed``, else raise one ``InvalidInput`` that names
     the bad value and every allowed one (cleanvision's "X is not supported. Must be one of: ...").
@@ -258,7 +268,7 @@ def _explain_one(exc: BaseException, subject: str, server: str | None = None) ->
         return f"{server or subject} did not answer in time. Check the connection and try again."
     if is_connection_failure(exc):
         return f"{server or subject} cannot be reached. Check the network connection or proxy and try again."
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_disk_full(exc):
         return "The disk is full. Free some space (e.g. empty the trash or delete old runs) and try again."
     if isinstance(exc, PermissionError):
         return f"No permission to use {exc.filename or subject}. Check the file's owner and permissions."

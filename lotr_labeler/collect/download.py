@@ -43,11 +43,11 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from lotr_labeler.errors import BlockedHost, FetchError, ImageRejected, NotFound
+from lotr_labeler.errors import BlockedHost, FetchError, ImageRejected, InvalidInput, NotFound
 from lotr_labeler.imaging import Normalized, normalize
 from lotr_labeler.settings import setting
 from lotr_labeler.store import AddResult, CandidateRow, Store
-from lotr_labeler.store.images import ImageIn
+from lotr_labeler.store.images import ImageIn, ImportRecord
 from lotr_labeler.urls import redact
 
 log = logging.getLogger(__name__)
@@ -595,6 +595,10 @@ class DownloadReport:
     previously_deleted: int = 0  # exact copies of an image the user deleted: candidate rejected
     skipped: int = 0  # requested ids that are not accepted/failed
     image_ids: list[int] = field(default_factory=list)  # images added by this run
+    # The run's one history event, written by each batch's commit (a killed run stays undoable).
+    history: ImportRecord = field(
+        default_factory=lambda: ImportRecord("downloaded {n} image(s)"), repr=False, compare=False
+    )
     failures: list[tuple[int, str, str]] = field(default_factory=list)  # (candidate id, url, reason)
     cancelled: bool = False
     elapsed_s: float = 0.0
@@ -881,7 +885,7 @@ def _record_images(
         if outcome.image is not None
     ]
     try:
-        results = store.add_images(items)
+        results = store.add_images(items, record=report.history)
     except BaseException:
         # Ctrl-C (or an error) after the commit, while the files were being moved: the rows are
         # stored, so the run's event must name them. The commit marked their candidates downloaded.
@@ -910,9 +914,11 @@ def _recover_committed(store: Store, batch: list[tuple[CandidateRow, _Outcome]],
         log.warning("download: could not tell which images the last commit stored (%s)", exc)
 
 
-def _record_one(store: Store, cand: CandidateRow, res: AddResult | NotFound, report: DownloadReport) -> str:
+def _record_one(
+    store: Store, cand: CandidateRow, res: AddResult | NotFound | InvalidInput, report: DownloadReport
+) -> str:
     """Count one result of a committed batch (its image, if new, is in ``report.image_ids`` already)."""
-    if isinstance(res, NotFound):  # the class was deleted or renamed while downloading
+    if isinstance(res, (NotFound, InvalidInput)):  # the class was deleted or renamed while downloading
         return _fail(store, cand, "class gone", str(res), report)
     image = res.image
     if not res.duplicate:
@@ -995,11 +1001,10 @@ def download_candidates(
     try:
         _drive(store, pool, processors, http, iter(todo), cfg, resolver, report, started, progress, cancel)
     finally:
+        # One history entry per run (``report.history``), so undo takes a whole download back like an
+        # import: each batch's commit wrote it, also for a run an error, Ctrl-C or kill -9 ended.
         if own_client:
             http.close()
-        # One history entry per run, so undo can take a whole download back like an import:
-        # also for the images committed before an error or Ctrl-C ended the run.
-        store.record_import(report.image_ids, f"downloaded {len(report.image_ids)} image(s)")
     report.elapsed_s = time.monotonic() - started
     log.info("download: %s", report.summary())
     return report

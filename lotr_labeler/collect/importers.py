@@ -14,6 +14,7 @@ import itertools
 import lzma
 import os
 import stat
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -23,10 +24,11 @@ from typing import IO
 from urllib.parse import urlsplit
 
 from lotr_labeler.collect.export import csv_unsafe
-from lotr_labeler.errors import ImageRejected, InvalidInput, LabelerError, NotFound
+from lotr_labeler.errors import ImageRejected, InvalidInput, LabelerError, NotFound, is_disk_full
 from lotr_labeler.imaging import normalize
 from lotr_labeler.project import validate_name
 from lotr_labeler.store import CandidateIn, Store
+from lotr_labeler.store.images import ImageIn, ImportRecord
 from lotr_labeler.urls import clean_url, has_credentials, redact
 
 Progress = Callable[[int, int], None]
@@ -103,13 +105,57 @@ class _Entry:
     provenance: dict[str, str | None]
 
 
+# A batch commits when it holds this many images or is this old: a kill loses at most one batch's work,
+# and what was committed before is in the import's one history event.
+BATCH_IMAGES = 32
+BATCH_SECONDS = 0.5
+
+
+class _Batches:
+    """Normalized images waiting for their commit, and the import's one growing history event."""
+
+    def __init__(self, store: Store, source: str, report: ImportReport) -> None:
+        self.store = store
+        self.report = report
+        self.source = source
+        self.record = ImportRecord(f"imported {{n}} image(s) from {source}")
+        self.items: list[tuple[str, ImageIn]] = []
+        self.started = time.monotonic()
+
+    def add(self, name: str, item: ImageIn) -> None:
+        if not self.items:
+            self.started = time.monotonic()
+        self.items.append((name, item))
+        if len(self.items) >= BATCH_IMAGES or time.monotonic() - self.started >= BATCH_SECONDS:
+            self.commit()
+
+    def commit(self) -> None:
+        if not self.items:
+            return
+        names = [n for n, _ in self.items]
+        items = [item for _, item in self.items]
+        self.items = []
+        # Staged before the lock and committed with the event's growth in one transaction.
+        results = self.store.add_images(items, record=self.record)
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, LabelerError):  # the class was deleted meanwhile, or may not be made
+                self.report.rejected.append((name, str(result)))
+            elif result.duplicate:
+                self.report.duplicates.append((name, result.image.id))
+            else:
+                self.report.added.append(result.image.id)
+                label = result.image.label
+                if result.image.class_id in self.record.classes and label not in self.report.created_classes:
+                    self.report.created_classes.append(label)
+
+
 def _ingest(
     store: Store, entries: list[_Entry], source: str, report: ImportReport, progress: Progress | None
 ) -> ImportReport:
     settings = store.settings()
     max_bytes = settings.max_bytes
     valid: dict[str, bool] = {}  # folder name -> usable as a class
-    labels: dict[str, str] = {}  # folder name -> class, once an image made it exist
+    batches = _Batches(store, source, report)
     for done, entry in enumerate(entries, start=1):
         try:
             if entry.label not in valid:
@@ -136,43 +182,35 @@ def _ingest(
                 quality=settings.jpeg_quality,
                 name=entry.name,
             )
-            # Classes are made only for folders holding an image, so junk folders leave none behind.
-            if entry.label not in labels:
-                labels[entry.label] = _class_for(store, entry.label, report)
-            result = store.add_image(
+            # Classes are made only for folders holding an image (in the commit that stores it), so
+            # junk folders leave none behind and a killed import leaves none without its event.
+            ready = ImageIn(
                 img,
-                labels[entry.label],
-                source=source,
-                original_name=entry.name,
+                entry.label,
+                source,
                 source_url=entry.provenance.get("source_url"),
                 page_url=entry.provenance.get("page_url"),
                 title=entry.provenance.get("title"),
                 query=entry.provenance.get("query"),
+                original_name=entry.name,
+                create_class=True,
             )
-            if result.duplicate:
-                report.duplicates.append((entry.name, result.image.id))
-            else:
-                report.added.append(result.image.id)
         except ImageRejected as exc:
             report.rejected.append((entry.name, exc.reason))
         except LabelerError as exc:  # e.g. its class was deleted meanwhile: skip this file, not the import
             report.rejected.append((entry.name, str(exc)))
-        except (
-            OSError,
-            EOFError,
-            zipfile.BadZipFile,
-            zlib.error,
-            lzma.LZMAError,
-            RuntimeError,
-            NotImplementedError,
-        ) as exc:
-            # RuntimeError: encrypted zip entry; NotImplementedError: unsupported compression;
-            # EOFError, zlib/lzma errors: a damaged compressed entry.
+        except _UNREADABLE as exc:
+            if is_disk_full(exc):  # not this file's fault: the import stops with one clear error
+                raise
             report.rejected.append((entry.name, f"unreadable: {getattr(exc, 'strerror', None) or exc}"))
+        else:
+            # Outside the per-file handlers: a commit that fails (a full disk) ends the import, it is
+            # not one file's "unreadable". What committed before is in the import's event.
+            batches.add(entry.name, ready)
         finally:
             if progress:
                 progress(done, len(entries))
-    store.record_import(report.added, f"imported {len(report.added)} image(s) from {source}")
+    batches.commit()
     return report
 
 
