@@ -22,6 +22,7 @@ import psutil
 
 from lotr_labeler.errors import Conflict, NotFound
 from lotr_labeler.store import Store, now
+from lotr_labeler.store.history import ORIGIN_ENV
 
 # A launched worker gets this long to record its pid before it is presumed dead.
 _START_GRACE_S = 60
@@ -206,6 +207,7 @@ def launch(store: Store, kind: str, command: list[str], args: dict[str, Any]) ->
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # survives the page's script run and Ctrl-C in the server
+                env={**os.environ, ORIGIN_ENV: store.author()},  # its changes are the launcher's to undo
             )
     except OSError as exc:  # no process: end the row now, or it would block this kind until the grace ends
         finish(store, job.id, "failed", f"Could not start the {kind} worker ({exc}).")

@@ -33,6 +33,8 @@ _F = TypeVar("_F", bound=Inverse)
 
 UNDO: dict[str, Inverse] = {}
 ORIGIN_ENV = "LOTR_LABELER_ORIGIN"
+# Asked first for this thread's author (the UI registers one that names the browser session).
+ORIGIN_PROVIDERS: list[Callable[[], str | None]] = []
 
 
 def undoes(*kinds: str) -> Callable[[_F], _F]:
@@ -54,6 +56,10 @@ def undoes(*kinds: str) -> Callable[[_F], _F]:
 def default_origin() -> str:
     """This process's author: ``$LOTR_LABELER_ORIGIN`` (a job started by a page), else the terminal
     session, so `delete` and a later `undo` typed in one shell are one author, another shell another."""
+    for provider in ORIGIN_PROVIDERS:
+        found = provider()
+        if found:
+            return found
     given = os.environ.get(ORIGIN_ENV, "").strip()
     if given:
         return given
