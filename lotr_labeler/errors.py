@@ -12,6 +12,7 @@ allowed to surface.
     ├── ImageRejected         a file or body that is not a usable image (reason attached)
     ├── UnsafeArchive         zip entries that would escape the target folder
     ├── StoreError            the project database cannot be opened or migrated
+    │   └── DiskFull          a write failed for want of space (imports and downloads stop)
     ├── TrainingError         training cannot start or failed (dataset, weights)
     │   └── WeightsUnavailable
     ├── SearchError           image search failed
@@ -67,6 +68,10 @@ class UnsafeArchive(LabelerError):
 
 class StoreError(LabelerError):
     """The project database cannot be opened, migrated or repaired."""
+
+
+class DiskFull(StoreError):
+    """A write failed for want of space: the command stops with an error, never a per-file reason."""
 
 
 class TrainingError(LabelerError):

@@ -43,7 +43,7 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from lotr_labeler.errors import BlockedHost, FetchError, ImageRejected, InvalidInput, NotFound
+from lotr_labeler.errors import BlockedHost, DiskFull, FetchError, ImageRejected, InvalidInput, NotFound, is_disk_full
 from lotr_labeler.imaging import Normalized, normalize
 from lotr_labeler.settings import setting
 from lotr_labeler.store import AddResult, CandidateRow, Store
@@ -805,7 +805,11 @@ def _work(
         # The temp file and its fsync happen here, in parallel; the writer thread only commits.
         try:
             return _Outcome(image=image, staged=stage(image))
-        except OSError as exc:  # e.g. a full disk: this candidate fails with the reason, the run goes on
+        except OSError as exc:
+            if is_disk_full(exc):  # not this URL's fault: the run stops (``_record_failure``), it stays accepted
+                raise FetchError(
+                    f"Could not write candidate {cand.id} to the project's tmp/ folder.", "disk full"
+                ) from None
             raise FetchError(
                 f"Could not write candidate {cand.id} to the project's tmp/ folder ({exc}). "
                 "Free some disk space, then retry the failed downloads.",
@@ -848,6 +852,11 @@ def _decode(data: bytes, cand: CandidateRow, cfg: _Config, cancel: threading.Eve
 def _record_failure(store: Store, cand: CandidateRow, outcome: _Outcome, report: DownloadReport) -> str:
     """Write one failed fetch to the store (calling thread only). Returns a progress message."""
     reason = outcome.error.reason if outcome.error else "unknown"
+    if reason == "disk full":
+        raise DiskFull(
+            f"The disk is full: {outcome.error} Free some space (empty the trash, delete old runs), then run the "
+            "download again; the candidates not downloaded stay accepted."
+        )
     if reason == "cancelled":
         return f"Candidate {cand.id} was cancelled; it stays {cand.state}."  # a rerun resumes it
     return _fail(store, cand, reason, str(outcome.error), report)
