@@ -74,7 +74,14 @@ def migrate(conn: sqlite3.Connection) -> int:
         )
     for number, (name, sql) in enumerate(MIGRATIONS[version:], start=version + 1):
         try:
-            conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
+            # The guard fails the script when another process applied it meanwhile (checked under the
+            # lock): re-running an older migration that happens to succeed would lower user_version.
+            guard = (
+                f"CREATE TEMP TABLE _migration_guard(v INTEGER CHECK (v < {number}));\n"
+                "INSERT INTO _migration_guard SELECT user_version FROM pragma_user_version;\n"
+                "DROP TABLE _migration_guard;"
+            )
+            conn.executescript(f"BEGIN IMMEDIATE;\n{guard}\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

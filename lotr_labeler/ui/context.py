@@ -6,6 +6,7 @@ a plain session key (``_project``) and on disk (the data root's last-project mar
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -118,6 +119,23 @@ def current_project() -> str:
     st.session_state["project_picker"] = chosen  # follows projects created or picked elsewhere
     st.sidebar.selectbox("Project", projects, key="project_picker", on_change=_choose)
     return str(chosen)
+
+
+_ORIGIN = "_history_origin"
+
+
+def browser_origin() -> str | None:
+    """The author of changes made in this script run: its browser session (one per window or tab),
+    so that window's Undo and Z act on its own last change. None outside a page's run."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return None
+    # A token kept in the session's state rather than Streamlit's session id: one per window (a
+    # reload starts a new one), and distinct for each AppTest as well.
+    if _ORIGIN not in st.session_state:
+        st.session_state[_ORIGIN] = f"browser:{secrets.token_hex(8)}"
+    return str(st.session_state[_ORIGIN])
 
 
 def open_current() -> Store:

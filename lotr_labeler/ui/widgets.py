@@ -10,6 +10,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.store import ImageRow, Store
+from lotr_labeler.store.history import describe_origin
 from lotr_labeler.ui.context import act, keep_valid
 
 ALL = "All"
@@ -41,7 +42,9 @@ def undo_and_history(store: Store, limit: int = 15, *, shortcut: str | None = No
         "↩ Undo",
         key="undo",
         shortcut=shortcut,
-        help=f"Undo the newest change, whatever its kind ({shortcut})" if shortcut else "Undo the newest change",
+        help=f"Undo this window's newest change, whatever its kind ({shortcut})"
+        if shortcut
+        else "Undo this window's newest change (other windows and the CLI undo their own)",
         on_click=act,
         args=(Store.undo,),
         kwargs={"success": "{result}"},
@@ -54,9 +57,11 @@ def history_popover(store: Store, limit: int = 15, *, where: DeltaGenerator | No
     """The History popover alone (a page whose grid has the Undo): the newest changes, undone ones struck through."""
     with (where or st).popover("History", width="stretch"):
         events = store.history(limit)
+        mine = store.author()
         for e in events:
             mark = "~~" if e.undone else ""
-            st.markdown(f"{mark}{e.summary}{mark} · {e.at[11:16]}")
+            by = "" if e.origin in (mine, None) else f" · {describe_origin(e.origin, mine)}"
+            st.markdown(f"{mark}{e.summary}{mark} · {e.at[11:16]}{by}")
         if not events:
             st.caption("No changes yet.")
 

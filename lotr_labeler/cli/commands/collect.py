@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lotr_labeler import signals
 from lotr_labeler.cli.context import Subparsers, project_command
 from lotr_labeler.cli.output import Progress, emit, print_json
 from lotr_labeler.collect.export import export_dataset
@@ -106,7 +107,8 @@ def cmd_score(store: Store, args: argparse.Namespace) -> int:
     else:
         print(report.summary())
     if report.cancelled:
-        print("error: scoring cancelled; run it again to continue.", file=sys.stderr)
+        if signals.received() is None:  # after Ctrl-C the CLI says "interrupted" once
+            print("error: scoring cancelled; run it again to continue.", file=sys.stderr)
         return 1
     return 0
 
@@ -158,7 +160,8 @@ def cmd_download(store: Store, args: argparse.Namespace) -> int:
             more = len(report.failures) - shown
             print(f"  … and {more} more: `lotr-labeler candidates list --state failed`", file=sys.stderr)
     if report.cancelled:
-        print("error: download cancelled; run it again to resume.", file=sys.stderr)
+        if signals.received() is None:  # after Ctrl-C the CLI says "interrupted" once
+            print("error: download cancelled; run it again to resume.", file=sys.stderr)
         return 1
     if report.all_failed:
         print(f"error: {report.verdict()}", file=sys.stderr)

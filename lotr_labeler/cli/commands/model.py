@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lotr_labeler import project as proj
+from lotr_labeler import signals
 from lotr_labeler.cli.context import Subparsers, cli_path, open_store, project_command, root
 from lotr_labeler.cli.output import Progress, emit, print_json, table
 from lotr_labeler.collect.importers import import_folder, import_zip
@@ -73,7 +74,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 rate = m.get("error_rate", 0)
                 job.finish("done", f"Run {run.id} finished: error rate {rate:.3f}.", {"run_id": run.id, **m})
         if run.state == "cancelled":
-            print(f"error: training cancelled (run {run.id}).", file=sys.stderr)
+            if signals.received() is None:  # after Ctrl-C the CLI says "interrupted" once
+                print(f"error: training cancelled (run {run.id}).", file=sys.stderr)
             return 1
         if spec.out:
             shutil.copyfile(run.model_path, spec.out)
