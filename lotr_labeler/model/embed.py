@@ -25,7 +25,7 @@ import io
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from lotr_labeler.errors import (
     wrong_weights,
 )
 from lotr_labeler.imaging import write_atomic
-from lotr_labeler.model import onnx_embed, runs
+from lotr_labeler.model import onnx_embed, prefetch, runs
 from lotr_labeler.store import ImageRow, Store, version
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_SEED = 0
 # ``Run.source`` of an instant model (model/instant.py): a backbone plus a head fitted on its embeddings.
 INSTANT_SOURCE = "instant"
-# Write the cache every this many batches, so a cancelled or crashed job keeps its work.
-_SAVE_EVERY = 8
+# Write the cache at least this often (seconds), so a crashed job keeps most of its work (a cancelled one
+# saves all of it). Each save rewrites the whole file: every few batches it cost O(n²) at 20,000 images.
+_SAVE_EVERY_S = 30.0
+# Decoded batches waiting for the network: 2 keep it fed while one is decoded, at 2 x 64 images of memory.
+_PREFETCH = 2
 
 
 @dataclass(frozen=True)
@@ -229,8 +232,11 @@ class EmbeddingCache:
 
     @property
     def dim(self) -> int | None:
-        m = self._full()
-        return int(m.shape[1]) if m is not None and m.shape[0] else None
+        # Without joining the blocks: ``add`` asks for every batch, and a join each time copied the
+        # whole matrix per batch (quadratic at 20,000 images).
+        if self._matrix is not None and self._matrix.shape[0]:
+            return int(self._matrix.shape[1])
+        return int(self._blocks[0].shape[1]) if self._blocks else None
 
     def _full(self) -> Matrix | None:
         if self._blocks:
@@ -447,15 +453,47 @@ def load_network(backbone: Backbone, cache_dir: Path | None = None, *, export: b
     return network
 
 
+def _pixels(path: Path, size: int) -> npt.NDArray[np.uint8]:
+    with Image.open(path) as img:
+        img.draft("RGB", (size, size))
+        rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def _as_batch(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """(N, S, S, 3) bytes → (N, 3, S, S) floats in 0..1, in one pass over the batch."""
+    return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+
+
 def prepare(paths: Sequence[Path], size: int) -> npt.NDArray[np.float32]:
     """Images as an (N, 3, size, size) float array in 0..1 (squashed to a square: nothing cropped)."""
-    out = np.empty((len(paths), 3, size, size), dtype=np.float32)
+    pixels = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
-        with Image.open(path) as img:
-            img.draft("RGB", (size, size))
-            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-        out[i] = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return out
+        pixels[i] = _pixels(path, size)
+    return _as_batch(pixels)
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    rows: list[ImageRow]  # the batch's images that decoded, in order
+    batch: npt.NDArray[np.float32]
+    failed: list[tuple[ImageRow, str]]
+    size: int  # images in the chunk, failed ones included
+
+
+def _decode_chunks(chunks: Iterable[list[tuple[ImageRow, Path]]], size: int) -> Iterator[_Decoded]:
+    """Each chunk of (image, file) read, decoded and resized: what the prefetch thread makes."""
+    for chunk in chunks:
+        pixels = np.empty((len(chunk), size, size, 3), dtype=np.uint8)
+        rows: list[ImageRow] = []
+        failed: list[tuple[ImageRow, str]] = []
+        for img, path in chunk:
+            try:
+                pixels[len(rows)] = _pixels(path, size)
+                rows.append(img)
+            except OSError as exc:
+                failed.append((img, str(exc) or type(exc).__name__))
+        yield _Decoded(rows, _as_batch(pixels[: len(rows)]), failed, len(chunk))
 
 
 def embed_arrays(network: Network, batch: npt.NDArray[np.float32]) -> Matrix:
@@ -526,30 +564,28 @@ def compute_embeddings(
     net = network or load_network(backbone, store.cache_dir, export=export)
     if net.body is not None:  # a caller's torch network (LiveScorer): give it the ONNX engine
         onnx_embed.attach(net, backbone, store.cache_dir, export=export)
-    pending = list(todo.values())
+    files = [(img, store.path(img)) for img in todo.values()]  # paths here: the store stays in this thread
+    chunks = (files[start : start + batch_size] for start in range(0, total, batch_size))
     done = 0
     cancelled = False
-    for batch_no, start in enumerate(range(0, total, batch_size), start=1):
-        if should_stop is not None and should_stop():
-            cancelled = True
-            break
-        chunk = pending[start : start + batch_size]
-        ok: list[ImageRow] = []
-        arrays: list[npt.NDArray[np.float32]] = []
-        for img in chunk:
-            try:
-                arrays.append(prepare([store.path(img)], backbone.size)[0])
-                ok.append(img)
-            except OSError as exc:
-                log.warning("cannot read image %d (%s): %s", img.id, img.relpath, exc)
-                failed.append((img.id, str(exc) or type(exc).__name__))
-        if ok:
-            cache.add([img.sha256 for img in ok], embed_arrays(net, np.stack(arrays)))
-        done += len(chunk)
-        if progress is not None:
-            progress(done, total)
-        if batch_no % _SAVE_EVERY == 0:
-            cache.save()
+    last_save = time.monotonic()
+    # Decoding the next batches in a thread overlaps it with the network on this one.
+    with prefetch.ahead(_decode_chunks(chunks, backbone.size), depth=_PREFETCH) as decoded:
+        for part in decoded:
+            if should_stop is not None and should_stop():
+                cancelled = True
+                break
+            for img, why in part.failed:
+                log.warning("cannot read image %d (%s): %s", img.id, img.relpath, why)
+                failed.append((img.id, why))
+            if part.rows:
+                cache.add([img.sha256 for img in part.rows], embed_arrays(net, part.batch))
+            done += part.size
+            if progress is not None:
+                progress(done, total)
+            if time.monotonic() - last_save >= _SAVE_EVERY_S:
+                cache.save()
+                last_save = time.monotonic()
     cache.save()
     computed = done - len(failed)
     return EmbedReport(backbone.id, computed, cached, failed, time.monotonic() - started, cancelled)
