@@ -26,7 +26,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from lotr_labeler.errors import (
     wrong_weights,
 )
 from lotr_labeler.imaging import write_atomic
-from lotr_labeler.model import onnx_embed, prefetch, runs
+from lotr_labeler.model import hardware, onnx_embed, prefetch, runs
 from lotr_labeler.store import ImageRow, Store, version
 
 log = logging.getLogger(__name__)
@@ -348,10 +348,24 @@ class Network:
     size: int
     extra: dict[str, Any] = field(default_factory=dict)
     onnx: onnx_embed.OnnxEmbedder | None = None
+    device: str = "cpu"  # where the torch body runs
 
     @property
     def engine(self) -> str:
         return "onnxruntime" if self.onnx is not None else "torch"
+
+    @property
+    def engine_detail(self) -> str:
+        """The runtime and the hardware that embed, as reported to the user ("ONNX Runtime on the CPU")."""
+        if self.onnx is not None:
+            where = "a CUDA GPU" if self.onnx.provider == onnx_embed.CUDA_PROVIDER else "the CPU"
+            return f"ONNX Runtime on {where}"
+        return "torch on a CUDA GPU" if self.device == "cuda" else "torch on the CPU"
+
+
+def _onnx_first(device: str) -> bool:
+    """ONNX Runtime embeds unless torch has a GPU that ONNX Runtime cannot use (no onnxruntime-gpu)."""
+    return device == "cpu" or onnx_embed.CUDA_PROVIDER in onnx_embed.providers()
 
 
 IMAGENET_WEIGHTS_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1 (DEFAULT)
@@ -431,14 +445,17 @@ def _run_body(backbone: Backbone) -> tuple[Any, tuple[float, ...] | None, tuple[
 
 
 def load_network(backbone: Backbone, cache_dir: Path | None = None, *, export: bool = True) -> Network:
-    """Load the body of ``backbone`` on the CPU, in eval mode.
+    """Load the body of ``backbone`` in eval mode: on the CPU, or on a CUDA GPU when there is one and
+    ONNX Runtime cannot use it (``Network.engine_detail`` says which).
 
     With ``cache_dir`` (a project's ``cache/``), embed through its ONNX export: loaded from there
     without importing torch when present and intact, else exported and checked now (unless
     ``export`` is False: a small job); any failure leaves the torch body in use (reason logged,
     and in ``extra["onnx_error"]``).
     """
-    if cache_dir is not None:
+    device = hardware.embedding_device()  # "cpu" without importing torch where there is no NVIDIA driver
+    onnx_first = cache_dir is not None and _onnx_first(device)
+    if onnx_first and cache_dir is not None:
         cached = onnx_embed.load(cache_dir, backbone)
         if cached is not None:
             return Network(body=None, mean=None, std=None, size=backbone.size, onnx=cached)
@@ -446,9 +463,10 @@ def load_network(backbone: Backbone, cache_dir: Path | None = None, *, export: b
         body, mean, std = _run_body(backbone)
     else:
         body, mean, std = _resnet18_body(backbone), IMAGENET_MEAN, IMAGENET_STD
-    body = body.cpu().eval()
-    network = Network(body=body, mean=mean, std=std, size=backbone.size)
-    if cache_dir is not None:
+    if onnx_first:
+        device = "cpu"  # exported from the CPU body; ONNX Runtime runs it where it can
+    network = Network(body=body.to(device).eval(), mean=mean, std=std, size=backbone.size, device=device)
+    if onnx_first and cache_dir is not None:
         onnx_embed.attach(network, backbone, cache_dir, export=export)
     return network
 
@@ -502,15 +520,15 @@ def embed_arrays(network: Network, batch: npt.NDArray[np.float32]) -> Matrix:
         return network.onnx(batch)
     import torch
 
-    x = torch.from_numpy(batch)
+    x = torch.from_numpy(batch).to(network.device)
     if network.mean is not None and network.std is not None:
-        mean = torch.tensor(network.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(network.std, dtype=torch.float32).view(1, -1, 1, 1)
+        mean = torch.tensor(network.mean, dtype=torch.float32, device=network.device).view(1, -1, 1, 1)
+        std = torch.tensor(network.std, dtype=torch.float32, device=network.device).view(1, -1, 1, 1)
         x = (x - mean) / std
     with torch.inference_mode():
         features = network.body(x)
         pooled = features.mean(dim=(2, 3)) if features.ndim == 4 else features.flatten(1)
-    return np.ascontiguousarray(pooled.numpy(), dtype=np.float32)
+    return np.ascontiguousarray(pooled.float().cpu().numpy(), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -521,9 +539,11 @@ class EmbedReport:
     failed: list[tuple[int, str]]
     seconds: float
     cancelled: bool = False
+    engine: str = ""  # Network.engine_detail of the network that embedded; "" when nothing was computed
 
     def summary(self) -> str:
-        text = f"Embedded {self.computed} image(s) in {self.seconds:.1f} s ({self.cached} cached) with {self.backbone}."
+        text = f"Embedded {self.computed} image(s) in {self.seconds:.1f} s ({self.cached} cached) with {self.backbone}"
+        text += f" ({self.engine})." if self.engine else "."
         if self.failed:
             text += f" {len(self.failed)} unreadable file(s) skipped."
         if self.cancelled:
@@ -562,7 +582,7 @@ def compute_embeddings(
         return EmbedReport(backbone.id, 0, cached, failed, time.monotonic() - started)
     export = total >= onnx_embed.EXPORT_MIN
     net = network or load_network(backbone, store.cache_dir, export=export)
-    if net.body is not None:  # a caller's torch network (LiveScorer): give it the ONNX engine
+    if net.body is not None and _onnx_first(net.device):  # a caller's torch network (LiveScorer): ONNX engine
         onnx_embed.attach(net, backbone, store.cache_dir, export=export)
     files = [(img, store.path(img)) for img in todo.values()]  # paths here: the store stays in this thread
     chunks = (files[start : start + batch_size] for start in range(0, total, batch_size))
@@ -588,7 +608,8 @@ def compute_embeddings(
                 last_save = time.monotonic()
     cache.save()
     computed = done - len(failed)
-    return EmbedReport(backbone.id, computed, cached, failed, time.monotonic() - started, cancelled)
+    report = EmbedReport(backbone.id, computed, cached, failed, time.monotonic() - started, cancelled)
+    return replace(report, engine=net.engine_detail)
 
 
 def embeddings(store: Store, backbone: Backbone, images: Sequence[ImageRow]) -> tuple[list[ImageRow], Matrix]:
