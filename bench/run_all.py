@@ -9,6 +9,9 @@ are context. A goal reads ``">= 0.95"`` / ``"<= 1.5"`` (on the ratio) or ``"ours
     python bench/run_all.py                 # all of them (make bench)
     python bench/run_all.py bench_app.py    # only these; the other rows of RESULTS.md are kept
 
+A script that cannot measure here (``bench_gpu.py`` without a GPU) prints one line starting ``skipped:``
+and no figure: its rows of RESULTS.md, measured where it could, are kept.
+
 Exit status 1 when a bench script failed (its row says so), else 0.
 """
 
@@ -32,6 +35,7 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "RESULTS.md"
 TIMEOUT_S = float(os.environ.get("BENCH_TIMEOUT_S", 3600))
 COLUMNS = ("bench", "figure", "ours", "anchor", "ratio", "goal", "met", "unit", "date", "machine", "note")
+SKIPPED = "skipped:"
 _GOAL = re.compile(r"^\s*(ours|ratio)?\s*(<=|>=|<|>|≤|≥)\s*([-+0-9.eE]+)")
 
 
@@ -76,8 +80,8 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def run_one(script: Path) -> tuple[list[dict[str, Any]], str | None, float]:
-    """Run one bench script; returns its figures, an error (or None) and its wall time."""
+def run_one(script: Path) -> tuple[list[dict[str, Any]], str | None, float, str | None]:
+    """Run one bench script; returns its figures, an error (or None), its wall time, and why it skipped (or None)."""
     started = time.monotonic()
     print(f"== {script.name}", flush=True)
     proc = subprocess.Popen(
@@ -103,11 +107,14 @@ def run_one(script: Path) -> tuple[list[dict[str, Any]], str | None, float]:
     timer = threading.Timer(TIMEOUT_S, kill)
     timer.start()
     rows: list[dict[str, Any]] = []
+    skipped: str | None = None
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             print(line, end="", flush=True)
             text = line.strip()
+            if text.startswith(SKIPPED):
+                skipped = text
             if text.startswith("{"):
                 try:
                     doc = json.loads(text)
@@ -124,9 +131,9 @@ def run_one(script: Path) -> tuple[list[dict[str, Any]], str | None, float]:
     if code:
         reason = f"killed after {TIMEOUT_S:.0f} s (BENCH_TIMEOUT_S)" if timed_out.is_set() else f"exit {code}"
         error = f"{reason}: {tail[-1] if tail else 'no output'}"
-    elif not rows:
+    elif not rows and skipped is None:
         error = "printed no figure"
-    return rows, error, wall
+    return rows, error, wall, skipped
 
 
 def _bench_of(line: str) -> str:
@@ -174,9 +181,14 @@ def main(argv: list[str]) -> int:
     host = machine()
     table: list[list[str]] = []
     failed = []
+    ran = set()
     for script in scripts:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-        figures, error, wall = run_one(script)
+        figures, error, wall, skipped = run_one(script)
+        if skipped is not None and not figures and error is None:
+            print(f"== {script.name}: {skipped} (its rows in {RESULTS.name} are kept)", flush=True)
+            continue
+        ran.add(script.name)
         date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         where = host if load is None else f"{host}, load {load:.1f} at start"
         for f in figures:
@@ -216,7 +228,7 @@ def main(argv: list[str]) -> int:
             f"== {script.name}: {len(figures)} figure(s) in {wall:.0f} s" + (f", FAILED ({error})" if error else ""),
             flush=True,
         )
-    write_results(table, {f"{s.name}" for s in scripts})
+    write_results(table, ran)
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 1 if failed else 0
 

@@ -26,8 +26,8 @@ import io
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from lotr_labeler.errors import (
     wrong_weights,
 )
 from lotr_labeler.imaging import write_atomic
-from lotr_labeler.model import backbones, onnx_embed, runs
+from lotr_labeler.model import backbones, hardware, onnx_embed, prefetch, runs
 from lotr_labeler.store import ImageRow, Store, version
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_SEED = 0
 # ``Run.source`` of an instant model (model/instant.py): a backbone plus a head fitted on its embeddings.
 INSTANT_SOURCE = "instant"
-# Write the cache every this many batches, so a cancelled or crashed job keeps its work.
-_SAVE_EVERY = 8
+# Write the cache at least this often (seconds), so a crashed job keeps most of its work (a cancelled one
+# saves all of it). Each save rewrites the whole file: every few batches it cost O(n²) at 20,000 images.
+_SAVE_EVERY_S = 30.0
+# Decoded batches waiting for the network: 2 keep it fed while one is decoded, at 2 x 64 images of memory.
+_PREFETCH = 2
 
 
 @dataclass(frozen=True)
@@ -260,8 +263,11 @@ class EmbeddingCache:
 
     @property
     def dim(self) -> int | None:
-        m = self._full()
-        return int(m.shape[1]) if m is not None and m.shape[0] else None
+        # Without joining the blocks: ``add`` asks for every batch, and a join each time copied the
+        # whole matrix per batch (quadratic at 20,000 images).
+        if self._matrix is not None and self._matrix.shape[0]:
+            return int(self._matrix.shape[1])
+        return int(self._blocks[0].shape[1]) if self._blocks else None
 
     def _full(self) -> Matrix | None:
         if self._blocks:
@@ -373,10 +379,24 @@ class Network:
     size: int
     extra: dict[str, Any] = field(default_factory=dict)
     onnx: onnx_embed.OnnxEmbedder | None = None
+    device: str = "cpu"  # where the torch body runs
 
     @property
     def engine(self) -> str:
         return "onnxruntime" if self.onnx is not None else "torch"
+
+    @property
+    def engine_detail(self) -> str:
+        """The runtime and the hardware that embed, as reported to the user ("ONNX Runtime on the CPU")."""
+        if self.onnx is not None:
+            where = "a CUDA GPU" if self.onnx.provider == onnx_embed.CUDA_PROVIDER else "the CPU"
+            return f"ONNX Runtime on {where}"
+        return "torch on a CUDA GPU" if self.device == "cuda" else "torch on the CPU"
+
+
+def _onnx_first(device: str) -> bool:
+    """ONNX Runtime embeds unless torch has a GPU that ONNX Runtime cannot use (no onnxruntime-gpu)."""
+    return device == "cpu" or onnx_embed.CUDA_PROVIDER in onnx_embed.providers()
 
 
 IMAGENET_WEIGHTS_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1 (DEFAULT)
@@ -455,14 +475,17 @@ def _run_body(backbone: Backbone) -> tuple[Any, tuple[float, ...] | None, tuple[
 
 
 def load_network(backbone: Backbone, cache_dir: Path | None = None, *, export: bool = True) -> Network:
-    """Load the body of ``backbone`` on the CPU, in eval mode.
+    """Load the body of ``backbone`` in eval mode: on the CPU, or on a CUDA GPU when there is one and
+    ONNX Runtime cannot use it (``Network.engine_detail`` says which).
 
     With ``cache_dir`` (a project's ``cache/``), embed through its ONNX export: loaded from there
     without importing torch when present and intact, else exported and checked now (unless
     ``export`` is False: a small job); any failure leaves the torch body in use (reason logged,
     and in ``extra["onnx_error"]``).
     """
-    if cache_dir is not None:
+    device = hardware.embedding_device()  # "cpu" without importing torch where there is no NVIDIA driver
+    onnx_first = cache_dir is not None and _onnx_first(device)
+    if onnx_first and cache_dir is not None:
         cached = onnx_embed.load(cache_dir, backbone)
         if cached is not None:
             return Network(body=None, mean=None, std=None, size=backbone.size, onnx=cached)
@@ -475,22 +498,55 @@ def load_network(backbone: Backbone, cache_dir: Path | None = None, *, export: b
         mean, std = backbones.BUNDLED_MEAN, backbones.BUNDLED_STD
     else:
         body, mean, std = _resnet18_body(backbone), IMAGENET_MEAN, IMAGENET_STD
-    body = body.cpu().eval()
-    network = Network(body=body, mean=mean, std=std, size=backbone.size)
-    if cache_dir is not None:
+    if onnx_first:
+        device = "cpu"  # exported from the CPU body; ONNX Runtime runs it where it can
+    network = Network(body=body.to(device).eval(), mean=mean, std=std, size=backbone.size, device=device)
+    if onnx_first and cache_dir is not None:
         onnx_embed.attach(network, backbone, cache_dir, export=export)
     return network
 
 
+def _pixels(path: Path, size: int) -> npt.NDArray[np.uint8]:
+    with Image.open(path) as img:
+        img.draft("RGB", (size, size))
+        rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def _as_batch(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """(N, S, S, 3) bytes → (N, 3, S, S) floats in 0..1, in one pass over the batch."""
+    return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+
+
 def prepare(paths: Sequence[Path], size: int) -> npt.NDArray[np.float32]:
     """Images as an (N, 3, size, size) float array in 0..1 (squashed to a square: nothing cropped)."""
-    out = np.empty((len(paths), 3, size, size), dtype=np.float32)
+    pixels = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
-        with Image.open(path) as img:
-            img.draft("RGB", (size, size))
-            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-        out[i] = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return out
+        pixels[i] = _pixels(path, size)
+    return _as_batch(pixels)
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    rows: list[ImageRow]  # the batch's images that decoded, in order
+    batch: npt.NDArray[np.float32]
+    failed: list[tuple[ImageRow, str]]
+    size: int  # images in the chunk, failed ones included
+
+
+def _decode_chunks(chunks: Iterable[list[tuple[ImageRow, Path]]], size: int) -> Iterator[_Decoded]:
+    """Each chunk of (image, file) read, decoded and resized: what the prefetch thread makes."""
+    for chunk in chunks:
+        pixels = np.empty((len(chunk), size, size, 3), dtype=np.uint8)
+        rows: list[ImageRow] = []
+        failed: list[tuple[ImageRow, str]] = []
+        for img, path in chunk:
+            try:
+                pixels[len(rows)] = _pixels(path, size)
+                rows.append(img)
+            except OSError as exc:
+                failed.append((img, str(exc) or type(exc).__name__))
+        yield _Decoded(rows, _as_batch(pixels[: len(rows)]), failed, len(chunk))
 
 
 def embed_arrays(network: Network, batch: npt.NDArray[np.float32]) -> Matrix:
@@ -499,15 +555,15 @@ def embed_arrays(network: Network, batch: npt.NDArray[np.float32]) -> Matrix:
         return network.onnx(batch)
     import torch
 
-    x = torch.from_numpy(batch)
+    x = torch.from_numpy(batch).to(network.device)
     if network.mean is not None and network.std is not None:
-        mean = torch.tensor(network.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(network.std, dtype=torch.float32).view(1, -1, 1, 1)
+        mean = torch.tensor(network.mean, dtype=torch.float32, device=network.device).view(1, -1, 1, 1)
+        std = torch.tensor(network.std, dtype=torch.float32, device=network.device).view(1, -1, 1, 1)
         x = (x - mean) / std
     with torch.inference_mode():
         features = network.body(x)
         pooled = features.mean(dim=(2, 3)) if features.ndim == 4 else features.flatten(1)
-    return np.ascontiguousarray(pooled.numpy(), dtype=np.float32)
+    return np.ascontiguousarray(pooled.float().cpu().numpy(), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -518,9 +574,11 @@ class EmbedReport:
     failed: list[tuple[int, str]]
     seconds: float
     cancelled: bool = False
+    engine: str = ""  # Network.engine_detail of the network that embedded; "" when nothing was computed
 
     def summary(self) -> str:
-        text = f"Embedded {self.computed} image(s) in {self.seconds:.1f} s ({self.cached} cached) with {self.backbone}."
+        text = f"Embedded {self.computed} image(s) in {self.seconds:.1f} s ({self.cached} cached) with {self.backbone}"
+        text += f" ({self.engine})." if self.engine else "."
         if self.failed:
             text += f" {len(self.failed)} unreadable file(s) skipped."
         if self.cancelled:
@@ -559,35 +617,34 @@ def compute_embeddings(
         return EmbedReport(backbone.id, 0, cached, failed, time.monotonic() - started)
     export = total >= onnx_embed.EXPORT_MIN
     net = network or load_network(backbone, store.cache_dir, export=export)
-    if net.body is not None:  # a caller's torch network (LiveScorer): give it the ONNX engine
+    if net.body is not None and _onnx_first(net.device):  # a caller's torch network (LiveScorer): ONNX engine
         onnx_embed.attach(net, backbone, store.cache_dir, export=export)
-    pending = list(todo.values())
+    files = [(img, store.path(img)) for img in todo.values()]  # paths here: the store stays in this thread
+    chunks = (files[start : start + batch_size] for start in range(0, total, batch_size))
     done = 0
     cancelled = False
-    for batch_no, start in enumerate(range(0, total, batch_size), start=1):
-        if should_stop is not None and should_stop():
-            cancelled = True
-            break
-        chunk = pending[start : start + batch_size]
-        ok: list[ImageRow] = []
-        arrays: list[npt.NDArray[np.float32]] = []
-        for img in chunk:
-            try:
-                arrays.append(prepare([store.path(img)], backbone.size)[0])
-                ok.append(img)
-            except OSError as exc:
-                log.warning("cannot read image %d (%s): %s", img.id, img.relpath, exc)
-                failed.append((img.id, str(exc) or type(exc).__name__))
-        if ok:
-            cache.add([img.sha256 for img in ok], embed_arrays(net, np.stack(arrays)))
-        done += len(chunk)
-        if progress is not None:
-            progress(done, total)
-        if batch_no % _SAVE_EVERY == 0:
-            cache.save()
+    last_save = time.monotonic()
+    # Decoding the next batches in a thread overlaps it with the network on this one.
+    with prefetch.ahead(_decode_chunks(chunks, backbone.size), depth=_PREFETCH) as decoded:
+        for part in decoded:
+            if should_stop is not None and should_stop():
+                cancelled = True
+                break
+            for img, why in part.failed:
+                log.warning("cannot read image %d (%s): %s", img.id, img.relpath, why)
+                failed.append((img.id, why))
+            if part.rows:
+                cache.add([img.sha256 for img in part.rows], embed_arrays(net, part.batch))
+            done += part.size
+            if progress is not None:
+                progress(done, total)
+            if time.monotonic() - last_save >= _SAVE_EVERY_S:
+                cache.save()
+                last_save = time.monotonic()
     cache.save()
     computed = done - len(failed)
-    return EmbedReport(backbone.id, computed, cached, failed, time.monotonic() - started, cancelled)
+    report = EmbedReport(backbone.id, computed, cached, failed, time.monotonic() - started, cancelled)
+    return replace(report, engine=net.engine_detail)
 
 
 def embeddings(store: Store, backbone: Backbone, images: Sequence[ImageRow]) -> tuple[list[ImageRow], Matrix]:

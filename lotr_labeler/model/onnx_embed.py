@@ -64,10 +64,16 @@ class OnnxEmbedder:
     session: Any
     path: Path
 
+    @property
+    def provider(self) -> str:
+        """The execution provider that runs the graph (the first one ONNX Runtime accepted)."""
+        return str(self.session.get_providers()[0])
+
     def __call__(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        step = RUN_BATCH if self.provider == "CPUExecutionProvider" else max(1, len(batch))  # a GPU takes it whole
         parts = [
-            self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(batch[i : i + RUN_BATCH], dtype=np.float32)})[0]
-            for i in range(0, len(batch), RUN_BATCH)
+            self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(batch[i : i + step], dtype=np.float32)})[0]
+            for i in range(0, len(batch), step)
         ]
         if not parts:
             return np.zeros((0, 0), dtype=np.float32)
@@ -156,10 +162,24 @@ def export_bytes(network: Network) -> tuple[bytes, float]:
     return data, diff
 
 
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def providers() -> tuple[str, ...]:
+    """ONNX Runtime's CUDA provider first where its package (onnxruntime-gpu) and a GPU are there, else the CPU."""
+    import onnxruntime as ort
+
+    from lotr_labeler.model.hardware import nvidia_present
+
+    if CUDA_PROVIDER in ort.get_available_providers() and nvidia_present():
+        return (CUDA_PROVIDER, "CPUExecutionProvider")
+    return ("CPUExecutionProvider",)
+
+
 def _session(model: Path | bytes) -> Any:
     from lotr_labeler.model.onnx_export import make_session
 
-    return make_session(model)
+    return make_session(model, providers())
 
 
 def load(cache_dir: Path, backbone: Backbone) -> OnnxEmbedder | None:

@@ -21,6 +21,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,9 @@ def physical_cores() -> int:
     return max(1, min(psutil.cpu_count(logical=False) or allowed, allowed))
 
 
-def make_session(model: Path | bytes) -> Any:
-    """An ONNX Runtime CPU session on ``model`` (a file or its bytes), one intra-op thread per core."""
+def make_session(model: Path | bytes, providers: Sequence[str] = ("CPUExecutionProvider",)) -> Any:
+    """An ONNX Runtime session on ``model`` (a file or its bytes), one intra-op thread per core; on the
+    first of ``providers`` ONNX Runtime can use (the CPU by default)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -69,7 +71,7 @@ def make_session(model: Path | bytes) -> Any:
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # errors only: ORT's warnings go to stderr, not the logger
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(source, opts, providers=list(providers))
 
 
 def metadata(session: Any) -> dict[str, str]:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,6 +27,7 @@ from PIL import Image
 
 from lotr_labeler.errors import (
     InvalidInput,
+    LabelerError,
     TrainingError,
     WeightsUnavailable,
     check_choice,
@@ -35,7 +37,7 @@ from lotr_labeler.errors import (
     wrong_weights,
 )
 from lotr_labeler.imaging import write_atomic
-from lotr_labeler.model import backbones, runs
+from lotr_labeler.model import backbones, hardware, runs
 from lotr_labeler.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
@@ -184,18 +186,61 @@ def world_size() -> int:
     return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
 
 
+def _trainer_class() -> Any:
+    """fastai's ``DistributedTrainer`` whose loaders share their batch order over the process group's
+    own device: fastai's ``DistributedDL`` broadcasts it as a CUDA tensor (NCCL only), which fails on
+    a CPU process group (gloo)."""
+    import torch
+    from fastai.distributed import DistributedDL, DistributedTrainer
+
+    class SharedOrderDL(DistributedDL):  # type: ignore[misc]
+        def _broadcast(self, t: list[int], rank: int) -> list[int]:
+            device = self.device if torch.device(self.device).type == "cuda" else "cpu"
+            tensor = torch.tensor(t, dtype=torch.long, device=device)
+            torch.distributed.broadcast(tensor, rank)
+            return [int(i) for i in tensor.cpu().tolist()]
+
+    class Trainer(DistributedTrainer):  # type: ignore[misc]
+        def _wrap_dl(self, dl: Any) -> Any:
+            return dl if isinstance(dl, DistributedDL) else SharedOrderDL(dl, device=self.learn.model.device)
+
+    return Trainer
+
+
 @contextmanager
 def _distributed(learn: Any, enabled: bool) -> Iterator[None]:
-    """fastai's ``distrib_ctx`` around a fit when ``enabled``: with several processes each trains on its
-    shard (DistributedDataParallel via accelerate); alone, it is a plain fit."""
-    if not enabled:
+    """With ``enabled`` and several processes (``WORLD_SIZE`` > 1: torchrun, ``accelerate launch``), each
+    trains on its shard of every batch in DistributedDataParallel; alone, it is a plain fit.
+
+    What fastai's ``distrib_ctx`` does, with two fixes for a CPU process group (gloo): accelerate is told
+    ``cpu=True`` (else it leaves the model unwrapped and fastai fails on "'Sequential' object has no
+    attribute 'device'"), and the batch order is shared as a CPU tensor (see ``_trainer_class``).
+    """
+    if not enabled or world_size() < 2:
         yield
         return
-    import fastai.distributed  # noqa: F401  (adds Learner.distrib_ctx; needs accelerate at import)
-
     # sync_bn=False: the exported model keeps plain BatchNorm (ONNX export, BN folding stay as they are).
-    with learn.distrib_ctx(sync_bn=False):
+    trainer = _trainer_class()(sync_bn=False, cpu=learn.dls.device.type == "cpu")
+    learn.add_cb(trainer)
+    try:
         yield
+    finally:
+        learn.remove_cb(trainer)
+        _leave_group()
+
+
+def _leave_group() -> None:
+    """End this process's part in the group once the fit is over (every collective is done by then).
+
+    Rank 0 then exports and predicts alone, and fastai gathers predictions across ``WORLD_SIZE``
+    processes whenever it is above 1 (``maybe_gather``), waiting for ranks that have exited: so
+    ``WORLD_SIZE`` becomes 1 for the rest of this process.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    os.environ["WORLD_SIZE"] = "1"
 
 
 def _check_distributed(params: TrainParams) -> None:
@@ -212,9 +257,27 @@ def train_replica(store: Store, params: TrainParams) -> None:
     _check_distributed(params)
     snap = check_dataset(store)
     paths = [str(store.path(img).relative_to(store.root)) for img in snap.images]
-    learn = _build_learner(store, params, snap.images, paths, device_name())
+    learn = _build_learner(store, params, snap.images, paths, hardware.detect(device_name(), world_size()))
     with learn.no_bar(), learn.no_logging(), _distributed(learn, True):
         learn.fine_tune(params.epochs, base_lr=params.lr or DEFAULT_LR, freeze_epochs=1)
+
+
+# fastai wraps an error raised inside a callback event: "Exception occured in `X` when calling event
+# `Y`:" on a first line, the reason on the next (a one-line summary of it would keep only the wrapper).
+_FASTAI_EVENT = re.compile(r"Exception occured in `(?P<cb>[^`]+)` when calling event `(?P<event>[^`]+)`:\s*")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a run failed, in one line that keeps the reason: fastai's event wrapper is unfolded
+    ("AttributeError in fastai's DistributedTrainer.before_fit: 'Sequential' object has no …")."""
+    if isinstance(exc, LabelerError):
+        return str(exc)
+    text = str(exc).strip()
+    match = _FASTAI_EVENT.match(text)
+    if match is None:
+        return explain(exc)
+    detail = " ".join(text[match.end() :].split())[:500] or "no message"
+    return f"{type(exc).__name__} in fastai's {match['cb']}.{match['event']}: {detail}"
 
 
 # -- dataset --------------------------------------------------------------------------------
@@ -374,7 +437,7 @@ def _make_progress_callback(report: Progress | None, should_stop: Callable[[], b
 
 
 def _build_learner(
-    store: Store, params: TrainParams, images: Sequence[ImageRow], paths: Sequence[str], device: str
+    store: Store, params: TrainParams, images: Sequence[ImageRow], paths: Sequence[str], hw: hardware.Hardware
 ) -> Any:
     import fastai.vision.all as fv
     import pandas as pd
@@ -403,11 +466,15 @@ def _build_learner(
         batch_tfms=batch_tfms,
         bs=params.batch_size,
         seed=params.seed,
-        num_workers=0,
-        device=torch.device(device),
+        num_workers=hw.num_workers,
+        pin_memory=hw.pin_memory,
+        persistent_workers=hw.num_workers > 0,  # fine_tune fits twice, each epoch would start them again
+        device=torch.device(hw.device),
     )
     if params.arch == backbones.BUNDLED:
-        return _bundled_learner(dls, params.pretrained)
+        learn = _bundled_learner(dls, params.pretrained)
+        hardware.apply_precision(learn, hw)
+        return learn
     arch = getattr(torchvision.models, params.arch)
     weights = params.weights
     if params.pretrained and not weights:
@@ -431,6 +498,7 @@ def _build_learner(
         ) from exc
     if weights:
         _load_body_weights(learn, arch, weights)
+    hardware.apply_precision(learn, hw)
     return learn
 
 
@@ -539,6 +607,7 @@ def train_run(
     WeightsUnavailable
         Pretrained weights could not be loaded.
     """
+    processes = world_size() if distributed else 1  # before the fit: it ends the group
     if distributed:
         _check_distributed(params)
     snap = check_dataset(store, min_per_class)
@@ -551,7 +620,8 @@ def train_run(
             log.warning("skipping %d unreadable image file(s)", len(skipped))
             snap = snapshot(store, images)
         device = device_name()
-        learn = _build_learner(store, params, images, paths, device)
+        hw = hardware.detect(device, processes)
+        learn = _build_learner(store, params, images, paths, hw)
         callback = _make_progress_callback(progress, should_stop)
         n_batches = len(learn.dls.train)
         callback.total_epochs = params.epochs + 1  # fine_tune: 1 frozen epoch + ``epochs``
@@ -570,7 +640,8 @@ def train_run(
         # Absolute (a relative name is joined onto learn.path), and through a temp name: a kill
         # mid-write leaves no model.pkl that looks whole.
         partial = run.path.absolute() / f"{runs.PARTIAL_PREFIX}{os.getpid()}-{runs.MODEL_FILE}"
-        learn.export(partial)
+        with hardware.plain_for_export(learn):
+            learn.export(partial)
         partial.replace(run.model_path)
         from lotr_labeler.model.onnx_export import export_quietly
 
@@ -594,7 +665,8 @@ def train_run(
             "params": asdict(params),
             "lr": lr,
             "device": device,
-            "processes": world_size() if distributed else 1,
+            "hardware": hw.as_dict(),
+            "processes": processes,
             "distributed": distributed,
             "dataset": {
                 "snapshot": snap.digest,
@@ -604,6 +676,7 @@ def train_run(
                 "skipped": skipped,
             },
             "batches_per_epoch": n_batches,
+            "train_batches": callback.batches_done,  # this process's steps: its shard when distributed
             "history": callback.history,
             **evaluation,
             **{k: v for k, v in summary.items() if k not in ("accuracy",)},
@@ -611,7 +684,14 @@ def train_run(
         }
         write_atomic(run.metrics_path, json.dumps(metrics, indent=2).encode())
         return runs.finish_run(store, run.id, "done", vocab=vocab, metrics=summary, message="")
-    except BaseException as exc:
+    except Exception as exc:
+        reason = failure_reason(exc)
+        runs.finish_run(store, run.id, "failed", message=reason)
+        runs.remove_leftovers(run.path)
+        if isinstance(exc, LabelerError):
+            raise
+        raise TrainingError(f"Training failed: {reason}") from exc  # the job row and the CLI say it in full
+    except BaseException as exc:  # Ctrl-C, SystemExit: recorded, and passed on as they are
         runs.finish_run(store, run.id, "failed", message=str(exc) or type(exc).__name__)
         runs.remove_leftovers(run.path)
         raise
