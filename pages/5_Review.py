@@ -28,7 +28,7 @@ from lotr_labeler.ui.context import (
     remember_widgets,
     show_flash,
 )
-from lotr_labeler.ui.grid import pager, reset_page
+from lotr_labeler.ui.grid import page_view, pager, reset_page
 from lotr_labeler.ui.jobs import job_panel
 from lotr_labeler.ui.widgets import ALL, all_select, image_thumb, label_select, restore_button, undo_and_history
 
@@ -228,6 +228,10 @@ def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int,
             empty="Nothing to review here."
             if review.fit_info(store) is not None
             else "Nothing scored yet: press Compute above. Quality filters work already.",
+            # A kept or relabeled card leaves the queue but stays in place, marked, until the page turns.
+            view=page_view("review", sorted(filters.items())),
+            fetch=cards.review_fetch(store, thumb),
+            limit=limit,
         )
 
 
@@ -443,7 +447,7 @@ with open_current() as store:
         if unmeasured > review.PAGE_QUALITY_LIMIT:
             st.caption(f"Quality flags of {unmeasured} image(s) are measured with the embeddings (Compute).")
         page_size = settings.page_size
-        offset = pager(len(items), page_size, "review")
+        offset = pager(len(items), page_size, "review", gone=cards.state(GRID).gone)
         if similar_to is not None:  # "More like this" (M or 🔍 on a card): the nearest images, above the grid
             review_map.similar_panel(store, similar_to, classes, thumb_size, "rs")
         st.session_state[ITEMS] = items
