@@ -194,7 +194,14 @@ def _review_grid(project: str, label: str | None, query: str | None, state: str 
         page_size = settings.page_size
         total, items = _page_of(store, label, query, state, sort, show, cursors)
         b = st.columns([1, 1, 3])
-        b[0].button("◀ Previous", disabled=not cursors, shortcut="Shift+PageUp", width="stretch", on_click=cursors.pop)
+        b[0].button(
+            "◀ Previous",
+            disabled=not cursors,
+            shortcut="Shift+PageUp",
+            width="stretch",
+            on_click=_back,
+            args=(cursors,),
+        )
         b[1].button(
             "Next ▶",
             disabled=len(items) < page_size,
@@ -221,6 +228,10 @@ def _review_grid(project: str, label: str | None, query: str | None, state: str 
             counts=f"{total} candidate{'' if total == 1 else 's'} · page {len(cursors) + 1}",
         )
         _download_buttons(store)
+
+
+def _back(cursors: list[int]) -> None:
+    cursors.pop()
 
 
 def _turn(cursors: list[int], by_id: bool, drawn: list[int]) -> None:
