@@ -32,6 +32,10 @@ const KEYS = [
 const MIN_CARD_PX = 104;
 const GAP_PX = 8;  // .cg-grid's gap in cards.css
 const RESEND_MS = 4000;  // a queue unanswered this long is sent again (Python ignores the seqs it applied)
+// Sent when the keys pause this long, or at the latest this long after the first unsent key: each send is
+// a rerun, whose rendering holds the browser's main thread, so fewer sends keep every key's change quick.
+const IDLE_MS = 250;
+const MAX_WAIT_MS = 1200;
 const KEY_ACTION = { k: "keep", d: "delete", r: "restore", p: "predict", m: "more", a: "accept", x: "reject" };
 const BADGE = { pending: "⏳", accepted: "✅", rejected: "❌", downloaded: "💾", failed: "⚠️" };
 const SNAP = ["label", "state", "deleted", "reviewed", "predicted", "hint", "confidence"];
@@ -177,6 +181,8 @@ export default function (component) {
   function flush() {
     if (!s.queue.length) return;
     if (s.inflight && performance.now() - s.sentAt < RESEND_MS) return;  // one rerun at a time
+    clearTimeout(s.debounce);
+    s.firstUnsentAt = 0;
     s.inflight = s.queue[s.queue.length - 1].seq;
     s.sentAt = performance.now();
     s.sentActions = new Map(s.queue.map((q) => [q.seq, q]));
@@ -186,6 +192,15 @@ export default function (component) {
     s.resend = setTimeout(() => s.flush && s.flush(), RESEND_MS + 50);
   }
   s.flush = flush;
+  // After a key: send at the pause, or now if keys have been waiting MAX_WAIT_MS already.
+  function schedule() {
+    const now = performance.now();
+    s.lastKeyAt = now;
+    if (!s.firstUnsentAt) s.firstUnsentAt = now;
+    clearTimeout(s.debounce);
+    if (now - s.firstUnsentAt >= MAX_WAIT_MS) return flush();
+    s.debounce = setTimeout(() => s.flush && s.flush(), IDLE_MS);
+  }
 
   function send(action, targetIds, label) {
     if (!allowed.has(action)) return false;
@@ -215,7 +230,7 @@ export default function (component) {
     }
     s.focusIndex = ids.indexOf(s.focus);
     if (s.sel.size && targetIds.length > 1) s.sel.clear();
-    flush();
+    schedule();
     return true;
   }
   // A decision on the focused card moves the focus on (the card stays in place, marked); in the large
@@ -580,11 +595,22 @@ export default function (component) {
     decide("relabel", [s.focus], t.value);
   }
   function onKey(e) {
-    if (window.__lotrCardsActive !== key || !root.isConnected) return;
+    if (window.__lotrCardsActive !== key) return;
     const origin = e.composedPath ? e.composedPath()[0] : e.target;
     if (origin && origin.closest && origin.closest("input, select, textarea, [contenteditable='true']")) return;
     if (e.ctrlKey || e.metaKey || e.altKey) return;
+    if (!root.isConnected) {
+      // Streamlit is swapping the grid's element (a full rerun): the key waits for the new one, in
+      // order, rather than being lost (a grid gone for good drops them after a second).
+      s.waiting = (s.waiting || []).concat([{ key: e.key, shiftKey: e.shiftKey, at: performance.now() }]);
+      e.preventDefault();
+      return;
+    }
+    handleKey(e);
+  }
+  function handleKey(e) {
     const k = e.key;
+    s.log = (s.log || []).slice(-199).concat([[k, s.focus, s.seq]]);
     const here = s.lb != null ? [s.lb] : targets();
     let handled = true;
     if (k === "ArrowRight") moveFocus(1, e.shiftKey);
@@ -613,14 +639,22 @@ export default function (component) {
       else if (allowed.has(name)) act(name, here);
       else handled = false;
     } else handled = false;
-    if (handled) { e.preventDefault(); e.stopPropagation(); }
+    if (handled && e.preventDefault) { e.preventDefault(); e.stopPropagation(); }
   }
 
   // One grid listens: the one last clicked, else the first one shown (a grid gone from the page hands over).
   s.root = root;
   if (!window.__lotrCards[window.__lotrCardsActive]?.root?.isConnected) window.__lotrCardsActive = key;
   render();
-  flush();  // the answer came: send what was typed meanwhile
+  const waiting = (s.waiting || []).filter((w) => performance.now() - w.at < 1000);
+  s.waiting = [];
+  for (const w of waiting) handleKey(w);  // keys typed while the element was being swapped, in order
+  // The answer came: what was typed meanwhile goes at the next pause (now, if the keys have paused).
+  if (!s.inflight && s.queue.length) {
+    const now = performance.now();
+    if (now - (s.lastKeyAt || 0) >= IDLE_MS || now - (s.firstUnsentAt || now) >= MAX_WAIT_MS) flush();
+    else { clearTimeout(s.debounce); s.debounce = setTimeout(() => s.flush && s.flush(), IDLE_MS - (now - s.lastKeyAt)); }
+  }
   // A window made narrower or wider: as many columns as fit (up to grid_columns), without a rerun.
   const resized = new ResizeObserver(() => {
     const n = fit();

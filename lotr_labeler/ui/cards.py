@@ -387,7 +387,8 @@ def _apply_one(
         s.message = ("error", sentence)
         return s.message
     s.message = text if isinstance(text, tuple) else ("success", text)
-    if act.action in APP_ACTIONS:
+    # The grid shows an undo itself (the browser undid it first): only "More like this" needs the page.
+    if act.action in APP_ACTIONS and act.action != "undo":
         s.rerun_app = True
     return s.message
 
