@@ -41,7 +41,7 @@ st.caption(
 DUP_COLUMNS = 6  # pictures per row of a duplicate group, each at most its thumbnail size
 GRID = "r_grid"  # the Label issues card grid
 # Buttons whose outcome shows at the page's top (show_flash), not in the grid's message line.
-PAGE_BUTTONS = ("undo", "r_compute", "r_retrain_head", "r_full_retrain")
+PAGE_BUTTONS = ("undo", "r_compute", "r_retrain_head", "r_full_retrain", "r_instant_current")
 PAGE_BUTTON_PREFIXES = ("r_dup_all_", "r_dup_rl_", "r_dup_one_")
 ITEMS = "_review_items"  # the queue (a lazy review.Ranking) of a full run, handed to the grid fragment once
 SOURCES = {
@@ -86,12 +86,55 @@ def _dup_thumb(store: Store, img: ImageRow, size: int) -> None:
         st.warning(f"File missing: {img.relpath}")
 
 
+INSTANT = "_r_instant"  # (project, fit time, instant.HeadCheck) of the last Retrain head
+
+
 def _retrain_head(store: Store) -> str:
+    """Refresh every score; judge the instant model (no files, the current model stays current)."""
     from lotr_labeler.model import instant
 
     fit = review.fit_scores(store)
-    made = instant.export_instant(store, fit.info.backbone_spec)  # the refitted head as a deployable run
-    return f"{fit.summary()} {made.summary()}"
+    check = instant.check_head(store, fit.info.backbone_spec)
+    st.session_state[INSTANT] = (store.name, fit.info.computed_at, check)
+    return f"{fit.summary()} The current model is unchanged: make the instant model current below if it is better."
+
+
+def _make_instant_current(store: Store) -> str:
+    from lotr_labeler.model import instant
+
+    made = instant.export_instant(store, make_current=True)
+    st.session_state.pop(INSTANT, None)
+    return f"{made.summary()} It is now the current model: Predict, `serve` and `export` use it."
+
+
+def _instant_offer(store: Store, info: review.FitInfo | None, run: runs.Run | None) -> None:
+    """After Retrain head: the instant model's valid error beside the current run's, and the one button
+    that deploys it (building it takes seconds; the deployed model changes only here)."""
+    from lotr_labeler.model import instant
+
+    kept = st.session_state.get(INSTANT)
+    if info is None or not kept or kept[0] != store.name or kept[1] != info.computed_at:
+        return
+    check: instant.HeadCheck = kept[2]
+
+    def pct(err: float | None) -> str:
+        return "n/a" if err is None else f"{err:.1%}"
+
+    current = (run.metrics or {}).get("error_rate") if run is not None else None
+    mine = f"Instant model (head on the {check.backbone}): valid error **{pct(check.valid_error)}** "
+    mine += f"on {check.valid_images} image(s)"
+    theirs = f"current model (run {run.id}): valid error **{pct(current)}**" if run is not None else "no current model"
+    c = st.columns([4, 1.3], vertical_alignment="center")
+    c[0].markdown(f"{mine} · {theirs}")
+    c[1].button(
+        "Make it current",
+        key="r_instant_current",
+        help="Build the instant model (seconds) and make it the model Predict, serve and export use",
+        on_click=act,
+        args=(_make_instant_current,),
+        kwargs={"success": "{result}"},
+        width="stretch",
+    )
 
 
 def _backbone(store: Store, source: str, size: int | None) -> embed.Backbone:
@@ -388,8 +431,8 @@ with open_current() as store:
             "⚡ Retrain head",
             key="r_retrain_head",
             disabled=info is None,
-            help="Refit the head on the cached embeddings, refresh every score, and export the head on its "
-            "backbone as an instant model (a run to try on Predict; seconds)",
+            help="Refit the head on the cached embeddings and refresh every score (a fraction of a second); "
+            "then compare the instant model with the current one and make it current if you want",
             on_click=act,
             args=(_retrain_head,),
             kwargs={"success": "{result}"},
@@ -405,6 +448,7 @@ with open_current() as store:
             kwargs={"success": "{result}"},
             width="stretch",
         )
+        _instant_offer(store, info, run)
         job_panel(project, "review", "Embedding", ended=_embedding_ended(info))
 
     undo_and_history(store)
