@@ -25,7 +25,7 @@ from lotr_labeler.ui.context import (
     show_flash,
 )
 from lotr_labeler.ui.imports import url_list_form
-from lotr_labeler.ui.jobs import job_panel
+from lotr_labeler.ui.jobs import follow_jobs, job_panel
 from lotr_labeler.ui.widgets import ALL, all_select, history_popover
 
 st.set_page_config(page_title="Search · lotr_labeler", page_icon="🔎", layout="wide")
@@ -360,4 +360,5 @@ with open_current() as store:
     show = str(f[4].selectbox("Show", list(SHOW_LABELS), format_func=SHOW_LABELS.__getitem__, key="f_show"))
     triage_panel(store, label, query)
     _review_grid(project, label, query, state, sort, show)
+    follow_jobs(project, ("search", ScoreCandidatesJob.kind, "download"))
     job_panel(project, "download", "Download")

@@ -13,6 +13,7 @@ from lotr_labeler.ui import cards
 from lotr_labeler.ui.context import data_dir, error_boundary, open_current, show_flash
 from lotr_labeler.ui.grid import page_view, pager, reset_page
 from lotr_labeler.ui.imports import import_box
+from lotr_labeler.ui.jobs import follow_jobs
 from lotr_labeler.ui.widgets import all_select, progress_bar, undo_and_history
 
 st.set_page_config(page_title="Dataset · lotr_labeler", page_icon="🗂️", layout="wide")
@@ -67,6 +68,7 @@ with open_current() as store:
     with error_boundary():
         query: dict[str, Any] = {"label": label, "split": split, "source": source, "deleted": trash}
         _grid(store.name, query)
+    follow_jobs(store.name, ("download",))
 
     st.divider()
     import_box(store)

@@ -29,7 +29,7 @@ from lotr_labeler.ui.context import (
     show_flash,
 )
 from lotr_labeler.ui.grid import page_view, pager, reset_page
-from lotr_labeler.ui.jobs import job_panel
+from lotr_labeler.ui.jobs import follow_jobs, job_panel
 from lotr_labeler.ui.widgets import ALL, all_select, image_thumb, label_select, restore_button, undo_and_history
 
 st.set_page_config(page_title="Review · lotr_labeler", page_icon="🩺", layout="wide")
@@ -259,6 +259,7 @@ def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int,
         if items is None:
             items = review.queue(store, **filters)
         thumb = store.settings().thumb_size
+        fit = review.fit_info(store)
         cards.grid(
             GRID,
             [cards.review_card(store, it, thumb) for it in items[offset : offset + limit]],
@@ -269,10 +270,11 @@ def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int,
             hint_only=hint_only,
             large=cards.large_image(store),
             empty="Nothing to review here."
-            if review.fit_info(store) is not None
+            if fit is not None
             else "Nothing scored yet: press Compute above. Quality filters work already.",
             # A kept or relabeled card leaves the queue but stays in place, marked, until the page turns.
-            view=page_view("review", sorted(filters.items())),
+            # A new fit ranks the queue anew: the page is drawn fresh then.
+            view=page_view("review", sorted(filters.items()), fit.computed_at if fit else ""),
             fetch=cards.review_fetch(store, thumb),
             limit=limit,
         )
@@ -496,6 +498,7 @@ with open_current() as store:
             review_map.similar_panel(store, similar_to, classes, thumb_size, "rs")
         st.session_state[ITEMS] = items
         _issues_grid(project, filters, offset, page_size, trust.weak)
+    follow_jobs(project, ("review", "train"))
 
     # -- near duplicates ----------------------------------------------------------------------------
     with tab_dups, error_boundary():

@@ -280,3 +280,38 @@ def test_typing_on_dataset(sp: StreamlitPage, typing_app: AppServer) -> None:
     keys = plan(sim, ["R", "d", "ArrowRight", "R", "z", "R", "ArrowLeft", "R", "d", "k"])
     measure(sp, "Dataset", sim, keys, lambda: _images(typing_app, ids, with_review=False))
     assert shown(sp) == ids
+
+
+def test_search_follows_a_chained_job_without_a_reload(sp: StreamlitPage, typing_app: AppServer) -> None:
+    """Point 3 of issue 18: a search ends, its scoring job starts a moment later and ends: the open page
+    shows what each brought (here: candidates, as the grid's count) without a reload. The page used to
+    rerun once when the search ended, before the chained job existed, and then stayed stale."""
+    import os
+
+    from lotr_labeler.jobs import table as jobs
+
+    with open_project(typing_app.data_dir, "shapes") as s:
+        total = s.count_candidates()
+        search = jobs.insert(s, "search", {}, os.getpid(), jobs.own_start())  # this process: alive
+    sp.open("/Search")  # the page as its Search button leaves it: the search running
+    counts = sp.page.locator(".cg-counts")
+    counts.first.wait_for()
+
+    def add(s: Any, n: int, tag: str) -> None:
+        s.add_candidates(
+            CandidateIn("square", f"http://img.invalid/{tag}{i}.jpg", _png("square", 900 + i)) for i in range(n)
+        )
+
+    with open_project(typing_app.data_dir, "shapes") as s:
+        add(s, 4, "a")
+        jobs.finish(s, search.id, "done", "4 new candidates")
+    sp.page.wait_for_timeout(1500)  # the search's end is shown; the chained job is not there yet
+    with open_project(typing_app.data_dir, "shapes") as s:
+        score = jobs.insert(s, "score-candidates", {}, os.getpid(), jobs.own_start())
+    sp.page.wait_for_timeout(1200)
+    with open_project(typing_app.data_dir, "shapes") as s:
+        add(s, 3, "b")
+        jobs.finish(s, score.id, "done", "scored")
+    expect = pytest.importorskip("playwright.sync_api").expect
+    expect(counts.first).to_contain_text(f"{total + 7} candidates", timeout=10_000)
+    sp.check_no_exception()
