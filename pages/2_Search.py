@@ -26,11 +26,11 @@ from lotr_labeler.ui.context import (
 )
 from lotr_labeler.ui.imports import url_list_form
 from lotr_labeler.ui.jobs import follow_jobs, job_panel
-from lotr_labeler.ui.widgets import ALL, all_select, history_popover
+from lotr_labeler.ui.widgets import ALL, all_select, compact_page, history_popover
 
 st.set_page_config(page_title="Search · lotr_labeler", page_icon="🔎", layout="wide")
+compact_page()
 st.title("Search and review")
-st.caption("Thumbnails come straight from the search engine: nothing is downloaded until you accept it.")
 ANY = "any"
 STATES = ["pending", "accepted", "rejected", "downloaded", "failed"]
 DEFAULTS = {
@@ -193,7 +193,7 @@ def _review_grid(project: str, label: str | None, query: str | None, state: str 
         cursors: list[int] = st.session_state.setdefault(cursor_key, [])
         page_size = settings.page_size
         total, items = _page_of(store, label, query, state, sort, show, cursors)
-        b = st.columns([1, 1, 3])
+        b = st.columns([1, 1, 1.2])
         b[0].button(
             "◀ Previous",
             disabled=not cursors,
@@ -294,6 +294,7 @@ with open_current() as store:
 
     # -- search ------------------------------------------------------------------------
     with st.expander("🔎 Search images", expanded=store.count_candidates() == 0):
+        st.caption("Thumbnails come straight from the search engine: nothing is downloaded until you accept it.")
         c1, c2 = st.columns([1, 2])
         target = c1.selectbox("Class", keep_valid("s_class", [ALL, *classes]), key="s_class")
         free = c2.text_input(
@@ -348,11 +349,9 @@ with open_current() as store:
     job_panel(project, "search", "Search")
 
     # -- review ------------------------------------------------------------------------
-    head = st.columns([5, 1], vertical_alignment="bottom")
-    head[0].subheader("Review candidates")
-    # One Undo on this page: the grid's (its ↩ Undo button and Z); the History popover sits by the heading.
-    history_popover(store, where=head[1])
-    f = st.columns([1, 2, 1, 1.4, 1.4])
+    # One row of filters; one Undo on this page: the grid's (its ↩ Undo button and Z), History at the end.
+    f = st.columns([1, 1.5, 1, 1.25, 1.25, 1.15], vertical_alignment="bottom")
+    history_popover(store, where=f[5])
     label = all_select("Class", classes, "f_class", where=f[0])
     query = all_select("Query", store.candidate_queries(label), "f_query", where=f[1])
     state = all_select("State", STATES, "f_state", where=f[2])

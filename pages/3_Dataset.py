@@ -14,9 +14,10 @@ from lotr_labeler.ui.context import data_dir, error_boundary, open_current, show
 from lotr_labeler.ui.grid import page_view, pager, reset_page
 from lotr_labeler.ui.imports import import_box
 from lotr_labeler.ui.jobs import follow_jobs
-from lotr_labeler.ui.widgets import all_select, progress_bar, undo_and_history
+from lotr_labeler.ui.widgets import all_select, compact_page, progress_bar, undo_and_history
 
 st.set_page_config(page_title="Dataset · lotr_labeler", page_icon="🗂️", layout="wide")
+compact_page()
 st.title("Dataset")
 GRID = "ds_grid"
 
@@ -55,15 +56,14 @@ with open_current() as store:
     settings = store.settings()
     classes = store.class_names()
 
-    undo_and_history(store)
-
-    f = st.columns(4)
+    f = st.columns([1, 1, 1, 1.2, 0.8, 0.9], vertical_alignment="bottom")  # filters, Undo, History: one row
     label = all_select("Class", classes, "ds_class", where=f[0], on_change=reset_page, args=("dataset",))
     split = all_select("Split", ["train", "valid"], "ds_split", where=f[1], on_change=reset_page, args=("dataset",))
     source = all_select("Source", store.sources(), "ds_source", where=f[2], on_change=reset_page, args=("dataset",))
     view = f[3].radio(
         "Show", ["Active", "Trash"], horizontal=True, key="ds_view", on_change=reset_page, args=("dataset",)
     )
+    undo_and_history(store, where=(f[4], f[5]))
     trash = view == "Trash"
     with error_boundary():
         query: dict[str, Any] = {"label": label, "split": split, "source": source, "deleted": trash}

@@ -30,11 +30,20 @@ from lotr_labeler.ui.context import (
 )
 from lotr_labeler.ui.grid import page_view, pager, reset_page
 from lotr_labeler.ui.jobs import follow_jobs, job_panel
-from lotr_labeler.ui.widgets import ALL, all_select, image_thumb, label_select, restore_button, undo_and_history
+from lotr_labeler.ui.widgets import (
+    ALL,
+    all_select,
+    compact_page,
+    image_thumb,
+    label_select,
+    restore_button,
+    undo_and_history,
+)
 
 st.set_page_config(page_title="Review · lotr_labeler", page_icon="🩺", layout="wide")
+compact_page()
 st.title("Review")
-st.caption(
+HOW = (
     "Every image gets an out-of-sample score: a light head on cached backbone embeddings, trained with "
     "K-fold cross-validation, so no image is judged by a model that learned its own label."
 )
@@ -383,8 +392,9 @@ with open_current() as store:
         else:
             st.markdown(
                 f"**Scores** of {info.scored} image(s) from a {info.folds}-fold head on the "
-                f"{info.backbone_spec.describe()} · {info.computed_at[:16].replace('T', ' ')} UTC"
-                + (f" · validation images averaged with run {info.run_id}" if info.run_id else "")
+                f"{info.backbone_spec.short} · {info.computed_at[:16].replace('T', ' ')} UTC"
+                + (f" · validation images averaged with run {info.run_id}" if info.run_id else ""),
+                help=f"Backbone: the {info.backbone_spec.describe()}.",  # in full, one line less on the page
             )
             if not trust.weak:
                 st.caption(trust.reason)
@@ -402,34 +412,40 @@ with open_current() as store:
             if info is not None and info.backbone_spec.weights:
                 st.session_state["r_weights"] = info.backbone_spec.weights
         sources = [s for s in SOURCES if s != "run" or run is not None]
-        cols = st.columns([2, 1, 1, 1, 1])
-        source = cols[0].selectbox(
-            "Backbone", keep_valid("r_source", sources), key="r_source", format_func=SOURCES.__getitem__
-        )
-        size = int(cols[1].number_input("Size (px)", 32, 1024, step=32, key="r_size"))
-        if source == "file":
-            st.text_input("Weights file (torchvision resnet18 .pth)", key="r_weights")
-        elif source == "imagenet" and not embed.imagenet_weights_cached():
-            st.caption(
-                f"The ImageNet weights ({embed.IMAGENET_WEIGHTS_FILE}, 45 MB) download on first use: that needs "
-                "internet. Offline, pick the current model's body, a weights file, or random init."
+        # One row: the head's quick refit, the full retrain, the backbone (inline until the first scores,
+        # then folded in a popover), Undo and History.
+        row = st.columns([1.25, 1.25, 1.3, 0.9, 1], vertical_alignment="bottom")
+        box = st.container() if info is None else row[2].popover("⚙ Backbone", width="stretch")
+        with box:
+            st.caption(HOW)
+            cols = st.columns([2, 1, 1.2], vertical_alignment="bottom")
+            source = cols[0].selectbox(
+                "Backbone", keep_valid("r_source", sources), key="r_source", format_func=SOURCES.__getitem__
             )
-        embedding_running = jobs.running_job(store, "review") is not None
-        missing_count = n_images
-        with error_boundary():
-            missing_count = len(embed.missing(store, _backbone(store, source, size)))
-        cols[2].button(
-            f"Compute ({missing_count} new)" if missing_count else "Compute scores",
-            key="r_compute",
-            type="primary" if info is None or missing_count else "secondary",
-            disabled=embedding_running,
-            help="Embeds the images not cached yet (a background job), then fits the head",
-            on_click=act,
-            args=(_compute, source, size),
-            kwargs={"success": "{result}"},
-            width="stretch",
-        )
-        cols[3].button(
+            size = int(cols[1].number_input("Size (px)", 32, 1024, step=32, key="r_size"))
+            if source == "file":
+                st.text_input("Weights file (torchvision resnet18 .pth)", key="r_weights")
+            elif source == "imagenet" and not embed.imagenet_weights_cached():
+                st.caption(
+                    f"The ImageNet weights ({embed.IMAGENET_WEIGHTS_FILE}, 45 MB) download on first use: that "
+                    "needs internet. Offline, pick the current model's body, a weights file, or random init."
+                )
+            embedding_running = jobs.running_job(store, "review") is not None
+            missing_count = n_images
+            with error_boundary():
+                missing_count = len(embed.missing(store, _backbone(store, source, size)))
+            cols[2].button(
+                f"Compute ({missing_count} new)" if missing_count else "Compute scores",
+                key="r_compute",
+                type="primary" if info is None or missing_count else "secondary",
+                disabled=embedding_running,
+                help="Embeds the images not cached yet (a background job), then fits the head",
+                on_click=act,
+                args=(_compute, source, size),
+                kwargs={"success": "{result}"},
+                width="stretch",
+            )
+        row[0].button(
             "⚡ Retrain head",
             key="r_retrain_head",
             disabled=info is None,
@@ -440,7 +456,7 @@ with open_current() as store:
             kwargs={"success": "{result}"},
             width="stretch",
         )
-        cols[4].button(
+        row[1].button(
             "🏋️ Full retrain",
             key="r_full_retrain",
             disabled=jobs.running_job(store, "train") is not None,
@@ -450,10 +466,9 @@ with open_current() as store:
             kwargs={"success": "{result}"},
             width="stretch",
         )
+        undo_and_history(store, where=(row[3], row[4]))
         _instant_offer(store, info, run)
         job_panel(project, "review", "Embedding", ended=_embedding_ended(info))
-
-    undo_and_history(store)
 
     # on_change="rerun": the Map tab computes only while it is open (tab_map.open).
     tab_issues, tab_dups, tab_map, tab_history = st.tabs(

@@ -108,7 +108,7 @@ def test_candidates_are_cards_of_the_shared_grid(scored: Store) -> None:
     assert grid["classes"] == ["elves", "dwarves"]
     first = grid["cards"][0]
     assert first["src"] == "http://thumb.test/0.jpg"  # the browser loads the search thumbnail itself
-    assert first["caption"] == "p 0.05 · size ? · ddg" and first["label"] == "elves" and first["state"] == "pending"
+    assert first["caption"] == "p 0.05 · size ?" and first["label"] == "elves" and first["state"] == "pending"
     assert first["predicted"] == "dwarves" and first["hint"] == "→ dwarves 95%"  # P's target
     meta = dict(map(tuple, first["meta"]))
     assert meta["url"] == "http://img.test/0.jpg" and meta["state"] == "pending"

@@ -407,11 +407,11 @@ export default function (component) {
   function toolbarHtml() {
     const n = s.sel.size;
     const dis = n ? "" : " disabled";
-    let bulk = "";
-    if (allowed.has("relabel"))
+    let bulk = "";  // the selection's buttons, while there is one (a short toolbar keeps the grid high)
+    if (n && allowed.has("relabel"))
       bulk += `<select class="cg-bulk-to" title="Class for the selected cards">${classOptions(s.bulkTo ?? classes[0])}</select><button class="cg-btn" data-bulk="relabel"${dis}>Relabel</button>`;
     for (const [a, t] of [["keep", "Keep"], ["predict", "→ predicted"], ["accept", "Accept"], ["reject", "Reject"], ["restore", "Restore"], ["delete", "🗑 Delete"]])
-      if (allowed.has(a)) bulk += `<button class="cg-btn" data-bulk="${a}"${dis}>${t}</button>`;
+      if (n && allowed.has(a)) bulk += `<button class="cg-btn" data-bulk="${a}">${t}</button>`;
     const msg = data.message;
     const waiting = s.queue.length;
     const status = waiting
@@ -430,13 +430,13 @@ export default function (component) {
       const pct = s.thr;
       thr = `<span class="cg-sep"></span><span class="cg-thr" title="Confidence threshold t: [ lowers, ] raises">t
         <button class="cg-btn" data-tool="thr-" title="Lower t ([)">−</button><b class="cg-thr-val">${pct}%</b><button class="cg-btn" data-tool="thr+" title="Raise t (])">+</button></span>
-        <button class="cg-btn" data-tool="doubted" title="Select the cards the model doubts with confidence ≥ ${pct}% (S)">Select doubted ≥ t (${hits})</button>
+        <button class="cg-btn" data-tool="doubted" title="Select the cards the model doubts with confidence ≥ ${pct}% (S)">Select ≥ t (${hits})</button>
         <button class="cg-btn" data-tool="predict-all"${hits ? "" : " disabled"} title="Accept the ${hits} predictions ≥ ${pct}% on this page: one undo step (Shift+P)">→ all ≥ t</button>`;
     }
     if (allowed.has("keep")) thr += `<button class="cg-btn" data-tool="keep-page" title="Keep every card of this page not reviewed yet (Shift+K)">Keep page</button>`;
     return `${page}<span class="cg-count"><b>${n} selected</b></span>
       <button class="cg-btn" data-tool="all">Select page</button><button class="cg-btn" data-tool="clear"${dis}>Clear</button>
-      <span class="cg-sep"></span>${bulk}${thr}<span class="cg-sep"></span>
+      ${bulk ? `<span class="cg-sep"></span>${bulk}` : ""}${thr}<span class="cg-sep"></span>
       ${allowed.has("undo") ? `<button class="cg-btn" data-tool="undo" title="Undo the last change (Z)">↩ Undo</button>` : ""}
       <button class="cg-btn" data-tool="help" title="Keyboard shortcuts (?)">?</button>${pageCounts()}${status}`;
   }

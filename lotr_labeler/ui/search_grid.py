@@ -55,7 +55,8 @@ def candidate_card(t: triage.Triage) -> Card:
         src=c.thumbnail_url or c.image_url,
         # The state and the model's word first: the query is the part a narrow card may cut (full: hover, large view).
         # The browser puts the state's badge in front (it changes the state at once, before Python hears).
-        caption=f"{p.strip() or 'p ?'} · {size} · {c.query or c.source}",
+        # p and the size in full on a narrow card; the query in the large view.
+        caption=f"{p.strip() or 'p ?'} · {size}",
         state=c.state,
         label=c.label,
         flags=tuple(flags),

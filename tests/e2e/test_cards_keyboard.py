@@ -518,7 +518,7 @@ def test_review_threshold_select_doubted_shift_p_and_keep_page(sp: StreamlitPage
     while thr.inner_text() != f"{t}%":
         key(sp, "[" if int(thr.inner_text().rstrip("%")) > t else "]", rerun=False)
     hits = {cid for cid, (_, pct) in doubted.items() if pct >= t}
-    assert sp.page.locator('[data-tool="doubted"]').inner_text() == f"Select doubted ≥ t ({len(hits)})"
+    assert sp.page.locator('[data-tool="doubted"]').inner_text() == f"Select ≥ t ({len(hits)})"
 
     # S selects exactly the doubted cards >= t (to inspect; Ctrl-click takes a false alarm out), Esc clears.
     key(sp, "s", rerun=False)

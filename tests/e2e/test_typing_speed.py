@@ -315,3 +315,50 @@ def test_search_follows_a_chained_job_without_a_reload(sp: StreamlitPage, typing
     expect = pytest.importorskip("playwright.sync_api").expect
     expect(counts.first).to_contain_text(f"{total + 7} candidates", timeout=10_000)
     sp.check_no_exception()
+
+
+# -- a labeling surface: the grid above the fold, nothing cut (point 4) ----------------------------------
+
+# Every label a person reads on the page, in the document and in the grid's shadow root: Streamlit's
+# buttons (their text), the grid's buttons and card captions. Hidden ones (a closed popover) are skipped.
+_CUT = """
+() => {
+  const roots = [document];
+  for (const el of document.querySelectorAll("*")) if (el.shadowRoot) roots.push(el.shadowRoot);
+  const cut = [];
+  for (const r of roots)
+    for (const el of r.querySelectorAll("button, button *, .cg-cap, .cg-btn, .cg-counts, [data-testid=stCaptionContainer]")) {
+      if (!el.getClientRects().length || getComputedStyle(el).visibility === "hidden") continue;
+      if (el.scrollWidth > el.clientWidth + 1) cut.push(`${el.className || el.tagName}: ${(el.innerText || "").trim().slice(0, 60)} (${el.scrollWidth} > ${el.clientWidth})`);
+    }
+  return cut;
+}
+"""
+
+
+@pytest.mark.parametrize("size", [(1000, 800), (1400, 1000)], ids=["1000x800", "1400x1000"])
+def test_the_grid_is_above_the_fold_and_nothing_is_cut(
+    browser: Any, typing_app: AppServer, size: tuple[int, int]
+) -> None:
+    width, height = size
+    context = browser.new_context(viewport={"width": width, "height": height})
+    try:
+        sp = StreamlitPage(context.new_page(), typing_app.url, SHOTS)
+        problems: list[str] = []
+        for path in ("/Search", "/Review", "/Dataset"):
+            sp.open(path)
+            first = sp.page.locator(".cg-grid .cg-card").first
+            first.wait_for()
+            sp.wait_idle()
+            sp.page.wait_for_timeout(300)  # the grid's columns fit the width (a ResizeObserver)
+            shot = SHOTS / f"fold-{path.strip('/').lower()}-{width}.png"
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            sp.page.screenshot(path=str(shot))
+            box = first.bounding_box()
+            assert box is not None
+            if box["y"] + box["height"] > height:
+                problems.append(f"{path}: the first card row ends at {box['y'] + box['height']:.0f} px > {height}")
+            problems += [f"{path}: {c}" for c in sp.page.evaluate(_CUT)]
+        assert not problems, "\n".join(problems)
+    finally:
+        context.close()
