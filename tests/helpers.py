@@ -198,6 +198,25 @@ def grid_send(at: Any, key: str, raw: dict[str, Any]) -> Any:
     return at
 
 
+def grid_batch(at: Any, key: str, actions: list[dict[str, Any]], client: str = "tab-1") -> Any:
+    """Rerun ``at`` as if the card grid ``key`` sent its queue (cards.js: every action not yet answered,
+    each with its ``seq``; ``seen`` defaults to the label and state the page drew each card with)."""
+    import json
+
+    from streamlit.components.v2.bidi_component.main import _make_trigger_id
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    drawn = {c["id"]: [c.get("label") or "", c.get("state") or ""] for c in grid_data(at, key)["cards"]}
+    queue = [{"seen": {str(i): drawn[i] for i in a.get("ids", []) if i in drawn}, "label": None, **a} for a in actions]
+    el = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == key)
+    states = at._tree.get_widget_states()
+    trigger = json.dumps([{"event": "batch", "value": {"client": client, "actions": queue}}])
+    states.widgets.append(WidgetState(id=_make_trigger_id(el.proto.id, "events"), json_trigger_value=trigger))
+    at = at._run(states)
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 def plant_review_fit(store: Store, class_ids: list[int]) -> None:
     """A recorded head fit over ``class_ids`` (random-init resnet18 at 32 px) without computing one, so
     stored candidate scores count as the current model's (Search triage, thresholds)."""
