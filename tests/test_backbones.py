@@ -301,3 +301,22 @@ def test_the_bundled_network_sees_what_random_weights_do_not(data_root: Path) ->
     assert choice is not None and choice.backbone.kind == backbones.BUNDLED
     assert choice.reason.startswith("EfficientNet-Lite0 (bundled): the only backbone available; skipped: ImageNet")
     store.close()
+
+
+def test_an_instant_model_on_the_bundled_network_loads_and_predicts(empty_store: Store) -> None:
+    """Retrain head's instant model on bundled embeddings: a run whose model.pkl opens with stock load_learner
+    and predicts like the head; auto keeps embedding with the bundled network afterwards."""
+    from fastai.vision.all import load_learner
+
+    from lotr_labeler.model import instant
+
+    store = empty_store
+    fill(store)
+    backbone = embed.Backbone(backbones.BUNDLED, 64, pretrained=True)
+    scoring.refresh(store, backbone)
+    made = instant.export_instant(store, backbone, with_onnx=False)
+    learn = load_learner(made.run.model_path, cpu=True)
+    image = store.images("square")[0]
+    label, _, probs = learn.predict(str(store.path(image)))
+    assert label in {"circle", "square", "triangle"} and abs(float(probs.sum()) - 1) < 1e-5
+    assert embed.resolve_backbone(store).id == backbone.id

@@ -224,10 +224,10 @@ def resolve_backbone(
 
 
 def _started_pretrained(run: runs.Run) -> bool:
-    """Whether a run fine-tuned pretrained weights (an instant model's body always is its backbone)."""
+    """Whether a run fine-tuned pretrained weights. An instant model counts as such: its body is the backbone the
+    user's Review scores were fitted on, which auto keeps (a Retrain head must not switch the embeddings)."""
     if run.source == INSTANT_SOURCE:
-        backbone = run.params.get("backbone")
-        return not isinstance(backbone, dict) or bool(backbone.get("pretrained") or backbone.get("weights"))
+        return True
     return bool(run.params.get("pretrained", True) or run.params.get("weights"))
 
 
