@@ -285,7 +285,7 @@ with open_current() as store:
         f" · device chosen automatically (CUDA, then Apple MPS, then CPU), shown once the run starts."
     )
     # Outside the expander: the offline error names these two controls, so they must be in sight.
-    w = st.columns([2, 3])
+    w = st.columns(2)
     w[0].checkbox(
         tr.PRETRAINED_LABEL,
         key="t_pretrained",

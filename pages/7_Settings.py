@@ -200,7 +200,7 @@ def _save_weights_dir() -> None:
 
 
 with st.container(border=True):
-    st.subheader("Weights folder (every project of this user)")
+    st.subheader("Weights folder (all projects)")
     st.caption(
         f"The default network, {backbones.BUNDLED}, brings its ImageNet weights with the install "
         f"({backbones.BUNDLED_SOURCE}): nothing to download. The ResNets download theirs once from torchvision; "
