@@ -130,6 +130,11 @@ def test_default_training_is_the_bundled_network_pretrained(
     assert torch.allclose(stem, backbones.bundled_state_dict()["conv_stem.weight"], atol=1e-4)
     assert any(type(t).__name__ == "Normalize" for t in learn.dls.after_batch.fs)
     assert (run.model_path.parent / "model.onnx").is_file()  # the fast engine serves this network too
+    import zipfile
+
+    with zipfile.ZipFile(run.model_path) as archive:  # torch.save's zip: the pickle names every class it needs
+        pickled = b"".join(archive.read(n) for n in archive.namelist() if n.endswith("data.pkl"))
+    assert b"timm.models" in pickled and b"lotr_labeler" not in pickled  # fastai + timm open it, not our code
 
     image = empty_store.path(empty_store.images("circle")[0])
     script = (
