@@ -201,7 +201,9 @@ def test_train_stops_within_2_s_and_the_run_ends_cancelled(empty_store: Store, d
     """SIGTERM while training: the run and its job end cancelled, within 2 s."""
     store = empty_store
     _fill(store)
-    proc = _cli(data_root, "train", "--epochs", "50", "--size", "64", "--bs", "2", "--no-pretrained")
+    proc = _cli(
+        data_root, "train", "--epochs", "50", "--size", "32", "--bs", "2", "--arch", "resnet18", "--no-pretrained"
+    )
 
     def training() -> bool:
         conn = sqlite3.connect(store.root / "project.sqlite")

@@ -181,3 +181,19 @@ def test_the_store_strips_credentials_whatever_calls_it(empty_store: Store) -> N
     empty_store.add_image(img, "cats", source="api", source_url=SECRET, page_url=SECRET)
     stored = empty_store.images()[0]
     assert stored.source_url == stored.page_url == "http://example.com/a.jpg"
+
+
+def test_the_dataset_page_refuses_a_url_with_credentials(store: Store) -> None:
+    from pathlib import Path as _Path
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(_Path(__file__).resolve().parents[1] / "pages" / "3_Dataset.py"), default_timeout=60)
+    at.run()
+    at.text_area[0].input(f"{SECRET},circle\nhttp://example.com/ok.jpg,circle").run()
+    next(b for b in at.button if b.label == "Add as candidates").click().run()
+    assert not at.exception
+    assert "1 rejected" in at.warning[0].value
+    table = at.dataframe[0].value.to_string()  # the refused rows and why
+    assert "user:pw" not in table and "http://***@example.com/a.jpg" in table
+    assert [c.image_url for c in store.candidates()] == ["http://example.com/ok.jpg"]

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import grid_send, image_bytes, shape_image
+from helpers import grid_data, grid_send, image_bytes, shape_image
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.errors import Conflict, NothingToUndo
@@ -171,3 +171,21 @@ def test_two_windows_each_undo_their_own_change(store: Store) -> None:
     two.button(key="undo").click().run()  # window two's ↩ Undo button
     assert not two.exception
     assert not store.get_image(theirs).deleted
+
+
+def test_a_window_cannot_undo_what_another_window_changed_since(store: Store) -> None:
+    """Window one relabels an image, window two relabels it again; window one's Z is refused with a message
+    naming window two's change, and nothing moves. Once window two undoes its change, window one's Z works."""
+    one, two = _window(), _window()
+    image = store.images("circle")[0].id
+    one = grid_send(one, "ds_grid", {"action": "relabel", "ids": [image], "label": "square"})
+    two.run()  # window two now shows the card as square (a stale card would be left alone, not relabeled)
+    two = grid_send(two, "ds_grid", {"action": "relabel", "ids": [image], "label": "triangle"})
+    assert store.get_image(image).label == "triangle"
+    one = grid_send(one, "ds_grid", {"action": "undo", "ids": []})
+    kind, text = grid_data(one, "ds_grid")["message"]
+    assert kind == "error" and f"image {image} changed since in #" in text and "another browser window" in text
+    assert store.get_image(image).label == "triangle"
+    two = grid_send(two, "ds_grid", {"action": "undo", "ids": []})
+    one = grid_send(one, "ds_grid", {"action": "undo", "ids": []})
+    assert store.get_image(image).label == "circle"

@@ -127,6 +127,15 @@ def _blocked(address: str) -> bool:
     )
 
 
+def wire_host(url: str) -> str:
+    """The host name as it goes on the wire: an IDN in its ``xn--`` form (IDNA, as httpx encodes it),
+    so the name checked and pinned is the one the connection asks for, never resolved again."""
+    try:
+        return httpx.URL(url).raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return urlsplit(url).hostname or ""
+
+
 def check_url(url: str, allow_private: bool, *, resolver: Resolver | None = None) -> list[str]:
     """Raise FetchError ("bad url", "dns") or BlockedHost unless ``url`` may be fetched.
 
@@ -147,7 +156,7 @@ def check_url(url: str, allow_private: bool, *, resolver: Resolver | None = None
             "Use the image's address without credentials.",
             "bad url",
         )
-    host = parts.hostname
+    host = wire_host(url)
     try:
         addresses = (resolver or system_resolver)(host, port)
     except (OSError, UnicodeError) as exc:
@@ -437,9 +446,9 @@ def fetch(
     with _guarding(guard):
         for hop in range(MAX_REDIRECTS + 1):
             addresses = check_url(current, allow_private, resolver=resolver)
-            host = urlsplit(current).hostname or ""
+            host = wire_host(current)
             if not _is_ip(host):
-                guard.pins[host] = addresses  # connect where the check looked
+                guard.pins[host] = addresses  # connect where the check looked, under the name httpx connects to
             try:
                 location = _get(client, current, max_bytes, timeout, guard)
             except _Stopped as stop:

@@ -124,7 +124,7 @@ class JobRun:
         self.job = attach(self.store, self.kind, self.args, self.job_id)
         self.reporter = Reporter(self.store, self.job.id)
         self._stop_watch = self.reporter.watch_cancel(self.cancel)
-        # Ctrl-C / SIGTERM on the CLI set ``cancel`` as the page's Cancel does (lotr_labeler.cli.interrupt).
+        # Ctrl-C / SIGTERM on the CLI set ``cancel`` as the page's Cancel does (lotr_labeler.signals).
         self._signals = interrupt.cooperative(self.cancel, self._last_words)
         self._signals.__enter__()
         return self

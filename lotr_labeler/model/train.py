@@ -411,6 +411,12 @@ def _make_progress_callback(report: Progress | None, should_stop: Callable[[], b
             if self.cancelled:
                 raise fv.CancelFitException()
 
+        def before_batch(self) -> None:
+            # Also during validation and lr_find: a cancel (the page's button, Ctrl-C) waits for one batch only.
+            if should_stop is not None and should_stop():
+                self.cancelled = True
+                raise fv.CancelFitException()
+
         def after_batch(self) -> None:
             if not self.training:
                 return

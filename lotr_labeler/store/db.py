@@ -104,6 +104,9 @@ class Database:
             raise NotFound(f"No project at {self.root} (missing {DB_NAME}). Create it with `init`.")
         self.conn = self._connect(db)
         self._tx_depth = 0
+        # Moves that failed after their change was committed (they stay journaled and are retried):
+        # front ends show these to the user (CLI: a warning line; pages: a warning), not only the log.
+        self.move_errors: list[str] = []
         try:
             migrate(self.conn)
             self.repair()
@@ -224,14 +227,13 @@ class Database:
             try:
                 self._move(self.root / op["src"], self.root / op["dst"])
             except OSError as exc:
-                log.warning(
-                    "project %s: could not move %s to %s (%s); it stays journaled. "
-                    "Check the folder's permissions and free space, then reopen the project.",
-                    self.name,
-                    op["src"],
-                    op["dst"],
-                    exc,
+                text = (
+                    f"Could not move {op['src']} to {op['dst']} ({exc.strerror or exc}). The change is saved; the "
+                    "move is retried on the next change or when the project is opened. Check the folder's "
+                    "permissions and free space."
                 )
+                log.warning("project %s: %s", self.name, text)
+                self.move_errors.append(text)
                 break
             self.conn.execute("DELETE FROM file_ops WHERE id = ?", (op["id"],))
             done += 1

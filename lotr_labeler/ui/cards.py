@@ -310,6 +310,8 @@ def apply(store: Store, key: str, raw: Any, allowed: Collection[str], on_action:
         s.message = ("error", sentence)
         return s
     s.message = text if isinstance(text, tuple) else ("success", text)
+    if store.move_errors:  # saved, but a file did not follow yet: shown, not only logged
+        s.message = ("warning", f"{s.message[1]} {' '.join(dict.fromkeys(store.move_errors))}")
     s.rerun_app = act.action in APP_ACTIONS
     if act.action not in APP_ACTIONS:  # the next render moves the focus on (it knows what is still shown)
         s.acted = (list(s.ids), list(act.ids))

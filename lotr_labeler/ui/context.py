@@ -148,8 +148,10 @@ def act(
 ) -> None:
     """Run ``fn(store, *args)`` as a widget callback; flash its result or its error (domain errors
     and the library errors ``explain`` knows) to ``flash_to`` (a ``show_flash`` slot)."""
+    problems: list[str] = []
     try:
         with Store(data_dir() / st.session_state[_PROJECT]) as store:
+            problems = store.move_errors
             result = fn(store, *args, **kwargs)
     except Exception as exc:
         message = explain_known(exc)
@@ -159,3 +161,5 @@ def act(
         return
     if success:
         flash("success", success.format(result=result), flash_to)
+    if problems:  # saved, but a file did not follow yet: say so rather than only logging it
+        flash("warning", " ".join(dict.fromkeys(problems)), flash_to)

@@ -183,15 +183,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token, generated = serve_token(args.host, args.token, args.no_auth)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown}:{args.port}/"
-    print(
-        f"Prediction API on {url} (phone page GET /, POST /predict, GET /health, GET /classes). Ctrl-C stops.",
-        file=sys.stderr,
+
+    def announce() -> None:  # only once the port is free and the model found
+        print(
+            f"Prediction API on {url} (phone page GET /, POST /predict, GET /health, GET /classes). Ctrl-C stops.",
+            file=sys.stderr,
+        )
+        if token is not None:
+            where = "generated for this start" if generated else "from --token"
+            print(f"Access token ({where}): {token}", file=sys.stderr)
+            print(f"On a phone open {url}#token={token} (0.0.0.0: use this machine's LAN address).", file=sys.stderr)
+
+    serve(
+        root(args),
+        args.project,
+        model,
+        host=args.host,
+        port=args.port,
+        cors_origins=args.cors_origin,
+        token=token,
+        announce=announce,
     )
-    if token is not None:
-        where = "generated for this start" if generated else "from --token"
-        print(f"Access token ({where}): {token}", file=sys.stderr)
-        print(f"On a phone open {url}#token={token} (0.0.0.0: use this machine's LAN address).", file=sys.stderr)
-    serve(root(args), args.project, model, host=args.host, port=args.port, cors_origins=args.cors_origin, token=token)
     return 0
 
 
