@@ -48,8 +48,8 @@ def augmented(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     old = os.environ.get("LOTR_LABELER_DATA")
     os.environ["LOTR_LABELER_DATA"] = str(data)
     try:
-        # The defaults (augmentation on), only small and short; no ImageNet download here.
-        assert main(["train", "--epochs", "1", "--size", "64", "--bs", "4", "--no-pretrained"]) == 0
+        # The defaults (the bundled pretrained network, augmentation on), only small and short.
+        assert main(["train", "--epochs", "1", "--size", "64", "--bs", "4"]) == 0
         with Store(data / "demo") as store:
             run = runs.current_run(store)
             assert run is not None
