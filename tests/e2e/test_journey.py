@@ -131,14 +131,13 @@ def wait_job_done(sp: StreamlitPage, kind: str, timeout_s: float = 90.0) -> tupl
 
 
 def create_project(j: Journey) -> None:
-    """Home page, "New project" form, template empty."""
+    """Home page, "New project" form, no class names (added on Classes next)."""
     sp = j.sp
     sp.open("/")
     form = sp.expand("New project")
     sp.fill("Project name", PROJECT, within=form)
-    sp.select("Start from", "empty", within=form, rerun=False)  # inside a form: no rerun until submit
     sp.click(sp.button("Create project"))
-    sp.wait_text(f"Created project '{PROJECT}'.")
+    sp.wait_text(f"Created project '{PROJECT}' with 0 classes.")
     assert sp.page.locator('input[role="combobox"][aria-label="Project"]').input_value() == PROJECT
     sp.wait_text("This project has no classes yet.")
 

@@ -323,13 +323,16 @@ def test_search_follows_a_chained_job_without_a_reload(sp: StreamlitPage, typing
 # buttons (their text), the grid's buttons and card captions. Hidden ones (a closed popover) are skipped.
 _CUT = """
 () => {
+  const LABELS = "button, button *, .cg-cap, .cg-btn, .cg-counts, [data-testid=stCaptionContainer]";
   const roots = [document];
   for (const el of document.querySelectorAll("*")) if (el.shadowRoot) roots.push(el.shadowRoot);
   const cut = [];
   for (const r of roots)
-    for (const el of r.querySelectorAll("button, button *, .cg-cap, .cg-btn, .cg-counts, [data-testid=stCaptionContainer]")) {
+    for (const el of r.querySelectorAll(LABELS)) {
       if (!el.getClientRects().length || getComputedStyle(el).visibility === "hidden") continue;
-      if (el.scrollWidth > el.clientWidth + 1) cut.push(`${el.className || el.tagName}: ${(el.innerText || "").trim().slice(0, 60)} (${el.scrollWidth} > ${el.clientWidth})`);
+      const text = (el.innerText || "").trim().slice(0, 60);
+      const name = el.className || el.tagName;
+      if (el.scrollWidth > el.clientWidth + 1) cut.push(`${name}: ${text} (${el.scrollWidth} > ${el.clientWidth})`);
     }
   return cut;
 }
