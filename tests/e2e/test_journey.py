@@ -174,7 +174,7 @@ def search_all(j: Journey) -> None:
     sp.wait_text("Started 3 search queries")
     message, _ = wait_job_done(sp, "search")
     assert f"{3 * PER_QUERY} new" in message, message
-    sp.wait_text(f"{3 * PER_QUERY} candidate(s) · page 1")
+    sp.wait_text(f"{3 * PER_QUERY} candidates · page 1")
     assert len(card_ids(sp)) == 48
     srcs = sp.page.locator(".cg-grid .cg-card img").evaluate_all("els => els.map(e => e.getAttribute('src'))")
     assert len(srcs) == 48 and all(str(u).startswith(j.image_server) for u in srcs), srcs[:3]  # the browser's job
@@ -215,7 +215,7 @@ def review_grid(j: Journey) -> None:
     )
     sp.select("State", "pending")
     j.accepted = 46
-    sp.wait_text(f"{3 * PER_QUERY - 48} candidate(s) · page 1")  # the pending filter now shows the rest
+    sp.wait_text(f"{3 * PER_QUERY - 48} candidates · page 1")  # the pending filter now shows the rest
     totals = j.status()
     assert (totals["accepted"], totals["rejected"], totals["pending"]) == (46, 2, 12), totals
 
