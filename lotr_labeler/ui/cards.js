@@ -367,7 +367,7 @@ export default function (component) {
     if (c.id === s.focus) cls.push("cg-focus");
     if (s.sel.has(c.id)) cls.push("cg-sel");
     if (c.deleted) cls.push("cg-deleted");
-    if (c.reviewed) cls.push("cg-reviewed");
+    if (c.reviewed && kind !== "search") cls.push("cg-reviewed");  // a candidate's badge says it (✅)
     if (c.state) cls.push(`cg-st-${c.state}`);
     if (c.out) cls.push("cg-out");
     if (s.refused.has(c.id)) cls.push("cg-refused");
