@@ -34,3 +34,14 @@ def test_runs_list_rounds_the_error_rate(store: Store, data_root: Path, capsys: 
     assert "0.333" in out and "0.3333" not in out and "12.3" in out and "12.34" not in out
     assert main(["--data", str(data_root), "--project", store.name, "runs", "list", "--json"]) == 0
     assert "0.3333333" in capsys.readouterr().out  # JSON keeps every digit
+
+
+def test_torch_jit_script_deprecation_does_not_reach_the_terminal() -> None:
+    """fastai's import-time torch.jit.script made every model command print a FutureWarning."""
+    import subprocess
+    import sys
+
+    code = "import lotr_labeler, fastai.vision.all"
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "jit.script" not in done.stderr, done.stderr
