@@ -19,6 +19,7 @@ from lotr_labeler.ui.context import (
     data_dir,
     error_boundary,
     flash,
+    has_flash,
     keep_valid,
     open_current,
     remember_widgets,
@@ -79,8 +80,12 @@ def _launch_search(store: Store, spec: SearchJob, n: int) -> str:
     return f"Started {n} search quer{'y' if n == 1 else 'ies'}; results appear below as they arrive."
 
 
+DOWNLOAD_SLOT = "download"  # the Download buttons' messages show next to them
+
+
 def _launch_download(store: Store, retry: bool) -> str:
     DownloadJob(retry_failed=retry).launch(store)
+    st.session_state["_s_whole_page"] = True  # the job panel and the page's follower are outside the fragment
     return "Download started."
 
 
@@ -187,6 +192,8 @@ def _page_of(
 def _review_grid(project: str, label: str | None, query: str | None, state: str | None, sort: str, show: str) -> None:
     """The pager, the candidate grid and the Download buttons: a grid action reruns only this (the
     keys never wait for it: the grid applies them in the browser and sends them in order)."""
+    if st.session_state.pop("_s_whole_page", False):  # a download started: the whole page follows it now
+        st.rerun(scope="app")
     with Store(data_dir() / project) as store, error_boundary():
         settings = store.settings()
         cursor_key = f"_cursor_{label or ALL}_{query or ALL}_{state or ALL}_{sort}_{show}"
@@ -264,7 +271,7 @@ def _download_buttons(store: Store) -> None:
         disabled=running or not accepted,
         on_click=act,
         args=(_launch_download, False),
-        kwargs={"success": "{result}"},
+        kwargs={"success": "{result}", "flash_to": DOWNLOAD_SLOT},
         width="stretch",
     )
     d[1].button(
@@ -272,7 +279,7 @@ def _download_buttons(store: Store) -> None:
         disabled=running or not failed,
         on_click=act,
         args=(_launch_download, True),
-        kwargs={"success": "{result}"},
+        kwargs={"success": "{result}", "flash_to": DOWNLOAD_SLOT},
         width="stretch",
     )
     d[2].caption(
@@ -280,6 +287,10 @@ def _download_buttons(store: Store) -> None:
         f"{settings.max_bytes // 1_000_000} MB cap, images resized to {settings.max_side} px. "
         "Exact duplicates are skipped, near duplicates flagged."
     )
+    refused = has_flash(DOWNLOAD_SLOT)
+    show_flash(DOWNLOAD_SLOT)  # a refused download says why here, next to its button
+    if refused:
+        st.markdown("⚙️ [Download settings](/Settings): parallel downloads, size cap, private hosts.")
 
 
 def _pick(options: tuple[str, ...], key: str, label: str) -> str:
