@@ -200,24 +200,9 @@ def _review_grid(project: str, label: str | None, query: str | None, state: str 
         cursors: list[int] = st.session_state.setdefault(cursor_key, [])
         page_size = settings.page_size
         total, items = _page_of(store, label, query, state, sort, show, cursors)
-        b = st.columns([1, 1, 1.2])
-        b[0].button(
-            "◀ Previous",
-            disabled=not cursors,
-            shortcut="Shift+PageUp",
-            width="stretch",
-            on_click=_back,
-            args=(cursors,),
-        )
-        b[1].button(
-            "Next ▶",
-            disabled=len(items) < page_size,
-            shortcut="Shift+PageDown",
-            width="stretch",
-            on_click=_turn,
-            args=(cursors, sort == "id" and show == ALL, [t.id for t in items]),
-        )
-        cards.grid(
+        b = st.columns([1, 1, 1.2])  # the pager above the grid, filled once the grid says what it shows
+        by_id = sort == "id" and show == ALL
+        shown = cards.grid(
             GRID,
             [search_grid.candidate_card(t) for t in items],
             classes=store.class_names(),
@@ -234,6 +219,27 @@ def _review_grid(project: str, label: str | None, query: str | None, state: str 
             page_scope="pending" if state in (None, "pending") else "any",
             counts=f"{total} candidate{'' if total == 1 else 's'} · page {len(cursors) + 1}",
         )
+        # More after the cards shown (decided ones stayed in place, so the listing's own page may be short).
+        if by_id:
+            more = bool(shown) and bool(store.candidates(label, state=state, query=query, limit=1, after_id=max(shown)))
+        else:
+            more = (cursors[-1] if cursors else 0) + len(shown) - cards.state(GRID).gone < total
+        b[0].button(
+            "◀ Previous",
+            disabled=not cursors,
+            shortcut="Shift+PageUp",
+            width="stretch",
+            on_click=_back,
+            args=(cursors,),
+        )
+        b[1].button(
+            "Next ▶",
+            disabled=not more,
+            shortcut="Shift+PageDown",
+            width="stretch",
+            on_click=_turn,
+            args=(cursors, by_id, shown),
+        )
         _download_buttons(store)
 
 
@@ -241,10 +247,9 @@ def _back(cursors: list[int]) -> None:
     cursors.pop()
 
 
-def _turn(cursors: list[int], by_id: bool, drawn: list[int]) -> None:
+def _turn(cursors: list[int], by_id: bool, shown: list[int]) -> None:
     """Next: after the cards the user saw (decided ones stayed in place): by id, the last one shown;
     ranked, as many places on as the cards still in the ranking."""
-    shown = cards.state(GRID).ids or drawn
     if by_id:
         cursors.append(max(shown))
     else:

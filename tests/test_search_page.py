@@ -254,3 +254,16 @@ def test_a_refused_download_says_why_next_to_its_button_with_the_settings_link(c
     errors = [e.value for e in at.error]
     assert any("already running" in e for e in errors), errors
     assert any("](/Settings)" in m.value for m in at.markdown), "no link to the settings"
+
+
+def test_next_stays_open_after_a_whole_page_is_decided(candidates: Store) -> None:
+    """A page decided to the last card keeps its 48 cards (pinned); the pending listing after them is
+    shorter than a page, which disabled Next and left the rest unreachable."""
+    at = app()
+    first = shown(at)
+    at = grid_batch(at, "s_grid", [{"seq": 1, "action": "accept", "ids": first}])  # Shift+A on the whole page
+    assert shown(at) == first
+    nxt = next(b for b in at.button if b.label == "Next ▶")
+    assert not nxt.disabled
+    nxt.click().run()
+    assert shown(at) == list(range(49, 71))
