@@ -291,7 +291,7 @@ def test_search_follows_a_chained_job_without_a_reload(sp: StreamlitPage, typing
     from lotr_labeler.jobs import table as jobs
 
     with open_project(typing_app.data_dir, "shapes") as s:
-        total = s.count_candidates()
+        total = s.count_candidates(state="pending")  # the page's view: the pending candidates
         search = jobs.insert(s, "search", {}, os.getpid(), jobs.own_start())  # this process: alive
     sp.open("/Search")  # the page as its Search button leaves it: the search running
     counts = sp.page.locator(".cg-counts")
