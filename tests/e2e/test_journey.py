@@ -210,7 +210,7 @@ def review_grid(j: Journey) -> None:
         anchor=full_rerun,
         goal="ours <= 0.5 s",
         note=f"median of {len(keys)} key presses {[round(c, 3) for c in keys]} (press → rerun finished, timed in "
-        "the test; the card changes at once, the queue goes at a 250 ms pause); anchor: the grid's 'Accept page' "
+        "the test; the card changes at once, the queue goes at a 300 ms pause); anchor: the grid's 'Accept page' "
         "on the same page, click → its message, timed the same way",
     )
     sp.select("State", "pending")
