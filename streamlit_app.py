@@ -81,18 +81,30 @@ def _new_project() -> None:
     # Keyed: stays open across the rerun of a submit, so its error (e.g. a name like ../evil) is seen.
     with kept_expander("New project", "home_new_project"), st.form("new_project", clear_on_submit=False):
         name = st.text_input("Project name", placeholder="e.g. birds", key="new_project_name")
-        template = st.selectbox(
-            "Start from", list(proj.TEMPLATES), format_func=lambda t: {"lotr": "Middle-earth races"}.get(t, t)
+        names = st.text_area(
+            "Classes (one per line, or comma-separated)",
+            placeholder="e.g. robin, blackbird, sparrow",
+            key="new_project_classes",
+            help="Each class is searched by its name; add other search names on the Classes page.",
         )
-        if st.form_submit_button("Create project"):
-            with error_boundary():
-                created = create_project(data_dir(), name, template)
-                created.close()
-                remember(data_dir(), created.name)
-                st.session_state["_project"] = created.name
-                flash("success", f"Created project {created.name!r}.")
-                del st.session_state["new_project_name"]  # an empty field for the next one (a bad name stays)
-                st.rerun()
+        c = st.columns(2)
+        if c[0].form_submit_button("Create project", type="primary"):
+            _create(name, "empty", names)
+        if c[1].form_submit_button("…or the Middle-earth example", help="The seven races of the seed, with queries"):
+            _create(name.strip() or proj.DEFAULT_PROJECT, "lotr", "")
+
+
+def _create(name: str, template: str, names: str) -> None:
+    with error_boundary():
+        created = create_project(data_dir(), name, template, proj.parse_class_names(names))
+        n = len(created.class_names())
+        created.close()
+        remember(data_dir(), created.name)
+        st.session_state["_project"] = created.name
+        flash("success", f"Created project {created.name!r} with {n} class{'' if n == 1 else 'es'}.")
+        del st.session_state["new_project_name"]  # empty fields for the next one (a bad name stays)
+        del st.session_state["new_project_classes"]
+        st.rerun()
 
 
 def pages() -> list[Any]:

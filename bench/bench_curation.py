@@ -63,6 +63,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -313,7 +314,8 @@ def grid_cards(sp: StreamlitPage) -> list[dict[str, Any]]:
                          predicted: pred ? pred.textContent.replace('→', '').trim().split(' ')[0] : null,
                          pct: pct ? Number(pct[1]) : null,
                          deleted: c.classList.contains('cg-deleted'),
-                         reviewed: c.classList.contains('cg-reviewed')};
+                         reviewed: c.classList.contains('cg-reviewed'),
+                         state: ((/cg-st-(\w+)/.exec(c.className) || [])[1]) || ''};
                })"""
         )
     )
@@ -445,9 +447,10 @@ class GridUser:
 
 
 def search_new(user: User, s: cd.SearchSet, co: Checkout) -> None:
-    """Grid on Search (the pending view: a decided card leaves it, the next ones move up): the off-topic
-    cards shown selected → X (a lone one by its own ✗), one round at a time since the cards move after
-    each; when the page shows only on-topic cards, Shift+A ("Accept page") takes them all."""
+    """Grid on Search (the pending view). Where decided cards stay in place until the page turns (issue 18):
+    the off-topic pending cards selected → X (a lone one by its own ✗; ranges may cross cards rejected
+    already), Shift+A ("Accept page": the pending cards shown), then Shift+PageDown. On an older grid,
+    where a decided card leaves the view and the next ones move up: the same rounds, then Shift+A."""
     g, sp = GridUser(user), user.sp
     user.t.strategy = "new grid: select off-topic → X (rounds), then Shift+A accepts the page"
     for _ in range(MAX_ROUNDS):
@@ -455,15 +458,24 @@ def search_new(user: User, s: cd.SearchSet, co: Checkout) -> None:
         if not cards:
             return
         order = [c["id"] for c in cards]
-        off = [c["id"] for c in cards if not s.truth_of_url(c["src"]).on_topic]
-        if not off:
+        pinned = any(c["state"] for c in cards)  # the grid marks each card's state: decided ones stay
+        pending = [c for c in cards if not pinned or c["state"] == "pending"]
+        off = [c["id"] for c in pending if not s.truth_of_url(c["src"]).on_topic]
+        if not off and pending:
             before = user.t.actions
             user.press("Shift+A")
-            user.t.steps.append(f"Shift+A: accept the page's {len(cards)} card(s) (total {before + 1} actions)")
+            user.t.steps.append(f"Shift+A: accept the page's {len(pending)} card(s) (total {before + 1} actions)")
             continue
-        part = plan_rounds(off, order, button=True)[0]  # the cheapest first round; then look again
+        if not off:  # the page is decided: on to the next one, if any
+            nxt = sp.page.get_by_role("button", name=re.compile("^Next ▶"))
+            if not nxt.count() or nxt.first.is_disabled():
+                return
+            user.press("Shift+PageDown")
+            continue
+        rejected = frozenset(c["id"] for c in cards if c["state"] == "rejected")
+        part = plan_rounds(off, order, rejected, button=True)[0]  # the cheapest first round; then look again
         if not (len(part) == 1 and g.card_button(part[0], "reject")):
-            g.select(part, order)
+            g.select(part, order, rejected)
             g.key("x", part)
 
 

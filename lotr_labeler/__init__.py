@@ -18,6 +18,7 @@ ddgs and httpx load only when a caller needs them (pinned by tests/test_exported
 # Private aliases only: the module's public namespace is exactly ``__all__`` (pinned by a test).
 import importlib as _importlib
 import typing as _typing
+import warnings as _warnings
 
 from lotr_labeler.errors import (
     BlockedHost,
@@ -38,6 +39,10 @@ from lotr_labeler.errors import (
     WeightsUnavailable,
     check_choice,
 )
+
+# fastai decorates functions with torch.jit.script at import; this torch (2.14) warns once per process that it is
+# deprecated, on every CLI command that loads a model. Nothing the user can act on: that one message goes.
+_warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 if _typing.TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
     from lotr_labeler.api import create_app, serve

@@ -52,6 +52,26 @@ def template_classes(template: str) -> tuple[ClassSpec, ...]:
     return TEMPLATES[check_choice(template, TEMPLATES, "Template")]
 
 
+def parse_class_names(text: str) -> list[str]:
+    """Class names typed one per line or comma-separated, each validated, in order, duplicates once.
+
+    Raises
+    ------
+    InvalidInput
+        A name that cannot be a class (the message names it and says why).
+    """
+    names: list[str] = []
+    seen: set[str] = set()
+    for part in text.replace(",", "\n").splitlines():
+        if not part.strip():
+            continue
+        name = validate_name(part)
+        if name.casefold() not in seen:
+            seen.add(name.casefold())
+            names.append(name)
+    return names
+
+
 def validate_name(name: str, what: str = "Class name") -> str:
     """Return ``name`` stripped and NFC-normalised, or raise InvalidInput saying what is wrong.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from lotr_labeler import project as proj
@@ -41,8 +42,11 @@ def list_projects(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / DB_NAME).is_file())
 
 
-def create_project(root: Path, name: str = proj.DEFAULT_PROJECT, template: str = "lotr") -> Store:
-    """Create a project folder and fill in the template's classes.
+def create_project(
+    root: Path, name: str = proj.DEFAULT_PROJECT, template: str = "lotr", classes: Sequence[str] = ()
+) -> Store:
+    """Create a project folder and fill in the template's classes, then ``classes`` (each searched by
+    its name).
 
     Parameters
     ----------
@@ -52,6 +56,9 @@ def create_project(root: Path, name: str = proj.DEFAULT_PROJECT, template: str =
         The project's name, also its folder name.
     template
         ``lotr`` (the seed's classes and search queries) or ``empty``.
+    classes
+        More class names (``project.parse_class_names`` reads them from text), checked before anything
+        is created.
 
     Returns
     -------
@@ -67,10 +74,16 @@ def create_project(root: Path, name: str = proj.DEFAULT_PROJECT, template: str =
     """
     name = proj.validate_name(name, "Project name")
     specs = proj.template_classes(template)
+    extra = [proj.validate_name(c) for c in classes]  # a bad name: nothing created
     root = absolute(root)
     store = Store.create(root / name)
+    have = {spec.name.casefold() for spec in specs}
     for spec in specs:
         store.add_class(spec.name, spec.names, spec.template, record=False)
+    for cls in extra:
+        if cls.casefold() not in have:
+            have.add(cls.casefold())
+            store.add_class(cls, record=False)
     remember(root, name)
     return store
 

@@ -19,6 +19,7 @@ from lotr_labeler.ui.context import (
     data_dir,
     error_boundary,
     flash,
+    has_flash,
     keep_valid,
     open_current,
     remember_widgets,
@@ -79,8 +80,12 @@ def _launch_search(store: Store, spec: SearchJob, n: int) -> str:
     return f"Started {n} search quer{'y' if n == 1 else 'ies'}; results appear below as they arrive."
 
 
+DOWNLOAD_SLOT = "download"  # the Download buttons' messages show next to them
+
+
 def _launch_download(store: Store, retry: bool) -> str:
     DownloadJob(retry_failed=retry).launch(store)
+    st.session_state["_s_whole_page"] = True  # the job panel and the page's follower are outside the fragment
     return "Download started."
 
 
@@ -217,30 +222,17 @@ def _page_of(
 def _review_grid(project: str, label: str | None, query: str | None, state: str | None, sort: str, show: str) -> None:
     """The pager, the candidate grid and the Download buttons: a grid action reruns only this (the
     keys never wait for it: the grid applies them in the browser and sends them in order)."""
+    if st.session_state.pop("_s_whole_page", False):  # a download started: the whole page follows it now
+        st.rerun(scope="app")
     with Store(data_dir() / project) as store, error_boundary():
         settings = store.settings()
         cursor_key = f"_cursor_{label or ALL}_{query or ALL}_{state or ALL}_{sort}_{show}"
         cursors: list[int] = st.session_state.setdefault(cursor_key, [])
         page_size = settings.page_size
         total, items = _page_of(store, label, query, state, sort, show, cursors)
-        b = st.columns([1, 1, 1.2])
-        b[0].button(
-            "◀ Previous",
-            disabled=not cursors,
-            shortcut="Shift+PageUp",
-            width="stretch",
-            on_click=_back,
-            args=(cursors,),
-        )
-        b[1].button(
-            "Next ▶",
-            disabled=len(items) < page_size,
-            shortcut="Shift+PageDown",
-            width="stretch",
-            on_click=_turn,
-            args=(cursors, sort == "id" and show == ALL, [t.id for t in items]),
-        )
-        cards.grid(
+        b = st.columns([1, 1, 1.2])  # the pager above the grid, filled once the grid says what it shows
+        by_id = sort == "id" and show == ALL
+        shown = cards.grid(
             GRID,
             [search_grid.candidate_card(t) for t in items],
             classes=store.class_names(),
@@ -257,6 +249,27 @@ def _review_grid(project: str, label: str | None, query: str | None, state: str 
             page_scope="pending" if state in (None, "pending") else "any",
             counts=f"{total} candidate{'' if total == 1 else 's'} · page {len(cursors) + 1}",
         )
+        # More after the cards shown (decided ones stayed in place, so the listing's own page may be short).
+        if by_id:
+            more = bool(shown) and bool(store.candidates(label, state=state, query=query, limit=1, after_id=max(shown)))
+        else:
+            more = (cursors[-1] if cursors else 0) + len(shown) - cards.state(GRID).gone < total
+        b[0].button(
+            "◀ Previous",
+            disabled=not cursors,
+            shortcut="Shift+PageUp",
+            width="stretch",
+            on_click=_back,
+            args=(cursors,),
+        )
+        b[1].button(
+            "Next ▶",
+            disabled=not more,
+            shortcut="Shift+PageDown",
+            width="stretch",
+            on_click=_turn,
+            args=(cursors, by_id, shown),
+        )
         _download_buttons(store)
 
 
@@ -264,10 +277,9 @@ def _back(cursors: list[int]) -> None:
     cursors.pop()
 
 
-def _turn(cursors: list[int], by_id: bool, drawn: list[int]) -> None:
+def _turn(cursors: list[int], by_id: bool, shown: list[int]) -> None:
     """Next: after the cards the user saw (decided ones stayed in place): by id, the last one shown;
     ranked, as many places on as the cards still in the ranking."""
-    shown = cards.state(GRID).ids or drawn
     if by_id:
         cursors.append(max(shown))
     else:
@@ -294,7 +306,7 @@ def _download_buttons(store: Store) -> None:
         disabled=running or not accepted,
         on_click=act,
         args=(_launch_download, False),
-        kwargs={"success": "{result}"},
+        kwargs={"success": "{result}", "flash_to": DOWNLOAD_SLOT},
         width="stretch",
     )
     d[1].button(
@@ -302,7 +314,7 @@ def _download_buttons(store: Store) -> None:
         disabled=running or not failed,
         on_click=act,
         args=(_launch_download, True),
-        kwargs={"success": "{result}"},
+        kwargs={"success": "{result}", "flash_to": DOWNLOAD_SLOT},
         width="stretch",
     )
     d[2].caption(
@@ -310,6 +322,10 @@ def _download_buttons(store: Store) -> None:
         f"{settings.max_bytes // 1_000_000} MB cap, images resized to {settings.max_side} px. "
         "Exact duplicates are skipped, near duplicates flagged."
     )
+    refused = has_flash(DOWNLOAD_SLOT)
+    show_flash(DOWNLOAD_SLOT)  # a refused download says why here, next to its button
+    if refused:
+        st.markdown("⚙️ [Download settings](/Settings): parallel downloads, size cap, private hosts.")
 
 
 def _pick(options: tuple[str, ...], key: str, label: str) -> str:

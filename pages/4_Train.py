@@ -18,6 +18,7 @@ from lotr_labeler.review.trust import how_to_improve, model_trust
 from lotr_labeler.store import Store
 from lotr_labeler.ui.context import act, error_boundary, open_current, show_flash
 from lotr_labeler.ui.jobs import job_panel
+from lotr_labeler.ui.widgets import confusion_styler
 
 st.set_page_config(page_title="Train · lotr_labeler", page_icon="🏋️", layout="wide")
 st.title("Train")
@@ -222,7 +223,7 @@ def _run_detail(run: runs.Run, said: str | None = None) -> None:
         with left:
             st.markdown("**Confusion matrix** (rows: actual, columns: predicted; validation split)")
             cm = pd.DataFrame(metrics["confusion_matrix"], index=vocab, columns=vocab)
-            st.dataframe(cm.style.background_gradient(cmap="Blues"), width="stretch")
+            st.dataframe(confusion_styler(cm), width="stretch")
         with right:
             st.markdown("**Per class**")
             st.caption("— : no validation image was predicted as that class (precision undefined).")

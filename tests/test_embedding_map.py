@@ -317,3 +317,18 @@ def test_picked_id_and_chart_spec(store: Store) -> None:
     assert spec["params"][0]["name"] == review_map.SELECTION
     no_thumbs = review_map.map_chart(m.points, {}).to_dict()
     assert "image" not in [t["field"] for t in no_thumbs["encoding"]["tooltip"]]
+
+
+def test_more_like_this_offers_no_bulk_relabel_while_the_model_is_weak(store: Store) -> None:
+    """Issue 18: with a weak model the neighbours are no evidence of a class: one relabel at a time."""
+    scored(store)
+    vocab = store.class_names()
+    for img in store.images():  # every label moved on: the head now disagrees with them (review/trust.py)
+        store.relabel([img.id], vocab[(vocab.index(img.label) + 1) % len(vocab)])
+    odd = store.images()[0]
+    at = review_page()
+    at = grid_send(at, "r_grid", {"action": "more", "ids": [odd.id]})
+    assert any(f"More like #{odd.id}" in m.value for m in at.markdown)
+    assert not [b for b in at.button if b.key == f"rs_all_{odd.id}"]
+    assert any("relabel the neighbours one by one" in c.value for c in at.caption)
+    assert [b for b in at.button if str(b.key).startswith(f"rs_to_{odd.id}_")]  # one by one still works

@@ -56,7 +56,6 @@ def test_home_shows_counts_chart_and_next_step(store: Store) -> None:
 def test_home_creates_project(store: Store, data_root: Path) -> None:
     at = app("streamlit_app.py")
     at.text_input[0].input("birds")
-    at.selectbox[0].select("empty")
     at.button[0].click().run()
     assert (data_root / "birds" / "project.sqlite").exists()
     assert at.sidebar.selectbox[0].value == "birds"
@@ -170,3 +169,25 @@ def test_job_times_read_as_a_person_says_them() -> None:
     assert when("2026-11-29T04:10:00+00:00", now) == "2026-11-29 04:10 UTC"
     assert when("2026-12-02T08:00:00", now) == "2026-12-02 08:00 UTC"  # later (another clock): the time itself
     assert when("yesterday", now) == "yesterday"
+
+
+def test_home_creates_a_project_from_class_names(store: Store, data_root: Path) -> None:
+    """Class names one per line or comma-separated (the user used to add them one at a time on Classes);
+    the Middle-earth example stays one click away. A bad name creates nothing and is named."""
+    from lotr_labeler.workspace import open_project
+
+    at = app("streamlit_app.py")
+    at.text_input(key="new_project_name").input("birds")
+    at.text_area(key="new_project_classes").input("robin, blackbird\nsparrow\n\nRobin")
+    next(b for b in at.button if b.label == "Create project").click().run()
+    with open_project(data_root, "birds") as birds:
+        assert birds.class_names() == ["robin", "blackbird", "sparrow"]
+    assert any("with 3 classes" in s.value for s in at.success)
+    at.text_input(key="new_project_name").input("bad")
+    at.text_area(key="new_project_classes").input("ok, ../evil")
+    next(b for b in at.button if b.label == "Create project").click().run()
+    assert any("../evil" in e.value for e in at.error) and not (data_root / "bad").exists()
+    at.text_input(key="new_project_name").input("me")
+    next(b for b in at.button if b.label.startswith("…or the Middle-earth")).click().run()
+    with open_project(data_root, "me") as me:
+        assert len(me.class_names()) == 7 and "Hobbits" in me.class_names()

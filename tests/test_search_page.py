@@ -238,3 +238,32 @@ def test_one_undo_the_grids_with_the_history_popover(candidates: Store) -> None:
     at = grid_send(at, "s_grid", {"action": "undo", "ids": []})
     assert candidates.get_candidate(4).state == "pending"
     assert "~~rejected candidate #4~~" in " ".join(m.value for m in at.markdown)
+
+
+def test_a_refused_download_says_why_next_to_its_button_with_the_settings_link(candidates: Store) -> None:
+    """The Download button sits in the grid's fragment: its refusal used to wait for a full rerun at the
+    page's top. It shows beside the button now, with a link to the download settings."""
+    import os
+
+    from lotr_labeler.jobs import table as jobs
+
+    candidates.decide([1, 2], "accepted")
+    at = app()
+    jobs.insert(candidates, "download", {}, os.getpid(), jobs.own_start())  # another tab started one meanwhile
+    button(at, "Download 2 accepted")
+    errors = [e.value for e in at.error]
+    assert any("already running" in e for e in errors), errors
+    assert any("](/Settings)" in m.value for m in at.markdown), "no link to the settings"
+
+
+def test_next_stays_open_after_a_whole_page_is_decided(candidates: Store) -> None:
+    """A page decided to the last card keeps its 48 cards (pinned); the pending listing after them is
+    shorter than a page, which disabled Next and left the rest unreachable."""
+    at = app()
+    first = shown(at)
+    at = grid_batch(at, "s_grid", [{"seq": 1, "action": "accept", "ids": first}])  # Shift+A on the whole page
+    assert shown(at) == first
+    nxt = next(b for b in at.button if b.label == "Next ▶")
+    assert not nxt.disabled
+    nxt.click().run()
+    assert shown(at) == list(range(49, 71))

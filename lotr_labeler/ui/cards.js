@@ -34,8 +34,8 @@ const GAP_PX = 8;  // .cg-grid's gap in cards.css
 const RESEND_MS = 4000;  // a queue unanswered this long is sent again (Python ignores the seqs it applied)
 // Sent when the keys pause this long, or at the latest this long after the first unsent key: each send is
 // a rerun, whose rendering holds the browser's main thread, so fewer sends keep every key's change quick.
-const IDLE_MS = 250;
-const MAX_WAIT_MS = 1200;
+const IDLE_MS = 300;
+const MAX_WAIT_MS = 2000;
 const KEY_ACTION = { k: "keep", d: "delete", r: "restore", p: "predict", m: "more", a: "accept", x: "reject" };
 const BADGE = { pending: "⏳", accepted: "✅", rejected: "❌", downloaded: "💾", failed: "⚠️" };
 const SNAP = ["label", "state", "deleted", "reviewed", "predicted", "hint", "confidence"];
@@ -367,7 +367,7 @@ export default function (component) {
     if (c.id === s.focus) cls.push("cg-focus");
     if (s.sel.has(c.id)) cls.push("cg-sel");
     if (c.deleted) cls.push("cg-deleted");
-    if (c.reviewed) cls.push("cg-reviewed");
+    if (c.reviewed && kind !== "search") cls.push("cg-reviewed");  // a candidate's badge says it (✅)
     if (c.state) cls.push(`cg-st-${c.state}`);
     if (c.out) cls.push("cg-out");
     if (s.refused.has(c.id)) cls.push("cg-refused");
@@ -375,6 +375,15 @@ export default function (component) {
     return cls.join(" ");
   }
   function thumbHtml(c) {
+    // Kept per card: escaping a 10 KB data: URL for 48 cards on every key would cost milliseconds.
+    const hit = s.thumbs && s.thumbs.get(c.id);
+    if (hit && hit.src === c.src && hit.flags === String(c.flags)) return hit.html;
+    const html = thumbBuild(c);
+    if (!s.thumbs) s.thumbs = new Map();
+    s.thumbs.set(c.id, { src: c.src, flags: String(c.flags), html });
+    return html;
+  }
+  function thumbBuild(c) {
     const src = safeUrl(c.src);
     const img = src ? `<img src="${src}" alt="#${c.id}" loading="lazy">` : `<span class="cg-missing">${c.src ? "no preview" : "file missing"}</span>`;
     const flags = c.flags && c.flags.length ? `<span class="cg-flag" title="${esc(c.flags.join(", "))}">⚠</span>` : "";

@@ -22,6 +22,7 @@ API
   applies one and returns the message. ``large(card_id) -> str | None`` gives the lightbox image,
   fetched only for the card opened.
 - ``GridAction``: what the user asked for; ``parse_action`` validates a raw trigger value.
+- ``apply_batch``: the browser's queue applied in seq order, replays ignored; ``pin``: the page as drawn.
 """
 
 from __future__ import annotations

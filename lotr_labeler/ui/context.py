@@ -36,6 +36,11 @@ def flash(kind: str, message: str, slot: str | None = None) -> None:
     st.session_state.setdefault(_FLASH, []).append((kind, message, slot))
 
 
+def has_flash(slot: str | None, kind: str = "error") -> bool:
+    """Whether a ``kind`` message waits for ``slot`` (e.g. to add a link beside a refusal)."""
+    return any(m[0] == kind and m[2] == slot for m in st.session_state.get(_FLASH, []))
+
+
 def show_flash(slot: str | None = None, *, leftovers: bool = False) -> None:
     """Show the queued messages of ``slot``; ``leftovers``: also those whose slot was not drawn
     this run (a deleted class's expander), called once at the end of the page."""

@@ -10,6 +10,7 @@ import streamlit as st
 
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.review import embedding_map, scoring
+from lotr_labeler.review.trust import scores_trust
 from lotr_labeler.store import Store
 from lotr_labeler.ui.context import act
 from lotr_labeler.ui.widgets import image_thumb
@@ -151,15 +152,18 @@ def similar_panel(store: Store, image_id: int, classes: list[str], thumb: int, p
         others = [
             i for i, label in [(image_id, it.given), *((n.image.id, n.image.label) for n in neighbours)] if label != to
         ]
-        head[2].button(
-            f"All {len(others)} to {to}",
-            key=f"{prefix}_all_{image_id}",
-            help="Relabel this image and its neighbours shown here (one action, one undo)",
-            disabled=not others,
-            on_click=act,
-            args=(scoring.relabel, others, to),
-            width="stretch",
-        )
+        if scores_trust(store).weak:  # its neighbours are no evidence: one at a time, each looked at
+            head[2].caption("Weak model: relabel the neighbours one by one.")
+        else:
+            head[2].button(
+                f"All {len(others)} to {to}",
+                key=f"{prefix}_all_{image_id}",
+                help="Relabel this image and its neighbours shown here (one action, one undo)",
+                disabled=not others,
+                on_click=act,
+                args=(scoring.relabel, others, to),
+                width="stretch",
+            )
         head[3].button("✕", key=f"{prefix}_close_{image_id}", help="Close", on_click=_close, width="stretch")
         if not neighbours:
             st.caption("No other image has an embedding yet.")

@@ -117,3 +117,9 @@ def progress_bar(text: str) -> Callable[[int, int], None]:
         bar.progress(done / total if total else 1.0, text=f"{done}/{total}")
 
     return update
+
+
+def confusion_styler(cm: Any) -> Any:
+    """A confusion matrix (a pandas DataFrame) shaded on one colour scale for the whole table: an
+    off-diagonal 1 is lighter than a diagonal 5 (pandas shades each column on its own scale by default)."""
+    return cm.style.background_gradient(cmap="Blues", axis=None)

@@ -1,15 +1,19 @@
-"""The README's card grid screenshots (docs/img/dataset.jpg, docs/img/review.jpg), made reproducibly:
+"""The README's card grid screenshots (docs/img/search.jpg, docs/img/dataset.jpg, docs/img/review.jpg), made
+reproducibly, at 1000x800 (a laptop window: the grid must start above the fold there):
 
     .venv/bin/python tests/e2e/readme_shots.py
 
 A project of 200 real pictures — scikit-learn's bundled digits (no download), upscaled to 96 px — in five
 classes with 10 % filed under a wrong class, scored on Review by a head on random-init resnet18 embeddings
-(offline), served by the app and shot in headless Chromium at 1400 px: Review with the
-threshold lowered to 70 % and the doubted cards selected (S), Dataset with a Shift-click range selected.
+(offline), and 48 of the pictures as search candidates; served by the app and shot in headless Chromium
+at 1000x800, the window as the user sees it: Search after A, X, A, 2 typed (the decided cards stay in
+place, marked), Review with the threshold lowered to 70 % and the doubted cards selected (S), Dataset with a
+Shift-click range selected.
 """
 
 from __future__ import annotations
 
+import base64
 import sys
 import tempfile
 from pathlib import Path
@@ -21,14 +25,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from e2e.app_server import VIEWPORT, AppServer, find_chromium, launch_chromium  # noqa: E402
+from e2e.app_server import AppServer, find_chromium, launch_chromium  # noqa: E402
 from e2e.streamlit_page import StreamlitPage  # noqa: E402
 from lotr_labeler.collect.importers import import_folder  # noqa: E402
 from lotr_labeler.model import embed  # noqa: E402
 from lotr_labeler.review import scoring  # noqa: E402
+from lotr_labeler.store import CandidateIn  # noqa: E402
 from lotr_labeler.workspace import create_project  # noqa: E402
 
 CLASSES = ("zero", "one", "two", "three", "four")
+VIEWPORT = {"width": 1000, "height": 800}
 OUT = ROOT / "docs" / "img"
 
 
@@ -60,6 +66,14 @@ def make_project(data: Path, src: Path) -> None:
     with create_project(data, "digits", "empty") as store:
         import_folder(store, src)
         scoring.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=64))
+        store.add_candidates(
+            CandidateIn(CLASSES[k % 5], f"http://img.invalid/{k}.png", data_url(p), query=f"{CLASSES[k % 5]} digit")
+            for k, p in enumerate(sorted(src.glob("*/*.png"))[::4][:48])
+        )
+
+
+def data_url(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def jpeg(png: Path, out: Path, top: int, height: int) -> None:
@@ -83,29 +97,28 @@ def main() -> int:
             browser = launch_chromium(pw, chromium)
             try:
                 sp = StreamlitPage(browser.new_context(viewport=VIEWPORT).new_page(), server.url, work)
-                for page, name in (("/Dataset", "dataset"), ("/Review", "review")):
+                for page, name in (("/Search", "search"), ("/Dataset", "dataset"), ("/Review", "review")):
                     sp.open(page)
                     sp.page.locator(".cg-grid .cg-card").first.wait_for()
+                    sp.wait_idle()
                     sp.page.mouse.click(5, 5)
-                    sp.page.keyboard.press("ArrowRight")
-                    if name == "review":
+                    if name == "search":
+                        for key in ("a", "x", "a", "2"):  # decided cards stay in place, marked
+                            sp.page.keyboard.press(key)
+                            sp.page.wait_for_timeout(150)
+                        sp.page.wait_for_timeout(1500)  # the queue reached the store and came back
+                    elif name == "review":
+                        sp.page.keyboard.press("ArrowRight")
                         for key in ("[", "[", "s"):  # t = 70 %, select the doubted cards
                             sp.page.keyboard.press(key)
                     else:  # a Shift-click range
                         thumbs = sp.page.locator(".cg-grid .cg-thumb")
-                        thumbs.nth(10).click()
-                        thumbs.nth(13).click(modifiers=["Shift"])
+                        thumbs.nth(1).click()
+                        thumbs.nth(3).click(modifiers=["Shift"])
                     sp.wait_idle()
-                    shot = sp.screenshot(name)
-                    assert shot is not None
-                    top = int(
-                        sp.page.locator(".cg-toolbar").first.evaluate(
-                            "e => e.getBoundingClientRect().top"
-                            " + document.querySelector('[data-testid=stMain]').scrollTop"
-                        )
-                    )
-                    above = 420 if name == "dataset" else 270  # the title / the Label issues tabs and filters
-                    jpeg(shot, OUT / f"{name}.jpg", max(0, top - above), 1150)
+                    png = work / f"{name}.png"
+                    sp.page.screenshot(path=str(png))  # the window as the user sees it
+                    jpeg(png, OUT / f"{name}.jpg", 0, VIEWPORT["height"])
             finally:
                 browser.close()
     return 0

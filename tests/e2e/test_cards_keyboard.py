@@ -73,8 +73,10 @@ def focused(sp: StreamlitPage) -> int:
 def key(sp: StreamlitPage, name: str, rerun: bool = True) -> None:
     n = sp.run_count()
     sp.page.keyboard.press(name)
-    if rerun:
+    if rerun:  # the grid's queue answered: its "Saving N…" line gone
         sp.wait_idle(after=n)
+        sp.page.locator(".cg-msg.cg-info", has_text="Saving").wait_for(state="detached", timeout=30_000)
+        sp.wait_idle()
 
 
 def message(sp: StreamlitPage) -> str:

@@ -129,6 +129,10 @@ def cmd_runs(store: Store, args: argparse.Namespace) -> int:
             }
             for r in runs.list_runs(store)
         ]
+        if not args.json:  # the table reads 0.333, not 0.33333333333333337 (JSON keeps every digit)
+            rows = [
+                {**r, "error_rate": _rounded(r["error_rate"]), "duration_s": _rounded(r["duration_s"], 1)} for r in rows
+            ]
         emit(rows, ["id", "state", "current", "arch", "epochs", "size", "error_rate", "duration_s"], args.json)
     return 0
 
@@ -253,3 +257,7 @@ def register(sub: Subparsers) -> None:
         "--no-auth", action="store_true", help="serve a non-loopback address without a token (trusted networks only)"
     )
     s.set_defaults(func=cmd_serve)
+
+
+def _rounded(value: Any, digits: int = 3) -> Any:
+    return round(value, digits) if isinstance(value, float) else value
