@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import gc
 import hmac
 import ipaddress
@@ -52,6 +53,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -462,7 +464,11 @@ def host_name(header: str) -> str:
     ``[::1]:8000`` -> ``[::1]``, ``LocalHost.:80`` -> ``localhost``."""
     header = header.strip().lower()
     if header.startswith("["):
-        return header[: header.find("]") + 1] or header
+        end = header.find("]")
+        rest = header[end + 1 :] if end != -1 else ""
+        if end != -1 and (not rest or (rest[0] == ":" and rest[1:].isdigit())):
+            return header[: end + 1]
+        return header  # "[::1]evil.example", "[::1": not an address with a port; judged (and refused) whole
     name, colon, port = header.rpartition(":")
     if colon and port.isdigit():
         header = name
@@ -507,8 +513,12 @@ def is_loopback(host: str) -> bool:
     """A loopback address (127.0.0.0/8, ::1) or ``localhost``; a name like ``127.foo.example`` is not."""
     if host in LOOPBACK:
         return True
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if "[" in host or "]" in host:
+        return False
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
@@ -621,8 +631,12 @@ def serve(
     port: int = DEFAULT_PORT,
     cors_origins: Sequence[str] = (),
     token: str | None = None,
+    announce: Callable[[], None] | None = None,
 ) -> None:
     """Run the API with uvicorn (one worker) until interrupted.
+
+    The port is checked and the model found before ``announce`` runs (the CLI's "Prediction API on
+    …" lines), so a busy port or a missing model is one error line, never an announcement first.
 
     Parameters
     ----------
@@ -634,11 +648,15 @@ def serve(
         The TCP port, 1-65535.
     cors_origins, token
         As for ``create_app`` (``serve_token`` decides the token from ``--token``/``--no-auth``).
+    announce
+        Called once the server can start, just before it does.
 
     Raises
     ------
     InvalidInput
         The port is out of range, or as ``create_app``.
+    Conflict
+        Another program listens on the port already.
     NotFound
         As ``create_app``.
     """
@@ -647,8 +665,27 @@ def serve(
     if not 0 < port < 65536:
         raise InvalidInput(f"Port {port} is not valid. Use 1-65535, e.g. {DEFAULT_PORT}.")
     local = token is None and is_loopback(host)
+    check_port(host, port)
     app = create_app(data_root, project, model_path, cors_origins=cors_origins, token=token, loopback_hosts_only=local)
     app.state.api.warm()
     if token is None and not is_loopback(host):
         log.warning("serving on %s without a token (--no-auth): anyone who can reach it can use it", host)
+    if announce is not None:
+        announce()
     uvicorn.run(app, host=host, port=port, workers=1, log_level="info")
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise Conflict when ``host:port`` is taken (bound as uvicorn binds, then let go at once)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise Conflict(
+                    f"Port {port} on {host} is in use (another `serve`, or another program). "
+                    f"Stop it, or pick another port with --port (e.g. --port {port + 1})."
+                ) from None
+            raise InvalidInput(f"Cannot listen on {host}:{port} ({exc.strerror or exc}). Check --host.") from None

@@ -12,6 +12,7 @@ allowed to surface.
     ├── ImageRejected         a file or body that is not a usable image (reason attached)
     ├── UnsafeArchive         zip entries that would escape the target folder
     ├── StoreError            the project database cannot be opened or migrated
+    │   └── DiskFull          a write failed for want of space (imports and downloads stop)
     ├── TrainingError         training cannot start or failed (dataset, weights)
     │   └── WeightsUnavailable
     ├── SearchError           image search failed
@@ -69,6 +70,10 @@ class StoreError(LabelerError):
     """The project database cannot be opened, migrated or repaired."""
 
 
+class DiskFull(StoreError):
+    """A write failed for want of space: the command stops with an error, never a per-file reason."""
+
+
 class TrainingError(LabelerError):
     """Training cannot start (dataset not ready) or failed."""
 
@@ -110,6 +115,16 @@ class BlockedHost(FetchError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, "blocked host")
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A write failed for want of space: an OSError ENOSPC/EDQUOT, or SQLite's SQLITE_FULL."""
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_FULL_ERRNOS
+    return type(exc).__name__ == "OperationalError" and "disk is full" in str(exc)
 
 
 def check_choice(value: str, allowed: Iterable[str], what: str, *, hint: str = "") -> str:
@@ -258,7 +273,7 @@ def _explain_one(exc: BaseException, subject: str, server: str | None = None) ->
         return f"{server or subject} did not answer in time. Check the connection and try again."
     if is_connection_failure(exc):
         return f"{server or subject} cannot be reached. Check the network connection or proxy and try again."
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_disk_full(exc):
         return "The disk is full. Free some space (e.g. empty the trash or delete old runs) and try again."
     if isinstance(exc, PermissionError):
         return f"No permission to use {exc.filename or subject}. Check the file's owner and permissions."

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 import streamlit as st
 
 from lotr_labeler.collect.search import LAYOUT, LICENSE_IMAGE, SAFESEARCH, SIZE, TYPE_IMAGE, plan_queries
+from lotr_labeler.errors import LabelerError
 from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.jobs.specs import DownloadJob, ScoreCandidatesJob, SearchJob
 from lotr_labeler.review import candidates as triage
 from lotr_labeler.review.trust import triage_trust
-from lotr_labeler.store import CandidateRow, Store
+from lotr_labeler.store import Store
 from lotr_labeler.ui import cards, search_grid
 from lotr_labeler.ui.context import (
     act,
+    data_dir,
     error_boundary,
     flash,
     keep_valid,
@@ -21,12 +25,12 @@ from lotr_labeler.ui.context import (
     show_flash,
 )
 from lotr_labeler.ui.imports import url_list_form
-from lotr_labeler.ui.jobs import job_panel
-from lotr_labeler.ui.widgets import ALL, all_select, history_popover
+from lotr_labeler.ui.jobs import follow_jobs, job_panel
+from lotr_labeler.ui.widgets import ALL, all_select, compact_page, history_popover
 
 st.set_page_config(page_title="Search · lotr_labeler", page_icon="🔎", layout="wide")
+compact_page()
 st.title("Search and review")
-st.caption("Thumbnails come straight from the search engine: nothing is downloaded until you accept it.")
 ANY = "any"
 STATES = ["pending", "accepted", "rejected", "downloaded", "failed"]
 DEFAULTS = {
@@ -61,17 +65,12 @@ GRID = "s_grid"  # the candidate card grid's key (its focus, selection, message)
 # Two thresholds on one page: the help says which is which (the grid's t: the model's *other* class,
 # this page; the sliders: p(the card's own class), every pending candidate).
 PAGE_KEYS = (  # the page's buttons' shortcuts, listed in the grid's ? overlay after its own keys
-    ("Shift + A / Shift + X", "accept / reject the page's undecided cards (Accept page / Reject page)"),
-    ("Shift + H / Shift + L", "Model triage: accept p ≥ / reject p ≤ the sliders' thresholds (every page)"),
+    ("t (the grid's [ ] S Shift+P)", "the model's confidence in another class than the card's, this page only"),
+    (
+        "Shift + H / Shift + L",
+        "Model triage: accept p ≥ / reject p ≤ the sliders' thresholds, p(its own class), every page",
+    ),
     ("Shift + PageDown / PageUp", "next / previous page"),
-)
-KEYS_HELP = (
-    "⌨ In the grid: arrows move · **A** accept · **X** reject · **P** the model's class · **1–9** move to "
-    "a class · Shift-click or Shift+arrows select a range · **Z** undo · **?** all keys. The grid's **t** is "
-    "the model's confidence in *another* class: **[** and **]** move it, **S** selects those cards, **Shift+P** "
-    "accepts them as that class (this page). On the page: **Shift+A**/**Shift+X** the whole page · "
-    "**Shift+H**/**Shift+L** accept/reject by p(its own class), the sliders of Model triage (every pending "
-    "candidate) · **Shift+PageDown**/**Shift+PageUp** next/previous page"
 )
 
 
@@ -94,26 +93,33 @@ def _bulk(store: Store, seen: dict[int, str], state: str) -> int:
     return decided.changed
 
 
-def page_action(rows: list[CandidateRow], state: str, filtered: str | None) -> tuple[dict[int, str], str]:
-    """The cards "Accept/Reject page" acts on, as shown, and the words for its help.
-
-    Under the All filter only the pending cards (a page action never overturns a decision taken card by
-    card); under a state filter every card shown, e.g. "Accept page" in the rejected view accepts them.
-    """
-    if filtered is None:
-        return {r.id: r.state for r in rows if r.state == "pending"}, "pending"
-    return {r.id: r.state for r in rows if r.state not in (state, "downloaded")}, filtered
-
-
 def _launch_score(store: Store) -> str:
     ScoreCandidatesJob().launch(store)
     return "Scoring started: the cards show each candidate's p(class) as it lands."
 
 
-def _threshold_side(store: Store, label: str | None, query: str | None, accept: bool) -> None:
-    """One bulk threshold action: slider, live count, preview strip, then the button."""
+def _own_threshold(key: str) -> None:
+    st.session_state[f"{key}_own"] = True  # the user's threshold overrides the suggestion from now on
+
+
+def _use_suggested(key: str) -> None:
+    st.session_state.pop(f"{key}_own", None)
+
+
+def _threshold_side(
+    store: Store, label: str | None, query: str | None, accept: bool, suggested: triage.Thresholds
+) -> None:
+    """One bulk threshold action: slider (the suggested threshold until the user moves it), its expected
+    precision, live count, preview strip, then the button."""
     key, verb = ("t_accept", "Accept") if accept else ("t_reject", "Reject")
     sign = "≥" if accept else "≤"
+    at, precision = (
+        (suggested.accept_at, suggested.accept_precision)
+        if accept
+        else (suggested.reject_at, suggested.reject_precision)
+    )
+    if not st.session_state.get(f"{key}_own"):
+        st.session_state[key] = at
     t = float(
         st.slider(
             f"{verb} every pending candidate of the filter (all pages) with p(its class) {sign}",
@@ -121,8 +127,19 @@ def _threshold_side(store: Store, label: str | None, query: str | None, accept: 
             1.0,
             step=0.01,
             key=key,
+            on_change=_own_threshold,
+            args=(key,),
         )
     )
+    if precision is not None:
+        note = f"Suggested {sign} {at:.2f}: expected precision {precision:.1%} "
+        note += f"(out-of-sample, {suggested.labeled} images)."
+    else:
+        note = f"Default {sign} {at:.2f}: no threshold reaches {suggested.target:.0%} precision out-of-sample yet."
+    if st.session_state.get(f"{key}_own") and abs(t - at) > 1e-9:
+        st.button(f"↺ {note}", key=f"{key}_reset", on_click=_use_suggested, args=(key,), type="tertiary")
+    else:
+        st.caption(note)
     hits = triage.at_least(store, t, label, query=query) if accept else triage.at_most(store, t, label, query=query)
     st.caption(f"**{len(hits)}** pending candidate(s) with p(class) {sign} {t:.2f}" + (" — first 12:" if hits else ""))
     if hits:
@@ -153,7 +170,7 @@ def triage_panel(store: Store, label: str | None, query: str | None) -> None:
     with st.expander(f"🤖 Model triage — {scored} of {len(pending)} pending scored", expanded=scored > 0):
         if backbone is None:
             st.info(
-                "Once a model is trained (Train) or embeddings are computed (Review), the model scores every "
+                "Once the dataset has images of two classes, the bundled pretrained network scores every "
                 "candidate from its thumbnail: p(its class), the class it looks like, near-duplicates. "
                 "Searches then score their results automatically."
             )
@@ -172,11 +189,127 @@ def triage_panel(store: Store, label: str | None, query: str | None) -> None:
         c[1].caption(f"Thumbnails embedded with {backbone.describe()}; head fitted on every labeled image.")
         job_panel(store.name, ScoreCandidatesJob.kind, "Scoring")
         if scored:
+            suggested = triage.suggest_thresholds(store, backbone)
             left, right = st.columns(2)
             with left:
-                _threshold_side(store, label, query, accept=True)
+                _threshold_side(store, label, query, True, suggested)
             with right:
-                _threshold_side(store, label, query, accept=False)
+                _threshold_side(store, label, query, False, suggested)
+
+
+def _page_of(
+    store: Store, label: str | None, query: str | None, state: str | None, sort: str, show: str, cursors: list[int]
+) -> tuple[int, list[triage.Triage]]:
+    """(total, the page's candidates). By id: ``cursors`` holds the last id of each earlier page; ranked by
+    the model: the position each page started at."""
+    page_size = store.settings().page_size
+    if sort == "id" and show == ALL:
+        total = store.count_candidates(label, state=state, query=query)
+        after = cursors[-1] if cursors else None
+        rows = store.candidates(label, state=state, query=query, limit=page_size, after_id=after)
+        return total, [triage.item(store, r.id) for r in rows]
+    ranked = triage.triage(store, label, state=state, query=query, sort=sort, only=None if show == ALL else show)
+    start = cursors[-1] if cursors else 0
+    return len(ranked), ranked[start : start + page_size]
+
+
+@st.fragment
+def _review_grid(project: str, label: str | None, query: str | None, state: str | None, sort: str, show: str) -> None:
+    """The pager, the candidate grid and the Download buttons: a grid action reruns only this (the
+    keys never wait for it: the grid applies them in the browser and sends them in order)."""
+    with Store(data_dir() / project) as store, error_boundary():
+        settings = store.settings()
+        cursor_key = f"_cursor_{label or ALL}_{query or ALL}_{state or ALL}_{sort}_{show}"
+        cursors: list[int] = st.session_state.setdefault(cursor_key, [])
+        page_size = settings.page_size
+        total, items = _page_of(store, label, query, state, sort, show, cursors)
+        b = st.columns([1, 1, 1.2])
+        b[0].button(
+            "◀ Previous",
+            disabled=not cursors,
+            shortcut="Shift+PageUp",
+            width="stretch",
+            on_click=_back,
+            args=(cursors,),
+        )
+        b[1].button(
+            "Next ▶",
+            disabled=len(items) < page_size,
+            shortcut="Shift+PageDown",
+            width="stretch",
+            on_click=_turn,
+            args=(cursors, sort == "id" and show == ALL, [t.id for t in items]),
+        )
+        cards.grid(
+            GRID,
+            [search_grid.candidate_card(t) for t in items],
+            classes=store.class_names(),
+            actions=search_grid.ACTIONS,
+            # The states this page shows travel with every action: another window's decision meanwhile wins.
+            on_action=search_grid.handler({t.id: t.candidate.state for t in items}),
+            columns=settings.grid_columns,
+            large=functools.partial(_original, store),  # the original: the browser fetches it
+            empty="No candidates here. Search above, or add a list of image URLs (the button under the search).",
+            keys_help=PAGE_KEYS,
+            view=f"{cursor_key}|{len(cursors)}|{cursors[-1] if cursors else ''}",
+            fetch=functools.partial(search_grid.fetch, store),
+            limit=page_size,
+            page_scope="pending" if state in (None, "pending") else "any",
+            counts=f"{total} candidate{'' if total == 1 else 's'} · page {len(cursors) + 1}",
+        )
+        _download_buttons(store)
+
+
+def _back(cursors: list[int]) -> None:
+    cursors.pop()
+
+
+def _turn(cursors: list[int], by_id: bool, drawn: list[int]) -> None:
+    """Next: after the cards the user saw (decided ones stayed in place): by id, the last one shown;
+    ranked, as many places on as the cards still in the ranking."""
+    shown = cards.state(GRID).ids or drawn
+    if by_id:
+        cursors.append(max(shown))
+    else:
+        cursors.append((cursors[-1] if cursors else 0) + len(shown) - cards.state(GRID).gone)
+
+
+def _original(store: Store, candidate_id: int) -> str | None:
+    try:
+        return store.get_candidate(candidate_id).image_url
+    except LabelerError:
+        return None
+
+
+def _download_buttons(store: Store) -> None:
+    st.subheader("Download")
+    settings = store.settings()
+    accepted = store.count_candidates(state="accepted")
+    failed = store.count_candidates(state="failed")
+    running = jobs.running_job(store, "download") is not None
+    d = st.columns([1, 1, 2])
+    d[0].button(
+        f"Download {accepted} accepted",
+        type="primary",
+        disabled=running or not accepted,
+        on_click=act,
+        args=(_launch_download, False),
+        kwargs={"success": "{result}"},
+        width="stretch",
+    )
+    d[1].button(
+        f"Retry {failed} failed",
+        disabled=running or not failed,
+        on_click=act,
+        args=(_launch_download, True),
+        kwargs={"success": "{result}"},
+        width="stretch",
+    )
+    d[2].caption(
+        f"{settings.download_workers} parallel downloads, "
+        f"{settings.max_bytes // 1_000_000} MB cap, images resized to {settings.max_side} px. "
+        "Exact duplicates are skipped, near duplicates flagged."
+    )
 
 
 def _pick(options: tuple[str, ...], key: str, label: str) -> str:
@@ -191,6 +324,7 @@ with open_current() as store:
 
     # -- search ------------------------------------------------------------------------
     with st.expander("🔎 Search images", expanded=store.count_candidates() == 0):
+        st.caption("Thumbnails come straight from the search engine: nothing is downloaded until you accept it.")
         c1, c2 = st.columns([1, 2])
         target = c1.selectbox("Class", keep_valid("s_class", [ALL, *classes]), key="s_class")
         free = c2.text_input(
@@ -245,97 +379,15 @@ with open_current() as store:
     job_panel(project, "search", "Search")
 
     # -- review ------------------------------------------------------------------------
-    head = st.columns([5, 1], vertical_alignment="bottom")
-    head[0].subheader("Review candidates")
-    # One Undo on this page: the grid's (its ↩ Undo button and Z); the History popover sits by the heading.
-    history_popover(store, where=head[1])
-    f = st.columns([1, 2, 1, 1.4, 1.4])
+    # One row of filters; one Undo on this page: the grid's (its ↩ Undo button and Z), History at the end.
+    f = st.columns([1, 1.5, 1, 1.25, 1.25, 1.15], vertical_alignment="bottom")
+    history_popover(store, where=f[5])
     label = all_select("Class", classes, "f_class", where=f[0])
     query = all_select("Query", store.candidate_queries(label), "f_query", where=f[1])
     state = all_select("State", STATES, "f_state", where=f[2])
     sort = str(f[3].selectbox("Sort", list(SORT_LABELS), format_func=SORT_LABELS.__getitem__, key="f_sort"))
     show = str(f[4].selectbox("Show", list(SHOW_LABELS), format_func=SHOW_LABELS.__getitem__, key="f_show"))
     triage_panel(store, label, query)
-    cursor_key = f"_cursor_{label or ALL}_{query or ALL}_{state or ALL}_{sort}_{show}"
-    cursors: list[int] = st.session_state.setdefault(cursor_key, [])
-    page_size = settings.page_size
-    rows: list[CandidateRow]
-    items: list[triage.Triage]
-    if sort == "id" and show == ALL:
-        total = store.count_candidates(label, state=state, query=query)
-        after = cursors[-1] if cursors else None
-        rows = store.candidates(label, state=state, query=query, limit=page_size, after_id=after)
-        items = [triage.item(store, r.id) for r in rows]
-    else:  # ranked by the model: pages by position in the ranking
-        ranked = triage.triage(store, label, state=state, query=query, sort=sort, only=None if show == ALL else show)
-        total = len(ranked)
-        start = len(cursors) * page_size
-        items = ranked[start : start + page_size]
-        rows = [t.candidate for t in items]
-    page_ids = [r.id for r in rows]
-
-    b = st.columns([1.4, 1.4, 1.7, 1.7, 1.4])  # room for the Shift+PageUp/PageDown hints
-    for col, (verb, new_state, hot) in zip(
-        b[:2], (("Accept", "accepted", "Shift+A"), ("Reject", "rejected", "Shift+X")), strict=True
-    ):
-        seen, which = page_action(rows, new_state, state)
-        col.button(
-            f"{verb} page",
-            shortcut=hot,
-            help=f"{verb} every {which} card on this page: one step, undoable ({hot})",
-            disabled=not seen,
-            on_click=act,
-            args=(_bulk, seen, new_state),
-            kwargs={"success": f"{verb}ed {{result}} candidate(s)."},
-            width="stretch",
-        )
-    if b[2].button("◀ Previous", disabled=not cursors, shortcut="Shift+PageUp", width="stretch"):
-        cursors.pop()
-        st.rerun()
-    if b[3].button("Next ▶", disabled=len(rows) < page_size, shortcut="Shift+PageDown", width="stretch"):
-        cursors.append(page_ids[-1])
-        st.rerun()
-    b[4].markdown(f"{total} candidate(s) · page {len(cursors) + 1}")
-    st.caption(KEYS_HELP)
-    cards.grid(
-        GRID,
-        [search_grid.candidate_card(t) for t in items],
-        classes=classes,
-        actions=search_grid.ACTIONS,
-        # The states this page shows travel with every action: another window's decision meanwhile wins.
-        on_action=search_grid.handler({t.id: t.candidate.state for t in items}),
-        columns=settings.grid_columns,
-        large={t.id: t.candidate.image_url for t in items}.get,  # the original: the browser fetches it
-        empty="No candidates here. Search above, or add a list of image URLs (the button under the search).",
-        keys_help=PAGE_KEYS,
-    )
-
-    # -- download ----------------------------------------------------------------------
-    st.subheader("Download")
-    accepted = store.count_candidates(state="accepted")
-    failed = store.count_candidates(state="failed")
-    running = jobs.running_job(store, "download") is not None
-    d = st.columns([1, 1, 2])
-    d[0].button(
-        f"Download {accepted} accepted",
-        type="primary",
-        disabled=running or not accepted,
-        on_click=act,
-        args=(_launch_download, False),
-        kwargs={"success": "{result}"},
-        width="stretch",
-    )
-    d[1].button(
-        f"Retry {failed} failed",
-        disabled=running or not failed,
-        on_click=act,
-        args=(_launch_download, True),
-        kwargs={"success": "{result}"},
-        width="stretch",
-    )
-    d[2].caption(
-        f"{settings.download_workers} parallel downloads, "
-        f"{settings.max_bytes // 1_000_000} MB cap, images resized to {settings.max_side} px. "
-        "Exact duplicates are skipped, near duplicates flagged."
-    )
+    _review_grid(project, label, query, state, sort, show)
+    follow_jobs(project, ("search", ScoreCandidatesJob.kind, "download"))
     job_panel(project, "download", "Download")

@@ -11,12 +11,15 @@ from lotr_labeler.collect.export import export_dataset
 from lotr_labeler.store import Store
 from lotr_labeler.ui import cards
 from lotr_labeler.ui.context import data_dir, error_boundary, open_current, show_flash
-from lotr_labeler.ui.grid import pager, reset_page
+from lotr_labeler.ui.grid import page_view, pager, reset_page
 from lotr_labeler.ui.imports import import_box
-from lotr_labeler.ui.widgets import all_select, progress_bar, undo_and_history
+from lotr_labeler.ui.jobs import follow_jobs
+from lotr_labeler.ui.widgets import all_select, compact_page, progress_bar, undo_and_history
 
 st.set_page_config(page_title="Dataset · lotr_labeler", page_icon="🗂️", layout="wide")
+compact_page()
 st.title("Dataset")
+GRID = "ds_grid"
 
 
 @st.fragment
@@ -25,11 +28,12 @@ def _grid(project: str, query: dict[str, Any]) -> None:
     scroll, and the pager's count follows it (a delete or a relabel out of the filter changes it)."""
     with Store(data_dir() / project) as store, error_boundary():
         settings = store.settings()
-        offset = pager(store.count(**query), settings.page_size, "dataset")
+        total = store.count(**query)
+        offset = pager(total, settings.page_size, "dataset", gone=cards.state(GRID).gone)
         rows = store.images(**query, limit=settings.page_size, offset=offset)
         trash = bool(query["deleted"])
         cards.grid(
-            "ds_grid",
+            GRID,
             [cards.image_card(store, img, settings.thumb_size) for img in rows],
             classes=store.class_names(),
             actions=("restore", "undo") if trash else ("relabel", "delete", "undo"),
@@ -39,6 +43,11 @@ def _grid(project: str, query: dict[str, Any]) -> None:
             empty="The trash is empty."
             if trash
             else "No images here yet. Import a folder or zip below, or search and download on the Search page.",
+            # A card relabeled out of the filter or deleted stays in place, marked, until the page turns.
+            view=page_view("dataset", sorted(query.items())),
+            fetch=cards.image_fetch(store, settings.thumb_size),
+            limit=settings.page_size,
+            counts=f"{total} image{'' if total == 1 else 's'}",
         )
 
 
@@ -47,19 +56,19 @@ with open_current() as store:
     settings = store.settings()
     classes = store.class_names()
 
-    undo_and_history(store)
-
-    f = st.columns(4)
+    f = st.columns([1, 1, 1, 1.2, 0.8, 0.9], vertical_alignment="bottom")  # filters, Undo, History: one row
     label = all_select("Class", classes, "ds_class", where=f[0], on_change=reset_page, args=("dataset",))
     split = all_select("Split", ["train", "valid"], "ds_split", where=f[1], on_change=reset_page, args=("dataset",))
     source = all_select("Source", store.sources(), "ds_source", where=f[2], on_change=reset_page, args=("dataset",))
     view = f[3].radio(
         "Show", ["Active", "Trash"], horizontal=True, key="ds_view", on_change=reset_page, args=("dataset",)
     )
+    undo_and_history(store, where=(f[4], f[5]))
     trash = view == "Trash"
     with error_boundary():
         query: dict[str, Any] = {"label": label, "split": split, "source": source, "deleted": trash}
         _grid(store.name, query)
+    follow_jobs(store.name, ("download",))
 
     st.divider()
     import_box(store)

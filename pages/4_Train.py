@@ -12,7 +12,7 @@ import streamlit as st
 from lotr_labeler.errors import LabelerError, TrainingError
 from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.jobs.specs import TrainJob
-from lotr_labeler.model import runs
+from lotr_labeler.model import backbones, runs
 from lotr_labeler.model import train as tr
 from lotr_labeler.review.trust import how_to_improve, model_trust
 from lotr_labeler.store import Store
@@ -285,19 +285,27 @@ with open_current() as store:
         f" · device chosen automatically (CUDA, then Apple MPS, then CPU), shown once the run starts."
     )
     # Outside the expander: the offline error names these two controls, so they must be in sight.
-    w = st.columns([2, 3])
+    w = st.columns(2)
     w[0].checkbox(
         tr.PRETRAINED_LABEL,
         key="t_pretrained",
-        help="torchvision downloads them (about 45 MB for resnet18) on first use: this needs internet once. "
-        "Offline, untick it to train from scratch, or give a weights file.",
+        help=f"{backbones.BUNDLED} (the default): its ImageNet weights come with the install, no download. "
+        "The ResNets download theirs once from torchvision (about 45 MB for resnet18), or read them from your "
+        "weights folder (Settings) or a file given here.",
         **keep,
     )
-    w[0].caption("Needs internet once (torchvision downloads them). Offline: untick it, or give a weights file.")
+    if form.arch == backbones.BUNDLED:
+        w[0].caption(f"{backbones.BUNDLED}: ImageNet weights bundled with the install — trains pretrained offline.")
+    else:
+        w[0].caption(
+            f"{form.arch}: torchvision downloads the weights once; offline, use your weights folder (Settings), "
+            f"a file here, or the bundled {backbones.BUNDLED}."
+        )
     w[1].text_input(
         tr.WEIGHTS_LABEL,
         key="t_weights",
-        placeholder="/path/to/resnet18-f37072fd.pth (offline alternative to the download)",
+        placeholder="/path/to/resnet18-f37072fd.pth (ResNets only; offline alternative to the download)",
+        disabled=form.arch == backbones.BUNDLED,
         **keep,
     )
     with error_boundary():

@@ -12,7 +12,7 @@ from lotr_labeler.errors import InvalidInput
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.jobs.specs import EmbedJob, TrainJob
-from lotr_labeler.model import embed, runs, train
+from lotr_labeler.model import backbones, embed, runs, train
 from lotr_labeler.review import embedding_map, quality
 from lotr_labeler.review import scoring as review
 from lotr_labeler.review.trust import run_body_worth_trying, scores_trust
@@ -28,24 +28,34 @@ from lotr_labeler.ui.context import (
     remember_widgets,
     show_flash,
 )
-from lotr_labeler.ui.grid import pager, reset_page
-from lotr_labeler.ui.jobs import job_panel
-from lotr_labeler.ui.widgets import ALL, all_select, image_thumb, label_select, restore_button, undo_and_history
+from lotr_labeler.ui.grid import page_view, pager, reset_page
+from lotr_labeler.ui.jobs import follow_jobs, job_panel
+from lotr_labeler.ui.widgets import (
+    ALL,
+    all_select,
+    compact_page,
+    image_thumb,
+    label_select,
+    restore_button,
+    undo_and_history,
+)
 
 st.set_page_config(page_title="Review · lotr_labeler", page_icon="🩺", layout="wide")
+compact_page()
 st.title("Review")
-st.caption(
+HOW = (
     "Every image gets an out-of-sample score: a light head on cached backbone embeddings, trained with "
     "K-fold cross-validation, so no image is judged by a model that learned its own label."
 )
 DUP_COLUMNS = 6  # pictures per row of a duplicate group, each at most its thumbnail size
 GRID = "r_grid"  # the Label issues card grid
 # Buttons whose outcome shows at the page's top (show_flash), not in the grid's message line.
-PAGE_BUTTONS = ("undo", "r_compute", "r_retrain_head", "r_full_retrain")
+PAGE_BUTTONS = ("undo", "r_compute", "r_retrain_head", "r_full_retrain", "r_instant_current")
 PAGE_BUTTON_PREFIXES = ("r_dup_all_", "r_dup_rl_", "r_dup_one_")
 ITEMS = "_review_items"  # the queue (a lazy review.Ranking) of a full run, handed to the grid fragment once
 SOURCES = {
     "auto": "Auto: the best of those available (cross-validated)",
+    "bundled": "EfficientNet-Lite0, ImageNet weights (bundled)",
     "run": "Current model's body",
     "imagenet": "ResNet18, ImageNet weights",
     "random": "ResNet18, random init (offline, weaker)",
@@ -86,20 +96,63 @@ def _dup_thumb(store: Store, img: ImageRow, size: int) -> None:
         st.warning(f"File missing: {img.relpath}")
 
 
+INSTANT = "_r_instant"  # (project, fit time, instant.HeadCheck) of the last Retrain head
+
+
 def _retrain_head(store: Store) -> str:
+    """Refresh every score; judge the instant model (no files, the current model stays current)."""
     from lotr_labeler.model import instant
 
     fit = review.fit_scores(store)
-    made = instant.export_instant(store, fit.info.backbone_spec)  # the refitted head as a deployable run
-    return f"{fit.summary()} {made.summary()}"
+    check = instant.check_head(store, fit.info.backbone_spec)
+    st.session_state[INSTANT] = (store.name, fit.info.computed_at, check)
+    return f"{fit.summary()} The current model is unchanged: make the instant model current below if it is better."
+
+
+def _make_instant_current(store: Store) -> str:
+    from lotr_labeler.model import instant
+
+    made = instant.export_instant(store, make_current=True)
+    st.session_state.pop(INSTANT, None)
+    return f"{made.summary()} It is now the current model: Predict, `serve` and `export` use it."
+
+
+def _instant_offer(store: Store, info: review.FitInfo | None, run: runs.Run | None) -> None:
+    """After Retrain head: the instant model's valid error beside the current run's, and the one button
+    that deploys it (building it takes seconds; the deployed model changes only here)."""
+    from lotr_labeler.model import instant
+
+    kept = st.session_state.get(INSTANT)
+    if info is None or not kept or kept[0] != store.name or kept[1] != info.computed_at:
+        return
+    check: instant.HeadCheck = kept[2]
+
+    def pct(err: float | None) -> str:
+        return "n/a" if err is None else f"{err:.1%}"
+
+    current = (run.metrics or {}).get("error_rate") if run is not None else None
+    mine = f"Instant model (head on the {check.backbone}): valid error **{pct(check.valid_error)}** "
+    mine += f"on {check.valid_images} image(s)"
+    theirs = f"current model (run {run.id}): valid error **{pct(current)}**" if run is not None else "no current model"
+    c = st.columns([4, 1.3], vertical_alignment="center")
+    c[0].markdown(f"{mine} · {theirs}")
+    c[1].button(
+        "Make it current",
+        key="r_instant_current",
+        help="Build the instant model (seconds) and make it the model Predict, serve and export use",
+        on_click=act,
+        args=(_make_instant_current,),
+        kwargs={"success": "{result}"},
+        width="stretch",
+    )
 
 
 def _backbone(store: Store, source: str, size: int | None) -> embed.Backbone:
     if source == "auto":  # the job chooses; count against the last fit's (or the default) backbone
         info = review.fit_info(store)
         return info.backbone_spec if info else embed.resolve_backbone(store, size=size)
-    if source == "run":
-        return embed.resolve_backbone(store, "run", size=size)
+    if source in ("run", "bundled"):
+        return embed.resolve_backbone(store, source, size=size)
     if source == "file":
         weights = st.session_state.get("r_weights", "").strip()
         if not weights:
@@ -216,6 +269,7 @@ def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int,
         if items is None:
             items = review.queue(store, **filters)
         thumb = store.settings().thumb_size
+        fit = review.fit_info(store)
         cards.grid(
             GRID,
             [cards.review_card(store, it, thumb) for it in items[offset : offset + limit]],
@@ -226,8 +280,13 @@ def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int,
             hint_only=hint_only,
             large=cards.large_image(store),
             empty="Nothing to review here."
-            if review.fit_info(store) is not None
+            if fit is not None
             else "Nothing scored yet: press Compute above. Quality filters work already.",
+            # A kept or relabeled card leaves the queue but stays in place, marked, until the page turns.
+            # A new fit ranks the queue anew: the page is drawn fresh then.
+            view=page_view("review", sorted(filters.items()), fit.computed_at if fit else ""),
+            fetch=cards.review_fetch(store, thumb),
+            limit=limit,
         )
 
 
@@ -246,7 +305,17 @@ def _initial_backbone(info: review.FitInfo | None, run: runs.Run | None, setting
     if info is not None:
         b = info.backbone_spec
         if b.kind != "run" or (run is not None and b.run_id == run.id):
-            source = "run" if b.kind == "run" else "file" if b.weights else "imagenet" if b.pretrained else "random"
+            source = (
+                "run"
+                if b.kind == "run"
+                else "bundled"
+                if b.kind == backbones.BUNDLED and b.pretrained
+                else "file"
+                if b.weights
+                else "imagenet"
+                if b.pretrained
+                else "random"
+            )
             return source, b.size
     if run is not None:
         return "auto", int(run.params.get("size") or settings.embed_size)
@@ -334,8 +403,9 @@ with open_current() as store:
         else:
             st.markdown(
                 f"**Scores** of {info.scored} image(s) from a {info.folds}-fold head on the "
-                f"{info.backbone_spec.describe()} · {info.computed_at[:16].replace('T', ' ')} UTC"
-                + (f" · validation images averaged with run {info.run_id}" if info.run_id else "")
+                f"{info.backbone_spec.short} · {info.computed_at[:16].replace('T', ' ')} UTC"
+                + (f" · validation images averaged with run {info.run_id}" if info.run_id else ""),
+                help=f"Backbone: the {info.backbone_spec.describe()}.",  # in full, one line less on the page
             )
             if not trust.weak:
                 st.caption(trust.reason)
@@ -353,45 +423,52 @@ with open_current() as store:
             if info is not None and info.backbone_spec.weights:
                 st.session_state["r_weights"] = info.backbone_spec.weights
         sources = [s for s in SOURCES if s != "run" or run is not None]
-        cols = st.columns([2, 1, 1, 1, 1])
-        source = cols[0].selectbox(
-            "Backbone", keep_valid("r_source", sources), key="r_source", format_func=SOURCES.__getitem__
-        )
-        size = int(cols[1].number_input("Size (px)", 32, 1024, step=32, key="r_size"))
-        if source == "file":
-            st.text_input("Weights file (torchvision resnet18 .pth)", key="r_weights")
-        elif source == "imagenet" and not embed.imagenet_weights_cached():
-            st.caption(
-                f"The ImageNet weights ({embed.IMAGENET_WEIGHTS_FILE}, 45 MB) download on first use: that needs "
-                "internet. Offline, pick the current model's body, a weights file, or random init."
+        # One row: the head's quick refit, the full retrain, the backbone (inline until the first scores,
+        # then folded in a popover), Undo and History.
+        row = st.columns([1.25, 1.25, 1.3, 0.9, 1], vertical_alignment="bottom")
+        box = st.container() if info is None else row[2].popover("⚙ Backbone", width="stretch")
+        with box:
+            st.caption(HOW)
+            cols = st.columns([2, 1, 1.2], vertical_alignment="bottom")
+            source = cols[0].selectbox(
+                "Backbone", keep_valid("r_source", sources), key="r_source", format_func=SOURCES.__getitem__
             )
-        embedding_running = jobs.running_job(store, "review") is not None
-        missing_count = n_images
-        with error_boundary():
-            missing_count = len(embed.missing(store, _backbone(store, source, size)))
-        cols[2].button(
-            f"Compute ({missing_count} new)" if missing_count else "Compute scores",
-            key="r_compute",
-            type="primary" if info is None or missing_count else "secondary",
-            disabled=embedding_running,
-            help="Embeds the images not cached yet (a background job), then fits the head",
-            on_click=act,
-            args=(_compute, source, size),
-            kwargs={"success": "{result}"},
-            width="stretch",
-        )
-        cols[3].button(
+            size = int(cols[1].number_input("Size (px)", 32, 1024, step=32, key="r_size"))
+            if source == "file":
+                st.text_input("Weights file (torchvision resnet18 .pth)", key="r_weights")
+            elif source == "imagenet" and not embed.imagenet_weights_cached():
+                st.caption(
+                    f"The ImageNet weights ({embed.IMAGENET_WEIGHTS_FILE}, 45 MB) download on first use: that "
+                    "needs internet (or once in your weights folder, Settings). Offline, the bundled "
+                    "EfficientNet-Lite0 needs no download."
+                )
+            embedding_running = jobs.running_job(store, "review") is not None
+            missing_count = n_images
+            with error_boundary():
+                missing_count = len(embed.missing(store, _backbone(store, source, size)))
+            cols[2].button(
+                f"Compute ({missing_count} new)" if missing_count else "Compute scores",
+                key="r_compute",
+                type="primary" if info is None or missing_count else "secondary",
+                disabled=embedding_running,
+                help="Embeds the images not cached yet (a background job), then fits the head",
+                on_click=act,
+                args=(_compute, source, size),
+                kwargs={"success": "{result}"},
+                width="stretch",
+            )
+        row[0].button(
             "⚡ Retrain head",
             key="r_retrain_head",
             disabled=info is None,
-            help="Refit the head on the cached embeddings, refresh every score, and export the head on its "
-            "backbone as an instant model (a run to try on Predict; seconds)",
+            help="Refit the head on the cached embeddings and refresh every score (a fraction of a second); "
+            "then compare the instant model with the current one and make it current if you want",
             on_click=act,
             args=(_retrain_head,),
             kwargs={"success": "{result}"},
             width="stretch",
         )
-        cols[4].button(
+        row[1].button(
             "🏋️ Full retrain",
             key="r_full_retrain",
             disabled=jobs.running_job(store, "train") is not None,
@@ -401,9 +478,9 @@ with open_current() as store:
             kwargs={"success": "{result}"},
             width="stretch",
         )
+        undo_and_history(store, where=(row[3], row[4]))
+        _instant_offer(store, info, run)
         job_panel(project, "review", "Embedding", ended=_embedding_ended(info))
-
-    undo_and_history(store)
 
     # on_change="rerun": the Map tab computes only while it is open (tab_map.open).
     tab_issues, tab_dups, tab_map, tab_history = st.tabs(
@@ -443,11 +520,12 @@ with open_current() as store:
         if unmeasured > review.PAGE_QUALITY_LIMIT:
             st.caption(f"Quality flags of {unmeasured} image(s) are measured with the embeddings (Compute).")
         page_size = settings.page_size
-        offset = pager(len(items), page_size, "review")
+        offset = pager(len(items), page_size, "review", gone=cards.state(GRID).gone)
         if similar_to is not None:  # "More like this" (M or 🔍 on a card): the nearest images, above the grid
             review_map.similar_panel(store, similar_to, classes, thumb_size, "rs")
         st.session_state[ITEMS] = items
         _issues_grid(project, filters, offset, page_size, trust.weak)
+    follow_jobs(project, ("review", "train"))
 
     # -- near duplicates ----------------------------------------------------------------------------
     with tab_dups, error_boundary():

@@ -7,6 +7,7 @@ from typing import Any
 import streamlit as st
 
 from lotr_labeler.errors import LabelerError
+from lotr_labeler.model import backbones
 from lotr_labeler.settings import CAUTIONS, Setting, Value, grouped, setting
 from lotr_labeler.store import Store
 from lotr_labeler.ui.context import data_dir, open_current, show_flash
@@ -180,3 +181,41 @@ for group, about, members in grouped():
         kind, message = st.session_state.get(_OUTCOME, {}).get(group, ("", ""))
         if message:
             {"error": st.error, "success": st.success}.get(kind, st.info)(message)
+
+
+# -- this user, every project: the weights folder -------------------------------------------------
+
+
+def _save_weights_dir() -> None:
+    value = str(st.session_state.get("set_weights_dir", "")).strip()
+    try:
+        saved = backbones.set_weights_dir(value or None)
+    except LabelerError as exc:
+        st.session_state["_weights_outcome"] = ("error", str(exc))
+        return
+    st.session_state["_weights_outcome"] = (
+        "success",
+        f"Saved: {saved} serves every project." if saved else "Cleared: the ResNets download their weights again.",
+    )
+
+
+with st.container(border=True):
+    st.subheader("Weights folder (all projects)")
+    st.caption(
+        f"The default network, {backbones.BUNDLED}, brings its ImageNet weights with the install "
+        f"({backbones.BUNDLED_SOURCE}): nothing to download. The ResNets download theirs once from torchvision; "
+        "offline, put their files (e.g. resnet18-f37072fd.pth) in a folder once and name it here, for training "
+        f"and Review embeddings in every project. Also `lotr-labeler weights set FOLDER`, or "
+        f"${backbones.WEIGHTS_DIR_ENV} (which wins). Saved in {backbones.config_path()}."
+    )
+    current = backbones.weights_dir()
+    if "set_weights_dir" not in st.session_state:
+        st.session_state["set_weights_dir"] = str(current or "")
+    st.text_input("Weights folder", key="set_weights_dir", placeholder="/path/to/folder with resnet18-f37072fd.pth")
+    if current is not None:
+        files = {arch: backbones.user_weights_file(arch) for arch in backbones.RESNETS}
+        st.caption(" · ".join(f"{arch}: {'✓ ' + f.name if f else 'no file'}" for arch, f in files.items()))
+    st.button("Save weights folder", key="save_weights_dir", on_click=_save_weights_dir)
+    kind, message = st.session_state.get("_weights_outcome", ("", ""))
+    if message:
+        (st.error if kind == "error" else st.success)(message)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lotr_labeler.imaging import normalize
 from lotr_labeler.model import embed, runs
 from lotr_labeler.store import Store
 
@@ -197,6 +198,25 @@ def grid_send(at: Any, key: str, raw: dict[str, Any]) -> Any:
     return at
 
 
+def grid_batch(at: Any, key: str, actions: list[dict[str, Any]], client: str = "tab-1") -> Any:
+    """Rerun ``at`` as if the card grid ``key`` sent its queue (cards.js: every action not yet answered,
+    each with its ``seq``; ``seen`` defaults to the label and state the page drew each card with)."""
+    import json
+
+    from streamlit.components.v2.bidi_component.main import _make_trigger_id
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    drawn = {c["id"]: [c.get("label") or "", c.get("state") or ""] for c in grid_data(at, key)["cards"]}
+    queue = [{"seen": {str(i): drawn[i] for i in a.get("ids", []) if i in drawn}, "label": None, **a} for a in actions]
+    el = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == key)
+    states = at._tree.get_widget_states()
+    trigger = json.dumps([{"event": "batch", "value": {"client": client, "actions": queue}}])
+    states.widgets.append(WidgetState(id=_make_trigger_id(el.proto.id, "events"), json_trigger_value=trigger))
+    at = at._run(states)
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 def plant_review_fit(store: Store, class_ids: list[int]) -> None:
     """A recorded head fit over ``class_ids`` (random-init resnet18 at 32 px) without computing one, so
     stored candidate scores count as the current model's (Search triage, thresholds)."""
@@ -205,3 +225,14 @@ def plant_review_fit(store: Store, class_ids: list[int]) -> None:
     store.meta_set(
         "review_fit", json.dumps({**fit, "folds": 2, "scored": 0, "blended": 0, "run_id": None, "event_id": 0})
     )
+
+
+def fill(store: Store, per_class: int = 10, valid: int = 3, classes: tuple[str, ...] = SHAPES) -> None:
+    """Add generated shapes until each class has ``per_class`` images, ``valid`` of them in the valid split."""
+    for shape in classes:
+        store.add_class(shape)
+        seed = 100 * SHAPES.index(shape)
+        while store.count(shape) < per_class or store.count(shape, split="valid") < valid:
+            store.add_image(normalize(image_bytes(shape_image(shape, seed))), shape, source="upload")
+            seed += 1
+    store.set_setting("min_images_per_class", 3)

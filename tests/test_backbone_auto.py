@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -62,17 +63,21 @@ def test_auto_picks_the_backbone_with_the_better_cv_accuracy(colours: Store, tmp
     choice = scoring.choose_backbone(colours, weights=weights, size=SIZE)
     assert choice is not None
     by_name = {t.name: t for t in choice.trials}
-    assert choice.backbone.id == embed.Backbone("resnet18", SIZE, pretrained=False).id
-    assert by_name["random init"].accuracy is not None and by_name["random init"].accuracy >= 0.9
+    assert choice.backbone.id == embed.Backbone("efficientnet_lite0", SIZE, pretrained=True).id
+    bundled = by_name["EfficientNet-Lite0 (bundled)"]
+    assert bundled.accuracy is not None and bundled.accuracy >= 0.9
     blank = by_name["weights file blank.pth"]
     assert blank.accuracy is not None and blank.accuracy < 0.5  # constant features: a guess
     assert by_name["ImageNet resnet18"].backbone is None and "not downloaded" in by_name["ImageNet resnet18"].note
+    assert "random init" not in by_name  # a pretrained network is there: random features are not tried
     # It says which and why, with both figures.
-    assert choice.reason.startswith("random init: CV accuracy 1.00 vs weights file blank.pth 0.")
+    assert re.match(
+        r"EfficientNet-Lite0 \(bundled\): CV accuracy (0\.9\d|1\.00) vs weights file blank\.pth 0\.", choice.reason
+    )
     assert "skipped: ImageNet resnet18" in choice.reason
 
 
-def test_auto_prefers_random_features_over_a_worse_run_body(
+def test_auto_prefers_the_bundled_network_over_a_worse_run_body(
     colours: Store, tiny_model: TinyModel, tmp_path: Path
 ) -> None:
     """The measured failure: a weak run's body must not win just because it is a run."""
@@ -90,9 +95,15 @@ def test_auto_prefers_random_features_over_a_worse_run_body(
 
     choice = scoring.choose_backbone(colours, size=SIZE)
     assert choice is not None
-    assert [t.name for t in choice.trials] == [f"run {run.id} body", "ImageNet resnet18", "random init"]
-    assert choice.backbone.kind == "resnet18" and not choice.backbone.pretrained
-    assert choice.reason.startswith(f"random init: CV accuracy 1.00 vs run {run.id} body 0.")
+    assert [t.name for t in choice.trials] == [
+        f"run {run.id} body",
+        "EfficientNet-Lite0 (bundled)",
+        "ImageNet resnet18",
+    ]
+    assert choice.backbone.kind == "efficientnet_lite0" and choice.backbone.pretrained
+    assert re.match(
+        rf"EfficientNet-Lite0 \(bundled\): CV accuracy (0\.9\d|1\.00) vs run {run.id} body 0\.", choice.reason
+    )
 
 
 def test_cli_review_auto_says_which_and_why(colours: Store, tmp_path: Path, data_root: Path) -> None:
@@ -101,10 +112,13 @@ def test_cli_review_auto_says_which_and_why(colours: Store, tmp_path: Path, data
     out = subprocess.run(
         [*cmd, "--compute", f"--weights={weights}", f"--size={SIZE}"], capture_output=True, text=True, check=True
     )
-    assert "Backbone auto: random init: CV accuracy 1.00 vs weights file blank.pth" in out.stderr
+    assert re.search(
+        r"Backbone auto: EfficientNet-Lite0 \(bundled\): CV accuracy (0\.9\d|1\.00) vs weights file blank\.pth",
+        out.stderr,
+    )
     info = scoring.fit_info(colours)
-    assert info is not None and info.backbone_spec.id == f"resnet18-random0-{SIZE}"
-    assert info.backbone_reason is not None and info.backbone_reason.startswith("random init: CV accuracy")
+    assert info is not None and info.backbone_spec.id == f"efficientnet_lite0-bundled-{SIZE}"
+    assert info.backbone_reason is not None and info.backbone_reason.startswith("EfficientNet-Lite0 (bundled): CV")
     listed = subprocess.run([*cmd, "--cached", "--json", "--top=3"], capture_output=True, text=True, check=True)
     assert len(json.loads(listed.stdout)) == 3
 

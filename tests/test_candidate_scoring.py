@@ -107,10 +107,20 @@ def scored(data_root: Path, colours_dir: Path, thumbs: str) -> Iterator[tuple[St
     store.close()
 
 
-def test_scoring_needs_a_model_or_embeddings(store: Store) -> None:
-    assert cands.scoring_backbone(store) is None and not cands.can_score(store)
-    with pytest.raises(Conflict, match="no model or embeddings"):
-        cands.score_candidates(store)
+def test_scoring_needs_images_of_two_classes(empty_store: Store) -> None:
+    """The bundled network needs no model, but its head needs labeled images of 2 classes to learn from."""
+    assert cands.scoring_backbone(empty_store) is None and not cands.can_score(empty_store)
+    with pytest.raises(Conflict, match="no images of 2 classes"):
+        cands.score_candidates(empty_store)
+    from lotr_labeler.jobs.specs import ScoreCandidatesJob
+
+    with pytest.raises(Conflict, match="no images of 2 classes"):
+        ScoreCandidatesJob().check(empty_store)
+
+
+def test_the_bundled_network_scores_once_two_classes_have_images(store: Store) -> None:
+    backbone = cands.scoring_backbone(store)
+    assert backbone is not None and backbone.kind == "efficientnet_lite0" and backbone.pretrained
 
 
 def test_candidates_get_class_probabilities_looks_like_and_near_duplicates(

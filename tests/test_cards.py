@@ -296,3 +296,90 @@ def test_weak_model_prediction_is_a_hint_not_the_primary_action(store: Store) ->
     assert grid["hint_only"]  # the cards show "→ class p%?" quietly; P still accepts it
     assert "predict" in grid["actions"] and any(c["predicted"] for c in grid["cards"])
     assert any("K-fold head" in w.value and "hint" in w.value for w in at.warning)
+
+
+# -- the browser's queue (apply_batch) and the pinned page (pin) -------------------------------------------
+
+
+def _queue(*actions: dict[str, Any], client: str = "tab") -> dict[str, Any]:
+    return {"client": client, "actions": list(actions)}
+
+
+def test_a_queue_is_applied_in_seq_order_and_a_replay_changes_nothing(store: Store) -> None:
+    """Keys typed at speed reach Python as one queue: applied by seq (not by arrival order), each on the
+    card it names; the same queue sent again (the browser resends what it has no answer for) is ignored."""
+    a, b = [i.id for i in store.images("circle")][:2]
+    queue = _queue(
+        {"seq": 2, "action": "relabel", "ids": [a], "label": "triangle", "seen": {str(a): ["square", ""]}},
+        {"seq": 1, "action": "relabel", "ids": [a], "label": "square", "seen": {str(a): ["circle", ""]}},
+        {"seq": 3, "action": "delete", "ids": [b]},
+    )
+    s = cards.apply_batch(store, "ds", queue, DATASET, cards.dataset_action)
+    assert store.get_image(a).label == "triangle" and store.get_image(b).deleted
+    assert s.applied == 3 and [r["seq"] for r in s.results] == [1, 2, 3]
+    events = store.last_event_id()
+    cards.apply_batch(store, "ds", queue, DATASET, cards.dataset_action)  # a replay
+    cards.apply_batch(store, "ds", _queue({"seq": 3, "action": "undo", "ids": []}), DATASET, cards.dataset_action)
+    assert store.last_event_id() == events and store.get_image(b).deleted and len(s.results) == 3
+    cards.apply_batch(store, "ds", _queue({"seq": 4, "action": "undo", "ids": []}), DATASET, cards.dataset_action)
+    assert not store.get_image(b).deleted and s.applied == 4
+    # A new browser state (a reload) starts its seqs at 1 again: its token tells Python.
+    cards.apply_batch(
+        store, "ds", _queue({"seq": 1, "action": "delete", "ids": [b]}, client="tab2"), DATASET, cards.dataset_action
+    )
+    assert store.get_image(b).deleted and s.applied == 1
+
+
+def test_a_refused_action_names_its_cards_and_the_reason_and_the_rest_go_on(store: Store) -> None:
+    a, b = [i.id for i in store.images("circle")][:2]
+    store.relabel([a], "triangle")  # another window moved it after the page was drawn
+    queue = _queue(
+        {"seq": 1, "action": "relabel", "ids": [a], "label": "square", "seen": {str(a): ["circle", ""]}},
+        {"seq": 2, "action": "relabel", "ids": [b], "label": "hexagon"},
+        {"seq": 3, "action": "delete", "ids": [b]},
+    )
+    s = cards.apply_batch(store, "ds", queue, DATASET, cards.dataset_action)
+    first, second, third = s.results
+    assert first["kind"] == "warning" and "another window" in first["text"] and first["ids"] == [a]
+    assert store.get_image(a).label == "triangle"  # the other window's move holds
+    assert second["kind"] == "error" and "hexagon" in second["text"] and second["ids"] == [b]
+    assert third["kind"] == "success" and store.get_image(b).deleted  # the queue goes on after a refusal
+
+
+def _card(i: int, label: str = "circle") -> cards.Card:
+    return cards.Card(id=i, src="", caption=f"#{i}", label=label)
+
+
+def test_the_page_stays_pinned_until_the_view_changes() -> None:
+    """A card decided out of the filter stays in its place, marked ``out`` (fetched as stored now), and
+    the next page's cards do not slide into the page; a new view (page turned, filter) shows what it gets."""
+    s = cards.GridState()
+    shown = cards.pin(s, [_card(i) for i in (1, 2, 3)], "v1", 3, lambda i: _card(i, "square"))
+    assert [c.id for c in shown] == [1, 2, 3]
+    # 2 was relabeled out of the circle filter: the query now answers 1, 3, 4.
+    shown = cards.pin(s, [_card(i) for i in (1, 3, 4)], "v1", 3, lambda i: _card(i, "square"))
+    assert [(c.id, c.label, c.out) for c in shown] == [(1, "circle", False), (2, "square", True), (3, "circle", False)]
+    assert s.gone == 1
+    shown = cards.pin(s, [_card(i) for i in (1, 3, 4)], "v1", 3, lambda i: None)  # 2 is gone from the store
+    assert [c.id for c in shown] == [1, 3, 4]  # a page not full takes new cards (e.g. search results)
+    shown = cards.pin(s, [_card(i) for i in (4, 5)], "v2", 3, lambda i: None)
+    assert [c.id for c in shown] == [4, 5] and s.gone == 0
+
+
+def test_review_keeps_a_kept_card_in_place_and_next_skips_none(store: Store) -> None:
+    """K on a Review card takes it out of the queue; the card stays where it was (marked reviewed, out)
+    instead of the next card sliding under the cursor, and Next starts right after the page shown."""
+    from helpers import grid_batch
+
+    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    store.set_setting("page_size", 8)
+    at = AppTest.from_file(str(ROOT / "pages" / "5_Review.py"), default_timeout=60)
+    at.run()
+    first = [c["id"] for c in _review_grid(at)["cards"]]
+    queue = [it.id for it in review.queue(store)]
+    at = grid_batch(at, "r_grid", [{"seq": 1, "action": "keep", "ids": first[:3]}])
+    grid = _review_grid(at)
+    assert [c["id"] for c in grid["cards"]] == first
+    assert [(c["reviewed"], c["out"]) for c in grid["cards"][:4]] == [(True, True)] * 3 + [(False, False)]
+    next(b for b in at.button if b.label == "Next ▶").click().run()
+    assert next(c["id"] for c in _review_grid(at)["cards"]) == queue[8]  # nothing skipped, nothing twice

@@ -20,7 +20,7 @@ from helpers import SHAPES, image_bytes, shape_image
 from lotr_labeler.project import DATA_ENV
 
 PER_CLASS = 16  # enough for the default min_images_per_class (10) and a hash-split valid image per class
-TRAIN = ["--no-pretrained", "--size", "32", "--epochs", "1", "--bs", "8"]
+TRAIN = ["--arch", "resnet18", "--no-pretrained", "--size", "32", "--epochs", "1", "--bs", "8"]
 
 
 def cli(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -72,9 +72,9 @@ def test_ctrl_c_in_the_progress_after_a_group_commit_leaves_every_image_undoable
     real_add = proj.add_images
     batches: list[int] = []
 
-    def add_images(items: Any) -> Any:
+    def add_images(items: Any, **kw: Any) -> Any:
         batches.append(len(items))
-        return real_add(items)
+        return real_add(items, **kw)
 
     monkeypatch.setattr(proj, "add_images", add_images)
     proj.add_candidates(CandidateIn("a", f"{image_server}/img/{k}.png") for k in range(n))

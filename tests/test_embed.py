@@ -85,7 +85,8 @@ def test_pretrained_weights_unavailable_is_a_clear_error(monkeypatch: pytest.Mon
     with pytest.raises(WeightsUnavailable) as err:
         embed.load_network(embed.Backbone("resnet18", SIZE, pretrained=True))
     message = str(err.value)
-    assert "resnet18-f37072fd.pth" in message and "--no-pretrained" in message and "--weights" in message
+    assert "resnet18-f37072fd.pth" in message and "--backbone bundled" in message and "--weights" in message
+    assert "weights folder" in message
 
 
 def test_weights_file_backbone(store: Store, tmp_path: Path) -> None:
@@ -114,12 +115,14 @@ def test_weights_file_backbone(store: Store, tmp_path: Path) -> None:
 
 def test_resolve_backbone_choices_and_errors(store: Store) -> None:
     auto = embed.resolve_backbone(store)
-    assert auto.kind == "resnet18" and auto.pretrained and auto.size == 224  # no run: ImageNet resnet18
+    assert auto.kind == "efficientnet_lite0" and auto.pretrained and auto.size == 224  # no run: the bundled network
+    imagenet = embed.resolve_backbone(store, "imagenet")
+    assert imagenet.kind == "resnet18" and imagenet.pretrained
     store.set_setting("embed_size", 96)
     assert embed.resolve_backbone(store).size == 96
     with pytest.raises(NotFound, match="no trained model"):
         embed.resolve_backbone(store, "run")
-    with pytest.raises(InvalidInput, match="Must be one of: auto, run, imagenet"):
+    with pytest.raises(InvalidInput, match="Must be one of: auto, run, bundled, imagenet"):
         embed.resolve_backbone(store, "vgg")
     with pytest.raises(InvalidInput, match="out of range"):
         embed.resolve_backbone(store, size=8)
@@ -142,7 +145,9 @@ def test_run_body_backbone(store: Store) -> None:
     learn.export(run.model_path)
     runs.finish_run(store, run.id, "done", vocab=[str(v) for v in dls.vocab])
 
-    backbone = embed.resolve_backbone(store)  # auto: the run when there is one
+    # auto: a run trained from scratch sees less than the bundled ImageNet network, so auto passes it over
+    assert embed.resolve_backbone(store).kind == "efficientnet_lite0"
+    backbone = embed.resolve_backbone(store, "run")
     assert backbone.kind == "run" and backbone.run_id == run.id and backbone.size == SIZE
     assert backbone.id == f"run-{run.id}-{SIZE}"
     network = embed.load_network(backbone)

@@ -91,18 +91,34 @@ def test_cli_retrain_head_exports_an_instant_run(store: Store, data_root: Path) 
     assert "Instant model: run" in out.stderr
 
 
-def test_review_page_retrain_head_yields_an_instant_model(store: Store) -> None:
+def test_review_page_retrain_head_leaves_the_deployed_model_until_asked(store: Store) -> None:
+    """Retrain head refreshes the scores and shows the instant model's valid error beside the current
+    run's; the current model changes only on "Make it current" (it used to switch silently)."""
     from streamlit.testing.v1 import AppTest
 
     scored(store)
+    current = instant.export_instant(store, with_onnx=False).run  # a deployed model to keep
     at = AppTest.from_file(str(Path(__file__).parents[1] / "pages" / "5_Review.py"), default_timeout=120)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     next(b for b in at.button if b.label == "⚡ Retrain head").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    made = [r for r in runs.list_runs(store) if r.source == "instant"]
-    assert len(made) == 1 and made[0].is_current
-    assert any(f"Instant model: run {made[0].id}" in s.value for s in at.success)
+    assert [r.id for r in runs.list_runs(store)] == [current.id] and runs.current_run(store).id == current.id  # type: ignore[union-attr]
+    offer = next(m.value for m in at.markdown if m.value.startswith("Instant model"))
+    check = instant.check_head(store)
+    assert f"valid error **{check.valid_error:.1%}**" in offer and f"current model (run {current.id})" in offer
+    next(b for b in at.button if b.label == "Make it current").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    made = runs.current_run(store)
+    assert made is not None and made.id != current.id and made.source == "instant"
+    assert any(f"Instant model: run {made.id}" in s.value and "now the current model" in s.value for s in at.success)
+
+
+def test_an_instant_export_not_asked_to_be_current_keeps_the_current_one(store: Store) -> None:
+    scored(store)
+    first = instant.export_instant(store, with_onnx=False).run
+    second = instant.export_instant(store, with_onnx=False, make_current=False).run
+    assert runs.current_run(store).id == first.id != second.id  # type: ignore[union-attr]
 
 
 def test_review_page_starts_on_auto_and_launches_the_choice(store: Store) -> None:

@@ -44,7 +44,7 @@ def test_killed_training_is_failed_cleaned_removable_and_not_blocking(
 ) -> None:
     store = empty_store
     fill(store)
-    slow = TrainParams(epochs=50, size=64, batch_size=2, pretrained=False)
+    slow = TrainParams(arch="resnet18", epochs=50, size=64, batch_size=2, pretrained=False)
     job = jobs.launch(store, "train", TrainJob.of(slow).to_argv(), {})
     child = jobs._children[job.pid or 0]
     try:
@@ -72,7 +72,7 @@ def test_killed_training_is_failed_cleaned_removable_and_not_blocking(
     assert main(["runs", "rm", run.id]) == 0
     assert not run.path.exists() and runs.list_runs(store) == []
 
-    code = main(["train", "--no-pretrained", "--epochs", "1", "--size", "32", "--bs", "8"])
+    code = main(["train", "--arch", "resnet18", "--no-pretrained", "--epochs", "1", "--size", "32", "--bs", "8"])
     assert code == 0, capsys.readouterr().err
     assert [r.state for r in runs.list_runs(store)] == ["done"]
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "lotr_labeler"
 CONN_ALLOWED = ("lotr_labeler/store/", "lotr_labeler/jobs/table.py")
 WRITE = re.compile(r"\b(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|DELETE\s+FROM|UPDATE)\s+(\w+)")
-NOT_TABLES = {"SET"}  # "ON CONFLICT ... DO UPDATE SET"
+NOT_TABLES = {"SET", "_migration_guard"}  # "ON CONFLICT ... DO UPDATE SET"; the migrator's temp table
 
 
 def _modules() -> list[tuple[str, ast.Module]]:

@@ -25,7 +25,9 @@ from lotr_labeler.model.train import TrainParams, import_model, train_run
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 
-TINY = TrainParams(epochs=1, size=64, batch_size=8, pretrained=False)  # augment on: aug_transforms in the batch
+TINY = TrainParams(
+    arch="resnet18", epochs=1, size=64, batch_size=8, pretrained=False
+)  # augment on: aug_transforms in the batch
 
 
 @pytest.fixture(scope="module")

@@ -347,8 +347,13 @@ def test_download_records_its_images_for_undo_even_when_it_ends_in_an_error(
     assert two.images() == []
 
 
-def test_a_full_disk_fails_the_candidate_not_the_download(two: Store, image_server: str) -> None:
+def test_a_full_disk_stops_the_download_and_another_write_error_fails_the_candidate(
+    two: Store, image_server: str
+) -> None:
+    """A full disk is not the URL's fault: the download stops with DiskFull and the candidates stay accepted
+    (issue 20: it used to pass as two failed candidates). Any other write error fails its candidate."""
     from lotr_labeler.collect import download
+    from lotr_labeler.errors import DiskFull
 
     two.set_setting("allow_private_hosts", True)
     two.add_candidates(CandidateIn("a", f"{image_server}/img/{k}.png") for k in range(2))
@@ -358,6 +363,14 @@ def test_a_full_disk_fails_the_candidate_not_the_download(two: Store, image_serv
         raise OSError(28, "No space left on device")
 
     two.stage_image = no_space  # type: ignore[method-assign]
+    with pytest.raises(DiskFull, match="The disk is full"):
+        download.download_candidates(two, workers=2)
+    assert {c.state for c in two.candidates()} == {"accepted"}
+
+    def no_permission(img: Normalized) -> Path:
+        raise OSError(13, "Permission denied")
+
+    two.stage_image = no_permission  # type: ignore[method-assign]
     report = download.download_candidates(two, workers=2)
     assert report.failed == 2 and report.ok == 0
     errors = [(c.state, c.error or "") for c in two.candidates()]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import grid_data, grid_send, wait_for
+from helpers import grid_batch, grid_data, grid_send, wait_for
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.fakes import ENV as FAKE_ENV
@@ -66,8 +66,8 @@ def test_grid_shows_a_page_of_thumbnails_from_their_urls(candidates: Store) -> N
     # The browser loads the thumbnail URL itself: the page hands the URL through untouched.
     assert cards[0]["src"] == "http://thumb.test/0.jpg"
     assert ["page", "http://page.test/0"] in cards[0]["meta"] and ["query", "elve lotr"] in cards[0]["meta"]
-    assert cards[0]["caption"] == "⏳ · 300×200 · elve lotr"
-    assert any("70 candidate(s)" in m.value for m in at.markdown)
+    assert cards[0]["caption"] == "p ? · 300×200" and cards[0]["state"] == "pending"
+    assert grid_data(at, "s_grid")["counts"] == "70 candidates · page 1"
 
 
 def test_card_accept_reject_and_move_are_stored(candidates: Store) -> None:
@@ -81,24 +81,33 @@ def test_card_accept_reject_and_move_are_stored(candidates: Store) -> None:
     assert (c3.label, c3.state) == ("dwarves", "pending")
 
 
-def test_bulk_accept_page_leaves_earlier_decisions_alone(candidates: Store) -> None:
+def test_bulk_accept_page_takes_the_cards_shown_not_the_next_pages(candidates: Store) -> None:
+    """Rejecting 5 cards of the pending view used to refill the page with 5 cards of the next one, which
+    Accept page then accepted unseen. The page stays pinned (the 5 stay in place, marked) and Accept page
+    (the grid's Shift+A) sends the ids it shows undecided: the store acts on those only."""
     at = app()
-    at = grid_send(at, "s_grid", {"action": "reject", "ids": [5]})
-    assert grid_data(at, "s_grid")["message"] == ["success", "Rejected 1 candidate."]
-    button(at, "Accept page")
-    assert grid_data(at, "s_grid")["message"] is None  # the page's own message says what happened
-    states = [candidates.get_candidate(i).state for i in range(1, 71)]
-    assert states[4] == "rejected"  # a decision made before the bulk action is kept
-    assert states.count("accepted") == 48 and states.count("pending") == 21
+    first = shown(at)
+    at = grid_batch(at, "s_grid", [{"seq": 1, "action": "reject", "ids": first[:5]}])
+    data = grid_data(at, "s_grid")
+    assert data["message"] == ["success", "Rejected 5 candidates."] and data["applied"] == 1
+    assert shown(at) == first  # no refill: the rejected cards stay where they were
+    assert [c["out"] for c in data["cards"][:6]] == [True] * 5 + [False]
+    assert [c["state"] for c in data["cards"][:5]] == ["rejected"] * 5
+    undecided = [c["id"] for c in data["cards"] if c["state"] == "pending"]  # what cards.js's Accept page sends
+    at = grid_batch(at, "s_grid", [{"seq": 2, "action": "accept", "ids": undecided}])
+    states = {i: candidates.get_candidate(i).state for i in range(1, 71)}
+    assert [states[i] for i in first[:5]] == ["rejected"] * 5  # a decision made before the bulk action is kept
+    assert sum(s == "accepted" for s in states.values()) == 43
+    assert all(states[i] == "pending" for i in range(49, 71))  # never shown: untouched
 
 
 def test_paging_does_not_skip_after_decisions(candidates: Store) -> None:
     at = app()
     at = grid_send(at, "s_grid", {"action": "accept", "ids": list(range(1, 11))})  # leave the pending view
-    last = shown(at)[-1]
+    assert shown(at) == list(range(1, 49))  # they stay in place until the user pages on
     button(at, "Next")
-    # Page 2 starts right after the last card of page 1: nothing skipped.
-    assert shown(at)[0] == last + 1
+    # Page 2 starts right after the last card of page 1: nothing skipped, none seen twice.
+    assert shown(at)[0] == 49
     button(at, "◀ Previous")
     assert shown(at)[0] == 11
 

@@ -37,7 +37,7 @@ def test_every_setting_is_shown_once_in_a_group_with_its_help_and_default(empty_
     at = page()
     keys = [s.key for _, _, members in grouped() for s in members]
     assert sorted(keys) == sorted(s.key for s in SETTINGS)
-    assert [h.value for h in at.subheader] == [name for name, _, _ in grouped()]
+    assert [h.value for h in at.subheader] == [*(name for name, _, _ in grouped()), "Weights folder (all projects)"]
     captions = "\n".join(c.value for c in at.caption)
     for s in SETTINGS:
         assert s.help in captions
@@ -126,3 +126,27 @@ def test_the_last_visits_messages_go_when_the_page_is_entered_anew(empty_store: 
     assert not at.exception, [e.value for e in at.exception]
     assert not any("Saved" in s.value for s in at.success)
     assert at.checkbox(key="set_allow_private_hosts").value is True  # the stored value, of course
+
+
+def test_weights_folder_is_saved_for_every_project(
+    empty_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user-level weights folder: saved to the user's config (not the project), refused when missing."""
+    from lotr_labeler.model import backbones
+
+    monkeypatch.setenv(backbones.CONFIG_ENV, str(tmp_path / "config.json"))
+    monkeypatch.delenv(backbones.WEIGHTS_DIR_ENV, raising=False)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "resnet18-f37072fd.pth").write_bytes(b"x")
+    at = page()
+    at.text_input(key="set_weights_dir").set_value(str(tmp_path / "missing")).run()
+    click(at, "save_weights_dir")
+    assert any("does not exist" in e.value for e in at.error)
+    assert backbones.weights_dir() is None
+    at.text_input(key="set_weights_dir").set_value(str(folder)).run()
+    click(at, "save_weights_dir")
+    assert any("serves every project" in m.value for m in at.success)
+    assert backbones.weights_dir() == folder
+    assert backbones.user_weights_file("resnet18") == folder / "resnet18-f37072fd.pth"
+    assert any("resnet18: ✓ resnet18-f37072fd.pth" in c.value for c in page().caption)

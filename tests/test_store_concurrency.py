@@ -250,6 +250,9 @@ def _check_outcomes(root: Path, logs: Path) -> tuple[list[str], dict[str, int]]:
     conn = sqlite3.connect(root / "project.sqlite")
     saved = dict(conn.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall())
     saved["undo"] = conn.execute("SELECT count(*) FROM events WHERE undone = 1").fetchone()[0]
+    # An import's classes are part of its one event (payload "classes"), not add_class events of their own.
+    imported = conn.execute("SELECT payload FROM events WHERE kind = 'import'").fetchall()
+    saved["add_class"] = saved.get("add_class", 0) + sum(len(json.loads(p).get("classes", [])) for (p,) in imported)
     conn.close()
     # Each successful change is exactly one event; a change whose command reported an error would be an extra one.
     for kind, op, slack in [

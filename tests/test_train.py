@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import SHAPES, image_bytes, shape_image, wait_for
+from helpers import SHAPES, fill, wait_for
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.cli import main
 from lotr_labeler.errors import TrainingError, WeightsUnavailable
-from lotr_labeler.imaging import normalize
 from lotr_labeler.jobs import worker as jobs
 from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.model import runs
@@ -22,19 +21,9 @@ from lotr_labeler.model.train import TrainParams, TrainProgress, check_dataset, 
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 
-TINY = TrainParams(epochs=1, size=64, batch_size=8, pretrained=False)
+# Speed only: resnet18 from random init (tests that judge quality use the bundled pretrained network).
+TINY = TrainParams(arch="resnet18", epochs=1, size=64, batch_size=8, pretrained=False)
 TRAIN_PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "4_Train.py")
-
-
-def fill(store: Store, per_class: int = 10, valid: int = 3, classes: tuple[str, ...] = SHAPES) -> None:
-    """Add generated shapes until each class has ``per_class`` images, ``valid`` of them in the valid split."""
-    for shape in classes:
-        store.add_class(shape)
-        seed = 100 * SHAPES.index(shape)
-        while store.count(shape) < per_class or store.count(shape, split="valid") < valid:
-            store.add_image(normalize(image_bytes(shape_image(shape, seed))), shape, source="upload")
-            seed += 1
-    store.set_setting("min_images_per_class", 3)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +115,7 @@ def test_offline_weights_give_a_clear_message(empty_store: Store, monkeypatch: p
     monkeypatch.setattr(api, "load_state_dict_from_url", offline)
     fill(empty_store)
     with pytest.raises(WeightsUnavailable) as exc:
-        train_run(empty_store, TrainParams(epochs=1, size=64, batch_size=8, pretrained=True))
+        train_run(empty_store, TrainParams(arch="resnet18", epochs=1, size=64, batch_size=8, pretrained=True))
     assert "--no-pretrained" in str(exc.value) and "--weights" in str(exc.value)
     assert [r.state for r in runs.list_runs(empty_store)] == ["failed"]
 
@@ -146,7 +135,7 @@ def test_local_weights_file_is_loaded_into_the_body(empty_store: Store, tmp_path
     def grab(p: TrainProgress) -> None:
         seen.append(p)
 
-    params = TrainParams(epochs=1, size=64, batch_size=8, weights=str(weights), augment=False, lr=1e-9)
+    params = TrainParams(arch="resnet18", epochs=1, size=64, batch_size=8, weights=str(weights), augment=False, lr=1e-9)
     run = train_run(empty_store, params, progress=grab)
     assert run.state == "done"
     from fastai.vision.all import load_learner
@@ -158,7 +147,7 @@ def test_local_weights_file_is_loaded_into_the_body(empty_store: Store, tmp_path
     wrong = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), wrong)
     with pytest.raises(WeightsUnavailable, match=r"resnet34\.pth holds weights of another network"):
-        train_run(empty_store, TrainParams(epochs=1, size=64, batch_size=8, weights=str(wrong)))
+        train_run(empty_store, TrainParams(arch="resnet18", epochs=1, size=64, batch_size=8, weights=str(wrong)))
 
 
 def test_cancel_stops_within_one_batch(empty_store: Store) -> None:
@@ -167,7 +156,7 @@ def test_cancel_stops_within_one_batch(empty_store: Store) -> None:
     stop_after = 2
     run = train_run(
         empty_store,
-        TrainParams(epochs=3, size=64, batch_size=4, pretrained=False),
+        TrainParams(arch="resnet18", epochs=3, size=64, batch_size=4, pretrained=False),
         progress=events.append,
         should_stop=lambda: len(events) >= stop_after,
     )
@@ -181,7 +170,9 @@ def test_cli_train_json_and_export_model(
     empty_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fill(empty_store)
-    code = main(["train", "--no-pretrained", "--epochs", "1", "--size", "64", "--bs", "8", "--json"])
+    code = main(
+        ["train", "--arch", "resnet18", "--no-pretrained", "--epochs", "1", "--size", "64", "--bs", "8", "--json"]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     doc = json.loads(out)
@@ -220,7 +211,7 @@ def test_import_model_registers_a_run_with_local_predictions(
 
 def test_background_job_can_be_cancelled(empty_store: Store) -> None:
     fill(empty_store, per_class=24)
-    params = TrainParams(epochs=20, size=64, batch_size=4, pretrained=False)
+    params = TrainParams(arch="resnet18", epochs=20, size=64, batch_size=4, pretrained=False)
     job = jobs.launch(empty_store, "train", TrainJob.of(params).to_argv(), {})
     wait_for(lambda: jobs.get_job(empty_store, job.id).progress.get("batch", 0) >= 1, 90, "the first batch")
     jobs.request_cancel(empty_store, job.id)

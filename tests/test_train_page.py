@@ -106,7 +106,7 @@ def test_the_weight_controls_are_in_sight_and_named_by_the_offline_error(
     monkeypatch.setattr(api, "load_state_dict_from_url", offline)
     store.set_setting("min_images_per_class", 3)
     with pytest.raises(WeightsUnavailable) as exc:
-        tr.train_run(store, tr.TrainParams(epochs=1, size=64, batch_size=8, pretrained=True))
+        tr.train_run(store, tr.TrainParams(arch="resnet18", epochs=1, size=64, batch_size=8, pretrained=True))
     assert f"untick '{tr.PRETRAINED_LABEL}'" in str(exc.value)
     assert f"'{tr.WEIGHTS_LABEL}'" in str(exc.value)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeAlias
@@ -36,6 +37,10 @@ def project_command(func: ProjectHandler) -> Handler:
     @functools.wraps(func)
     def handler(args: argparse.Namespace) -> int:
         with open_store(args) as store:
-            return func(store, args)
+            try:
+                return func(store, args)
+            finally:
+                for problem in dict.fromkeys(store.move_errors):  # committed, but a file did not follow yet
+                    print(f"warning: {problem}", file=sys.stderr)
 
     return handler

@@ -1,7 +1,8 @@
 """The ``lotr-labeler`` command line (also ``python -m lotr_labeler``).
 
 Exit status 0 on success; 1 with one ``error:`` line on stderr for a domain error;
-2 for a usage error. ``--json`` listings print one JSON document on stdout.
+2 for a usage error; 130 after Ctrl-C and 143 after SIGTERM (``lotr_labeler.signals``).
+``--json`` listings print one JSON document on stdout.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from lotr_labeler import project as proj
+from lotr_labeler import signals
 from lotr_labeler.cli.commands import classes, collect, images, model, project, review
 from lotr_labeler.cli.context import Handler
 from lotr_labeler.errors import LabelerError, explain_known
@@ -48,6 +50,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     install_from_env()  # test hook, inert unless LOTR_LABELER_FAKE_DDGS is set
     func: Handler = args.func
+    with signals.handled():
+        status = _run(func, args)
+        signum = signals.received()
+    if signum is not None:
+        print(signals.message(signum), file=sys.stderr, flush=True)
+        status = signals.exit_code(signum)
+        if argv is None:  # the real command line: threads still blocked in the network must not hold the exit
+            sys.stdout.flush()
+            os._exit(status)
+    return status
+
+
+def _run(func: Handler, args: argparse.Namespace) -> int:
+    """The one error boundary."""
     try:
         status = func(args)
         sys.stdout.flush()  # a closed pipe shows up here rather than at interpreter exit
@@ -70,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        if signals.received() is None:  # raised by something else than our handler: say so all the same
+            print("error: interrupted", file=sys.stderr)
         return 130
 
 

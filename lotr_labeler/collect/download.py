@@ -43,11 +43,12 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from lotr_labeler.errors import BlockedHost, FetchError, ImageRejected, NotFound
+from lotr_labeler.errors import BlockedHost, DiskFull, FetchError, ImageRejected, InvalidInput, NotFound, is_disk_full
 from lotr_labeler.imaging import Normalized, normalize
 from lotr_labeler.settings import setting
 from lotr_labeler.store import AddResult, CandidateRow, Store
-from lotr_labeler.store.images import ImageIn
+from lotr_labeler.store.images import ImageIn, ImportRecord
+from lotr_labeler.urls import redact
 
 log = logging.getLogger(__name__)
 
@@ -126,15 +127,13 @@ def _blocked(address: str) -> bool:
     )
 
 
-def redact(url: str) -> str:
-    """``url`` without its user:password@ part (for messages and logs)."""
+def wire_host(url: str) -> str:
+    """The host name as it goes on the wire: an IDN in its ``xn--`` form (IDNA, as httpx encodes it),
+    so the name checked and pinned is the one the connection asks for, never resolved again."""
     try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+        return httpx.URL(url).raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return urlsplit(url).hostname or ""
 
 
 def check_url(url: str, allow_private: bool, *, resolver: Resolver | None = None) -> list[str]:
@@ -157,7 +156,7 @@ def check_url(url: str, allow_private: bool, *, resolver: Resolver | None = None
             "Use the image's address without credentials.",
             "bad url",
         )
-    host = parts.hostname
+    host = wire_host(url)
     try:
         addresses = (resolver or system_resolver)(host, port)
     except (OSError, UnicodeError) as exc:
@@ -447,9 +446,9 @@ def fetch(
     with _guarding(guard):
         for hop in range(MAX_REDIRECTS + 1):
             addresses = check_url(current, allow_private, resolver=resolver)
-            host = urlsplit(current).hostname or ""
+            host = wire_host(current)
             if not _is_ip(host):
-                guard.pins[host] = addresses  # connect where the check looked
+                guard.pins[host] = addresses  # connect where the check looked, under the name httpx connects to
             try:
                 location = _get(client, current, max_bytes, timeout, guard)
             except _Stopped as stop:
@@ -605,6 +604,10 @@ class DownloadReport:
     previously_deleted: int = 0  # exact copies of an image the user deleted: candidate rejected
     skipped: int = 0  # requested ids that are not accepted/failed
     image_ids: list[int] = field(default_factory=list)  # images added by this run
+    # The run's one history event, written by each batch's commit (a killed run stays undoable).
+    history: ImportRecord = field(
+        default_factory=lambda: ImportRecord("downloaded {n} image(s)"), repr=False, compare=False
+    )
     failures: list[tuple[int, str, str]] = field(default_factory=list)  # (candidate id, url, reason)
     cancelled: bool = False
     elapsed_s: float = 0.0
@@ -811,7 +814,11 @@ def _work(
         # The temp file and its fsync happen here, in parallel; the writer thread only commits.
         try:
             return _Outcome(image=image, staged=stage(image))
-        except OSError as exc:  # e.g. a full disk: this candidate fails with the reason, the run goes on
+        except OSError as exc:
+            if is_disk_full(exc):  # not this URL's fault: the run stops (``_record_failure``), it stays accepted
+                raise FetchError(
+                    f"Could not write candidate {cand.id} to the project's tmp/ folder.", "disk full"
+                ) from None
             raise FetchError(
                 f"Could not write candidate {cand.id} to the project's tmp/ folder ({exc}). "
                 "Free some disk space, then retry the failed downloads.",
@@ -854,6 +861,11 @@ def _decode(data: bytes, cand: CandidateRow, cfg: _Config, cancel: threading.Eve
 def _record_failure(store: Store, cand: CandidateRow, outcome: _Outcome, report: DownloadReport) -> str:
     """Write one failed fetch to the store (calling thread only). Returns a progress message."""
     reason = outcome.error.reason if outcome.error else "unknown"
+    if reason == "disk full":
+        raise DiskFull(
+            f"The disk is full: {outcome.error} Free some space (empty the trash, delete old runs), then run the "
+            "download again; the candidates not downloaded stay accepted."
+        )
     if reason == "cancelled":
         return f"Candidate {cand.id} was cancelled; it stays {cand.state}."  # a rerun resumes it
     return _fail(store, cand, reason, str(outcome.error), report)
@@ -891,7 +903,7 @@ def _record_images(
         if outcome.image is not None
     ]
     try:
-        results = store.add_images(items)
+        results = store.add_images(items, record=report.history)
     except BaseException:
         # Ctrl-C (or an error) after the commit, while the files were being moved: the rows are
         # stored, so the run's event must name them. The commit marked their candidates downloaded.
@@ -920,9 +932,11 @@ def _recover_committed(store: Store, batch: list[tuple[CandidateRow, _Outcome]],
         log.warning("download: could not tell which images the last commit stored (%s)", exc)
 
 
-def _record_one(store: Store, cand: CandidateRow, res: AddResult | NotFound, report: DownloadReport) -> str:
+def _record_one(
+    store: Store, cand: CandidateRow, res: AddResult | NotFound | InvalidInput, report: DownloadReport
+) -> str:
     """Count one result of a committed batch (its image, if new, is in ``report.image_ids`` already)."""
-    if isinstance(res, NotFound):  # the class was deleted or renamed while downloading
+    if isinstance(res, (NotFound, InvalidInput)):  # the class was deleted or renamed while downloading
         return _fail(store, cand, "class gone", str(res), report)
     image = res.image
     if not res.duplicate:
@@ -1005,11 +1019,10 @@ def download_candidates(
     try:
         _drive(store, pool, processors, http, iter(todo), cfg, resolver, report, started, progress, cancel)
     finally:
+        # One history entry per run (``report.history``), so undo takes a whole download back like an
+        # import: each batch's commit wrote it, also for a run an error, Ctrl-C or kill -9 ended.
         if own_client:
             http.close()
-        # One history entry per run, so undo can take a whole download back like an import:
-        # also for the images committed before an error or Ctrl-C ended the run.
-        store.record_import(report.image_ids, f"downloaded {len(report.image_ids)} image(s)")
     report.elapsed_s = time.monotonic() - started
     log.info("download: %s", report.summary())
     return report

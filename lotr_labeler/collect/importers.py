@@ -10,21 +10,26 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import itertools
 import lzma
 import os
 import stat
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import IO
 from urllib.parse import urlsplit
 
 from lotr_labeler.collect.export import csv_unsafe
-from lotr_labeler.errors import ImageRejected, InvalidInput, LabelerError, NotFound
+from lotr_labeler.errors import ImageRejected, InvalidInput, LabelerError, NotFound, is_disk_full
 from lotr_labeler.imaging import normalize
 from lotr_labeler.project import validate_name
 from lotr_labeler.store import CandidateIn, Store
+from lotr_labeler.store.images import ImageIn, ImportRecord
+from lotr_labeler.urls import clean_url, has_credentials, redact
 
 Progress = Callable[[int, int], None]
 MANIFEST = "manifest.csv"
@@ -100,13 +105,57 @@ class _Entry:
     provenance: dict[str, str | None]
 
 
+# A batch commits when it holds this many images or is this old: a kill loses at most one batch's work,
+# and what was committed before is in the import's one history event.
+BATCH_IMAGES = 32
+BATCH_SECONDS = 0.5
+
+
+class _Batches:
+    """Normalized images waiting for their commit, and the import's one growing history event."""
+
+    def __init__(self, store: Store, source: str, report: ImportReport) -> None:
+        self.store = store
+        self.report = report
+        self.source = source
+        self.record = ImportRecord(f"imported {{n}} image(s) from {source}")
+        self.items: list[tuple[str, ImageIn]] = []
+        self.started = time.monotonic()
+
+    def add(self, name: str, item: ImageIn) -> None:
+        if not self.items:
+            self.started = time.monotonic()
+        self.items.append((name, item))
+        if len(self.items) >= BATCH_IMAGES or time.monotonic() - self.started >= BATCH_SECONDS:
+            self.commit()
+
+    def commit(self) -> None:
+        if not self.items:
+            return
+        names = [n for n, _ in self.items]
+        items = [item for _, item in self.items]
+        self.items = []
+        # Staged before the lock and committed with the event's growth in one transaction.
+        results = self.store.add_images(items, record=self.record)
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, LabelerError):  # the class was deleted meanwhile, or may not be made
+                self.report.rejected.append((name, str(result)))
+            elif result.duplicate:
+                self.report.duplicates.append((name, result.image.id))
+            else:
+                self.report.added.append(result.image.id)
+                label = result.image.label
+                if result.image.class_id in self.record.classes and label not in self.report.created_classes:
+                    self.report.created_classes.append(label)
+
+
 def _ingest(
     store: Store, entries: list[_Entry], source: str, report: ImportReport, progress: Progress | None
 ) -> ImportReport:
     settings = store.settings()
     max_bytes = settings.max_bytes
     valid: dict[str, bool] = {}  # folder name -> usable as a class
-    labels: dict[str, str] = {}  # folder name -> class, once an image made it exist
+    batches = _Batches(store, source, report)
     for done, entry in enumerate(entries, start=1):
         try:
             if entry.label not in valid:
@@ -133,43 +182,35 @@ def _ingest(
                 quality=settings.jpeg_quality,
                 name=entry.name,
             )
-            # Classes are made only for folders holding an image, so junk folders leave none behind.
-            if entry.label not in labels:
-                labels[entry.label] = _class_for(store, entry.label, report)
-            result = store.add_image(
+            # Classes are made only for folders holding an image (in the commit that stores it), so
+            # junk folders leave none behind and a killed import leaves none without its event.
+            ready = ImageIn(
                 img,
-                labels[entry.label],
-                source=source,
-                original_name=entry.name,
+                entry.label,
+                source,
                 source_url=entry.provenance.get("source_url"),
                 page_url=entry.provenance.get("page_url"),
                 title=entry.provenance.get("title"),
                 query=entry.provenance.get("query"),
+                original_name=entry.name,
+                create_class=True,
             )
-            if result.duplicate:
-                report.duplicates.append((entry.name, result.image.id))
-            else:
-                report.added.append(result.image.id)
         except ImageRejected as exc:
             report.rejected.append((entry.name, exc.reason))
         except LabelerError as exc:  # e.g. its class was deleted meanwhile: skip this file, not the import
             report.rejected.append((entry.name, str(exc)))
-        except (
-            OSError,
-            EOFError,
-            zipfile.BadZipFile,
-            zlib.error,
-            lzma.LZMAError,
-            RuntimeError,
-            NotImplementedError,
-        ) as exc:
-            # RuntimeError: encrypted zip entry; NotImplementedError: unsupported compression;
-            # EOFError, zlib/lzma errors: a damaged compressed entry.
+        except _UNREADABLE as exc:
+            if is_disk_full(exc):  # not this file's fault: the import stops with one clear error
+                raise
             report.rejected.append((entry.name, f"unreadable: {getattr(exc, 'strerror', None) or exc}"))
+        else:
+            # Outside the per-file handlers: a commit that fails (a full disk) ends the import, it is
+            # not one file's "unreadable". What committed before is in the import's event.
+            batches.add(entry.name, ready)
         finally:
             if progress:
                 progress(done, len(entries))
-    store.record_import(report.added, f"imported {len(report.added)} image(s) from {source}")
+    batches.commit()
     return report
 
 
@@ -428,14 +469,64 @@ def _zip_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> C
     return read
 
 
-def _read_manifest(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict[str, dict[str, str | None]]:
-    """Provenance from an exported bundle's manifest.csv, keyed by file path."""
-    text = zf.read(info).decode("utf-8", errors="replace")
+# A damaged member: EOFError, zlib/lzma errors; RuntimeError: encrypted; NotImplementedError: unsupported compression.
+_UNREADABLE = (OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, RuntimeError, NotImplementedError)
+MANIFEST_MAX_BYTES = 64 * 1024 * 1024  # an export's manifest of 100,000 images is well under this
+MANIFEST_MAX_LINE = 64 * 1024  # a row is a path, two URLs, a title and a query: a few KB at most
+
+
+def _manifest_lines(fh: IO[bytes], limit: int, line_limit: int) -> Iterator[str]:
+    """The manifest's lines, decoded, read as a stream: never more than ``line_limit`` bytes
+    held at once and ``limit`` bytes in all, so a one-line bomb costs a few KB, not gigabytes."""
+    total = 0
+    for lineno in itertools.count(1):
+        raw = fh.readline(line_limit + 1)
+        if not raw:
+            return
+        total += len(raw)
+        if len(raw) > line_limit:
+            raise InvalidInput(
+                f"{MANIFEST} in the zip has a line longer than {line_limit:,} bytes (line {lineno}): "
+                "it is not an export's manifest. Remove it from the zip or fix that line."
+            )
+        if total > limit:
+            raise InvalidInput(
+                f"{MANIFEST} in the zip is larger than {limit:,} bytes. Remove it from the zip or split the zip."
+            )
+        yield raw.decode("utf-8", errors="replace")
+
+
+def _read_manifest(
+    zf: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    *,
+    limit: int | None = None,
+    line_limit: int | None = None,
+) -> dict[str, dict[str, str | None]]:
+    """Provenance from an exported bundle's manifest.csv, keyed by file path.
+
+    Read as a stream under a byte cap (the header's size may lie); URLs go through ``clean_url``,
+    so credentials in a manifest are never stored.
+    """
     out: dict[str, dict[str, str | None]] = {}
-    for raw in csv.DictReader(io.StringIO(text)):
-        row = {k: csv_unsafe(v) for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}
-        if row.get("path"):
-            out[row["path"]] = {k: (row.get(k) or None) for k in ("source_url", "page_url", "title", "query")}
+    try:
+        with zf.open(info) as fh:
+            lines = _manifest_lines(fh, limit or MANIFEST_MAX_BYTES, line_limit or MANIFEST_MAX_LINE)
+            for raw in csv.DictReader(lines):
+                row = {k: csv_unsafe(v) for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}
+                if row.get("path"):
+                    out[row["path"]] = {
+                        "source_url": clean_url(row.get("source_url")),
+                        "page_url": clean_url(row.get("page_url")),
+                        "title": row.get("title") or None,
+                        "query": row.get("query") or None,
+                    }
+    except csv.Error as exc:
+        raise InvalidInput(
+            f"{MANIFEST} in the zip is not valid CSV ({exc}). Remove it from the zip or fix it."
+        ) from None
+    except _UNREADABLE as exc:
+        raise InvalidInput(f"{MANIFEST} in the zip cannot be read ({exc}). Remove it from the zip.") from None
     return out
 
 
@@ -445,23 +536,6 @@ def _valid_url(url: str) -> bool:
         return parts.scheme in ("http", "https") and bool(parts.hostname)
     except ValueError:  # e.g. an unbalanced IPv6 bracket
         return False
-
-
-def _has_credentials(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        return parts.username is not None or parts.password is not None
-    except ValueError:
-        return False
-
-
-def _masked(url: str) -> str:
-    """``url`` with its user-info replaced, so a report never repeats a secret."""
-    scheme, sep, rest = url.partition("://")
-    host_part = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
-    if "@" not in host_part:
-        return url
-    return f"{scheme}{sep}***@{rest[len(host_part.rsplit('@', 1)[0]) + 1 :]}"
 
 
 def parse_url_rows(text: str, default_label: str | None = None) -> Iterator[tuple[int, list[str]]]:
@@ -516,9 +590,9 @@ def import_urls(
             report.rejected.append((where, f"{url!r} is not an http(s) URL"))
             continue
         # Credentials would be stored, shown in the grid and exported in manifest.csv.
-        if _has_credentials(url):
+        if has_credentials(url):
             report.rejected.append(
-                (where, f"{_masked(url)!r} carries a user name or password (user:secret@); remove it from the URL")
+                (where, f"{redact(url)!r} carries a user name or password (user:secret@); remove it from the URL")
             )
             continue
         if len(cells) < 2 or not cells[1]:
@@ -528,8 +602,8 @@ def import_urls(
         if thumb and not _valid_url(thumb):
             report.rejected.append((where, f"thumbnail {thumb!r} is not an http(s) URL"))
             continue
-        if thumb and _has_credentials(thumb):
-            report.rejected.append((where, f"thumbnail {_masked(thumb)!r} carries a user name or password; remove it"))
+        if thumb and has_credentials(thumb):
+            report.rejected.append((where, f"thumbnail {redact(thumb)!r} carries a user name or password; remove it"))
             continue
         try:
             label = _class_for(store, cells[1], report) if create_classes else _known_class(store, cells[1], known)

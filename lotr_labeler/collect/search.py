@@ -29,6 +29,7 @@ from lotr_labeler.errors import (
     is_connection_failure,
 )
 from lotr_labeler.store import CandidateIn, Store
+from lotr_labeler.urls import clean_url
 
 log = logging.getLogger(__name__)
 
@@ -332,9 +333,9 @@ def _candidates(label: str, query: str, hits: Sequence[SearchHit], source: str) 
     return [
         CandidateIn(
             label=label,
-            image_url=h.image_url,
-            thumbnail_url=h.thumbnail_url,
-            page_url=h.page_url,
+            image_url=clean_url(h.image_url) or h.image_url,
+            thumbnail_url=clean_url(h.thumbnail_url),
+            page_url=clean_url(h.page_url),
             title=h.title,
             query=query,
             width=h.width,
@@ -415,7 +416,10 @@ def run_search(
             _stop(report, jobs[index - 1 :], "stopped by the user")
             break
         if index > 1 and delay_s:
-            sleep(delay_s)  # be polite to the search engine between queries
+            _pause(delay_s, sleep, should_stop)  # be polite to the search engine between queries
+            if should_stop and should_stop():
+                _stop(report, jobs[index - 1 :], "stopped by the user")
+                break
         tell(index, label, query, f"Searching {query!r} for {label} ({index}/{total})…")
         outcome = _one_query(store, source, label, query, max_results, options)
         report.queries.append(outcome)
@@ -430,6 +434,16 @@ def run_search(
             break
     log.info("search: %s", report.summary())
     return report
+
+
+def _pause(seconds: float, sleep: Callable[[float], None], should_stop: Callable[[], bool] | None) -> None:
+    """``sleep(seconds)``; the real sleep in short steps that end early on a stop (Cancel, Ctrl-C)."""
+    if sleep is not time.sleep or should_stop is None:
+        sleep(seconds)
+        return
+    end = time.monotonic() + seconds
+    while not should_stop() and (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
 
 
 _ERROR_KINDS: tuple[tuple[type[SearchError], str], ...] = (

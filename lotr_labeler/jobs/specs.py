@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Self
 from lotr_labeler.collect.search import SearchOptions
 from lotr_labeler.jobs import table
 from lotr_labeler.jobs.table import Job
+from lotr_labeler.model import backbones
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import absolute
 
@@ -184,10 +185,11 @@ class EmbedJob(JobSpec):
     backbone: str = opt(
         "--backbone",
         "auto",
-        choices=("auto", "run", "imagenet"),
-        help="embeddings from the current model's body (run) or resnet18 (imagenet); auto: run if any",
+        choices=("auto", "run", "bundled", "imagenet"),
+        help="embeddings from the current model's body (run), the bundled EfficientNet-Lite0 (bundled) or "
+        "resnet18 (imagenet); auto: the most accurate on your labels, cross-validated",
     )
-    pretrained: bool = flag("--no-pretrained", default=True, help="resnet18 with random weights (no download)")
+    pretrained: bool = flag("--no-pretrained", default=True, help="random weights (bundled or imagenet; weaker)")
     weights: str | None = opt(
         "--weights", type=cli_path, help="a local torchvision resnet18 state-dict file instead of the download"
     )
@@ -200,6 +202,8 @@ class EmbedJob(JobSpec):
         """The job that computes with a resolved ``embed.Backbone``."""
         if backbone.kind == "run":
             return cls(backbone="run", size=backbone.size)
+        if backbone.kind == backbones.BUNDLED:
+            return cls(backbone="bundled", size=backbone.size, pretrained=backbone.pretrained)
         return cls(
             backbone="imagenet",
             size=backbone.size,
@@ -221,7 +225,12 @@ class TrainJob(JobSpec):
         choices=("quick", "standard"),
         help="quick: CPU laptop (128 px, 2 epochs); standard: GPU (224 px, 4 epochs)",
     )
-    arch: str | None = opt("--arch", choices=("resnet18", "resnet34", "resnet50"))
+    arch: str | None = opt(
+        "--arch",
+        choices=(backbones.BUNDLED, *backbones.RESNETS),
+        help=f"network (default {backbones.BUNDLED}: pretrained weights bundled, no download; "
+        "the ResNets download theirs once)",
+    )
     epochs: int | None = opt("--epochs", type=int)
     size: int | None = opt("--size", type=int, help="image size in pixels")
     bs: int | None = opt("--bs", type=int, help="batch size")
@@ -229,7 +238,9 @@ class TrainJob(JobSpec):
     find_lr: bool = flag("--find-lr", help="pick the learning rate with lr_find")
     seed: int | None = opt("--seed", type=int)
     pretrained: bool = flag("--no-pretrained", default=True, help="train from scratch (no ImageNet weights)")
-    weights: str | None = opt("--weights", type=cli_path, help="a local torchvision weights file for --arch (offline)")
+    weights: str | None = opt(
+        "--weights", type=cli_path, help="a local torchvision weights file for a ResNet --arch (offline)"
+    )
     augment: bool = flag("--no-augment", default=True, help="no data augmentation")
     bundle: str | None = opt(
         "--bundle", type=cli_path, help="first import this exported dataset (zip or folder) into the project"
@@ -305,10 +316,7 @@ class ScoreCandidatesJob(JobSpec):
         from lotr_labeler.review import candidates
 
         if candidates.scoring_backbone(store) is None:
-            raise Conflict(
-                f"Project {store.name!r} has no model or embeddings to score candidates with yet. "
-                "Train a model, or compute embeddings on the Review page."
-            )
+            raise Conflict(candidates.NOTHING_TO_LEARN.format(project=store.name))
 
 
 SPECS: tuple[type[JobSpec], ...] = (SearchJob, DownloadJob, EmbedJob, TrainJob, ScoreCandidatesJob)

@@ -16,12 +16,14 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 from lotr_labeler.errors import Conflict, NotFound
 from lotr_labeler.store import Store, now
+from lotr_labeler.store.history import ORIGIN_ENV
 
 # A launched worker gets this long to record its pid before it is presumed dead.
 _START_GRACE_S = 60
@@ -206,6 +208,7 @@ def launch(store: Store, kind: str, command: list[str], args: dict[str, Any]) ->
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # survives the page's script run and Ctrl-C in the server
+                env={**os.environ, ORIGIN_ENV: store.author()},  # its changes are the launcher's to undo
             )
     except OSError as exc:  # no process: end the row now, or it would block this kind until the grace ends
         finish(store, job.id, "failed", f"Could not start the {kind} worker ({exc}).")
@@ -255,6 +258,21 @@ def finish(store: Store, job_id: int, state: str, message: str, result: dict[str
             "UPDATE jobs SET state = ?, message = ?, result = ?, updated_at = ?, finished_at = ? WHERE id = ?",
             (state, message, json.dumps(result) if result is not None else None, now(), now(), job_id),
         )
+
+
+def finish_from_thread(db: Path, job_id: int, state: str, message: str) -> None:
+    """``finish`` on a connection of the calling thread (a signal's last words before the process
+    ends); gives up after a short wait for the lock, as the next look marks a dead job failed anyway."""
+    conn = sqlite3.connect(db, timeout=0.3)
+    try:
+        conn.execute(
+            "UPDATE jobs SET state = ?, message = ?, updated_at = ?, finished_at = ? "
+            "WHERE id = ? AND state = 'running'",
+            (state, message, now(), now(), job_id),
+        )
+        conn.commit()
+    finally:
+        conn.close()
 
 
 def cancel_requested(conn: sqlite3.Connection, job_id: int) -> bool:

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
+from lotr_labeler import signals as interrupt
 from lotr_labeler.errors import explain
 from lotr_labeler.jobs import table
 from lotr_labeler.jobs.table import (
@@ -123,7 +124,15 @@ class JobRun:
         self.job = attach(self.store, self.kind, self.args, self.job_id)
         self.reporter = Reporter(self.store, self.job.id)
         self._stop_watch = self.reporter.watch_cancel(self.cancel)
+        # Ctrl-C / SIGTERM on the CLI set ``cancel`` as the page's Cancel does (lotr_labeler.signals).
+        self._signals = interrupt.cooperative(self.cancel, self._last_words)
+        self._signals.__enter__()
         return self
+
+    def _last_words(self) -> None:
+        """Before a forced exit (the work ignored the cancel for too long): end the row as cancelled."""
+        db = self.store.root / "project.sqlite"
+        table.finish_from_thread(db, self.job.id, "cancelled", "Interrupted; run the command again to resume.")
 
     def update(self, progress: Any, message: str, *, force: bool = False) -> None:
         self.reporter.update(progress, message, force=force)
@@ -138,6 +147,7 @@ class JobRun:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         self._stop_watch.set()
+        self._signals.__exit__(None, None, None)
         if self._finished:
             return
         if exc_type is None:

@@ -1,8 +1,9 @@
 """Backbone embeddings, computed once per image content and cached on disk.
 
-A *backbone* turns an image into a vector: the body of the current training run
-(``load_learner(run.model_path).model[0]``), or torchvision's resnet18 with the ImageNet
-weights, a local weights file, or a seeded random init (offline, weaker). Images are
+A *backbone* turns an image into a vector: the bundled EfficientNet-Lite0 with ImageNet weights
+that install with pip (``model/backbones.py``: no download, the default), the body of the current
+training run (``load_learner(run.model_path).model[0]``), torchvision's resnet18 with the ImageNet
+weights, a local weights file, or a seeded random init (weaker; kept for comparison). Images are
 resized to a square of ``size`` pixels and normalised as the network expects (ImageNet
 statistics; for a run, whatever its fastai pipeline normalises with), and the body's
 feature map is average-pooled.
@@ -45,7 +46,7 @@ from lotr_labeler.errors import (
     wrong_weights,
 )
 from lotr_labeler.imaging import write_atomic
-from lotr_labeler.model import hardware, onnx_embed, prefetch, runs
+from lotr_labeler.model import backbones, hardware, onnx_embed, prefetch, runs
 from lotr_labeler.store import ImageRow, Store, version
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,10 @@ Progress = Callable[[int, int], None]
 Matrix = npt.NDArray[np.float32]
 
 EMBED_DIR = "embeddings"
-SOURCES = ("auto", "run", "imagenet")
+# auto: a pretrained backbone (the current run's body when that run started from pretrained weights, else the
+# bundled EfficientNet-Lite0); run: the current run's body; bundled: EfficientNet-Lite0; imagenet: resnet18.
+SOURCES = ("auto", "run", "bundled", "imagenet")
+KINDS = ("run", backbones.BUNDLED, "resnet18")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Seed of the random-init backbone: the same seed gives the same network in every process,
@@ -73,8 +77,9 @@ _PREFETCH = 2
 class Backbone:
     """Which network embeds the images, and at which size.
 
-    ``kind`` is ``run`` (a training run's body) or ``resnet18`` (torchvision: ImageNet
-    weights when ``pretrained``, else ``weights`` file, else a seeded random init).
+    ``kind`` is ``run`` (a training run's body), ``efficientnet_lite0`` (the bundled ImageNet weights
+    when ``pretrained``, else a seeded random init) or ``resnet18`` (torchvision: ImageNet weights when
+    ``pretrained``, else ``weights`` file, else a seeded random init).
     """
 
     kind: str
@@ -90,6 +95,8 @@ class Backbone:
         """Cache key: changes whenever the vectors would."""
         if self.kind == "run":
             return f"run-{self.run_id}-{self.size}"
+        if self.kind == backbones.BUNDLED:
+            return f"{self.kind}-{'bundled' if self.pretrained else f'random{RANDOM_SEED}'}-{self.size}"
         if self.weights:
             return f"resnet18-file-{self.weights_digest}-{self.size}"
         return f"resnet18-{'imagenet' if self.pretrained else f'random{RANDOM_SEED}'}-{self.size}"
@@ -99,6 +106,8 @@ class Backbone:
         """A few words for comparisons ("run body: CV accuracy 0.91 vs random init 0.62")."""
         if self.kind == "run":
             return f"run {self.run_id} body"
+        if self.kind == backbones.BUNDLED:
+            return "EfficientNet-Lite0 (bundled)" if self.pretrained else "random-init EfficientNet-Lite0"
         if self.weights:
             return f"weights file {Path(self.weights).name}"
         return "ImageNet resnet18" if self.pretrained else "random init"
@@ -106,6 +115,10 @@ class Backbone:
     def describe(self) -> str:
         if self.kind == "run":
             return f"body of model run {self.run_id} at {self.size} px"
+        if self.kind == backbones.BUNDLED:
+            if self.pretrained:
+                return f"EfficientNet-Lite0 with its bundled ImageNet weights at {self.size} px"
+            return f"EfficientNet-Lite0 with random weights (seed {RANDOM_SEED}; weaker) at {self.size} px"
         if self.weights:
             return f"resnet18 with weights {Path(self.weights).name} at {self.size} px"
         if self.pretrained:
@@ -137,19 +150,22 @@ def resolve_backbone(
     weights: str | Path | None = None,
     size: int | None = None,
 ) -> Backbone:
-    """The backbone to use. ``auto``: the current run's body when there is a run, else resnet18.
+    """The backbone to use. ``auto``: the current run's body when that run started from pretrained
+    weights, else the bundled EfficientNet-Lite0 (a body trained from scratch on a few hundred images
+    sees less than ImageNet features).
 
-    ``pretrained=False`` (random init) and ``weights`` (a torchvision resnet18 state-dict file)
-    only apply to resnet18.
+    ``pretrained=False`` (random init) applies to the bundled network and resnet18; ``weights`` (a
+    torchvision resnet18 state-dict file) to resnet18, which otherwise takes the user's weights folder's
+    file, else torchvision's download.
 
     Parameters
     ----------
     store
         The project.
     source
-        ``auto``, ``run`` (the current run's body) or ``imagenet`` (resnet18).
+        ``auto``, ``run`` (the current run's body), ``bundled`` (EfficientNet-Lite0) or ``imagenet`` (resnet18).
     pretrained, weights
-        For resnet18: ImageNet weights, or a local state-dict file instead.
+        ImageNet weights or random init; for resnet18 a local state-dict file instead.
     size
         Input size in pixels; None: the run's size, else the ``embed_size`` setting.
 
@@ -169,14 +185,17 @@ def resolve_backbone(
     if size is not None and not 32 <= int(size) <= 1024:
         raise InvalidInput(f"Embedding size {size} is out of range. Use 32 to 1024 pixels, e.g. 224.")
     run = runs.current_run(store) if source in ("auto", "run") else None
+    if source == "auto" and run is not None and not _started_pretrained(run):
+        log.info("run %s was trained from scratch: embedding with the bundled network instead", run.id)
+        run = None
     if run is not None and not run.model_path.is_file():
         if source == "run":
             raise NotFound(f"Run {run.id} has no model file at {run.model_path}. Train again or pick another run.")
-        log.warning("run %s has no model file; using resnet18", run.id)
+        log.warning("run %s has no model file; using the bundled network", run.id)
         run = None
     if source == "run" and run is None:
         raise NotFound(
-            f"Project {store.name!r} has no trained model yet. Train one first, or use the resnet18 backbone."
+            f"Project {store.name!r} has no trained model yet. Train one first, or use the bundled backbone."
         )
     if run is not None and run.source == INSTANT_SOURCE and isinstance(run.params.get("backbone"), dict):
         # An instant model's body is the backbone its head was fitted on: same vectors, same cache.
@@ -190,6 +209,10 @@ def resolve_backbone(
             model_path=str(run.model_path.absolute()),
         )
     final_size = size or store.settings().embed_size
+    if source in ("auto", "bundled"):
+        return Backbone(backbones.BUNDLED, final_size, pretrained=pretrained)
+    if weights is None and pretrained:
+        weights = backbones.user_weights_file("resnet18")  # saved once for every project: no download
     if weights:
         path = Path(weights).expanduser().absolute()  # the backbone is kept and reused from elsewhere
         if not path.is_file():
@@ -198,6 +221,14 @@ def resolve_backbone(
             )
         return Backbone("resnet18", final_size, pretrained=False, weights=str(path), weights_digest=_digest(path))
     return Backbone("resnet18", final_size, pretrained=pretrained)
+
+
+def _started_pretrained(run: runs.Run) -> bool:
+    """Whether a run fine-tuned pretrained weights. An instant model counts as such: its body is the backbone the
+    user's Review scores were fitted on, which auto keeps (a Retrain head must not switch the embeddings)."""
+    if run.source == INSTANT_SOURCE:
+        return True
+    return bool(run.params.get("pretrained", True) or run.params.get("weights"))
 
 
 # -- the cache -----------------------------------------------------------------------------
@@ -413,9 +444,8 @@ def _resnet18_body(backbone: Backbone) -> Any:
             why = "there is no internet connection" if is_connection_failure(exc) else explain(exc, "The download")
             raise WeightsUnavailable(
                 f"Could not get the ImageNet resnet18 weights from {ResNet18_Weights.DEFAULT.url}: {why}. "
-                "Either train a model first (review then uses its body), use random features "
-                "(--no-pretrained / 'Random init'; weaker), or copy the weights file from a machine with "
-                "internet and pass it with --weights FILE."
+                "Either use the bundled EfficientNet-Lite0 (--backbone bundled; no download), "
+                f"{backbones.WEIGHTS_DIR_HINT}, or pass the file once with --weights FILE."
             ) from exc
     else:
         with torch.random.fork_rng():
@@ -459,8 +489,13 @@ def load_network(backbone: Backbone, cache_dir: Path | None = None, *, export: b
         cached = onnx_embed.load(cache_dir, backbone)
         if cached is not None:
             return Network(body=None, mean=None, std=None, size=backbone.size, onnx=cached)
-    if check_choice(backbone.kind, ("run", "resnet18"), "Backbone kind") == "run":
+    kind = check_choice(backbone.kind, KINDS, "Backbone kind")
+    if kind == "run":
         body, mean, std = _run_body(backbone)
+    elif kind == backbones.BUNDLED:
+        # The feature map (no pooling, no classifier): the mean over it is the embedding, as for the others.
+        body = backbones.lite0(pretrained=backbone.pretrained, num_classes=0, global_pool="")
+        mean, std = backbones.BUNDLED_MEAN, backbones.BUNDLED_STD
     else:
         body, mean, std = _resnet18_body(backbone), IMAGENET_MEAN, IMAGENET_STD
     if onnx_first:

@@ -93,36 +93,35 @@ def build_learner(store: Store, backbone: embed.Backbone, head: Any, vocab: list
     return fv.Learner(dls, model, loss_func=fv.CrossEntropyLossFlat(), metrics=fv.accuracy)
 
 
-def export_instant(store: Store, backbone: embed.Backbone | None = None, *, with_onnx: bool = True) -> InstantReport:
-    """Fit the head on the train split's cached embeddings and export it with its backbone as a run.
+@dataclass(frozen=True)
+class HeadCheck:
+    """The instant model judged before it is built: the head fitted on the train split's cached
+    embeddings, its accuracy on the valid split (the figure a run's valid error compares with)."""
 
-    Parameters
-    ----------
-    store
-        The project.
-    backbone
-        Whose embeddings; None: the one of the stored scores (what "Retrain head" refits).
-    with_onnx
-        Also write ``model.onnx`` (fast predictions; a failure only logs).
+    backbone: str
+    valid_accuracy: float | None
+    valid_images: int
+    seconds: float
 
-    Returns
-    -------
-    InstantReport
-        The finished run (current unless another run was picked), its valid accuracy, seconds.
+    @property
+    def valid_error(self) -> float | None:
+        return None if self.valid_accuracy is None else 1 - self.valid_accuracy
 
-    Raises
-    ------
-    Conflict
-        No cached embeddings, or fewer than 2 classes in the train split.
-    """
-    import pandas as pd
 
-    started = time.monotonic()
-    if backbone is None:
-        info = scoring.fit_info(store)
-        if info is None:
-            raise Conflict("No scores yet: compute embeddings on the Review page (or `review --compute`) first.")
-        backbone = info.backbone_spec
+@dataclass(frozen=True)
+class _Fit:
+    have: list[Any]
+    train: list[int]
+    vocab: list[str]
+    index: dict[int, int]
+    head: Any
+    probs: np.ndarray[Any, Any]
+    accuracy: float | None
+    valid: int
+
+
+def _fit(store: Store, backbone: embed.Backbone) -> _Fit:
+    """The head on the train split's cached embeddings, scored on the valid split."""
     have, X = embed.embeddings(store, backbone, store.images())
     train = [i for i, img in enumerate(have) if img.split == "train"]
     if len({have[i].class_id for i in train}) < 2:
@@ -142,6 +141,72 @@ def export_instant(store: Store, backbone: embed.Backbone | None = None, *, with
     probs[:, [int(c) for c in head.classes_]] = head.predict_proba(feats)
     valid = [i for i, img in enumerate(have) if img.split == "valid" and img.class_id in index]
     accuracy = float(np.mean([probs[i].argmax() == index[have[i].class_id] for i in valid])) if valid else None
+    return _Fit(have, train, vocab, index, head, probs, accuracy, len(valid))
+
+
+def _backbone_of_scores(store: Store) -> embed.Backbone:
+    info = scoring.fit_info(store)
+    if info is None:
+        raise Conflict("No scores yet: compute embeddings on the Review page (or `review --compute`) first.")
+    return info.backbone_spec
+
+
+def check_head(store: Store, backbone: embed.Backbone | None = None) -> HeadCheck:
+    """The instant model's valid accuracy without building it (a fraction of a second, no files): what
+    Review shows beside the current run's before the user makes it current.
+
+    Raises
+    ------
+    Conflict
+        No cached embeddings, or fewer than 2 classes in the train split.
+    """
+    started = time.monotonic()
+    backbone = backbone or _backbone_of_scores(store)
+    fit = _fit(store, backbone)
+    return HeadCheck(backbone.describe(), fit.accuracy, fit.valid, time.monotonic() - started)
+
+
+def export_instant(
+    store: Store, backbone: embed.Backbone | None = None, *, with_onnx: bool = True, make_current: bool = True
+) -> InstantReport:
+    """Fit the head on the train split's cached embeddings and export it with its backbone as a run.
+
+    Parameters
+    ----------
+    store
+        The project.
+    backbone
+        Whose embeddings; None: the one of the stored scores (what "Retrain head" refits).
+    with_onnx
+        Also write ``model.onnx`` (fast predictions; a failure only logs).
+    make_current
+        Make it the current run (Predict, serve, export use it). False keeps the current one current.
+
+    Returns
+    -------
+    InstantReport
+        The finished run (current when ``make_current``), its valid accuracy, seconds.
+
+    Raises
+    ------
+    Conflict
+        No cached embeddings, or fewer than 2 classes in the train split.
+    """
+    import pandas as pd
+
+    started = time.monotonic()
+    backbone = backbone or _backbone_of_scores(store)
+    fit = _fit(store, backbone)
+    have, train, vocab, index, head, probs, accuracy = (
+        fit.have,
+        fit.train,
+        fit.vocab,
+        fit.index,
+        fit.head,
+        fit.probs,
+        fit.accuracy,
+    )
+    before = runs.current_run(store)
 
     known = [img for img in have if img.class_id in index]
     df = pd.DataFrame(
@@ -181,6 +246,11 @@ def export_instant(store: Store, backbone: embed.Backbone | None = None, *, with
         metrics = {"run_id": run.id, "source": embed.INSTANT_SOURCE, "params": params, "vocab": vocab, **summary}
         write_atomic(run.metrics_path, json.dumps(metrics, indent=2).encode())
         done = runs.finish_run(store, run.id, "done", vocab=vocab, metrics=summary)
+        if make_current:
+            done = runs.set_current(store, done.id)
+        elif before is not None:  # the newest finished run would become current by itself: keep the old one
+            runs.set_current(store, before.id)
+            done = runs.get_run(store, done.id)
     except BaseException as exc:
         runs.finish_run(store, run.id, "failed", message=str(exc) or type(exc).__name__)
         runs.remove_leftovers(run.path)

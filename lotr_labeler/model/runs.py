@@ -133,6 +133,7 @@ def fail_dead_runs(store: Store) -> list[str]:
         if table.fail_if_running(store, run_id, DEAD_MESSAGE):  # a live process may have just finished it
             remove_leftovers(runs_dir(store) / run_id)
             failed.append(run_id)
+    jobs.running_job(store, "train")  # a look: the dead worker's job row ends failed too, not at the next train
     return failed
 
 

@@ -2,16 +2,19 @@
 
 The folder holds ``app.py`` (``space_app.py`` copied verbatim: it imports no lotr_labeler),
 ``space.json`` (classes and the learner's validation preprocessing as plain numbers),
-``model.onnx`` (the fast path, ONNX Runtime) and ``model.pkl`` (the fastai export: the portable
-artefact and the fallback), ``requirements.txt`` pinned to the versions installed here, and a
-``README.md`` with the Space front matter and the class list. Before anything is written, the
-generated app is imported from a temp folder and must give ``load_predictor``'s probabilities on
-a probe image within 1e-4: preprocessing it cannot reproduce is refused, not shipped.
+``model.onnx`` (the fast path, ONNX Runtime) or ``model.pkl`` (the fastai export: what serves when
+there is no ONNX copy, or the fallback with ``torch_fallback``), ``requirements.txt`` pinned to the
+versions installed here within what the Space's Gradio accepts (``SDK_CONSTRAINTS``), and a
+``README.md`` with the Space front matter, the class list and how to push large files (Git LFS).
+Before anything is written, the generated app is imported from a temp folder and must give
+``load_predictor``'s probabilities on a probe image within 1e-4: preprocessing it cannot
+reproduce is refused, not shipped.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import logging
 import shutil
@@ -34,11 +37,18 @@ log = logging.getLogger(__name__)
 
 APP_SOURCE = Path(__file__).with_name("space_app.py")
 GRADIO_SDK_VERSION = "5.49.1"  # the Space's Gradio (front matter sdk_version): gradio is not a dependency here
+# What gradio==GRADIO_SDK_VERSION requires (its metadata) of the packages requirements.txt pins: a pin
+# outside these makes the Hub's build fail (pip: ResolutionImpossible), e.g. pillow 13 against gradio
+# 5.49.1's pillow<12. Such a package gets the range instead of this environment's version.
+# tests/test_space_gradio.py checks the result with pip's resolver and a real Gradio.
+SDK_CONSTRAINTS: dict[str, tuple[str, str]] = {"pillow": ("8.0", "12.0"), "numpy": ("1.0", "3.0")}
+LFS_LIMIT_MB = 10  # the Hub refuses plain git pushes of larger files: they need Git LFS
 TOL = 1e-4
 FILES = ("app.py", "space.json", "requirements.txt", "README.md", "model.pkl", "model.onnx")
 # What app.py imports on each path; pinned to the versions of this environment.
 FAST_REQUIREMENTS = ("onnxruntime", "numpy", "pillow")
-TORCH_REQUIREMENTS = ("fastai", "torch", "torchvision", "numpy", "pillow")
+# timm: the default network (EfficientNet-Lite0, model/backbones.py) unpickles from it.
+TORCH_REQUIREMENTS = ("fastai", "torch", "torchvision", "timm", "numpy", "pillow")
 
 Report = Callable[[str], None]
 
@@ -57,13 +67,20 @@ class SpaceExport:
 def preprocessing(learner: Any) -> dict[str, Any]:
     """The learner's validation transforms as plain numbers ``app.py`` applies with PIL + numpy.
 
+    Transforms are judged by class and by what they do at validation, never by name: training-only
+    ones (``split_idx == 0``: fastai's ``Brightness``, ``Contrast``) are skipped, and any other batch
+    transform is run at validation on a probe batch of the item size; one that gives the batch back
+    unchanged (``aug_transforms``' ``Flip``, an ``AffineCoordTfm`` at the item size) is an identity.
+
     Raises InvalidInput for a transform it cannot reproduce (it names the transform).
     """
+    from fastai.data.transforms import IntToFloatTensor, Normalize, ToTensor
+    from fastai.vision.augment import Resize
+
     resize: dict[str, Any] | None = None
     dl = learner.dls.valid
     for tfm in dl.after_item.fs:
-        name = type(tfm).__name__
-        if name == "Resize":
+        if isinstance(tfm, Resize):
             width, height = (int(v) for v in tfm.size)
             resize = {
                 "size": [width, height],
@@ -71,47 +88,79 @@ def preprocessing(learner: Any) -> dict[str, Any]:
                 "pad_mode": str(tfm.pad_mode),
                 "resample": int(tfm.mode),
             }
-        elif name != "ToTensor":
-            raise InvalidInput(f"The Space app cannot reproduce the item transform {name}. Train with Resize only.")
+        elif not isinstance(tfm, ToTensor):
+            raise InvalidInput(
+                f"The Space app cannot reproduce the item transform {type(tfm).__name__}. Train with Resize only."
+            )
     scale, mean, std = 1.0, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
     for tfm in dl.after_batch.fs:
-        name = type(tfm).__name__
         if getattr(tfm, "split_idx", None) == 0:
             continue  # training-only augmentation
-        if name == "IntToFloatTensor":
+        if isinstance(tfm, IntToFloatTensor):
             scale = float(tfm.div)
-        elif name == "Normalize":
+        elif isinstance(tfm, Normalize):
             mean = [float(v) for v in tfm.mean.flatten().tolist()]
             std = [float(v) for v in tfm.std.flatten().tolist()]
-        elif name in ("AffineCoordTfm", "Warp", "RandomResizedCropGPU") and _same_size(tfm, resize):
-            continue  # at validation an identity warp at the item size
-        else:
-            raise InvalidInput(f"The Space app cannot reproduce the batch transform {name} at validation.")
+        elif not _identity_at_validation(tfm, resize):
+            raise InvalidInput(
+                f"The Space app cannot reproduce the batch transform {type(tfm).__name__} at validation "
+                "(it changes the image there). Train without it, or with fastai's aug_transforms at the item size."
+            )
     return {"resize": resize, "scale": scale, "mean": mean, "std": std}
 
 
-def _same_size(tfm: Any, resize: dict[str, Any] | None) -> bool:
-    size = getattr(tfm, "size", None) or getattr(tfm, "cp_size", None)
-    if size is None:
-        return True
-    pair = [int(size), int(size)] if isinstance(size, int) else [int(v) for v in size]
-    return resize is not None and sorted(pair) == sorted(resize["size"]) and pair[0] == pair[1]
+def _identity_at_validation(tfm: Any, resize: dict[str, Any] | None) -> bool:
+    """Whether ``tfm`` gives a validation batch of the item size back unchanged (within 1e-5)."""
+    if resize is None:
+        return False  # no fixed item size to probe with
+    import torch
+    from fastai.torch_core import TensorImage
+
+    width, height = resize["size"]
+    probe = TensorImage(torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(0)))
+    try:
+        with torch.no_grad():
+            out = tfm(probe.clone(), split_idx=1)
+    except Exception as exc:  # a transform that cannot even run on a batch: not reproducible
+        log.info("probing %s at validation failed: %s", type(tfm).__name__, exc)
+        return False
+    return bool(tuple(out.shape) == tuple(probe.shape) and torch.allclose(out, probe, atol=1e-5, rtol=0))
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``13.0.0`` -> (13, 0, 0); a pre-release suffix is ignored (enough to compare with bounds)."""
+    parts = []
+    for piece in version.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
 
 
 def _pins(names: tuple[str, ...]) -> list[str]:
+    """``name==version`` as installed here, unless the Space's Gradio needs another: then its range."""
     lines = []
     for name in dict.fromkeys(names):
         try:
-            lines.append(f"{name}=={metadata.version(name)}")
+            installed = metadata.version(name)
         except metadata.PackageNotFoundError:
             lines.append(name)  # not installed here: the Space takes the newest
+            continue
+        low, high = SDK_CONSTRAINTS.get(name, ("0", "999999"))
+        if _release(low) <= _release(installed) < _release(high):
+            lines.append(f"{name}=={installed}")
+        else:
+            lines.append(f"{name}>={low},<{high}")
     return lines
 
 
-def readme(title: str, classes: list[str], engine: str, run_label: str) -> str:
+def readme(title: str, classes: list[str], engine: str, run_label: str, files: list[str] | None = None) -> str:
     """The Space's README.md: Hugging Face front matter, then what the model tells apart."""
     listing = "\n".join(f"- {c}" for c in classes)
     path = "ONNX Runtime on `model.onnx`" if engine == "onnx" else "fastai on `model.pkl`"
+    shipped = set(files or ("model.onnx", "model.pkl"))
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"  # the pins are for this Python
     return (
         "---\n"
         f"title: {json.dumps(title)}\n"
@@ -120,6 +169,7 @@ def readme(title: str, classes: list[str], engine: str, run_label: str) -> str:
         "colorTo: green\n"
         "sdk: gradio\n"
         f"sdk_version: {GRADIO_SDK_VERSION}\n"
+        f'python_version: "{python}"\n'
         "app_file: app.py\n"
         "pinned: false\n"
         "---\n\n"
@@ -130,10 +180,19 @@ def readme(title: str, classes: list[str], engine: str, run_label: str) -> str:
         "## Files\n\n"
         "- `app.py`: the Gradio app; `predict(image)` returns `{class: probability}`\n"
         "- `space.json`: classes and preprocessing (resize, scale, normalisation)\n"
-        "- `model.onnx`: the model for ONNX Runtime (when present)\n"
-        "- `model.pkl`: the fastai export (`load_learner`); a pickle: load only files you trust\n"
-        "- `requirements.txt`: pinned dependencies\n\n"
-        "Run it locally: `pip install -r requirements.txt gradio && python app.py`.\n"
+        + ("- `model.onnx`: the model for ONNX Runtime\n" if "model.onnx" in shipped else "")
+        + (
+            "- `model.pkl`: the fastai export (`load_learner`); a pickle: load only files you trust\n"
+            if "model.pkl" in shipped
+            else ""
+        )
+        + "- `requirements.txt`: pinned dependencies (they resolve together with the Gradio version above)\n\n"
+        f"Run it locally: `pip install -r requirements.txt gradio=={GRADIO_SDK_VERSION} && python app.py`.\n\n"
+        "## Pushing to the Hub\n\n"
+        f"The Hub stores files over {LFS_LIMIT_MB} MB (the model files often are) through Git LFS only: a plain "
+        '`git push` of them is refused. Either run `git lfs install` and `git lfs track "*.onnx" "*.pkl"` '
+        "before committing, or upload the folder with `huggingface-cli upload <user>/<space> . --repo-type space`, "
+        "which uses LFS by itself.\n"
     )
 
 
@@ -235,8 +294,14 @@ def write_space(
         shutil.copyfile(APP_SOURCE, stage / "app.py")
         (stage / "space.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         (stage / "requirements.txt").write_text("\n".join(_pins(names)) + "\n", encoding="utf-8")
-        (stage / "README.md").write_text(readme(title, classes, engine, str(config["run"])), encoding="utf-8")
-        shutil.copyfile(model.path, stage / "model.pkl")
+        # model.pkl only where it serves: the torch path, or as the fallback asked for (it is the larger
+        # file, and a pickle the Space would never load otherwise).
+        shipped = (["model.onnx"] if engine == "onnx" else []) + (
+            ["model.pkl"] if engine != "onnx" or torch_fallback else []
+        )
+        (stage / "README.md").write_text(readme(title, classes, engine, str(config["run"]), shipped), encoding="utf-8")
+        if "model.pkl" in shipped:
+            shutil.copyfile(model.path, stage / "model.pkl")
         if engine == "onnx":
             shutil.copyfile(onnx_export.onnx_path(model.path), stage / "model.onnx")
         tell("checking the app against the model")

@@ -37,12 +37,15 @@ from lotr_labeler.errors import (
     wrong_weights,
 )
 from lotr_labeler.imaging import write_atomic
-from lotr_labeler.model import hardware, runs
+from lotr_labeler.model import backbones, hardware, runs
 from lotr_labeler.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("resnet18", "resnet34", "resnet50")
+# The bundled EfficientNet-Lite0 first: its ImageNet weights install with pip, so the default trains
+# pretrained with no network (model/backbones.py). The ResNets download theirs, or take a weights file.
+ARCHS = (backbones.BUNDLED, *backbones.RESNETS)
+DEFAULT_ARCH = backbones.BUNDLED
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ Progress = Callable[[TrainProgress], None]
 class TrainParams:
     """Every knob of a training run. ``lr=None`` means the default, or lr_find with ``find_lr``."""
 
-    arch: str = "resnet18"
+    arch: str = DEFAULT_ARCH
     epochs: int = 3
     size: int = 224
     batch_size: int = 32
@@ -108,6 +111,11 @@ class TrainParams:
 
     def __post_init__(self) -> None:
         check_choice(self.arch, ARCHS, "Architecture")
+        if self.weights and self.arch == backbones.BUNDLED:
+            raise InvalidInput(
+                f"A weights file is for the ResNets ({', '.join(backbones.RESNETS)}); {backbones.BUNDLED} "
+                "brings its own ImageNet weights. Pick a ResNet with --arch, or leave --weights out."
+            )
         for name, value, lo, hi in (
             ("epochs", self.epochs, 1, 200),
             ("size", self.size, 32, 1024),
@@ -133,6 +141,20 @@ PRESETS: dict[str, TrainParams] = {
     "quick": TrainParams(epochs=2, size=128, batch_size=32),
     "standard": TrainParams(epochs=4, size=224, batch_size=64),
 }
+
+
+def weights_line(params: TrainParams) -> str:
+    """One line on where the run's starting weights come from (the CLI prints it; the Train page says it too)."""
+    if not params.pretrained:
+        return f"Training {params.arch} from random weights (--no-pretrained): expect a weaker model."
+    if params.arch == backbones.BUNDLED:
+        return f"Training {params.arch} from its ImageNet weights, bundled with the install (no download)."
+    if params.weights:
+        return f"Training {params.arch} from the weights file {Path(params.weights).name}."
+    found = backbones.user_weights_file(params.arch)
+    if found is not None:
+        return f"Training {params.arch} from {found} (your weights folder)."
+    return f"Training {params.arch} from torchvision's ImageNet weights (downloaded once, then cached)."
 
 
 def preset(name: str, **overrides: Any) -> TrainParams:
@@ -389,6 +411,12 @@ def _make_progress_callback(report: Progress | None, should_stop: Callable[[], b
             if self.cancelled:
                 raise fv.CancelFitException()
 
+        def before_batch(self) -> None:
+            # Also during validation and lr_find: a cancel (the page's button, Ctrl-C) waits for one batch only.
+            if should_stop is not None and should_stop():
+                self.cancelled = True
+                raise fv.CancelFitException()
+
         def after_batch(self) -> None:
             if not self.training:
                 return
@@ -450,22 +478,48 @@ def _build_learner(
         persistent_workers=hw.num_workers > 0,  # fine_tune fits twice, each epoch would start them again
         device=torch.device(hw.device),
     )
+    if params.arch == backbones.BUNDLED:
+        learn = _bundled_learner(dls, params.pretrained)
+        hardware.apply_precision(learn, hw)
+        return learn
     arch = getattr(torchvision.models, params.arch)
-    pretrained = params.pretrained and not params.weights
+    weights = params.weights
+    if params.pretrained and not weights:
+        # Weights saved once for every project (the user's weights folder) spare the download.
+        found = backbones.user_weights_file(params.arch)
+        if found is not None:
+            log.info("%s weights from the user's weights folder: %s", params.arch, found)
+            weights = str(found)
+            dls.add_tfms([fv.Normalize.from_stats(*fv.imagenet_stats)], "after_batch")
+    pretrained = params.pretrained and not weights
     try:
         learn = fv.vision_learner(dls, arch, pretrained=pretrained, metrics=fv.error_rate)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; hub errors are RuntimeErrors
         log.info("pretrained %s weights: %r", params.arch, exc)
         why = "there is no internet connection" if is_connection_failure(exc) else explain(exc, "The download")
         raise WeightsUnavailable(
-            f"Could not get the pretrained {params.arch} weights: {why}. Either train from scratch "
-            f"(Train page: untick '{PRETRAINED_LABEL}' just above 'Start training'; CLI: --no-pretrained), or "
-            "download the torchvision weights file on a machine with internet and give its path in "
-            f"'{WEIGHTS_LABEL}' next to it (CLI: --weights FILE)."
+            f"Could not get the pretrained {params.arch} weights: {why}. Either train the bundled "
+            f"{backbones.BUNDLED} (pretrained, no download: --arch {backbones.BUNDLED}), {backbones.WEIGHTS_DIR_HINT}, "
+            f"give the file for this run in '{WEIGHTS_LABEL}' (CLI: --weights FILE), or train from scratch "
+            f"(untick '{PRETRAINED_LABEL}'; CLI: --no-pretrained)."
         ) from exc
-    if params.weights:
-        _load_body_weights(learn, arch, params.weights)
+    if weights:
+        _load_body_weights(learn, arch, weights)
     hardware.apply_precision(learn, hw)
+    return learn
+
+
+def _bundled_learner(dls: Any, pretrained: bool) -> Any:
+    """fastai's timm learner on EfficientNet-Lite0 with the bundled weights, as ``pretrained=True`` would
+    build it with a download: the body's ImageNet weights, timm's input statistics, the body frozen."""
+    import fastai.vision.all as fv
+
+    learn = fv.vision_learner(dls, backbones.TIMM_NAME, pretrained=False, normalize=False, metrics=fv.error_rate)
+    if pretrained:
+        backbones.load_bundled(learn.model[0].model)
+        dls.add_tfms([fv.Normalize.from_stats(backbones.BUNDLED_MEAN, backbones.BUNDLED_STD)], "after_batch")
+        learn.freeze()
+        learn.pretrained = True
     return learn
 
 
@@ -804,7 +858,8 @@ class TrainForm:
             find_lr=self.find_lr,
             seed=self.seed,
             pretrained=self.pretrained,
-            weights=self.weights.strip() or None,
+            # A file typed for a ResNet stays in the form (greyed out) when the bundled network is chosen.
+            weights=(self.weights.strip() or None) if self.arch != backbones.BUNDLED else None,
             augment=self.augment,
         )
 

@@ -38,7 +38,7 @@ from PIL import Image
 
 from lotr_labeler.errors import Conflict, FetchError, InvalidInput, NotFound
 from lotr_labeler.imaging import write_atomic
-from lotr_labeler.model import embed, onnx_embed, runs
+from lotr_labeler.model import embed, onnx_embed
 from lotr_labeler.review import dedupe, scoring
 from lotr_labeler.store import CandidateRow, Store, candidate_scores, now, version
 from lotr_labeler.store.candidate_scores import CandidateScore
@@ -57,6 +57,10 @@ THUMB_MAX_BYTES = 2_000_000
 # A decoded thumbnail larger than this is refused (decompression bomb): thumbnails are tiny.
 THUMB_MAX_PIXELS = 40_000_000
 SCORED_STATES = ("pending", "accepted")
+NOTHING_TO_LEARN = (
+    "Project {project!r} has no images of 2 classes for the scoring head to learn from yet. Accept a few "
+    "candidates per class and download them (or import images); then every search is scored."
+)
 SORTS = ("id", "score", "score-desc")  # score: lowest p(class) first; score-desc: highest first
 FILTERS = ("off-topic", "looks-like", "near-duplicate", "unscored")
 _BATCH = 32
@@ -66,15 +70,18 @@ _BATCH = 32
 
 
 def scoring_backbone(store: Store) -> embed.Backbone | None:
-    """The backbone candidates are scored with: the last Review fit's, else the current run's body,
-    else None (nothing to score with yet: no embeddings, no model)."""
+    """The backbone candidates are scored with: the last Review fit's, else a pretrained run's body,
+    else the bundled EfficientNet-Lite0 (``resolve_backbone``'s auto); None while the head has nothing
+    to learn from (images of fewer than 2 classes)."""
     info = scoring.fit_info(store)
     if info is not None:
         return info.backbone_spec
-    run = runs.current_run(store)
-    if run is not None and run.model_path.is_file():
-        return embed.resolve_backbone(store, "run")
-    return None
+    if len({img.class_id for img in store.images()}) < 2:
+        return None
+    try:
+        return embed.resolve_backbone(store, "auto")
+    except (NotFound, InvalidInput):
+        return None
 
 
 def can_score(store: Store) -> bool:
@@ -240,10 +247,7 @@ def score_candidates(
     started = time.monotonic()
     backbone = backbone or scoring_backbone(store)
     if backbone is None:
-        raise Conflict(
-            f"Project {store.name!r} has no model or embeddings to score candidates with yet. "
-            "Train a model, or compute embeddings on the Review page (`lotr-labeler review --compute`)."
-        )
+        raise Conflict(NOTHING_TO_LEARN.format(project=store.name))
     report = ScoreReport(backbone=backbone.describe())
     rows = _selected(store, ids)
     report.total = len(rows)
@@ -469,6 +473,102 @@ def item(store: Store, candidate_id: int) -> Triage:
     c = store.get_candidate(candidate_id)
     names = {k.id: k.name for k in store.classes()}
     return _triage(c, candidate_scores.load(store, [c.id]).get(c.id), names)
+
+
+# -- bulk thresholds from the head's own out-of-sample precision -----------------------------------
+
+TARGET_PRECISION = 0.98
+_GRID = np.round(np.arange(0.02, 0.995, 0.01), 2)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Suggested bulk thresholds and the precision each is expected to give (None: none reaches the target,
+    so the fixed default stands), estimated on ``labeled`` images."""
+
+    accept_at: float
+    accept_precision: float | None
+    reject_at: float
+    reject_precision: float | None
+    labeled: int
+    target: float = TARGET_PRECISION
+
+    def describe(self) -> str:
+        if self.accept_precision is None and self.reject_precision is None:
+            return (
+                f"Default thresholds ({self.accept_at:g} / {self.reject_at:g}): the head's out-of-sample "
+                f"predictions on {self.labeled} labeled image(s) reach no {self.target:.0%} precision yet."
+            )
+        parts = []
+        if self.accept_precision is not None:
+            parts.append(f"accept p ≥ {self.accept_at:.2f} (expected precision {self.accept_precision:.1%})")
+        if self.reject_precision is not None:
+            parts.append(f"reject p ≤ {self.reject_at:.2f} (expected precision {self.reject_precision:.1%})")
+        return f"Suggested from the head's out-of-sample predictions on {self.labeled} labeled images: " + (
+            "; ".join(parts)
+        )
+
+
+def thresholds_from_oof(
+    probs: npt.ArrayLike, labels: npt.ArrayLike, target: float = TARGET_PRECISION
+) -> tuple[float | None, float | None, float | None, float | None]:
+    """(accept_at, its precision, reject_at, its precision) from out-of-sample probabilities; pure.
+
+    Each labeled image stands for two candidates: one searched under its own class (it belongs; p = its own
+    class's probability) and one searched under another class (it does not; the other classes' probabilities,
+    weighted 1/(K-1) each). That pool is half wrong, more than a usual search, so the estimates are
+    conservative. Accept: the lowest p whose "p ≥ t" keeps ``target`` precision; reject: the highest p whose
+    "p ≤ t" does. None where no threshold reaches it.
+    """
+    P = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    n, k = P.shape
+    if n == 0 or k < 2:
+        return None, None, None, None
+    own = P[np.arange(n), y]
+    mask = np.ones_like(P, dtype=bool)
+    mask[np.arange(n), y] = False
+    other = P[mask]
+    w = 1.0 / (k - 1)
+    accept_at = accept_p = reject_at = reject_p = None
+    for t in _GRID:  # lowest first: the first that holds lets most through
+        tp, fp = float((own >= t).sum()), w * float((other >= t).sum())
+        if tp > 0 and tp / (tp + fp) >= target:
+            accept_at, accept_p = float(t), tp / (tp + fp)
+            break
+    for t in _GRID[::-1]:  # highest first
+        tn, fn = w * float((other <= t).sum()), float((own <= t).sum())
+        if tn > 0 and tn / (tn + fn) >= target:
+            reject_at, reject_p = float(t), tn / (tn + fn)
+            break
+    return accept_at, accept_p, reject_at, reject_p
+
+
+def suggest_thresholds(store: Store, backbone: embed.Backbone | None = None) -> Thresholds:
+    """Bulk thresholds for the scoring head, from its K-fold predictions on the labeled images
+    (memoized per data version); the fixed defaults where nothing reaches ``TARGET_PRECISION``."""
+    backbone = backbone or scoring_backbone(store)
+
+    def compute() -> Thresholds:
+        if backbone is None:
+            return Thresholds(ACCEPT_AT, None, REJECT_AT, None, 0)
+        have, X = embed.embeddings(store, backbone, store.images())
+        class_ids = sorted({img.class_id for img in have})
+        if len(class_ids) < 2:
+            return Thresholds(ACCEPT_AT, None, REJECT_AT, None, len(have))
+        index = {cid: i for i, cid in enumerate(class_ids)}
+        y = np.array([index[img.class_id] for img in have], dtype=np.int64)
+        probs = scoring.oof_probabilities(X, y, len(class_ids))
+        a, ap, r, rp = thresholds_from_oof(probs, y)
+        return Thresholds(a if a is not None else ACCEPT_AT, ap, r if r is not None else REJECT_AT, rp, len(have))
+
+    key = (
+        "candidates.thresholds",
+        backbone.id if backbone else None,
+        version.file_state(embed.cache_path(store, backbone)) if backbone else None,
+    )
+    result: Thresholds = version.memo(store, key, compute)
+    return result
 
 
 def check_threshold(value: float, name: str) -> float:

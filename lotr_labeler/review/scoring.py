@@ -44,7 +44,7 @@ import numpy.typing as npt
 
 from lotr_labeler import project as proj
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound, WeightsUnavailable, check_choice
-from lotr_labeler.model import embed, runs
+from lotr_labeler.model import backbones, embed, runs
 from lotr_labeler.review import dedupe, quality
 from lotr_labeler.store import SPLITS, ImageRow, Store, now, reviews, version
 from lotr_labeler.store.images import Relabeled
@@ -439,7 +439,8 @@ class BackboneChoice:
     def reason(self) -> str:
         """E.g. 'run 2024… body: CV accuracy 0.91 vs random init 0.62 (5-fold head on 240 valid-split images)'."""
         scored = sorted((t for t in self.trials if t.accuracy is not None), key=lambda t: -(t.accuracy or 0.0))
-        skipped = [t for t in self.trials if t.accuracy is None]
+        # Not tried or not usable; the winner itself is unscored when it was the only one (nothing to compare).
+        skipped = [t for t in self.trials if t.accuracy is None and t.backbone != self.backbone]
         best = next((t for t in scored if t.backbone == self.backbone), None)
         if best is None:
             text = f"{self.backbone.short}: the only backbone available"
@@ -465,7 +466,8 @@ def backbone_candidates(
     store: Store, *, weights: str | Path | None = None, size: int | None = None
 ) -> list[BackboneTrial]:
     """The backbones ``auto`` may pick, in order of preference on a tie: the current run's body,
-    ImageNet resnet18 (when its weights are on this machine), a weights file, random init.
+    the bundled EfficientNet-Lite0, ImageNet resnet18 (when its weights are on this machine), a weights
+    file; random init only when no pretrained network is there (it never wins against one).
     A candidate that cannot be used carries ``backbone=None`` and the reason."""
     out: list[BackboneTrial] = []
     run = runs.current_run(store)
@@ -476,8 +478,17 @@ def backbone_candidates(
         except (NotFound, InvalidInput) as exc:
             out.append(BackboneTrial(None, f"run {run.id} body", None, str(exc)))
     size_px = size or store.settings().embed_size
-    if embed.imagenet_weights_cached():
-        out.append(BackboneTrial(embed.Backbone("resnet18", size_px, pretrained=True), "ImageNet resnet18", None))
+    try:
+        backbones.bundled_weights_file()
+        bundled: embed.Backbone | None = embed.Backbone(backbones.BUNDLED, size_px, pretrained=True)
+        out.append(BackboneTrial(bundled, "EfficientNet-Lite0 (bundled)", None))
+    except WeightsUnavailable as exc:
+        bundled = None
+        out.append(BackboneTrial(None, "EfficientNet-Lite0 (bundled)", None, str(exc).split(". ")[0]))
+    user_file = backbones.user_weights_file("resnet18")
+    if embed.imagenet_weights_cached() or user_file is not None:
+        imagenet = embed.resolve_backbone(store, "imagenet", size=size)
+        out.append(BackboneTrial(imagenet, "ImageNet resnet18", None))
     else:
         out.append(
             BackboneTrial(None, "ImageNet resnet18", None, f"weights {embed.IMAGENET_WEIGHTS_FILE} not downloaded")
@@ -485,7 +496,8 @@ def backbone_candidates(
     if weights:
         file = embed.resolve_backbone(store, "imagenet", weights=weights, size=size)
         out.append(BackboneTrial(file, file.short, None))
-    out.append(BackboneTrial(embed.Backbone("resnet18", size_px, pretrained=False), "random init", None))
+    if bundled is None:
+        out.append(BackboneTrial(embed.Backbone("resnet18", size_px, pretrained=False), "random init", None))
     # An instant run's body is one of the others: try each network once.
     seen: set[str] = set()
     unique: list[BackboneTrial] = []
@@ -622,12 +634,13 @@ def choose_backbone(
 
 def live_backbone(store: Store) -> embed.Backbone | None:
     """The backbone new images are scored with while they download: the one of the stored scores
-    (what the Review queue shows), else the current run's body; None: nothing to score with."""
+    (what the Review queue shows), else ``resolve_backbone``'s auto: a pretrained run's body, else the
+    bundled EfficientNet-Lite0; None: nothing to score with."""
     info = fit_info(store)
     if info is not None:
         return info.backbone_spec
     try:
-        return embed.resolve_backbone(store, "run")
+        return embed.resolve_backbone(store, "auto")
     except (NotFound, InvalidInput):
         return None
 

@@ -12,6 +12,7 @@ from lotr_labeler.store.db import now
 from lotr_labeler.store.history import Payload, undoes
 from lotr_labeler.store.images import ImagesMixin
 from lotr_labeler.store.rows import CandidateIn, CandidateRow, candidate_row
+from lotr_labeler.urls import clean_url
 
 if TYPE_CHECKING:
     from lotr_labeler.store import Store
@@ -60,11 +61,13 @@ class CandidatesMixin(ImagesMixin):
         with self.transaction():
             class_ids = {proj.name_key(c.name): c.id for c in self.classes()}
             for item in items:
+                # Whatever the source, a URL is stored without user:password@ (lotr_labeler.urls).
+                image_url = clean_url(item.image_url) or item.image_url
                 class_id = class_ids.get(proj.name_key(item.label))
                 if class_id is None:
                     raise NotFound(f"No class {item.label!r}. Add it first, or fix the label.")
-                known = self.conn.execute("SELECT 1 FROM candidates WHERE image_url = ?", (item.image_url,)).fetchone()
-                if known or self._known_source_url(item.image_url):
+                known = self.conn.execute("SELECT 1 FROM candidates WHERE image_url = ?", (image_url,)).fetchone()
+                if known or self._known_source_url(image_url):
                     skipped += 1
                     continue
                 stamp = now()
@@ -73,9 +76,9 @@ class CandidatesMixin(ImagesMixin):
                     " width, height, source, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         class_id,
-                        item.image_url,
-                        item.thumbnail_url,
-                        item.page_url,
+                        image_url,
+                        clean_url(item.thumbnail_url),
+                        clean_url(item.page_url),
                         item.title,
                         item.query,
                         item.width,

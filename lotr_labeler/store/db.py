@@ -74,7 +74,14 @@ def migrate(conn: sqlite3.Connection) -> int:
         )
     for number, (name, sql) in enumerate(MIGRATIONS[version:], start=version + 1):
         try:
-            conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
+            # The guard fails the script when another process applied it meanwhile (checked under the
+            # lock): re-running an older migration that happens to succeed would lower user_version.
+            guard = (
+                f"CREATE TEMP TABLE _migration_guard(v INTEGER CHECK (v < {number}));\n"
+                "INSERT INTO _migration_guard SELECT user_version FROM pragma_user_version;\n"
+                "DROP TABLE _migration_guard;"
+            )
+            conn.executescript(f"BEGIN IMMEDIATE;\n{guard}\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -97,6 +104,9 @@ class Database:
             raise NotFound(f"No project at {self.root} (missing {DB_NAME}). Create it with `init`.")
         self.conn = self._connect(db)
         self._tx_depth = 0
+        # Moves that failed after their change was committed (they stay journaled and are retried):
+        # front ends show these to the user (CLI: a warning line; pages: a warning), not only the log.
+        self.move_errors: list[str] = []
         try:
             migrate(self.conn)
             self.repair()
@@ -217,14 +227,13 @@ class Database:
             try:
                 self._move(self.root / op["src"], self.root / op["dst"])
             except OSError as exc:
-                log.warning(
-                    "project %s: could not move %s to %s (%s); it stays journaled. "
-                    "Check the folder's permissions and free space, then reopen the project.",
-                    self.name,
-                    op["src"],
-                    op["dst"],
-                    exc,
+                text = (
+                    f"Could not move {op['src']} to {op['dst']} ({exc.strerror or exc}). The change is saved; the "
+                    "move is retried on the next change or when the project is opened. Check the folder's "
+                    "permissions and free space."
                 )
+                log.warning("project %s: %s", self.name, text)
+                self.move_errors.append(text)
                 break
             self.conn.execute("DELETE FROM file_ops WHERE id = ?", (op["id"],))
             done += 1

@@ -6,17 +6,19 @@ import logging
 import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound, check_choice
 from lotr_labeler.imaging import Normalized, hamming, write_atomic
+from lotr_labeler.project import validate_name
 from lotr_labeler.store import version
 from lotr_labeler.store.classes import ClassesMixin
 from lotr_labeler.store.db import now
 from lotr_labeler.store.history import Payload, undoes
 from lotr_labeler.store.rows import AddResult, ImageRow, image_row
+from lotr_labeler.urls import clean_url
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,30 @@ class ImageIn:
     original_name: str | None = None
     candidate_id: int | None = None
     staged: Path | None = None  # from ``stage_image``; None: written by ``add_images``
+    create_class: bool = False  # an import: make the class when missing, in the batch's transaction
+
+
+@dataclass
+class ImportRecord:
+    """The one history event of a long import or download, written by each batch's own commit.
+
+    The first batch that stores an image creates the event; later ones extend it in their
+    transaction. Whatever a killed run committed is therefore one undoable step (undo moves its
+    images to the trash and drops the classes it created, if nothing else uses them).
+    """
+
+    summary: str  # "{n}" is replaced by the number of images, e.g. "imported {n} image(s) from folder"
+    event_id: int | None = None
+    ids: list[int] = field(default_factory=list)
+    classes: list[int] = field(default_factory=list)  # classes this run created
+
+    def payload(self, ids: Sequence[int], classes: Sequence[int]) -> Payload:
+        return {"ids": list(ids), "classes": list(classes)}
+
+
+def _settle(record: ImportRecord, written: tuple[int, list[int], list[int]]) -> None:
+    """The batch committed: ``record`` now describes its event as stored."""
+    record.event_id, record.ids, record.classes = written
 
 
 def split_for(sha256: str, valid_pct: int) -> str:
@@ -76,6 +102,9 @@ class ImagesMixin(ClassesMixin):
     def finish_candidate(
         self, candidate_id: int, *, image_id: int | None = None, error: str | None = None, state: str | None = None
     ) -> None:
+        raise NotImplementedError
+
+    def _candidates_in_class(self, class_id: int) -> int:
         raise NotImplementedError
 
     def path(self, image: ImageRow) -> Path:
@@ -118,19 +147,25 @@ class ImagesMixin(ClassesMixin):
         write_atomic(tmp, img.jpeg)
         return tmp
 
-    def add_images(self, items: Sequence[ImageIn]) -> list[AddResult | NotFound]:
+    def add_images(
+        self, items: Sequence[ImageIn], record: ImportRecord | None = None
+    ) -> list[AddResult | NotFound | InvalidInput]:
         """Store several images in one transaction (one commit, one journaled move each).
 
         Per item, in order: an ``AddResult`` (stored, or the existing row of the same bytes),
         or the ``NotFound`` raised because its class was deleted or renamed meanwhile (the
-        other items are stored). Anything else aborts the whole batch: nothing is stored and
-        every staged file is deleted. Staged files (``stage_image``) are used as they are;
-        the others are written here, before the lock.
+        other items are stored), or the ``InvalidInput`` of a class it may not create. Anything
+        else aborts the whole batch: nothing is stored and every staged file is deleted. Staged
+        files (``stage_image``) are used as they are; the others are written here, before the
+        lock. With ``record``, the images stored and the classes created (``ImageIn.create_class``)
+        join its history event in the same commit, so a run killed after it is one undoable step.
         """
         staged = [item.staged or self.stage_image(item.img) for item in items]
         settings = self.settings()
-        results: list[AddResult | NotFound | tuple[int, int | None]] = []  # tuple: (new id, near dup of)
+        results: list[AddResult | NotFound | InvalidInput | tuple[int, int | None]] = []  # tuple: (id, near dup)
+        made: list[int] = []  # classes created by this batch
         committed: set[int] = set()  # indexes of items whose staged file the journal now owns
+        written: tuple[int, list[int], list[int]] | None = None  # the record's event as this batch wrote it
         nested = bool(self._tx_depth)
         try:
             with self.transaction():
@@ -143,8 +178,15 @@ class ImagesMixin(ClassesMixin):
                     try:
                         cls = self.get_class(item.label)  # and may have deleted or renamed the class
                     except NotFound as exc:
-                        results.append(exc)
-                        continue
+                        if not item.create_class:
+                            results.append(exc)
+                            continue
+                        try:
+                            cls = self._insert_class(validate_name(item.label), (), "{name}", record=False)
+                        except InvalidInput as bad:
+                            results.append(bad)
+                            continue
+                        made.append(cls.id)
                     if not tmp.exists():  # swept as stale by another process's open: write it again
                         write_atomic(tmp, item.img.jpeg)
                     near = self._nearest(index, item.img.phash)
@@ -155,12 +197,16 @@ class ImagesMixin(ClassesMixin):
                         self.finish_candidate(item.candidate_id, image_id=image_id)
                     committed.add(k)
                     results.append((image_id, near))
+                if record is not None:
+                    written = self._write_record(record, [r[0] for r in results if isinstance(r, tuple)], made)
         except BaseException:
             self._phash_index = None  # it may hold rows that were rolled back: rebuilt on next use
             # Rolled back: no row refers to a staged file. But an interrupt after the commit (during
             # the file moves) leaves the rows stored and their files journaled: keep those.
             try:
                 stored = [k for k in committed if self._by_sha(items[k].img.sha256) is not None]
+                if record is not None and written is not None and stored:
+                    _settle(record, written)  # the event was committed with the rows
             except Exception as exc:  # cannot tell: keep them all (the sweep on open drops unreferenced ones)
                 log.warning("project %s: keeping %d staged file(s) after an error (%s)", self.name, len(committed), exc)
                 stored = list(committed)
@@ -170,9 +216,24 @@ class ImagesMixin(ClassesMixin):
             for k, tmp in enumerate(staged):
                 if k not in committed:
                     tmp.unlink(missing_ok=True)
+        if record is not None and written is not None and not nested:
+            _settle(record, written)
         if nested:
             self._phash_index = None  # the outer transaction may still roll our rows back
         return [AddResult(self.get_image(r[0]), False, r[1]) if isinstance(r, tuple) else r for r in results]
+
+    def _write_record(
+        self, record: ImportRecord, new_ids: list[int], made: list[int]
+    ) -> tuple[int, list[int], list[int]] | None:
+        """Create or extend ``record``'s event with this batch (inside its transaction)."""
+        if not new_ids and not made:
+            return None
+        ids, classes = record.ids + new_ids, record.classes + made
+        summary = record.summary.format(n=len(ids))
+        if record.event_id is None:
+            return self._event("import", summary, record.payload(ids, classes)), ids, classes
+        self._extend_event(record.event_id, summary, record.payload(ids, classes))
+        return record.event_id, ids, classes
 
     def _insert_image(self, item: ImageIn, class_id: int, near: int | None, valid_pct: int) -> int:
         img = item.img
@@ -191,8 +252,8 @@ class ImagesMixin(ClassesMixin):
                 near,
                 "near-duplicate" if near else "",
                 item.source,
-                item.source_url,
-                item.page_url,
+                clean_url(item.source_url),  # the one sanitiser, whatever the source (lotr_labeler.urls)
+                clean_url(item.page_url),
                 item.title,
                 item.query,
                 item.original_name,
@@ -263,7 +324,8 @@ class ImagesMixin(ClassesMixin):
         return None
 
     def record_import(self, image_ids: Sequence[int], summary: str) -> None:
-        """One undoable event for a batch of added images (undo moves them to the trash)."""
+        """One undoable event for images added already (callers that commit their own batches
+        use ``add_images(record=ImportRecord(...))`` instead, so a kill leaves an event too)."""
         if image_ids:
             with self.transaction():
                 self._event("import", summary, {"ids": list(image_ids)})
@@ -473,3 +535,9 @@ def _undo_delete(store: Store, payload: Payload) -> None:
 @undoes("import", "restore")
 def _undo_import_or_restore(store: Store, payload: Payload) -> None:
     store._set_deleted(payload["ids"], True)  # to the trash
+    for class_id in payload.get("classes", []):  # the classes an import created, unless used since
+        cls = store._class_by_id(class_id)
+        if cls["deleted"] or store._active_image_ids(class_id) or store._candidates_in_class(class_id):
+            continue
+        store._set_class_deleted(class_id, True)
+        store._plan_move(f"images/{cls['name']}", f"trash/class-{class_id}")

@@ -100,6 +100,7 @@ class Event:
     kind: str
     summary: str
     undone: bool
+    origin: str | None = None  # who made it: "cli:<session>" or "browser:<session>" (None: before migration 009)
 
 
 def class_row(row: sqlite3.Row) -> ClassRow:
@@ -137,4 +138,4 @@ def candidate_row(row: sqlite3.Row) -> CandidateRow:
 
 
 def event_row(row: sqlite3.Row) -> Event:
-    return Event(row["id"], row["at"], row["kind"], row["summary"], bool(row["undone"]))
+    return Event(row["id"], row["at"], row["kind"], row["summary"], bool(row["undone"]), row["origin"])

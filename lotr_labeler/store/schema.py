@@ -282,4 +282,13 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             BEGIN UPDATE data_version SET n = n + 1; END;
         """,
     ),
+    (
+        "009_event_origin",
+        """
+        -- Who made each change: 'cli:<terminal session>' or 'browser:<page session>' (store/history.py).
+        -- Undo acts on its author's last change; older rows (NULL) belong to everyone.
+        ALTER TABLE events ADD COLUMN origin TEXT;
+        CREATE INDEX events_origin ON events(origin, undone);
+        """,
+    ),
 )

@@ -1,17 +1,24 @@
 """One keyboard-driven card grid for every review surface (Dataset, Review; Search next).
 
 The grid is a Streamlit components-v2 component (``cards.js`` + ``cards.css``, shipped as package
-data) that owns the focus, the selection and the lightbox, so the toolbar's "N selected" and its
-enabled buttons are right at once. Every decision comes back to Python as one trigger value,
-``{"action", "ids", "label"}``; the page applies it through the domain functions in a callback
-(``handle``), inside the error boundary, and shows the outcome in the grid's own message line.
+data) that owns the focus, the selection, the lightbox and the cards' shown state: a key changes the
+card at once, in the browser. The decisions reach Python as an ordered queue: one trigger value
+``{"client", "actions": [{"seq", "action", "ids", "label", "seen"}, ...]}`` holding every action not yet
+answered (a component trigger starts one rerun per call, so keys typed at speed must not each wait for
+one). ``apply_batch`` applies, in order, only the sequence numbers above the last one applied for the
+grid (a replayed batch changes nothing) through the domain functions, and answers with ``applied`` and
+each action's outcome; the cards drawn next are what the store holds, so an action it refused rolls
+its cards back, and the browser marks them with the reason.
+
+The cards of a page stay pinned until the user pages on (``grid(view=..., fetch=...)``): a card decided
+out of the filter stays where it was, marked, instead of the next page's cards sliding under the cursor.
 
 API
 ---
 - ``Card``: one card, generic (an image, a candidate): id, thumbnail URL, caption, label, state
   flags, an optional prediction and the lightbox metadata. ``image_card`` / ``review_card`` build one.
-- ``grid(key, cards, *, classes, actions, on_action, ...)``: mounts the grid. ``actions`` is the set
-  of actions the keys and buttons may send (``ACTIONS``); ``on_action(store, GridAction) -> str``
+- ``grid(key, cards, *, classes, actions, on_action, ...)``: mounts the grid, returns the ids shown.
+  ``actions`` is the set of actions the keys and buttons may send (``ACTIONS``); ``on_action(store, GridAction) -> str``
   applies one and returns the message. ``large(card_id) -> str | None`` gives the lightbox image,
   fetched only for the card opened.
 - ``GridAction``: what the user asked for; ``parse_action`` validates a raw trigger value.
@@ -71,6 +78,8 @@ class Card:
     confidence: int | None = None  # the prediction's probability in % as the hint shows it (the threshold's value)
     scored: bool = False  # a model has judged it (no prediction shown: it agrees)
     locked: str = ""  # e.g. "downloaded": shown as a badge instead of the decision buttons (none apply)
+    state: str = ""  # a candidate's decision (pending, accepted, ...): the browser shows it and changes it
+    out: bool = False  # left the page's filter since it was drawn (decided): kept in place, marked
     meta: tuple[tuple[str, str], ...] = ()  # URLs among the values show as links
 
     def payload(self) -> dict[str, Any]:
@@ -89,6 +98,7 @@ class GridAction:
     ids: tuple[int, ...] = ()
     label: str | None = None
     seen: Mapping[int, str] = field(default_factory=dict)
+    states: Mapping[int, str] = field(default_factory=dict)  # a candidate's state as the card showed it
 
 
 def parse_action(raw: Any, allowed: Collection[str]) -> GridAction:
@@ -165,6 +175,31 @@ def image_card(store: Store, img: ImageRow, size: int) -> Card:
     )
 
 
+def image_fetch(store: Store, size: int) -> Callable[[int], Card | None]:
+    """``grid(fetch=...)`` for the Dataset: a pinned image's card as stored now (None: gone)."""
+
+    def get(image_id: int) -> Card | None:
+        try:
+            return image_card(store, store.get_image(image_id), size)
+        except LabelerError:
+            return None
+
+    return get
+
+
+def review_fetch(store: Store, size: int) -> Callable[[int], Card | None]:
+    """``grid(fetch=...)`` for Review: a pinned image's card as stored and scored now (None: gone)."""
+    from lotr_labeler.review import scoring
+
+    def get(image_id: int) -> Card | None:
+        try:
+            return review_card(store, scoring.item(store, image_id, ()), size)
+        except LabelerError:
+            return None
+
+    return get
+
+
 def review_card(store: Store, it: Any, size: int) -> Card:
     """A Review card from a ``review.scoring.ReviewItem``: p(given), the prediction as P's target."""
     img: ImageRow = it.image
@@ -215,6 +250,16 @@ class GridState:
     visit: int = 0  # bumped when the user enters the page anew: the browser then drops its view state
     rerun_app: bool = False
     acted: tuple[list[int], list[int]] | None = None  # (ids shown, ids acted on) of the last action
+    # The browser's queue: its token (a new window state restarts at seq 1), the last seq applied, and
+    # the outcome of the latest actions (seq, kind, text, ids) it reads to mark the cards refused.
+    client: str = ""
+    applied: int = 0
+    results: list[dict[str, Any]] = field(default_factory=list)
+    # The page as the user saw it: its view token (filters, page turn) and its card ids in order.
+    pinned: list[int] = field(default_factory=list)
+    pinned_view: str | None = None
+    pinned_visit: int = -1
+    gone: int = 0  # pinned cards that have left the page's filter (the pager skips fewer on Next)
 
 
 def state(key: str) -> GridState:
@@ -265,10 +310,89 @@ def apply(store: Store, key: str, raw: Any, allowed: Collection[str], on_action:
         s.message = ("error", sentence)
         return s
     s.message = text if isinstance(text, tuple) else ("success", text)
+    if store.move_errors:  # saved, but a file did not follow yet: shown, not only logged
+        s.message = ("warning", f"{s.message[1]} {' '.join(dict.fromkeys(store.move_errors))}")
     s.rerun_app = act.action in APP_ACTIONS
     if act.action not in APP_ACTIONS:  # the next render moves the focus on (it knows what is still shown)
         s.acted = (list(s.ids), list(act.ids))
     return s
+
+
+RESULTS_KEPT = 50  # outcomes sent back to the browser (it reads those above the last it read)
+
+
+def _seen(raw: Mapping[str, Any]) -> tuple[dict[int, str], dict[int, str]]:
+    """The label and the state each card showed in the browser when the key was pressed: {id: [label, state]}."""
+    labels: dict[int, str] = {}
+    states: dict[int, str] = {}
+    seen = raw.get("seen")
+    if isinstance(seen, Mapping):
+        for k, v in seen.items():
+            if isinstance(v, list | tuple) and len(v) == 2:
+                if v[0]:
+                    labels[int(k)] = str(v[0])
+                if v[1]:
+                    states[int(k)] = str(v[1])
+    return labels, states
+
+
+def apply_batch(store: Store, key: str, raw: Any, allowed: Collection[str], on_action: Handler) -> GridState:
+    """Apply the browser's queue ``{"client", "actions": [{"seq", "action", "ids", "label", "seen"}]}`` in
+    seq order: the actions above the last seq applied for this grid, each through ``on_action``, each
+    with the labels and states its cards showed when the key was pressed (``seen``). A seq at or below
+    the last applied is a replay and is ignored. The seq counts as applied before its action runs, so
+    an action interrupted half-way is never applied twice (its cards then show what the store holds).
+
+    Raises
+    ------
+    InvalidInput
+        Not a queue (the message says what it got).
+    """
+    s = state(key)
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("actions"), list):
+        raise InvalidInput(f"Grid queue {raw!r} is not an object with 'client' and 'actions'.")
+    client = str(raw.get("client") or "")
+    if client != s.client:  # a new browser-side state (a reload): its seq starts again at 1
+        s.client, s.applied = client, 0
+    items = [a for a in raw["actions"] if isinstance(a, Mapping) and isinstance(a.get("seq"), int)]
+    for item in sorted(items, key=lambda a: int(a["seq"])):
+        seq = int(item["seq"])
+        if seq <= s.applied:
+            continue  # replayed: applied already
+        s.applied = seq
+        ids = [int(i) for i in item.get("ids") or () if isinstance(i, int)]
+        labels, states = _seen(item)
+        kind, text = _apply_one(store, s, item, allowed, on_action, labels, states)
+        s.results.append({"seq": seq, "kind": kind, "text": text, "ids": ids})
+    del s.results[:-RESULTS_KEPT]
+    return s
+
+
+def _apply_one(
+    store: Store,
+    s: GridState,
+    raw: Mapping[str, Any],
+    allowed: Collection[str],
+    on_action: Handler,
+    labels: Mapping[int, str],
+    states: Mapping[int, str],
+) -> tuple[str, str]:
+    """One queued action; its outcome (kind, text) is also the grid's message line."""
+    try:
+        act = parse_action(dict(raw), allowed)
+        act = replace(act, seen={i: labels[i] for i in act.ids if i in labels}, states=states)
+        text = on_action(store, act)
+    except Exception as exc:
+        sentence = explain_known(exc)
+        if sentence is None:
+            raise  # a bug: let it surface
+        s.message = ("error", sentence)
+        return s.message
+    s.message = text if isinstance(text, tuple) else ("success", text)
+    # The grid shows an undo itself (the browser undid it first): only "More like this" needs the page.
+    if act.action in APP_ACTIONS and act.action != "undo":
+        s.rerun_app = True
+    return s.message
 
 
 def _trigger(key: str, name: str) -> Any:
@@ -299,6 +423,49 @@ def _no_frames(data: dict[str, Any]) -> dict[str, Any]:
     return {name: tuple(value) if isinstance(value, list) else value for name, value in data.items()}
 
 
+def _on_batch(key: str, allowed: tuple[str, ...], on_action: Handler) -> None:
+    raw = _trigger(key, "batch")
+    if raw is None:
+        return
+    with Store(data_dir() / st.session_state["_project"]) as store:
+        try:
+            apply_batch(store, key, raw, allowed, on_action)
+        except InvalidInput as exc:
+            state(key).message = ("error", str(exc))
+
+
+def pin(s: GridState, cards: Sequence[Card], view: str, limit: int, fetch: Callable[[int], Card | None]) -> list[Card]:
+    """The cards to show: the page as first drawn for this ``view`` (and visit), each as the store has it
+    now (``cards``, else ``fetch(id)`` marked ``out``: it left the filter), in the same places; a card the
+    store no longer has drops out. New cards fill the page only up to ``limit`` (a page that was not full:
+    fresh search results), never in place of decided ones (the next page's cards the user has not seen)."""
+    if s.pinned_view != view or s.pinned_visit != s.visit:
+        s.pinned_view, s.pinned_visit = view, s.visit
+        s.pinned = [c.id for c in cards]
+        s.gone = 0
+        return list(cards)
+    fresh = {c.id: c for c in cards}
+    shown: list[Card] = []
+    gone = 0
+    for i in s.pinned:
+        card = fresh.get(i)
+        if card is None:
+            fetched = fetch(i)
+            if fetched is None:
+                continue
+            card, gone = replace(fetched, out=True), gone + 1
+        shown.append(card)
+    pinned = {c.id for c in shown}
+    for c in cards:
+        if len(shown) >= limit:
+            break
+        if c.id not in pinned:
+            shown.append(c)
+    s.pinned = [c.id for c in shown]
+    s.gone = gone
+    return shown
+
+
 def grid(
     key: str,
     cards: Sequence[Card],
@@ -311,7 +478,12 @@ def grid(
     large: Callable[[int], str | None] | None = None,
     empty: str = "Nothing here.",
     keys_help: Sequence[tuple[str, str]] = (),
-) -> None:
+    view: str | None = None,
+    fetch: Callable[[int], Card | None] | None = None,
+    limit: int = 0,
+    page_scope: str = "pending",
+    counts: str = "",
+) -> list[int]:
     """Mount the card grid ``key`` (one per page view; the same key keeps focus and selection).
 
     Parameters
@@ -336,6 +508,20 @@ def grid(
         What an empty grid says.
     keys_help
         The page's own keys (key, what it does), listed after the grid's in the ? overlay.
+    view, fetch, limit
+        Pin the page: while ``view`` (the filters and the page turn) stays the same, the cards first
+        drawn stay in their places, each as ``fetch(id)`` gives it once it left ``cards`` (decided out
+        of the filter); new cards fill up to ``limit``. Without ``view`` the grid shows ``cards``.
+    page_scope
+        Which cards Accept page / Reject page (Shift+A / Shift+X) take: "pending" (the undecided ones),
+        or "any" (every card shown not yet in the state asked for: a state filter's view).
+    counts
+        The page's totals (e.g. "87 candidates · page 1"), shown in the toolbar beside the page's own.
+
+    Returns
+    -------
+    list[int]
+        The ids shown, in order (the page's Next starts after them).
     """
     for a in actions:
         check_choice(a, ACTIONS, "Grid action")
@@ -347,6 +533,8 @@ def grid(
         s.message = None
         s.opened = None
         s.visit += 1
+    if view is not None and fetch is not None:
+        cards = pin(s, cards, view, limit or len(cards), fetch)
     s.ids = [c.id for c in cards]
     s.labels = {c.id: c.label for c in cards if c.label}
     if s.acted is not None:
@@ -369,16 +557,23 @@ def grid(
         "keys": [list(k) for k in keys_help],
         "grid": key,
         "visit": s.visit,
+        "client": s.client,
+        "applied": s.applied,
+        "results": s.results,
+        "page_scope": page_scope,
+        "counts": counts,
     }
     _mount()(
         key=key,
         data=_no_frames(data),
         on_action_change=functools.partial(_on_action, key, allowed, on_action),
+        on_batch_change=functools.partial(_on_batch, key, allowed, on_action),
         on_open_change=functools.partial(_on_open, key),
     )
     if s.rerun_app:  # the action's result shows outside the grid's fragment (e.g. "More like this")
         s.rerun_app = False
         st.rerun(scope="app")
+    return list(s.ids)
 
 
 def large_image(store: Store, size: int = LIGHTBOX_SIZE) -> Callable[[int], str | None]:

@@ -6,6 +6,7 @@ a plain session key (``_project``) and on disk (the data root's last-project mar
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,6 +121,23 @@ def current_project() -> str:
     return str(chosen)
 
 
+_ORIGIN = "_history_origin"
+
+
+def browser_origin() -> str | None:
+    """The author of changes made in this script run: its browser session (one per window or tab),
+    so that window's Undo and Z act on its own last change. None outside a page's run."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return None
+    # A token kept in the session's state rather than Streamlit's session id: one per window (a
+    # reload starts a new one), and distinct for each AppTest as well.
+    if _ORIGIN not in st.session_state:
+        st.session_state[_ORIGIN] = f"browser:{secrets.token_hex(8)}"
+    return str(st.session_state[_ORIGIN])
+
+
 def open_current() -> Store:
     """A store for this run; pages use it in a ``with`` block."""
     return Store(data_dir() / current_project())
@@ -130,8 +148,10 @@ def act(
 ) -> None:
     """Run ``fn(store, *args)`` as a widget callback; flash its result or its error (domain errors
     and the library errors ``explain`` knows) to ``flash_to`` (a ``show_flash`` slot)."""
+    problems: list[str] = []
     try:
         with Store(data_dir() / st.session_state[_PROJECT]) as store:
+            problems = store.move_errors
             result = fn(store, *args, **kwargs)
     except Exception as exc:
         message = explain_known(exc)
@@ -141,3 +161,5 @@ def act(
         return
     if success:
         flash("success", success.format(result=result), flash_to)
+    if problems:  # saved, but a file did not follow yet: say so rather than only logging it
+        flash("warning", " ".join(dict.fromkeys(problems)), flash_to)

@@ -7,23 +7,39 @@ import math
 import streamlit as st
 
 
-def pager(total: int, page_size: int, key: str) -> int:
-    """Page picker; returns the offset of the page shown. Keeps the page in the session."""
+def pager(total: int, page_size: int, key: str, gone: int = 0) -> int:
+    """Page picker; returns the offset of the page shown. Keeps the page (and its offset) in the session.
+
+    ``gone``: cards of the page shown that have left the listing since (decided out of the filter, kept
+    in place on the grid): Next moves on by that many fewer, so no card is skipped."""
     pages = max(1, math.ceil(total / page_size))
-    state_key = f"_page_{key}"
+    state_key, off_key = f"_page_{key}", f"_off_{key}"
     page = min(int(st.session_state.get(state_key, 1)), pages)
-    if pages > 1:
+    offset = int(st.session_state.get(off_key, (page - 1) * page_size))
+    if offset >= total:  # the listing shrank under the page: its last page
+        offset, page = (pages - 1) * page_size, pages
+    step = max(1, page_size - gone)
+    if pages > 1 or offset > 0:
         c1, c2, c3 = st.columns([1, 2, 1])
-        if c1.button("◀ Previous", key=f"prev_{key}", disabled=page <= 1, width="stretch"):
-            page -= 1
-        if c3.button("Next ▶", key=f"next_{key}", disabled=page >= pages, width="stretch"):
-            page += 1
+        if c1.button("◀ Previous", key=f"prev_{key}", disabled=offset <= 0, width="stretch"):
+            offset, page = max(0, offset - page_size), max(1, page - 1)
+        if c3.button("Next ▶", key=f"next_{key}", disabled=offset + step >= total, width="stretch"):
+            offset, page = offset + step, page + 1
         c2.markdown(
             f"<div style='text-align:center'>page {page} of {pages} · {total} items</div>", unsafe_allow_html=True
         )
     st.session_state[state_key] = page
-    return (page - 1) * page_size
+    st.session_state[off_key] = offset
+    return offset
+
+
+def page_view(key: str, *parts: object) -> str:
+    """The grid's ``view`` token for pager ``key``: the filters given and the page turned to."""
+    return "|".join(
+        [*map(str, parts), str(st.session_state.get(f"_page_{key}")), str(st.session_state.get(f"_off_{key}"))]
+    )
 
 
 def reset_page(key: str) -> None:
     st.session_state.pop(f"_page_{key}", None)
+    st.session_state.pop(f"_off_{key}", None)

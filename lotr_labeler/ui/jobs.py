@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import streamlit as st
@@ -127,3 +127,59 @@ def job_panel(project: str, kind: str, title: str, detail: Detail | None = None,
             st.rerun(scope="app")
 
     poll()
+
+
+# -- the page follows its jobs ------------------------------------------------------------------------
+
+FOLLOW_GRACE_S = 20.0  # after a job ends, a chained one (a search's scoring) may start a moment later
+Marks = tuple[tuple[str, int | None, str | None], ...]
+
+
+def job_marks(store: Store, kinds: Sequence[str]) -> Marks:
+    """The latest job of each kind as (kind, id, state): a job started or ended changes it."""
+    marks = []
+    for kind in kinds:
+        job = jobs.latest_job(store, kind)
+        marks.append((kind, job.id if job else None, job.state if job else None))
+    return tuple(marks)
+
+
+def worth_following(store: Store, kinds: Sequence[str], now: datetime | None = None) -> bool:
+    """Whether a job of ``kinds`` runs, or ended less than FOLLOW_GRACE_S ago (another may follow it)."""
+    moment = now or datetime.now(UTC)
+    for kind in kinds:
+        job = jobs.latest_job(store, kind)
+        if job is None:
+            continue
+        if job.running:
+            return True
+        try:
+            ended = datetime.fromisoformat(job.finished_at or job.updated_at)
+        except ValueError:
+            continue
+        if ended.tzinfo is None:
+            ended = ended.replace(tzinfo=UTC)
+        if (moment - ended).total_seconds() < FOLLOW_GRACE_S:
+            return True
+    return False
+
+
+def follow_jobs(project: str, kinds: Sequence[str]) -> None:
+    """Rerun the whole page when a job of ``kinds`` starts or ends, so its grid and counts follow the
+    background work without a reload (a search's chained scoring job too, which starts after the search
+    ended). Polls once a second only while such a job runs or has just ended."""
+    key = f"_follow_{'_'.join(kinds)}"
+    with Store(data_dir() / project) as store:
+        st.session_state[key] = job_marks(store, kinds)  # what this run of the page shows
+        if not worth_following(store, kinds):
+            return
+
+    @st.fragment(run_every=1.0)
+    def watch() -> None:
+        with Store(data_dir() / project) as store:
+            now = job_marks(store, kinds)
+            keep = worth_following(store, kinds)
+        if now != st.session_state.get(key) or not keep:
+            st.rerun(scope="app")  # shows the new state; stops polling once nothing more is expected
+
+    watch()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 
-from lotr_labeler.errors import InvalidInput
+from lotr_labeler.errors import InvalidInput, LabelerError
 from lotr_labeler.review import candidates as triage
 from lotr_labeler.store import Store
 from lotr_labeler.store.candidates import Decided, Decision
@@ -54,7 +54,10 @@ def candidate_card(t: triage.Triage) -> Card:
         id=c.id,
         src=c.thumbnail_url or c.image_url,
         # The state and the model's word first: the query is the part a narrow card may cut (full: hover, large view).
-        caption=f"{BADGE.get(c.state, '')}{p} · {size} · {c.query or c.source}",
+        # The browser puts the state's badge in front (it changes the state at once, before Python hears).
+        # p and the size in full on a narrow card; the query in the large view.
+        caption=f"{p.strip() or 'p ?'} · {size}",
+        state=c.state,
         label=c.label,
         flags=tuple(flags),
         reviewed=c.state == "accepted",  # the caption's class gets a ✓
@@ -88,6 +91,9 @@ def search_action(store: Store, act: GridAction, *, seen: Mapping[int, str]) -> 
     """Apply one Search grid action to the candidates as the page showed them (``seen``: id -> state)."""
     if act.action == "undo":
         return store.undo()
+    # The state each card showed when the key was pressed (the browser's, queued keys included), else
+    # the state the page drew it in.
+    seen = {**seen, **act.states}
     shown = {i: seen[i] for i in act.ids if i in seen}
     if not shown:
         raise InvalidInput(f"Candidates {list(act.ids)} are not on this page any more: reload the page.")
@@ -123,6 +129,14 @@ def search_action(store: Store, act: GridAction, *, seen: Mapping[int, str]) -> 
         targets = ", ".join(sorted(by_class))
         return _outcome(f"Accepted {_cn(decided.changed)} as the model's class ({targets}).", decided, skipped)
     raise InvalidInput(f"The Search grid cannot {act.action!r}.")
+
+
+def fetch(store: Store, candidate_id: int) -> Card | None:
+    """``grid(fetch=...)``: a pinned candidate's card as the store has it now (None: gone)."""
+    try:
+        return candidate_card(triage.item(store, candidate_id))
+    except LabelerError:
+        return None
 
 
 def handler(seen: Mapping[int, str]) -> Handler:

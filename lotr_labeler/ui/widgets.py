@@ -10,6 +10,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.store import ImageRow, Store
+from lotr_labeler.store.history import describe_origin
 from lotr_labeler.ui.context import act, keep_valid
 
 ALL = "All"
@@ -33,15 +34,32 @@ def all_select(
     return None if chosen in (None, ALL) else str(chosen)
 
 
-def undo_and_history(store: Store, limit: int = 15, *, shortcut: str | None = None) -> None:
+# Less room around the page so the card grid starts above the fold at 1000x800 (Streamlit's defaults:
+# 6rem above the title, 5rem at the sides of a wide page, a 2.75rem title). Style only: no element.
+COMPACT_CSS = """<style>
+[data-testid="stMainBlockContainer"] { padding-top: 3.2rem; padding-left: 1.5rem; padding-right: 1.5rem; }
+[data-testid="stMainBlockContainer"] h1 { font-size: 1.9rem; padding: 0 0 0.25rem; }
+</style>"""
+
+
+def compact_page() -> None:
+    """Tighter margins and a smaller title: a labeling surface, the grid high on the page."""
+    st.html(COMPACT_CSS)
+
+
+def undo_and_history(
+    store: Store, limit: int = 15, *, shortcut: str | None = None, where: Sequence[DeltaGenerator] | None = None
+) -> None:
     """The Undo button (optionally with a keyboard ``shortcut``) and a History popover of the newest
-    changes (undone ones struck through)."""
-    top = st.columns([1, 1, 4])
+    changes (undone ones struck through); ``where``: the two columns to draw them in."""
+    top = list(where) if where is not None else st.columns([1, 1, 4])
     top[0].button(
         "↩ Undo",
         key="undo",
         shortcut=shortcut,
-        help=f"Undo the newest change, whatever its kind ({shortcut})" if shortcut else "Undo the newest change",
+        help=f"Undo this window's newest change, whatever its kind ({shortcut})"
+        if shortcut
+        else "Undo this window's newest change (other windows and the CLI undo their own)",
         on_click=act,
         args=(Store.undo,),
         kwargs={"success": "{result}"},
@@ -54,9 +72,11 @@ def history_popover(store: Store, limit: int = 15, *, where: DeltaGenerator | No
     """The History popover alone (a page whose grid has the Undo): the newest changes, undone ones struck through."""
     with (where or st).popover("History", width="stretch"):
         events = store.history(limit)
+        mine = store.author()
         for e in events:
             mark = "~~" if e.undone else ""
-            st.markdown(f"{mark}{e.summary}{mark} · {e.at[11:16]}")
+            by = "" if e.origin in (mine, None) else f" · {describe_origin(e.origin, mine)}"
+            st.markdown(f"{mark}{e.summary}{mark} · {e.at[11:16]}{by}")
         if not events:
             st.caption("No changes yet.")
 

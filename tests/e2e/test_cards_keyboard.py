@@ -135,17 +135,22 @@ def arrows_relabel_delete_undo(sp: StreamlitPage, app: AppServer, leaves_on_rela
     key(sp, str(classes.index(to) + 1))
     with db(app) as s:
         assert s.get_image(target).label == to
-    assert message(sp) == f"Relabeled 1 image to {to}."
+    expect(sp.page.locator(".cg-msg")).to_have_text(f"Relabeled 1 image to {to}.")
     assert focused(sp) == ids[2]  # the focus moved on to the next card
-    assert (target in shown(sp)) != leaves_on_relabel
+    assert target in shown(sp)  # it stays in place until the page turns, marked (reviewed, out of the queue)
+    assert ("cg-reviewed" in str(sp.page.locator(f'.cg-grid [data-card="{target}"]').get_attribute("class"))) == (
+        leaves_on_relabel
+    )
 
     victim = focused(sp)
     key(sp, "d")
     with db(app) as s:
         assert s.get_image(victim).deleted
-    assert victim not in shown(sp) and "Deleted 1 image" in message(sp)
-    key(sp, "z")  # undo reruns the whole page after the grid (history, counts): wait for the card itself
-    expect(sp.page.locator(f'.cg-grid [data-card="{victim}"]')).to_have_count(1)
+    expect(sp.page.locator(".cg-msg")).to_contain_text("Deleted 1 image")
+    assert victim in shown(sp)  # in place, greyed, until the page turns
+    expect(sp.page.locator(f'.cg-grid [data-card="{victim}"]')).to_have_class(re.compile("cg-deleted"))
+    key(sp, "z")  # the grid shows the undo at once, then the store's answer
+    expect(sp.page.locator(f'.cg-grid [data-card="{victim}"]')).not_to_have_class(re.compile("cg-deleted"))
     sp.wait_idle()
     with db(app) as s:
         assert not s.get_image(victim).deleted
@@ -170,7 +175,8 @@ def range_select_and_bulk_relabel(sp: StreamlitPage, app: AppServer) -> None:
     n = sp.run_count()
     sp.page.locator('[data-bulk="relabel"]').click()
     sp.wait_idle(after=n)
-    assert message(sp) == f"Relabeled {moved} image{'' if moved == 1 else 's'} to {to}." and count(sp) == "0 selected"
+    expect(sp.page.locator(".cg-msg")).to_have_text(f"Relabeled {moved} image{'' if moved == 1 else 's'} to {to}.")
+    assert count(sp) == "0 selected"
     with db(app) as s:
         assert s.get_image(a).label == s.get_image(c).label == to
         assert s.get_image(b).label == unticked
@@ -264,7 +270,8 @@ def test_review_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> Non
     key(sp, "p")
     with db(cards_app) as s:
         assert s.get_image(doubted_id).label == predicted.group(1)
-    assert doubted_id not in shown(sp)  # corrected = reviewed: out of the queue
+    # corrected = reviewed: out of the queue, but in place (marked) until the page turns
+    expect(sp.page.locator(f'.cg-grid [data-card="{doubted_id}"]')).to_have_class(re.compile("cg-reviewed"))
     # K keeps the focused card: out of the queue too.
     kept = focused(sp)
     key(sp, "k")
@@ -427,7 +434,9 @@ def test_search_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> Non
     key(sp, "a")
     with db(cards_app) as s:
         assert s.get_candidate(ids[1]).state == "accepted"
-    assert message(sp) == "Accepted 1 candidate." and ids[1] not in shown(sp)  # the pending view drops it
+    expect(sp.page.locator(".cg-msg")).to_have_text("Accepted 1 candidate.")
+    # The pending view keeps it in place, marked accepted, until the page turns.
+    expect(sp.page.locator(f'.cg-grid [data-card="{ids[1]}"]')).to_have_class(re.compile("cg-st-accepted"))
     assert focused(sp) == ids[2]  # the focus moved on
     key(sp, "x")
     with db(cards_app) as s:
@@ -443,9 +452,9 @@ def test_search_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> Non
     with db(cards_app) as s:
         assert [s.get_candidate(i).state for i in (a, b, c)] == ["rejected"] * 3
         assert len(s.history()) == events + 1  # one step
-    assert message(sp) == "Rejected 3 candidates."
-    key(sp, "z")  # undo reruns the whole page: wait for the cards themselves
-    expect(sp.page.locator(f'.cg-grid [data-card="{b}"]')).to_have_count(1)
+    expect(sp.page.locator(".cg-msg")).to_have_text("Rejected 3 candidates.")
+    key(sp, "z")
+    expect(sp.page.locator(f'.cg-grid [data-card="{b}"]')).to_have_class(re.compile("cg-st-pending"))
     sp.wait_idle()
     with db(cards_app) as s:
         assert [s.get_candidate(i).state for i in (a, b, c)] == ["pending"] * 3
@@ -509,7 +518,7 @@ def test_review_threshold_select_doubted_shift_p_and_keep_page(sp: StreamlitPage
     while thr.inner_text() != f"{t}%":
         key(sp, "[" if int(thr.inner_text().rstrip("%")) > t else "]", rerun=False)
     hits = {cid for cid, (_, pct) in doubted.items() if pct >= t}
-    assert sp.page.locator('[data-tool="doubted"]').inner_text() == f"Select doubted ≥ t ({len(hits)})"
+    assert sp.page.locator('[data-tool="doubted"]').inner_text() == f"Select ≥ t ({len(hits)})"
 
     # S selects exactly the doubted cards >= t (to inspect; Ctrl-click takes a false alarm out), Esc clears.
     key(sp, "s", rerun=False)
@@ -528,9 +537,10 @@ def test_review_threshold_select_doubted_shift_p_and_keep_page(sp: StreamlitPage
         assert {cid: s.get_image(cid).label for cid in hits} == {cid: doubted[cid][0] for cid in hits}
         assert s.count_events_after(last) == 1
         assert hits <= review.reviewed_ids(s)
-    assert not hits & set(shown(sp))  # corrected = reviewed: out of the queue
+    for cid in hits:  # corrected = reviewed: out of the queue, in place until the page turns
+        expect(sp.page.locator(f'.cg-grid [data-card="{cid}"]')).to_have_class(re.compile("cg-reviewed"))
     key(sp, "z")
-    expect(sp.page.locator(f'.cg-grid [data-card="{min(hits)}"]')).to_have_count(1)
+    expect(sp.page.locator(f'.cg-grid [data-card="{min(hits)}"]')).not_to_have_class(re.compile("cg-reviewed"))
     sp.wait_idle()
     with db(cards_app) as s:
         assert {cid: s.get_image(cid).label for cid in hits} == before  # one Z restores every class
@@ -541,7 +551,8 @@ def test_review_threshold_select_doubted_shift_p_and_keep_page(sp: StreamlitPage
     with db(cards_app) as s:
         assert set(page_ids) <= review.reviewed_ids(s)
         assert {cid: s.get_image(cid).label for cid in hits} == before
-    assert not set(page_ids) & set(shown(sp))
+    assert shown(sp) == page_ids  # kept, in place
+    assert sp.page.locator(".cg-grid .cg-card:not(.cg-reviewed)").count() == 0
     sp.check_no_exception()
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lotr_labeler import signals
 from lotr_labeler.cli.context import Subparsers, project_command
 from lotr_labeler.cli.output import Progress, emit, print_json
 from lotr_labeler.collect.export import export_dataset
@@ -106,7 +107,8 @@ def cmd_score(store: Store, args: argparse.Namespace) -> int:
     else:
         print(report.summary())
     if report.cancelled:
-        print("error: scoring cancelled; run it again to continue.", file=sys.stderr)
+        if signals.received() is None:  # after Ctrl-C the CLI says "interrupted" once
+            print("error: scoring cancelled; run it again to continue.", file=sys.stderr)
         return 1
     return 0
 
@@ -158,7 +160,8 @@ def cmd_download(store: Store, args: argparse.Namespace) -> int:
             more = len(report.failures) - shown
             print(f"  … and {more} more: `lotr-labeler candidates list --state failed`", file=sys.stderr)
     if report.cancelled:
-        print("error: download cancelled; run it again to resume.", file=sys.stderr)
+        if signals.received() is None:  # after Ctrl-C the CLI says "interrupted" once
+            print("error: download cancelled; run it again to resume.", file=sys.stderr)
         return 1
     if report.all_failed:
         print(f"error: {report.verdict()}", file=sys.stderr)
@@ -215,6 +218,16 @@ def _candidate_ids(store: Store, args: argparse.Namespace, states: Sequence[str]
     return ids
 
 
+def _score_arg(text: str) -> float | str:
+    """A probability, or ``suggested`` (thresholds from the head's out-of-sample precision)."""
+    if text.strip().lower() == "suggested":
+        return "suggested"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability: give 0-1, e.g. 0.9, or 'suggested'") from None
+
+
 @project_command
 def cmd_candidates(store: Store, args: argparse.Namespace) -> int:
     from lotr_labeler.review import candidates
@@ -232,12 +245,17 @@ def cmd_candidates(store: Store, args: argparse.Namespace) -> int:
     if min_score is not None or max_score is not None:
         if args.ids or args.to:
             raise InvalidInput("--min-score/--max-score select the candidates themselves: give no ids and no --to.")
+        if "suggested" in (min_score, max_score):
+            suggested = candidates.suggest_thresholds(store)
+            print(suggested.describe(), file=sys.stderr)
+            min_score = suggested.accept_at if min_score == "suggested" else min_score
+            max_score = suggested.reject_at if max_score == "suggested" else max_score
         if min_score is not None:
-            n = candidates.accept_at_least(store, min_score, args.label)
-            print(f"Accepted {n} pending candidate(s) with p(class) >= {min_score}.")
+            n = candidates.accept_at_least(store, float(min_score), args.label)
+            print(f"Accepted {n} pending candidate(s) with p(class) >= {float(min_score):g}.")
         elif max_score is not None:
-            n = candidates.reject_at_most(store, max_score, args.label)
-            print(f"Rejected {n} pending candidate(s) with p(class) <= {max_score}.")
+            n = candidates.reject_at_most(store, float(max_score), args.label)
+            print(f"Rejected {n} pending candidate(s) with p(class) <= {float(max_score):g}.")
         return 0
     state = {"accept": "accepted", "reject": "rejected", "reset": "pending"}[args.cand_cmd]
     # Bulk selections act on undecided candidates, plus failed ones for a reset.
@@ -332,9 +350,18 @@ def register(sub: Subparsers) -> None:
     for name in ("accept", "reject", "reset"):
         _select(p := cs.add_parser(name))
         if name == "accept":
-            p.add_argument("--min-score", type=float, help="every pending candidate with p(class) >= this (0-1)")
+            p.add_argument(
+                "--min-score",
+                type=_score_arg,
+                help="every pending candidate with p(class) >= this (0-1, or 'suggested': the lowest p whose "
+                "out-of-sample precision on the labeled images is >= 0.98)",
+            )
         if name == "reject":
-            p.add_argument("--max-score", type=float, help="every pending candidate with p(class) <= this (0-1)")
+            p.add_argument(
+                "--max-score",
+                type=_score_arg,
+                help="every pending candidate with p(class) <= this (0-1, or 'suggested', as for --min-score)",
+            )
     s.set_defaults(func=cmd_candidates)
     c = cs.add_parser("score", help="score candidates from their thumbnails with the current model (background job)")
     ScoreCandidatesJob.add_arguments(c)

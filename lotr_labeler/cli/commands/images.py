@@ -8,6 +8,7 @@ from dataclasses import asdict
 from lotr_labeler.cli.context import Subparsers, project_command
 from lotr_labeler.cli.output import emit
 from lotr_labeler.store import SPLITS, Store
+from lotr_labeler.store.history import describe_origin
 
 
 @project_command
@@ -36,13 +37,16 @@ def cmd_delete(store: Store, args: argparse.Namespace) -> int:
 
 @project_command
 def cmd_undo(store: Store, args: argparse.Namespace) -> int:
-    print(store.undo())
+    event = store.undo_change(args.event)
+    print(f"Undid #{event.id}: {event.summary}.")
     return 0
 
 
 @project_command
 def cmd_history(store: Store, args: argparse.Namespace) -> int:
-    emit([asdict(e) for e in store.history(args.limit)], ["id", "at", "kind", "summary", "undone"], args.json)
+    mine = store.author()
+    rows = [{**asdict(e), "by": describe_origin(e.origin, mine)} for e in store.history(args.limit)]
+    emit(rows, ["id", "at", "kind", "summary", "undone", "by"], args.json)
     return 0
 
 
@@ -66,7 +70,8 @@ def register(sub: Subparsers) -> None:
     s.add_argument("ids", nargs="+", type=int, metavar="ID")
     s.set_defaults(func=cmd_delete)
 
-    s = sub.add_parser("undo", help="undo the last change")
+    s = sub.add_parser("undo", help="undo your last change (this terminal's), or --event N")
+    s.add_argument("--event", type=int, metavar="N", help="undo change N instead (`history` lists them)")
     s.set_defaults(func=cmd_undo)
 
     s = sub.add_parser("history", help="recent changes")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lotr_labeler import project as proj
+from lotr_labeler import signals
 from lotr_labeler.cli.context import Subparsers, cli_path, open_store, project_command, root
 from lotr_labeler.cli.output import Progress, emit, print_json, table
 from lotr_labeler.collect.importers import import_folder, import_zip
@@ -50,6 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     with _bundle_store(args, Path(spec.bundle)) if spec.bundle else open_store(args) as store:
         tr.check_dataset(store)  # refuse before the 10 s fastai import
+        print(tr.weights_line(params), file=sys.stderr)
         with JobRun(store, TrainJob.kind, asdict(params), args.job) as job:
             with Progress("train", "%", job) as bar:
 
@@ -72,7 +74,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 rate = m.get("error_rate", 0)
                 job.finish("done", f"Run {run.id} finished: error rate {rate:.3f}.", {"run_id": run.id, **m})
         if run.state == "cancelled":
-            print(f"error: training cancelled (run {run.id}).", file=sys.stderr)
+            if signals.received() is None:  # after Ctrl-C the CLI says "interrupted" once
+                print(f"error: training cancelled (run {run.id}).", file=sys.stderr)
             return 1
         if spec.out:
             shutil.copyfile(run.model_path, spec.out)
@@ -180,15 +183,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token, generated = serve_token(args.host, args.token, args.no_auth)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown}:{args.port}/"
-    print(
-        f"Prediction API on {url} (phone page GET /, POST /predict, GET /health, GET /classes). Ctrl-C stops.",
-        file=sys.stderr,
+
+    def announce() -> None:  # only once the port is free and the model found
+        print(
+            f"Prediction API on {url} (phone page GET /, POST /predict, GET /health, GET /classes). Ctrl-C stops.",
+            file=sys.stderr,
+        )
+        if token is not None:
+            where = "generated for this start" if generated else "from --token"
+            print(f"Access token ({where}): {token}", file=sys.stderr)
+            print(f"On a phone open {url}#token={token} (0.0.0.0: use this machine's LAN address).", file=sys.stderr)
+
+    serve(
+        root(args),
+        args.project,
+        model,
+        host=args.host,
+        port=args.port,
+        cors_origins=args.cors_origin,
+        token=token,
+        announce=announce,
     )
-    if token is not None:
-        where = "generated for this start" if generated else "from --token"
-        print(f"Access token ({where}): {token}", file=sys.stderr)
-        print(f"On a phone open {url}#token={token} (0.0.0.0: use this machine's LAN address).", file=sys.stderr)
-    serve(root(args), args.project, model, host=args.host, port=args.port, cors_origins=args.cors_origin, token=token)
     return 0
 
 

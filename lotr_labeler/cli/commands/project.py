@@ -1,4 +1,4 @@
-"""Project commands: init, status, settings."""
+"""Project commands: init, status, settings; and the user's weights folder (every project)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,31 @@ def cmd_settings(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    """The weights folder of this user: torchvision .pth files that serve every project offline."""
+    from lotr_labeler.model import backbones
+
+    if args.weights_cmd == "set":
+        print(f"Weights folder: {backbones.set_weights_dir(args.folder)} (saved in {backbones.config_path()})")
+        return 0
+    if args.weights_cmd == "clear":
+        backbones.set_weights_dir(None)
+        print("Weights folder cleared.")
+        return 0
+    folder = backbones.weights_dir()
+    if folder is None:
+        print(
+            f"Weights folder: not set (set it with `lotr-labeler weights set FOLDER` or ${backbones.WEIGHTS_DIR_ENV})."
+        )
+    else:
+        found = {arch: backbones.user_weights_file(arch) for arch in backbones.RESNETS}
+        print(f"Weights folder: {folder}")
+        for arch, path in found.items():
+            print(f"  {arch}: {path or 'no ' + ' / '.join(backbones.TORCHVISION_FILES[arch])}")
+    print(f"Bundled: {backbones.BUNDLED} ImageNet weights from {backbones.BUNDLED_SOURCE}; no download needed.")
+    return 0
+
+
 def register(sub: Subparsers) -> None:
     s = sub.add_parser("init", help="create a project")
     s.add_argument("--template", default="lotr", choices=sorted(proj.TEMPLATES))
@@ -71,3 +96,13 @@ def register(sub: Subparsers) -> None:
     c = cs.add_parser("reset", help="forget a stored value: the setting follows its default again")
     c.add_argument("key", choices=list(SETTINGS_BY_KEY))
     s.set_defaults(func=cmd_settings)
+
+    s = sub.add_parser(
+        "weights", help="the folder of torchvision weights files that serves every project of this user offline"
+    )
+    cs = s.add_subparsers(dest="weights_cmd", required=True)
+    cs.add_parser("show", help="the folder and the ResNet files found in it")
+    c = cs.add_parser("set", help="save the folder (it holds e.g. resnet18-f37072fd.pth)")
+    c.add_argument("folder")
+    cs.add_parser("clear", help="forget the saved folder")
+    s.set_defaults(func=cmd_weights)
