@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -131,8 +132,9 @@ def main() -> None:
             goal="context",
             unit="img/s",
             note=f"{args.images} digits at 96 px, bs 32, fine_tune(1), resnet18 from scratch, {cores} cores, best of "
-            f"{args.repeats} alternating runs; below 1: workers cost more than they give here, so the CPU path "
-            "keeps 0 (model/hardware.py)",
+            f"{args.repeats} alternating runs, 1-min load {os.getloadavg()[0]:.1f} after; the CPU path keeps 0 "
+            "workers (model/hardware.py): under load from other processes, workers also win a bigger share of "
+            "the cores, so judge this on a quiet machine",
         )
 
         quick_folder = digits_folder(root / "b", args.quick_images)
