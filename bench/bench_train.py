@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -22,6 +23,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lotr_labeler.collect.importers import import_folder
+from lotr_labeler.model import hardware
 from lotr_labeler.model.train import PRESETS, TrainParams, train_run
 from lotr_labeler.workspace import create_project
 
@@ -42,7 +44,7 @@ def digits_folder(root: Path, n: int, side: int = 96) -> Path:
     return out
 
 
-def plain_fastai(folder: Path, params: TrainParams) -> tuple[float, int]:
+def plain_fastai(folder: Path, params: TrainParams, workers: int = 0) -> tuple[float, int]:
     """What a fast.ai student writes. Returns (fit seconds, training images)."""
     import fastai.vision.all as fv
     import torchvision
@@ -55,7 +57,7 @@ def plain_fastai(folder: Path, params: TrainParams) -> tuple[float, int]:
         item_tfms=fv.Resize(params.size),
         batch_tfms=fv.aug_transforms(size=params.size),
         bs=params.batch_size,
-        num_workers=0,
+        num_workers=workers,
     )
     learn = fv.vision_learner(dls, torchvision.models.resnet18, pretrained=False, metrics=fv.error_rate)
     started = time.perf_counter()
@@ -111,6 +113,28 @@ def main() -> None:
             unit="img/s",
             note=f"{args.images} digits at 96 px, bs 32, fine_tune(1), resnet18 from scratch, CPU, "
             f"best of {args.repeats} alternating runs",
+        )
+
+        # Why the CPU path keeps DataLoader workers at 0 (model/hardware.py): plain fastai with a worker per
+        # core against none, alternating, best of each.
+        cores = hardware.usable_cores()
+        with_workers, without = [], []
+        for _ in range(args.repeats):
+            seconds, n = plain_fastai(folder, params, workers=cores)
+            with_workers.append(n * epochs / seconds)
+            seconds, n = plain_fastai(folder, params, workers=0)
+            without.append(n * epochs / seconds)
+        emit(
+            name=f"CPU DataLoader workers: plain fastai with {cores} workers vs 0 (img/s)",
+            ours=round(max(with_workers), 2),
+            anchor=round(max(without), 2),
+            ratio=round(max(with_workers) / max(without), 3),
+            goal="context",
+            unit="img/s",
+            note=f"{args.images} digits at 96 px, bs 32, fine_tune(1), resnet18 from scratch, {cores} cores, best of "
+            f"{args.repeats} alternating runs, 1-min load {os.getloadavg()[0]:.1f} after; the CPU path keeps 0 "
+            "workers (model/hardware.py): under load from other processes, workers also win a bigger share of "
+            "the cores, so judge this on a quiet machine",
         )
 
         quick_folder = digits_folder(root / "b", args.quick_images)

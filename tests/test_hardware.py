@@ -138,3 +138,16 @@ def test_gpu_settings_train_and_export_a_plain_fp32_model(
     with learn.no_bar():
         label, _, probs = learn.predict(image)
     assert str(label) in SHAPES and probs.dtype == torch.float32
+
+
+def test_each_rank_trains_on_its_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    chosen: list[int] = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun's second process on this machine
+    hardware.bind_local_gpu(hardware.choose("cuda", cores=8, bf16_supported=True, processes=2))
+    hardware.bind_local_gpu(hardware.choose("cpu", cores=8, bf16_supported=False))  # gloo on the CPU: no GPU
+    monkeypatch.delenv("LOCAL_RANK")
+    hardware.bind_local_gpu(hardware.choose("cuda", cores=8, bf16_supported=True))  # alone: the current GPU
+    assert chosen == [1]

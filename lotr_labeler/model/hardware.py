@@ -68,6 +68,16 @@ def detect(device: str, processes: int = 1) -> Hardware:
     return choose(device, usable_cores(), bf16, processes)
 
 
+def bind_local_gpu(hw: Hardware) -> None:
+    """Under torchrun/accelerate with several GPUs, make "cuda" mean this process's GPU (``LOCAL_RANK``):
+    the loaders put batches on the current device, where accelerate puts this rank's model."""
+    local = os.environ.get("LOCAL_RANK")
+    if hw.device == "cuda" and local:
+        import torch
+
+        torch.cuda.set_device(int(local))
+
+
 def apply_precision(learn: Any, hw: Hardware) -> None:
     """Mixed precision and channels-last on ``learn`` as ``hw`` says (fastai's own callbacks)."""
     from fastai.callback.channelslast import ChannelsLast

@@ -458,6 +458,7 @@ def _build_learner(
             "is_valid": [img.split == "valid" for img in images],
         }
     )
+    hardware.bind_local_gpu(hw)
     batch_tfms: list[Any] = list(fv.aug_transforms(size=params.size)) if params.augment else []
     if params.weights:
         # The weights file replaces the download: normalise as for the ImageNet weights.

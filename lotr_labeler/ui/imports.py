@@ -6,7 +6,6 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from lotr_labeler.collect.importers import ImportReport, import_folder, import_urls, import_zip
@@ -21,6 +20,8 @@ def show_report(report: ImportReport) -> None:
     problems = [{"item": f, "reason": r} for f, r in report.rejected]
     problems += [{"item": f, "reason": f"duplicate of image {i}"} for f, i in report.duplicates]
     if problems:
+        import pandas as pd  # here: importing it costs every page that shows the import widgets ~0.4 s
+
         st.dataframe(pd.DataFrame(problems), width="stretch", hide_index=True)
 
 
