@@ -301,7 +301,7 @@ def train_model(j: Journey) -> None:
     j.notes["train progress seen"] = progress
     record(f"e2e train job: click → done ({j.downloaded} images, 1 epoch, 64 px, CPU)", seconds, note=message)
     assert progress and "Training running" in progress[0], progress
-    found = re.search(r"Run (\S+) finished: error rate ([0-9.]+)", message)
+    found = re.search(r"Run (\S+) finished: error rate ([0-9]+\.[0-9]+)", message)
     assert found, message
     run_id = found.group(1)
     # Better than chance (2/3 wrong for 3 classes): the pretrained network sees the shapes.
