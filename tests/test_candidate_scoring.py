@@ -347,3 +347,41 @@ def test_search_page_sorts_filters_and_moves_to_the_predicted_class(page_store: 
     at = grid_send(at, "s_grid", {"action": "predict", "ids": [3]})  # P
     c3 = page_store.get_candidate(3)
     assert (c3.label, c3.state) == ("dwarves", "accepted")
+
+
+def test_thresholds_from_out_of_sample_precision() -> None:
+    """Pure: separable probabilities give the floor (0.5) at full precision; overlapping ones give none."""
+    y = np.array([0, 1, 2] * 20)
+    sure = np.full((60, 3), 0.02)
+    sure[np.arange(60), y] = 0.96
+    a, ap, r, rp = cands.thresholds_from_oof(sure, y)
+    assert (a, ap, r, rp) == (0.5, 1.0, 0.5, 1.0)
+    rng = np.random.default_rng(0)
+    noise = rng.dirichlet(np.ones(3), size=60)
+    assert cands.thresholds_from_oof(noise, y) == (None, None, None, None)
+    # Some overlap: the accept threshold rises above the wrong classes' highest p, the reject one stays below
+    # the right classes' lowest p.
+    mixed = sure.copy()
+    for i in (1, 4, 7, 10, 13):  # five images of class 1 that the head puts in class 2 at 0.65
+        mixed[i] = [0.05, 0.3, 0.65]
+    a, ap, r, rp = cands.thresholds_from_oof(mixed, y)
+    assert a == 0.66 and ap == 1.0  # 55 right ones at 0.96; at 0.65 the five wrong ones cost 4 % precision
+    assert r == 0.29 and rp == 1.0  # the five right ones at 0.3 would be rejected from 0.30 on
+
+
+def test_suggested_thresholds_on_a_store_and_in_the_cli(
+    scored: tuple[Store, dict[str, int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, _ = scored
+    suggested = cands.suggest_thresholds(store)
+    assert suggested.labeled == 36 and 0.5 <= suggested.accept_at < 1
+    assert "out-of-sample" in suggested.describe()
+    cands.score_candidates(store, allow_private=True)
+    expected = len(cands.at_least(store, suggested.accept_at))
+    assert main(["--project", "demo", "candidates", "accept", "--min-score", "suggested"]) == 0
+    out = capsys.readouterr()
+    assert f"Accepted {expected} pending candidate(s) with p(class) >= {suggested.accept_at:g}" in out.out
+    assert "Suggested from the head's out-of-sample predictions" in out.err
+    with pytest.raises(SystemExit):
+        main(["--project", "demo", "candidates", "accept", "--min-score", "sure"])
+    assert "'sure' is not a probability" in capsys.readouterr().err

@@ -68,14 +68,19 @@ def test_scores_update_while_images_arrive(store: Store) -> None:
     assert scorer.error is None and scorer.embedded == 3
 
 
-def test_without_a_backbone_nothing_changes(store: Store, image_server: str, data_root: Path) -> None:
-    assert scoring.live_backbone(store) is None  # no scores, no run
+def test_without_a_model_the_bundled_network_scores_the_download(
+    store: Store, image_server: str, data_root: Path
+) -> None:
+    """No scores and no run: the live scorer embeds with the bundled pretrained network (no download)."""
+    store.set_setting("embed_size", SIZE)
+    backbone = scoring.live_backbone(store)
+    assert backbone is not None and backbone.kind == "efficientnet_lite0" and backbone.pretrained
     accept_candidates(store, image_server, 3)
     out = download(data_root)
     assert store.count() == 21
-    assert scoring.fit_info(store) is None
-    assert not (store.cache_dir / embed.EMBED_DIR).exists()
-    assert "Review:" not in out.stdout + out.stderr
+    info = scoring.fit_info(store)
+    assert info is not None and info.backbone_spec == backbone and info.scored == 21
+    assert "Review:" in out.stdout + out.stderr
 
 
 def test_no_score_flag_turns_it_off(store: Store, image_server: str, data_root: Path) -> None:

@@ -478,7 +478,10 @@ def item(store: Store, candidate_id: int) -> Triage:
 # -- bulk thresholds from the head's own out-of-sample precision -----------------------------------
 
 TARGET_PRECISION = 0.98
-_GRID = np.round(np.arange(0.02, 0.995, 0.01), 2)
+# Never accept in bulk below 0.5 nor reject above it: the labeled images say nothing of off-topic pictures,
+# and a candidate the head places elsewhere at p > 0.5 is no bulk decision (measured: bench_backbone.py).
+_ACCEPT_GRID = np.round(np.arange(0.5, 0.995, 0.01), 2)
+_REJECT_GRID = np.round(np.arange(0.02, 0.505, 0.01), 2)
 
 
 @dataclass(frozen=True)
@@ -517,8 +520,8 @@ def thresholds_from_oof(
     Each labeled image stands for two candidates: one searched under its own class (it belongs; p = its own
     class's probability) and one searched under another class (it does not; the other classes' probabilities,
     weighted 1/(K-1) each). That pool is half wrong, more than a usual search, so the estimates are
-    conservative. Accept: the lowest p whose "p ≥ t" keeps ``target`` precision; reject: the highest p whose
-    "p ≤ t" does. None where no threshold reaches it.
+    conservative. Accept: the lowest p (at least 0.5) whose "p ≥ t" keeps ``target`` precision; reject: the
+    highest p (at most 0.5) whose "p ≤ t" does. None where no threshold reaches it.
     """
     P = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
@@ -531,12 +534,12 @@ def thresholds_from_oof(
     other = P[mask]
     w = 1.0 / (k - 1)
     accept_at = accept_p = reject_at = reject_p = None
-    for t in _GRID:  # lowest first: the first that holds lets most through
+    for t in _ACCEPT_GRID:  # lowest first: the first that holds lets most through
         tp, fp = float((own >= t).sum()), w * float((other >= t).sum())
         if tp > 0 and tp / (tp + fp) >= target:
             accept_at, accept_p = float(t), tp / (tp + fp)
             break
-    for t in _GRID[::-1]:  # highest first
+    for t in _REJECT_GRID[::-1]:  # highest first
         tn, fn = w * float((other <= t).sum()), float((own <= t).sum())
         if tn > 0 and tn / (tn + fn) >= target:
             reject_at, reject_p = float(t), tn / (tn + fn)

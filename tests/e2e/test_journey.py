@@ -281,16 +281,15 @@ def wait_until(sp: StreamlitPage, ready: Any, *, failed: Any = None, timeout_s: 
 
 
 def train_model(j: Journey) -> None:
-    """Train page: preset Quick, overridden to a short run (1 epoch, 64 px, batch 8), Pretrained left ticked: the
-    bundled network's ImageNet weights need no network. "Start training", watch the job panel to the end; the run
+    """Train page: preset Quick (its 2 epochs at 128 px), batch 8, Pretrained left ticked: the bundled
+    network's ImageNet weights need no network. "Start training", watch the job panel to the end; the run
     table shows it as current, and the model is better than chance."""
     sp = j.sp
     sp.go("Train")
     sp.wait_text(f"Ready: {j.downloaded} images in {len(CLASSES)} classes")
     sp.set_checked("radio", "Quick")
     box = sp.expand("Settings (override the preset)")
-    sp.set_number("Epochs", 1, within=box)
-    sp.set_number("Image size (px)", 64, within=box)
+    assert box.locator('input[type="number"][aria-label="Epochs"]').first.input_value() == "2"  # the preset's
     sp.set_number("Batch size", 8, within=box)
     sp.wait_text("ImageNet weights bundled with the install")  # the line next to Start training
     started = time.monotonic()
@@ -299,7 +298,7 @@ def train_model(j: Journey) -> None:
     message, progress = wait_job_done(sp, "train", timeout_s=TRAIN_TIMEOUT_S)
     seconds = time.monotonic() - started
     j.notes["train progress seen"] = progress
-    record(f"e2e train job: click → done ({j.downloaded} images, 1 epoch, 64 px, CPU)", seconds, note=message)
+    record(f"e2e train job: click → done ({j.downloaded} images, 2 epochs, 128 px, CPU)", seconds, note=message)
     assert progress and "Training running" in progress[0], progress
     found = re.search(r"Run (\S+) finished: error rate ([0-9]+\.[0-9]+)", message)
     assert found, message
@@ -314,7 +313,7 @@ def train_model(j: Journey) -> None:
     assert isinstance(runs, list) and len(runs) == 1, runs
     run = runs[0]
     assert (run["id"], run["state"], run["current"]) == (run_id, "done", True), run
-    assert (run["epochs"], run["size"]) == (1, 64), run
+    assert (run["epochs"], run["size"]) == (2, 128), run
     j.run_id = run_id
 
 
@@ -340,27 +339,25 @@ def drained(sp: StreamlitPage) -> None:
 
 
 def review_labels(j: Journey) -> None:
-    """Review page: compute the scores (a background job), relabel a card then Undo, delete a card,
+    """Review page: the scores are there already (the download scored each image as it landed, with the
+    bundled pretrained network: no model, no download of weights), relabel a card then Undo, delete a card,
     then "Retrain head" (seconds, on the cached embeddings): the scores count the deleted one out."""
     sp = j.sp
     sp.go("Review")
-    sp.wait_text("No scores yet.")  # a fresh project: the page asks for the embeddings first
-    # The backbone offered first is Auto: the job tries each available one (offline: the run's body and
-    # random init) and embeds with the one whose head is most accurate on these labels.
-    combo = sp.page.locator('input[role="combobox"][aria-label="Backbone"]')
-    assert combo.input_value() == "Auto: the best of those available (cross-validated)", combo.input_value()
     started = time.monotonic()
-    sp.click(sp.button(f"Compute ({j.downloaded} new)"))
-    sp.wait_text("Trying each available backbone")
     wait_until(
         sp,
         sp.page.locator('[data-testid="stMarkdownContainer"]', has_text=f"Scores of {j.downloaded} image(s)"),
         failed=sp.page.locator('[data-testid="stAlertContentWarning"]', has_text="Last embedding job"),
         timeout_s=REVIEW_TIMEOUT_S,
-        what="computing the review scores",
+        what="the review scores of the download",
     )
+    sp.wait_text("EfficientNet-Lite0")  # the backbone the scores came from: the bundled network
     sp.wait_idle()
-    record(f"e2e review job: Compute → scores shown ({j.downloaded} images, auto backbone)", time.monotonic() - started)
+    record(
+        f"e2e review: page → scores shown ({j.downloaded} images, scored during the download)",
+        time.monotonic() - started,
+    )
     ids = grid_ids(sp)
     assert len(ids) == j.downloaded, ids
     labels = image_labels(j)
@@ -523,7 +520,7 @@ def press(sp: StreamlitPage, key: str) -> None:
 def triage_with_keyboard(j: Journey) -> None:
     """Search page once a model exists: a second search (class circle; the answers hold 8 circles and 4
     squares) chains the scoring job, so each candidate shows p(class) before anything is downloaded.
-    Then the keyboard only: Shift+H accepts every pending candidate with p ≥ 0.90 (the preview's count),
+    Then the keyboard only: Shift+H accepts every pending candidate with p ≥ the suggested threshold,
     the arrows move the grid's focus to one the model places in another class, P accepts it there."""
     sp = j.sp
     new = [60 + 3 * i for i in range(8)] + [61 + 3 * i for i in range(4)]  # n % 3: 0 circle, 1 square
@@ -544,10 +541,16 @@ def triage_with_keyboard(j: Journey) -> None:
     pending = {int(c["id"]): c for c in cli_json(j, "candidates", "list", "--state", "pending", "--limit", "1000")}
     assert len(pending) == 12 + len(new), len(pending)  # the first search's last 12, and the new ones
     assert all(c["score"] is not None for c in pending.values()), [c for c in pending.values() if c["score"] is None]
-    sure = {cid for cid, c in pending.items() if c["score"] >= 0.9}
     accept = sp.keyed_button("bulk_t_accept")
     accept.wait_for()
-    assert re.match(rf"Accept {len(sure)} with p ≥ 0\.90", accept.inner_text()), (accept.inner_text(), sure)
+    # The slider starts at the suggested threshold: the lowest p whose precision on the labeled images,
+    # out-of-sample, is >= 98 %; the button counts the pending candidates at or above it.
+    shown = re.match(r"Accept (\d+) with p ≥ ([0-9]\.[0-9]+)", accept.inner_text())
+    assert shown, accept.inner_text()
+    t = float(shown.group(2))
+    sp.wait_text(f"Suggested ≥ {t:.2f}: expected precision")
+    sure = {cid for cid, c in pending.items() if c["score"] >= t}
+    assert int(shown.group(1)) == len(sure) and 0.5 <= t < 1, (accept.inner_text(), sure)
     assert sure, "the model is sure of no candidate: nothing for 'accept all with p ≥ t' to show"
     sp.page.locator(".cg-grid .cg-card").first.wait_for()
     sp.page.locator("h1").first.click()  # the keys go to the page, not to the last select box

@@ -23,7 +23,10 @@ def _compute(store: Store, args: argparse.Namespace) -> int | None:
     job = JobRun(store, EmbedJob.kind, {"backbone": spec.backbone}, args.job) if args.compute else None
     with job or contextlib.nullcontext():
         reason = None
-        if spec.backbone == "auto":  # try each available backbone on a sample; the best K-fold head wins
+        if spec.backbone == "auto" and not spec.pretrained:  # --no-pretrained: random features, as asked
+            backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=spec.size)
+            print(f"Backbone: {backbone.describe()} (--no-pretrained)", file=sys.stderr)
+        elif spec.backbone == "auto":  # try each available backbone on a sample; the best K-fold head wins
             with Progress("choose backbone", "img", job=job) as bar:
 
                 def trying(done: int, total: int) -> None:
