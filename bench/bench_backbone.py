@@ -27,9 +27,7 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import emoji_data
+from kit import emit, flip_labels, say, serve
 
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.model import backbones, embed
@@ -47,26 +46,6 @@ from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import create_project
 
 FIVE = ("animals", "food", "vehicles", "plants", "sports")
-
-
-def say(*parts: object) -> None:
-    print(*parts, file=sys.stderr, flush=True)
-
-
-def emit(name: str, ours: float, anchor: float | None, goal: str, unit: str, note: str = "") -> None:
-    """One figure; ``ratio`` is oriented so that bigger is better for us (goals read on it)."""
-
-    def r(v: float | None) -> float | None:
-        return None if v is None else round(float(v), 4)
-
-    ratio: float | None = None
-    if anchor and ours:
-        ratio = anchor / ours if unit in ("s", "s/epoch", "error") else ours / anchor
-    doc: dict[str, Any] = {"name": name, "ours": r(ours), "anchor": r(anchor), "ratio": r(ratio), "goal": goal}
-    doc["unit"] = unit
-    if note:
-        doc["note"] = note
-    print(json.dumps(doc), flush=True)
 
 
 def project(root: Path, name: str, per_class: int, classes: tuple[str, ...], seed: int) -> Store:
@@ -181,18 +160,7 @@ def recall_at_k(store: Store, backbone: embed.Backbone, flipped: set[int]) -> fl
 def bench_review(root: Path, per_class: int, seed: int, size: int) -> Store:
     store = project(root, "review", per_class, FIVE, seed + 1)
     store.set_setting("embed_size", size)
-    rng = np.random.default_rng(seed)
-    images = store.images()
-    classes = store.class_names()
-    chosen = rng.choice(len(images), round(0.1 * len(images)), replace=False)
-    moves: dict[str, list[int]] = {}
-    for i in chosen:
-        img = images[int(i)]
-        others = [c for c in classes if c != img.label]
-        moves.setdefault(others[int(rng.integers(len(others)))], []).append(img.id)
-    for label, ids in moves.items():
-        store.relabel(ids, label)
-    flipped = {int(images[int(i)].id) for i in chosen}
+    flipped = flip_labels(store, 0.1, seed)
     bundled = recall_at_k(store, embed.Backbone(backbones.BUNDLED, size, pretrained=True), flipped)
     random_init = recall_at_k(store, embed.Backbone("resnet18", size, pretrained=False), flipped)
     say(f"review recall@k: bundled {bundled:.3f}, random init {random_init:.3f}")
@@ -206,25 +174,6 @@ def bench_review(root: Path, per_class: int, seed: int, size: int) -> Store:
         f"{size} px, 5-fold head",
     )
     return store
-
-
-def serve(bodies: dict[str, bytes]) -> tuple[ThreadingHTTPServer, str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = bodies.get(self.path)
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def bench_triage(root: Path, seed: int, size: int) -> None:

@@ -27,7 +27,6 @@ otherwise; ``goal`` as bench/run_all.py reads it). Diagnostics go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from kit import emit, flip_labels, say
 from PIL import Image
 
 from lotr_labeler.collect.importers import import_folder
@@ -42,25 +42,6 @@ from lotr_labeler.model import embed, runs
 from lotr_labeler.review import scoring as review
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
-
-
-def say(*parts: object) -> None:
-    print(*parts, file=sys.stderr, flush=True)
-
-
-def emit(name: str, ours: float, anchor: float | None, goal: str, unit: str, note: str = "") -> None:
-    """One figure; ``ratio`` is oriented so that bigger is better for us (goals read on it)."""
-
-    def r(v: float | None) -> float | None:
-        return None if v is None else round(float(v), 4)
-
-    ratio: float | None = None
-    if anchor and ours:
-        ratio = anchor / ours if unit == "s" else ours / anchor
-    doc = {"name": name, "ours": r(ours), "anchor": r(anchor), "ratio": r(ratio), "goal": goal, "unit": unit}
-    if note:
-        doc["note"] = note
-    print(json.dumps(doc), flush=True)
 
 
 def digits_project(root: Path, n: int, size: int) -> tuple[Store, dict[int, str]]:
@@ -79,21 +60,6 @@ def digits_project(root: Path, n: int, size: int) -> tuple[Store, dict[int, str]
     report = import_folder(store, src)
     say(f"imported: {report.summary()}")
     return store, {img.id: img.label for img in store.images()}
-
-
-def flip_labels(store: Store, fraction: float, seed: int) -> set[int]:
-    rng = np.random.default_rng(seed)
-    images = store.images()
-    classes = store.class_names()
-    chosen = rng.choice(len(images), round(fraction * len(images)), replace=False)
-    moves: dict[str, list[int]] = {}
-    for i in chosen:
-        img = images[int(i)]
-        others = [c for c in classes if c != img.label]
-        moves.setdefault(others[int(rng.integers(len(others)))], []).append(img.id)
-    for label, ids in moves.items():
-        store.relabel(ids, label)
-    return {int(images[int(i)].id) for i in chosen}
 
 
 def detection(scores: dict[int, float], flipped: set[int], k: int) -> tuple[float, float]:

@@ -27,16 +27,13 @@ Figures (one JSON object per line, as bench/run_all.py reads them):
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
+import kit
 import numpy as np
+from kit import say, serve
 from PIL import Image
 
 from lotr_labeler.collect.importers import import_folder
@@ -50,25 +47,9 @@ CLASSES = ("0", "1", "2")
 PX = 64
 
 
-def say(*parts: object) -> None:
-    print(*parts, file=sys.stderr, flush=True)
-
-
 def emit(name: str, ours: float, anchor: float | None, goal: str, unit: str, note: str = "") -> None:
-    """One figure; ``ratio`` is oriented so that bigger is better for us (goals read on it)."""
-
-    def r(v: float | None) -> float | None:
-        return None if v is None else round(float(v), 4)
-
-    ratio: float | None = None
-    if anchor and ours:
-        ratio = anchor / ours if unit in ("s", "actions") else ours / anchor
-    doc: dict[str, Any] = {"name": f"{name} ({_BACKBONE[0]})", "ours": r(ours), "anchor": r(anchor), "ratio": r(ratio)}
-    doc["goal"] = goal
-    doc["unit"] = unit
-    if note:
-        doc["note"] = note
-    print(json.dumps(doc), flush=True)
+    """One figure of this pass: its name ends with the backbone it measured."""
+    kit.emit(f"{name} ({_BACKBONE[0]})", ours, anchor, goal, unit, note)
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -78,25 +59,6 @@ def png(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     img.convert("RGB").save(buf, format="PNG")
     return buf.getvalue()
-
-
-def serve(bodies: dict[str, bytes], latency: float) -> tuple[ThreadingHTTPServer, str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            time.sleep(latency)  # a search engine's thumbnail proxy is not local
-            body = bodies.get(self.path)
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 # Which backbone the rows of this pass measure (their names end with it): the bundled pretrained network, what
