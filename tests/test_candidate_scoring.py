@@ -385,3 +385,25 @@ def test_suggested_thresholds_on_a_store_and_in_the_cli(
     with pytest.raises(SystemExit):
         main(["--project", "demo", "candidates", "accept", "--min-score", "sure"])
     assert "'sure' is not a probability" in capsys.readouterr().err
+
+
+def test_suggested_thresholds_are_reused_until_the_labels_change(
+    scored: tuple[Store, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision on a candidate (Search's every key) reruns the page but changes no label: no new K-fold."""
+    store, ids = scored
+    calls: list[int] = []
+    real = scoring.oof_probabilities
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scoring, "oof_probabilities", counted)
+    first = cands.suggest_thresholds(store)
+    store.decide([ids["red0"]], "rejected")
+    assert cands.suggest_thresholds(store) == first and len(calls) == 1
+    image = store.images("red")[0]
+    store.relabel([image.id], "green")
+    cands.suggest_thresholds(store)
+    assert len(calls) == 2
