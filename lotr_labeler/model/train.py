@@ -143,17 +143,27 @@ PRESETS: dict[str, TrainParams] = {
 }
 
 
+def weights_file(params: TrainParams) -> str | None:
+    """The ``.pth`` file a ResNet run starts from: ``--weights``, else (pretrained) the user's weights folder's
+    file for the arch, which spares the download; None: the bundled network, the download or random init."""
+    if params.weights:
+        return params.weights
+    if params.pretrained and params.arch != backbones.BUNDLED:
+        found = backbones.user_weights_file(params.arch)
+        return str(found) if found is not None else None
+    return None
+
+
 def weights_line(params: TrainParams) -> str:
     """One line on where the run's starting weights come from (the CLI prints it; the Train page says it too)."""
+    file = weights_file(params)
+    if file is not None:
+        where = "your weights folder" if not params.weights else "--weights"
+        return f"Training {params.arch} from the weights file {Path(file).name} ({where})."
     if not params.pretrained:
         return f"Training {params.arch} from random weights (--no-pretrained): expect a weaker model."
     if params.arch == backbones.BUNDLED:
         return f"Training {params.arch} from its ImageNet weights, bundled with the install (no download)."
-    if params.weights:
-        return f"Training {params.arch} from the weights file {Path(params.weights).name}."
-    found = backbones.user_weights_file(params.arch)
-    if found is not None:
-        return f"Training {params.arch} from {found} (your weights folder)."
     return f"Training {params.arch} from torchvision's ImageNet weights (downloaded once, then cached)."
 
 
@@ -460,8 +470,10 @@ def _build_learner(
     )
     hardware.bind_local_gpu(hw)
     batch_tfms: list[Any] = list(fv.aug_transforms(size=params.size)) if params.augment else []
-    if params.weights:
+    weights = weights_file(params)
+    if weights:
         # The weights file replaces the download: normalise as for the ImageNet weights.
+        log.info("%s weights from %s", params.arch, weights)
         batch_tfms.append(fv.Normalize.from_stats(*fv.imagenet_stats))
     dls = fv.ImageDataLoaders.from_df(
         df,
@@ -483,14 +495,6 @@ def _build_learner(
         hardware.apply_precision(learn, hw)
         return learn
     arch = getattr(torchvision.models, params.arch)
-    weights = params.weights
-    if params.pretrained and not weights:
-        # Weights saved once for every project (the user's weights folder) spare the download.
-        found = backbones.user_weights_file(params.arch)
-        if found is not None:
-            log.info("%s weights from the user's weights folder: %s", params.arch, found)
-            weights = str(found)
-            dls.add_tfms([fv.Normalize.from_stats(*fv.imagenet_stats)], "after_batch")
     pretrained = params.pretrained and not weights
     try:
         learn = fv.vision_learner(dls, arch, pretrained=pretrained, metrics=fv.error_rate)
