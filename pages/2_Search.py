@@ -8,7 +8,7 @@ import streamlit as st
 
 from lotr_labeler.collect.search import LAYOUT, LICENSE_IMAGE, SAFESEARCH, SIZE, TYPE_IMAGE, plan_queries
 from lotr_labeler.errors import LabelerError
-from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import DownloadJob, ScoreCandidatesJob, SearchJob
 from lotr_labeler.review import candidates as triage
 from lotr_labeler.review.trust import triage_trust

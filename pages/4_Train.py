@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from lotr_labeler.errors import LabelerError, TrainingError
-from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.model import backbones, runs
 from lotr_labeler.model import train as tr

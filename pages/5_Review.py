@@ -10,7 +10,7 @@ import streamlit as st
 
 from lotr_labeler.errors import InvalidInput
 from lotr_labeler.imaging import thumbnail
-from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import EmbedJob, TrainJob
 from lotr_labeler.model import backbones, embed, runs, train
 from lotr_labeler.review import embedding_map, quality

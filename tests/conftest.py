@@ -98,11 +98,11 @@ def project(data_root: Path, tiny_model: TinyModel) -> Iterator[tuple[Store, run
 def _no_orphan_workers() -> Iterator[None]:
     """Background workers run in their own session: a failing test must not leave one running."""
     yield
-    from lotr_labeler.jobs import worker as jobs
+    from lotr_labeler.jobs import table as jobs
 
-    for pid, child in list(jobs._children.items()):
+    for pid, child in jobs.launched().items():
         if child.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
             child.wait(timeout=30)
-        jobs._children.pop(pid, None)
+        jobs.forget(pid)

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 from lotr_labeler.cli.main import main
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.errors import Conflict, InvalidInput
-from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs import table as jobs
 from lotr_labeler.model import embed
 from lotr_labeler.review import candidates as cands
 from lotr_labeler.review import scoring

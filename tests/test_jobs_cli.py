@@ -16,7 +16,7 @@ from lotr_labeler.cli import main
 from lotr_labeler.errors import Conflict
 from lotr_labeler.fakes import ENV as FAKE_ENV
 from lotr_labeler.fakes import FakeDDGS
-from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs import table as jobs
 from lotr_labeler.store import CandidateIn, Store
 
 

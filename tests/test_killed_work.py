@@ -15,8 +15,9 @@ from helpers import SHAPES, image_bytes, shape_image, wait_for
 from lotr_labeler.cli import main
 from lotr_labeler.errors import Conflict
 from lotr_labeler.imaging import normalize
-from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import TrainJob
+from lotr_labeler.jobs.worker import JobRun
 from lotr_labeler.model import runs
 from lotr_labeler.model.train import TrainParams
 from lotr_labeler.store import Store, now
@@ -46,7 +47,7 @@ def test_killed_training_is_failed_cleaned_removable_and_not_blocking(
     fill(store)
     slow = TrainParams(arch="resnet18", epochs=50, size=64, batch_size=2, pretrained=False)
     job = jobs.launch(store, "train", TrainJob.of(slow).to_argv(), {})
-    child = jobs._children[job.pid or 0]
+    child = jobs.launched()[job.pid or 0]
     try:
         wait_for(lambda: jobs.get_job(store, job.id).progress.get("batch", 0) >= 1, 180, "the first batch")
         run = running_run(store)
@@ -94,7 +95,7 @@ def test_job_whose_pid_belongs_to_another_process_does_not_block(empty_store: St
     stale = _job_row(empty_store, "download", pid, started - 3600)
     assert jobs.running_job(empty_store, "download") is None
     assert jobs.get_job(empty_store, stale).state == "failed"
-    with jobs.JobRun(empty_store, "download", {}) as new:  # a new job starts
+    with JobRun(empty_store, "download", {}) as new:  # a new job starts
         assert new.job.id != stale and jobs.running_job(empty_store, "download") is not None
 
 

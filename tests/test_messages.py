@@ -29,10 +29,12 @@ from streamlit.testing.v1 import AppTest
 from lotr_labeler.cli.main import main
 from lotr_labeler.collect.importers import import_urls
 from lotr_labeler.collect.search import SearchOptions, run_search
-from lotr_labeler.errors import LabelerError, WeightsUnavailable, explain, explain_known
+from lotr_labeler.errors import LabelerError, WeightsUnavailable
+from lotr_labeler.explain import explain, explain_known
 from lotr_labeler.fakes import ENV as FAKE_ENV
 from lotr_labeler.fakes import offline_error
-from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs import table as jobs
+from lotr_labeler.jobs.worker import JobRun
 from lotr_labeler.store import CandidateIn, Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,7 +211,7 @@ def test_error_boundary_shows_library_errors_and_lets_bugs_surface(tmp_path: Pat
 
 
 def test_a_failed_job_records_the_sentence(empty_store: Store) -> None:
-    with pytest.raises(Image.UnidentifiedImageError), jobs.JobRun(empty_store, "download", {}):
+    with pytest.raises(Image.UnidentifiedImageError), JobRun(empty_store, "download", {}):
         Image.open(io.BytesIO(b"nope"))
     job = jobs.latest_job(empty_store, "download")
     assert job is not None and job.state == "failed"
@@ -458,7 +460,7 @@ def test_a_failed_training_is_reported_once_on_the_train_page(store: Store) -> N
     said = "Could not get the pretrained resnet18 weights: there is no internet connection. Either train from scratch."
     run = runs.create_run(store, {"arch": "resnet18", "epochs": 1, "size": 64})
     runs.finish_run(store, run.id, "failed", message=said)
-    with jobs.JobRun(store, "train", {}) as job:
+    with JobRun(store, "train", {}) as job:
         job.finish("failed", said)
     at = page("streamlit_app.py")
     at.switch_page("pages/4_Train.py").run()

@@ -22,7 +22,7 @@ from lotr_labeler.api import create_app, host_name, is_loopback
 from lotr_labeler.cli import main
 from lotr_labeler.collect import download as dl
 from lotr_labeler.imaging import normalize
-from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.model import runs
 from lotr_labeler.model.train import TrainParams
@@ -67,7 +67,7 @@ def test_a_killed_trainings_job_row_is_failed_on_the_next_look_at_the_runs(empty
     job = jobs.launch(
         store, "train", TrainJob.of(TrainParams(epochs=50, size=64, batch_size=2, pretrained=False)).to_argv(), {}
     )
-    child = jobs._children[job.pid or 0]
+    child = jobs.launched()[job.pid or 0]
     try:
         wait_for(lambda: jobs.get_job(store, job.id).progress.get("batch", 0) >= 1, 180, "the first batch")
     finally:

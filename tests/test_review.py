@@ -434,7 +434,7 @@ def test_cli_review_json_and_table(colours: Store, data_root: Path, capsys: pyte
 
 
 def test_cli_review_compute_registers_a_job(store: Store, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lotr_labeler.jobs import worker as jobs
+    from lotr_labeler.jobs import table as jobs
 
     base = ["--data", str(data_root), "--project", "demo", "review"]
     assert main([*base, "--compute", "--no-pretrained", "--size", "32"]) == 0
@@ -540,7 +540,7 @@ def test_page_duplicates_tab(dups: Store) -> None:
 
 
 def test_page_compute_runs_the_embedding_job_in_the_background(store: Store) -> None:
-    from lotr_labeler.jobs import worker as jobs
+    from lotr_labeler.jobs import table as jobs
 
     at = page()
     at.selectbox(key="r_source").select("random").run()
@@ -566,7 +566,7 @@ def test_page_compute_runs_the_embedding_job_in_the_background(store: Store) -> 
 def test_page_full_retrain_reuses_the_current_runs_settings(store: Store) -> None:
     """Full retrain starts the training job with the current run's settings, not the CLI defaults
     (which would ask for pretrained weights: offline, that fails)."""
-    from lotr_labeler.jobs import worker as jobs
+    from lotr_labeler.jobs import table as jobs
 
     at = page()
     next(b for b in at.button if b.label == "🏋️ Full retrain").click().run()

@@ -10,7 +10,7 @@ from helpers import grid_batch, grid_data, grid_send, wait_for
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.fakes import ENV as FAKE_ENV
-from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs import table as jobs
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import open_project
 

@@ -14,8 +14,9 @@ from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.cli import main
 from lotr_labeler.errors import TrainingError, WeightsUnavailable
-from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import TrainJob
+from lotr_labeler.jobs.worker import Reporter
 from lotr_labeler.model import runs
 from lotr_labeler.model.train import TrainParams, TrainProgress, check_dataset, train_run
 from lotr_labeler.store import Store
@@ -241,7 +242,7 @@ def test_page_with_no_runs(empty_store: Store) -> None:
 def test_page_with_a_running_job(empty_store: Store) -> None:
     fill(empty_store)
     job = jobs.attach(empty_store, "train", {}, None)  # this process: alive
-    jobs.Reporter(empty_store, job.id).update(
+    Reporter(empty_store, job.id).update(
         {
             "phase": "head",
             "epoch": 1,

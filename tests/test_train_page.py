@@ -12,7 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.errors import WeightsUnavailable
-from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs import table as jobs
+from lotr_labeler.jobs.worker import Reporter
 from lotr_labeler.model import train as tr
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project, open_project
@@ -31,7 +32,7 @@ def running_train(store: Store, progress: dict[str, Any]) -> None:
     """Report ``progress`` on the running train job, started here (this process: alive) on first use."""
     job = jobs.running_job(store, "train") or jobs.attach(store, "train", {}, None)
     base = {"batch": 2, "batches": 5, "fraction": 0.3, "device": "cpu", "elapsed_s": 4.0, "eta_s": 9.0}
-    jobs.Reporter(store, job.id).update({**base, **progress}, "training", force=True)
+    Reporter(store, job.id).update({**base, **progress}, "training", force=True)
 
 
 def progress_texts(at: AppTest) -> list[str]:

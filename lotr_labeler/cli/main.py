@@ -17,7 +17,8 @@ from lotr_labeler import project as proj
 from lotr_labeler import signals
 from lotr_labeler.cli.commands import classes, collect, images, model, project, review
 from lotr_labeler.cli.context import Handler
-from lotr_labeler.errors import LabelerError, explain_known
+from lotr_labeler.errors import LabelerError
+from lotr_labeler.explain import explain_known
 from lotr_labeler.workspace import absolute
 
 COMMANDS = (project, classes, collect, images, review, model)

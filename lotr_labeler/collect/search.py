@@ -26,8 +26,8 @@ from lotr_labeler.errors import (
     SearchRateLimited,
     SearchTimeout,
     SearchUnreachable,
-    is_connection_failure,
 )
+from lotr_labeler.explain import is_connection_failure
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.urls import clean_url
 

@@ -33,7 +33,7 @@ _START_TOLERANCE_S = 1.5
 # Rows from before start times were recorded: their worker started before its first write.
 _LEGACY_SLACK_S = 10.0
 # Workers this process launched, reaped on every liveness look (no zombies).
-_children: dict[int, subprocess.Popen[bytes]] = {}
+_children: dict[int, subprocess.Popen[bytes]] = {}  # workers this process launched, until reaped
 
 DEAD_MESSAGE = "The worker process ended without finishing (crash or kill)."
 
@@ -280,3 +280,14 @@ def cancel_requested(conn: sqlite3.Connection, job_id: int) -> bool:
     connection: sqlite connections stay in their thread)."""
     row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return bool(row and row[0])
+
+
+def launched() -> dict[int, subprocess.Popen[bytes]]:
+    """The worker processes this process launched and has not reaped yet, by pid (a copy): for a
+    caller that must wait on or stop its own workers (a test's teardown, a server's shutdown)."""
+    return dict(_children)
+
+
+def forget(pid: int) -> None:
+    """Drop a reaped worker from ``launched()``."""
+    _children.pop(pid, None)

@@ -15,45 +15,10 @@ from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from lotr_labeler import signals as interrupt
-from lotr_labeler.errors import explain
+from lotr_labeler.explain import explain
 from lotr_labeler.jobs import table
-from lotr_labeler.jobs.table import (
-    DEAD_MESSAGE,
-    Job,
-    _children,
-    attach,
-    finish,
-    get_job,
-    job_alive,
-    latest_job,
-    launch,
-    own_start,
-    process_start,
-    request_cancel,
-    running_job,
-    same_process,
-)
+from lotr_labeler.jobs.table import attach, finish
 from lotr_labeler.store import Store
-
-# Callers that predate the split import the table's names from here.
-__all__ = [
-    "DEAD_MESSAGE",
-    "Job",
-    "JobRun",
-    "Reporter",
-    "_children",
-    "attach",
-    "finish",
-    "get_job",
-    "job_alive",
-    "latest_job",
-    "launch",
-    "own_start",
-    "process_start",
-    "request_cancel",
-    "running_job",
-    "same_process",
-]
 
 
 def _as_dict(progress: Any) -> dict[str, Any]:

@@ -35,16 +35,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from lotr_labeler.errors import (
-    InvalidInput,
-    NotFound,
-    WeightsUnavailable,
-    check_choice,
-    explain,
-    is_connection_failure,
-    not_weights_file,
-    wrong_weights,
-)
+from lotr_labeler.errors import InvalidInput, NotFound, WeightsUnavailable, check_choice
+from lotr_labeler.explain import explain, is_connection_failure, not_weights_file, wrong_weights
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import backbones, hardware, onnx_embed, prefetch, runs
 from lotr_labeler.store import ImageRow, Store, version

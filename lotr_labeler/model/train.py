@@ -25,17 +25,8 @@ from typing import Any
 
 from PIL import Image
 
-from lotr_labeler.errors import (
-    InvalidInput,
-    LabelerError,
-    TrainingError,
-    WeightsUnavailable,
-    check_choice,
-    explain,
-    is_connection_failure,
-    not_weights_file,
-    wrong_weights,
-)
+from lotr_labeler.errors import InvalidInput, LabelerError, TrainingError, WeightsUnavailable, check_choice
+from lotr_labeler.explain import explain, is_connection_failure, not_weights_file, wrong_weights
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import backbones, hardware, runs
 from lotr_labeler.store import ImageRow, Store

@@ -36,7 +36,8 @@ from typing import Any
 
 import streamlit as st
 
-from lotr_labeler.errors import InvalidInput, LabelerError, check_choice, explain_known
+from lotr_labeler.errors import InvalidInput, LabelerError, check_choice
+from lotr_labeler.explain import explain_known
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.store.images import Relabeled

@@ -15,7 +15,7 @@ from typing import Any
 import streamlit as st
 
 from lotr_labeler import project as proj
-from lotr_labeler.errors import explain_known
+from lotr_labeler.explain import explain_known
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project, last_project, list_projects, remember
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
-from lotr_labeler.jobs import worker as jobs
+from lotr_labeler.jobs import table as jobs
 from lotr_labeler.model.train import progress_stage
 from lotr_labeler.store import Store
 from lotr_labeler.ui.context import act, data_dir
