@@ -41,7 +41,7 @@ from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.model import backbones, embed
 from lotr_labeler.model import train as tr
 from lotr_labeler.review import candidates as cands
-from lotr_labeler.review import scoring
+from lotr_labeler.review import fitting, queue
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import create_project
 
@@ -150,8 +150,8 @@ def bench_embed(store: Store, size: int) -> None:
 
 
 def recall_at_k(store: Store, backbone: embed.Backbone, flipped: set[int]) -> float:
-    scoring.refresh(store, backbone)
-    items = scoring.ranking(store, status="all")
+    fitting.refresh(store, backbone)
+    items = queue.ranking(store, status="all")
     suspicion = sorted(items, key=lambda it: it.self_confidence if it.self_confidence is not None else 1.0)
     top = {it.id for it in suspicion[: len(flipped)]}
     return len(top & flipped) / len(flipped)
@@ -186,7 +186,7 @@ def bench_triage(root: Path, seed: int, size: int) -> None:
         store = project(root / name.replace(" ", "-"), "triage", 20, own, seed + 2)
         store.set_setting("embed_size", size)
         store.set_setting("allow_private_hosts", True)
-        scoring.refresh(store, backbone)
+        fitting.refresh(store, backbone)
         rng = np.random.default_rng(seed)
         right = emoji_data.samples(20, own, seed=seed + 3)
         off = emoji_data.samples(8, ("plants", "sports"), seed=seed + 4)[:15]

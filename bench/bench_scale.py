@@ -138,7 +138,7 @@ def status_times(data: Path, name: str, store: Store) -> tuple[float, float]:
 def review_and_embed(store: Store, size: int, refit: bool = True) -> tuple[float, float, float, int, str]:
     """(refit s, embed images/s, forward-only images/s, images embedded, how the engine was made)."""
     from lotr_labeler.model import embed
-    from lotr_labeler.review import scoring
+    from lotr_labeler.review import fitting
 
     backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=size)
     started = time.perf_counter()
@@ -160,9 +160,9 @@ def review_and_embed(store: Store, size: int, refit: bool = True) -> tuple[float
     embed_s = time.perf_counter() - started
     refit_s = float("nan")
     if refit:
-        scoring.fit_scores(store, backbone)  # cold: imports scikit-learn
+        fitting.fit_scores(store, backbone)  # cold: imports scikit-learn
         started = time.perf_counter()
-        scoring.fit_scores(store, backbone)
+        fitting.fit_scores(store, backbone)
         refit_s = time.perf_counter() - started
     return refit_s, len(rows) / embed_s, forward, len(rows), made
 

@@ -39,7 +39,7 @@ from PIL import Image
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.model import embed
 from lotr_labeler.review import candidates as cands
-from lotr_labeler.review import scoring
+from lotr_labeler.review import fitting
 from lotr_labeler.store import CandidateIn
 from lotr_labeler.workspace import create_project
 
@@ -108,7 +108,7 @@ def run(which: str) -> int:
         else:
             backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=args.size)
         started = time.monotonic()
-        _, fit = scoring.refresh(store, backbone)
+        _, fit = fitting.refresh(store, backbone)
         say(f"initial set embedded and fitted in {time.monotonic() - started:.1f} s: {fit.summary() if fit else ''}")
 
         # The scrape: right candidates, off-topic ones, and ones of another class.

@@ -23,7 +23,7 @@ from helpers import fill
 from lotr_labeler.errors import InvalidInput, WeightsUnavailable
 from lotr_labeler.model import backbones, embed, runs
 from lotr_labeler.model.train import DEFAULT_ARCH, TrainParams, preset, train_run
-from lotr_labeler.review import scoring
+from lotr_labeler.review import backbone_choice, fitting, head
 from lotr_labeler.store import Store
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -298,11 +298,11 @@ def test_the_bundled_network_sees_what_random_weights_do_not(data_root: Path) ->
         embed.compute_embeddings(store, backbone)
         have, X = embed.embeddings(store, backbone, store.images())
         index = {c: i for i, c in enumerate(sorted({img.class_id for img in have}))}
-        accuracy[backbone.kind] = scoring.cv_accuracy(X, [index[i.class_id] for i in have], len(index))
+        accuracy[backbone.kind] = head.cv_accuracy(X, [index[i.class_id] for i in have], len(index))
     assert accuracy[backbones.BUNDLED] >= 0.85, accuracy
     assert accuracy[backbones.BUNDLED] >= accuracy["resnet18"] + 0.15, accuracy
     # With no run and no ResNet weights on the machine, auto has one pretrained network and says so.
-    choice = scoring.choose_backbone(store, size=128)
+    choice = backbone_choice.choose_backbone(store, size=128)
     assert choice is not None and choice.backbone.kind == backbones.BUNDLED
     assert choice.reason.startswith("EfficientNet-Lite0 (bundled): the only backbone available; skipped: ImageNet")
     store.close()
@@ -313,12 +313,12 @@ def test_an_instant_model_on_the_bundled_network_loads_and_predicts(empty_store:
     and predicts like the head; auto keeps embedding with the bundled network afterwards."""
     from fastai.vision.all import load_learner
 
-    from lotr_labeler.model import instant
+    from lotr_labeler.review import instant
 
     store = empty_store
     fill(store)
     backbone = embed.Backbone(backbones.BUNDLED, 64, pretrained=True)
-    scoring.refresh(store, backbone)
+    fitting.refresh(store, backbone)
     made = instant.export_instant(store, backbone, with_onnx=False)
     learn = load_learner(made.run.model_path, cpu=True)
     image = store.images("square")[0]

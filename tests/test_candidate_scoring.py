@@ -22,7 +22,7 @@ from lotr_labeler.errors import Conflict, InvalidInput
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.model import embed
 from lotr_labeler.review import candidates as cands
-from lotr_labeler.review import scoring
+from lotr_labeler.review import fitting, head
 from lotr_labeler.store import CandidateIn, Store, candidate_scores
 from lotr_labeler.workspace import create_project
 
@@ -89,7 +89,7 @@ def scored(data_root: Path, colours_dir: Path, thumbs: str) -> Iterator[tuple[St
     store = create_project(data_root, "demo", "empty")
     import_folder(store, colours_dir)
     store.set_setting("allow_private_hosts", True)
-    scoring.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=SIZE))
+    fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=SIZE))
     items = [
         CandidateIn(name, f"{thumbs}/full/{name}{i}", thumbnail_url=f"{thumbs}/t/{name}/{100 + i}.png", source="ddg")
         for name in COLOURS
@@ -393,13 +393,13 @@ def test_suggested_thresholds_are_reused_until_the_labels_change(
     """A decision on a candidate (Search's every key) reruns the page but changes no label: no new K-fold."""
     store, ids = scored
     calls: list[int] = []
-    real = scoring.oof_probabilities
+    real = head.oof_probabilities
 
     def counted(*args: object, **kwargs: object) -> object:
         calls.append(1)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(scoring, "oof_probabilities", counted)
+    monkeypatch.setattr(head, "oof_probabilities", counted)
     first = cands.suggest_thresholds(store)
     store.decide([ids["red0"]], "rejected")
     assert cands.suggest_thresholds(store) == first and len(calls) == 1

@@ -11,8 +11,8 @@ from pathlib import Path
 from starlette.testclient import TestClient
 
 from lotr_labeler.api import create_app
-from lotr_labeler.model import embed, instant, predict, runs
-from lotr_labeler.review import scoring
+from lotr_labeler.model import embed, predict, runs
+from lotr_labeler.review import fitting, instant
 from lotr_labeler.store import Store
 
 SIZE = 64
@@ -21,7 +21,7 @@ SIZE = 64
 def scored(store: Store) -> embed.Backbone:
     backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=SIZE)
     embed.compute_embeddings(store, backbone)
-    scoring.fit_scores(store, backbone)
+    fitting.fit_scores(store, backbone)
     return backbone
 
 

@@ -56,7 +56,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Seed of the random-init backbone: the same seed gives the same network in every process,
 # so its cached embeddings stay valid.
 RANDOM_SEED = 0
-# ``Run.source`` of an instant model (model/instant.py): a backbone plus a head fitted on its embeddings.
+# ``Run.source`` of an instant model (review/instant.py): a backbone plus a head fitted on its embeddings.
 INSTANT_SOURCE = "instant"
 # Write the cache at least this often (seconds), so a crashed job keeps most of its work (a cancelled one
 # saves all of it). Each save rewrites the whole file: every few batches it cost O(n²) at 20,000 images.

@@ -7,7 +7,7 @@ For each pending (or accepted, not yet downloaded) candidate:
    cached as bytes under ``cache/thumbs-candidates/<sha256 of the URL>`` — never stored as an image;
 2. it is embedded with the review backbone (the one of the last Review fit, else the current
    run's body), vectors cached by thumbnail content under ``cache/embeddings/thumbs-<backbone>.npz``;
-3. a head (``scoring.default_head``) fitted on **every** labeled image's embedding gives its
+3. a head (``head.default_head``) fitted on **every** labeled image's embedding gives its
    class probabilities, stored per class id (``store.candidate_scores``), so moving a candidate
    to another class changes its p(class) without rescoring;
 4. its thumbnail's phash is compared with the dataset's: "near-duplicate of image #N".
@@ -39,7 +39,7 @@ from PIL import Image
 from lotr_labeler.errors import Conflict, FetchError, InvalidInput, NotFound
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import embed, onnx_embed
-from lotr_labeler.review import dedupe, scoring
+from lotr_labeler.review import dedupe, head, last_fit
 from lotr_labeler.store import CandidateRow, Store, candidate_scores, now, version
 from lotr_labeler.store.candidate_scores import CandidateScore
 
@@ -73,7 +73,7 @@ def scoring_backbone(store: Store) -> embed.Backbone | None:
     """The backbone candidates are scored with: the last Review fit's, else a pretrained run's body,
     else the bundled EfficientNet-Lite0 (``resolve_backbone``'s auto); None while the head has nothing
     to learn from (images of fewer than 2 classes)."""
-    info = scoring.fit_info(store)
+    info = last_fit.fit_info(store)
     if info is not None:
         return info.backbone_spec
     if len({img.class_id for img in store.images()}) < 2:
@@ -141,7 +141,7 @@ class _Head:
         from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
         with threadpool_limits(1):
-            p = np.asarray(self.model.predict_proba(scoring.normalize_rows(vectors)), dtype=np.float64)
+            p = np.asarray(self.model.predict_proba(head.normalize_rows(vectors)), dtype=np.float64)
         cols = [self.class_ids[int(c)] for c in self.model.classes_]
         return [dict(zip(cols, (float(v) for v in row), strict=True)) for row in p]
 
@@ -160,10 +160,10 @@ def fit_head(store: Store, backbone: embed.Backbone) -> tuple[_Head, int]:
         )
     index = {cid: i for i, cid in enumerate(class_ids)}
     y = np.array([index[img.class_id] for img in have], dtype=np.int64)
-    model = scoring.default_head()
+    model = head.default_head()
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
-        model.fit(scoring.normalize_rows(X), y)
+        model.fit(head.normalize_rows(X), y)
     return _Head(model, class_ids), len(have)
 
 
@@ -258,7 +258,7 @@ def score_candidates(
 
     tell("Embedding the dataset…")
     embed.compute_embeddings(store, backbone, should_stop=cancel.is_set if cancel else None)
-    head, report.labeled = fit_head(store, backbone)
+    fitted, report.labeled = fit_head(store, backbone)
     if not rows:
         report.seconds = time.monotonic() - started
         return report
@@ -314,7 +314,7 @@ def score_candidates(
             cache.add(keys, embed.embed_arrays(network, np.stack([first[k] for k in keys])))
         vectors = cache.matrix([sha for _, sha, _, _ in pending])
         stamp = now()
-        for (c, _, _, phash), p in zip(pending, head.probs(vectors), strict=True):
+        for (c, _, _, phash), p in zip(pending, fitted.probs(vectors), strict=True):
             dup = near.near(phash)
             results.append(
                 CandidateScore(
@@ -584,7 +584,7 @@ def suggest_thresholds(store: Store, backbone: embed.Backbone | None = None) -> 
     else:
         index = {cid: i for i, cid in enumerate(class_ids)}
         y = np.array([index[img.class_id] for img in have], dtype=np.int64)
-        a, ap, r, rp = thresholds_from_oof(scoring.oof_probabilities(X, y, len(class_ids)), y)
+        a, ap, r, rp = thresholds_from_oof(head.oof_probabilities(X, y, len(class_ids)), y)
         result = Thresholds(a if a is not None else ACCEPT_AT, ap, r if r is not None else REJECT_AT, rp, len(have))
     with _suggested_lock:
         _suggested.clear()  # one entry per process is enough: the page asks about its project

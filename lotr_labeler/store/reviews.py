@@ -1,4 +1,4 @@
-"""The ``review_scores`` and ``review_marks`` tables (their meaning: ``lotr_labeler.review.scoring``)."""
+"""The ``review_scores`` and ``review_marks`` tables (their meaning: ``lotr_labeler.review.fitting``, ``review.queue``, ``review.decisions``)."""
 
 from __future__ import annotations
 

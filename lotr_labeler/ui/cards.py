@@ -191,11 +191,11 @@ def image_fetch(store: Store, size: int) -> Callable[[int], Card | None]:
 
 def review_fetch(store: Store, size: int) -> Callable[[int], Card | None]:
     """``grid(fetch=...)`` for Review: a pinned image's card as stored and scored now (None: gone)."""
-    from lotr_labeler.review import scoring
+    from lotr_labeler.review import queue
 
     def get(image_id: int) -> Card | None:
         try:
-            return review_card(store, scoring.item(store, image_id, ()), size)
+            return review_card(store, queue.item(store, image_id, ()), size)
         except LabelerError:
             return None
 
@@ -203,7 +203,7 @@ def review_fetch(store: Store, size: int) -> Callable[[int], Card | None]:
 
 
 def review_card(store: Store, it: Any, size: int) -> Card:
-    """A Review card from a ``review.scoring.ReviewItem``: p(given), the prediction as P's target."""
+    """A Review card from a ``review.queue.ReviewItem``: p(given), the prediction as P's target."""
     img: ImageRow = it.image
     caption = f"#{img.id} · p {it.self_confidence or 0:.2f}" if it.scored else f"#{img.id} · {img.split}"
     meta = _image_meta(img)
@@ -623,27 +623,27 @@ def dataset_action(store: Store, act: GridAction) -> Message:
 def review_action(store: Store, act: GridAction, *, more: Callable[[int], None] | None = None) -> Message:
     """Review grid: keep, back to the queue, relabel, the prediction (each card's own), delete,
     restore, undo, more like this (``more(id)`` opens the panel)."""
-    from lotr_labeler.review import scoring
+    from lotr_labeler.review import decisions, queue
 
     if act.action in ("undo", "delete", "restore"):
         return dataset_action(store, act)
     if act.action == "keep":
-        return f"Kept {_n(scoring.keep(store, act.ids))}: the labels are right."
+        return f"Kept {_n(decisions.keep(store, act.ids))}: the labels are right."
     if act.action == "unkeep":
-        return f"{_n(scoring.unreview(store, act.ids))} back in the queue."
+        return f"{_n(decisions.unreview(store, act.ids))} back in the queue."
     if act.action == "relabel":
         assert act.label is not None
-        done = scoring.relabel_seen(store, dict.fromkeys(act.ids, act.label), act.seen)
+        done = decisions.relabel_seen(store, dict.fromkeys(act.ids, act.label), act.seen)
         return _moved(done, f"Relabeled {_n(done.changed)} to {act.label}.")
     if act.action == "predict":
         moves: dict[int, str] = {}
         for i in act.ids:
-            it = scoring.item(store, i, ())
+            it = queue.item(store, i, ())
             if it.disagrees and it.predicted is not None:
                 moves[i] = it.predicted
         if not moves:
             raise InvalidInput("The model agrees with these labels (or has not scored them): nothing to accept.")
-        done = scoring.relabel_seen(store, moves, act.seen)  # one transaction, one undo step, whatever the classes
+        done = decisions.relabel_seen(store, moves, act.seen)  # one transaction, one undo step, whatever the classes
         targets = ", ".join(sorted(set(moves.values())))
         return _moved(done, f"Relabeled {_n(done.changed)} to the model's choice ({targets}); Z undoes all of it.")
     if act.action == "more" and more is not None:

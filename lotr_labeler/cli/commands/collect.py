@@ -20,7 +20,7 @@ from lotr_labeler.jobs.worker import JobRun
 from lotr_labeler.store import CANDIDATE_STATES, Store
 
 if TYPE_CHECKING:
-    from lotr_labeler.review.scoring import LiveScorer
+    from lotr_labeler.review.live import LiveScorer
 
 
 @project_command
@@ -169,12 +169,12 @@ def cmd_download(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def live_scorer(store: Store) -> LiveScorer | None:
-    """A started scorer when the project has a backbone to score with (else None: nothing changes)."""
-    from lotr_labeler.review.scoring import LiveScorer, live_backbone
+def live_scorer(store: Store) -> LiveScorer:
+    """A started scorer with the backbone of the last fit (before any fit, the default one)."""
+    from lotr_labeler.review.last_fit import fit_backbone
+    from lotr_labeler.review.live import LiveScorer
 
-    backbone = live_backbone(store)
-    return LiveScorer(store.root, backbone).start() if backbone is not None else None
+    return LiveScorer(store.root, fit_backbone(store)).start()
 
 
 def _report(report: ImportReport, as_json: bool) -> int:

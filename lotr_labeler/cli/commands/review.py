@@ -15,8 +15,9 @@ from lotr_labeler.store import SPLITS, Store
 
 def _compute(store: Store, args: argparse.Namespace) -> int | None:
     """Embed and score; an exit status when the command ends here, else None (go on listing)."""
+    from lotr_labeler import progress
     from lotr_labeler.model import embed
-    from lotr_labeler.review import scoring as review
+    from lotr_labeler.review import backbone_choice, fitting
 
     spec = EmbedJob.from_args(args)
     # --compute is the background job the Review page starts; a listing computes in the foreground.
@@ -29,16 +30,16 @@ def _compute(store: Store, args: argparse.Namespace) -> int | None:
         elif spec.backbone == "auto":  # try each available backbone on a sample; the best K-fold head wins
             with Progress("choose backbone", "img", job=job) as bar:
 
-                def trying(done: int, total: int) -> None:
-                    p = {"done": done, "total": total, "backbone": "auto"}
-                    bar(done, total, p, f"choosing the backbone: embedding {done}/{total} sample image(s)")
+                def trying(p: progress.Progress) -> None:
+                    row = {"done": p.done, "total": p.total, "backbone": "auto"}
+                    bar(p.done, p.total, row, p.message)
 
-                choice = review.choose_backbone(
+                choice = backbone_choice.choose_backbone(
                     store,
                     weights=spec.weights,
                     size=spec.size,
-                    progress=trying,
-                    should_stop=job.cancel.is_set if job else None,
+                    report=trying,
+                    cancel=job.cancel if job else None,
                 )
             if choice is None:
                 if job is not None:
@@ -53,12 +54,12 @@ def _compute(store: Store, args: argparse.Namespace) -> int | None:
             )
         with Progress("embed", job=job) as bar:
 
-            def progress(done: int, total: int) -> None:
-                p = {"done": done, "total": total, "backbone": backbone.describe()}
-                bar(done, total, p, f"embedding {done}/{total} image(s)", force=done == total)
+            def embedding(p: progress.Progress) -> None:
+                row = {"done": p.done, "total": p.total, "backbone": backbone.describe()}
+                bar(p.done, p.total, row, p.message, force=p.done == p.total)
 
-            embedded, fit = review.refresh(
-                store, backbone, progress=progress, should_stop=job.cancel.is_set if job else None, reason=reason
+            embedded, fit = fitting.refresh(
+                store, backbone, report=embedding, cancel=job.cancel if job else None, reason=reason
             )
         if fit is None:
             if job is not None:
@@ -74,10 +75,9 @@ def _compute(store: Store, args: argparse.Namespace) -> int | None:
 
 def _retrain_head(store: Store, as_json: bool) -> int:
     """Review's "Retrain head": refit on the cached embeddings, then export the instant model."""
-    from lotr_labeler.model import instant
-    from lotr_labeler.review import scoring as review
+    from lotr_labeler.review import fitting, instant
 
-    fit = review.fit_scores(store)
+    fit = fitting.fit_scores(store)
     print(fit.summary(), file=sys.stderr)
     made = instant.export_instant(store, fit.info.backbone_spec)
     print(made.summary(), file=sys.stderr)
@@ -90,7 +90,7 @@ def _retrain_head(store: Store, as_json: bool) -> int:
 
 @project_command
 def cmd_review(store: Store, args: argparse.Namespace) -> int:
-    from lotr_labeler.review import scoring as review
+    from lotr_labeler.review import queue
 
     if args.retrain_head:
         return _retrain_head(store, args.json)
@@ -98,7 +98,7 @@ def cmd_review(store: Store, args: argparse.Namespace) -> int:
         status = _compute(store, args)
         if status is not None:
             return status
-    items = review.ranking(
+    items = queue.ranking(
         store,
         sort=args.sort,
         label=args.label,
