@@ -13,7 +13,7 @@ from lotr_labeler.imaging import thumbnail
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import EmbedJob, TrainJob
 from lotr_labeler.model import backbones, embed, runs, train
-from lotr_labeler.review import decisions, duplicates, embedding_map, fitting, head, last_fit, quality, queue
+from lotr_labeler.review import compute, decisions, duplicates, embedding_map, head, last_fit, quality, queue
 from lotr_labeler.review.trust import run_body_worth_trying, scores_trust
 from lotr_labeler.settings import Settings
 from lotr_labeler.store import ImageRow, Store
@@ -53,7 +53,7 @@ PAGE_BUTTONS = ("undo", "r_compute", "r_retrain_head", "r_full_retrain", "r_inst
 PAGE_BUTTON_PREFIXES = ("r_dup_all_", "r_dup_rl_", "r_dup_one_")
 ITEMS = "_review_items"  # the queue (a lazy queue.Ranking) of a full run, handed to the grid fragment once
 SOURCES = {
-    "auto": "Auto: the best of those available (cross-validated)",
+    "best": "Best on your labels (tries each available one, cross-validated)",
     "bundled": "EfficientNet-Lite0, ImageNet weights (bundled)",
     "run": "Current model's body",
     "imagenet": "ResNet18, ImageNet weights",
@@ -100,12 +100,9 @@ INSTANT = "_r_instant"  # (project, fit time, instant.HeadCheck) of the last Ret
 
 def _retrain_head(store: Store) -> str:
     """Refresh every score; judge the instant model (no files, the current model stays current)."""
-    from lotr_labeler.review import instant
-
-    fit = fitting.fit_scores(store)
-    check = instant.check_head(store, fit.info.backbone_spec)
-    st.session_state[INSTANT] = (store.name, fit.info.computed_at, check)
-    return f"{fit.summary()} The current model is unchanged: make the instant model current below if it is better."
+    done = compute.retrain_head(store)
+    st.session_state[INSTANT] = (store.name, done.fit.info.computed_at, done.check)
+    return f"{done.fit.summary()} The current model is unchanged: make the instant model current below if it is better."
 
 
 def _make_instant_current(store: Store) -> str:
@@ -147,9 +144,8 @@ def _instant_offer(store: Store, info: last_fit.FitInfo | None, run: runs.Run | 
 
 
 def _backbone(store: Store, source: str, size: int | None) -> embed.Backbone:
-    if source == "auto":  # the job chooses; count against the last fit's (or the default) backbone
-        info = last_fit.fit_info(store)
-        return info.backbone_spec if info else embed.resolve_backbone(store, size=size)
+    if source == "best":  # the job chooses; count against the last fit's (or the default) backbone
+        return last_fit.fit_backbone(store, size=size)
     if source in ("run", "bundled"):
         return embed.resolve_backbone(store, source, size=size)
     if source == "file":
@@ -161,8 +157,8 @@ def _backbone(store: Store, source: str, size: int | None) -> embed.Backbone:
 
 
 def _compute(store: Store, source: str, size: int | None) -> str:
-    if source == "auto":
-        EmbedJob(backbone="auto", size=size).launch(store)
+    if source == "best":
+        EmbedJob(backbone="best", size=size).launch(store)
         return (
             "Trying each available backbone on a sample; the one whose head is most accurate on your labels "
             "embeds everything. Scores refresh when it finishes."
@@ -300,7 +296,8 @@ def _embedding_ended(info: last_fit.FitInfo | None) -> Callable[[jobs.Job], None
 
 
 def _initial_backbone(info: last_fit.FitInfo | None, run: runs.Run | None, settings: Settings) -> tuple[str, int]:
-    """Backbone choice and size to start with: the last fit's, else auto (the run's size when there is one)."""
+    """Backbone choice and size to start with: the last fit's, else the best on the labels (the run's size
+    when there is one)."""
     if info is not None:
         b = info.backbone_spec
         if b.kind != "run" or (run is not None and b.run_id == run.id):
@@ -317,8 +314,8 @@ def _initial_backbone(info: last_fit.FitInfo | None, run: runs.Run | None, setti
             )
             return source, b.size
     if run is not None:
-        return "auto", int(run.params.get("size") or settings.embed_size)
-    return "auto", settings.embed_size
+        return "best", int(run.params.get("size") or settings.embed_size)
+    return "best", settings.embed_size
 
 
 def _map_tab(store: Store, project: str, classes: list[str], thumb: int, similar_to: int | None) -> None:
@@ -412,7 +409,7 @@ with open_current() as store:
             if since:
                 st.caption(f"{since} change(s) since: ⚡ Retrain head to refresh every score (seconds).")
             if info.backbone_reason:
-                st.caption(f"Backbone chosen by auto — {info.backbone_reason}")
+                st.caption(f"Backbone chosen by cross-validation — {info.backbone_reason}")
             if run is not None and run_body_worth_trying(info, run):
                 st.caption(f"A model (run {run.id}) exists: compute embeddings with its body for sharper scores.")
 

@@ -1,4 +1,4 @@
-"""``--backbone auto``: the backbone whose K-fold head is most accurate on the labels wins."""
+"""``--backbone best`` (``choose_backbone``): the backbone whose K-fold head is most accurate on the labels wins."""
 
 from __future__ import annotations
 
@@ -114,7 +114,8 @@ def test_cli_review_auto_says_which_and_why(colours: Store, tmp_path: Path, data
         [*cmd, "--compute", f"--weights={weights}", f"--size={SIZE}"], capture_output=True, text=True, check=True
     )
     assert re.search(
-        r"Backbone auto: EfficientNet-Lite0 \(bundled\): CV accuracy (0\.9\d|1\.00) vs weights file blank\.pth",
+        r"Backbone chosen by cross-validation: EfficientNet-Lite0 \(bundled\): "
+        r"CV accuracy (0\.9\d|1\.00) vs weights file blank\.pth",
         out.stderr,
     )
     info = last_fit.fit_info(colours)

@@ -281,7 +281,7 @@ def test_bundled_embeddings_run_on_onnx_runtime_like_torch(empty_store: Store, t
 
 def test_the_bundled_network_sees_what_random_weights_do_not(data_root: Path) -> None:
     """Real pictures (emoji of 3 kinds): a K-fold head on bundled features is accurate, on random-init
-    features it is far less so, and backbone auto picks the bundled network and says why."""
+    features it is far less so, and the cross-validated choice picks the bundled network and says why."""
     from lotr_labeler.collect.importers import import_folder
     from lotr_labeler.workspace import create_project
 

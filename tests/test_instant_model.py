@@ -121,16 +121,16 @@ def test_an_instant_export_not_asked_to_be_current_keeps_the_current_one(store: 
     assert runs.current_run(store).id == first.id != second.id  # type: ignore[union-attr]
 
 
-def test_review_page_starts_on_auto_and_launches_the_choice(store: Store) -> None:
+def test_review_page_starts_on_best_and_launches_the_choice(store: Store) -> None:
     from streamlit.testing.v1 import AppTest
 
     from lotr_labeler.jobs import table as jobs
 
     at = AppTest.from_file(str(Path(__file__).parents[1] / "pages" / "5_Review.py"), default_timeout=60)
     at.run()
-    assert at.selectbox(key="r_source").value == "auto"
+    assert at.selectbox(key="r_source").value == "best"
     next(b for b in at.button if b.label.startswith("Compute")).click().run()
     assert not at.exception, [e.value for e in at.exception]
     job = jobs.latest_job(store, "review")
-    assert job is not None and job.args["backbone"] == "auto"
+    assert job is not None and job.args["backbone"] == "best"
     jobs.request_cancel(store, job.id)

@@ -4,6 +4,7 @@ quality flags come from pixels, near-duplicate groups, the CLI and the Review pa
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from lotr_labeler.cli import main
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.errors import Conflict, InvalidInput
 from lotr_labeler.model import embed, runs
-from lotr_labeler.review import decisions, duplicates, fitting, head, last_fit, quality, queue
+from lotr_labeler.progress import Progress
+from lotr_labeler.review import compute, decisions, duplicates, fitting, head, last_fit, quality, queue
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project, open_project
 
@@ -256,6 +258,25 @@ def test_fit_needs_embeddings_and_images(store: Store, data_root: Path) -> None:
         queue.ranking(store, sort="loss")
     with create_project(data_root, "empty", "empty") as empty, pytest.raises(Conflict, match="no images"):
         fitting.refresh(empty, random_backbone(empty))
+
+
+def test_compute_and_retrain_head_as_library_calls(colours: Store) -> None:
+    """What ``review --compute`` and the page's Retrain head run, called as a notebook would."""
+    stop = threading.Event()
+    stop.set()
+    cancelled = compute.compute(colours, pretrained=False, size=SIZE, cancel=stop)
+    assert cancelled.cancelled and cancelled.embedded is not None and cancelled.embedded.computed == 0
+    seen: list[Progress] = []
+    done = compute.compute(colours, pretrained=False, size=SIZE, report=seen.append)  # best, --no-pretrained
+    assert done.backbone == random_backbone(colours) and done.reason is None
+    assert done.fit is not None and done.fit.info.scored == 90 and done.embedded is not None
+    assert done.embedded.computed == 90 and seen[-1].done == seen[-1].total == 90
+    assert {(p.phase, p.backbone) for p in seen if isinstance(p, compute.ComputeProgress)} == {
+        ("embed", done.backbone.describe())
+    }
+    again = compute.retrain_head(colours)  # the page's: judged, nothing exported, the current model stays
+    assert again.made is None and again.check is not None and again.check.valid_images > 0
+    assert again.fit.info.backbone == done.backbone.as_dict() and runs.list_runs(colours) == []
 
 
 # -- decisions and undo --------------------------------------------------------------------------

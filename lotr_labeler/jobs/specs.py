@@ -184,10 +184,10 @@ class EmbedJob(JobSpec):
 
     backbone: str = opt(
         "--backbone",
-        "auto",
-        choices=("auto", "run", "bundled", "imagenet"),
+        "best",
+        choices=("best", "run", "bundled", "imagenet"),
         help="embeddings from the current model's body (run), the bundled EfficientNet-Lite0 (bundled) or "
-        "resnet18 (imagenet); auto: the most accurate on your labels, cross-validated",
+        "resnet18 (imagenet); best (default): the most accurate on your labels, chosen by cross-validation",
     )
     pretrained: bool = flag("--no-pretrained", default=True, help="random weights (bundled or imagenet; weaker)")
     weights: str | None = opt(

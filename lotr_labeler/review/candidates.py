@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,9 +36,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from lotr_labeler.errors import Conflict, FetchError, InvalidInput, NotFound
+from lotr_labeler.errors import Conflict, FetchError, InvalidInput
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import embed, onnx_embed
+from lotr_labeler.progress import Progress, Report
 from lotr_labeler.review import dedupe, head, last_fit
 from lotr_labeler.store import CandidateRow, Store, candidate_scores, now, version
 from lotr_labeler.store.candidate_scores import CandidateScore
@@ -70,36 +71,22 @@ _BATCH = 32
 
 
 def scoring_backbone(store: Store) -> embed.Backbone | None:
-    """The backbone candidates are scored with: the last Review fit's, else a pretrained run's body,
-    else the bundled EfficientNet-Lite0 (``resolve_backbone``'s auto); None while the head has nothing
-    to learn from (images of fewer than 2 classes)."""
-    info = last_fit.fit_info(store)
-    if info is not None:
-        return info.backbone_spec
-    if len({img.class_id for img in store.images()}) < 2:
+    """The backbone candidates are scored with: ``last_fit.fit_backbone`` (the last Review fit's, else
+    the default one); None while the head has nothing to learn from (no fit, images of fewer than 2
+    classes)."""
+    if last_fit.fit_info(store) is None and len({img.class_id for img in store.images()}) < 2:
         return None
-    try:
-        return embed.resolve_backbone(store, "auto")
-    except (NotFound, InvalidInput):
-        return None
-
-
-def can_score(store: Store) -> bool:
-    """Whether a scoring job has something to score with and something to score."""
-    if scoring_backbone(store) is None:
-        return False
-    return any(store.count_candidates(state=s) for s in SCORED_STATES)
+    return last_fit.fit_backbone(store)
 
 
 # -- the job -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ScoreProgress:
-    done: int
-    total: int
+@dataclass(frozen=True, kw_only=True)
+class ScoreProgress(Progress):
+    """Candidates scored (``done``, failures included) of ``total``; ``failed``: thumbnails not fetched or read."""
+
     failed: int
-    message: str
 
 
 @dataclass
@@ -207,7 +194,7 @@ def score_candidates(
     backbone: embed.Backbone | None = None,
     workers: int | None = None,
     allow_private: bool | None = None,
-    progress: Callable[[ScoreProgress], None] | None = None,
+    report: Report | None = None,
     cancel: threading.Event | None = None,
     resolver: Any = None,
 ) -> ScoreReport:
@@ -225,8 +212,8 @@ def score_candidates(
         Parallel thumbnail fetches (default: setting ``download_workers``).
     allow_private
         Allow loopback/private hosts (default: setting ``allow_private_hosts``).
-    progress
-        Called as candidates are scored.
+    report
+        Called with a ``ScoreProgress`` as candidates are scored.
     cancel
         Set to stop; the scores stored so far stay.
     resolver
@@ -248,20 +235,21 @@ def score_candidates(
     backbone = backbone or scoring_backbone(store)
     if backbone is None:
         raise Conflict(NOTHING_TO_LEARN.format(project=store.name))
-    report = ScoreReport(backbone=backbone.describe())
+    result = ScoreReport(backbone=backbone.describe())
     rows = _selected(store, ids)
-    report.total = len(rows)
+    result.total = len(rows)
 
     def tell(message: str) -> None:
-        if progress is not None:
-            progress(ScoreProgress(report.scored + report.failed, report.total, report.failed, message))
+        if report is not None:
+            done = result.scored + result.failed
+            report(ScoreProgress(done=done, total=result.total, failed=result.failed, message=message))
 
     tell("Embedding the dataset…")
     embed.compute_embeddings(store, backbone, should_stop=cancel.is_set if cancel else None)
-    fitted, report.labeled = fit_head(store, backbone)
+    fitted, result.labeled = fit_head(store, backbone)
     if not rows:
-        report.seconds = time.monotonic() - started
-        return report
+        result.seconds = time.monotonic() - started
+        return result
     s = store.settings()
     near = dedupe.PhashIndex(s.near_dup_distance)
     for img in store.images():
@@ -294,7 +282,7 @@ def score_candidates(
         )
         write_atomic(path, got.data)
         with lock:
-            report.fetched += 1
+            result.fetched += 1
         return got.data
 
     lock = threading.Lock()
@@ -307,7 +295,7 @@ def score_candidates(
             return
         todo = [(sha, arr) for _, sha, arr, _ in pending if arr is not None and sha not in cache]
         if todo:
-            export = report.total >= onnx_embed.EXPORT_MIN  # a few thumbnails: torch, unless exported before
+            export = result.total >= onnx_embed.EXPORT_MIN  # a few thumbnails: torch, unless exported before
             network = network or embed.load_network(backbone, store.cache_dir, export=export)
             keys = list(dict.fromkeys(sha for sha, _ in todo))
             first = {sha: arr for sha, arr in todo}
@@ -321,16 +309,16 @@ def score_candidates(
                     c.id, p, dup[0][1] if dup else None, dup[0][0] if dup else None, None, backbone.id, stamp
                 )
             )
-        report.scored += len(pending)
+        result.scored += len(pending)
         pending.clear()
         candidate_scores.save(store, results)
         results.clear()
         cache.save()
-        tell(f"Scored {report.scored} of {report.total} candidate(s)")
+        tell(f"Scored {result.scored} of {result.total} candidate(s)")
 
     def failed(c: CandidateRow, reason: str) -> None:
-        report.failed += 1
-        report.failures.append((c.id, reason))
+        result.failed += 1
+        result.failures.append((c.id, reason))
         candidate_scores.save(store, [CandidateScore(c.id, {}, None, None, reason, backbone.id, now())])
 
     with download.make_client(timeout, n_workers) as client, ThreadPoolExecutor(n_workers) as pool:
@@ -338,7 +326,7 @@ def score_candidates(
         waiting = set(futures)
         while waiting:
             if cancel is not None and cancel.is_set():
-                report.cancelled = True
+                result.cancelled = True
                 for f in waiting:
                     f.cancel()
                 break
@@ -357,13 +345,13 @@ def score_candidates(
                 except (OSError, ValueError, Image.DecompressionBombError) as exc:
                     failed(c, f"unreadable thumbnail ({exc})")
             flush()
-    if not report.cancelled:
+    if not result.cancelled:
         flush(final=True)
     else:
         pending.clear()
-    report.seconds = time.monotonic() - started
-    tell(report.summary())
-    return report
+    result.seconds = time.monotonic() - started
+    tell(result.summary())
+    return result
 
 
 def _phash_only(data: bytes) -> str:
@@ -620,23 +608,3 @@ def accept_at_least(store: Store, threshold: float, label: str | None = None, *,
 def reject_at_most(store: Store, threshold: float, label: str | None = None, *, query: str | None = None) -> int:
     """Reject every pending candidate with p(class) ≤ ``threshold``: one undoable event."""
     return store.decide([i.id for i in at_most(store, threshold, label, query=query)], "rejected", only_pending=True)
-
-
-def move_to_predicted(store: Store, candidate_id: int, seen: str | None = None) -> str:
-    """Accept the candidate into the class the model predicts (one undoable event); returns that class.
-
-    Raises
-    ------
-    NotFound
-        The candidate has no score yet.
-    Conflict
-        ``seen`` (the state the user saw it in) is no longer its state: another window decided it
-        meanwhile, and that decision stands.
-    """
-    t = item(store, candidate_id)
-    if t.predicted is None:
-        raise NotFound(f"Candidate {candidate_id} has no score yet. Score the candidates first (`candidates score`).")
-    decided = store.decide_seen({candidate_id: seen}, "accepted", label=t.predicted)
-    if message := decided.stale_message():
-        raise Conflict(message)
-    return t.predicted

@@ -105,12 +105,6 @@ class Neighbour:
         }
 
 
-def map_backbone(store: Store) -> embed.Backbone:
-    """The backbone of the stored scores (what Review shows), else the default one."""
-    info = last_fit.fit_info(store)
-    return info.backbone_spec if info is not None else embed.resolve_backbone(store)
-
-
 def choose_method(method: str, n: int) -> str:
     """``auto``: t-SNE up to ``TSNE_MAX`` points, PCA above."""
     check_choice(method, METHODS, "Map method")
@@ -181,7 +175,7 @@ def embedding_map(store: Store, *, method: str = "auto", backbone: embed.Backbon
     method
         ``auto`` (t-SNE up to ``TSNE_MAX`` images, else PCA), ``tsne`` or ``pca``.
     backbone
-        Whose embeddings; default: the backbone of the stored scores (``map_backbone``).
+        Whose embeddings; default: ``last_fit.fit_backbone`` (the stored scores', what Review shows).
 
     Returns
     -------
@@ -197,7 +191,7 @@ def embedding_map(store: Store, *, method: str = "auto", backbone: embed.Backbon
     """
     started = time.monotonic()
     check_choice(method, METHODS, "Map method")
-    backbone = backbone or map_backbone(store)
+    backbone = backbone or last_fit.fit_backbone(store)
     items = {it.id: it for it in queue.ranking(store, status="all", compute_quality=False)}
     images = sorted((it.image for it in items.values()), key=lambda img: img.id)
     have, X = embed.embeddings(store, backbone, images)
@@ -243,7 +237,7 @@ def similar(store: Store, image_id: int, k: int = 8, *, backbone: embed.Backbone
     k
         How many neighbours, 1 or more.
     backbone
-        Whose embeddings; default: the backbone of the stored scores (``map_backbone``).
+        Whose embeddings; default: ``last_fit.fit_backbone`` (the stored scores', what Review shows).
 
     Returns
     -------
@@ -261,7 +255,7 @@ def similar(store: Store, image_id: int, k: int = 8, *, backbone: embed.Backbone
     """
     if k < 1:
         raise InvalidInput(f"k={k} is not valid: ask for 1 or more neighbours, e.g. --k 8.")
-    backbone = backbone or map_backbone(store)
+    backbone = backbone or last_fit.fit_backbone(store)
     query = store.get_image(image_id)
     cache = embed.cache_for(store, backbone)
     if query.sha256 not in cache:

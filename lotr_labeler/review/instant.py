@@ -28,7 +28,7 @@ from lotr_labeler.errors import Conflict
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import embed, runs
 from lotr_labeler.review.head import default_head, normalize_rows
-from lotr_labeler.review.last_fit import fit_info
+from lotr_labeler.review.last_fit import fit_backbone, fit_info
 from lotr_labeler.store import Store
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,10 @@ def _fit(store: Store, backbone: embed.Backbone) -> _Fit:
 
 
 def _backbone_of_scores(store: Store) -> embed.Backbone:
-    info = fit_info(store)
-    if info is None:
+    """``fit_backbone``, once there are scores: the instant model is the Review head, fitted on them."""
+    if fit_info(store) is None:
         raise Conflict("No scores yet: compute embeddings on the Review page (or `review --compute`) first.")
-    return info.backbone_spec
+    return fit_backbone(store)
 
 
 def check_head(store: Store, backbone: embed.Backbone | None = None) -> HeadCheck:

@@ -188,14 +188,14 @@ def scores_trust(store: Store) -> ModelTrust:
 
 def run_body_worth_trying(info: last_fit.FitInfo | None, run: runs.Run | None) -> bool:
     """Whether Review should suggest embedding with ``run``'s body: a trained (not instant) run whose
-    body made neither the stored scores nor was already tried and passed over by ``auto``."""
+    body made neither the stored scores nor was already tried and passed over by ``choose_backbone``."""
     if run is None or run.source == "instant":
         return False
     if info is None:
         return True
     if info.backbone_spec.run_id == run.id:
         return False
-    return f"run {run.id} body" not in (info.backbone_reason or "")  # auto compared it (or could not use it)
+    return f"run {run.id} body" not in (info.backbone_reason or "")  # the choice compared it (or could not use it)
 
 
 def how_to_improve(run: runs.Run) -> str:

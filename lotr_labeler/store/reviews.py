@@ -1,4 +1,5 @@
-"""The ``review_scores`` and ``review_marks`` tables (their meaning: ``lotr_labeler.review.fitting``, ``review.queue``, ``review.decisions``)."""
+"""The ``review_scores`` and ``review_marks`` tables (their meaning: ``lotr_labeler.review.fitting``,
+``review.queue`` and ``review.decisions``)."""
 
 from __future__ import annotations
 

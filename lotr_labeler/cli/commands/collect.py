@@ -84,21 +84,23 @@ def _chain_scoring(store: Store) -> str | None:
 
 @project_command
 def cmd_score(store: Store, args: argparse.Namespace) -> int:
+    from lotr_labeler import progress
     from lotr_labeler.review.candidates import ScoreProgress, score_candidates
 
     spec = ScoreCandidatesJob.from_args(args)
     with JobRun(store, ScoreCandidatesJob.kind, spec.record(), args.job) as job:
         with Progress("score", "cand", job) as bar:
 
-            def progress(p: ScoreProgress) -> None:
-                bar(p.done, p.total, p, p.message, postfix=f"failed={p.failed}", force=p.done == p.total)
+            def show(p: progress.Progress) -> None:
+                postfix = f"failed={p.failed}" if isinstance(p, ScoreProgress) else ""
+                bar(p.done, p.total, p, p.message, postfix=postfix, force=p.done == p.total)
 
             report = score_candidates(
                 store,
                 list(spec.ids) or None,
                 workers=spec.workers,
                 allow_private=True if spec.allow_private_hosts else None,
-                progress=progress,
+                report=show,
                 cancel=job.cancel,
             )
         job.finish_if(report.cancelled, report.summary(), report.as_dict())

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from typing import ClassVar
 
+from lotr_labeler import progress
 from lotr_labeler.cli.context import Subparsers, project_command
 from lotr_labeler.cli.output import Progress, emit, print_json
 from lotr_labeler.jobs.specs import EmbedJob
@@ -14,77 +16,87 @@ from lotr_labeler.store import SPLITS, Store
 
 
 def _compute(store: Store, args: argparse.Namespace) -> int | None:
-    """Embed and score; an exit status when the command ends here, else None (go on listing)."""
-    from lotr_labeler import progress
-    from lotr_labeler.model import embed
-    from lotr_labeler.review import backbone_choice, fitting
+    """Embed and score (``review.compute``); an exit status when the command ends here, else None (go on
+    listing). ``--compute`` is the background job the Review page starts; a listing computes in the foreground."""
+    from lotr_labeler.review.compute import compute
 
     spec = EmbedJob.from_args(args)
-    # --compute is the background job the Review page starts; a listing computes in the foreground.
     job = JobRun(store, EmbedJob.kind, {"backbone": spec.backbone}, args.job) if args.compute else None
-    with job or contextlib.nullcontext():
-        reason = None
-        if spec.backbone == "auto" and not spec.pretrained:  # --no-pretrained: random features, as asked
-            backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=spec.size)
-            print(f"Backbone: {backbone.describe()} (--no-pretrained)", file=sys.stderr)
-        elif spec.backbone == "auto":  # try each available backbone on a sample; the best K-fold head wins
-            with Progress("choose backbone", "img", job=job) as bar:
-
-                def trying(p: progress.Progress) -> None:
-                    row = {"done": p.done, "total": p.total, "backbone": "auto"}
-                    bar(p.done, p.total, row, p.message)
-
-                choice = backbone_choice.choose_backbone(
-                    store,
-                    weights=spec.weights,
-                    size=spec.size,
-                    report=trying,
-                    cancel=job.cancel if job else None,
-                )
-            if choice is None:
-                if job is not None:
-                    job.finish("cancelled", "Backbone choice cancelled.")
-                print("error: backbone choice cancelled.", file=sys.stderr)
-                return 1
-            backbone, reason = choice.backbone, choice.reason
-            print(f"Backbone auto: {reason}", file=sys.stderr)
-        else:
-            backbone = embed.resolve_backbone(
-                store, spec.backbone, pretrained=spec.pretrained, weights=spec.weights, size=spec.size
-            )
-        with Progress("embed", job=job) as bar:
-
-            def embedding(p: progress.Progress) -> None:
-                row = {"done": p.done, "total": p.total, "backbone": backbone.describe()}
-                bar(p.done, p.total, row, p.message, force=p.done == p.total)
-
-            embedded, fit = fitting.refresh(
-                store, backbone, report=embedding, cancel=job.cancel if job else None, reason=reason
-            )
-        if fit is None:
+    with job or contextlib.nullcontext(), _Bars(job) as show:
+        done = compute(
+            store,
+            spec.backbone,
+            pretrained=spec.pretrained,
+            weights=spec.weights,
+            size=spec.size,
+            report=show,
+            cancel=job.cancel if job else None,
+        )
+        if done.backbone is None or done.embedded is None:  # the choice was cancelled
             if job is not None:
-                job.finish("cancelled", embedded.summary())
-            print(f"error: {embedded.summary()}", file=sys.stderr)
+                job.finish("cancelled", "Backbone choice cancelled.")
+            print("error: backbone choice cancelled.", file=sys.stderr)
+            return 1
+        if done.reason is not None:
+            print(f"Backbone chosen by cross-validation: {done.reason}", file=sys.stderr)
+        elif not spec.pretrained and spec.backbone == "best":
+            print(f"Backbone: {done.backbone.describe()} (--no-pretrained)", file=sys.stderr)
+        if done.fit is None:
+            if job is not None:
+                job.finish("cancelled", done.embedded.summary())
+            print(f"error: {done.embedded.summary()}", file=sys.stderr)
             return 1
         if job is not None:
-            job.finish("done", fit.summary(), {"embedded": embedded.computed, "scored": fit.info.scored})
-    print(embedded.summary(), file=sys.stderr)
-    print(fit.summary(), file=sys.stderr)
+            job.finish("done", done.fit.summary(), {"embedded": done.embedded.computed, "scored": done.fit.info.scored})
+    print(done.embedded.summary(), file=sys.stderr)
+    print(done.fit.summary(), file=sys.stderr)
     return 0 if args.compute else None
 
 
-def _retrain_head(store: Store, as_json: bool) -> int:
-    """Review's "Retrain head": refit on the cached embeddings, then export the instant model."""
-    from lotr_labeler.review import fitting, instant
+class _Bars:
+    """One console bar per phase of ``review.compute`` (choosing the backbone, then embedding), each
+    also writing the job's progress row."""
 
-    fit = fitting.fit_scores(store)
-    print(fit.summary(), file=sys.stderr)
-    made = instant.export_instant(store, fit.info.backbone_spec)
-    print(made.summary(), file=sys.stderr)
+    NAMES: ClassVar[dict[str, tuple[str, str]]] = {"choose": ("choose backbone", "img"), "embed": ("embed", "file")}
+
+    def __init__(self, job: JobRun | None) -> None:
+        self.job = job
+        self.phase = ""
+        self.bar: Progress | None = None
+
+    def __call__(self, p: progress.Progress) -> None:
+        phase = getattr(p, "phase", "embed")
+        if phase != self.phase or self.bar is None:
+            self.close()
+            desc, unit = self.NAMES.get(phase, (phase, "img"))
+            self.phase, self.bar = phase, Progress(desc, unit, job=self.job)
+        self.bar(p.done, p.total, p, p.message, force=phase == "embed" and p.done == p.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> _Bars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _retrain_head(store: Store, as_json: bool) -> int:
+    """Review's "Retrain head" (``review.compute.retrain_head``): refit, then export the instant model."""
+    from lotr_labeler.review.compute import retrain_head
+
+    done = retrain_head(store, build=True)
+    assert done.made is not None
+    print(done.fit.summary(), file=sys.stderr)
+    print(done.made.summary(), file=sys.stderr)
     if as_json:
-        print_json({"run": made.run.id, "scored": fit.info.scored, "valid_accuracy": made.valid_accuracy})
+        print_json(
+            {"run": done.made.run.id, "scored": done.fit.info.scored, "valid_accuracy": done.made.valid_accuracy}
+        )
     else:
-        print(made.run.id)
+        print(done.made.run.id)
     return 0
 
 
