@@ -9,6 +9,7 @@ sits in exactly the row that names it, and every row names files that exist. The
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -119,6 +120,65 @@ def test_the_owner_table_of_the_page_is_the_stores() -> None:
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) == 2 and cells[1].startswith("`"):
             owner = cells[1].strip("`")
-            for table in arch.re.findall(r"`(\w+)`", cells[0]):
+            for table in re.findall(r"`(\w+)`", cells[0]):
                 documented[table] = f"lotr_labeler/{owner}"
     assert documented == TABLE_OWNERS, "make the owner table of docs/architecture.md list store.TABLE_OWNERS"
+
+
+def _ui_sources() -> list[Path]:
+    return [*sorted((ROOT / "pages").glob("*.py")), *sorted((ROOT / "lotr_labeler" / "ui").glob("*.py"))]
+
+
+def test_pages_show_errors_through_the_one_boundary_and_open_stores_one_way() -> None:
+    """ui/context.py's error_boundary is the only place of the UI that turns an exception into a message
+    (no page catches an error `as exc` to show it), and project_store the only place that builds a Store."""
+    import ast
+
+    sources = _ui_sources()
+    assert len(sources) > 10 and ROOT / "lotr_labeler" / "ui" / "context.py" in sources
+    shown: list[str] = []
+    built: list[str] = []
+    for path in sources:
+        rel = path.relative_to(ROOT).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if rel == "lotr_labeler/ui/context.py":
+                continue
+            if isinstance(node, ast.ExceptHandler) and node.name is not None:
+                shown.append(f"{rel}:{node.lineno}")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Store":
+                built.append(f"{rel}:{node.lineno}")
+            if isinstance(node, ast.Name) and node.id in ("explain", "explain_known"):
+                shown.append(f"{rel}:{node.lineno}")
+    assert not shown, f"use ui.context.error_boundary instead of catching and showing here: {shown}"
+    assert not built, f"open the store with ui.context.project_store(): {built}"
+
+
+def _readme_map() -> set[str]:
+    """The package files the README's module map lists: an indented tree under ``lotr_labeler/`` in the
+    Development section (two spaces a level; a folder ends in ``/``)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8").split("## Development", 1)[1]
+    block = text.split("```", 2)[1]
+    listed: set[str] = set()
+    stack: list[str] = []
+    inside = False
+    for line in block.splitlines():
+        name = line.strip().split(" ", 1)[0] if line.strip() else ""
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        if depth == 0:
+            inside = name == "lotr_labeler/"
+            stack = ["lotr_labeler/"] if inside else []
+            continue
+        if not inside or not name.endswith(("/", ".py")):
+            continue  # a description's continuation line
+        stack = [*stack[:depth], name]
+        if name.endswith(".py"):
+            listed.add("".join(stack))
+    return listed
+
+
+def test_the_readme_module_map_lists_every_module() -> None:
+    actual = {p.relative_to(ROOT).as_posix() for p in (ROOT / "lotr_labeler").rglob("*.py")}
+    listed = _readme_map()
+    assert listed, "the README's module map was not found under ## Development"
+    assert not actual - listed, f"add to the README's module map: {sorted(actual - listed)}"
+    assert not listed - actual, f"the README's module map lists files that do not exist: {sorted(listed - actual)}"
