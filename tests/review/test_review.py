@@ -450,7 +450,7 @@ def test_cli_review_compute_registers_a_job(store: Store, data_root: Path, capsy
 
 
 def grid_data(at: AppTest, key: str) -> dict[str, Any]:
-    """The payload of the card grid ``key`` (its clicks and keys: tests/test_cards.py and e2e)."""
+    """The payload of the card grid ``key`` (its clicks and keys: tests/ui/test_cards.py and e2e)."""
     found = [el for el in at.get("bidi_component") if getattr(el, "key", None) == key]
     assert found, f"no card grid {key!r}"
     data: dict[str, Any] = json.loads(found[0].proto.json)
@@ -484,7 +484,7 @@ def test_page_without_scores_offers_compute_and_quality_filters(store: Store) ->
     assert retrain.disabled  # nothing to refit yet
     # Without a run there is no "current model" backbone to pick.
     assert "Current model's body" not in at.selectbox(key="r_source").options
-    # Cards show (unscored) images and their actions work already (the grid: tests/test_cards.py, e2e).
+    # Cards show (unscored) images and their actions work already (the grid: tests/ui/test_cards.py, e2e).
     grid = grid_data(at, "r_grid")
     assert len(grid["cards"]) == 18 and "keep" in grid["actions"] and "predict" in grid["actions"]
     assert not any(c["predicted"] for c in grid["cards"])  # nothing scored: no prediction to accept
@@ -582,7 +582,7 @@ def test_page_full_retrain_reuses_the_current_runs_settings(store: Store) -> Non
     job = jobs.latest_job(store, "train")
     assert job is not None, [e.value for e in at.error]
     assert {k: job.args[k] for k in params} == params
-    jobs.request_cancel(store, job.id)  # the worker itself is train's business (tests/test_train.py)
+    jobs.request_cancel(store, job.id)  # the worker itself is train's business (tests/model/test_train.py)
 
 
 def test_a_page_action_clears_the_grids_older_message(store: Store) -> None:
