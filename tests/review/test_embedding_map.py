@@ -175,7 +175,10 @@ def test_neighbours_errors(store: Store) -> None:
 def test_json_rows_are_plain(store: Store) -> None:
     ids = [img.id for img in store.images()]
     plant(store, {ids[0]: np.ones(3), ids[1]: np.ones(3)})
-    json.dumps([n.as_dict() for n in emap.similar(store, ids[0], backbone=backbone(store))])
+    rows = [n.as_dict() for n in emap.similar(store, ids[0], backbone=backbone(store))]
+    assert [r["id"] for r in rows] == [ids[1]]  # the one other embedded image
+    assert json.loads(json.dumps(rows)) == rows  # through JSON and back unchanged
+    assert [type(v) for v in rows[0].values()] == [int, str, str, str, float]  # no numpy scalars, no Path
 
 
 # -- the CLI -----------------------------------------------------------------------------------

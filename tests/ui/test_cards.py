@@ -51,6 +51,8 @@ def test_missing_file_gives_an_empty_thumbnail_not_an_error(store: Store) -> Non
 def test_review_card_carries_the_prediction_only_when_it_disagrees(store: Store) -> None:
     review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
     items = review.ranking(store, status="all")
+    assert len(items) == len(store.images()) == 18  # every card is checked, not none
+    assert 0 < sum(it.disagrees for it in items) < len(items)  # both kinds of card are checked
     for it in items:
         card = cards.review_card(store, it, 64)
         assert card.predicted == (it.predicted if it.disagrees else None)
@@ -232,7 +234,10 @@ def test_a_stale_tab_keeps_review_marks_off_the_images_it_left_alone(store: Stor
 
 def test_review_card_sends_the_confidence_the_threshold_compares(store: Store) -> None:
     review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
-    for it in review.ranking(store, status="all"):
+    items = review.ranking(store, status="all")
+    assert len(items) == len(store.images()) == 18  # every card is checked, not none
+    assert 0 < sum(it.disagrees for it in items) < len(items)  # both kinds of card are checked
+    for it in items:
         card = cards.review_card(store, it, 64)
         pct = round((it.confidence or 0) * 100)
         assert card.confidence == (pct if it.disagrees else None)
