@@ -21,14 +21,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFile, ImageStat
 
 from lotr_labeler.collect import download as dl
-from lotr_labeler.collect.download import (
-    USER_AGENT,
-    DownloadProgress,
-    check_url,
-    download_candidates,
-    fetch,
-    system_resolver,
-)
+from lotr_labeler.collect.download import DownloadProgress, download_candidates
+from lotr_labeler.collect.fetch import USER_AGENT, check_url, fetch, system_resolver
 from lotr_labeler.errors import BlockedHost, FetchError, ImageRejected, InvalidInput, NotFound
 from lotr_labeler.imaging import hamming, normalize
 from lotr_labeler.store import CandidateIn, Store
