@@ -24,6 +24,7 @@ import httpx
 from lotr_labeler.collect.fetch import POLL_S, Resolver, fetch, make_client
 from lotr_labeler.errors import DiskFull, FetchError, ImageRejected, InvalidInput, NotFound, is_disk_full
 from lotr_labeler.imaging import Normalized, normalize
+from lotr_labeler.progress import Cancel, Progress, Report, stopped
 from lotr_labeler.settings import setting
 from lotr_labeler.store import AddResult, CandidateRow, Store
 from lotr_labeler.store.images import ImageIn, ImportRecord
@@ -43,10 +44,10 @@ def _processor_count(workers: int) -> int:
     return min(workers, _PROCESSORS)
 
 
-@dataclass(frozen=True)
-class DownloadProgress:
-    done: int
-    total: int
+@dataclass(frozen=True, kw_only=True)
+class DownloadProgress(Progress):
+    """``done`` of ``total`` candidates (downloaded, failed or found a duplicate), with the counts."""
+
     ok: int
     failed: int
     duplicates: int
@@ -54,7 +55,6 @@ class DownloadProgress:
     previously_deleted: int
     elapsed_s: float
     eta_s: float | None  # None until something is done
-    message: str
 
 
 @dataclass
@@ -437,8 +437,8 @@ def download_candidates(
     retry_failed: bool = False,
     workers: int | None = None,
     allow_private: bool | None = None,
-    progress: Callable[[DownloadProgress], None] | None = None,
-    cancel: threading.Event | None = None,
+    progress: Report | None = None,
+    cancel: Cancel | None = None,
     client: httpx.Client | None = None,
     resolver: Resolver | None = None,
 ) -> DownloadReport:
@@ -461,7 +461,7 @@ def download_candidates(
     workers, allow_private
         Parallel downloads and whether private hosts may be fetched; None: the project's settings.
     progress
-        Called after each candidate.
+        Called with a ``DownloadProgress`` after each candidate.
     cancel
         Set it to stop (from another thread).
     client, resolver
@@ -503,8 +503,8 @@ def _drive(
     resolver: Resolver | None,
     report: DownloadReport,
     started: float,
-    progress: Callable[[DownloadProgress], None] | None,
-    cancel: threading.Event | None,
+    progress: Report | None,
+    cancel: Cancel | None,
 ) -> None:
     """Keep at most workers + processors (<= 2x workers) candidates in flight, each holding at most
     one body (so cancel is prompt and memory bounded), and record results as they finish. Shuts
@@ -523,13 +523,10 @@ def _drive(
     batch: list[tuple[CandidateRow, _Outcome]] = []
     stop = _Stop(cancel)  # what the fetches and decodes obey: the caller's cancel, or our own on an error
 
-    def cancelled() -> bool:
-        return cancel is not None and cancel.is_set()
-
     limit = cfg.workers + _processor_count(cfg.workers)
 
     def refill() -> None:
-        while len(pending) < limit and not cancelled():
+        while len(pending) < limit and not stopped(cancel):
             cand = next(todo, None)
             if cand is None:
                 return
@@ -561,7 +558,7 @@ def _drive(
                 batch.append((cand, outcome))
             if batch:
                 flush()
-            if cancelled():
+            if stopped(cancel):
                 # Not-started futures are dropped; running ones stop at their next read and are recorded.
                 for fut in [f for f in pending if f.cancel()]:
                     del pending[fut]
@@ -580,7 +577,7 @@ def _drive(
         for outcome in unrecorded:
             if outcome.staged is not None:
                 outcome.staged.unlink(missing_ok=True)
-    report.cancelled = cancelled() and report.done < report.total
+    report.cancelled = stopped(cancel) and report.done < report.total
 
 
 class _Stop(threading.Event):
@@ -588,7 +585,7 @@ class _Stop(threading.Event):
 
     Only ``is_set`` looks at the caller's event, which is all the fetches and decodes use."""
 
-    def __init__(self, outer: threading.Event | None) -> None:
+    def __init__(self, outer: Cancel | None) -> None:
         super().__init__()
         self._outer = outer
 

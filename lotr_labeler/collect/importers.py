@@ -26,12 +26,12 @@ from urllib.parse import urlsplit
 from lotr_labeler.collect.export import csv_unsafe
 from lotr_labeler.errors import ImageRejected, InvalidInput, LabelerError, NotFound, is_disk_full
 from lotr_labeler.imaging import normalize
+from lotr_labeler.progress import Progress, Report
 from lotr_labeler.project import validate_name
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.store.images import ImageIn, ImportRecord
 from lotr_labeler.urls import clean_url, has_credentials, redact
 
-Progress = Callable[[int, int], None]
 MANIFEST = "manifest.csv"
 
 
@@ -150,7 +150,7 @@ class _Batches:
 
 
 def _ingest(
-    store: Store, entries: list[_Entry], source: str, report: ImportReport, progress: Progress | None
+    store: Store, entries: list[_Entry], source: str, report: ImportReport, progress: Report | None
 ) -> ImportReport:
     settings = store.settings()
     max_bytes = settings.max_bytes
@@ -209,7 +209,7 @@ def _ingest(
             batches.add(entry.name, ready)
         finally:
             if progress:
-                progress(done, len(entries))
+                progress(Progress(done=done, total=len(entries)))
     batches.commit()
     return report
 
@@ -313,7 +313,7 @@ def _walk(root: Path, report: ImportReport) -> Iterator[tuple[tuple[str, ...], i
             report.rejected.append((shown, f"{_special_kind(st.st_mode)}: skipped"))
 
 
-def import_folder(store: Store, folder: Path, progress: Progress | None = None) -> ImportReport:
+def import_folder(store: Store, folder: Path, progress: Report | None = None) -> ImportReport:
     """Import ``folder/<class>/**/<file>``: one class per first-level sub-folder.
 
     Only regular files inside ``folder`` are read: symbolic links (to files or folders), fifos,
@@ -326,7 +326,7 @@ def import_folder(store: Store, folder: Path, progress: Progress | None = None) 
     folder
         The folder of class folders (e.g. a fastai ``from_folder`` layout).
     progress
-        Called with (files done, total).
+        Called with a ``Progress`` after each file (done of total).
 
     Returns
     -------
@@ -377,7 +377,7 @@ def unsafe_reason(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def import_zip(store: Store, archive: Path | io.BytesIO, progress: Progress | None = None) -> ImportReport:
+def import_zip(store: Store, archive: Path | io.BytesIO, progress: Report | None = None) -> ImportReport:
     """Import a zip of ``<class>/<file>`` (optionally under one top folder, e.g. an export).
 
     Parameters
@@ -387,7 +387,7 @@ def import_zip(store: Store, archive: Path | io.BytesIO, progress: Progress | No
     archive
         The zip file, or its bytes (an upload).
     progress
-        Called with (entries done, total).
+        Called with a ``Progress`` after each entry (done of total).
 
     Returns
     -------

@@ -17,6 +17,7 @@ from lotr_labeler.collect.importers import ImportReport, import_folder, import_u
 from lotr_labeler.errors import Conflict, InvalidInput
 from lotr_labeler.jobs.specs import DownloadJob, ScoreCandidatesJob, SearchJob
 from lotr_labeler.jobs.worker import JobRun
+from lotr_labeler.progress import Progress as Step
 from lotr_labeler.store import CANDIDATE_STATES, Store
 
 if TYPE_CHECKING:
@@ -36,8 +37,9 @@ def cmd_search(store: Store, args: argparse.Namespace) -> int:
     with JobRun(store, SearchJob.kind, {"queries": len(planned), "max": max_results}, args.job) as job:
         with Progress("search", "query", job) as bar:
 
-            def progress(p: SearchProgress) -> None:
-                bar(p.index, len(planned), p, p.message, postfix=f"{p.results_so_far} new · {p.query[:40]}")
+            def progress(p: Step) -> None:
+                postfix = f"{p.results_so_far} new · {p.query[:40]}" if isinstance(p, SearchProgress) else ""
+                bar(p.done, len(planned), p, p.message, postfix=postfix)
 
             report = run_search(
                 store,
@@ -46,7 +48,7 @@ def cmd_search(store: Store, args: argparse.Namespace) -> int:
                 options=options,
                 delay_s=delay,
                 progress=progress,
-                should_stop=job.cancel.is_set,
+                cancel=job.cancel,
             )
         if report.failed and not job.cancel.is_set():
             job.finish("failed", report.summary(), report.as_dict())  # the page shows it as an error
@@ -124,8 +126,8 @@ def cmd_download(store: Store, args: argparse.Namespace) -> int:
         scorer = live_scorer(store) if spec.score else None
         with Progress("download", "img", job) as bar:
 
-            def progress(p: DownloadProgress) -> None:
-                postfix = f"ok={p.ok}, failed={p.failed}, dup={p.duplicates}"
+            def progress(p: Step) -> None:
+                postfix = f"ok={p.ok}, failed={p.failed}, dup={p.duplicates}" if isinstance(p, DownloadProgress) else ""
                 message = f"{p.message}; {scorer.status}" if scorer else p.message
                 bar(p.done, p.total, p, message, postfix=postfix, force=p.done == p.total)
 
@@ -192,7 +194,11 @@ def _report(report: ImportReport, as_json: bool) -> int:
 @project_command
 def cmd_import(store: Store, args: argparse.Namespace) -> int:
     path = Path(args.path)
-    with Progress(f"import {args.kind}") as update:
+    with Progress(f"import {args.kind}") as bar:
+
+        def update(p: Step) -> None:
+            bar(p.done, p.total)
+
         if args.kind == "folder":
             report = import_folder(store, path, update)
         elif args.kind == "zip":
@@ -302,8 +308,8 @@ def cmd_export(store: Store, args: argparse.Namespace) -> int:
         shutil.copyfile(run.model_path, out)
         print(f"Exported the model of run {run.id} to {out} (load it with fastai's load_learner).")
         return 0
-    with Progress("export") as update:
-        n = export_dataset(store, Path(args.out), update)
+    with Progress("export") as bar:
+        n = export_dataset(store, Path(args.out), lambda p: bar(p.done, p.total))
     print(f"Exported {n} image(s) and manifest.csv to {args.out}.")
     return 0
 
