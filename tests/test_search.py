@@ -20,6 +20,7 @@ from lotr_labeler.collect.search import (
     run_search,
 )
 from lotr_labeler.errors import InvalidInput, NoResults, NotFound
+from lotr_labeler.jobs.specs import SearchJob
 from lotr_labeler.progress import Progress
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
@@ -346,6 +347,24 @@ def test_cancel_ends_before_next_query(proj: Store, fake_ddg: FakeDDG) -> None:
     assert {c["query"] for c in fake_ddg.calls} == {"Legolas lotr face"}
     assert report.stopped_early and report.stop_reason == "stopped by the user"
     assert len(report.skipped) == 2
+
+
+def test_search_job_body_runs_from_the_library(proj: Store, fake_ddg: FakeDDG) -> None:
+    # What `lotr-labeler search` and the page's job do, called as a notebook would.
+    for n, (_, q) in enumerate(plan_queries(proj), start=1):
+        fill(fake_ddg, q, n)
+    seen: list[Progress] = []
+    ran = SearchJob(delay=0, score=False).run(proj, seen.append)
+    assert ran.state == "done" and ran.report.added == 6 and ran.summary == ran.report.summary()
+    assert [p.done for p in seen if isinstance(p, SearchProgress)][1::2] == [1, 2, 3]
+    assert SearchJob(score=False).score_after(proj, ran.report) is None  # not asked to
+    cancel = threading.Event()
+    cancel.set()
+    stopped = SearchJob(delay=0).run(proj, cancel=cancel)
+    assert stopped.state == "cancelled" and stopped.report.stop_reason == "stopped by the user"
+    fake_ddg.errors["Legolas lotr face"] = RatelimitException("202 Ratelimit")
+    limited = SearchJob(label="Elves", query="Legolas lotr face", delay=0).run(proj)
+    assert limited.state == "failed" and limited.report.failed
 
 
 def test_unknown_class_fails_before_any_search(proj: Store, fake_ddg: FakeDDG) -> None:

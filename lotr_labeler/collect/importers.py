@@ -613,3 +613,48 @@ def import_urls(
         items.append(CandidateIn(label=label, image_url=url, thumbnail_url=thumb, source=source))
     report.candidates_added, report.candidates_known = store.add_candidates(items)
     return report
+
+
+IMPORT_KINDS = ("folder", "zip", "urls")
+
+
+def import_from(
+    store: Store,
+    kind: str,
+    path: Path,
+    *,
+    label: str | None = None,
+    create_classes: bool = False,
+    progress: Report | None = None,
+) -> ImportReport:
+    """Import ``path`` as ``kind``: a folder of class folders, a zip of them, or a CSV file of URLs.
+
+    Parameters
+    ----------
+    store
+        The project.
+    kind
+        ``folder`` (``import_folder``), ``zip`` (``import_zip``) or ``urls`` (``import_urls``).
+    path
+        The folder, the .zip or the CSV file (read as UTF-8, a BOM allowed).
+    label, create_classes
+        For ``urls``: the class of rows that name none, and whether unknown labels become classes.
+    progress
+        For a folder or a zip: called with a ``Progress`` after each file.
+
+    Raises
+    ------
+    InvalidInput
+        An unknown kind, or a zip or CSV path that is not a file.
+    """
+    if kind == "folder":
+        return import_folder(store, path, progress)
+    if kind not in IMPORT_KINDS:
+        raise InvalidInput(f"Unknown import kind {kind!r}: use one of {', '.join(IMPORT_KINDS)}.")
+    if not path.is_file():
+        what = "the path of a .zip" if kind == "zip" else "a CSV of url,label[,thumbnail] rows"
+        raise InvalidInput(f"{path} is not a file. Give {what}.")
+    if kind == "zip":
+        return import_zip(store, path, progress)
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    return import_urls(store, text, label, create_classes=create_classes)
