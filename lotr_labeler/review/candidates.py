@@ -39,9 +39,10 @@ from PIL import Image
 from lotr_labeler.errors import Conflict, FetchError, InvalidInput, NotFound
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import embed, onnx_embed
-from lotr_labeler.review import dedupe, scoring
+from lotr_labeler.review import scoring
 from lotr_labeler.store import CandidateRow, Store, candidate_scores, now, version
 from lotr_labeler.store.candidate_scores import CandidateScore
+from lotr_labeler.store.phash import PhashIndex
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +264,7 @@ def score_candidates(
         report.seconds = time.monotonic() - started
         return report
     s = store.settings()
-    near = dedupe.PhashIndex(s.near_dup_distance)
+    near = PhashIndex(s.near_dup_distance)
     for img in store.images():
         near.add(img.id, img.phash)
     cache = _thumb_cache(store, backbone)
