@@ -3,7 +3,7 @@
 For each pending (or accepted, not yet downloaded) candidate:
 
 1. its search thumbnail (``thumbnail_url``, else the image itself, capped) is fetched through the
-   guarded downloader (``collect.download.fetch``: private-host guard, deadline, size cap) and
+   guarded downloader (``collect.fetch``: private-host guard, deadline, size cap) and
    cached as bytes under ``cache/thumbs-candidates/<sha256 of the URL>`` — never stored as an image;
 2. it is embedded with the review backbone (the one of the last Review fit, else the current
    run's body), vectors cached by thumbnail content under ``cache/embeddings/thumbs-<backbone>.npz``;
@@ -39,9 +39,10 @@ from PIL import Image
 from lotr_labeler.errors import Conflict, FetchError, InvalidInput, NotFound
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import embed, onnx_embed
-from lotr_labeler.review import dedupe, scoring
+from lotr_labeler.review import scoring
 from lotr_labeler.store import CandidateRow, Store, candidate_scores, now, version
 from lotr_labeler.store.candidate_scores import CandidateScore
+from lotr_labeler.store.phash import PhashIndex
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ def score_candidates(
     Conflict
         No backbone to score with (no run, no embeddings), or fewer than 2 embedded classes.
     """
-    from lotr_labeler.collect import download
+    from lotr_labeler.collect import fetch
 
     started = time.monotonic()
     backbone = backbone or scoring_backbone(store)
@@ -263,7 +264,7 @@ def score_candidates(
         report.seconds = time.monotonic() - started
         return report
     s = store.settings()
-    near = dedupe.PhashIndex(s.near_dup_distance)
+    near = PhashIndex(s.near_dup_distance)
     for img in store.images():
         near.add(img.id, img.phash)
     cache = _thumb_cache(store, backbone)
@@ -282,7 +283,7 @@ def score_candidates(
         path = thumb_cache_path(store, url)
         if path.is_file():
             return path.read_bytes()
-        got = download.fetch(
+        got = fetch.fetch(
             client,
             url,
             max_bytes=THUMB_MAX_BYTES if c.thumbnail_url else s.max_bytes,
@@ -333,7 +334,7 @@ def score_candidates(
         report.failures.append((c.id, reason))
         candidate_scores.save(store, [CandidateScore(c.id, {}, None, None, reason, backbone.id, now())])
 
-    with download.make_client(timeout, n_workers) as client, ThreadPoolExecutor(n_workers) as pool:
+    with fetch.make_client(timeout, n_workers) as client, ThreadPoolExecutor(n_workers) as pool:
         futures: dict[Future[bytes], CandidateRow] = {pool.submit(get, c, client): c for c in rows}
         waiting = set(futures)
         while waiting:

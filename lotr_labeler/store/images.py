@@ -23,7 +23,7 @@ from lotr_labeler.urls import clean_url
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from lotr_labeler.review.dedupe import PhashIndex
+    from lotr_labeler.store.phash import PhashIndex
 
 SPLITS = ("train", "valid")
 
@@ -281,7 +281,7 @@ class ImagesMixin(ClassesMixin):
 
     def _phash_index_fresh(self, max_distance: int) -> PhashIndex:
         """The index with every row up to now (call under the write lock)."""
-        from lotr_labeler.review.dedupe import PhashIndex  # lazy: numpy, never needed to read a project
+        from lotr_labeler.store.phash import PhashIndex  # lazy: numpy, never needed to read a project
 
         index = self._phash_index
         if index is None or index.max_distance != max_distance:

@@ -36,8 +36,8 @@ def _describe(job: jobs.Job) -> tuple[float, str]:
             f" · {p.get('device', '')} · elapsed {_eta(p.get('elapsed_s'))} · ETA {_eta(p.get('eta_s'))}"
         )
     if job.kind == "search" and p.get("total"):
-        return p["index"] / p["total"], (
-            f"query {p['index']} of {p['total']}: “{p['query']}” · {p['results_so_far']} new candidates so far"
+        return p["done"] / p["total"], (
+            f"query {p['done']} of {p['total']}: “{p['query']}” · {p['results_so_far']} new candidates so far"
         )
     if job.kind == "review":
         if p.get("total"):

@@ -85,7 +85,7 @@ def test_gif_keeps_first_frame() -> None:
 
 def test_import_folder_creates_classes_and_layout(empty_store: Store, shapes_dir: Path) -> None:
     seen: list[tuple[int, int]] = []
-    report = import_folder(empty_store, shapes_dir, lambda d, t: seen.append((d, t)))
+    report = import_folder(empty_store, shapes_dir, lambda p: seen.append((p.done, p.total)))
     assert len(report.added) == 18 and report.created_classes == list(SHAPES)
     assert seen[-1] == (18, 18)
     for shape in SHAPES:
