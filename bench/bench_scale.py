@@ -46,6 +46,7 @@ from e2e.streamlit_page import StreamlitPage  # noqa: E402
 from helpers import ImageHandler  # noqa: E402  (the tests' generated-image server)
 
 from lotr_labeler.collect.importers import import_folder  # noqa: E402
+from lotr_labeler.progress import Progress  # noqa: E402
 from lotr_labeler.store import CandidateIn, Store  # noqa: E402
 from lotr_labeler.workspace import create_project  # noqa: E402
 
@@ -95,10 +96,10 @@ def import_rate(store: Store, folder: Path, n: int) -> tuple[float, float, float
     stamps: list[float] = []
     started = time.perf_counter()
 
-    def progress(done: int, total: int) -> None:
+    def progress(p: Progress) -> None:
         stamps.append(time.perf_counter())
-        if done % 2000 == 0:
-            say(f"  imported {done}/{total} ({stamps[-1] - started:.0f} s)")
+        if p.done % 2000 == 0:
+            say(f"  imported {p.done}/{p.total} ({stamps[-1] - started:.0f} s)")
 
     report = import_folder(store, folder, progress=progress)
     say(f"import: {report.summary()}")

@@ -139,13 +139,13 @@ def run(which: str) -> int:
         seconds = report.seconds
         import httpx
 
-        from lotr_labeler.collect import download
+        from lotr_labeler.collect import fetch
 
         sample = list(bodies)[:50]
         t0 = time.monotonic()
-        with download.make_client(httpx.Timeout(10.0)) as client:
+        with fetch.make_client(httpx.Timeout(10.0)) as client:
             for path in sample:
-                download.fetch(client, base + path, max_bytes=10**6, allow_private=True)
+                fetch.fetch(client, base + path, max_bytes=10**6, allow_private=True)
         serial = (time.monotonic() - t0) * len(bodies) / len(sample)
         emit(
             f"triage: score {len(plan)} candidates end to end (fetch {args.latency * 1000:.0f} ms latency, "

@@ -162,7 +162,7 @@ def choose_backbone(
     weights: str | Path | None = None,
     size: int | None = None,
     sample: int = CHOICE_SAMPLE,
-    report: Report | None = None,
+    progress: Report | None = None,
     cancel: Cancel | None = None,
 ) -> BackboneChoice | None:
     """``--backbone best``: the available backbone whose K-fold head is most accurate on the labels.
@@ -181,7 +181,7 @@ def choose_backbone(
         Input size; None: the run's size for its body, ``embed_size`` for the others.
     sample
         Images per candidate.
-    report
+    progress
         Over the embeddings to compute (all candidates).
     cancel
         Set: stop (what was embedded stays cached).
@@ -223,9 +223,9 @@ def choose_backbone(
         offset = base
 
         def step(done: int, _total: int, offset: int = offset) -> None:
-            if report is not None:
+            if progress is not None:
                 n = offset + done
-                report(
+                progress(
                     Progress(
                         done=n, total=total, message=f"choosing the backbone: embedding {n}/{total} sample image(s)"
                     )

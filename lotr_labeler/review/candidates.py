@@ -3,7 +3,7 @@
 For each pending (or accepted, not yet downloaded) candidate:
 
 1. its search thumbnail (``thumbnail_url``, else the image itself, capped) is fetched through the
-   guarded downloader (``collect.download.fetch``: private-host guard, deadline, size cap) and
+   guarded downloader (``collect.fetch``: private-host guard, deadline, size cap) and
    cached as bytes under ``cache/thumbs-candidates/<sha256 of the URL>`` — never stored as an image;
 2. it is embedded with the review backbone (the one of the last Review fit, else the current
    run's body), vectors cached by thumbnail content under ``cache/embeddings/thumbs-<backbone>.npz``;
@@ -39,10 +39,11 @@ from PIL import Image
 from lotr_labeler.errors import Conflict, FetchError, InvalidInput
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import embed, onnx_embed
-from lotr_labeler.progress import Progress, Report
-from lotr_labeler.review import dedupe, head, last_fit
+from lotr_labeler.progress import Cancel, Progress, Report, stopped
+from lotr_labeler.review import head, last_fit
 from lotr_labeler.store import CandidateRow, Store, candidate_scores, now, version
 from lotr_labeler.store.candidate_scores import CandidateScore
+from lotr_labeler.store.phash import PhashIndex
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +195,8 @@ def score_candidates(
     backbone: embed.Backbone | None = None,
     workers: int | None = None,
     allow_private: bool | None = None,
-    report: Report | None = None,
-    cancel: threading.Event | None = None,
+    progress: Report | None = None,
+    cancel: Cancel | None = None,
     resolver: Any = None,
 ) -> ScoreReport:
     """Score the pending and accepted candidates (or ``ids``) and store the scores.
@@ -212,7 +213,7 @@ def score_candidates(
         Parallel thumbnail fetches (default: setting ``download_workers``).
     allow_private
         Allow loopback/private hosts (default: setting ``allow_private_hosts``).
-    report
+    progress
         Called with a ``ScoreProgress`` as candidates are scored.
     cancel
         Set to stop; the scores stored so far stay.
@@ -229,29 +230,29 @@ def score_candidates(
     Conflict
         No backbone to score with (no run, no embeddings), or fewer than 2 embedded classes.
     """
-    from lotr_labeler.collect import download
+    from lotr_labeler.collect import fetch
 
     started = time.monotonic()
     backbone = backbone or scoring_backbone(store)
     if backbone is None:
         raise Conflict(NOTHING_TO_LEARN.format(project=store.name))
-    result = ScoreReport(backbone=backbone.describe())
+    report = ScoreReport(backbone=backbone.describe())
     rows = _selected(store, ids)
-    result.total = len(rows)
+    report.total = len(rows)
 
     def tell(message: str) -> None:
-        if report is not None:
-            done = result.scored + result.failed
-            report(ScoreProgress(done=done, total=result.total, failed=result.failed, message=message))
+        if progress is not None:
+            done = report.scored + report.failed
+            progress(ScoreProgress(done=done, total=report.total, failed=report.failed, message=message))
 
     tell("Embedding the dataset…")
     embed.compute_embeddings(store, backbone, should_stop=cancel.is_set if cancel else None)
-    fitted, result.labeled = fit_head(store, backbone)
+    fitted, report.labeled = fit_head(store, backbone)
     if not rows:
-        result.seconds = time.monotonic() - started
-        return result
+        report.seconds = time.monotonic() - started
+        return report
     s = store.settings()
-    near = dedupe.PhashIndex(s.near_dup_distance)
+    near = PhashIndex(s.near_dup_distance)
     for img in store.images():
         near.add(img.id, img.phash)
     cache = _thumb_cache(store, backbone)
@@ -270,7 +271,7 @@ def score_candidates(
         path = thumb_cache_path(store, url)
         if path.is_file():
             return path.read_bytes()
-        got = download.fetch(
+        got = fetch.fetch(
             client,
             url,
             max_bytes=THUMB_MAX_BYTES if c.thumbnail_url else s.max_bytes,
@@ -282,7 +283,7 @@ def score_candidates(
         )
         write_atomic(path, got.data)
         with lock:
-            result.fetched += 1
+            report.fetched += 1
         return got.data
 
     lock = threading.Lock()
@@ -295,7 +296,7 @@ def score_candidates(
             return
         todo = [(sha, arr) for _, sha, arr, _ in pending if arr is not None and sha not in cache]
         if todo:
-            export = result.total >= onnx_embed.EXPORT_MIN  # a few thumbnails: torch, unless exported before
+            export = report.total >= onnx_embed.EXPORT_MIN  # a few thumbnails: torch, unless exported before
             network = network or embed.load_network(backbone, store.cache_dir, export=export)
             keys = list(dict.fromkeys(sha for sha, _ in todo))
             first = {sha: arr for sha, arr in todo}
@@ -309,24 +310,24 @@ def score_candidates(
                     c.id, p, dup[0][1] if dup else None, dup[0][0] if dup else None, None, backbone.id, stamp
                 )
             )
-        result.scored += len(pending)
+        report.scored += len(pending)
         pending.clear()
         candidate_scores.save(store, results)
         results.clear()
         cache.save()
-        tell(f"Scored {result.scored} of {result.total} candidate(s)")
+        tell(f"Scored {report.scored} of {report.total} candidate(s)")
 
     def failed(c: CandidateRow, reason: str) -> None:
-        result.failed += 1
-        result.failures.append((c.id, reason))
+        report.failed += 1
+        report.failures.append((c.id, reason))
         candidate_scores.save(store, [CandidateScore(c.id, {}, None, None, reason, backbone.id, now())])
 
-    with download.make_client(timeout, n_workers) as client, ThreadPoolExecutor(n_workers) as pool:
+    with fetch.make_client(timeout, n_workers) as client, ThreadPoolExecutor(n_workers) as pool:
         futures: dict[Future[bytes], CandidateRow] = {pool.submit(get, c, client): c for c in rows}
         waiting = set(futures)
         while waiting:
-            if cancel is not None and cancel.is_set():
-                result.cancelled = True
+            if stopped(cancel):
+                report.cancelled = True
                 for f in waiting:
                     f.cancel()
                 break
@@ -345,13 +346,13 @@ def score_candidates(
                 except (OSError, ValueError, Image.DecompressionBombError) as exc:
                     failed(c, f"unreadable thumbnail ({exc})")
             flush()
-    if not result.cancelled:
+    if not report.cancelled:
         flush(final=True)
     else:
         pending.clear()
-    result.seconds = time.monotonic() - started
-    tell(result.summary())
-    return result
+    report.seconds = time.monotonic() - started
+    tell(report.summary())
+    return report
 
 
 def _phash_only(data: bytes) -> str:

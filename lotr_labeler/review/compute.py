@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lotr_labeler.model import embed
 from lotr_labeler.progress import Cancel, Progress, Report
@@ -45,6 +46,18 @@ class Computed:
     def cancelled(self) -> bool:
         return self.fit is None
 
+    def summary(self) -> str:
+        """The new scores' line; when cancelled, what was embedded (or that the choice was stopped)."""
+        if self.fit is not None:
+            return self.fit.summary()
+        return self.embedded.summary() if self.embedded is not None else "Backbone choice cancelled."
+
+    def as_dict(self) -> dict[str, Any]:
+        """What the job row keeps: images embedded and scored (none when cancelled)."""
+        if self.fit is None or self.embedded is None:
+            return {}
+        return {"embedded": self.embedded.computed, "scored": self.fit.info.scored}
+
 
 def pick_backbone(
     store: Store,
@@ -53,7 +66,7 @@ def pick_backbone(
     pretrained: bool = True,
     weights: str | Path | None = None,
     size: int | None = None,
-    report: Report | None = None,
+    progress: Report | None = None,
     cancel: Cancel | None = None,
 ) -> tuple[embed.Backbone, str | None] | None:
     """The backbone ``source`` names, and why when it was chosen: ``best`` tries each available one
@@ -62,7 +75,7 @@ def pick_backbone(
     if source == BEST and not pretrained:  # --no-pretrained: random features, as asked
         return embed.resolve_backbone(store, "imagenet", pretrained=False, size=size), None
     if source == BEST:
-        choice = choose_backbone(store, weights=weights, size=size, report=report, cancel=cancel)
+        choice = choose_backbone(store, weights=weights, size=size, progress=progress, cancel=cancel)
         return None if choice is None else (choice.backbone, choice.reason)
     return embed.resolve_backbone(store, source, pretrained=pretrained, weights=weights, size=size), None
 
@@ -74,7 +87,7 @@ def compute(
     pretrained: bool = True,
     weights: str | Path | None = None,
     size: int | None = None,
-    report: Report | None = None,
+    progress: Report | None = None,
     cancel: Cancel | None = None,
 ) -> Computed:
     """Review's Compute: pick the backbone, embed the images it has not embedded yet, measure their
@@ -89,7 +102,7 @@ def compute(
         ``imagenet`` (``embed.resolve_backbone``).
     pretrained, weights, size
         As ``embed.resolve_backbone`` takes them (``weights`` is also tried by ``best``).
-    report
+    progress
         Called with ``ComputeProgress`` records over the embeddings (the choice's samples, then the rest).
     cancel
         Set: stop between batches; what was embedded stays cached.
@@ -108,11 +121,11 @@ def compute(
     """
 
     def choosing(p: Progress) -> None:
-        if report is not None:
-            report(ComputeProgress(done=p.done, total=p.total, message=p.message, phase="choose", backbone=CHOOSING))
+        if progress is not None:
+            progress(ComputeProgress(done=p.done, total=p.total, message=p.message, phase="choose", backbone=CHOOSING))
 
     picked = pick_backbone(
-        store, source, pretrained=pretrained, weights=weights, size=size, report=choosing, cancel=cancel
+        store, source, pretrained=pretrained, weights=weights, size=size, progress=choosing, cancel=cancel
     )
     if picked is None:
         return Computed(None, None, None, None)
@@ -120,10 +133,10 @@ def compute(
     what = backbone.describe()
 
     def embedding(p: Progress) -> None:
-        if report is not None:
-            report(ComputeProgress(done=p.done, total=p.total, message=p.message, phase="embed", backbone=what))
+        if progress is not None:
+            progress(ComputeProgress(done=p.done, total=p.total, message=p.message, phase="embed", backbone=what))
 
-    embedded, fit = refresh(store, backbone, report=embedding, cancel=cancel, reason=reason)
+    embedded, fit = refresh(store, backbone, progress=embedding, cancel=cancel, reason=reason)
     return Computed(backbone, reason, embedded, fit)
 
 

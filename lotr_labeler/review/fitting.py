@@ -164,7 +164,7 @@ def refresh(
     store: Store,
     backbone: embed.Backbone,
     *,
-    report: Report | None = None,
+    progress: Report | None = None,
     cancel: Cancel | None = None,
     batch_size: int = 32,
     reason: str | None = None,
@@ -177,7 +177,7 @@ def refresh(
         The project.
     backbone
         What to embed with, from ``resolve_backbone``.
-    report
+    progress
         Called as embeddings are computed (``done`` of ``total`` images to embed).
     cancel
         Checked between batches; set: stop (what was embedded stays cached).
@@ -204,7 +204,7 @@ def refresh(
         backbone,
         images,
         batch_size=batch_size,
-        progress=_embedding_steps(report),
+        progress=_embedding_steps(progress),
         should_stop=cancel.is_set if cancel is not None else None,
     )
     if embedded.cancelled:
@@ -213,11 +213,11 @@ def refresh(
     return embedded, fit_scores(store, backbone, reason=reason)
 
 
-def _embedding_steps(report: Report | None) -> Callable[[int, int], None]:
-    """``embed.compute_embeddings``' ``(done, total)`` steps as ``Progress`` records for ``report``."""
+def _embedding_steps(progress: Report | None) -> Callable[[int, int], None]:
+    """``embed.compute_embeddings``' ``(done, total)`` steps as ``Progress`` records for ``progress``."""
 
     def step(done: int, total: int) -> None:
-        if report is not None:
-            report(Progress(done=done, total=total, message=f"embedding {done}/{total} image(s)"))
+        if progress is not None:
+            progress(Progress(done=done, total=total, message=f"embedding {done}/{total} image(s)"))
 
     return step

@@ -171,13 +171,13 @@ def missing(store: Store, images: Iterable[ImageRow]) -> list[ImageRow]:
 def quality_stats(
     store: Store,
     images: Iterable[ImageRow],
-    report: Report | None = None,
+    progress: Report | None = None,
     *,
     compute_missing: bool = True,
 ) -> dict[int, QualityStats]:
     """Stats per image id, measuring (and caching) the contents not seen before.
 
-    ``report`` counts the images measured. With ``compute_missing=False`` unmeasured images are left out.
+    ``progress`` counts the images measured. With ``compute_missing=False`` unmeasured images are left out.
     An unreadable file is logged and left out.
     """
     cache = cache_for(store)
@@ -188,8 +188,8 @@ def quality_stats(
             cache.put(img.sha256, measure(store.path(img)))
         except OSError as exc:
             log.warning("cannot measure image %d (%s): %s", img.id, img.relpath, exc)
-        if report is not None:
-            report(Progress(done=done, total=len(todo), message=f"measuring quality {done}/{len(todo)}"))
+        if progress is not None:
+            progress(Progress(done=done, total=len(todo), message=f"measuring quality {done}/{len(todo)}"))
     cache.save()
     out: dict[int, QualityStats] = {}
     for img in rows:
@@ -202,11 +202,11 @@ def quality_stats(
 def quality_flags(
     store: Store,
     images: Iterable[ImageRow],
-    report: Report | None = None,
+    progress: Report | None = None,
     *,
     compute_missing: bool = True,
 ) -> dict[int, tuple[str, ...]]:
     """Flags per image id from its (cached) pixel stats and the project's thresholds."""
     thresholds = thresholds_for(store)
-    stats = quality_stats(store, images, report, compute_missing=compute_missing)
+    stats = quality_stats(store, images, progress, compute_missing=compute_missing)
     return {image_id: flags_for(s, thresholds) for image_id, s in stats.items()}

@@ -7,52 +7,36 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lotr_labeler import signals
 from lotr_labeler.cli.context import Subparsers, project_command
 from lotr_labeler.cli.output import Progress, emit, print_json
+from lotr_labeler.collect.download import DownloadProgress
 from lotr_labeler.collect.export import export_dataset
-from lotr_labeler.collect.importers import ImportReport, import_folder, import_urls, import_zip
-from lotr_labeler.errors import Conflict, InvalidInput
+from lotr_labeler.collect.importers import IMPORT_KINDS, ImportReport, import_from
+from lotr_labeler.collect.search import SearchProgress
+from lotr_labeler.errors import InvalidInput
 from lotr_labeler.jobs.specs import DownloadJob, ScoreCandidatesJob, SearchJob
 from lotr_labeler.jobs.worker import JobRun
+from lotr_labeler.progress import Progress as Step
 from lotr_labeler.store import CANDIDATE_STATES, Store
-
-if TYPE_CHECKING:
-    from lotr_labeler.review.live import LiveScorer
 
 
 @project_command
 def cmd_search(store: Store, args: argparse.Namespace) -> int:
-    from lotr_labeler.collect.search import SearchProgress, plan_queries, run_search
-
     spec = SearchJob.from_args(args)
-    settings = store.settings()
-    options = spec.options()
-    planned = plan_queries(store, spec.label, spec.query)
-    max_results = spec.max or settings.search_max_results
-    delay = settings.search_delay if spec.delay is None else spec.delay
-    with JobRun(store, SearchJob.kind, {"queries": len(planned), "max": max_results}, args.job) as job:
-        with Progress("search", "query", job) as bar:
+    spec.check(store)  # bad filters, an unknown class: refused before a job row exists
+    record = {"queries": len(spec.queries(store)), "max": spec.max_results(store)}
+    with JobRun(store, SearchJob.kind, record, args.job) as job, Progress("search", "query", job) as bar:
 
-            def progress(p: SearchProgress) -> None:
-                bar(p.index, len(planned), p, p.message, postfix=f"{p.results_so_far} new · {p.query[:40]}")
+        def show(p: Step) -> None:
+            postfix = f"{p.results_so_far} new · {p.query[:40]}" if isinstance(p, SearchProgress) else ""
+            bar(p.done, p.total, p, p.message, postfix=postfix)
 
-            report = run_search(
-                store,
-                planned,
-                max_results=max_results,
-                options=options,
-                delay_s=delay,
-                progress=progress,
-                should_stop=job.cancel.is_set,
-            )
-        if report.failed and not job.cancel.is_set():
-            job.finish("failed", report.summary(), report.as_dict())  # the page shows it as an error
-        else:
-            job.finish_if(job.cancel.is_set(), report.summary(), report.as_dict())
-    scoring = _chain_scoring(store) if spec.score and report.added else None
+        ran = spec.run(store, show, job.cancel)
+        job.finish(ran.state, ran.summary, ran.report.as_dict())
+    report = ran.report
+    scoring = spec.score_after(store, report)
     if args.json:
         print_json(report.as_dict())
     elif report.unreachable:
@@ -60,26 +44,13 @@ def cmd_search(store: Store, args: argparse.Namespace) -> int:
     else:
         print(report.summary())
         if scoring:
-            print(scoring)
+            print(f"Scoring the candidates in the background (job {scoring.id}; `lotr-labeler status` shows it).")
     if report.unreachable:
         return 1
     if report.queries and all(q.error for q in report.queries):
         print(f"error: every query failed: {report.errors[0].error}", file=sys.stderr)
         return 1
     return 0
-
-
-def _chain_scoring(store: Store) -> str | None:
-    """Start scoring the new candidates in the background when there is something to score with."""
-    from lotr_labeler.review import candidates
-
-    if candidates.scoring_backbone(store) is None:
-        return None
-    try:
-        job = ScoreCandidatesJob().launch(store)
-    except Conflict:  # a scoring job is running already; it or the next one picks them up
-        return None
-    return f"Scoring the candidates in the background (job {job.id}; `lotr-labeler status` shows it)."
 
 
 @project_command
@@ -100,7 +71,7 @@ def cmd_score(store: Store, args: argparse.Namespace) -> int:
                 list(spec.ids) or None,
                 workers=spec.workers,
                 allow_private=True if spec.allow_private_hosts else None,
-                report=show,
+                progress=show,
                 cancel=job.cancel,
             )
         job.finish_if(report.cancelled, report.summary(), report.as_dict())
@@ -117,43 +88,22 @@ def cmd_score(store: Store, args: argparse.Namespace) -> int:
 
 @project_command
 def cmd_download(store: Store, args: argparse.Namespace) -> int:
-    from lotr_labeler.collect.download import DownloadProgress, download_candidates
-
     spec = DownloadJob.from_args(args)
-    with JobRun(store, DownloadJob.kind, {"ids": list(spec.ids), "retry_failed": spec.retry_failed}, args.job) as job:
-        # Labeling while downloading: with a backbone to hand, new images are embedded and the
-        # Review queue rescored every few seconds, in a thread of this job.
-        scorer = live_scorer(store) if spec.score else None
-        with Progress("download", "img", job) as bar:
+    record = {"ids": list(spec.ids), "retry_failed": spec.retry_failed}
+    with JobRun(store, DownloadJob.kind, record, args.job) as job, Progress("download", "img", job) as bar:
 
-            def progress(p: DownloadProgress) -> None:
-                postfix = f"ok={p.ok}, failed={p.failed}, dup={p.duplicates}"
-                message = f"{p.message}; {scorer.status}" if scorer else p.message
-                bar(p.done, p.total, p, message, postfix=postfix, force=p.done == p.total)
+        def show(p: Step) -> None:
+            postfix = f"ok={p.ok}, failed={p.failed}, dup={p.duplicates}" if isinstance(p, DownloadProgress) else ""
+            bar(p.done, p.total, p, p.message, postfix=postfix, force=p.done == p.total)
 
-            try:
-                report = download_candidates(
-                    store,
-                    list(spec.ids) or None,
-                    retry_failed=spec.retry_failed,
-                    workers=spec.workers,
-                    allow_private=True if spec.allow_private_hosts else None,
-                    progress=progress,
-                    cancel=job.cancel,
-                )
-            finally:
-                if scorer is not None:
-                    scorer.stop()  # scores the last arrivals too
-        summary = report.summary() + (f" Review: {scorer.status}." if scorer else "")
-        if report.mostly_failed:
-            job.finish("failed", summary, report.as_dict())  # the page shows it as an error, with the fix
-        else:
-            job.finish_if(report.cancelled, summary, report.as_dict())
+        ran = spec.run(store, show, job.cancel)
+        job.finish(ran.state, ran.summary, ran.report.as_dict())
+    report = ran.report
     if args.json:
         print_json(report.as_dict())
     else:
         if not report.all_failed:  # all failed: the one error line below says it
-            print(summary if report.total else "Nothing to download: accept candidates first.")
+            print(ran.summary if report.total else "Nothing to download: accept candidates first.")
         # When most failed, their reasons are counted in the summary: a few examples are enough.
         shown = 5 if report.mostly_failed else 20
         for cid, url, reason in sorted(report.failures)[:shown]:
@@ -171,14 +121,6 @@ def cmd_download(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def live_scorer(store: Store) -> LiveScorer:
-    """A started scorer with the backbone of the last fit (before any fit, the default one)."""
-    from lotr_labeler.review.last_fit import fit_backbone
-    from lotr_labeler.review.live import LiveScorer
-
-    return LiveScorer(store.root, fit_backbone(store)).start()
-
-
 def _report(report: ImportReport, as_json: bool) -> int:
     if as_json:
         print_json(report.as_dict())
@@ -193,19 +135,15 @@ def _report(report: ImportReport, as_json: bool) -> int:
 
 @project_command
 def cmd_import(store: Store, args: argparse.Namespace) -> int:
-    path = Path(args.path)
-    with Progress(f"import {args.kind}") as update:
-        if args.kind == "folder":
-            report = import_folder(store, path, update)
-        elif args.kind == "zip":
-            if not path.is_file():
-                raise InvalidInput(f"{path} is not a file. Give the path of a .zip.")
-            report = import_zip(store, path, update)
-        else:
-            if not path.is_file():
-                raise InvalidInput(f"{path} is not a file. Give a CSV of url,label[,thumbnail] rows.")
-            text = path.read_text(encoding="utf-8-sig", errors="replace")
-            report = import_urls(store, text, args.label, create_classes=args.create_classes)
+    with Progress(f"import {args.kind}") as bar:
+        report = import_from(
+            store,
+            args.kind,
+            Path(args.path),
+            label=args.label,
+            create_classes=args.create_classes,
+            progress=lambda p: bar(p.done, p.total),
+        )
     return _report(report, args.json)
 
 
@@ -304,8 +242,8 @@ def cmd_export(store: Store, args: argparse.Namespace) -> int:
         shutil.copyfile(run.model_path, out)
         print(f"Exported the model of run {run.id} to {out} (load it with fastai's load_learner).")
         return 0
-    with Progress("export") as update:
-        n = export_dataset(store, Path(args.out), update)
+    with Progress("export") as bar:
+        n = export_dataset(store, Path(args.out), lambda p: bar(p.done, p.total))
     print(f"Exported {n} image(s) and manifest.csv to {args.out}.")
     return 0
 
@@ -319,7 +257,7 @@ def _select(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Subparsers) -> None:
     s = sub.add_parser("import", help="import a folder, a zip, or a CSV of image URLs")
-    s.add_argument("kind", choices=("folder", "zip", "urls"))
+    s.add_argument("kind", choices=IMPORT_KINDS)
     s.add_argument("path")
     s.add_argument("--class", dest="label", help="label for bare URLs (urls only)")
     s.add_argument(

@@ -16,40 +16,25 @@ from lotr_labeler.store import SPLITS, Store
 
 
 def _compute(store: Store, args: argparse.Namespace) -> int | None:
-    """Embed and score (``review.compute``); an exit status when the command ends here, else None (go on
-    listing). ``--compute`` is the background job the Review page starts; a listing computes in the foreground."""
-    from lotr_labeler.review.compute import compute
-
+    """Embed and score (``EmbedJob.run``); an exit status when the command ends here, else None (go on listing).
+    ``--compute`` is the background job the Review page starts; a listing computes in the foreground."""
     spec = EmbedJob.from_args(args)
     job = JobRun(store, EmbedJob.kind, {"backbone": spec.backbone}, args.job) if args.compute else None
     with job or contextlib.nullcontext(), _Bars(job) as show:
-        done = compute(
-            store,
-            spec.backbone,
-            pretrained=spec.pretrained,
-            weights=spec.weights,
-            size=spec.size,
-            report=show,
-            cancel=job.cancel if job else None,
-        )
-        if done.backbone is None or done.embedded is None:  # the choice was cancelled
-            if job is not None:
-                job.finish("cancelled", "Backbone choice cancelled.")
-            print("error: backbone choice cancelled.", file=sys.stderr)
-            return 1
-        if done.reason is not None:
-            print(f"Backbone chosen by cross-validation: {done.reason}", file=sys.stderr)
-        elif not spec.pretrained and spec.backbone == "best":
-            print(f"Backbone: {done.backbone.describe()} (--no-pretrained)", file=sys.stderr)
-        if done.fit is None:
-            if job is not None:
-                job.finish("cancelled", done.embedded.summary())
-            print(f"error: {done.embedded.summary()}", file=sys.stderr)
-            return 1
+        ran = spec.run(store, show, job.cancel if job else None)
         if job is not None:
-            job.finish("done", done.fit.summary(), {"embedded": done.embedded.computed, "scored": done.fit.info.scored})
+            job.finish(ran.state, ran.summary, ran.report.as_dict() or None)
+    done = ran.report
+    if done.reason is not None:
+        print(f"Backbone chosen by cross-validation: {done.reason}", file=sys.stderr)
+    elif done.backbone is not None and spec.backbone == "best" and not spec.pretrained:
+        print(f"Backbone: {done.backbone.describe()} (--no-pretrained)", file=sys.stderr)
+    if done.cancelled:
+        print(f"error: {ran.summary}", file=sys.stderr)
+        return 1
+    assert done.embedded is not None
     print(done.embedded.summary(), file=sys.stderr)
-    print(done.fit.summary(), file=sys.stderr)
+    print(ran.summary, file=sys.stderr)
     return 0 if args.compute else None
 
 
