@@ -13,7 +13,7 @@ from lotr_labeler.imaging import thumbnail
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import EmbedJob, TrainJob
 from lotr_labeler.model import backbones, embed, runs, train
-from lotr_labeler.review import compute, decisions, duplicates, embedding_map, head, last_fit, quality, queue
+from lotr_labeler.review import compute, decisions, duplicates, embedding_map, head, instant, last_fit, quality, queue
 from lotr_labeler.review.trust import run_body_worth_trying, scores_trust
 from lotr_labeler.settings import Settings
 from lotr_labeler.store import ImageRow, Store
@@ -106,8 +106,6 @@ def _retrain_head(store: Store) -> str:
 
 
 def _make_instant_current(store: Store) -> str:
-    from lotr_labeler.review import instant
-
     made = instant.export_instant(store, make_current=True)
     st.session_state.pop(INSTANT, None)
     return f"{made.summary()} It is now the current model: Predict, `serve` and `export` use it."
@@ -116,8 +114,6 @@ def _make_instant_current(store: Store) -> str:
 def _instant_offer(store: Store, info: last_fit.FitInfo | None, run: runs.Run | None) -> None:
     """After Retrain head: the instant model's valid error beside the current run's, and the one button
     that deploys it (building it takes seconds; the deployed model changes only here)."""
-    from lotr_labeler.review import instant
-
     kept = st.session_state.get(INSTANT)
     if info is None or not kept or kept[0] != store.name or kept[1] != info.computed_at:
         return

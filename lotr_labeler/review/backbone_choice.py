@@ -12,6 +12,7 @@ before any fit) does not.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,17 +221,7 @@ def choose_backbone(
             continue
         if stopped(cancel):
             return None
-        offset = base
-
-        def step(done: int, _total: int, offset: int = offset) -> None:
-            if progress is not None:
-                n = offset + done
-                progress(
-                    Progress(
-                        done=n, total=total, message=f"choosing the backbone: embedding {n}/{total} sample image(s)"
-                    )
-                )
-
+        step = _sample_steps(progress, base, total)
         try:
             embedded = embed.compute_embeddings(
                 store, t.backbone, evaluation, progress=step, should_stop=cancel.is_set if cancel is not None else None
@@ -253,3 +244,16 @@ def choose_backbone(
     choice = BackboneChoice(best.backbone, tuple(trials), what)
     log.info("backbone chosen by cross-validation: %s", choice.reason)
     return choice
+
+
+def _sample_steps(progress: Report | None, offset: int, total: int) -> Callable[[int, int], None]:
+    """One candidate's ``(done, _)`` embedding steps as ``Progress`` over every candidate's sample."""
+
+    def step(done: int, _part: int) -> None:
+        if progress is not None:
+            n = offset + done
+            progress(
+                Progress(done=n, total=total, message=f"choosing the backbone: embedding {n}/{total} sample image(s)")
+            )
+
+    return step
