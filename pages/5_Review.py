@@ -21,10 +21,10 @@ from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.ui import cards, review_map
 from lotr_labeler.ui.context import (
     act,
-    data_dir,
     error_boundary,
     keep_valid,
     open_current,
+    project_store,
     remember_widgets,
     show_flash,
 )
@@ -188,7 +188,7 @@ def card(
     """One image. A click reruns this card only, not the whole page. ``prefix`` keys its widgets
     (the Map tab shows a card that may also be in the grid)."""
     show_flash()  # a callback's error lands in the card that caused it
-    with Store(data_dir() / project) as store:
+    with project_store(project) as store:
         it = review.item(store, image_id, flags)
         with st.container(border=True):
             image_thumb(store, it.image, thumb)
@@ -264,7 +264,7 @@ def _card_body(it: review.ReviewItem, classes: list[str], prefix: str = "r") -> 
 def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int, hint_only: bool) -> None:
     """The cards of the queue page. An action reruns only this fragment (the ranking again, so kept
     cards leave the queue); a full run hands its ranking over instead of computing it twice."""
-    with Store(data_dir() / project) as store, error_boundary():
+    with project_store(project) as store, error_boundary():
         items = st.session_state.pop(ITEMS, None)
         if items is None:
             items = review.queue(store, **filters)

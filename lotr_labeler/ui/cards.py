@@ -37,11 +37,10 @@ from typing import Any
 import streamlit as st
 
 from lotr_labeler.errors import InvalidInput, LabelerError, check_choice
-from lotr_labeler.explain import explain_known
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.store.images import Relabeled
-from lotr_labeler.ui.context import data_dir
+from lotr_labeler.ui.context import error_boundary, project_store
 
 HERE = Path(__file__).parent
 # Every action a grid may send. A page allows a subset; A/X (accept/reject) are for candidates.
@@ -301,15 +300,13 @@ def apply(store: Store, key: str, raw: Any, allowed: Collection[str], on_action:
     s.seq += 1
     if isinstance(raw, dict) and isinstance(raw.get("focus"), int):
         s.focus = raw["focus"]  # where the arrows left it: an error or an undo keeps it there
-    try:
+    text: Message = ""
+    with error_boundary(show=None) as caught:  # a callback's error would reach the page as a traceback
         act = parse_action(raw, allowed)
         act = replace(act, seen={i: s.labels[i] for i in act.ids if i in s.labels})
         text = on_action(store, act)
-    except Exception as exc:  # a callback's error would reach the page as a traceback
-        sentence = explain_known(exc)  # domain errors and the library errors it knows (full disk, ...)
-        if sentence is None:
-            raise  # a bug: let it surface
-        s.message = ("error", sentence)
+    if caught.message is not None:
+        s.message = ("error", caught.message)
         return s
     s.message = text if isinstance(text, tuple) else ("success", text)
     if store.move_errors:  # saved, but a file did not follow yet: shown, not only logged
@@ -380,15 +377,13 @@ def _apply_one(
     states: Mapping[int, str],
 ) -> tuple[str, str]:
     """One queued action; its outcome (kind, text) is also the grid's message line."""
-    try:
+    text: Message = ""
+    with error_boundary(show=None) as caught:
         act = parse_action(dict(raw), allowed)
         act = replace(act, seen={i: labels[i] for i in act.ids if i in labels}, states=states)
         text = on_action(store, act)
-    except Exception as exc:
-        sentence = explain_known(exc)
-        if sentence is None:
-            raise  # a bug: let it surface
-        s.message = ("error", sentence)
+    if caught.message is not None:
+        s.message = ("error", caught.message)
         return s.message
     s.message = text if isinstance(text, tuple) else ("success", text)
     # The grid shows an undo itself (the browser undid it first): only "More like this" needs the page.
@@ -414,7 +409,7 @@ def _on_action(key: str, allowed: tuple[str, ...], on_action: Handler) -> None:
     raw = _trigger(key, "action")
     if raw is None:
         return
-    with Store(data_dir() / st.session_state["_project"]) as store:
+    with project_store() as store:
         apply(store, key, raw, allowed, on_action)
 
 
@@ -429,11 +424,10 @@ def _on_batch(key: str, allowed: tuple[str, ...], on_action: Handler) -> None:
     raw = _trigger(key, "batch")
     if raw is None:
         return
-    with Store(data_dir() / st.session_state["_project"]) as store:
-        try:
-            apply_batch(store, key, raw, allowed, on_action)
-        except InvalidInput as exc:
-            state(key).message = ("error", str(exc))
+    with error_boundary(show=None) as caught, project_store() as store:
+        apply_batch(store, key, raw, allowed, on_action)  # a malformed batch: InvalidInput, shown as the message
+    if caught.message is not None:
+        state(key).message = ("error", caught.message)
 
 
 def pin(s: GridState, cards: Sequence[Card], view: str, limit: int, fetch: Callable[[int], Card | None]) -> list[Card]:

@@ -10,7 +10,7 @@ import streamlit as st
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.model.train import progress_stage
 from lotr_labeler.store import Store
-from lotr_labeler.ui.context import act, data_dir
+from lotr_labeler.ui.context import act, project_store
 
 
 def _eta(seconds: float | None) -> str:
@@ -80,7 +80,7 @@ def _last(job: jobs.Job) -> None:
 
 def _panel(project: str, kind: str, title: str, detail: Detail | None, ended: Detail) -> bool:
     """Render the latest ``kind`` job; returns whether it is running."""
-    with Store(data_dir() / project) as store:
+    with project_store(project) as store:
         job = jobs.latest_job(store, kind)
     if job is None:
         return False
@@ -115,7 +115,7 @@ def job_panel(project: str, kind: str, title: str, detail: Detail | None = None,
     ended
         Shows a finished job; the default colours the message by its end state.
     """
-    with Store(data_dir() / project) as store:
+    with project_store(project) as store:
         active = jobs.running_job(store, kind) is not None
     if not active:
         _panel(project, kind, title, detail, ended)
@@ -169,14 +169,14 @@ def follow_jobs(project: str, kinds: Sequence[str]) -> None:
     background work without a reload (a search's chained scoring job too, which starts after the search
     ended). Polls once a second only while such a job runs or has just ended."""
     key = f"_follow_{'_'.join(kinds)}"
-    with Store(data_dir() / project) as store:
+    with project_store(project) as store:
         st.session_state[key] = job_marks(store, kinds)  # what this run of the page shows
         if not worth_following(store, kinds):
             return
 
     @st.fragment(run_every=1.0)
     def watch() -> None:
-        with Store(data_dir() / project) as store:
+        with project_store(project) as store:
             now = job_marks(store, kinds)
             keep = worth_following(store, kinds)
         if now != st.session_state.get(key) or not keep:

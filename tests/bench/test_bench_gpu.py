@@ -1,0 +1,39 @@
+"""bench/bench_gpu.py skips with one line where there is no GPU, and run_all.py then keeps its rows."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.skipif(_has_cuda(), reason="a CUDA GPU is here: the bench measures instead of skipping")
+def test_bench_gpu_skips_in_one_line_without_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "bench_gpu.py")], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["skipped: no CUDA GPU here (torch.cuda.is_available() is False)"]
+
+    spec = importlib.util.spec_from_file_location("run_all", BENCH / "run_all.py")
+    assert spec is not None and spec.loader is not None
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    results = tmp_path / "RESULTS.md"
+    measured = "| `bench_gpu.py` | GPU training img/s | 900 | 800 | 1.125 | >= 1.0 | yes | img/s | d | H100 | n |"
+    results.write_text(f"# Benchmark results\n\n| bench | figure |\n|---|---|\n{measured}\n", encoding="utf-8")
+    monkeypatch.setattr(run_all, "RESULTS", results)
+    monkeypatch.setattr(run_all, "ROOT", tmp_path)
+    assert run_all.main(["bench_gpu.py"]) == 0  # a skip is no failure
+    assert measured in results.read_text(encoding="utf-8").splitlines()  # the GPU machine's rows are kept

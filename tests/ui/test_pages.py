@@ -1,0 +1,193 @@
+"""AppTest: every page renders on an empty and a filled project; the page actions reach the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import grid_data
+from streamlit.testing.v1 import AppTest
+
+from lotr_labeler.store import Store
+from lotr_labeler.workspace import open_project
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = ["streamlit_app.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))]
+
+
+def app(page: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def button(at: AppTest, label: str) -> None:
+    matches = [b for b in at.button if b.label == label]
+    assert matches, f"no button {label!r} in {[b.label for b in at.button]}"
+    matches[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_on_first_start(data_root: Path, page: str) -> None:
+    at = app(page)
+    assert not at.error
+    # The first start creates the default project, whatever page is opened first.
+    assert (data_root / "lotr-races" / "project.sqlite").exists()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_images(store: Store, page: str) -> None:
+    at = app(page)
+    assert not at.error
+    assert at.sidebar.selectbox[0].value == "demo"
+
+
+def test_home_shows_counts_chart_and_next_step(store: Store) -> None:
+    at = app("streamlit_app.py")
+    assert any("Next step" in m.value for m in at.markdown)
+    assert [m.value for m in at.metric][:2] == ["3", "18"]
+    table = next(m.value for m in at.markdown if m.value.startswith("| class |"))
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert [(r[0].strip("| "), r[2]) for r in rows] == [("circle", "6"), ("square", "6"), ("triangle", "6")]
+
+
+def test_home_creates_project(store: Store, data_root: Path) -> None:
+    at = app("streamlit_app.py")
+    at.text_input[0].input("birds")
+    at.button[0].click().run()
+    assert (data_root / "birds" / "project.sqlite").exists()
+    assert at.sidebar.selectbox[0].value == "birds"
+    assert at.text_input(key="new_project_name").value == ""  # an empty field for the next one
+    at.text_input[0].input("a/b")
+    at.button[0].click().run()
+    assert any("'/'" in e.value for e in at.error)
+    assert not (data_root / "a").exists()
+    assert at.text_input(key="new_project_name").value == "a/b"  # a refused name stays, to be fixed
+
+
+def test_classes_page_adds_and_rejects(store: Store, data_root: Path) -> None:
+    at = app("pages/1_Classes.py")
+    at.text_input(key="new_name").input("Ents")
+    at.text_input(key="new_names").input("Treebeard, Quickbeam")
+    at.text_input(key="new_template").input("{name} ent")
+    button(at, "Add class")
+    assert any("Added class 'Ents'" in s.value for s in at.success)
+    with open_project(data_root, "demo") as s:
+        assert s.get_class("Ents").queries == ["Treebeard ent", "Quickbeam ent"]
+
+    for bad, message in [
+        ("a/b", "'/'"),
+        ("..", "'..'"),
+        ("", "empty"),
+        ("ENTS", "already exists"),
+        ("bell\x07", "control"),
+    ]:
+        at.text_input(key="new_name").input(bad)
+        button(at, "Add class")
+        assert any(message in e.value for e in at.error), (bad, [e.value for e in at.error])
+    with open_project(data_root, "demo") as s:
+        assert s.class_names() == ["circle", "square", "triangle", "Ents"]
+
+
+def test_classes_page_rename_edit_delete(store: Store, data_root: Path) -> None:
+    circle = store.get_class("circle")
+    at = app("pages/1_Classes.py")
+    at.text_area(key=f"names_{circle.id}").input("ball\nwheel")
+    at.text_input(key=f"tpl_{circle.id}").input("{name} photo")
+    button(at, "Save names and template")
+    at.text_input(key=f"rename_{circle.id}").input("Rounds")
+    at.button(key=f"do_rename_{circle.id}").click().run()
+    with open_project(data_root, "demo") as s:
+        c = s.get_class("Rounds")
+        assert c.queries == ["ball photo", "wheel photo"]
+        assert len(list((s.root / "images" / "Rounds").glob("*.jpg"))) == 6
+    # Deleting a class with images needs the confirmation box.
+    assert at.button(key=f"delete_{circle.id}").disabled
+    at.checkbox(key=f"confirm_{circle.id}").check().run()
+    at.button(key=f"delete_{circle.id}").click().run()
+    with open_project(data_root, "demo") as s:
+        assert s.class_names() == ["square", "triangle"] and s.count(deleted=True) == 6
+    assert any("Deleted class Rounds; ↩ Undo above restores it." in m.value for m in at.success)
+    at.button(key="undo").click().run()  # on this page: no trip to the Dataset page
+    assert not at.exception
+    with open_project(data_root, "demo") as s:
+        assert "Rounds" in s.class_names() and s.count(deleted=True) == 0
+    assert any("Undid: deleted class Rounds" in m.value for m in at.success)
+
+
+def test_dataset_page_grid_shows_the_filtered_cards(store: Store) -> None:
+    victim = store.images("square")[0]
+    store.delete_images([victim.id])
+    at = app("pages/3_Dataset.py")
+    data = grid_data(at, "ds_grid")
+    assert len(data["cards"]) == 17 and data["classes"] == ["circle", "square", "triangle"]
+    assert data["actions"] == ["delete", "relabel", "undo"] and data["columns"] == 8
+    assert all(c["src"].startswith("data:image/jpeg;base64,") for c in data["cards"])
+    at.selectbox(key="ds_class").select("square").run()
+    assert [c["label"] for c in grid_data(at, "ds_grid")["cards"]] == ["square"] * 5
+    valid = store.count("square", split="valid")
+    at.selectbox(key="ds_split").select("valid").run()
+    assert len(grid_data(at, "ds_grid")["cards"]) == valid
+    at.selectbox(key="ds_split").select("All").run()
+    at.radio(key="ds_view").set_value("Trash").run()
+    trash = grid_data(at, "ds_grid")
+    assert [c["id"] for c in trash["cards"]] == [victim.id] and trash["cards"][0]["deleted"]
+    assert trash["actions"] == ["restore", "undo"]  # R restores; no relabel or delete in the trash
+
+
+def test_dataset_page_imports_folder(empty_store: Store, shapes_dir: Path) -> None:
+    at = app("pages/3_Dataset.py")
+    at.text_input[0].input(str(shapes_dir)).run()
+    button(at, "Import folder")
+    assert any("18 image(s) added" in s.value for s in at.success)
+    assert empty_store.count() == 18
+    at.text_input[0].input("/no/such/folder").run()
+    button(at, "Import folder")
+    assert any("not a folder" in e.value for e in at.error)
+
+
+def test_dataset_page_adds_url_candidates(store: Store) -> None:
+    at = app("pages/3_Dataset.py")
+    at.text_area[0].input("http://x/1.jpg,circle\nbad row,circle").run()
+    button(at, "Add as candidates")
+    assert any("1 candidate(s) added" in s.value for s in at.warning)  # a refused row: not a plain success
+    assert [c.image_url for c in store.candidates()] == ["http://x/1.jpg"]
+
+
+def test_job_times_read_as_a_person_says_them() -> None:
+    """The last job's line said "Last search (2026-12-02T07:13:41+00:00)"; now "3 min ago" or a plain date."""
+    from datetime import UTC, datetime
+
+    from lotr_labeler.ui.jobs import when
+
+    now = datetime(2026, 12, 2, 7, 30, tzinfo=UTC)
+    assert when("2026-12-02T07:29:30+00:00", now) == "just now"
+    assert when("2026-12-02T07:13:41+00:00", now) == "16 min ago"
+    assert when("2026-12-02T04:10:00+00:00", now) == "3 h ago"
+    assert when("2026-11-29T04:10:00+00:00", now) == "2026-11-29 04:10 UTC"
+    assert when("2026-12-02T08:00:00", now) == "2026-12-02 08:00 UTC"  # later (another clock): the time itself
+    assert when("yesterday", now) == "yesterday"
+
+
+def test_home_creates_a_project_from_class_names(store: Store, data_root: Path) -> None:
+    """Class names one per line or comma-separated (the user used to add them one at a time on Classes);
+    the Middle-earth example stays one click away. A bad name creates nothing and is named."""
+    from lotr_labeler.workspace import open_project
+
+    at = app("streamlit_app.py")
+    at.text_input(key="new_project_name").input("birds")
+    at.text_area(key="new_project_classes").input("robin, blackbird\nsparrow\n\nRobin")
+    next(b for b in at.button if b.label == "Create project").click().run()
+    with open_project(data_root, "birds") as birds:
+        assert birds.class_names() == ["robin", "blackbird", "sparrow"]
+    assert any("with 3 classes" in s.value for s in at.success)
+    at.text_input(key="new_project_name").input("bad")
+    at.text_area(key="new_project_classes").input("ok, ../evil")
+    next(b for b in at.button if b.label == "Create project").click().run()
+    assert any("../evil" in e.value for e in at.error) and not (data_root / "bad").exists()
+    at.text_input(key="new_project_name").input("me")
+    next(b for b in at.button if b.label.startswith("…or the Middle-earth")).click().run()
+    with open_project(data_root, "me") as me:
+        assert len(me.class_names()) == 7 and "Hobbits" in me.class_names()
