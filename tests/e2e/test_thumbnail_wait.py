@@ -25,6 +25,12 @@ pytestmark = pytest.mark.e2e
 SHOTS = ROOT / "test-artifacts" / "thumbnail-wait"
 HELD = "/held.png"  # the one picture the server holds back
 HOLD_LIMIT_S = 20.0  # the server's own bound: it answers by then whatever the test does
+# The grid's root (components v2 render it in a shadow root), then how many cards show the placeholder.
+LOADING = (
+    "() => { const r = [...document.querySelectorAll('*')].map(e => e.shadowRoot)"
+    ".find(s => s && s.querySelector('.cg-root')) || document;"
+    " return r.querySelectorAll('.cg-card.cg-loading').length; }"
+)
 
 
 class _Images(ThreadingHTTPServer):
@@ -111,11 +117,7 @@ def test_a_key_on_a_loading_thumbnail_waits_for_it(browser: Any, images: _Images
         sp.wait_idle()
         sp.page.mouse.click(5, 5)  # the document has the keyboard
         # The others loaded; the held one shows the placeholder, not an empty frame.
-        sp.page.wait_for_function(
-            "() => { const r = [...document.querySelectorAll('*')].map(e => e.shadowRoot).find(s => s && "
-            "s.querySelector('.cg-root')) || document; return r.querySelectorAll('.cg-card.cg-loading').length === 1; }",
-            timeout=30_000,
-        )
+        sp.page.wait_for_function(f"() => ({LOADING})() === 1", timeout=30_000)
         assert "cg-loading" in (first.get_attribute("class") or "")
         sp.screenshot("placeholder")
         assert first.get_attribute("class") and "cg-focus" in str(first.get_attribute("class"))
@@ -126,11 +128,7 @@ def test_a_key_on_a_loading_thumbnail_waits_for_it(browser: Any, images: _Images
         assert _states(wait_app)[0] == "pending"
 
         images.release.set()  # the picture arrives: the held key goes on, to the card it was meant for
-        sp.page.wait_for_function(
-            "() => { const r = [...document.querySelectorAll('*')].map(e => e.shadowRoot).find(s => s && "
-            "s.querySelector('.cg-root')) || document; return !r.querySelector('.cg-card.cg-loading'); }",
-            timeout=30_000,
-        )
+        sp.page.wait_for_function(f"() => ({LOADING})() === 0", timeout=30_000)
         deadline = time.monotonic() + 15.0
         while _states(wait_app)[0] != "rejected" and time.monotonic() < deadline:
             time.sleep(0.1)
