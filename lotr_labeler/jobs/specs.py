@@ -7,7 +7,7 @@ option is one edit. Pages start jobs with ``Spec(...).launch(store)``, never arg
 ``tests/test_job_specs.py`` pins ``spec == Spec.from_args(parse(spec.to_argv()))``.
 
 A spec also holds its job's body: ``spec.run(store, report, cancel)`` does the work the worker
-(the CLI command) does by calling the stage functions; search and download return a ``Ran``
+(the CLI command) does by calling the stage functions; search, download and review (Compute) return a ``Ran``
 (the stage's report, the state the job row ends in, one summary line). The CLI command is an
 adapter around it (parse, ``JobRun``, run, print), and a notebook gets the same behaviour from
 the same call.
