@@ -38,7 +38,7 @@ import emoji_data
 from kit import emit, flip_labels, say, serve
 
 from lotr_labeler.collect.importers import import_folder
-from lotr_labeler.model import backbones, embed
+from lotr_labeler.model import backbones, embed, learner
 from lotr_labeler.model import train as tr
 from lotr_labeler.review import candidates as cands
 from lotr_labeler.review import scoring
@@ -65,7 +65,7 @@ def bench_train(root: Path, per_class: int, seed: int) -> None:
     store = project(root, "train", per_class, emoji_data.DEFAULT_CLASSES, seed)
     errors: dict[str, float] = {}
     for name, overrides in (("default", {}), ("no-pretrained", {"pretrained": False})):
-        params = tr.preset("quick", **overrides)
+        params = learner.preset("quick", **overrides)
         started = time.monotonic()
         run = tr.train_run(store, params)
         errors[name] = float(run.metrics["error_rate"])
@@ -86,7 +86,9 @@ def bench_train(root: Path, per_class: int, seed: int) -> None:
     per_epoch: dict[str, float] = {}
     for _ in range(2):
         for arch in (backbones.BUNDLED, "resnet18"):
-            run = tr.train_run(store, tr.preset("quick", arch=arch, epochs=1, pretrained=arch == backbones.BUNDLED))
+            run = tr.train_run(
+                store, learner.preset("quick", arch=arch, epochs=1, pretrained=arch == backbones.BUNDLED)
+            )
             per_epoch[arch] = min(per_epoch.get(arch, float("inf")), fine_tune_seconds(run))
             say(f"{arch}: {fine_tune_seconds(run):.1f} s per fine-tune epoch")
     emit(

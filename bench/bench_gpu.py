@@ -119,7 +119,8 @@ def main() -> int:
 
     from lotr_labeler.collect.importers import import_folder
     from lotr_labeler.model import embed, hardware
-    from lotr_labeler.model.train import TrainParams, device_name, train_run
+    from lotr_labeler.model.learner import TrainParams, device_name
+    from lotr_labeler.model.train import train_run
     from lotr_labeler.workspace import create_project
 
     size = 224

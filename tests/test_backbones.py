@@ -22,7 +22,8 @@ from helpers import fill
 
 from lotr_labeler.errors import InvalidInput, WeightsUnavailable
 from lotr_labeler.model import backbones, embed, runs
-from lotr_labeler.model.train import DEFAULT_ARCH, TrainParams, preset, train_run
+from lotr_labeler.model.learner import DEFAULT_ARCH, TrainParams, preset
+from lotr_labeler.model.train import train_run
 from lotr_labeler.review import scoring
 from lotr_labeler.store import Store
 

@@ -18,7 +18,9 @@ from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.jobs.worker import Reporter
 from lotr_labeler.model import runs
-from lotr_labeler.model.train import TrainParams, TrainProgress, check_dataset, train_run
+from lotr_labeler.model.dataset import check_dataset
+from lotr_labeler.model.learner import TrainParams
+from lotr_labeler.model.train import TrainProgress, train_run
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 

@@ -268,9 +268,9 @@ class TrainJob(JobSpec):
 
     def params(self) -> Any:
         """The ``TrainParams``: the preset with the given knobs; InvalidInput when one is out of range."""
-        from lotr_labeler.model import train
+        from lotr_labeler.model import learner
 
-        return train.preset(
+        return learner.preset(
             self.preset,
             arch=self.arch,
             epochs=self.epochs,
@@ -288,10 +288,10 @@ class TrainJob(JobSpec):
         return asdict(self.params())
 
     def check(self, store: Store) -> None:
-        from lotr_labeler.model import train
+        from lotr_labeler.model.dataset import check_dataset
 
         self.params()
-        train.check_dataset(store)  # refuse before a process starts
+        check_dataset(store)  # refuse before a process starts
 
 
 @dataclass(frozen=True)

@@ -40,18 +40,21 @@ def _bundle_store(args: argparse.Namespace, bundle: Path) -> Store:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from lotr_labeler.model import distributed
     from lotr_labeler.model import train as tr
+    from lotr_labeler.model.dataset import check_dataset
+    from lotr_labeler.model.learner import weights_line
 
     spec = TrainJob.from_args(args)
     params = spec.params()
-    if spec.distributed and tr.process_rank() > 0:
+    if spec.distributed and distributed.process_rank() > 0:
         # Another rank of `accelerate launch`: rank 0 imports the bundle and records the run.
         with open_store(args) as store:
-            tr.train_replica(store, params)
+            distributed.train_replica(store, params)
         return 0
     with _bundle_store(args, Path(spec.bundle)) if spec.bundle else open_store(args) as store:
-        tr.check_dataset(store)  # refuse before the 10 s fastai import
-        print(tr.weights_line(params), file=sys.stderr)
+        check_dataset(store)  # refuse before the 10 s fastai import
+        print(weights_line(params), file=sys.stderr)
         with JobRun(store, TrainJob.kind, asdict(params), args.job) as job:
             with Progress("train", "%", job) as bar:
 
@@ -89,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @project_command
 def cmd_import_model(store: Store, args: argparse.Namespace) -> int:
-    from lotr_labeler.model.train import import_model
+    from lotr_labeler.model.record import import_model
 
     print(
         "warning: a model.pkl is a pickle and loading it runs code from it: only import files you made.",
