@@ -40,6 +40,7 @@ from kit import emit, flip_labels, say, serve
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.model import backbones, embed, learner
 from lotr_labeler.model import train as tr
+from lotr_labeler.model.network import Network, embed_arrays
 from lotr_labeler.review import candidates as cands
 from lotr_labeler.review import scoring
 from lotr_labeler.store import CandidateIn, Store
@@ -102,7 +103,7 @@ def bench_train(root: Path, per_class: int, seed: int) -> None:
     store.close()
 
 
-def throughput(store: Store, backbone: embed.Backbone, network: embed.Network) -> float:
+def throughput(store: Store, backbone: embed.Backbone, network: Network) -> float:
     """Images per second of ``compute_embeddings`` (read, decode, resize, forward) on every image, cache emptied."""
     embed.cache_path(store, backbone).unlink(missing_ok=True)
     started = time.monotonic()
@@ -110,12 +111,12 @@ def throughput(store: Store, backbone: embed.Backbone, network: embed.Network) -
     return report.computed / (time.monotonic() - started)
 
 
-def forward_only(network: embed.Network, n: int, size: int) -> float:
+def forward_only(network: Network, n: int, size: int) -> float:
     """Images per second of the network alone on pre-decoded arrays, in the product's batches."""
     batch = np.random.default_rng(0).random((n, 3, size, size), dtype=np.float32)
     started = time.monotonic()
     for start in range(0, n, 32):
-        embed.embed_arrays(network, batch[start : start + 32])
+        embed_arrays(network, batch[start : start + 32])
     return n / (time.monotonic() - started)
 
 

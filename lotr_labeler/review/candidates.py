@@ -39,6 +39,7 @@ from PIL import Image
 from lotr_labeler.errors import Conflict, FetchError, InvalidInput, NotFound
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import embed, onnx_embed
+from lotr_labeler.model.network import Network, embed_arrays
 from lotr_labeler.review import dedupe, scoring
 from lotr_labeler.store import CandidateRow, Store, candidate_scores, now, version
 from lotr_labeler.store.candidate_scores import CandidateScore
@@ -267,7 +268,7 @@ def score_candidates(
     for img in store.images():
         near.add(img.id, img.phash)
     cache = _thumb_cache(store, backbone)
-    network: embed.Network | None = None
+    network: Network | None = None
     import httpx
 
     read = s.read_timeout
@@ -311,7 +312,7 @@ def score_candidates(
             network = network or embed.load_network(backbone, store.cache_dir, export=export)
             keys = list(dict.fromkeys(sha for sha, _ in todo))
             first = {sha: arr for sha, arr in todo}
-            cache.add(keys, embed.embed_arrays(network, np.stack([first[k] for k in keys])))
+            cache.add(keys, embed_arrays(network, np.stack([first[k] for k in keys])))
         vectors = cache.matrix([sha for _, sha, _, _ in pending])
         stamp = now()
         for (c, _, _, phash), p in zip(pending, head.probs(vectors), strict=True):

@@ -45,6 +45,7 @@ import numpy.typing as npt
 from lotr_labeler import project as proj
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound, WeightsUnavailable, check_choice
 from lotr_labeler.model import backbones, embed, runs
+from lotr_labeler.model.network import Network
 from lotr_labeler.review import dedupe, quality
 from lotr_labeler.store import SPLITS, ImageRow, Store, now, reviews, version
 from lotr_labeler.store.images import Relabeled
@@ -659,7 +660,7 @@ class LiveScorer:
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._network: embed.Network | None = None
+        self._network: Network | None = None
 
     @property
     def status(self) -> str:
