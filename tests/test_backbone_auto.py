@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,4 +126,6 @@ def test_cli_review_auto_says_which_and_why(colours: Store, tmp_path: Path, data
 
 def test_cancelled_choice_returns_none(colours: Store, tmp_path: Path) -> None:
     weights = blank_weights(tmp_path / "blank.pth")
-    assert scoring.choose_backbone(colours, weights=weights, size=SIZE, should_stop=lambda: True) is None
+    stop = threading.Event()
+    stop.set()
+    assert scoring.choose_backbone(colours, weights=weights, size=SIZE, cancel=stop) is None

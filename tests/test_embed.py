@@ -49,7 +49,7 @@ def test_random_backbone_embeds_once_per_content(store: Store, monkeypatch: pyte
     backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=SIZE)
     assert backbone.id == f"resnet18-random0-{SIZE}"
     seen: list[tuple[int, int]] = []
-    report = embed.compute_embeddings(store, backbone, batch_size=5, progress=lambda d, t: seen.append((d, t)))
+    report = embed.compute_embeddings(store, backbone, batch_size=5, progress=lambda p: seen.append((p.done, p.total)))
     assert report.computed == 18 and report.cached == 0 and not report.failed
     assert seen[0] == (0, 18) and seen[-1] == (18, 18) and [d for d, _ in seen] == [0, 5, 10, 15, 18]
     assert embed.cache_path(store, backbone).is_file()

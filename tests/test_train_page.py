@@ -32,7 +32,7 @@ def page() -> AppTest:
 def running_train(store: Store, progress: dict[str, Any]) -> None:
     """Report ``progress`` on the running train job, started here (this process: alive) on first use."""
     job = jobs.running_job(store, "train") or jobs.attach(store, "train", {}, None)
-    base = {"batch": 2, "batches": 5, "fraction": 0.3, "device": "cpu", "elapsed_s": 4.0, "eta_s": 9.0}
+    base = {"done": 3, "total": 10, "batch": 2, "batches": 5, "device": "cpu", "elapsed_s": 4.0, "eta_s": 9.0}
     Reporter(store, job.id).update({**base, **progress}, "training", force=True)
 
 
@@ -125,7 +125,20 @@ def test_epochs_read_as_asked_head_epoch_then_one_of_n(store: Store) -> None:
     texts = progress_texts(page())
     assert any("epoch 1/3" in t and "batch 2/5" in t for t in texts), texts
     assert not any("/4" in t for t in texts), texts
-    assert str(tr.TrainProgress("cpu", "fine-tune", 4, 4, 1, 5, 0.9, 1.0, 0.1, []).message) == "epoch 3/3, batch 1/5"
+    said = tr.TrainProgress(
+        done=18,
+        total=20,
+        device="cpu",
+        phase="fine-tune",
+        epoch=4,
+        epochs=4,
+        batch=1,
+        batches=5,
+        elapsed_s=1.0,
+        eta_s=0.1,
+        history=[],
+    )
+    assert said.message == "epoch 3/3, batch 1/5" and said.fraction == 0.9
 
 
 def test_the_live_chart_shows_the_first_epoch_as_points(store: Store) -> None:

@@ -10,6 +10,7 @@ option is one edit. Pages start jobs with ``Spec(...).launch(store)``, never arg
 from __future__ import annotations
 
 import argparse
+import shutil
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, Self
 
@@ -17,6 +18,8 @@ from lotr_labeler.collect.search import SearchOptions
 from lotr_labeler.jobs import table
 from lotr_labeler.jobs.table import Job
 from lotr_labeler.model import backbones
+from lotr_labeler.model.runs import Run
+from lotr_labeler.progress import Cancel, Report
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import absolute
 
@@ -286,6 +289,33 @@ class TrainJob(JobSpec):
 
     def record(self) -> dict[str, Any]:
         return asdict(self.params())
+
+    def run(
+        self, store: Store, report: Report | None = None, cancel: Cancel | None = None, *, job_id: int | None = None
+    ) -> Run:
+        """Train as asked (``model.train.train_run``: progress per batch, ``cancel`` within one), then
+        copy the model to ``out`` when given.
+
+        Returns
+        -------
+        Run
+            Done, or cancelled.
+
+        Raises
+        ------
+        TrainingError, WeightsUnavailable
+            The dataset is not ready, the starting weights cannot be had, or training failed (the run
+            is recorded as failed).
+        """
+        from lotr_labeler.model import train
+
+        params = self.params()
+        run = train.train_run(
+            store, params, job_id=job_id, progress=report, cancel=cancel, distributed=self.distributed
+        )
+        if run.state == "done" and self.out:
+            shutil.copyfile(run.model_path, self.out)
+        return run
 
     def check(self, store: Store) -> None:
         from lotr_labeler.model.dataset import check_dataset

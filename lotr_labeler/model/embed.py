@@ -26,7 +26,7 @@ import io
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,11 @@ from lotr_labeler.explain import explain, is_connection_failure, not_weights_fil
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import backbones, hardware, onnx_embed, prefetch, runs
 from lotr_labeler.model.network import CUDA_PROVIDER, Matrix, Network, embed_arrays
+from lotr_labeler.progress import Cancel, Progress, Report, stopped
 from lotr_labeler.store import ImageRow, Store, version
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 
 EMBED_DIR = "embeddings"
 # auto: a pretrained backbone (the current run's body when that run started from pretrained weights, else the
@@ -543,13 +543,14 @@ def compute_embeddings(
     images: Iterable[ImageRow] | None = None,
     *,
     batch_size: int = 32,
-    progress: Progress | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    progress: Report | None = None,
+    cancel: Cancel | None = None,
     network: Network | None = None,
 ) -> EmbedReport:
     """Embed every active image (or ``images``) whose content is not cached yet; batched.
 
-    ``progress(done, total)`` counts the images to compute. The network is loaded only
+    ``progress`` counts the images to compute (``done`` of ``total``); ``cancel`` stops it between
+    batches, keeping what was embedded. The network is loaded only
     when something is missing. Unreadable files are skipped and reported.
     """
     started = time.monotonic()
@@ -563,7 +564,7 @@ def compute_embeddings(
     failed: list[tuple[int, str]] = []
     total = len(todo)
     if progress is not None:
-        progress(0, total)
+        progress(Progress(done=0, total=total))
     if not todo:
         return EmbedReport(backbone.id, 0, cached, failed, time.monotonic() - started)
     export = total >= onnx_embed.EXPORT_MIN
@@ -578,7 +579,7 @@ def compute_embeddings(
     # Decoding the next batches in a thread overlaps it with the network on this one.
     with prefetch.ahead(_decode_chunks(chunks, backbone.size), depth=_PREFETCH) as decoded:
         for part in decoded:
-            if should_stop is not None and should_stop():
+            if stopped(cancel):
                 cancelled = True
                 break
             for img, why in part.failed:
@@ -588,7 +589,7 @@ def compute_embeddings(
                 cache.add([img.sha256 for img in part.rows], embed_arrays(net, part.batch))
             done += part.size
             if progress is not None:
-                progress(done, total)
+                progress(Progress(done=done, total=total))
             if time.monotonic() - last_save >= _SAVE_EVERY_S:
                 cache.save()
                 last_save = time.monotonic()

@@ -15,7 +15,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,14 +25,17 @@ from lotr_labeler.model import distributed as dist
 from lotr_labeler.model import hardware, learner, record, runs
 from lotr_labeler.model.dataset import DatasetSnapshot, check_dataset, snapshot, snapshot_files
 from lotr_labeler.model.learner import DEFAULT_LR, TrainParams, device_name
+from lotr_labeler.progress import Cancel, Progress, Report, stopped
 from lotr_labeler.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainProgress:
-    """Where a training run is: stored on the job row, drawn by the Train page and the CLI bar."""
+@dataclass(frozen=True, kw_only=True)
+class TrainProgress(Progress):
+    """Where a training run is: ``done`` of ``total`` training batches over the whole run (both
+    phases); stored on the job row, drawn by the Train page and the CLI bar. ``message`` (left
+    empty) is filled from the stage and batch: "epoch 1/3, batch 2/5"."""
 
     device: str
     phase: str  # "head" (frozen body) or "fine-tune"
@@ -40,18 +43,17 @@ class TrainProgress:
     epochs: int
     batch: int  # 1-based within the epoch
     batches: int
-    fraction: float  # of all training batches
     elapsed_s: float
     eta_s: float | None  # None until a batch is done
     history: list[dict[str, Any]]  # one row of metrics per finished epoch
 
+    def __post_init__(self) -> None:
+        if not self.message:
+            object.__setattr__(self, "message", f"{self.stage}, batch {self.batch}/{self.batches}")
+
     @property
     def stage(self) -> str:
         return progress_stage(self.phase, self.epoch, self.epochs)
-
-    @property
-    def message(self) -> str:
-        return f"{self.stage}, batch {self.batch}/{self.batches}"
 
 
 def progress_stage(phase: str, epoch: int, epochs: int) -> str:
@@ -73,9 +75,6 @@ def epoch_label(row: Mapping[str, Any]) -> str:
     return str(epoch - 1 if "phase" in row else epoch)  # rows without a phase (old runs): as recorded
 
 
-Progress = Callable[[TrainProgress], None]
-
-
 # fastai wraps an error raised inside a callback event: "Exception occured in `X` when calling event
 # `Y`:" on a first line, the reason on the next (a one-line summary of it would keep only the wrapper).
 _FASTAI_EVENT = re.compile(r"Exception occured in `(?P<cb>[^`]+)` when calling event `(?P<event>[^`]+)`:\s*")
@@ -94,7 +93,7 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__} in fastai's {match['cb']}.{match['event']}: {detail}"
 
 
-def _make_progress_callback(report: Progress | None, should_stop: Callable[[], bool] | None) -> Any:
+def _make_progress_callback(report: Report | None, cancel: Cancel | None) -> Any:
     """A fastai callback: batch/epoch progress, per-epoch history, cancel within one batch."""
     import fastai.vision.all as fv
 
@@ -115,18 +114,18 @@ def _make_progress_callback(report: Progress | None, should_stop: Callable[[], b
             if report is None:
                 return
             n = len(self.dls.train)
-            total = max(1, self.total_epochs * n)
             elapsed = time.monotonic() - self.started
-            frac = min(1.0, self.batches_done / total)
+            frac = min(1.0, self.batches_done / max(1, self.total_epochs * n))
             report(
                 TrainProgress(
+                    done=self.batches_done,
+                    total=self.total_epochs * n,
                     device=self.dls.device.type,
                     phase=self.phase,
                     epoch=self.global_epoch + 1,
                     epochs=self.total_epochs,
                     batch=self.iter + 1 if self.training else n,
                     batches=n,
-                    fraction=frac,
                     elapsed_s=round(elapsed, 1),
                     eta_s=round(elapsed / frac - elapsed, 1) if frac > 0 else None,
                     history=list(self.history),
@@ -140,7 +139,7 @@ def _make_progress_callback(report: Progress | None, should_stop: Callable[[], b
 
         def before_batch(self) -> None:
             # Also during validation and lr_find: a cancel (the page's button, Ctrl-C) waits for one batch only.
-            if should_stop is not None and should_stop():
+            if stopped(cancel):
                 self.cancelled = True
                 raise fv.CancelFitException()
 
@@ -149,7 +148,7 @@ def _make_progress_callback(report: Progress | None, should_stop: Callable[[], b
                 return
             self.batches_done += 1
             self._tell()
-            if should_stop is not None and should_stop():
+            if stopped(cancel):
                 self.cancelled = True
                 raise fv.CancelFitException()
 
@@ -174,8 +173,8 @@ def train_run(
     params: TrainParams,
     *,
     job_id: int | None = None,
-    progress: Progress | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    progress: Report | None = None,
+    cancel: Cancel | None = None,
     min_per_class: int | None = None,
     distributed: bool = False,
 ) -> runs.Run:
@@ -190,9 +189,10 @@ def train_run(
     job_id
         The background job doing this run, if any.
     progress
-        Called after each batch and epoch.
-    should_stop
-        Polled during training; True cancels the run.
+        Called with a ``TrainProgress`` after each training batch and epoch.
+    cancel
+        Looked at before and after each batch (validation and lr_find included); once set, the run
+        ends as cancelled.
     min_per_class
         Images each class needs; None: the project's setting.
     distributed
@@ -223,7 +223,7 @@ def train_run(
         if skipped:
             log.warning("skipping %d unreadable image file(s)", len(skipped))
             snap = snapshot(store, images)
-        fit = _fit(store, params, images, paths, processes, distributed, progress, should_stop)
+        fit = _fit(store, params, images, paths, processes, distributed, progress, cancel)
         if fit.cancelled:
             return runs.finish_run(store, run.id, "cancelled", message="Cancelled by the user.")
         return _record(store, run, fit, images, paths, snap, skipped, started)
@@ -240,6 +240,13 @@ def train_run(
         raise
     finally:
         shutil.rmtree(data, ignore_errors=True)  # the links only lived for this run
+
+
+def outcome(run: runs.Run) -> str:
+    """How a done or cancelled ``run`` ended, in one line (the train job's message)."""
+    if run.state == "cancelled":
+        return f"Run {run.id} cancelled."
+    return f"Run {run.id} finished: error rate {run.metrics.get('error_rate', 0):.3f}."
 
 
 @dataclass(frozen=True)
@@ -265,14 +272,14 @@ def _fit(
     paths: list[str],
     processes: int,
     distributed: bool,
-    progress: Progress | None,
-    should_stop: Callable[[], bool] | None,
+    progress: Report | None,
+    cancel: Cancel | None,
 ) -> _Fit:
     """Build the Learner and fine-tune it (one frozen epoch, then ``params.epochs``)."""
     device = device_name()
     hw = hardware.detect(device, processes)
     learn = learner.build_learner(store, params, images, paths, hw)
-    callback = _make_progress_callback(progress, should_stop)
+    callback = _make_progress_callback(progress, cancel)
     callback.total_epochs = params.epochs + 1  # fine_tune: 1 frozen epoch + ``epochs``
     lr = params.lr
     if lr is None and params.find_lr:

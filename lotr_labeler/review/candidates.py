@@ -258,7 +258,7 @@ def score_candidates(
             progress(ScoreProgress(report.scored + report.failed, report.total, report.failed, message))
 
     tell("Embedding the dataset…")
-    embed.compute_embeddings(store, backbone, should_stop=cancel.is_set if cancel else None)
+    embed.compute_embeddings(store, backbone, cancel=cancel)
     head, report.labeled = fit_head(store, backbone)
     if not rows:
         report.seconds = time.monotonic() - started

@@ -46,6 +46,8 @@ from lotr_labeler import project as proj
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound, WeightsUnavailable, check_choice
 from lotr_labeler.model import backbones, embed, runs
 from lotr_labeler.model.network import Network
+from lotr_labeler.progress import Cancel, Report, stopped
+from lotr_labeler.progress import Progress as BaseProgress
 from lotr_labeler.review import dedupe, quality
 from lotr_labeler.store import SPLITS, ImageRow, Store, now, reviews, version
 from lotr_labeler.store.images import Relabeled
@@ -53,6 +55,16 @@ from lotr_labeler.store.images import Relabeled
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+
+
+def _counted(progress: Progress | None) -> Report | None:
+    """``progress`` fed by ``embed``'s progress records (done of total)."""
+    if progress is None:
+        return None
+    count = progress
+    return lambda p: count(p.done, p.total)
+
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -358,7 +370,7 @@ def refresh(
     backbone: embed.Backbone,
     *,
     progress: Progress | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    cancel: Cancel | None = None,
     batch_size: int = 32,
     reason: str | None = None,
 ) -> tuple[embed.EmbedReport, FitReport | None]:
@@ -372,8 +384,8 @@ def refresh(
         What to embed with, from ``resolve_backbone``.
     progress
         Called as embeddings are computed.
-    should_stop
-        Polled between batches; True cancels.
+    cancel
+        Looked at between batches; once set, the work stops.
     batch_size
         Images per forward pass.
     reason
@@ -393,7 +405,7 @@ def refresh(
     if not images:
         raise Conflict(f"Project {store.name!r} has no images to review yet. Import or download some first.")
     report = embed.compute_embeddings(
-        store, backbone, images, batch_size=batch_size, progress=progress, should_stop=should_stop
+        store, backbone, images, batch_size=batch_size, progress=_counted(progress), cancel=cancel
     )
     if report.cancelled:
         return report, None
@@ -547,7 +559,7 @@ def choose_backbone(
     size: int | None = None,
     sample: int = CHOICE_SAMPLE,
     progress: Progress | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    cancel: Cancel | None = None,
 ) -> BackboneChoice | None:
     """``--backbone auto``: the available backbone whose K-fold head is most accurate on the labels.
 
@@ -565,14 +577,14 @@ def choose_backbone(
         Input size; None: the run's size for its body, ``embed_size`` for the others.
     sample
         Images per candidate.
-    progress, should_stop
-        Over the embeddings to compute (all candidates); True from ``should_stop`` cancels.
+    progress, cancel
+        Over the embeddings to compute (all candidates); ``cancel``, once set, stops the choice.
 
     Returns
     -------
     BackboneChoice or None
         The winner, each candidate's accuracy (or why it was skipped), and ``reason``; None
-        when ``should_stop`` cancelled.
+        when ``cancel`` stopped it.
 
     Raises
     ------
@@ -600,16 +612,16 @@ def choose_backbone(
         if t.backbone is None:
             trials.append(t)
             continue
-        if should_stop is not None and should_stop():
+        if stopped(cancel):
             return None
         offset = base
 
-        def step(done: int, _total: int, offset: int = offset) -> None:
+        def step(p: BaseProgress, offset: int = offset) -> None:
             if progress is not None:
-                progress(offset + done, total)
+                progress(offset + p.done, total)
 
         try:
-            report = embed.compute_embeddings(store, t.backbone, evaluation, progress=step, should_stop=should_stop)
+            report = embed.compute_embeddings(store, t.backbone, evaluation, progress=step, cancel=cancel)
         except WeightsUnavailable as exc:
             trials.append(BackboneTrial(None, t.name, None, str(exc).split(". ")[0]))
             continue

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from lotr_labeler.collect.importers import import_folder, import_zip
 from lotr_labeler.errors import InvalidInput, LabelerError
 from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.jobs.worker import JobRun
+from lotr_labeler.progress import Progress as ProgressRecord
 from lotr_labeler.settings import Settings
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project, list_projects, open_project
@@ -55,33 +54,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     with _bundle_store(args, Path(spec.bundle)) if spec.bundle else open_store(args) as store:
         check_dataset(store)  # refuse before the 10 s fastai import
         print(weights_line(params), file=sys.stderr)
-        with JobRun(store, TrainJob.kind, asdict(params), args.job) as job:
+        with JobRun(store, TrainJob.kind, spec.record(), args.job) as job:
             with Progress("train", "%", job) as bar:
 
-                def progress(p: tr.TrainProgress) -> None:
-                    postfix = p.message  # "head epoch (body frozen), batch 2/5", then "epoch 1/3, …"
-                    bar(int(100 * p.fraction), 100, p, p.message, postfix=postfix)
+                def progress(p: ProgressRecord) -> None:
+                    # p.message: "head epoch (body frozen), batch 2/5", then "epoch 1/3, …"
+                    bar(int(100 * p.fraction), 100, p, p.message, postfix=p.message)
 
-                run = tr.train_run(
-                    store,
-                    params,
-                    job_id=job.job.id,
-                    progress=progress,
-                    should_stop=job.cancel.is_set,
-                    distributed=spec.distributed,
-                )
-            m = run.metrics
-            if run.state == "cancelled":
-                job.finish("cancelled", f"Run {run.id} cancelled.", {"run_id": run.id})
-            else:
-                rate = m.get("error_rate", 0)
-                job.finish("done", f"Run {run.id} finished: error rate {rate:.3f}.", {"run_id": run.id, **m})
+                run = spec.run(store, progress, job.cancel, job_id=job.job.id)
+            job.finish_if(run.state == "cancelled", tr.outcome(run), {"run_id": run.id, **run.metrics})
         if run.state == "cancelled":
             if signals.received() is None:  # after Ctrl-C the CLI says "interrupted" once
                 print(f"error: training cancelled (run {run.id}).", file=sys.stderr)
             return 1
-        if spec.out:
-            shutil.copyfile(run.model_path, spec.out)
+        m = run.metrics
         if args.json:
             print_json({"id": run.id, "path": str(run.model_path), **m})
         else:

@@ -38,7 +38,7 @@ def _compute(store: Store, args: argparse.Namespace) -> int | None:
                     weights=spec.weights,
                     size=spec.size,
                     progress=trying,
-                    should_stop=job.cancel.is_set if job else None,
+                    cancel=job.cancel if job else None,
                 )
             if choice is None:
                 if job is not None:
@@ -58,7 +58,7 @@ def _compute(store: Store, args: argparse.Namespace) -> int | None:
                 bar(done, total, p, f"embedding {done}/{total} image(s)", force=done == total)
 
             embedded, fit = review.refresh(
-                store, backbone, progress=progress, should_stop=job.cancel.is_set if job else None, reason=reason
+                store, backbone, progress=progress, cancel=job.cancel if job else None, reason=reason
             )
         if fit is None:
             if job is not None:
