@@ -38,15 +38,15 @@ def export_model(learn: Any, run: runs.Run) -> None:
 
 def evaluate(
     store: Store, run: runs.Run, learn: Any, images: Sequence[ImageRow], files: Sequence[Path]
-) -> dict[str, Any]:
+) -> tuple[list[str], dict[str, Any]]:
     """Store the class probabilities of ``images`` (read from ``files``) under ``run``; returns the
-    validation set's ``class_metrics`` and the ``vocab``."""
+    model's classes and the validation set's ``class_metrics``."""
     vocab = [str(v) for v in learn.dls.vocab]
     with learn.no_bar():
         valid_probs, valid_targets = learn.get_preds(dl=learn.dls.valid)
         probs = predict_images(learn, files)
     runs.save_predictions(store, run.id, vocab, zip([img.id for img in images], probs, strict=True))
-    return {**class_metrics(valid_probs, valid_targets, vocab), "vocab": vocab}
+    return vocab, class_metrics(valid_probs, valid_targets, vocab)
 
 
 def write_metrics(run: runs.Run, metrics: dict[str, Any]) -> None:

@@ -290,18 +290,8 @@ def _fit(
         with dist.shared_fit(learn, distributed):
             learn.fine_tune(params.epochs, base_lr=lr, freeze_epochs=1)
         learn.remove_cb(callback)
-    return _Fit(
-        learn,
-        params,
-        lr,
-        device,
-        hw,
-        processes,
-        distributed,
-        callback.history,
-        callback.batches_done,
-        callback.cancelled,
-    )
+    history, done, cancelled = callback.history, callback.batches_done, callback.cancelled
+    return _Fit(learn, params, lr, device, hw, processes, distributed, history, done, cancelled)
 
 
 def _record(
@@ -316,8 +306,7 @@ def _record(
 ) -> runs.Run:
     """Export the model, store every image's probabilities, write ``metrics.json``; the run, done."""
     record.export_model(fit.learn, run)
-    evaluation = record.evaluate(store, run, fit.learn, images, [store.root.absolute() / p for p in paths])
-    vocab = evaluation.pop("vocab")
+    vocab, evaluation = record.evaluate(store, run, fit.learn, images, [store.root.absolute() / p for p in paths])
     last = fit.history[-1] if fit.history else {}
     summary = {
         "error_rate": last.get("error_rate"),
