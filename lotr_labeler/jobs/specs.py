@@ -17,7 +17,8 @@ from typing import Any, ClassVar, Self
 from lotr_labeler.collect.search import SearchOptions
 from lotr_labeler.jobs import table
 from lotr_labeler.jobs.table import Job
-from lotr_labeler.model import backbones
+from lotr_labeler.model import backbones, learner
+from lotr_labeler.model.learner import TrainParams
 from lotr_labeler.model.runs import Run
 from lotr_labeler.progress import Cancel, Report
 from lotr_labeler.store import Store
@@ -254,8 +255,8 @@ class TrainJob(JobSpec):
     )
 
     @classmethod
-    def of(cls, params: Any) -> TrainJob:
-        """The job that trains with every knob of ``params`` (a ``TrainParams``) spelled out."""
+    def of(cls, params: TrainParams) -> TrainJob:
+        """The job that trains with every knob of ``params`` spelled out."""
         return cls(
             arch=params.arch,
             epochs=params.epochs,
@@ -269,10 +270,8 @@ class TrainJob(JobSpec):
             augment=params.augment,
         )
 
-    def params(self) -> Any:
-        """The ``TrainParams``: the preset with the given knobs; InvalidInput when one is out of range."""
-        from lotr_labeler.model import learner
-
+    def params(self) -> TrainParams:
+        """The preset with the given knobs; InvalidInput when one is out of range."""
         return learner.preset(
             self.preset,
             arch=self.arch,
