@@ -38,8 +38,9 @@ import emoji_data
 from kit import emit, flip_labels, say, serve
 
 from lotr_labeler.collect.importers import import_folder
-from lotr_labeler.model import backbones, embed
+from lotr_labeler.model import backbones, embed, learner
 from lotr_labeler.model import train as tr
+from lotr_labeler.model.network import Network, embed_arrays
 from lotr_labeler.review import candidates as cands
 from lotr_labeler.review import fitting, queue
 from lotr_labeler.store import CandidateIn, Store
@@ -65,7 +66,7 @@ def bench_train(root: Path, per_class: int, seed: int) -> None:
     store = project(root, "train", per_class, emoji_data.DEFAULT_CLASSES, seed)
     errors: dict[str, float] = {}
     for name, overrides in (("default", {}), ("no-pretrained", {"pretrained": False})):
-        params = tr.preset("quick", **overrides)
+        params = learner.preset("quick", **overrides)
         started = time.monotonic()
         run = tr.train_run(store, params)
         errors[name] = float(run.metrics["error_rate"])
@@ -86,7 +87,9 @@ def bench_train(root: Path, per_class: int, seed: int) -> None:
     per_epoch: dict[str, float] = {}
     for _ in range(2):
         for arch in (backbones.BUNDLED, "resnet18"):
-            run = tr.train_run(store, tr.preset("quick", arch=arch, epochs=1, pretrained=arch == backbones.BUNDLED))
+            run = tr.train_run(
+                store, learner.preset("quick", arch=arch, epochs=1, pretrained=arch == backbones.BUNDLED)
+            )
             per_epoch[arch] = min(per_epoch.get(arch, float("inf")), fine_tune_seconds(run))
             say(f"{arch}: {fine_tune_seconds(run):.1f} s per fine-tune epoch")
     emit(
@@ -100,7 +103,7 @@ def bench_train(root: Path, per_class: int, seed: int) -> None:
     store.close()
 
 
-def throughput(store: Store, backbone: embed.Backbone, network: embed.Network) -> float:
+def throughput(store: Store, backbone: embed.Backbone, network: Network) -> float:
     """Images per second of ``compute_embeddings`` (read, decode, resize, forward) on every image, cache emptied."""
     embed.cache_path(store, backbone).unlink(missing_ok=True)
     started = time.monotonic()
@@ -108,12 +111,12 @@ def throughput(store: Store, backbone: embed.Backbone, network: embed.Network) -
     return report.computed / (time.monotonic() - started)
 
 
-def forward_only(network: embed.Network, n: int, size: int) -> float:
+def forward_only(network: Network, n: int, size: int) -> float:
     """Images per second of the network alone on pre-decoded arrays, in the product's batches."""
     batch = np.random.default_rng(0).random((n, 3, size, size), dtype=np.float32)
     started = time.monotonic()
     for start in range(0, n, 32):
-        embed.embed_arrays(network, batch[start : start + 32])
+        embed_arrays(network, batch[start : start + 32])
     return n / (time.monotonic() - started)
 
 

@@ -139,6 +139,7 @@ def status_times(data: Path, name: str, store: Store) -> tuple[float, float]:
 def review_and_embed(store: Store, size: int, refit: bool = True) -> tuple[float, float, float, int, str]:
     """(refit s, embed images/s, forward-only images/s, images embedded, how the engine was made)."""
     from lotr_labeler.model import embed
+    from lotr_labeler.model.network import embed_arrays
     from lotr_labeler.review import fitting
 
     backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=size)
@@ -150,10 +151,10 @@ def review_and_embed(store: Store, size: int, refit: bool = True) -> tuple[float
     # Over all of them (not a few batches): the load of a shared machine then weighs on both sides alike.
     paths = [store.path(r) for r in rows]
     batches = [embed.prepare(paths[i : i + 64], size) for i in range(0, len(paths), 64)]
-    embed.embed_arrays(network, batches[0])  # warm
+    embed_arrays(network, batches[0])  # warm
     started = time.perf_counter()
     for batch in batches:
-        embed.embed_arrays(network, batch)
+        embed_arrays(network, batch)
     forward = len(rows) / (time.perf_counter() - started)
     del batches
     started = time.perf_counter()

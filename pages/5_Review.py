@@ -12,7 +12,7 @@ from lotr_labeler.errors import InvalidInput
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import EmbedJob, TrainJob
-from lotr_labeler.model import backbones, embed, runs, train
+from lotr_labeler.model import backbones, embed, runs, train_form
 from lotr_labeler.review import compute, decisions, duplicates, embedding_map, head, instant, last_fit, quality, queue
 from lotr_labeler.review.trust import run_body_worth_trying, scores_trust
 from lotr_labeler.settings import Settings
@@ -165,7 +165,7 @@ def _compute(store: Store, source: str, size: int | None) -> str:
 
 
 def _full_retrain(store: Store) -> str:
-    TrainJob.of(train.last_params(store)).launch(store)  # the current run's settings
+    TrainJob.of(train_form.last_params(store)).launch(store)  # the current run's settings
     return "Full training started (follow it on the Train page). Compute embeddings with the new model after."
 
 

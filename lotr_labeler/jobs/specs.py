@@ -16,6 +16,7 @@ the same call.
 from __future__ import annotations
 
 import argparse
+import shutil
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
@@ -23,7 +24,9 @@ from lotr_labeler.collect.download import DownloadReport, download_candidates
 from lotr_labeler.collect.search import SearchOptions, SearchReport, plan_queries, run_search
 from lotr_labeler.jobs import table
 from lotr_labeler.jobs.table import Job
-from lotr_labeler.model import backbones
+from lotr_labeler.model import backbones, learner
+from lotr_labeler.model.learner import TrainParams
+from lotr_labeler.model.runs import Run
 from lotr_labeler.progress import Cancel, Progress, Report
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import absolute
@@ -367,8 +370,8 @@ class TrainJob(JobSpec):
     )
 
     @classmethod
-    def of(cls, params: Any) -> TrainJob:
-        """The job that trains with every knob of ``params`` (a ``TrainParams``) spelled out."""
+    def of(cls, params: TrainParams) -> TrainJob:
+        """The job that trains with every knob of ``params`` spelled out."""
         return cls(
             arch=params.arch,
             epochs=params.epochs,
@@ -382,11 +385,9 @@ class TrainJob(JobSpec):
             augment=params.augment,
         )
 
-    def params(self) -> Any:
-        """The ``TrainParams``: the preset with the given knobs; InvalidInput when one is out of range."""
-        from lotr_labeler.model import train
-
-        return train.preset(
+    def params(self) -> TrainParams:
+        """The preset with the given knobs; InvalidInput when one is out of range."""
+        return learner.preset(
             self.preset,
             arch=self.arch,
             epochs=self.epochs,
@@ -403,11 +404,38 @@ class TrainJob(JobSpec):
     def record(self) -> dict[str, Any]:
         return asdict(self.params())
 
-    def check(self, store: Store) -> None:
+    def run(
+        self, store: Store, report: Report | None = None, cancel: Cancel | None = None, *, job_id: int | None = None
+    ) -> Run:
+        """Train as asked (``model.train.train_run``: progress per batch, ``cancel`` within one), then
+        copy the model to ``out`` when given.
+
+        Returns
+        -------
+        Run
+            Done, or cancelled.
+
+        Raises
+        ------
+        TrainingError, WeightsUnavailable
+            The dataset is not ready, the starting weights cannot be had, or training failed (the run
+            is recorded as failed).
+        """
         from lotr_labeler.model import train
 
+        params = self.params()
+        run = train.train_run(
+            store, params, job_id=job_id, progress=report, cancel=cancel, distributed=self.distributed
+        )
+        if run.state == "done" and self.out:
+            shutil.copyfile(run.model_path, self.out)
+        return run
+
+    def check(self, store: Store) -> None:
+        from lotr_labeler.model.dataset import check_dataset
+
         self.params()
-        train.check_dataset(store)  # refuse before a process starts
+        check_dataset(store)  # refuse before a process starts
 
 
 @dataclass(frozen=True)

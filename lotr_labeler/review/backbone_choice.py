@@ -12,7 +12,6 @@ before any fit) does not.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,9 +222,7 @@ def choose_backbone(
             return None
         step = _sample_steps(progress, base, total)
         try:
-            embedded = embed.compute_embeddings(
-                store, t.backbone, evaluation, progress=step, should_stop=cancel.is_set if cancel is not None else None
-            )
+            embedded = embed.compute_embeddings(store, t.backbone, evaluation, progress=step, cancel=cancel)
         except WeightsUnavailable as exc:
             trials.append(BackboneTrial(None, t.name, None, str(exc).split(". ")[0]))
             continue
@@ -246,12 +243,12 @@ def choose_backbone(
     return choice
 
 
-def _sample_steps(progress: Report | None, offset: int, total: int) -> Callable[[int, int], None]:
-    """One candidate's ``(done, _)`` embedding steps as ``Progress`` over every candidate's sample."""
+def _sample_steps(progress: Report | None, offset: int, total: int) -> Report:
+    """One candidate's embedding records as ``Progress`` over every candidate's sample."""
 
-    def step(done: int, _part: int) -> None:
+    def step(p: Progress) -> None:
         if progress is not None:
-            n = offset + done
+            n = offset + p.done
             progress(
                 Progress(done=n, total=total, message=f"choosing the backbone: embedding {n}/{total} sample image(s)")
             )

@@ -39,6 +39,7 @@ from PIL import Image
 from lotr_labeler.errors import Conflict, FetchError, InvalidInput
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import embed, onnx_embed
+from lotr_labeler.model.network import Network, embed_arrays
 from lotr_labeler.progress import Cancel, Progress, Report, stopped
 from lotr_labeler.review import head, last_fit
 from lotr_labeler.store import CandidateRow, Store, candidate_scores, now, version
@@ -246,7 +247,7 @@ def score_candidates(
             progress(ScoreProgress(done=done, total=report.total, failed=report.failed, message=message))
 
     tell("Embedding the dataset…")
-    embed.compute_embeddings(store, backbone, should_stop=cancel.is_set if cancel else None)
+    embed.compute_embeddings(store, backbone, cancel=cancel)
     fitted, report.labeled = fit_head(store, backbone)
     if not rows:
         report.seconds = time.monotonic() - started
@@ -256,7 +257,7 @@ def score_candidates(
     for img in store.images():
         near.add(img.id, img.phash)
     cache = _thumb_cache(store, backbone)
-    network: embed.Network | None = None
+    network: Network | None = None
     import httpx
 
     read = s.read_timeout
@@ -300,7 +301,7 @@ def score_candidates(
             network = network or embed.load_network(backbone, store.cache_dir, export=export)
             keys = list(dict.fromkeys(sha for sha, _ in todo))
             first = {sha: arr for sha, arr in todo}
-            cache.add(keys, embed.embed_arrays(network, np.stack([first[k] for k in keys])))
+            cache.add(keys, embed_arrays(network, np.stack([first[k] for k in keys])))
         vectors = cache.matrix([sha for _, sha, _, _ in pending])
         stamp = now()
         for (c, _, _, phash), p in zip(pending, fitted.probs(vectors), strict=True):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -205,7 +205,7 @@ def refresh(
         images,
         batch_size=batch_size,
         progress=_embedding_steps(progress),
-        should_stop=cancel.is_set if cancel is not None else None,
+        cancel=cancel,
     )
     if embedded.cancelled:
         return embedded, None
@@ -213,11 +213,11 @@ def refresh(
     return embedded, fit_scores(store, backbone, reason=reason)
 
 
-def _embedding_steps(progress: Report | None) -> Callable[[int, int], None]:
-    """``embed.compute_embeddings``' ``(done, total)`` steps as ``Progress`` records for ``progress``."""
+def _embedding_steps(progress: Report | None) -> Report:
+    """``embed.compute_embeddings``' records, told as the Review compute's step ("embedding d/t image(s)")."""
 
-    def step(done: int, total: int) -> None:
+    def step(p: Progress) -> None:
         if progress is not None:
-            progress(Progress(done=done, total=total, message=f"embedding {done}/{total} image(s)"))
+            progress(Progress(done=p.done, total=p.total, message=f"embedding {p.done}/{p.total} image(s)"))
 
     return step

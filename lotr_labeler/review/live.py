@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound, WeightsUnavailable
 from lotr_labeler.model import embed
+from lotr_labeler.model.network import Network
 from lotr_labeler.review.fitting import fit_scores
 from lotr_labeler.store import Store
 
@@ -33,7 +34,7 @@ class LiveScorer:
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._network: embed.Network | None = None
+        self._network: Network | None = None
 
     @property
     def status(self) -> str:

@@ -31,7 +31,7 @@ def _describe(job: jobs.Job) -> tuple[float, str]:
         )
         return frac, text
     if job.kind == "train" and p.get("epochs"):
-        return float(p.get("fraction", 0.0)), (
+        return (p["done"] / p["total"] if p.get("total") else 0.0), (
             f"{progress_stage(p.get('phase', ''), p['epoch'], p['epochs'])} · batch {p['batch']}/{p['batches']}"
             f" · {p.get('device', '')} · elapsed {_eta(p.get('elapsed_s'))} · ETA {_eta(p.get('eta_s'))}"
         )

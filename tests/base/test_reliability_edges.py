@@ -25,7 +25,7 @@ from lotr_labeler.imaging import normalize
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.model import runs
-from lotr_labeler.model.train import TrainParams
+from lotr_labeler.model.learner import TrainParams
 from lotr_labeler.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,7 +22,9 @@ from helpers import fill
 
 from lotr_labeler.errors import InvalidInput, WeightsUnavailable
 from lotr_labeler.model import backbones, embed, runs
-from lotr_labeler.model.train import DEFAULT_ARCH, TrainParams, preset, train_run
+from lotr_labeler.model.learner import DEFAULT_ARCH, TrainParams, preset
+from lotr_labeler.model.network import embed_arrays
+from lotr_labeler.model.train import train_run
 from lotr_labeler.review import backbone_choice, fitting, head
 from lotr_labeler.store import Store
 
@@ -274,7 +276,7 @@ def test_bundled_embeddings_run_on_onnx_runtime_like_torch(empty_store: Store, t
     assert network.engine == "onnxruntime", network.extra.get("onnx_error")
     torch_net = embed.load_network(backbone)
     batch = np.random.default_rng(1).random((3, 3, 96, 96), dtype=np.float32)
-    a, b = embed.embed_arrays(network, batch), embed.embed_arrays(torch_net, batch)
+    a, b = embed_arrays(network, batch), embed_arrays(torch_net, batch)
     assert a.shape == (3, backbones.BUNDLED_FEATURES)
     assert float(np.abs(a - b).max()) <= 1e-4 * float(np.abs(b).max())
 

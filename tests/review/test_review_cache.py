@@ -220,12 +220,12 @@ def test_a_train_form_edit_keeps_the_queue_on_disk_a_new_fit_does_not(
 ) -> None:
     """The Train page saves its form on every edit (meta 'train_form'): the next Review load, even in
     a fresh process, must still read the kept queue rather than every stored score."""
-    from lotr_labeler.model import train as tr
+    from lotr_labeler.model import train_form
 
     first = as_tuples(queue.ranking(scored, status="all"))
     with Store(scored.root) as tab:  # the Train page, in another session
-        tr.save_form(tab, tr.TrainForm(epochs=3, pretrained=False))
-        tr.save_form(tab, tr.TrainForm(epochs=4, pretrained=False))
+        train_form.save_form(tab, train_form.TrainForm(epochs=3, pretrained=False))
+        train_form.save_form(tab, train_form.TrainForm(epochs=4, pretrained=False))
     version.clear()
     with monkeypatch.context() as m:
         m.setattr(reviews, "scores", no_scores)

@@ -256,7 +256,7 @@ def bumped(store: Store, write: Callable[[], object]) -> bool:
 
 def test_a_train_form_edit_keeps_the_memo_a_fit_or_run_change_does_not(store: Store) -> None:
     """The Train page saves its form on every edit: that must not throw away every memo."""
-    from lotr_labeler.model import train as tr
+    from lotr_labeler.model import train_form
 
     calls: list[int] = []
 
@@ -266,12 +266,12 @@ def test_a_train_form_edit_keeps_the_memo_a_fit_or_run_change_does_not(store: St
 
     assert version.memo(store, "k", compute) == 1
     with Store(store.root) as tab:  # the Train page, in another session
-        tr.save_form(tab, tr.TrainForm(epochs=7))
-        tr.save_form(tab, tr.TrainForm(epochs=8, pretrained=False))
-        tab.meta_delete(tr.FORM_KEY)
-        tr.save_form(tab, tr.TrainForm())
+        train_form.save_form(tab, train_form.TrainForm(epochs=7))
+        train_form.save_form(tab, train_form.TrainForm(epochs=8, pretrained=False))
+        tab.meta_delete(train_form.FORM_KEY)
+        train_form.save_form(tab, train_form.TrainForm())
     assert version.memo(store, "k", compute) == 1
-    assert tr.load_form(store) == tr.TrainForm()  # written all the same
+    assert train_form.load_form(store) == train_form.TrainForm()  # written all the same
     # What memoized code reads still bumps: the review fit and the current run.
     with Store(store.root) as tab:
         tab.meta_set("review_fit", "{}")
@@ -309,13 +309,13 @@ def test_the_triggers_agree_with_the_declared_page_state_keys(empty_store: Store
 
 
 def test_the_meta_keys_memoized_code_reads_bump_and_the_train_form_does_not() -> None:
-    from lotr_labeler.model import train as tr
+    from lotr_labeler.model import train_form
     from lotr_labeler.review import last_fit
     from lotr_labeler.store import runs
 
     assert version.bumps_version(last_fit.META_KEY)  # the review ranking reads the fit
     assert version.bumps_version(runs.CURRENT_KEY)
-    assert not version.bumps_version(tr.FORM_KEY)  # renamed: declare it (or name it ui.…) again
+    assert not version.bumps_version(train_form.FORM_KEY)  # renamed: declare it (or name it ui.…) again
 
 
 def test_an_existing_database_gets_the_quiet_meta_triggers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
