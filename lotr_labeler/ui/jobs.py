@@ -21,7 +21,8 @@ def _eta(seconds: float | None) -> str:
 
 
 def _describe(job: jobs.Job) -> tuple[float, str]:
-    """Fraction done and one line of text from a job's progress record."""
+    """Fraction done and one line of text from a job's progress record (a ``progress.Progress`` as stored:
+    ``done``, ``total`` and ``message`` in every one; a stage's own fields where the panel shows more)."""
     p = job.progress
     if job.kind == "download" and p.get("total"):
         frac = p["done"] / p["total"]
@@ -44,6 +45,8 @@ def _describe(job: jobs.Job) -> tuple[float, str]:
             # Embeddings, not images: "auto" embeds a sample with each backbone it compares, then the rest.
             return p["done"] / p["total"], f"{p['done']}/{p['total']} embeddings · {p.get('backbone', '')}"
         return 0.0, "Loading the network…"
+    if p.get("total"):  # any stage's Progress record: done of total, and its message
+        return min(1.0, p.get("done", 0) / p["total"]), p.get("message") or f"{p.get('done', 0)}/{p['total']}"
     return 0.0, job.message or "starting…"
 
 

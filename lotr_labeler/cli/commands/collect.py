@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lotr_labeler import signals
 from lotr_labeler.cli.context import Subparsers, project_command
-from lotr_labeler.cli.output import Progress, emit, print_json
+from lotr_labeler.cli.output import ProgressBar, emit, print_json
 from lotr_labeler.collect.download import DownloadProgress
 from lotr_labeler.collect.export import export_dataset
 from lotr_labeler.collect.importers import IMPORT_KINDS, ImportReport, import_from
@@ -22,18 +22,30 @@ from lotr_labeler.progress import Progress as Step
 from lotr_labeler.store import CANDIDATE_STATES, Store
 
 
+def _search_figures(p: Step) -> str:
+    return f"{p.results_so_far} new · {p.query[:40]}" if isinstance(p, SearchProgress) else ""
+
+
+def _score_figures(p: Step) -> str:
+    from lotr_labeler.review.candidates import ScoreProgress
+
+    return f"failed={p.failed}" if isinstance(p, ScoreProgress) else ""
+
+
+def _download_figures(p: Step) -> str:
+    return f"ok={p.ok}, failed={p.failed}, dup={p.duplicates}" if isinstance(p, DownloadProgress) else ""
+
+
 @project_command
 def cmd_search(store: Store, args: argparse.Namespace) -> int:
     spec = SearchJob.from_args(args)
     spec.check(store)  # bad filters, an unknown class: refused before a job row exists
     record = {"queries": len(spec.queries(store)), "max": spec.max_results(store)}
-    with JobRun(store, SearchJob.kind, record, args.job) as job, Progress("search", "query", job) as bar:
-
-        def show(p: Step) -> None:
-            postfix = f"{p.results_so_far} new · {p.query[:40]}" if isinstance(p, SearchProgress) else ""
-            bar(p.done, p.total, p, p.message, postfix=postfix)
-
-        ran = spec.run(store, show, job.cancel)
+    with (
+        JobRun(store, SearchJob.kind, record, args.job) as job,
+        ProgressBar("search", "query", job, _search_figures) as bar,
+    ):
+        ran = spec.run(store, bar, job.cancel)
         job.finish(ran.state, ran.summary, ran.report.as_dict())
     report = ran.report
     scoring = spec.score_after(store, report)
@@ -55,23 +67,17 @@ def cmd_search(store: Store, args: argparse.Namespace) -> int:
 
 @project_command
 def cmd_score(store: Store, args: argparse.Namespace) -> int:
-    from lotr_labeler import progress
-    from lotr_labeler.review.candidates import ScoreProgress, score_candidates
+    from lotr_labeler.review.candidates import score_candidates
 
     spec = ScoreCandidatesJob.from_args(args)
     with JobRun(store, ScoreCandidatesJob.kind, spec.record(), args.job) as job:
-        with Progress("score", "cand", job) as bar:
-
-            def show(p: progress.Progress) -> None:
-                postfix = f"failed={p.failed}" if isinstance(p, ScoreProgress) else ""
-                bar(p.done, p.total, p, p.message, postfix=postfix, force=p.done == p.total)
-
+        with ProgressBar("score", "cand", job, _score_figures) as bar:
             report = score_candidates(
                 store,
                 list(spec.ids) or None,
                 workers=spec.workers,
                 allow_private=True if spec.allow_private_hosts else None,
-                progress=show,
+                progress=bar,
                 cancel=job.cancel,
             )
         job.finish_if(report.cancelled, report.summary(), report.as_dict())
@@ -90,13 +96,11 @@ def cmd_score(store: Store, args: argparse.Namespace) -> int:
 def cmd_download(store: Store, args: argparse.Namespace) -> int:
     spec = DownloadJob.from_args(args)
     record = {"ids": list(spec.ids), "retry_failed": spec.retry_failed}
-    with JobRun(store, DownloadJob.kind, record, args.job) as job, Progress("download", "img", job) as bar:
-
-        def show(p: Step) -> None:
-            postfix = f"ok={p.ok}, failed={p.failed}, dup={p.duplicates}" if isinstance(p, DownloadProgress) else ""
-            bar(p.done, p.total, p, p.message, postfix=postfix, force=p.done == p.total)
-
-        ran = spec.run(store, show, job.cancel)
+    with (
+        JobRun(store, DownloadJob.kind, record, args.job) as job,
+        ProgressBar("download", "img", job, _download_figures) as bar,
+    ):
+        ran = spec.run(store, bar, job.cancel)
         job.finish(ran.state, ran.summary, ran.report.as_dict())
     report = ran.report
     if args.json:
@@ -135,14 +139,14 @@ def _report(report: ImportReport, as_json: bool) -> int:
 
 @project_command
 def cmd_import(store: Store, args: argparse.Namespace) -> int:
-    with Progress(f"import {args.kind}") as bar:
+    with ProgressBar(f"import {args.kind}") as bar:
         report = import_from(
             store,
             args.kind,
             Path(args.path),
             label=args.label,
             create_classes=args.create_classes,
-            progress=lambda p: bar(p.done, p.total),
+            progress=bar,
         )
     return _report(report, args.json)
 
@@ -211,14 +215,14 @@ def _export_space(store: Store, args: argparse.Namespace) -> int:
     from lotr_labeler.model.space import write_space
 
     model = resolve_model(store, args.run)
-    with Progress("export space") as update:
+    with ProgressBar("export space", "step", postfix=lambda p: p.message) as bar:
         steps = iter(range(1, 4))
         done = write_space(
             model,
             Path(args.out),
             title=args.title or store.name,
             torch_fallback=args.torch_fallback,
-            report=lambda msg: update(next(steps, 3), 3, postfix=msg),
+            report=lambda msg: bar(Step(done=next(steps, 3), total=3, message=msg)),
         )
     print(
         f"Wrote a Hugging Face Space for run {model.run_id} to {done.folder} ({', '.join(done.files)}; "
@@ -242,8 +246,8 @@ def cmd_export(store: Store, args: argparse.Namespace) -> int:
         shutil.copyfile(run.model_path, out)
         print(f"Exported the model of run {run.id} to {out} (load it with fastai's load_learner).")
         return 0
-    with Progress("export") as bar:
-        n = export_dataset(store, Path(args.out), lambda p: bar(p.done, p.total))
+    with ProgressBar("export") as bar:
+        n = export_dataset(store, Path(args.out), bar)
     print(f"Exported {n} image(s) and manifest.csv to {args.out}.")
     return 0
 

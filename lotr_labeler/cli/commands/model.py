@@ -10,12 +10,11 @@ from typing import Any
 from lotr_labeler import project as proj
 from lotr_labeler import signals
 from lotr_labeler.cli.context import Subparsers, cli_path, open_store, project_command, root
-from lotr_labeler.cli.output import Progress, emit, print_json, table
+from lotr_labeler.cli.output import ProgressBar, emit, print_json, table
 from lotr_labeler.collect.importers import import_folder, import_zip
 from lotr_labeler.errors import InvalidInput, LabelerError
 from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.jobs.worker import JobRun
-from lotr_labeler.progress import Progress as ProgressRecord
 from lotr_labeler.settings import Settings
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project, list_projects, open_project
@@ -55,13 +54,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_dataset(store)  # refuse before the 10 s fastai import
         print(weights_line(params), file=sys.stderr)
         with JobRun(store, TrainJob.kind, spec.record(), args.job) as job:
-            with Progress("train", "%", job) as bar:
-
-                def progress(p: ProgressRecord) -> None:
-                    # p.message: "head epoch (body frozen), batch 2/5", then "epoch 1/3, …"
-                    bar(int(100 * p.fraction), 100, p, p.message, postfix=p.message)
-
-                run = spec.run(store, progress, job.cancel, job_id=job.job.id)
+            # The postfix: "head epoch (body frozen), batch 2/5", then "epoch 1/3, …"
+            with ProgressBar("train", "batch", job, lambda p: p.message) as bar:
+                run = spec.run(store, bar, job.cancel, job_id=job.job.id)
             job.finish_if(run.state == "cancelled", tr.outcome(run), {"run_id": run.id, **run.metrics})
         if run.state == "cancelled":
             if signals.received() is None:  # after Ctrl-C the CLI says "interrupted" once

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from lotr_labeler import progress
 from lotr_labeler.cli.context import Subparsers, project_command
-from lotr_labeler.cli.output import Progress, emit, print_json
+from lotr_labeler.cli.output import ProgressBar, emit, print_json
 from lotr_labeler.jobs.specs import EmbedJob
 from lotr_labeler.jobs.worker import JobRun
 from lotr_labeler.store import SPLITS, Store
@@ -47,15 +47,15 @@ class _Bars:
     def __init__(self, job: JobRun | None) -> None:
         self.job = job
         self.phase = ""
-        self.bar: Progress | None = None
+        self.bar: ProgressBar | None = None
 
     def __call__(self, p: progress.Progress) -> None:
         phase = getattr(p, "phase", "embed")
         if phase != self.phase or self.bar is None:
             self.close()
             desc, unit = self.NAMES.get(phase, (phase, "img"))
-            self.phase, self.bar = phase, Progress(desc, unit, job=self.job)
-        self.bar(p.done, p.total, p, p.message, force=phase == "embed" and p.done == p.total)
+            self.phase, self.bar = phase, ProgressBar(desc, unit, job=self.job)
+        self.bar(p)
 
     def close(self) -> None:
         if self.bar is not None:
