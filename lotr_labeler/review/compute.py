@@ -153,9 +153,9 @@ def retrain_head(store: Store, *, build: bool = False) -> Retrained:
     """Review's "Retrain head": refit the head on the cached embeddings of the last fit's backbone
     (every score refreshed, seconds), then the instant model on the same embeddings.
 
-    ``build=False`` (the page) only judges it: its valid accuracy, no files, the current model stays
-    current until the user presses "Make it current". ``build=True`` (the CLI, which has no second
-    step) exports it as a run and makes it current.
+    ``build=False`` only judges it: its valid accuracy, no files; the current model stays current (the
+    deployed model changes only when asked). ``build=True`` (the page's "Make it current", the CLI's
+    ``--make-current``) exports it as a run and makes it current.
 
     Raises
     ------

@@ -81,14 +81,26 @@ def test_old_instant_runs_are_pruned(store: Store) -> None:
     assert sorted(left) == sorted(made[1:])
 
 
-def test_cli_retrain_head_exports_an_instant_run(store: Store, data_root: Path) -> None:
+def test_cli_retrain_head_changes_the_deployed_model_only_when_asked(store: Store, data_root: Path) -> None:
     scored(store)
+    deployed = instant.export_instant(store, with_onnx=False).run
     cmd = [sys.executable, "-m", "lotr_labeler", "--data", str(data_root), "--project", "demo"]
-    out = subprocess.run([*cmd, "review", "--retrain-head", "--json"], capture_output=True, text=True, check=True)
+    out = subprocess.run([*cmd, "review", "--retrain-head"], capture_output=True, text=True, check=True)
+    assert "Instant model (head on the" in out.stdout and f"current model (run {deployed.id})" in out.stdout
+    assert "add --make-current" in out.stdout
+    assert [r.id for r in runs.list_runs(store)] == [deployed.id] and runs.current_run(store).id == deployed.id  # type: ignore[union-attr]
+
+    out = subprocess.run(
+        [*cmd, "review", "--retrain-head", "--make-current", "--json"], capture_output=True, text=True, check=True
+    )
     doc = json.loads(out.stdout)
     run = runs.get_run(store, doc["run"])
-    assert run.source == "instant" and run.model_path.is_file() and doc["scored"] == 18
+    assert run.source == "instant" and run.model_path.is_file() and doc["scored"] == 18 and doc["current"] is True
+    assert runs.current_run(store).id == run.id != deployed.id  # type: ignore[union-attr]
     assert "Instant model: run" in out.stderr
+
+    alone = subprocess.run([*cmd, "review", "--make-current"], capture_output=True, text=True)
+    assert alone.returncode == 1 and "error: --make-current deploys the instant model of --retrain-head" in alone.stderr
 
 
 def test_review_page_retrain_head_leaves_the_deployed_model_until_asked(store: Store) -> None:

@@ -10,6 +10,7 @@ from typing import ClassVar
 from lotr_labeler import progress
 from lotr_labeler.cli.context import Subparsers, project_command
 from lotr_labeler.cli.output import ProgressBar, emit, print_json
+from lotr_labeler.errors import InvalidInput
 from lotr_labeler.jobs.specs import EmbedJob
 from lotr_labeler.jobs.worker import JobRun
 from lotr_labeler.store import SPLITS, Store
@@ -68,20 +69,47 @@ class _Bars:
         self.close()
 
 
-def _retrain_head(store: Store, as_json: bool) -> int:
-    """Review's "Retrain head" (``review.compute.retrain_head``): refit, then export the instant model."""
+def _retrain_head(store: Store, as_json: bool, make_current: bool) -> int:
+    """Review's "Retrain head" (``review.compute.retrain_head``): refit every score, then judge the instant
+    model beside the current run; only ``--make-current`` exports it and makes it the deployed model."""
+    from lotr_labeler.model import runs
     from lotr_labeler.review.compute import retrain_head
 
-    done = retrain_head(store, build=True)
-    assert done.made is not None
+    done = retrain_head(store, build=make_current)
     print(done.fit.summary(), file=sys.stderr)
-    print(done.made.summary(), file=sys.stderr)
+    if done.made is not None:
+        print(done.made.summary(), file=sys.stderr)
+        doc = {"run": done.made.run.id, "scored": done.fit.info.scored, "valid_accuracy": done.made.valid_accuracy}
+        if as_json:
+            print_json({**doc, "current": True})
+        else:
+            print(done.made.run.id)
+        return 0
+    assert done.check is not None
+    current = runs.current_run(store)
+    error = (current.metrics or {}).get("error_rate") if current is not None else None
+    doc = {
+        "run": None,
+        "scored": done.fit.info.scored,
+        "valid_accuracy": done.check.valid_accuracy,
+        "valid_images": done.check.valid_images,
+        "current_run": current.id if current is not None else None,
+        "current_valid_error": error,
+        "current": False,
+    }
     if as_json:
-        print_json(
-            {"run": done.made.run.id, "scored": done.fit.info.scored, "valid_accuracy": done.made.valid_accuracy}
-        )
+        print_json(doc)
     else:
-        print(done.made.run.id)
+
+        def pct(err: float | None) -> str:
+            return "n/a" if err is None else f"{err:.1%}"
+
+        theirs = f"current model (run {current.id}): valid error {pct(error)}" if current else "no current model"
+        print(
+            f"Instant model (head on the {done.check.backbone}): valid error {pct(done.check.valid_error)} on "
+            f"{done.check.valid_images} image(s) · {theirs}. The current model is unchanged: "
+            "add --make-current to deploy the instant model."
+        )
     return 0
 
 
@@ -89,8 +117,10 @@ def _retrain_head(store: Store, as_json: bool) -> int:
 def cmd_review(store: Store, args: argparse.Namespace) -> int:
     from lotr_labeler.review import queue
 
+    if args.make_current and not args.retrain_head:
+        raise InvalidInput("--make-current deploys the instant model of --retrain-head: use both, or neither.")
     if args.retrain_head:
-        return _retrain_head(store, args.json)
+        return _retrain_head(store, args.json, args.make_current)
     if not args.cached:
         status = _compute(store, args)
         if status is not None:
@@ -135,7 +165,13 @@ def register(sub: Subparsers) -> None:
     s.add_argument(
         "--retrain-head",
         action="store_true",
-        help="refit the head on the cached embeddings and export it with its backbone as a run (instant model)",
+        help="refit the head on the cached embeddings (every score refreshed) and judge the instant model "
+        "(the head on its backbone) beside the current run; the current model is unchanged",
+    )
+    s.add_argument(
+        "--make-current",
+        action="store_true",
+        help="with --retrain-head: export the instant model as a run and make it the current model",
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_review)
