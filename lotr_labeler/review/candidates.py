@@ -343,10 +343,13 @@ def score_candidates(
                         phash = _phash_only(data)
                     pending.append((c, sha, arr, phash))
                 except FetchError as exc:
-                    failed(c, exc.reason)
+                    if not stopped(cancel):  # a fetch the cancel cut short is not the thumbnail's failure
+                        failed(c, exc.reason)
                 except (OSError, ValueError, Image.DecompressionBombError) as exc:
                     failed(c, f"unreadable thumbnail ({exc})")
             flush()
+    # The cancel may land while the last fetches end (cut short by it): the loop then ran out, not stopped.
+    report.cancelled = report.cancelled or stopped(cancel)
     if not report.cancelled:
         flush(final=True)
     else:
