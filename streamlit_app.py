@@ -52,6 +52,11 @@ def _overview() -> None:
     with open_current() as store:
         show_flash()
         status = store.status()
+        if status:
+            from lotr_labeler.review.queue import flagged_by_class  # numpy: after the first paint's imports
+
+            flagged = flagged_by_class(store)  # the images Review shows under Flag = any
+            status = [{**row, "flagged": flagged.get(str(row["class"]), 0)} for row in status]
         settings = store.settings()
         st.subheader(f"Project: {store.name}")
         st.caption(f"Data in `{store.root}`")
@@ -70,7 +75,9 @@ def _overview() -> None:
             cols[0].metric("Classes", len(status))
             cols[1].metric("Images", total["images"])
             cols[2].metric("Pending candidates", total["pending"])
-            cols[3].metric("Flagged", total["flagged"])
+            cols[3].metric(
+                "Flagged", total["flagged"], help="Images with a quality or near-duplicate flag: Review, Flag = any"
+            )
             st.markdown("**Class balance** (active images per class)")
             st.markdown(class_table(status))
         else:

@@ -417,3 +417,12 @@ def item(store: Store, image_id: int, flags: Sequence[str] | None = None) -> Rev
     if flags is None:
         flags = quality.quality_flags(store, [img]).get(img.id, ())
     return _ordered(store.root, [img], _base(store, [img], {img.id: tuple(flags)}, reviewed_ids(store)))[0]
+
+
+def flagged_by_class(store: Store) -> dict[str, int]:
+    """Active images with a quality or near-duplicate flag, per class: what Review lists under Flag = any
+    and Status = all, so the home page's "Flagged" counts the same images (quality measured so far only)."""
+    counts: dict[str, int] = {}
+    for item in queue(store, flag="any", status="all", compute_quality=False):
+        counts[item.given] = counts.get(item.given, 0) + 1
+    return counts

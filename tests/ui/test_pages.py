@@ -191,3 +191,31 @@ def test_home_creates_a_project_from_class_names(store: Store, data_root: Path) 
     next(b for b in at.button if b.label.startswith("…or the Middle-earth")).click().run()
     with open_project(data_root, "me") as me:
         assert len(me.class_names()) == 7 and "Hobbits" in me.class_names()
+
+
+def test_home_flagged_counts_what_review_shows_under_flag_any(store: Store, tmp_path: Path) -> None:
+    """Home's "Flagged" (the metric and the class table) counts the images Review lists under Flag = any:
+    quality flags measured so far and near duplicates (it counted only flags stored on the rows)."""
+    import numpy as np
+    from PIL import Image
+
+    from lotr_labeler.collect.importers import import_folder
+    from lotr_labeler.review import quality, queue
+
+    odd = tmp_path / "odd" / "circle"
+    odd.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for i in range(2):  # noise (no near duplicate of anything), 5:1: flagged "aspect" by quality only
+        Image.fromarray(rng.integers(0, 256, (80, 400, 3), dtype=np.uint8)).save(odd / f"{i}.png")
+    import_folder(store, tmp_path / "odd")
+    quality.quality_stats(store, store.images())
+    listed = queue.ranking(store, flag="any", status="all", compute_quality=False)
+    by_class = {c: sum(1 for it in listed if it.given == c) for c in ("circle", "square", "triangle")}
+    assert sum("aspect" in it.flags and "near-duplicate" not in it.flags for it in listed) == 2
+
+    at = app("streamlit_app.py")
+    assert next(m.value for m in at.metric if m.label == "Flagged") == str(len(listed))
+    table = next(m.value for m in at.markdown if m.value.startswith("| class |"))
+    header = [h.strip() for h in table.splitlines()[0].strip("|").split("|")]
+    rows = {r[0]: r for r in ([c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:])}
+    assert {c: int(rows[c][header.index("flagged")]) for c in by_class} == by_class
