@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parents[1]
 
 
@@ -34,6 +36,7 @@ def _is_test_module(name: str) -> bool:
     return last == "conftest" or last.startswith("test_")
 
 
+@pytest.mark.slow
 def test_no_test_module_imports_another_or_a_conftest() -> None:
     files = sorted(TESTS.rglob("*.py"))
     assert len(files) > 20 and TESTS / "helpers.py" in files  # the scan sees the suite
