@@ -38,10 +38,11 @@ import emoji_data
 from kit import emit, flip_labels, say, serve
 
 from lotr_labeler.collect.importers import import_folder
-from lotr_labeler.model import backbones, embed
+from lotr_labeler.model import backbones, embed, learner
 from lotr_labeler.model import train as tr
+from lotr_labeler.model.network import Network, embed_arrays
 from lotr_labeler.review import candidates as cands
-from lotr_labeler.review import scoring
+from lotr_labeler.review import fitting, queue
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import create_project
 
@@ -65,7 +66,7 @@ def bench_train(root: Path, per_class: int, seed: int) -> None:
     store = project(root, "train", per_class, emoji_data.DEFAULT_CLASSES, seed)
     errors: dict[str, float] = {}
     for name, overrides in (("default", {}), ("no-pretrained", {"pretrained": False})):
-        params = tr.preset("quick", **overrides)
+        params = learner.preset("quick", **overrides)
         started = time.monotonic()
         run = tr.train_run(store, params)
         errors[name] = float(run.metrics["error_rate"])
@@ -86,7 +87,9 @@ def bench_train(root: Path, per_class: int, seed: int) -> None:
     per_epoch: dict[str, float] = {}
     for _ in range(2):
         for arch in (backbones.BUNDLED, "resnet18"):
-            run = tr.train_run(store, tr.preset("quick", arch=arch, epochs=1, pretrained=arch == backbones.BUNDLED))
+            run = tr.train_run(
+                store, learner.preset("quick", arch=arch, epochs=1, pretrained=arch == backbones.BUNDLED)
+            )
             per_epoch[arch] = min(per_epoch.get(arch, float("inf")), fine_tune_seconds(run))
             say(f"{arch}: {fine_tune_seconds(run):.1f} s per fine-tune epoch")
     emit(
@@ -100,7 +103,7 @@ def bench_train(root: Path, per_class: int, seed: int) -> None:
     store.close()
 
 
-def throughput(store: Store, backbone: embed.Backbone, network: embed.Network) -> float:
+def throughput(store: Store, backbone: embed.Backbone, network: Network) -> float:
     """Images per second of ``compute_embeddings`` (read, decode, resize, forward) on every image, cache emptied."""
     embed.cache_path(store, backbone).unlink(missing_ok=True)
     started = time.monotonic()
@@ -108,12 +111,12 @@ def throughput(store: Store, backbone: embed.Backbone, network: embed.Network) -
     return report.computed / (time.monotonic() - started)
 
 
-def forward_only(network: embed.Network, n: int, size: int) -> float:
+def forward_only(network: Network, n: int, size: int) -> float:
     """Images per second of the network alone on pre-decoded arrays, in the product's batches."""
     batch = np.random.default_rng(0).random((n, 3, size, size), dtype=np.float32)
     started = time.monotonic()
     for start in range(0, n, 32):
-        embed.embed_arrays(network, batch[start : start + 32])
+        embed_arrays(network, batch[start : start + 32])
     return n / (time.monotonic() - started)
 
 
@@ -150,8 +153,8 @@ def bench_embed(store: Store, size: int) -> None:
 
 
 def recall_at_k(store: Store, backbone: embed.Backbone, flipped: set[int]) -> float:
-    scoring.refresh(store, backbone)
-    items = scoring.ranking(store, status="all")
+    fitting.refresh(store, backbone)
+    items = queue.ranking(store, status="all")
     suspicion = sorted(items, key=lambda it: it.self_confidence if it.self_confidence is not None else 1.0)
     top = {it.id for it in suspicion[: len(flipped)]}
     return len(top & flipped) / len(flipped)
@@ -186,7 +189,7 @@ def bench_triage(root: Path, seed: int, size: int) -> None:
         store = project(root / name.replace(" ", "-"), "triage", 20, own, seed + 2)
         store.set_setting("embed_size", size)
         store.set_setting("allow_private_hosts", True)
-        scoring.refresh(store, backbone)
+        fitting.refresh(store, backbone)
         rng = np.random.default_rng(seed)
         right = emoji_data.samples(20, own, seed=seed + 3)
         off = emoji_data.samples(8, ("plants", "sports"), seed=seed + 4)[:15]

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from lotr_labeler.collect.importers import import_folder  # noqa: E402
 from lotr_labeler.model import embed  # noqa: E402
 from lotr_labeler.review import embedding_map as emap  # noqa: E402
-from lotr_labeler.review import scoring  # noqa: E402
+from lotr_labeler.review import fitting  # noqa: E402
 from lotr_labeler.workspace import create_project  # noqa: E402
 
 
@@ -93,7 +93,7 @@ def main() -> None:
             store.relabel(
                 [image_id], classes[(classes.index(label) + 1 + int(rng.integers(len(classes) - 1))) % len(classes)]
             )
-        scoring.fit_scores(store, backbone)
+        fitting.fit_scores(store, backbone)
 
         started = time.monotonic()
         first = emap.embedding_map(store, method="tsne")

@@ -95,12 +95,13 @@ def plain_fastai(folder: Path, size: int, epochs: int) -> tuple[float, int, int]
 def cpu_network(backbone: object) -> object:
     """The CPU embedding path of ``backbone`` (a random-init resnet18): ONNX Runtime on the CPU."""
     from lotr_labeler.model import embed, onnx_embed, onnx_export
+    from lotr_labeler.model.network import Network, OnnxEmbedder
 
     assert isinstance(backbone, embed.Backbone)
     body = embed._resnet18_body(backbone).cpu().eval()
-    net = embed.Network(body=body, mean=embed.IMAGENET_MEAN, std=embed.IMAGENET_STD, size=backbone.size)
+    net = Network(body=body, mean=embed.IMAGENET_MEAN, std=embed.IMAGENET_STD, size=backbone.size)
     data, _ = onnx_embed.export_bytes(net)
-    net.onnx = onnx_embed.OnnxEmbedder(onnx_export.make_session(data), Path("<cpu>"))  # the CPU provider only
+    net.onnx = OnnxEmbedder(onnx_export.make_session(data), Path("<cpu>"))  # the CPU provider only
     return net
 
 
@@ -119,7 +120,9 @@ def main() -> int:
 
     from lotr_labeler.collect.importers import import_folder
     from lotr_labeler.model import embed, hardware
-    from lotr_labeler.model.train import TrainParams, device_name, train_run
+    from lotr_labeler.model.learner import TrainParams, device_name
+    from lotr_labeler.model.network import embed_arrays
+    from lotr_labeler.model.train import train_run
     from lotr_labeler.workspace import create_project
 
     size = 224
@@ -161,10 +164,10 @@ def main() -> int:
         report = embed.compute_embeddings(store, backbone, rows, network=gpu_net, batch_size=64)
         gpu_rate = report.computed / (time.perf_counter() - started)
         batch = embed.prepare([store.path(r) for r in rows[:64]], size)
-        embed.embed_arrays(gpu_net, batch)
+        embed_arrays(gpu_net, batch)
         started = time.perf_counter()
         for _ in range(5):
-            embed.embed_arrays(gpu_net, batch)
+            embed_arrays(gpu_net, batch)
         forward = 5 * len(batch) / (time.perf_counter() - started)
         emit(
             name=f"GPU embeddings img/s, compute_embeddings vs forward pass alone (224 px) on {gpu}",

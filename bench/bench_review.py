@@ -6,7 +6,7 @@ Data: scikit-learn's digits (real 8x8 scans, ``sklearn.datasets.load_digits``) u
 ``--size`` px, written as PNG and imported into a throw-away project, one class per digit;
 then ``--flip`` of the labels are moved to another class with ``store.relabel``.
 
-1. Retrain speed: ``review.fit_scores`` (5-fold head on 1,000 cached embeddings, every score
+1. Retrain speed: ``fitting.fit_scores`` (5-fold head on 1,000 cached embeddings, every score
    refreshed and stored) against fastai ``fine_tune(1)`` (resnet18, random init since the
    ImageNet weights cannot be downloaded here, no augmentation, batch 64) on the same images.
    128 px by default: the size of the Train page's CPU "quick" preset, which fine-tunes for
@@ -39,7 +39,7 @@ from PIL import Image
 
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.model import embed, runs
-from lotr_labeler.review import scoring as review
+from lotr_labeler.review import backbone_choice, fitting, queue
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 
@@ -154,21 +154,21 @@ def main() -> int:
         started = time.perf_counter()
         embed.compute_embeddings(store, rand)
         say(f"embeddings (random-init resnet18, {args.size} px): {time.perf_counter() - started:.1f} s for {n}")
-        review.fit_scores(store, rand)  # cold: imports scikit-learn
+        fitting.fit_scores(store, rand)  # cold: imports scikit-learn
         fits = []
         for _ in range(3):
             started = time.perf_counter()
-            review.fit_scores(store, rand)
+            fitting.fit_scores(store, rand)
             fits.append(time.perf_counter() - started)
         quick = min(fits)
         say(f"quick retrain (fit_scores, warm): {', '.join(f'{t:.3f}' for t in fits)} s")
-        norun = {it.id: -(it.self_confidence or 0.0) for it in review.ranking(store, status="all")}
+        norun = {it.id: -(it.self_confidence or 0.0) for it in queue.ranking(store, status="all")}
         # The product with no model: the bundled pretrained network (what a user gets), beside random init.
         bundled = embed.resolve_backbone(store, "bundled", size=args.size)
         started = time.perf_counter()
-        review.refresh(store, bundled)
+        fitting.refresh(store, bundled)
         say(f"embeddings + fit ({bundled.short}, {args.size} px): {time.perf_counter() - started:.1f} s")
-        norun_bundled = {it.id: -(it.self_confidence or 0.0) for it in review.ranking(store, status="all")}
+        norun_bundled = {it.id: -(it.self_confidence or 0.0) for it in queue.ranking(store, status="all")}
 
         # -- fastai
         learn, fine_tune_s = fastai_run(store, args.size, args.seed)
@@ -190,9 +190,9 @@ def main() -> int:
         run = register_run(store, learn, args.size)
         body = embed.resolve_backbone(store, "run")  # auto would pass over a body trained from scratch
         started = time.perf_counter()
-        _, fit = review.refresh(store, body)
+        _, fit = fitting.refresh(store, body)
         say(f"run {run.id} body embeddings + fit: {time.perf_counter() - started:.1f} s; {fit and fit.summary()}")
-        items = review.ranking(store, status="all")
+        items = queue.ranking(store, status="all")
         ours = {it.id: -(it.self_confidence or 0.0) for it in items}
 
         ours_recall, ours_auroc = detection(ours, flipped, k)
@@ -226,15 +226,15 @@ def main() -> int:
         emit("review_auroc_vs_fastai_valid_top_losses", ours_auroc, fastai_auroc, "context", "AUROC", detect)
 
         # -- backbone auto against each fixed backbone, in the same state (the run registered)
-        choice = review.choose_backbone(store, size=args.size)
+        choice = backbone_choice.choose_backbone(store, size=args.size)
         assert choice is not None
         say(f"backbone auto: {choice.reason}")
         fixed: dict[str, float] = {}
         for trial in choice.trials:
             if trial.backbone is None:
                 continue
-            review.refresh(store, trial.backbone)
-            scores = {it.id: -(it.self_confidence or 0.0) for it in review.ranking(store, status="all")}
+            fitting.refresh(store, trial.backbone)
+            scores = {it.id: -(it.self_confidence or 0.0) for it in queue.ranking(store, status="all")}
             fixed[trial.name] = detection(scores, flipped, k)[0]
             say(f"  {trial.name}: CV accuracy {trial.accuracy:.3f}, recall@k {fixed[trial.name]:.3f}")
         auto_name = next(t.name for t in choice.trials if t.backbone == choice.backbone)
@@ -252,12 +252,13 @@ def main() -> int:
             )
 
         # -- instant model: "Retrain head" to a prediction, and its valid accuracy vs the fine-tune
-        from lotr_labeler.model import instant, predict
+        from lotr_labeler.model import predict
+        from lotr_labeler.review import instant
 
-        review.refresh(store, choice.backbone)
+        fitting.refresh(store, choice.backbone)
         sample = store.images()[0]
         started = time.perf_counter()
-        review.fit_scores(store)
+        fitting.fit_scores(store)
         made = instant.export_instant(store)
         predictor = predict.load_predictor(predict.resolve_model(store).path)
         with Image.open(store.path(sample)) as im:

@@ -46,6 +46,7 @@ from e2e.streamlit_page import StreamlitPage  # noqa: E402
 from helpers import ImageHandler  # noqa: E402  (the tests' generated-image server)
 
 from lotr_labeler.collect.importers import import_folder  # noqa: E402
+from lotr_labeler.progress import Progress  # noqa: E402
 from lotr_labeler.store import CandidateIn, Store  # noqa: E402
 from lotr_labeler.workspace import create_project  # noqa: E402
 
@@ -95,10 +96,10 @@ def import_rate(store: Store, folder: Path, n: int) -> tuple[float, float, float
     stamps: list[float] = []
     started = time.perf_counter()
 
-    def progress(done: int, total: int) -> None:
+    def progress(p: Progress) -> None:
         stamps.append(time.perf_counter())
-        if done % 2000 == 0:
-            say(f"  imported {done}/{total} ({stamps[-1] - started:.0f} s)")
+        if p.done % 2000 == 0:
+            say(f"  imported {p.done}/{p.total} ({stamps[-1] - started:.0f} s)")
 
     report = import_folder(store, folder, progress=progress)
     say(f"import: {report.summary()}")
@@ -138,7 +139,8 @@ def status_times(data: Path, name: str, store: Store) -> tuple[float, float]:
 def review_and_embed(store: Store, size: int, refit: bool = True) -> tuple[float, float, float, int, str]:
     """(refit s, embed images/s, forward-only images/s, images embedded, how the engine was made)."""
     from lotr_labeler.model import embed
-    from lotr_labeler.review import scoring
+    from lotr_labeler.model.network import embed_arrays
+    from lotr_labeler.review import fitting
 
     backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=size)
     started = time.perf_counter()
@@ -149,10 +151,10 @@ def review_and_embed(store: Store, size: int, refit: bool = True) -> tuple[float
     # Over all of them (not a few batches): the load of a shared machine then weighs on both sides alike.
     paths = [store.path(r) for r in rows]
     batches = [embed.prepare(paths[i : i + 64], size) for i in range(0, len(paths), 64)]
-    embed.embed_arrays(network, batches[0])  # warm
+    embed_arrays(network, batches[0])  # warm
     started = time.perf_counter()
     for batch in batches:
-        embed.embed_arrays(network, batch)
+        embed_arrays(network, batch)
     forward = len(rows) / (time.perf_counter() - started)
     del batches
     started = time.perf_counter()
@@ -160,9 +162,9 @@ def review_and_embed(store: Store, size: int, refit: bool = True) -> tuple[float
     embed_s = time.perf_counter() - started
     refit_s = float("nan")
     if refit:
-        scoring.fit_scores(store, backbone)  # cold: imports scikit-learn
+        fitting.fit_scores(store, backbone)  # cold: imports scikit-learn
         started = time.perf_counter()
-        scoring.fit_scores(store, backbone)
+        fitting.fit_scores(store, backbone)
         refit_s = time.perf_counter() - started
     return refit_s, len(rows) / embed_s, forward, len(rows), made
 

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.model import hardware
-from lotr_labeler.model.train import PRESETS, TrainParams, train_run
+from lotr_labeler.model.learner import PRESETS, TrainParams
+from lotr_labeler.model.train import train_run
 from lotr_labeler.workspace import create_project
 
 

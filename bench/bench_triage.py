@@ -39,7 +39,7 @@ from PIL import Image
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.model import embed
 from lotr_labeler.review import candidates as cands
-from lotr_labeler.review import scoring
+from lotr_labeler.review import fitting
 from lotr_labeler.store import CandidateIn
 from lotr_labeler.workspace import create_project
 
@@ -108,7 +108,7 @@ def run(which: str) -> int:
         else:
             backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=args.size)
         started = time.monotonic()
-        _, fit = scoring.refresh(store, backbone)
+        _, fit = fitting.refresh(store, backbone)
         say(f"initial set embedded and fitted in {time.monotonic() - started:.1f} s: {fit.summary() if fit else ''}")
 
         # The scrape: right candidates, off-topic ones, and ones of another class.
@@ -139,13 +139,13 @@ def run(which: str) -> int:
         seconds = report.seconds
         import httpx
 
-        from lotr_labeler.collect import download
+        from lotr_labeler.collect import fetch
 
         sample = list(bodies)[:50]
         t0 = time.monotonic()
-        with download.make_client(httpx.Timeout(10.0)) as client:
+        with fetch.make_client(httpx.Timeout(10.0)) as client:
             for path in sample:
-                download.fetch(client, base + path, max_bytes=10**6, allow_private=True)
+                fetch.fetch(client, base + path, max_bytes=10**6, allow_private=True)
         serial = (time.monotonic() - t0) * len(bodies) / len(sample)
         emit(
             f"triage: score {len(plan)} candidates end to end (fetch {args.latency * 1000:.0f} ms latency, "

@@ -52,6 +52,7 @@ if _typing.TYPE_CHECKING:  # what the lazy names resolve to, for type checkers a
     from lotr_labeler.collect.search import ImageSource, SearchOptions, SearchReport, plan_queries, run_search
     from lotr_labeler.jobs.specs import DownloadJob, EmbedJob, SearchJob, TrainJob
     from lotr_labeler.model.embed import Backbone, resolve_backbone
+    from lotr_labeler.model.learner import TrainParams
     from lotr_labeler.model.predict import (
         Limits,
         ModelRef,
@@ -61,10 +62,12 @@ if _typing.TYPE_CHECKING:  # what the lazy names resolve to, for type checkers a
         read_image_file,
         resolve_model,
     )
+    from lotr_labeler.model.record import import_model
     from lotr_labeler.model.runs import Run, current_run, list_runs
-    from lotr_labeler.model.train import TrainParams, import_model, train_run
+    from lotr_labeler.model.train import train_run
     from lotr_labeler.project import DEFAULT_PROJECT, data_root
-    from lotr_labeler.review.scoring import ReviewItem, ranking, refresh
+    from lotr_labeler.review.fitting import refresh
+    from lotr_labeler.review.queue import ReviewItem, ranking
     from lotr_labeler.settings import Settings
     from lotr_labeler.store import CandidateIn, CandidateRow, ClassRow, ImageRow, Store
     from lotr_labeler.workspace import create_project, list_projects, open_project
@@ -87,9 +90,12 @@ _LAZY: dict[str, str] = {
         "lotr_labeler.model.predict",
     ),
     **dict.fromkeys(("Run", "current_run", "list_runs"), "lotr_labeler.model.runs"),
-    **dict.fromkeys(("TrainParams", "import_model", "train_run"), "lotr_labeler.model.train"),
+    "TrainParams": "lotr_labeler.model.learner",
+    "import_model": "lotr_labeler.model.record",
+    "train_run": "lotr_labeler.model.train",
     **dict.fromkeys(("DEFAULT_PROJECT", "data_root"), "lotr_labeler.project"),
-    **dict.fromkeys(("ReviewItem", "ranking", "refresh"), "lotr_labeler.review.scoring"),
+    **dict.fromkeys(("ReviewItem", "ranking"), "lotr_labeler.review.queue"),
+    "refresh": "lotr_labeler.review.fitting",
     "Settings": "lotr_labeler.settings",
     **dict.fromkeys(("CandidateIn", "CandidateRow", "ClassRow", "ImageRow", "Store"), "lotr_labeler.store"),
     **dict.fromkeys(("create_project", "list_projects", "open_project"), "lotr_labeler.workspace"),

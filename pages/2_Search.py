@@ -16,12 +16,12 @@ from lotr_labeler.store import Store
 from lotr_labeler.ui import cards, search_grid
 from lotr_labeler.ui.context import (
     act,
-    data_dir,
     error_boundary,
     flash,
     has_flash,
     keep_valid,
     open_current,
+    project_store,
     remember_widgets,
     show_flash,
 )
@@ -224,7 +224,7 @@ def _review_grid(project: str, label: str | None, query: str | None, state: str 
     keys never wait for it: the grid applies them in the browser and sends them in order)."""
     if st.session_state.pop("_s_whole_page", False):  # a download started: the whole page follows it now
         st.rerun(scope="app")
-    with Store(data_dir() / project) as store, error_boundary():
+    with project_store(project) as store, error_boundary():
         settings = store.settings()
         cursor_key = f"_cursor_{label or ALL}_{query or ALL}_{state or ALL}_{sort}_{show}"
         cursors: list[int] = st.session_state.setdefault(cursor_key, [])

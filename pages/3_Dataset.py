@@ -8,9 +8,8 @@ from typing import Any
 import streamlit as st
 
 from lotr_labeler.collect.export import export_dataset
-from lotr_labeler.store import Store
 from lotr_labeler.ui import cards
-from lotr_labeler.ui.context import data_dir, error_boundary, open_current, show_flash
+from lotr_labeler.ui.context import error_boundary, open_current, project_store, show_flash
 from lotr_labeler.ui.grid import page_view, pager, reset_page
 from lotr_labeler.ui.imports import import_box
 from lotr_labeler.ui.jobs import follow_jobs
@@ -26,7 +25,7 @@ GRID = "ds_grid"
 def _grid(project: str, query: dict[str, Any]) -> None:
     """The pager and the cards of this page; an action reruns only this fragment (fast), keeping focus and
     scroll, and the pager's count follows it (a delete or a relabel out of the filter changes it)."""
-    with Store(data_dir() / project) as store, error_boundary():
+    with project_store(project) as store, error_boundary():
         settings = store.settings()
         total = store.count(**query)
         offset = pager(total, settings.page_size, "dataset", gone=cards.state(GRID).gone)

@@ -9,11 +9,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from lotr_labeler.errors import LabelerError, TrainingError
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import TrainJob
-from lotr_labeler.model import backbones, runs
-from lotr_labeler.model import train as tr
+from lotr_labeler.model import backbones, learner, runs, train_form
+from lotr_labeler.model.dataset import check_dataset
+from lotr_labeler.model.record import import_model
+from lotr_labeler.model.train import epoch_label
 from lotr_labeler.review.trust import how_to_improve, model_trust
 from lotr_labeler.store import Store
 from lotr_labeler.ui.context import act, error_boundary, open_current, show_flash
@@ -26,7 +27,7 @@ PRESET_HELP = {
     "quick": "CPU laptop: 128 px, 2 epochs — a few minutes for a few hundred images.",
     "standard": "GPU: 224 px, 4 epochs — the fast.ai course setting.",
 }
-# The form's widget keys per TrainForm field. Its values live in the project DB (tr.save_form on every
+# The form's widget keys per TrainForm field. Its values live in the project DB (train_form.save_form on every
 # change): a reload, another page or a restart brings them back, per project.
 FORM_KEYS = {
     "preset": "t_preset",
@@ -50,16 +51,16 @@ def _restore(store: Store) -> None:
     state = st.session_state
     if state.get(_FORM_OF) == store.name and all(k in state for k in FORM_KEYS.values()):
         return
-    form = tr.load_form(store)
+    form = train_form.load_form(store)
     for field, key in FORM_KEYS.items():
         state[key] = getattr(form, field)
     state[_FORM_OF] = store.name
 
 
-def _form() -> tr.TrainForm:
+def _form() -> train_form.TrainForm:
     state = st.session_state
     values = {field: state[key] for field, key in FORM_KEYS.items()}
-    return tr.TrainForm(
+    return train_form.TrainForm(
         **{
             **values,
             "epochs": int(values["epochs"]),
@@ -72,19 +73,19 @@ def _form() -> tr.TrainForm:
 
 
 def _remember(store: Store) -> None:
-    tr.save_form(store, _form())
+    train_form.save_form(store, _form())
 
 
 def _apply_preset(store: Store) -> None:
     form = _form().with_preset(st.session_state["t_preset"])
     for field, key in FORM_KEYS.items():
         st.session_state[key] = getattr(form, field)
-    tr.save_form(store, form)
+    train_form.save_form(store, form)
 
 
 def _launch(store: Store) -> str:
     form = _form()
-    tr.save_form(store, form)  # remembered even when Start is refused
+    train_form.save_form(store, form)  # remembered even when Start is refused
     TrainJob.of(form.params()).launch(store)
     return "Training started in the background: you can leave this page, it keeps running."
 
@@ -93,7 +94,7 @@ def _import(store: Store, data: bytes, name: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.pkl"
         path.write_bytes(data)
-        run = tr.import_model(store, path, name=name)  # messages name the upload, not the temp file
+        run = import_model(store, path, name=name)  # messages name the upload, not the temp file
     return f"Imported as run {run.id}."
 
 
@@ -117,11 +118,8 @@ def _space_section(store: Store, run: runs.Run) -> None:
         )
         folder = st.text_input("Folder", value=str(store.root / "exports" / f"space-{run.id}"), key=f"t_space_{run.id}")
         if st.button("Write Space", disabled=run.state != "done", key="t_space_go"):
-            with st.spinner("Writing the Space: loading the model and checking the app…"):
-                try:
-                    st.success(_export_space(store, run.id, folder))
-                except LabelerError as exc:
-                    st.error(str(exc))
+            with st.spinner("Writing the Space: loading the model and checking the app…"), error_boundary():
+                st.success(_export_space(store, run.id, folder))
 
 
 CHART_METRICS = ("train_loss", "valid_loss", "error_rate")
@@ -151,7 +149,7 @@ def _history_chart(history: list[dict[str, Any]], empty: str = WAITING) -> None:
     import altair as alt
 
     rows = [
-        {"epoch": tr.epoch_label(h), "metric": name, "value": float(h[name])}
+        {"epoch": epoch_label(h), "metric": name, "value": float(h[name])}
         for h in history
         for name in CHART_METRICS
         if isinstance(h.get(name), int | float)
@@ -159,7 +157,7 @@ def _history_chart(history: list[dict[str, Any]], empty: str = WAITING) -> None:
     if not rows:
         st.caption(empty)
         return
-    order = list(dict.fromkeys(tr.epoch_label(h) for h in history))
+    order = list(dict.fromkeys(epoch_label(h) for h in history))
     chart = (
         alt.Chart(pd.DataFrame(rows))
         .mark_line(point=alt.OverlayMarkDef(size=60))
@@ -236,24 +234,21 @@ with open_current() as store:
     project = store.name
 
     ready = False
-    with error_boundary():
-        try:
-            snap = tr.check_dataset(store)
-            valid = sum(snap.valid_counts.values())
-            st.success(
-                f"Ready: {len(snap.images)} images in {len(snap.classes)} classes "
-                f"({valid} in the validation split, chosen by content hash so it stays the same across runs)."
-            )
-            ready = True
-        except TrainingError as exc:
-            st.warning(str(exc))
+    with error_boundary(show=st.warning):  # not ready yet (too few images, one class): what to add
+        snap = check_dataset(store)
+        valid = sum(snap.valid_counts.values())
+        st.success(
+            f"Ready: {len(snap.images)} images in {len(snap.classes)} classes "
+            f"({valid} in the validation split, chosen by content hash so it stays the same across runs)."
+        )
+        ready = True
 
     st.subheader("New run")
     _restore(store)
     keep: dict[str, Any] = {"on_change": act, "args": (_remember,)}  # every change is remembered for this project
     name = st.radio(
         "Preset",
-        list(tr.PRESETS),
+        list(learner.PRESETS),
         key="t_preset",
         horizontal=True,
         format_func=str.capitalize,
@@ -263,7 +258,7 @@ with open_current() as store:
     st.caption(PRESET_HELP[name] + " Choosing a preset fills in the settings below; your changes are remembered.")
     with st.expander("Settings (override the preset)", key="t_settings_open"):
         c = st.columns(4)
-        c[0].selectbox("Architecture", tr.ARCHS, key="t_arch", **keep)
+        c[0].selectbox("Architecture", learner.ARCHS, key="t_arch", **keep)
         c[1].number_input(
             "Epochs",
             1,
@@ -288,7 +283,7 @@ with open_current() as store:
     # Outside the expander: the offline error names these two controls, so they must be in sight.
     w = st.columns(2)
     w[0].checkbox(
-        tr.PRETRAINED_LABEL,
+        learner.PRETRAINED_LABEL,
         key="t_pretrained",
         help=f"{backbones.BUNDLED} (the default): its ImageNet weights come with the install, no download. "
         "The ResNets download theirs once from torchvision (about 45 MB for resnet18), or read them from your "
@@ -303,7 +298,7 @@ with open_current() as store:
             f"a file here, or the bundled {backbones.BUNDLED}."
         )
     w[1].text_input(
-        tr.WEIGHTS_LABEL,
+        learner.WEIGHTS_LABEL,
         key="t_weights",
         placeholder="/path/to/resnet18-f37072fd.pth (ResNets only; offline alternative to the download)",
         disabled=form.arch == backbones.BUNDLED,

@@ -12,19 +12,18 @@ from lotr_labeler.errors import InvalidInput
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import EmbedJob, TrainJob
-from lotr_labeler.model import backbones, embed, runs, train
-from lotr_labeler.review import embedding_map, quality
-from lotr_labeler.review import scoring as review
+from lotr_labeler.model import backbones, embed, runs, train_form
+from lotr_labeler.review import compute, decisions, duplicates, embedding_map, head, instant, last_fit, quality, queue
 from lotr_labeler.review.trust import run_body_worth_trying, scores_trust
 from lotr_labeler.settings import Settings
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.ui import cards, review_map
 from lotr_labeler.ui.context import (
     act,
-    data_dir,
     error_boundary,
     keep_valid,
     open_current,
+    project_store,
     remember_widgets,
     show_flash,
 )
@@ -52,9 +51,9 @@ GRID = "r_grid"  # the Label issues card grid
 # Buttons whose outcome shows at the page's top (show_flash), not in the grid's message line.
 PAGE_BUTTONS = ("undo", "r_compute", "r_retrain_head", "r_full_retrain", "r_instant_current")
 PAGE_BUTTON_PREFIXES = ("r_dup_all_", "r_dup_rl_", "r_dup_one_")
-ITEMS = "_review_items"  # the queue (a lazy review.Ranking) of a full run, handed to the grid fragment once
+ITEMS = "_review_items"  # the queue (a lazy queue.Ranking) of a full run, handed to the grid fragment once
 SOURCES = {
-    "auto": "Auto: the best of those available (cross-validated)",
+    "best": "Best on your labels (tries each available one, cross-validated)",
     "bundled": "EfficientNet-Lite0, ImageNet weights (bundled)",
     "run": "Current model's body",
     "imagenet": "ResNet18, ImageNet weights",
@@ -78,11 +77,11 @@ remember_widgets(DEFAULTS)
 
 
 def _relabel_from(store: Store, ids: list[int], key: str) -> int:
-    return review.relabel(store, ids, st.session_state[key])
+    return decisions.relabel(store, ids, st.session_state[key])
 
 
 def _keep_only(store: Store, keep_id: int, ids: list[int]) -> str:
-    moved = review.keep_one(store, keep_id, ids)
+    moved = duplicates.keep_one(store, keep_id, ids)
     if not moved:
         return f"Kept #{keep_id}: nothing else left in its group."
     return f"Kept #{keep_id}; moved {moved} duplicate{'' if moved == 1 else 's'} to the trash — ↩ Undo restores them."
@@ -101,27 +100,20 @@ INSTANT = "_r_instant"  # (project, fit time, instant.HeadCheck) of the last Ret
 
 def _retrain_head(store: Store) -> str:
     """Refresh every score; judge the instant model (no files, the current model stays current)."""
-    from lotr_labeler.model import instant
-
-    fit = review.fit_scores(store)
-    check = instant.check_head(store, fit.info.backbone_spec)
-    st.session_state[INSTANT] = (store.name, fit.info.computed_at, check)
-    return f"{fit.summary()} The current model is unchanged: make the instant model current below if it is better."
+    done = compute.retrain_head(store)
+    st.session_state[INSTANT] = (store.name, done.fit.info.computed_at, done.check)
+    return f"{done.fit.summary()} The current model is unchanged: make the instant model current below if it is better."
 
 
 def _make_instant_current(store: Store) -> str:
-    from lotr_labeler.model import instant
-
     made = instant.export_instant(store, make_current=True)
     st.session_state.pop(INSTANT, None)
     return f"{made.summary()} It is now the current model: Predict, `serve` and `export` use it."
 
 
-def _instant_offer(store: Store, info: review.FitInfo | None, run: runs.Run | None) -> None:
+def _instant_offer(store: Store, info: last_fit.FitInfo | None, run: runs.Run | None) -> None:
     """After Retrain head: the instant model's valid error beside the current run's, and the one button
     that deploys it (building it takes seconds; the deployed model changes only here)."""
-    from lotr_labeler.model import instant
-
     kept = st.session_state.get(INSTANT)
     if info is None or not kept or kept[0] != store.name or kept[1] != info.computed_at:
         return
@@ -148,9 +140,8 @@ def _instant_offer(store: Store, info: review.FitInfo | None, run: runs.Run | No
 
 
 def _backbone(store: Store, source: str, size: int | None) -> embed.Backbone:
-    if source == "auto":  # the job chooses; count against the last fit's (or the default) backbone
-        info = review.fit_info(store)
-        return info.backbone_spec if info else embed.resolve_backbone(store, size=size)
+    if source == "best":  # the job chooses; count against the last fit's (or the default) backbone
+        return last_fit.fit_backbone(store, size=size)
     if source in ("run", "bundled"):
         return embed.resolve_backbone(store, source, size=size)
     if source == "file":
@@ -162,8 +153,8 @@ def _backbone(store: Store, source: str, size: int | None) -> embed.Backbone:
 
 
 def _compute(store: Store, source: str, size: int | None) -> str:
-    if source == "auto":
-        EmbedJob(backbone="auto", size=size).launch(store)
+    if source == "best":
+        EmbedJob(backbone="best", size=size).launch(store)
         return (
             "Trying each available backbone on a sample; the one whose head is most accurate on your labels "
             "embeds everything. Scores refresh when it finishes."
@@ -174,7 +165,7 @@ def _compute(store: Store, source: str, size: int | None) -> str:
 
 
 def _full_retrain(store: Store) -> str:
-    TrainJob.of(train.last_params(store)).launch(store)  # the current run's settings
+    TrainJob.of(train_form.last_params(store)).launch(store)  # the current run's settings
     return "Full training started (follow it on the Train page). Compute embeddings with the new model after."
 
 
@@ -188,8 +179,8 @@ def card(
     """One image. A click reruns this card only, not the whole page. ``prefix`` keys its widgets
     (the Map tab shows a card that may also be in the grid)."""
     show_flash()  # a callback's error lands in the card that caused it
-    with Store(data_dir() / project) as store:
-        it = review.item(store, image_id, flags)
+    with project_store(project) as store:
+        it = queue.item(store, image_id, flags)
         with st.container(border=True):
             image_thumb(store, it.image, thumb)
             _card_body(it, classes, prefix)
@@ -203,7 +194,7 @@ def card(
                 st.rerun()  # the whole page: the panel shows under the card's row
 
 
-def _card_body(it: review.ReviewItem, classes: list[str], prefix: str = "r") -> None:
+def _card_body(it: queue.ReviewItem, classes: list[str], prefix: str = "r") -> None:
     image_id = it.id
     if it.scored:
         verdict = "✓ agrees" if not it.disagrees else f"→ **{it.predicted}** ({it.confidence or 0:.0%})"
@@ -226,7 +217,7 @@ def _card_body(it: review.ReviewItem, classes: list[str], prefix: str = "r") -> 
             key=f"{prefix}_unkeep_{image_id}",
             help="Reviewed already. Put it back in the queue",
             on_click=act,
-            args=(review.unreview, [image_id]),
+            args=(decisions.unreview, [image_id]),
             width="stretch",
         )
     else:
@@ -235,7 +226,7 @@ def _card_body(it: review.ReviewItem, classes: list[str], prefix: str = "r") -> 
             key=f"{prefix}_keep_{image_id}",
             help="The label is right: out of the queue",
             on_click=act,
-            args=(review.keep, [image_id]),
+            args=(decisions.keep, [image_id]),
             width="stretch",
         )
     c.button(
@@ -243,7 +234,7 @@ def _card_body(it: review.ReviewItem, classes: list[str], prefix: str = "r") -> 
         key=f"{prefix}_del_{image_id}",
         help="Delete (to the trash; undo restores)",
         on_click=act,
-        args=(review.delete, [image_id]),
+        args=(decisions.delete, [image_id]),
         width="stretch",
     )
     if it.disagrees and it.predicted is not None:
@@ -253,7 +244,7 @@ def _card_body(it: review.ReviewItem, classes: list[str], prefix: str = "r") -> 
             help=f"Relabel to {it.predicted}, the model's choice",
             type="primary",
             on_click=act,
-            args=(review.relabel, [image_id], it.predicted),
+            args=(decisions.relabel, [image_id], it.predicted),
             width="stretch",
         )
     key = f"{prefix}_label_{image_id}_{it.image.class_id}"
@@ -264,12 +255,12 @@ def _card_body(it: review.ReviewItem, classes: list[str], prefix: str = "r") -> 
 def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int, hint_only: bool) -> None:
     """The cards of the queue page. An action reruns only this fragment (the ranking again, so kept
     cards leave the queue); a full run hands its ranking over instead of computing it twice."""
-    with Store(data_dir() / project) as store, error_boundary():
+    with project_store(project) as store, error_boundary():
         items = st.session_state.pop(ITEMS, None)
         if items is None:
-            items = review.queue(store, **filters)
+            items = queue.queue(store, **filters)
         thumb = store.settings().thumb_size
-        fit = review.fit_info(store)
+        fit = last_fit.fit_info(store)
         cards.grid(
             GRID,
             [cards.review_card(store, it, thumb) for it in items[offset : offset + limit]],
@@ -290,7 +281,7 @@ def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int,
         )
 
 
-def _embedding_ended(info: review.FitInfo | None) -> Callable[[jobs.Job], None]:
+def _embedding_ended(info: last_fit.FitInfo | None) -> Callable[[jobs.Job], None]:
     """A failed or cancelled embedding job is shown until a newer fit replaces its outcome."""
 
     def ended(job: jobs.Job) -> None:
@@ -300,8 +291,9 @@ def _embedding_ended(info: review.FitInfo | None) -> Callable[[jobs.Job], None]:
     return ended
 
 
-def _initial_backbone(info: review.FitInfo | None, run: runs.Run | None, settings: Settings) -> tuple[str, int]:
-    """Backbone choice and size to start with: the last fit's, else auto (the run's size when there is one)."""
+def _initial_backbone(info: last_fit.FitInfo | None, run: runs.Run | None, settings: Settings) -> tuple[str, int]:
+    """Backbone choice and size to start with: the last fit's, else the best on the labels (the run's size
+    when there is one)."""
     if info is not None:
         b = info.backbone_spec
         if b.kind != "run" or (run is not None and b.run_id == run.id):
@@ -318,8 +310,8 @@ def _initial_backbone(info: review.FitInfo | None, run: runs.Run | None, setting
             )
             return source, b.size
     if run is not None:
-        return "auto", int(run.params.get("size") or settings.embed_size)
-    return "auto", settings.embed_size
+        return "best", int(run.params.get("size") or settings.embed_size)
+    return "best", settings.embed_size
 
 
 def _map_tab(store: Store, project: str, classes: list[str], thumb: int, similar_to: int | None) -> None:
@@ -383,7 +375,7 @@ with open_current() as store:
     classes = store.class_names()
     n_images = store.count()
     run = runs.current_run(store)
-    info = review.fit_info(store)
+    info = last_fit.fit_info(store)
     thumb_size = settings.thumb_size
 
     if not n_images:
@@ -409,11 +401,11 @@ with open_current() as store:
             )
             if not trust.weak:
                 st.caption(trust.reason)
-            since = review.corrections_since_fit(store)
+            since = last_fit.corrections_since_fit(store)
             if since:
                 st.caption(f"{since} change(s) since: ⚡ Retrain head to refresh every score (seconds).")
             if info.backbone_reason:
-                st.caption(f"Backbone chosen by auto — {info.backbone_reason}")
+                st.caption(f"Backbone chosen by cross-validation — {info.backbone_reason}")
             if run is not None and run_body_worth_trying(info, run):
                 st.caption(f"A model (run {run.id}) exists: compute embeddings with its body for sharper scores.")
 
@@ -494,11 +486,11 @@ with open_current() as store:
         label = all_select("Class", classes, "r_class", where=f[0])
         pred = all_select("Predicted", classes, "r_pred", where=f[1])
         split = all_select("Split", ["train", "valid"], "r_split", where=f[2])
-        flag = all_select("Flag", ["any", *quality.FLAGS, *review.STORE_FLAGS], "r_flag", where=f[3])
-        status = f[4].selectbox("Show", list(review.STATUSES), key="r_status")
+        flag = all_select("Flag", ["any", *quality.FLAGS, *queue.STORE_FLAGS], "r_flag", where=f[3])
+        status = f[4].selectbox("Show", list(queue.STATUSES), key="r_status")
         sort = f[5].selectbox(
             "Sort by",
-            list(review.SORTS),
+            list(queue.SORTS),
             key="r_sort",
             format_func={"self_confidence": "p(given label)", "margin": "margin"}.__getitem__,
         )
@@ -506,7 +498,7 @@ with open_current() as store:
             if st.session_state.get(f"_prev_{k}") != st.session_state[k]:
                 reset_page("review")
                 st.session_state[f"_prev_{k}"] = st.session_state[k]
-        unmeasured = review.unmeasured(store)
+        unmeasured = queue.unmeasured(store)
         filters: dict[str, Any] = {
             "sort": sort,
             "label": label,
@@ -514,10 +506,10 @@ with open_current() as store:
             "split": split,
             "flag": flag,
             "status": status,
-            "compute_quality": unmeasured <= review.PAGE_QUALITY_LIMIT,
+            "compute_quality": unmeasured <= queue.PAGE_QUALITY_LIMIT,
         }
-        items = review.queue(store, **filters)
-        if unmeasured > review.PAGE_QUALITY_LIMIT:
+        items = queue.queue(store, **filters)
+        if unmeasured > queue.PAGE_QUALITY_LIMIT:
             st.caption(f"Quality flags of {unmeasured} image(s) are measured with the embeddings (Compute).")
         page_size = settings.page_size
         offset = pager(len(items), page_size, "review", gone=cards.state(GRID).gone)
@@ -533,7 +525,7 @@ with open_current() as store:
         # of a 20,000-image project's page load in the browser.
         if tab_dups.open:
             show_all = st.toggle("Show groups already kept", key="r_dup_show")
-            groups = review.duplicate_groups(store, include_reviewed=show_all)
+            groups = duplicates.duplicate_groups(store, include_reviewed=show_all)
             conflicts = sum(g.conflict for g in groups)
             st.caption(
                 f"{len(groups)} group(s) of near duplicates (phash distance ≤ {settings.near_dup_distance}); "
@@ -544,8 +536,8 @@ with open_current() as store:
             offset = pager(len(groups), 10, "review_dups")
             for g in groups[offset : offset + 10]:
                 with st.container(border=True):
-                    head = st.columns([3, 1, 2, 1])
-                    head[0].markdown(
+                    top = st.columns([3, 1, 2, 1])
+                    top[0].markdown(
                         ("⚠️ **labels disagree**: " if g.conflict else "Same label: ")
                         + ", ".join(g.labels)
                         + f" · {len(g.images)} images · "
@@ -555,25 +547,25 @@ with open_current() as store:
                             else f"distance ≤ {g.max_distance}"
                         )
                     )
-                    head[1].button(
+                    top[1].button(
                         "Keep all",
                         key=f"r_dup_all_{g.ids[0]}",
                         help="They are different enough: hide this group",
                         on_click=act,
-                        args=(review.keep_all, g.ids),
+                        args=(duplicates.keep_all, g.ids),
                         width="stretch",
                     )
                     # Keyed by the group's label: after a relabel the picker starts from the new majority.
                     majority = g.majority_label
                     to_key = f"r_dup_to_{g.ids[0]}_{majority}"
-                    head[2].selectbox(
+                    top[2].selectbox(
                         "All to",
                         classes,
                         index=classes.index(majority) if majority in classes else 0,
                         key=to_key,
                         label_visibility="collapsed",
                     )
-                    head[3].button(
+                    top[3].button(
                         "Relabel all",
                         key=f"r_dup_rl_{g.ids[0]}",
                         help=f"Give all {len(g.images)} the class picked on the left (one step, undoable)",
@@ -617,5 +609,5 @@ with open_current() as store:
 # is quick. Started at the top, its ~3 s of imports held the GIL against this script's first run and
 # made the first load after a server start seconds slower (issue 14).
 if not st.session_state.get("_review_warm"):
-    review.warm_up()
+    head.warm_up()
     st.session_state["_review_warm"] = True

@@ -6,11 +6,9 @@ from typing import Any
 
 import streamlit as st
 
-from lotr_labeler.errors import LabelerError
 from lotr_labeler.model import backbones
 from lotr_labeler.settings import CAUTIONS, Setting, Value, grouped, setting
-from lotr_labeler.store import Store
-from lotr_labeler.ui.context import data_dir, open_current, show_flash
+from lotr_labeler.ui.context import error_boundary, open_current, project_store, show_flash
 
 st.set_page_config(page_title="Settings · lotr_labeler", page_icon="⚙️", layout="wide")
 st.title("Settings")
@@ -88,21 +86,21 @@ def _save(project: str, group: str, keys: list[str]) -> None:
     for key in keys:
         errors.pop(key, None)
     for key, value in values.items():
-        try:
+        with error_boundary(show=None) as caught:
             setting(key).parse(value)
-        except LabelerError as exc:
-            errors[key] = str(exc)
+        if caught.message is not None:
+            errors[key] = caught.message
     bad = [key for key in keys if key in errors]
     if bad:
         outcome[group] = ("error", f"Nothing saved: fix {', '.join(bad)} (see the message under it), then save again.")
         return
-    try:
-        with Store(data_dir() / project) as store:
-            before = store.settings().as_dict()
-            changed = {k: v for k, v in values.items() if setting(k).parse(v) != before[k]}
-            saved = store.set_settings(changed)
-    except LabelerError as exc:
-        outcome[group] = ("error", f"Nothing saved: {exc}")
+    saved: dict[str, int | float | bool] = {}
+    with error_boundary(show=None) as caught, project_store(project) as store:
+        before = store.settings().as_dict()
+        changed = {k: v for k, v in values.items() if setting(k).parse(v) != before[k]}
+        saved = store.set_settings(changed)
+    if caught.message is not None:
+        outcome[group] = ("error", f"Nothing saved: {caught.message}")
         return
     if saved:
         listed = ", ".join(f"{k} = {_show(setting(k), v)}" for k, v in saved.items())
@@ -113,11 +111,11 @@ def _save(project: str, group: str, keys: list[str]) -> None:
 
 def _reset(project: str, group: str, key: str) -> None:
     state = st.session_state
-    try:
-        with Store(data_dir() / project) as store:
-            default = store.reset_setting(key)
-    except LabelerError as exc:
-        state.setdefault(_OUTCOME, {})[group] = ("error", str(exc))
+    default: object = None
+    with error_boundary(show=None) as caught, project_store(project) as store:
+        default = store.reset_setting(key)
+    if caught.message is not None:
+        state.setdefault(_OUTCOME, {})[group] = ("error", caught.message)
         return
     state[_widget(key)] = default
     state.setdefault(_ERRORS, {}).pop(key, None)
@@ -188,10 +186,10 @@ for group, about, members in grouped():
 
 def _save_weights_dir() -> None:
     value = str(st.session_state.get("set_weights_dir", "")).strip()
-    try:
+    with error_boundary(show=None) as caught:
         saved = backbones.set_weights_dir(value or None)
-    except LabelerError as exc:
-        st.session_state["_weights_outcome"] = ("error", str(exc))
+    if caught.message is not None:
+        st.session_state["_weights_outcome"] = ("error", caught.message)
         return
     st.session_state["_weights_outcome"] = (
         "success",

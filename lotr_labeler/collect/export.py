@@ -7,10 +7,10 @@ import io
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 from lotr_labeler.errors import InvalidInput
+from lotr_labeler.progress import Progress, Report
 from lotr_labeler.store import Store
 
 MANIFEST_FIELDS = (
@@ -53,7 +53,7 @@ def csv_unsafe(value: str) -> str:
     return value
 
 
-def export_dataset(store: Store, out: Path, progress: Callable[[int, int], None] | None = None) -> int:
+def export_dataset(store: Store, out: Path, progress: Report | None = None) -> int:
     """Write ``images/<class>/<id>.jpg`` and ``manifest.csv`` to ``out``; returns the image count.
 
     The zip is built under a temporary name and renamed, so ``out`` is never half written.
@@ -66,7 +66,7 @@ def export_dataset(store: Store, out: Path, progress: Callable[[int, int], None]
     out
         The ``.zip`` file to write.
     progress
-        Called with (images written, total).
+        Called with a ``Progress`` after each image written (done of total).
 
     Returns
     -------
@@ -110,7 +110,7 @@ def export_dataset(store: Store, out: Path, progress: Callable[[int, int], None]
                 }
                 writer.writerow({key: csv_safe(value) for key, value in row.items()})
                 if progress:
-                    progress(done, len(images))
+                    progress(Progress(done=done, total=len(images)))
             zf.writestr("manifest.csv", manifest.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
         Path(tmp).replace(out)
     except BaseException:

@@ -26,12 +26,12 @@ from urllib.parse import urlsplit
 from lotr_labeler.collect.export import csv_unsafe
 from lotr_labeler.errors import ImageRejected, InvalidInput, LabelerError, NotFound, is_disk_full
 from lotr_labeler.imaging import normalize
+from lotr_labeler.progress import Progress, Report
 from lotr_labeler.project import validate_name
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.store.images import ImageIn, ImportRecord
 from lotr_labeler.urls import clean_url, has_credentials, redact
 
-Progress = Callable[[int, int], None]
 MANIFEST = "manifest.csv"
 
 
@@ -150,7 +150,7 @@ class _Batches:
 
 
 def _ingest(
-    store: Store, entries: list[_Entry], source: str, report: ImportReport, progress: Progress | None
+    store: Store, entries: list[_Entry], source: str, report: ImportReport, progress: Report | None
 ) -> ImportReport:
     settings = store.settings()
     max_bytes = settings.max_bytes
@@ -209,7 +209,7 @@ def _ingest(
             batches.add(entry.name, ready)
         finally:
             if progress:
-                progress(done, len(entries))
+                progress(Progress(done=done, total=len(entries)))
     batches.commit()
     return report
 
@@ -313,7 +313,7 @@ def _walk(root: Path, report: ImportReport) -> Iterator[tuple[tuple[str, ...], i
             report.rejected.append((shown, f"{_special_kind(st.st_mode)}: skipped"))
 
 
-def import_folder(store: Store, folder: Path, progress: Progress | None = None) -> ImportReport:
+def import_folder(store: Store, folder: Path, progress: Report | None = None) -> ImportReport:
     """Import ``folder/<class>/**/<file>``: one class per first-level sub-folder.
 
     Only regular files inside ``folder`` are read: symbolic links (to files or folders), fifos,
@@ -326,7 +326,7 @@ def import_folder(store: Store, folder: Path, progress: Progress | None = None) 
     folder
         The folder of class folders (e.g. a fastai ``from_folder`` layout).
     progress
-        Called with (files done, total).
+        Called with a ``Progress`` after each file (done of total).
 
     Returns
     -------
@@ -377,7 +377,7 @@ def unsafe_reason(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def import_zip(store: Store, archive: Path | io.BytesIO, progress: Progress | None = None) -> ImportReport:
+def import_zip(store: Store, archive: Path | io.BytesIO, progress: Report | None = None) -> ImportReport:
     """Import a zip of ``<class>/<file>`` (optionally under one top folder, e.g. an export).
 
     Parameters
@@ -387,7 +387,7 @@ def import_zip(store: Store, archive: Path | io.BytesIO, progress: Progress | No
     archive
         The zip file, or its bytes (an upload).
     progress
-        Called with (entries done, total).
+        Called with a ``Progress`` after each entry (done of total).
 
     Returns
     -------
@@ -613,3 +613,48 @@ def import_urls(
         items.append(CandidateIn(label=label, image_url=url, thumbnail_url=thumb, source=source))
     report.candidates_added, report.candidates_known = store.add_candidates(items)
     return report
+
+
+IMPORT_KINDS = ("folder", "zip", "urls")
+
+
+def import_from(
+    store: Store,
+    kind: str,
+    path: Path,
+    *,
+    label: str | None = None,
+    create_classes: bool = False,
+    progress: Report | None = None,
+) -> ImportReport:
+    """Import ``path`` as ``kind``: a folder of class folders, a zip of them, or a CSV file of URLs.
+
+    Parameters
+    ----------
+    store
+        The project.
+    kind
+        ``folder`` (``import_folder``), ``zip`` (``import_zip``) or ``urls`` (``import_urls``).
+    path
+        The folder, the .zip or the CSV file (read as UTF-8, a BOM allowed).
+    label, create_classes
+        For ``urls``: the class of rows that name none, and whether unknown labels become classes.
+    progress
+        For a folder or a zip: called with a ``Progress`` after each file.
+
+    Raises
+    ------
+    InvalidInput
+        An unknown kind, or a zip or CSV path that is not a file.
+    """
+    if kind == "folder":
+        return import_folder(store, path, progress)
+    if kind not in IMPORT_KINDS:
+        raise InvalidInput(f"Unknown import kind {kind!r}: use one of {', '.join(IMPORT_KINDS)}.")
+    if not path.is_file():
+        what = "the path of a .zip" if kind == "zip" else "a CSV of url,label[,thumbnail] rows"
+        raise InvalidInput(f"{path} is not a file. Give {what}.")
+    if kind == "zip":
+        return import_zip(store, path, progress)
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    return import_urls(store, text, label, create_classes=create_classes)

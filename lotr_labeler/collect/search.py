@@ -28,6 +28,7 @@ from lotr_labeler.errors import (
     SearchUnreachable,
 )
 from lotr_labeler.explain import is_connection_failure
+from lotr_labeler.progress import Cancel, Progress, Report, pause, stopped
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.urls import clean_url
 
@@ -253,14 +254,13 @@ def plan_queries(store: Store, label: str | None = None, free_text: str | None =
     return jobs
 
 
-@dataclass(frozen=True)
-class SearchProgress:
-    index: int  # 1-based position of the query being reported
-    total: int
+@dataclass(frozen=True, kw_only=True)
+class SearchProgress(Progress):
+    """``done``: the 1-based position of the query being reported, of ``total`` queries."""
+
     query: str
     label: str
     results_so_far: int  # new candidates added so far, over all queries
-    message: str
 
 
 @dataclass(frozen=True)
@@ -354,9 +354,9 @@ def run_search(
     options: SearchOptions,
     delay_s: float,
     source: ImageSource | None = None,
-    progress: Callable[[SearchProgress], None] | None = None,
+    progress: Report | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    should_stop: Callable[[], bool] | None = None,
+    cancel: Cancel | None = None,
 ) -> SearchReport:
     """Run each (class, query) job and store its hits as candidates right away.
 
@@ -379,11 +379,11 @@ def run_search(
     source
         Where images come from; None: DuckDuckGo.
     progress
-        Called before and after each query.
+        Called with a ``SearchProgress`` before and after each query.
     sleep
         The pause function (tests pass a fake).
-    should_stop
-        Polled between queries; True stops early.
+    cancel
+        Looked at between queries and during the pause; once set, the search stops early.
 
     Returns
     -------
@@ -409,15 +409,19 @@ def run_search(
 
     def tell(index: int, label: str, query: str, message: str) -> None:
         if progress:
-            progress(SearchProgress(index, total, query, label, report.added, message))
+            progress(
+                SearchProgress(
+                    done=index, total=total, query=query, label=label, results_so_far=report.added, message=message
+                )
+            )
 
     for index, (label, query) in enumerate(jobs, start=1):
-        if should_stop and should_stop():
+        if stopped(cancel):
             _stop(report, jobs[index - 1 :], "stopped by the user")
             break
         if index > 1 and delay_s:
-            _pause(delay_s, sleep, should_stop)  # be polite to the search engine between queries
-            if should_stop and should_stop():
+            _pause(delay_s, sleep, cancel)  # be polite to the search engine between queries
+            if stopped(cancel):
                 _stop(report, jobs[index - 1 :], "stopped by the user")
                 break
         tell(index, label, query, f"Searching {query!r} for {label} ({index}/{total})…")
@@ -436,14 +440,12 @@ def run_search(
     return report
 
 
-def _pause(seconds: float, sleep: Callable[[float], None], should_stop: Callable[[], bool] | None) -> None:
-    """``sleep(seconds)``; the real sleep in short steps that end early on a stop (Cancel, Ctrl-C)."""
-    if sleep is not time.sleep or should_stop is None:
+def _pause(seconds: float, sleep: Callable[[float], None], cancel: Cancel | None) -> None:
+    """``sleep(seconds)``; the real sleep ends early on a stop (Cancel, Ctrl-C)."""
+    if sleep is not time.sleep:
         sleep(seconds)
         return
-    end = time.monotonic() + seconds
-    while not should_stop() and (left := end - time.monotonic()) > 0:
-        time.sleep(min(left, 0.1))
+    pause(cancel, seconds)
 
 
 _ERROR_KINDS: tuple[tuple[type[SearchError], str], ...] = (

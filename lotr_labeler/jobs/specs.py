@@ -5,20 +5,51 @@ A spec is the job's arguments, once. Each field declares its own command-line op
 (``to_argv``) and the parse back (``from_args``) all come from the field list: adding an
 option is one edit. Pages start jobs with ``Spec(...).launch(store)``, never argument lists;
 ``tests/test_job_specs.py`` pins ``spec == Spec.from_args(parse(spec.to_argv()))``.
+
+A spec also holds its job's body: ``spec.run(store, report, cancel)`` does the work the worker
+(the CLI command) does by calling the stage functions; search, download and review (Compute) return a ``Ran``
+(the stage's report, the state the job row ends in, one summary line). The CLI command is an
+adapter around it (parse, ``JobRun``, run, print), and a notebook gets the same behaviour from
+the same call.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, ClassVar, Self
+import shutil
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
-from lotr_labeler.collect.search import SearchOptions
+from lotr_labeler.collect.download import DownloadReport, download_candidates
+from lotr_labeler.collect.search import SearchOptions, SearchReport, plan_queries, run_search
 from lotr_labeler.jobs import table
 from lotr_labeler.jobs.table import Job
-from lotr_labeler.model import backbones
+from lotr_labeler.model import backbones, learner
+from lotr_labeler.model.learner import TrainParams
+from lotr_labeler.model.runs import Run
+from lotr_labeler.progress import Cancel, Progress, Report
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import absolute
+
+if TYPE_CHECKING:
+    from lotr_labeler.review.compute import Computed
+    from lotr_labeler.review.live import LiveScorer
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Ran(Generic[R]):
+    """What a job body did: the stage's report, the state its job row ends in, its one line."""
+
+    report: R
+    state: str  # done | cancelled | failed (an error the page shows, with the fix)
+    summary: str
+
+
+def end_state(*, cancelled: bool, failed: bool = False) -> str:
+    """The state a job row ends in: cancelled, else failed, else done."""
+    return "cancelled" if cancelled else "failed" if failed else "done"
 
 
 def cli_path(value: str) -> str:
@@ -157,6 +188,44 @@ class SearchJob(JobSpec):
     def check(self, store: Store) -> None:
         self.options()
 
+    def queries(self, store: Store) -> list[tuple[str, str]]:
+        """The (class, query) pairs to search: this spec's query, else the classes' templates."""
+        return plan_queries(store, self.label, self.query)
+
+    def max_results(self, store: Store) -> int:
+        return self.max or store.settings().search_max_results
+
+    def run(self, store: Store, report: Report | None = None, cancel: Cancel | None = None) -> Ran[SearchReport]:
+        """Search each planned query and add the hits as candidates (``collect.search.run_search``);
+        unset knobs come from the project's settings. Fails (as a state) when the engine was
+        unreachable or every query failed."""
+        delay = store.settings().search_delay if self.delay is None else self.delay
+        done = run_search(
+            store,
+            self.queries(store),
+            max_results=self.max_results(store),
+            options=self.options(),
+            delay_s=delay,
+            progress=report,
+            cancel=cancel,
+        )
+        cancelled = cancel is not None and cancel.is_set()
+        return Ran(done, end_state(cancelled=cancelled, failed=done.failed), done.summary())
+
+    def score_after(self, store: Store, done: SearchReport) -> Job | None:
+        """Start scoring the new candidates in the background (``ScoreCandidatesJob``) when asked,
+        something was added and there is something to score with; None otherwise, also when a
+        scoring job runs already (it, or the next one, picks them up)."""
+        from lotr_labeler.errors import Conflict
+        from lotr_labeler.review import candidates
+
+        if not (self.score and done.added) or candidates.scoring_backbone(store) is None:
+            return None
+        try:
+            return ScoreCandidatesJob().launch(store)
+        except Conflict:
+            return None
+
 
 @dataclass(frozen=True)
 class DownloadJob(JobSpec):
@@ -173,6 +242,41 @@ class DownloadJob(JobSpec):
         "--no-score", default=True, help="do not embed and score the new images as they land (Review's queue)"
     )
 
+    def run(self, store: Store, report: Report | None = None, cancel: Cancel | None = None) -> Ran[DownloadReport]:
+        """Download the candidates (``collect.download.download_candidates``) while, with ``score``
+        and a backbone to hand, a ``LiveScorer`` embeds the new images and rescores the Review
+        queue every few seconds (its status joins each progress message and the summary). Fails
+        (as a state) when most URLs failed."""
+        scorer = _live_scorer(store) if self.score else None
+
+        def tell(p: Progress) -> None:
+            if report is not None:
+                report(replace(p, message=f"{p.message}; {scorer.status}") if scorer else p)
+
+        try:
+            done = download_candidates(
+                store,
+                list(self.ids) or None,
+                retry_failed=self.retry_failed,
+                workers=self.workers,
+                allow_private=True if self.allow_private_hosts else None,
+                progress=tell,
+                cancel=cancel,
+            )
+        finally:
+            if scorer is not None:
+                scorer.stop()  # scores the last arrivals too
+        summary = done.summary() + (f" Review: {scorer.status}." if scorer else "")
+        return Ran(done, end_state(cancelled=done.cancelled, failed=done.mostly_failed), summary)
+
+
+def _live_scorer(store: Store) -> LiveScorer:
+    """A started scorer with the backbone of the last fit (before any fit, the default one)."""
+    from lotr_labeler.review.last_fit import fit_backbone
+    from lotr_labeler.review.live import LiveScorer
+
+    return LiveScorer(store.root, fit_backbone(store)).start()
+
 
 @dataclass(frozen=True)
 class EmbedJob(JobSpec):
@@ -184,10 +288,10 @@ class EmbedJob(JobSpec):
 
     backbone: str = opt(
         "--backbone",
-        "auto",
-        choices=("auto", "run", "bundled", "imagenet"),
+        "best",
+        choices=("best", "run", "bundled", "imagenet"),
         help="embeddings from the current model's body (run), the bundled EfficientNet-Lite0 (bundled) or "
-        "resnet18 (imagenet); auto: the most accurate on your labels, cross-validated",
+        "resnet18 (imagenet); best (default): the most accurate on your labels, chosen by cross-validation",
     )
     pretrained: bool = flag("--no-pretrained", default=True, help="random weights (bundled or imagenet; weaker)")
     weights: str | None = opt(
@@ -196,6 +300,21 @@ class EmbedJob(JobSpec):
     size: int | None = opt(
         "--size", type=int, help="embedding input size in px (default: the run's size or embed_size)"
     )
+
+    def run(self, store: Store, report: Report | None = None, cancel: Cancel | None = None) -> Ran[Computed]:
+        """Pick the backbone, embed what it has not embedded, refit the head (``review.compute.compute``)."""
+        from lotr_labeler.review.compute import compute
+
+        done = compute(
+            store,
+            self.backbone,
+            pretrained=self.pretrained,
+            weights=self.weights,
+            size=self.size,
+            progress=report,
+            cancel=cancel,
+        )
+        return Ran(done, end_state(cancelled=done.cancelled), done.summary())
 
     @classmethod
     def of(cls, backbone: Any) -> EmbedJob:
@@ -251,8 +370,8 @@ class TrainJob(JobSpec):
     )
 
     @classmethod
-    def of(cls, params: Any) -> TrainJob:
-        """The job that trains with every knob of ``params`` (a ``TrainParams``) spelled out."""
+    def of(cls, params: TrainParams) -> TrainJob:
+        """The job that trains with every knob of ``params`` spelled out."""
         return cls(
             arch=params.arch,
             epochs=params.epochs,
@@ -266,11 +385,9 @@ class TrainJob(JobSpec):
             augment=params.augment,
         )
 
-    def params(self) -> Any:
-        """The ``TrainParams``: the preset with the given knobs; InvalidInput when one is out of range."""
-        from lotr_labeler.model import train
-
-        return train.preset(
+    def params(self) -> TrainParams:
+        """The preset with the given knobs; InvalidInput when one is out of range."""
+        return learner.preset(
             self.preset,
             arch=self.arch,
             epochs=self.epochs,
@@ -287,11 +404,38 @@ class TrainJob(JobSpec):
     def record(self) -> dict[str, Any]:
         return asdict(self.params())
 
-    def check(self, store: Store) -> None:
+    def run(
+        self, store: Store, report: Report | None = None, cancel: Cancel | None = None, *, job_id: int | None = None
+    ) -> Run:
+        """Train as asked (``model.train.train_run``: progress per batch, ``cancel`` within one), then
+        copy the model to ``out`` when given.
+
+        Returns
+        -------
+        Run
+            Done, or cancelled.
+
+        Raises
+        ------
+        TrainingError, WeightsUnavailable
+            The dataset is not ready, the starting weights cannot be had, or training failed (the run
+            is recorded as failed).
+        """
         from lotr_labeler.model import train
 
+        params = self.params()
+        run = train.train_run(
+            store, params, job_id=job_id, progress=report, cancel=cancel, distributed=self.distributed
+        )
+        if run.state == "done" and self.out:
+            shutil.copyfile(run.model_path, self.out)
+        return run
+
+    def check(self, store: Store) -> None:
+        from lotr_labeler.model.dataset import check_dataset
+
         self.params()
-        train.check_dataset(store)  # refuse before a process starts
+        check_dataset(store)  # refuse before a process starts
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ import io
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,12 @@ from lotr_labeler.errors import InvalidInput, NotFound, WeightsUnavailable, chec
 from lotr_labeler.explain import explain, is_connection_failure, not_weights_file, wrong_weights
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import backbones, hardware, onnx_embed, prefetch, runs
+from lotr_labeler.model.network import CUDA_PROVIDER, Matrix, Network, embed_arrays
+from lotr_labeler.progress import Cancel, Progress, Report, stopped
 from lotr_labeler.store import ImageRow, Store, version
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
-Matrix = npt.NDArray[np.float32]
 
 EMBED_DIR = "embeddings"
 # auto: a pretrained backbone (the current run's body when that run started from pretrained weights, else the
@@ -56,7 +56,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Seed of the random-init backbone: the same seed gives the same network in every process,
 # so its cached embeddings stay valid.
 RANDOM_SEED = 0
-# ``Run.source`` of an instant model (model/instant.py): a backbone plus a head fitted on its embeddings.
+# ``Run.source`` of an instant model (review/instant.py): a backbone plus a head fitted on its embeddings.
 INSTANT_SOURCE = "instant"
 # Write the cache at least this often (seconds), so a crashed job keeps most of its work (a cancelled one
 # saves all of it). Each save rewrites the whole file: every few batches it cost O(n²) at 20,000 images.
@@ -357,38 +357,14 @@ def _cached_keys(path: Path) -> set[str]:
 # -- the network ---------------------------------------------------------------------------
 
 
-@dataclass
-class Network:
-    """A loaded body and the input statistics it expects (``None``: inputs in 0..1).
-
-    ``onnx``, when set, embeds instead of torch (normalisation included); ``body`` is then None
-    when the export came from the cache and torch was never loaded.
-    """
-
-    body: Any
-    mean: tuple[float, ...] | None
-    std: tuple[float, ...] | None
-    size: int
-    extra: dict[str, Any] = field(default_factory=dict)
-    onnx: onnx_embed.OnnxEmbedder | None = None
-    device: str = "cpu"  # where the torch body runs
-
-    @property
-    def engine(self) -> str:
-        return "onnxruntime" if self.onnx is not None else "torch"
-
-    @property
-    def engine_detail(self) -> str:
-        """The runtime and the hardware that embed, as reported to the user ("ONNX Runtime on the CPU")."""
-        if self.onnx is not None:
-            where = "a CUDA GPU" if self.onnx.provider == onnx_embed.CUDA_PROVIDER else "the CPU"
-            return f"ONNX Runtime on {where}"
-        return "torch on a CUDA GPU" if self.device == "cuda" else "torch on the CPU"
+def _onnx_file(cache_dir: Path, backbone: Backbone) -> Path:
+    """Where the ONNX export of ``backbone``'s body lives in a project's cache folder."""
+    return onnx_embed.export_path(cache_dir, backbone.id, backbone.model_path if backbone.kind == "run" else None)
 
 
 def _onnx_first(device: str) -> bool:
     """ONNX Runtime embeds unless torch has a GPU that ONNX Runtime cannot use (no onnxruntime-gpu)."""
-    return device == "cpu" or onnx_embed.CUDA_PROVIDER in onnx_embed.providers()
+    return device == "cpu" or CUDA_PROVIDER in onnx_embed.providers()
 
 
 IMAGENET_WEIGHTS_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1 (DEFAULT)
@@ -478,7 +454,7 @@ def load_network(backbone: Backbone, cache_dir: Path | None = None, *, export: b
     device = hardware.embedding_device()  # "cpu" without importing torch where there is no NVIDIA driver
     onnx_first = cache_dir is not None and _onnx_first(device)
     if onnx_first and cache_dir is not None:
-        cached = onnx_embed.load(cache_dir, backbone)
+        cached = onnx_embed.load(_onnx_file(cache_dir, backbone))
         if cached is not None:
             return Network(body=None, mean=None, std=None, size=backbone.size, onnx=cached)
     kind = check_choice(backbone.kind, KINDS, "Backbone kind")
@@ -494,7 +470,7 @@ def load_network(backbone: Backbone, cache_dir: Path | None = None, *, export: b
         device = "cpu"  # exported from the CPU body; ONNX Runtime runs it where it can
     network = Network(body=body.to(device).eval(), mean=mean, std=std, size=backbone.size, device=device)
     if onnx_first and cache_dir is not None:
-        onnx_embed.attach(network, backbone, cache_dir, export=export)
+        onnx_embed.attach(network, _onnx_file(cache_dir, backbone), export=export)
     return network
 
 
@@ -541,23 +517,6 @@ def _decode_chunks(chunks: Iterable[list[tuple[ImageRow, Path]]], size: int) -> 
         yield _Decoded(rows, _as_batch(pixels[: len(rows)]), failed, len(chunk))
 
 
-def embed_arrays(network: Network, batch: npt.NDArray[np.float32]) -> Matrix:
-    """Pooled body features of an (N, 3, H, W) batch in 0..1 (ONNX Runtime when the network has it)."""
-    if network.onnx is not None:
-        return network.onnx(batch)
-    import torch
-
-    x = torch.from_numpy(batch).to(network.device)
-    if network.mean is not None and network.std is not None:
-        mean = torch.tensor(network.mean, dtype=torch.float32, device=network.device).view(1, -1, 1, 1)
-        std = torch.tensor(network.std, dtype=torch.float32, device=network.device).view(1, -1, 1, 1)
-        x = (x - mean) / std
-    with torch.inference_mode():
-        features = network.body(x)
-        pooled = features.mean(dim=(2, 3)) if features.ndim == 4 else features.flatten(1)
-    return np.ascontiguousarray(pooled.float().cpu().numpy(), dtype=np.float32)
-
-
 @dataclass(frozen=True)
 class EmbedReport:
     backbone: str
@@ -584,13 +543,14 @@ def compute_embeddings(
     images: Iterable[ImageRow] | None = None,
     *,
     batch_size: int = 32,
-    progress: Progress | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    progress: Report | None = None,
+    cancel: Cancel | None = None,
     network: Network | None = None,
 ) -> EmbedReport:
     """Embed every active image (or ``images``) whose content is not cached yet; batched.
 
-    ``progress(done, total)`` counts the images to compute. The network is loaded only
+    ``progress`` counts the images to compute (``done`` of ``total``); ``cancel`` stops it between
+    batches, keeping what was embedded. The network is loaded only
     when something is missing. Unreadable files are skipped and reported.
     """
     started = time.monotonic()
@@ -604,13 +564,13 @@ def compute_embeddings(
     failed: list[tuple[int, str]] = []
     total = len(todo)
     if progress is not None:
-        progress(0, total)
+        progress(Progress(done=0, total=total))
     if not todo:
         return EmbedReport(backbone.id, 0, cached, failed, time.monotonic() - started)
     export = total >= onnx_embed.EXPORT_MIN
     net = network or load_network(backbone, store.cache_dir, export=export)
     if net.body is not None and _onnx_first(net.device):  # a caller's torch network (LiveScorer): ONNX engine
-        onnx_embed.attach(net, backbone, store.cache_dir, export=export)
+        onnx_embed.attach(net, _onnx_file(store.cache_dir, backbone), export=export)
     files = [(img, store.path(img)) for img in todo.values()]  # paths here: the store stays in this thread
     chunks = (files[start : start + batch_size] for start in range(0, total, batch_size))
     done = 0
@@ -619,7 +579,7 @@ def compute_embeddings(
     # Decoding the next batches in a thread overlaps it with the network on this one.
     with prefetch.ahead(_decode_chunks(chunks, backbone.size), depth=_PREFETCH) as decoded:
         for part in decoded:
-            if should_stop is not None and should_stop():
+            if stopped(cancel):
                 cancelled = True
                 break
             for img, why in part.failed:
@@ -629,7 +589,7 @@ def compute_embeddings(
                 cache.add([img.sha256 for img in part.rows], embed_arrays(net, part.batch))
             done += part.size
             if progress is not None:
-                progress(done, total)
+                progress(Progress(done=done, total=total))
             if time.monotonic() - last_save >= _SAVE_EVERY_S:
                 cache.save()
                 last_save = time.monotonic()

@@ -2,9 +2,10 @@
 
 A backbone's body, with its input normalisation and the average pool, is exported once to
 ``cache/onnx-embed/<backbone id>-<key>.onnx`` (input: an (N, 3, S, S) batch in 0..1; output: the
-(N, D) pooled features ``embed.embed_arrays`` makes with torch). ``key`` changes whenever the
+(N, D) pooled features ``network.embed_arrays`` makes with torch). ``key`` changes whenever the
 vectors would: a format version, plus the sha256 of the model file for a run's body (the backbone
-id already carries the size, the weights file's digest and the random seed).
+id already carries the size, the weights file's digest and the random seed). The caller
+(``model/embed.py``) names the file with ``export_path``; every other function takes that path.
 
 Before the export is written, ONNX Runtime's vectors on a probe batch are compared with torch's;
 beyond ``REL_TOL`` (relative to the largest feature) nothing is written and embedding stays on
@@ -24,30 +25,25 @@ import re
 import tempfile
 import threading
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from lotr_labeler.imaging import write_atomic
-
-if TYPE_CHECKING:
-    from lotr_labeler.model.embed import Backbone, Network
+from lotr_labeler.model.network import CUDA_PROVIDER, INPUT, OUTPUT, Network, OnnxEmbedder, embed_arrays
 
 log = logging.getLogger(__name__)
 
 ONNX_DIR = "onnx-embed"
 FORMAT = "v1"  # bump when the graph's contract (input range, pooling) changes
-INPUT, OUTPUT = "image", "features"
 OPSET = 17
 REL_TOL = 1e-4  # max |onnx - torch| / max |torch| on the probe
 PROBE_BATCH = 2
 # A new export takes a few seconds (torch.onnx plus the check); for fewer images than this it costs more
 # than it saves, so such small jobs use torch unless an export is already cached.
 EXPORT_MIN = 64
-RUN_BATCH = 16  # images per ONNX Runtime call: bigger batches gain nothing on 2 cores and cost memory
 
 # Exports made by this process, by file name: another project with the same backbone (the test
 # suite, the bench) writes the bytes without exporting and checking again.
@@ -55,29 +51,6 @@ _made: dict[str, bytes] = {}
 _made_lock = threading.Lock()
 # sha256 of run model files by (path, mtime_ns, size): hashing 45 MB on every load is wasteful.
 _file_sha: dict[tuple[str, int, int], str] = {}
-
-
-@dataclass(frozen=True)
-class OnnxEmbedder:
-    """An ONNX Runtime session on an exported body; ``path`` is the file it was loaded from."""
-
-    session: Any
-    path: Path
-
-    @property
-    def provider(self) -> str:
-        """The execution provider that runs the graph (the first one ONNX Runtime accepted)."""
-        return str(self.session.get_providers()[0])
-
-    def __call__(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        step = RUN_BATCH if self.provider == "CPUExecutionProvider" else max(1, len(batch))  # a GPU takes it whole
-        parts = [
-            self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(batch[i : i + step], dtype=np.float32)})[0]
-            for i in range(0, len(batch), step)
-        ]
-        if not parts:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 
 def _model_sha(path: str) -> str:
@@ -93,12 +66,13 @@ def _model_sha(path: str) -> str:
     return _file_sha[key]
 
 
-def export_path(cache_dir: Path, backbone: Backbone) -> Path:
-    """Where the ONNX body of ``backbone`` lives in a project's cache."""
+def export_path(cache_dir: Path, backbone_id: str, model_file: str | None = None) -> Path:
+    """Where the ONNX body of the backbone ``backbone_id`` lives in a project's cache; ``model_file``:
+    the model a run's body comes from (its content keys the file: a retrained run exports anew)."""
     key = FORMAT
-    if backbone.kind == "run" and backbone.model_path:
-        key += "-" + _model_sha(backbone.model_path)[:16]
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", backbone.id)
+    if model_file:
+        key += "-" + _model_sha(model_file)[:16]
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", backbone_id)
     return cache_dir / ONNX_DIR / f"{safe}-{key}.onnx"
 
 
@@ -122,8 +96,6 @@ def export_bytes(network: Network) -> tuple[bytes, float]:
     """The ONNX graph of ``network`` (normalise, body, pool) and its relative difference to torch on
     the probe. Raises ``ValueError`` when they disagree beyond ``REL_TOL``; torch/onnx errors pass."""
     import torch
-
-    from lotr_labeler.model.embed import embed_arrays
 
     class Pooled(torch.nn.Module):
         def __init__(self, body: Any, mean: Any, std: Any) -> None:
@@ -162,9 +134,6 @@ def export_bytes(network: Network) -> tuple[bytes, float]:
     return data, diff
 
 
-CUDA_PROVIDER = "CUDAExecutionProvider"
-
-
 def providers() -> tuple[str, ...]:
     """ONNX Runtime's CUDA provider first where its package (onnxruntime-gpu) and a GPU are there, else the CPU."""
     import onnxruntime as ort
@@ -182,9 +151,8 @@ def _session(model: Path | bytes) -> Any:
     return make_session(model, providers())
 
 
-def load(cache_dir: Path, backbone: Backbone) -> OnnxEmbedder | None:
-    """The cached export of ``backbone`` when it is there and intact, else None (a bad one is deleted)."""
-    path = export_path(cache_dir, backbone)
+def load(path: Path) -> OnnxEmbedder | None:
+    """The export at ``path`` when it is there and intact, else None (a bad one is deleted)."""
     if not path.is_file():
         return None
     try:
@@ -200,9 +168,8 @@ def load(cache_dir: Path, backbone: Backbone) -> OnnxEmbedder | None:
         return None
 
 
-def save(cache_dir: Path, backbone: Backbone, network: Network) -> OnnxEmbedder:
-    """Export ``network`` (the torch body of ``backbone``), check it against torch, write it. Raises on failure."""
-    path = export_path(cache_dir, backbone)
+def save(path: Path, network: Network) -> OnnxEmbedder:
+    """Export ``network`` (a torch body), check it against torch, write it at ``path``. Raises on failure."""
     with _made_lock:
         data = _made.get(path.name)
         diff: float | None = None
@@ -210,30 +177,30 @@ def save(cache_dir: Path, backbone: Backbone, network: Network) -> OnnxEmbedder:
             data, diff = export_bytes(network)
             _made[path.name] = data
     embedder = OnnxEmbedder(_session(data), path)
-    meta = {"backbone": backbone.id, "sha256": hashlib.sha256(data).hexdigest(), "relative_diff": diff}
+    meta = {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "relative_diff": diff}
     # The sidecar first: a reader in another process sees the .onnx only once its sidecar is there
     # (the other order let a reader between the two writes judge a good export bad and delete it).
     write_atomic(_sidecar(path), json.dumps(meta).encode())
     write_atomic(path, data)
-    log.info("exported the %s body to %s (%.1f MB)", backbone.id, path, len(data) / 1e6)
+    log.info("exported a body to %s (%.1f MB)", path, len(data) / 1e6)
     return embedder
 
 
-def attach(network: Network, backbone: Backbone, cache_dir: Path, *, export: bool = True) -> Network:
-    """Give a torch ``network`` its ONNX Runtime session (cached export, else a new one unless
-    ``export`` is False); on any failure it stays on torch, with the reason logged. An export is
+def attach(network: Network, path: Path, *, export: bool = True) -> Network:
+    """Give a torch ``network`` its ONNX Runtime session (the export at ``path``, else a new one there
+    unless ``export`` is False); on any failure it stays on torch, with the reason logged. An export is
     tried once per network."""
     if network.onnx is not None or network.extra.get("onnx_tried"):
         return network
     if not export:
-        network.onnx = load(cache_dir, backbone)
+        network.onnx = load(path)
         return network
     network.extra["onnx_tried"] = True
     try:
-        network.onnx = load(cache_dir, backbone) or save(cache_dir, backbone, network)
+        network.onnx = load(path) or save(path, network)
     except Exception as exc:  # torch.onnx, onnx, onnxruntime or the check: embedding stays on torch
         reason = f"{type(exc).__name__}: {exc}"
         network.extra["onnx_error"] = reason
-        log.warning("embedding with torch, not ONNX Runtime, for %s (%s)", backbone.id, reason)
+        log.warning("embedding with torch, not ONNX Runtime, for %s (%s)", path.stem, reason)
         log.debug("ONNX embedding export failure", exc_info=True)
     return network

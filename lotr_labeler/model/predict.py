@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lotr_labeler.collect.download import Resolver, fetch, make_client
+from lotr_labeler.collect.fetch import Resolver, fetch, make_client
 from lotr_labeler.errors import Conflict, ImageRejected, InvalidInput, NotFound
 from lotr_labeler.imaging import decode_budget, to_rgb
 from lotr_labeler.model import onnx_export
@@ -178,7 +178,7 @@ def fetch_image(
     client: httpx.Client | None = None,
     resolver: Resolver | None = None,
 ) -> bytes:
-    """Download one image URL through ``download.fetch``: the same host guard, size cap and timeouts
+    """Download one image URL through ``collect.fetch.fetch``: the same host guard, size cap and timeouts
     as dataset downloads (settings ``allow_private_hosts``, ``max_bytes``, ``connect_timeout``,
     ``read_timeout``), and the same whole-request deadline (``connect_timeout + 10 * read_timeout``)
     enforced between any two bytes. Raises FetchError / BlockedHost naming the URL."""

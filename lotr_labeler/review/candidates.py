@@ -3,11 +3,11 @@
 For each pending (or accepted, not yet downloaded) candidate:
 
 1. its search thumbnail (``thumbnail_url``, else the image itself, capped) is fetched through the
-   guarded downloader (``collect.download.fetch``: private-host guard, deadline, size cap) and
+   guarded downloader (``collect.fetch``: private-host guard, deadline, size cap) and
    cached as bytes under ``cache/thumbs-candidates/<sha256 of the URL>`` — never stored as an image;
 2. it is embedded with the review backbone (the one of the last Review fit, else the current
    run's body), vectors cached by thumbnail content under ``cache/embeddings/thumbs-<backbone>.npz``;
-3. a head (``scoring.default_head``) fitted on **every** labeled image's embedding gives its
+3. a head (``head.default_head``) fitted on **every** labeled image's embedding gives its
    class probabilities, stored per class id (``store.candidate_scores``), so moving a candidate
    to another class changes its p(class) without rescoring;
 4. its thumbnail's phash is compared with the dataset's: "near-duplicate of image #N".
@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,12 +36,15 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from lotr_labeler.errors import Conflict, FetchError, InvalidInput, NotFound
+from lotr_labeler.errors import Conflict, FetchError, InvalidInput
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import embed, onnx_embed
-from lotr_labeler.review import dedupe, scoring
+from lotr_labeler.model.network import Network, embed_arrays
+from lotr_labeler.progress import Cancel, Progress, Report, stopped
+from lotr_labeler.review import head, last_fit
 from lotr_labeler.store import CandidateRow, Store, candidate_scores, now, version
 from lotr_labeler.store.candidate_scores import CandidateScore
+from lotr_labeler.store.phash import PhashIndex
 
 log = logging.getLogger(__name__)
 
@@ -70,36 +73,22 @@ _BATCH = 32
 
 
 def scoring_backbone(store: Store) -> embed.Backbone | None:
-    """The backbone candidates are scored with: the last Review fit's, else a pretrained run's body,
-    else the bundled EfficientNet-Lite0 (``resolve_backbone``'s auto); None while the head has nothing
-    to learn from (images of fewer than 2 classes)."""
-    info = scoring.fit_info(store)
-    if info is not None:
-        return info.backbone_spec
-    if len({img.class_id for img in store.images()}) < 2:
+    """The backbone candidates are scored with: ``last_fit.fit_backbone`` (the last Review fit's, else
+    the default one); None while the head has nothing to learn from (no fit, images of fewer than 2
+    classes)."""
+    if last_fit.fit_info(store) is None and len({img.class_id for img in store.images()}) < 2:
         return None
-    try:
-        return embed.resolve_backbone(store, "auto")
-    except (NotFound, InvalidInput):
-        return None
-
-
-def can_score(store: Store) -> bool:
-    """Whether a scoring job has something to score with and something to score."""
-    if scoring_backbone(store) is None:
-        return False
-    return any(store.count_candidates(state=s) for s in SCORED_STATES)
+    return last_fit.fit_backbone(store)
 
 
 # -- the job -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ScoreProgress:
-    done: int
-    total: int
+@dataclass(frozen=True, kw_only=True)
+class ScoreProgress(Progress):
+    """Candidates scored (``done``, failures included) of ``total``; ``failed``: thumbnails not fetched or read."""
+
     failed: int
-    message: str
 
 
 @dataclass
@@ -141,7 +130,7 @@ class _Head:
         from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
         with threadpool_limits(1):
-            p = np.asarray(self.model.predict_proba(scoring.normalize_rows(vectors)), dtype=np.float64)
+            p = np.asarray(self.model.predict_proba(head.normalize_rows(vectors)), dtype=np.float64)
         cols = [self.class_ids[int(c)] for c in self.model.classes_]
         return [dict(zip(cols, (float(v) for v in row), strict=True)) for row in p]
 
@@ -160,10 +149,10 @@ def fit_head(store: Store, backbone: embed.Backbone) -> tuple[_Head, int]:
         )
     index = {cid: i for i, cid in enumerate(class_ids)}
     y = np.array([index[img.class_id] for img in have], dtype=np.int64)
-    model = scoring.default_head()
+    model = head.default_head()
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
-        model.fit(scoring.normalize_rows(X), y)
+        model.fit(head.normalize_rows(X), y)
     return _Head(model, class_ids), len(have)
 
 
@@ -207,8 +196,8 @@ def score_candidates(
     backbone: embed.Backbone | None = None,
     workers: int | None = None,
     allow_private: bool | None = None,
-    progress: Callable[[ScoreProgress], None] | None = None,
-    cancel: threading.Event | None = None,
+    progress: Report | None = None,
+    cancel: Cancel | None = None,
     resolver: Any = None,
 ) -> ScoreReport:
     """Score the pending and accepted candidates (or ``ids``) and store the scores.
@@ -226,7 +215,7 @@ def score_candidates(
     allow_private
         Allow loopback/private hosts (default: setting ``allow_private_hosts``).
     progress
-        Called as candidates are scored.
+        Called with a ``ScoreProgress`` as candidates are scored.
     cancel
         Set to stop; the scores stored so far stay.
     resolver
@@ -242,7 +231,7 @@ def score_candidates(
     Conflict
         No backbone to score with (no run, no embeddings), or fewer than 2 embedded classes.
     """
-    from lotr_labeler.collect import download
+    from lotr_labeler.collect import fetch
 
     started = time.monotonic()
     backbone = backbone or scoring_backbone(store)
@@ -254,20 +243,21 @@ def score_candidates(
 
     def tell(message: str) -> None:
         if progress is not None:
-            progress(ScoreProgress(report.scored + report.failed, report.total, report.failed, message))
+            done = report.scored + report.failed
+            progress(ScoreProgress(done=done, total=report.total, failed=report.failed, message=message))
 
     tell("Embedding the dataset…")
-    embed.compute_embeddings(store, backbone, should_stop=cancel.is_set if cancel else None)
-    head, report.labeled = fit_head(store, backbone)
+    embed.compute_embeddings(store, backbone, cancel=cancel)
+    fitted, report.labeled = fit_head(store, backbone)
     if not rows:
         report.seconds = time.monotonic() - started
         return report
     s = store.settings()
-    near = dedupe.PhashIndex(s.near_dup_distance)
+    near = PhashIndex(s.near_dup_distance)
     for img in store.images():
         near.add(img.id, img.phash)
     cache = _thumb_cache(store, backbone)
-    network: embed.Network | None = None
+    network: Network | None = None
     import httpx
 
     read = s.read_timeout
@@ -282,7 +272,7 @@ def score_candidates(
         path = thumb_cache_path(store, url)
         if path.is_file():
             return path.read_bytes()
-        got = download.fetch(
+        got = fetch.fetch(
             client,
             url,
             max_bytes=THUMB_MAX_BYTES if c.thumbnail_url else s.max_bytes,
@@ -311,10 +301,10 @@ def score_candidates(
             network = network or embed.load_network(backbone, store.cache_dir, export=export)
             keys = list(dict.fromkeys(sha for sha, _ in todo))
             first = {sha: arr for sha, arr in todo}
-            cache.add(keys, embed.embed_arrays(network, np.stack([first[k] for k in keys])))
+            cache.add(keys, embed_arrays(network, np.stack([first[k] for k in keys])))
         vectors = cache.matrix([sha for _, sha, _, _ in pending])
         stamp = now()
-        for (c, _, _, phash), p in zip(pending, head.probs(vectors), strict=True):
+        for (c, _, _, phash), p in zip(pending, fitted.probs(vectors), strict=True):
             dup = near.near(phash)
             results.append(
                 CandidateScore(
@@ -333,11 +323,11 @@ def score_candidates(
         report.failures.append((c.id, reason))
         candidate_scores.save(store, [CandidateScore(c.id, {}, None, None, reason, backbone.id, now())])
 
-    with download.make_client(timeout, n_workers) as client, ThreadPoolExecutor(n_workers) as pool:
+    with fetch.make_client(timeout, n_workers) as client, ThreadPoolExecutor(n_workers) as pool:
         futures: dict[Future[bytes], CandidateRow] = {pool.submit(get, c, client): c for c in rows}
         waiting = set(futures)
         while waiting:
-            if cancel is not None and cancel.is_set():
+            if stopped(cancel):
                 report.cancelled = True
                 for f in waiting:
                     f.cancel()
@@ -584,7 +574,7 @@ def suggest_thresholds(store: Store, backbone: embed.Backbone | None = None) -> 
     else:
         index = {cid: i for i, cid in enumerate(class_ids)}
         y = np.array([index[img.class_id] for img in have], dtype=np.int64)
-        a, ap, r, rp = thresholds_from_oof(scoring.oof_probabilities(X, y, len(class_ids)), y)
+        a, ap, r, rp = thresholds_from_oof(head.oof_probabilities(X, y, len(class_ids)), y)
         result = Thresholds(a if a is not None else ACCEPT_AT, ap, r if r is not None else REJECT_AT, rp, len(have))
     with _suggested_lock:
         _suggested.clear()  # one entry per process is enough: the page asks about its project
@@ -620,23 +610,3 @@ def accept_at_least(store: Store, threshold: float, label: str | None = None, *,
 def reject_at_most(store: Store, threshold: float, label: str | None = None, *, query: str | None = None) -> int:
     """Reject every pending candidate with p(class) ≤ ``threshold``: one undoable event."""
     return store.decide([i.id for i in at_most(store, threshold, label, query=query)], "rejected", only_pending=True)
-
-
-def move_to_predicted(store: Store, candidate_id: int, seen: str | None = None) -> str:
-    """Accept the candidate into the class the model predicts (one undoable event); returns that class.
-
-    Raises
-    ------
-    NotFound
-        The candidate has no score yet.
-    Conflict
-        ``seen`` (the state the user saw it in) is no longer its state: another window decided it
-        meanwhile, and that decision stands.
-    """
-    t = item(store, candidate_id)
-    if t.predicted is None:
-        raise NotFound(f"Candidate {candidate_id} has no score yet. Score the candidates first (`candidates score`).")
-    decided = store.decide_seen({candidate_id: seen}, "accepted", label=t.predicted)
-    if message := decided.stale_message():
-        raise Conflict(message)
-    return t.predicted

@@ -31,7 +31,7 @@ import numpy.typing as npt
 from lotr_labeler.errors import Conflict, InvalidInput, check_choice
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import embed
-from lotr_labeler.review import scoring
+from lotr_labeler.review import head, last_fit, queue
 from lotr_labeler.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
@@ -105,12 +105,6 @@ class Neighbour:
         }
 
 
-def map_backbone(store: Store) -> embed.Backbone:
-    """The backbone of the stored scores (what Review shows), else the default one."""
-    info = scoring.fit_info(store)
-    return info.backbone_spec if info is not None else embed.resolve_backbone(store)
-
-
 def choose_method(method: str, n: int) -> str:
     """``auto``: t-SNE up to ``TSNE_MAX`` points, PCA above."""
     check_choice(method, METHODS, "Map method")
@@ -123,7 +117,7 @@ def project_2d(X: npt.ArrayLike, method: str = "auto", *, seed: int = SEED) -> C
     """Rows of ``X`` as (N, 2) coordinates (scikit-learn, imported here: never at page load)."""
     from sklearn.decomposition import PCA  # type: ignore[import-untyped]
 
-    feats = scoring.normalize_rows(X)  # cosine geometry, like the head and the neighbours
+    feats = head.normalize_rows(X)  # cosine geometry, like the head and the neighbours
     n = feats.shape[0]
     out = np.zeros((n, 2), dtype=np.float32)
     if n < 3 or feats.shape[1] < 2:
@@ -181,7 +175,7 @@ def embedding_map(store: Store, *, method: str = "auto", backbone: embed.Backbon
     method
         ``auto`` (t-SNE up to ``TSNE_MAX`` images, else PCA), ``tsne`` or ``pca``.
     backbone
-        Whose embeddings; default: the backbone of the stored scores (``map_backbone``).
+        Whose embeddings; default: ``last_fit.fit_backbone`` (the stored scores', what Review shows).
 
     Returns
     -------
@@ -197,8 +191,8 @@ def embedding_map(store: Store, *, method: str = "auto", backbone: embed.Backbon
     """
     started = time.monotonic()
     check_choice(method, METHODS, "Map method")
-    backbone = backbone or map_backbone(store)
-    items = {it.id: it for it in scoring.ranking(store, status="all", compute_quality=False)}
+    backbone = backbone or last_fit.fit_backbone(store)
+    items = {it.id: it for it in queue.ranking(store, status="all", compute_quality=False)}
     images = sorted((it.image for it in items.values()), key=lambda img: img.id)
     have, X = embed.embeddings(store, backbone, images)
     if not have:
@@ -243,7 +237,7 @@ def similar(store: Store, image_id: int, k: int = 8, *, backbone: embed.Backbone
     k
         How many neighbours, 1 or more.
     backbone
-        Whose embeddings; default: the backbone of the stored scores (``map_backbone``).
+        Whose embeddings; default: ``last_fit.fit_backbone`` (the stored scores', what Review shows).
 
     Returns
     -------
@@ -261,7 +255,7 @@ def similar(store: Store, image_id: int, k: int = 8, *, backbone: embed.Backbone
     """
     if k < 1:
         raise InvalidInput(f"k={k} is not valid: ask for 1 or more neighbours, e.g. --k 8.")
-    backbone = backbone or map_backbone(store)
+    backbone = backbone or last_fit.fit_backbone(store)
     query = store.get_image(image_id)
     cache = embed.cache_for(store, backbone)
     if query.sha256 not in cache:
@@ -272,7 +266,7 @@ def similar(store: Store, image_id: int, k: int = 8, *, backbone: embed.Backbone
     others = [img for img in store.images() if img.id != image_id and img.sha256 in cache]
     if not others:
         return []
-    q = scoring.normalize_rows(cache.matrix([query.sha256]))[0]
-    sims = scoring.normalize_rows(cache.matrix([img.sha256 for img in others])) @ q
+    q = head.normalize_rows(cache.matrix([query.sha256]))[0]
+    sims = head.normalize_rows(cache.matrix([img.sha256 for img in others])) @ q
     order = sorted(range(len(others)), key=lambda i: (-float(sims[i]), others[i].id))[:k]
     return [Neighbour(others[i], store.path(others[i]), float(sims[i])) for i in order]

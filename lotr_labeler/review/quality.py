@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,11 +18,10 @@ import numpy as np
 from PIL import Image
 
 from lotr_labeler.imaging import write_atomic
+from lotr_labeler.progress import Progress, Report
 from lotr_labeler.store import ImageRow, Store, version
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]
 
 CACHE_FILE = "quality.json"
 _CACHE_VERSION = 1
@@ -172,13 +171,13 @@ def missing(store: Store, images: Iterable[ImageRow]) -> list[ImageRow]:
 def quality_stats(
     store: Store,
     images: Iterable[ImageRow],
-    progress: Progress | None = None,
+    progress: Report | None = None,
     *,
     compute_missing: bool = True,
 ) -> dict[int, QualityStats]:
     """Stats per image id, measuring (and caching) the contents not seen before.
 
-    With ``compute_missing=False`` unmeasured images are left out instead.
+    ``progress`` counts the images measured. With ``compute_missing=False`` unmeasured images are left out.
     An unreadable file is logged and left out.
     """
     cache = cache_for(store)
@@ -190,7 +189,7 @@ def quality_stats(
         except OSError as exc:
             log.warning("cannot measure image %d (%s): %s", img.id, img.relpath, exc)
         if progress is not None:
-            progress(done, len(todo))
+            progress(Progress(done=done, total=len(todo), message=f"measuring quality {done}/{len(todo)}"))
     cache.save()
     out: dict[int, QualityStats] = {}
     for img in rows:
@@ -203,7 +202,7 @@ def quality_stats(
 def quality_flags(
     store: Store,
     images: Iterable[ImageRow],
-    progress: Progress | None = None,
+    progress: Report | None = None,
     *,
     compute_missing: bool = True,
 ) -> dict[int, tuple[str, ...]]:

@@ -2,7 +2,7 @@
 
 A model is *weak* when its validation error rate is above the project's ``weak_model_error_rate``
 setting, or when it agrees less with the valid-split labels than the K-fold head on the cached
-embeddings (the comparison ``review.scoring.fit_scores`` records; both are out-of-sample there).
+embeddings (the comparison ``review.fitting.fit_scores`` records; both are out-of-sample there).
 A weak model's prediction is still shown, but as a hint rather than the primary action.
 
 The Review cards' predictions are not the run's: they come from that K-fold head (averaged with the
@@ -19,7 +19,7 @@ import numpy as np
 
 from lotr_labeler.errors import NotFound
 from lotr_labeler.model import runs
-from lotr_labeler.review import scoring
+from lotr_labeler.review import last_fit, queue
 from lotr_labeler.store import Store, version
 
 HINT = "treat its predictions as a hint"
@@ -84,7 +84,7 @@ def model_trust(store: Store, run_id: str | None = None) -> ModelTrust:
             f"weak_model_error_rate setting {threshold:.2f}): {HINT}. Fix labels and retrain.",
             run.id,
         )
-    info = scoring.fit_info(store)
+    info = last_fit.fit_info(store)
     if (
         info is not None
         and info.compared_run_id == run.id
@@ -115,10 +115,10 @@ def head_agreement(store: Store) -> tuple[int, int]:
     """
 
     def count() -> version.Arrays:
-        compute_quality = scoring.unmeasured(store) <= scoring.PAGE_QUALITY_LIMIT  # the page's, so its file
-        ranked = scoring.queue(store, sort="margin", status="all", compute_quality=compute_quality)
+        compute_quality = queue.unmeasured(store) <= queue.PAGE_QUALITY_LIMIT  # the page's, so its file
+        ranked = queue.queue(store, sort="margin", status="all", compute_quality=compute_quality)
 
-        def first(pred: Callable[[scoring.ReviewItem], bool]) -> int:
+        def first(pred: Callable[[queue.ReviewItem], bool]) -> int:
             lo, hi = 0, len(ranked)
             while lo < hi:
                 mid = (lo + hi) // 2
@@ -150,7 +150,7 @@ def scores_trust(store: Store) -> ModelTrust:
         ``weak`` False when nothing is scored yet; ``error_rate`` the head's disagreement with the
         current labels; ``run_id`` the run averaged in, if any.
     """
-    info = scoring.fit_info(store)
+    info = last_fit.fit_info(store)
     if info is None:
         return ModelTrust(False, None, "No scores yet.")
     agree, scored = head_agreement(store)
@@ -186,16 +186,16 @@ def scores_trust(store: Store) -> ModelTrust:
     )
 
 
-def run_body_worth_trying(info: scoring.FitInfo | None, run: runs.Run | None) -> bool:
+def run_body_worth_trying(info: last_fit.FitInfo | None, run: runs.Run | None) -> bool:
     """Whether Review should suggest embedding with ``run``'s body: a trained (not instant) run whose
-    body made neither the stored scores nor was already tried and passed over by ``auto``."""
+    body made neither the stored scores nor was already tried and passed over by ``choose_backbone``."""
     if run is None or run.source == "instant":
         return False
     if info is None:
         return True
     if info.backbone_spec.run_id == run.id:
         return False
-    return f"run {run.id} body" not in (info.backbone_reason or "")  # auto compared it (or could not use it)
+    return f"run {run.id} body" not in (info.backbone_reason or "")  # the choice compared it (or could not use it)
 
 
 def how_to_improve(run: runs.Run) -> str:
@@ -218,7 +218,7 @@ def triage_trust(store: Store) -> ModelTrust:
     """How far Search's candidate scores can be trusted: they come from a head fitted on the labelled
     images' embeddings, so its K-fold error on them (``scores_trust``) is the honest estimate; before any
     head fit, the current run (whose body embeds the thumbnails) is judged instead."""
-    if scoring.fit_info(store) is None:
+    if last_fit.fit_info(store) is None:
         return model_trust(store)
     trust = scores_trust(store)
     if not trust.weak or trust.error_rate is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lotr_labeler import project as proj
 from lotr_labeler.errors import NotFound, check_choice
@@ -13,9 +13,6 @@ from lotr_labeler.store.history import Payload, undoes
 from lotr_labeler.store.images import ImagesMixin
 from lotr_labeler.store.rows import CandidateIn, CandidateRow, candidate_row
 from lotr_labeler.urls import clean_url
-
-if TYPE_CHECKING:
-    from lotr_labeler.store import Store
 
 CANDIDATE_STATES = ("pending", "accepted", "rejected", "downloaded", "failed")
 
@@ -254,7 +251,7 @@ class CandidatesMixin(ImagesMixin):
 
 
 @undoes("decide")
-def _undo_decide(store: Store, payload: Payload) -> None:
+def _undo_decide(store: CandidatesMixin, payload: Payload) -> None:
     for cid, state, class_id, error, *after in payload["items"]:
         if after:  # events from before 'after' was recorded are restored as they were
             now_row = store.get_candidate(cid)

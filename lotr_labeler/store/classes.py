@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from lotr_labeler import project as proj
 from lotr_labeler.errors import Conflict, NotFound
@@ -14,9 +13,6 @@ from lotr_labeler.store.history import Payload, undoes
 from lotr_labeler.store.rows import ClassRow, class_row
 from lotr_labeler.store.settings import SettingsMixin
 
-if TYPE_CHECKING:
-    from lotr_labeler.store import Store
-
 
 class ClassesMixin(SettingsMixin):
     # Provided by ImagesMixin (images owns their rows); declared so the class methods type-check.
@@ -24,6 +20,10 @@ class ClassesMixin(SettingsMixin):
         raise NotImplementedError
 
     def _set_deleted(self, ids: Sequence[int], deleted: bool) -> None:
+        raise NotImplementedError
+
+    # Provided by CandidatesMixin.
+    def _candidates_in_class(self, class_id: int) -> int:
         raise NotImplementedError
 
     def classes(self) -> list[ClassRow]:
@@ -157,12 +157,12 @@ class ClassesMixin(SettingsMixin):
 
 
 @undoes("rename_class")
-def _undo_rename(store: Store, payload: Payload) -> None:
+def _undo_rename(store: ClassesMixin, payload: Payload) -> None:
     store._rename(payload["class_id"], payload["new"], payload["old"])
 
 
 @undoes("delete_class")
-def _undo_delete_class(store: Store, payload: Payload) -> None:
+def _undo_delete_class(store: ClassesMixin, payload: Payload) -> None:
     cls = store._class_by_id(payload["class_id"])
     store._check_free(cls["name"], except_id=cls["id"])
     store._set_class_deleted(cls["id"], False)
@@ -171,7 +171,7 @@ def _undo_delete_class(store: Store, payload: Payload) -> None:
 
 
 @undoes("add_class")
-def _undo_add_class(store: Store, payload: Payload) -> None:
+def _undo_add_class(store: ClassesMixin, payload: Payload) -> None:
     cls = store._class_by_id(payload["class_id"])
     used = len(store._active_image_ids(cls["id"])) + store._candidates_in_class(cls["id"])
     if used:

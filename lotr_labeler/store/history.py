@@ -25,10 +25,10 @@ from lotr_labeler.store.rows import Event, event_row
 if TYPE_CHECKING:
     import sqlite3
 
-    from lotr_labeler.store import Store
 
 Payload = dict[str, Any]
-Inverse = Callable[["Store", Payload], None]
+# An inverse takes the store (typed as the mixin that owns its table: each sits below the facade) and the payload.
+Inverse = Callable[[Any, Payload], None]
 _F = TypeVar("_F", bound=Inverse)
 
 UNDO: dict[str, Inverse] = {}
@@ -159,7 +159,7 @@ class HistoryMixin(Database):
                 raise StoreError(
                     f"Event kind {kind!r} cannot be undone (unknown kind). Known kinds: {', '.join(sorted(UNDO))}."
                 )
-            inverse(cast("Store", self), json.loads(row["payload"]))  # every Database here is the facade
+            inverse(self, json.loads(row["payload"]))
             self.conn.execute("UPDATE events SET undone = 1 WHERE id = ?", (row["id"],))
         return event_row(row)
 

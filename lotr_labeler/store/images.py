@@ -23,8 +23,7 @@ from lotr_labeler.urls import clean_url
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from lotr_labeler.review.dedupe import PhashIndex
-    from lotr_labeler.store import Store
+    from lotr_labeler.store.phash import PhashIndex
 
 SPLITS = ("train", "valid")
 
@@ -102,9 +101,6 @@ class ImagesMixin(ClassesMixin):
     def finish_candidate(
         self, candidate_id: int, *, image_id: int | None = None, error: str | None = None, state: str | None = None
     ) -> None:
-        raise NotImplementedError
-
-    def _candidates_in_class(self, class_id: int) -> int:
         raise NotImplementedError
 
     def path(self, image: ImageRow) -> Path:
@@ -285,7 +281,7 @@ class ImagesMixin(ClassesMixin):
 
     def _phash_index_fresh(self, max_distance: int) -> PhashIndex:
         """The index with every row up to now (call under the write lock)."""
-        from lotr_labeler.review.dedupe import PhashIndex  # lazy: numpy, never needed to read a project
+        from lotr_labeler.store.phash import PhashIndex  # lazy: numpy, never needed to read a project
 
         index = self._phash_index
         if index is None or index.max_distance != max_distance:
@@ -523,17 +519,17 @@ class ImagesMixin(ClassesMixin):
 
 
 @undoes("relabel")
-def _undo_relabel(store: Store, payload: Payload) -> None:
+def _undo_relabel(store: ImagesMixin, payload: Payload) -> None:
     store._set_class([(image_id, from_id) for image_id, from_id in payload["items"]])
 
 
 @undoes("delete")
-def _undo_delete(store: Store, payload: Payload) -> None:
+def _undo_delete(store: ImagesMixin, payload: Payload) -> None:
     store._set_deleted(payload["ids"], False)
 
 
 @undoes("import", "restore")
-def _undo_import_or_restore(store: Store, payload: Payload) -> None:
+def _undo_import_or_restore(store: ImagesMixin, payload: Payload) -> None:
     store._set_deleted(payload["ids"], True)  # to the trash
     for class_id in payload.get("classes", []):  # the classes an import created, unless used since
         cls = store._class_by_id(class_id)

@@ -1,16 +1,13 @@
-"""The ``review_scores`` and ``review_marks`` tables (their meaning: ``lotr_labeler.review.scoring``)."""
+"""The ``review_scores`` and ``review_marks`` tables (their meaning: ``lotr_labeler.review.fitting``,
+``review.queue`` and ``review.decisions``)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 from lotr_labeler.store.db import Database, now
 from lotr_labeler.store.history import HistoryMixin, Payload, undoes
-
-if TYPE_CHECKING:
-    from lotr_labeler.store import Store
 
 
 def replace_scores(db: Database, rows: Iterable[tuple[int, str, str]], *, fit_key: str, fit: str) -> None:
@@ -60,7 +57,7 @@ def mark(db: HistoryMixin, marks: Iterable[tuple[int, int]], kind: str, *, summa
 
 
 @undoes("review_mark")
-def _undo_review_mark(store: Store, payload: Payload) -> None:
+def _undo_review_mark(store: Database, payload: Payload) -> None:
     kind, at = payload["kind"], payload["at"]
     for image_id, class_id, prev_class, prev_at in payload["items"]:
         now_row = store.conn.execute(

@@ -58,7 +58,7 @@ and every file an older version wrote is recomputed instead of read (1: stamps b
 
 UI_META_KEYS: tuple[str, ...] = ("train_form",)
 """``meta`` keys whose writes do not bump the data version (migration 008's triggers name them):
-they only remember a page's state (``model.train.FORM_KEY``) and no memoized value reads them."""
+they only remember a page's state (``model.train_form.FORM_KEY``) and no memoized value reads them."""
 UI_META_PREFIX = "ui."
 """Any ``meta`` key starting with it is page state too: name a new one so and no migration is needed."""
 

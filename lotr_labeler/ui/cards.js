@@ -36,6 +36,9 @@ const RESEND_MS = 4000;  // a queue unanswered this long is sent again (Python i
 // a rerun, whose rendering holds the browser's main thread, so fewer sends keep every key's change quick.
 const IDLE_MS = 300;
 const MAX_WAIT_MS = 2000;
+// A decision key on a card whose thumbnail has not loaded waits for it (the user cannot have judged it),
+// at most this long: a thumbnail that hangs becomes "no preview" and the keys go on.
+const HOLD_MS = 3000;
 const KEY_ACTION = { k: "keep", d: "delete", r: "restore", p: "predict", m: "more", a: "accept", x: "reject" };
 const BADGE = { pending: "⏳", accepted: "✅", rejected: "❌", downloaded: "💾", failed: "⚠️" };
 const SNAP = ["label", "state", "deleted", "reviewed", "predicted", "hint", "confidence"];
@@ -67,6 +70,8 @@ function gridState(key) {
       client: Math.random().toString(36).slice(2) + Date.now().toString(36),
       seq: 0, acked: 0, readSeq: 0, inflight: 0, sentAt: 0, queue: [], hist: [], refused: new Map(),
       html: new Map(),
+      // thumbnails the browser has shown (or given up on), and keys held until the card they act on shows
+      shown: new Set(), held: [],
     };
   }
   return window.__lotrCards[key];
@@ -371,6 +376,7 @@ export default function (component) {
     if (c.state) cls.push(`cg-st-${c.state}`);
     if (c.out) cls.push("cg-out");
     if (s.refused.has(c.id)) cls.push("cg-refused");
+    if (safeUrl(c.src) && !s.shown.has(c.id)) cls.push("cg-loading");
     if (s.queue.some((a) => a.idset.has(c.id))) cls.push("cg-saving");
     return cls.join(" ");
   }
@@ -589,7 +595,46 @@ export default function (component) {
     const note = document.createElement("span");
     note.className = "cg-missing";
     note.textContent = "no preview";
+    const cardEl = img.closest("[data-card]");
     img.replaceWith(note);
+    if (cardEl) settle(Number(cardEl.dataset.card), cardEl);
+  }
+  function onImageLoad(e) {
+    const img = e.target;
+    if (!(img instanceof HTMLImageElement) || !root.contains(img)) return;
+    const cardEl = img.closest(".cg-grid [data-card]");
+    if (cardEl) settle(Number(cardEl.dataset.card), cardEl);
+  }
+  // A card's thumbnail is on screen (or failed): drop its placeholder, and let the keys held for it go.
+  function settle(id, cardEl) {
+    s.shown.add(id);
+    const el = cardEl || root.querySelector(`.cg-grid [data-card="${id}"]`);
+    if (el) el.classList.remove("cg-loading");
+    const kept = s.html.get(id);
+    if (kept) kept.cls = kept.cls.replace(" cg-loading", "");
+    release();
+  }
+  // -- keys that wait for a thumbnail ---------------------------------------------------------------
+  const NAVIGATION = new Set(["ArrowRight", "ArrowLeft", "ArrowDown", "ArrowUp", "Escape", "?", "Enter", " ", "Shift"]);
+  function waitsFor(w) {
+    // The cards a decision key would act on that the user has not seen yet (navigation never waits).
+    if (NAVIGATION.has(w.key) || w.key === "z" || w.key === "Z") return [];
+    const here = s.lb != null ? [s.lb] : targets();
+    return here.filter((i) => { const c = view.get(i); return c && safeUrl(c.src) && !s.shown.has(i); });
+  }
+  function hold(w) {
+    s.held.push(w);
+    armHold();
+  }
+  function armHold() {
+    clearTimeout(s.holdTimer);
+    s.holdTimer = setTimeout(() => {
+      for (const i of waitsFor(s.held[0] || {})) settle(i);  // hung: shown as it is, the keys go on
+    }, HOLD_MS);
+  }
+  function release() {
+    while (s.held.length && !waitsFor(s.held[0]).length) handleKey(s.held.shift());
+    if (!s.held.length) clearTimeout(s.holdTimer);
   }
   function onDblClick(e) {
     const cardEl = e.target.closest(".cg-grid [data-card]");
@@ -613,6 +658,13 @@ export default function (component) {
       // order, rather than being lost (a grid gone for good drops them after a second).
       s.waiting = (s.waiting || []).concat([{ key: e.key, shiftKey: e.shiftKey, at: performance.now() }]);
       e.preventDefault();
+      return;
+    }
+    const w = { key: e.key, shiftKey: e.shiftKey, at: performance.now() };
+    if (s.held.length || waitsFor(w).length) {  // in order: a key typed after a held one waits too
+      hold(w);
+      e.preventDefault();
+      e.stopPropagation();
       return;
     }
     handleKey(e);
@@ -657,7 +709,16 @@ export default function (component) {
   render();
   const waiting = (s.waiting || []).filter((w) => performance.now() - w.at < 1000);
   s.waiting = [];
-  for (const w of waiting) handleKey(w);  // keys typed while the element was being swapped, in order
+  for (const w of waiting) {  // keys typed while the element was being swapped, in order
+    if (s.held.length || waitsFor(w).length) hold(w);
+    else handleKey(w);
+  }
+  // Thumbnails the browser had already (a remount reuses its cache) count as shown at once.
+  for (const img of root.querySelectorAll(".cg-grid img")) {
+    const cardEl = img.closest("[data-card]");
+    if (img.complete && img.naturalWidth > 0 && cardEl) settle(Number(cardEl.dataset.card), cardEl);
+  }
+  if (s.held.length) armHold();  // keys held by the grid before this rerun: this mount's timer lets them go
   // The answer came: what was typed meanwhile goes at the next pause (now, if the keys have paused).
   if (!s.inflight && s.queue.length) {
     const now = performance.now();
@@ -673,14 +734,17 @@ export default function (component) {
   root.addEventListener("click", onClick);
   root.addEventListener("dblclick", onDblClick);
   root.addEventListener("error", onImageError, true);
+  root.addEventListener("load", onImageLoad, true);
   root.addEventListener("change", onChange);
   document.addEventListener("keydown", onKey, true);
   s.cleanup = () => {
     root.removeEventListener("click", onClick);
     root.removeEventListener("dblclick", onDblClick);
     root.removeEventListener("error", onImageError, true);
+    root.removeEventListener("load", onImageLoad, true);
     root.removeEventListener("change", onChange);
     document.removeEventListener("keydown", onKey, true);
+    clearTimeout(s.holdTimer);  // its closure is this mount's; the next mount arms its own
     resized.disconnect();
     s.cleanup = null;
   };

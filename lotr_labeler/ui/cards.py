@@ -37,11 +37,10 @@ from typing import Any
 import streamlit as st
 
 from lotr_labeler.errors import InvalidInput, LabelerError, check_choice
-from lotr_labeler.explain import explain_known
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.store.images import Relabeled
-from lotr_labeler.ui.context import data_dir
+from lotr_labeler.ui.context import error_boundary, project_store
 
 HERE = Path(__file__).parent
 # Every action a grid may send. A page allows a subset; A/X (accept/reject) are for candidates.
@@ -191,11 +190,11 @@ def image_fetch(store: Store, size: int) -> Callable[[int], Card | None]:
 
 def review_fetch(store: Store, size: int) -> Callable[[int], Card | None]:
     """``grid(fetch=...)`` for Review: a pinned image's card as stored and scored now (None: gone)."""
-    from lotr_labeler.review import scoring
+    from lotr_labeler.review import queue
 
     def get(image_id: int) -> Card | None:
         try:
-            return review_card(store, scoring.item(store, image_id, ()), size)
+            return review_card(store, queue.item(store, image_id, ()), size)
         except LabelerError:
             return None
 
@@ -203,7 +202,7 @@ def review_fetch(store: Store, size: int) -> Callable[[int], Card | None]:
 
 
 def review_card(store: Store, it: Any, size: int) -> Card:
-    """A Review card from a ``review.scoring.ReviewItem``: p(given), the prediction as P's target."""
+    """A Review card from a ``review.queue.ReviewItem``: p(given), the prediction as P's target."""
     img: ImageRow = it.image
     caption = f"#{img.id} · p {it.self_confidence or 0:.2f}" if it.scored else f"#{img.id} · {img.split}"
     meta = _image_meta(img)
@@ -301,15 +300,13 @@ def apply(store: Store, key: str, raw: Any, allowed: Collection[str], on_action:
     s.seq += 1
     if isinstance(raw, dict) and isinstance(raw.get("focus"), int):
         s.focus = raw["focus"]  # where the arrows left it: an error or an undo keeps it there
-    try:
+    text: Message = ""
+    with error_boundary(show=None) as caught:  # a callback's error would reach the page as a traceback
         act = parse_action(raw, allowed)
         act = replace(act, seen={i: s.labels[i] for i in act.ids if i in s.labels})
         text = on_action(store, act)
-    except Exception as exc:  # a callback's error would reach the page as a traceback
-        sentence = explain_known(exc)  # domain errors and the library errors it knows (full disk, ...)
-        if sentence is None:
-            raise  # a bug: let it surface
-        s.message = ("error", sentence)
+    if caught.message is not None:
+        s.message = ("error", caught.message)
         return s
     s.message = text if isinstance(text, tuple) else ("success", text)
     if store.move_errors:  # saved, but a file did not follow yet: shown, not only logged
@@ -380,15 +377,13 @@ def _apply_one(
     states: Mapping[int, str],
 ) -> tuple[str, str]:
     """One queued action; its outcome (kind, text) is also the grid's message line."""
-    try:
+    text: Message = ""
+    with error_boundary(show=None) as caught:
         act = parse_action(dict(raw), allowed)
         act = replace(act, seen={i: labels[i] for i in act.ids if i in labels}, states=states)
         text = on_action(store, act)
-    except Exception as exc:
-        sentence = explain_known(exc)
-        if sentence is None:
-            raise  # a bug: let it surface
-        s.message = ("error", sentence)
+    if caught.message is not None:
+        s.message = ("error", caught.message)
         return s.message
     s.message = text if isinstance(text, tuple) else ("success", text)
     # The grid shows an undo itself (the browser undid it first): only "More like this" needs the page.
@@ -414,7 +409,7 @@ def _on_action(key: str, allowed: tuple[str, ...], on_action: Handler) -> None:
     raw = _trigger(key, "action")
     if raw is None:
         return
-    with Store(data_dir() / st.session_state["_project"]) as store:
+    with project_store() as store:
         apply(store, key, raw, allowed, on_action)
 
 
@@ -429,11 +424,10 @@ def _on_batch(key: str, allowed: tuple[str, ...], on_action: Handler) -> None:
     raw = _trigger(key, "batch")
     if raw is None:
         return
-    with Store(data_dir() / st.session_state["_project"]) as store:
-        try:
-            apply_batch(store, key, raw, allowed, on_action)
-        except InvalidInput as exc:
-            state(key).message = ("error", str(exc))
+    with error_boundary(show=None) as caught, project_store() as store:
+        apply_batch(store, key, raw, allowed, on_action)  # a malformed batch: InvalidInput, shown as the message
+    if caught.message is not None:
+        state(key).message = ("error", caught.message)
 
 
 def pin(s: GridState, cards: Sequence[Card], view: str, limit: int, fetch: Callable[[int], Card | None]) -> list[Card]:
@@ -623,27 +617,27 @@ def dataset_action(store: Store, act: GridAction) -> Message:
 def review_action(store: Store, act: GridAction, *, more: Callable[[int], None] | None = None) -> Message:
     """Review grid: keep, back to the queue, relabel, the prediction (each card's own), delete,
     restore, undo, more like this (``more(id)`` opens the panel)."""
-    from lotr_labeler.review import scoring
+    from lotr_labeler.review import decisions, queue
 
     if act.action in ("undo", "delete", "restore"):
         return dataset_action(store, act)
     if act.action == "keep":
-        return f"Kept {_n(scoring.keep(store, act.ids))}: the labels are right."
+        return f"Kept {_n(decisions.keep(store, act.ids))}: the labels are right."
     if act.action == "unkeep":
-        return f"{_n(scoring.unreview(store, act.ids))} back in the queue."
+        return f"{_n(decisions.unreview(store, act.ids))} back in the queue."
     if act.action == "relabel":
         assert act.label is not None
-        done = scoring.relabel_seen(store, dict.fromkeys(act.ids, act.label), act.seen)
+        done = decisions.relabel_seen(store, dict.fromkeys(act.ids, act.label), act.seen)
         return _moved(done, f"Relabeled {_n(done.changed)} to {act.label}.")
     if act.action == "predict":
         moves: dict[int, str] = {}
         for i in act.ids:
-            it = scoring.item(store, i, ())
+            it = queue.item(store, i, ())
             if it.disagrees and it.predicted is not None:
                 moves[i] = it.predicted
         if not moves:
             raise InvalidInput("The model agrees with these labels (or has not scored them): nothing to accept.")
-        done = scoring.relabel_seen(store, moves, act.seen)  # one transaction, one undo step, whatever the classes
+        done = decisions.relabel_seen(store, moves, act.seen)  # one transaction, one undo step, whatever the classes
         targets = ", ".join(sorted(set(moves.values())))
         return _moved(done, f"Relabeled {_n(done.changed)} to the model's choice ({targets}); Z undoes all of it.")
     if act.action == "more" and more is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +58,29 @@ def kept_expander(label: str, key: str) -> Any:
     return st.expander(label, expanded=bool(st.session_state.get(key, False)), key=key, on_change="rerun")
 
 
+@dataclass
+class Caught:
+    """What an ``error_boundary`` caught: the sentence shown for it, or None when the block ended well."""
+
+    message: str | None = None
+
+
 @contextmanager
-def error_boundary() -> Iterator[None]:
-    """Show domain errors, and library errors ``explain`` knows, as one sentence; bugs still surface."""
+def error_boundary(show: Callable[[str], object] | None = st.error) -> Iterator[Caught]:
+    """The one error boundary of the pages: a domain error, or a library error ``explain`` knows (a full
+    disk, a file gone, a bad image), ends the block as one sentence, passed to ``show`` (``st.error`` where
+    the page draws; a callback flashes it or keeps it for a widget) and kept in the yielded ``Caught``.
+    Anything else is a bug and surfaces with its traceback."""
+    caught = Caught()
     try:
-        yield
+        yield caught
     except Exception as exc:
         message = explain_known(exc)
         if message is None:
             raise
-        st.error(message)
+        caught.message = message
+        if show is not None:
+            show(message)
 
 
 def remember_widgets(defaults: dict[str, Any]) -> None:
@@ -144,8 +158,14 @@ def browser_origin() -> str | None:
 
 
 def open_current() -> Store:
-    """A store for this run; pages use it in a ``with`` block."""
-    return Store(data_dir() / current_project())
+    """The sidebar's project picker, then its store for this run; pages use it in a ``with`` block."""
+    return project_store(current_project())
+
+
+def project_store(project: str | None = None) -> Store:
+    """The one way the UI opens a project's store (pages and callbacks use it in a ``with`` block):
+    ``project`` by name, else the one chosen in this session."""
+    return Store(data_dir() / (project or str(st.session_state[_PROJECT])))
 
 
 def act(
@@ -154,15 +174,11 @@ def act(
     """Run ``fn(store, *args)`` as a widget callback; flash its result or its error (domain errors
     and the library errors ``explain`` knows) to ``flash_to`` (a ``show_flash`` slot)."""
     problems: list[str] = []
-    try:
-        with Store(data_dir() / st.session_state[_PROJECT]) as store:
-            problems = store.move_errors
-            result = fn(store, *args, **kwargs)
-    except Exception as exc:
-        message = explain_known(exc)
-        if message is None:
-            raise
-        flash("error", message, flash_to)
+    result: Any = None
+    with error_boundary(lambda message: flash("error", message, flash_to)) as caught, project_store() as store:
+        problems = store.move_errors
+        result = fn(store, *args, **kwargs)
+    if caught.message is not None:
         return
     if success:
         flash("success", success.format(result=result), flash_to)

@@ -9,6 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from lotr_labeler.collect.importers import ImportReport, import_folder, import_urls, import_zip
+from lotr_labeler.progress import Report
 from lotr_labeler.store import Store
 from lotr_labeler.ui.context import error_boundary, kept_expander
 from lotr_labeler.ui.widgets import progress_bar
@@ -45,7 +46,7 @@ def url_list_form(store: Store, key: str) -> None:
             show_report(import_urls(store, text, default, create_classes=create))
 
 
-def run_import(work: Callable[[Callable[[int, int], None]], ImportReport]) -> None:
+def run_import(work: Callable[[Report], ImportReport]) -> None:
     """Run ``work(progress)`` under a progress bar that goes away when it ends, success or error
     (an error used to leave an orphan "Importing…" bar above its message), then show the report."""
     slot = st.empty()

@@ -10,7 +10,7 @@ import streamlit as st
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.model.train import progress_stage
 from lotr_labeler.store import Store
-from lotr_labeler.ui.context import act, data_dir
+from lotr_labeler.ui.context import act, project_store
 
 
 def _eta(seconds: float | None) -> str:
@@ -21,7 +21,8 @@ def _eta(seconds: float | None) -> str:
 
 
 def _describe(job: jobs.Job) -> tuple[float, str]:
-    """Fraction done and one line of text from a job's progress record."""
+    """Fraction done and one line of text from a job's progress record (a ``progress.Progress`` as stored:
+    ``done``, ``total`` and ``message`` in every one; a stage's own fields where the panel shows more)."""
     p = job.progress
     if job.kind == "download" and p.get("total"):
         frac = p["done"] / p["total"]
@@ -31,19 +32,21 @@ def _describe(job: jobs.Job) -> tuple[float, str]:
         )
         return frac, text
     if job.kind == "train" and p.get("epochs"):
-        return float(p.get("fraction", 0.0)), (
+        return (p["done"] / p["total"] if p.get("total") else 0.0), (
             f"{progress_stage(p.get('phase', ''), p['epoch'], p['epochs'])} · batch {p['batch']}/{p['batches']}"
             f" · {p.get('device', '')} · elapsed {_eta(p.get('elapsed_s'))} · ETA {_eta(p.get('eta_s'))}"
         )
     if job.kind == "search" and p.get("total"):
-        return p["index"] / p["total"], (
-            f"query {p['index']} of {p['total']}: “{p['query']}” · {p['results_so_far']} new candidates so far"
+        return p["done"] / p["total"], (
+            f"query {p['done']} of {p['total']}: “{p['query']}” · {p['results_so_far']} new candidates so far"
         )
     if job.kind == "review":
         if p.get("total"):
             # Embeddings, not images: "auto" embeds a sample with each backbone it compares, then the rest.
             return p["done"] / p["total"], f"{p['done']}/{p['total']} embeddings · {p.get('backbone', '')}"
         return 0.0, "Loading the network…"
+    if p.get("total"):  # any stage's Progress record: done of total, and its message
+        return min(1.0, p.get("done", 0) / p["total"]), p.get("message") or f"{p.get('done', 0)}/{p['total']}"
     return 0.0, job.message or "starting…"
 
 
@@ -80,7 +83,7 @@ def _last(job: jobs.Job) -> None:
 
 def _panel(project: str, kind: str, title: str, detail: Detail | None, ended: Detail) -> bool:
     """Render the latest ``kind`` job; returns whether it is running."""
-    with Store(data_dir() / project) as store:
+    with project_store(project) as store:
         job = jobs.latest_job(store, kind)
     if job is None:
         return False
@@ -115,7 +118,7 @@ def job_panel(project: str, kind: str, title: str, detail: Detail | None = None,
     ended
         Shows a finished job; the default colours the message by its end state.
     """
-    with Store(data_dir() / project) as store:
+    with project_store(project) as store:
         active = jobs.running_job(store, kind) is not None
     if not active:
         _panel(project, kind, title, detail, ended)
@@ -169,14 +172,14 @@ def follow_jobs(project: str, kinds: Sequence[str]) -> None:
     background work without a reload (a search's chained scoring job too, which starts after the search
     ended). Polls once a second only while such a job runs or has just ended."""
     key = f"_follow_{'_'.join(kinds)}"
-    with Store(data_dir() / project) as store:
+    with project_store(project) as store:
         st.session_state[key] = job_marks(store, kinds)  # what this run of the page shows
         if not worth_following(store, kinds):
             return
 
     @st.fragment(run_every=1.0)
     def watch() -> None:
-        with Store(data_dir() / project) as store:
+        with project_store(project) as store:
             now = job_marks(store, kinds)
             keep = worth_following(store, kinds)
         if now != st.session_state.get(key) or not keep:

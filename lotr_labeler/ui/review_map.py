@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from lotr_labeler.imaging import thumbnail
-from lotr_labeler.review import embedding_map, scoring
+from lotr_labeler.review import decisions, embedding_map, queue
 from lotr_labeler.review.trust import scores_trust
 from lotr_labeler.store import Store
 from lotr_labeler.ui.context import act
@@ -132,7 +132,7 @@ def _close() -> None:
 def similar_panel(store: Store, image_id: int, classes: list[str], thumb: int, prefix: str) -> None:
     """The ``NEIGHBOURS`` images nearest to ``image_id`` with one-click relabel (``prefix`` keys
     the widgets: the panel can show in two tabs at once)."""
-    it = scoring.item(store, image_id, ())
+    it = queue.item(store, image_id, ())
     neighbours = embedding_map.similar(store, image_id, NEIGHBOURS)
     default = it.predicted if it.disagrees and it.predicted in classes else it.given
     with st.container(border=True):
@@ -161,7 +161,7 @@ def similar_panel(store: Store, image_id: int, classes: list[str], thumb: int, p
                 help="Relabel this image and its neighbours shown here (one action, one undo)",
                 disabled=not others,
                 on_click=act,
-                args=(scoring.relabel, others, to),
+                args=(decisions.relabel, others, to),
                 width="stretch",
             )
         head[3].button("✕", key=f"{prefix}_close_{image_id}", help="Close", on_click=_close, width="stretch")
@@ -177,6 +177,6 @@ def similar_panel(store: Store, image_id: int, classes: list[str], thumb: int, p
                         key=f"{prefix}_to_{image_id}_{n.image.id}",
                         help=f"Relabel #{n.image.id} to {to}",
                         on_click=act,
-                        args=(scoring.relabel, [n.image.id], to),
+                        args=(decisions.relabel, [n.image.id], to),
                         width="stretch",
                     )

@@ -9,6 +9,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from lotr_labeler.imaging import thumbnail
+from lotr_labeler.progress import Progress, Report
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.store.history import describe_origin
 from lotr_labeler.ui.context import act, keep_valid
@@ -109,12 +110,12 @@ def restore_button(key: str, image_id: int) -> None:
     st.button("Restore", key=key, on_click=act, args=(Store.restore_images, [image_id]))
 
 
-def progress_bar(text: str) -> Callable[[int, int], None]:
-    """A progress bar and the ``(done, total)`` callback that fills it (imports, exports)."""
+def progress_bar(text: str) -> Report:
+    """A progress bar and the ``Report`` callback that fills it (imports, exports)."""
     bar = st.progress(0.0, text=text)
 
-    def update(done: int, total: int) -> None:
-        bar.progress(done / total if total else 1.0, text=f"{done}/{total}")
+    def update(p: Progress) -> None:
+        bar.progress(p.fraction if p.total else 1.0, text=f"{p.done}/{p.total}")
 
     return update
 

@@ -53,12 +53,12 @@ def page(name: str) -> AppTest:
 def test_a_file_that_is_no_weights_file_is_named_in_one_sentence(tmp_path: Path) -> None:
     import torchvision
 
-    from lotr_labeler.model.train import _load_body_weights
+    from lotr_labeler.model.learner import load_body_weights
 
     bad = tmp_path / "notes.pth"
     bad.write_bytes(b"these are my notes, not weights\n" * 10)
     with pytest.raises(WeightsUnavailable) as info:
-        _load_body_weights(None, torchvision.models.resnet18, str(bad))
+        load_body_weights(None, torchvision.models.resnet18, str(bad))
     message = str(info.value)
     assert "Weights file notes.pth is not a PyTorch weights file" in message and "torch.save" in message
     assert "Please file an issue" not in message and "Weights only load failed" not in message
@@ -220,7 +220,7 @@ def test_a_failed_job_records_the_sentence(empty_store: Store) -> None:
 
 
 def test_a_bad_model_import_names_the_uploaded_file(empty_store: Store, tmp_path: Path) -> None:
-    from lotr_labeler.model.train import import_model
+    from lotr_labeler.model.record import import_model
 
     temp = tmp_path / "tmpa8f3k2" / "model.pkl"
     temp.parent.mkdir()

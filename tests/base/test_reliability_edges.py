@@ -20,12 +20,12 @@ from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.api import create_app, host_name, is_loopback
 from lotr_labeler.cli import main
-from lotr_labeler.collect import download as dl
+from lotr_labeler.collect import fetch as guarded
 from lotr_labeler.imaging import normalize
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.model import runs
-from lotr_labeler.model.train import TrainParams
+from lotr_labeler.model.learner import TrainParams
 from lotr_labeler.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,9 +126,9 @@ def test_an_idn_host_is_checked_and_pinned_under_its_xn_form(image_server: str) 
         return ["127.0.0.1"]
 
     url = f"http://Bücher.example:{port}/img/1.png"
-    assert dl.wire_host(url) == "xn--bcher-kva.example"
-    with dl.make_client(5.0, 1) as client:
-        got = dl.fetch(client, url, max_bytes=5_000_000, allow_private=True, resolver=resolver, timeout=5.0)
+    assert guarded.wire_host(url) == "xn--bcher-kva.example"
+    with guarded.make_client(5.0, 1) as client:
+        got = guarded.fetch(client, url, max_bytes=5_000_000, allow_private=True, resolver=resolver, timeout=5.0)
     assert got.data[:4] == b"\x89PNG" and asked == ["xn--bcher-kva.example"]
 
 

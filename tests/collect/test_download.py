@@ -21,16 +21,12 @@ import pytest
 from PIL import Image, ImageDraw, ImageFile, ImageStat
 
 from lotr_labeler.collect import download as dl
-from lotr_labeler.collect.download import (
-    USER_AGENT,
-    DownloadProgress,
-    check_url,
-    download_candidates,
-    fetch,
-    system_resolver,
-)
+from lotr_labeler.collect.download import DownloadProgress, download_candidates
+from lotr_labeler.collect.fetch import USER_AGENT, check_url, fetch, system_resolver
 from lotr_labeler.errors import BlockedHost, FetchError, ImageRejected, InvalidInput, NotFound
 from lotr_labeler.imaging import hamming, normalize
+from lotr_labeler.jobs.specs import DownloadJob
+from lotr_labeler.progress import Progress
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import create_project
 
@@ -757,6 +753,23 @@ def test_report_as_dict_is_json(proj: Store, site: Site) -> None:
     assert data["ok"] == 1 and data["failed"] == 1 and data["done"] == 2
     assert data["failures"][0]["reason"] == "http 404"
     assert "http 404 x1" in data["summary"]
+
+
+def test_download_job_body_runs_from_the_library(proj: Store, site: Site) -> None:
+    # What `lotr-labeler download` and the page's job do, called as a notebook would.
+    accept(proj, "Elves", site.url("/a.jpg"), site.url("/b.png"))
+    seen: list[Progress] = []
+    ran = DownloadJob(score=False).run(proj, seen.append)
+    assert ran.state == "done" and ran.report.ok == 2 and ran.summary == ran.report.summary()
+    assert all(isinstance(p, DownloadProgress) for p in seen) and seen[-1].done == seen[-1].total == 2
+    accept(proj, "Dwarves", site.url("/missing.jpg"), site.url("/html.jpg"))
+    failed = DownloadJob(score=False).run(proj)
+    assert failed.state == "failed" and failed.report.mostly_failed  # the page shows it as an error
+    accept(proj, "Dwarves", site.url("/c.jpg"))
+    cancel = threading.Event()
+    cancel.set()
+    stopped = DownloadJob(score=False).run(proj, cancel=cancel)
+    assert stopped.state == "cancelled" and stopped.report.ok == 0
 
 
 def test_unexpected_decoder_error_fails_one_candidate(proj: Store, site: Site, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from lotr_labeler.collect import download as dl
+from lotr_labeler.collect import fetch as guarded
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import create_project
 
@@ -101,10 +102,10 @@ def test_every_read_asks_for_an_immediate_ack() -> None:
     sock.calls = []
     try:
         sock.connect(server.getsockname())
-        stream = dl._GuardedStream(_Inner(sock))
+        stream = guarded._GuardedStream(_Inner(sock))
         for _ in range(3):
             assert stream.read(10) == b"x"
-        with dl._guarding(dl._Guard(None, None)):  # the guarded path (deadline, cancel) too
+        with guarded._guarding(guarded._Guard(None, None)):  # the guarded path (deadline, cancel) too
             assert stream.read(10) == b"x"
         quick = (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         assert sock.calls == [quick] * 4
@@ -118,7 +119,7 @@ def test_reads_work_on_streams_without_a_tcp_socket() -> None:
     try:
         for sock in (None, a):
             inner = _Inner(sock)
-            stream = dl._GuardedStream(inner)
+            stream = guarded._GuardedStream(inner)
             assert stream.read(10) == stream.read(10) == b"x" and inner.reads == 2
     finally:
         a.close()
@@ -135,8 +136,11 @@ def test_clients_share_one_ssl_context(monkeypatch: pytest.MonkeyPatch) -> None:
         real(self, *args, **kwargs)
 
     monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", spy)
-    dl._default_ssl_context.cache_clear()
-    with dl.make_client(httpx.Timeout(5.0)) as one, dl.make_client(httpx.Timeout(5.0), proxy="http://127.0.0.1:9"):
+    guarded._default_ssl_context.cache_clear()
+    with (
+        guarded.make_client(httpx.Timeout(5.0)) as one,
+        guarded.make_client(httpx.Timeout(5.0), proxy="http://127.0.0.1:9"),
+    ):
         assert one is not None
     assert len(loads) == 1, loads
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from lotr_labeler.collect.download import env_proxy, fetch, make_client
+from lotr_labeler.collect.fetch import env_proxy, fetch, make_client
 from lotr_labeler.errors import BlockedHost
 
 PUBLIC = ["93.184.216.34"]  # what the (fake) resolver says the image host is

@@ -30,7 +30,8 @@ import pytest
 from PIL import Image
 
 from lotr_labeler import imaging
-from lotr_labeler.collect.download import download_candidates, fetch, make_client
+from lotr_labeler.collect.download import download_candidates
+from lotr_labeler.collect.fetch import fetch, make_client
 from lotr_labeler.errors import FetchError, ImageRejected
 from lotr_labeler.model.predict import default_settings, fetch_image
 from lotr_labeler.store import CandidateIn, Store

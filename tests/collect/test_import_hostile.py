@@ -20,6 +20,7 @@ from helpers import image_bytes, shape_image
 from lotr_labeler.collect.export import csv_safe, csv_unsafe, export_dataset
 from lotr_labeler.collect.importers import import_folder, import_urls, import_zip
 from lotr_labeler.errors import InvalidInput
+from lotr_labeler.progress import Progress
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 
@@ -112,8 +113,8 @@ def test_a_file_swapped_for_a_link_during_the_import_is_not_read(empty_store: St
     elsewhere.mkdir()
     (elsewhere / "c.png").write_bytes(_png(51))
 
-    def swap(done: int, total: int) -> None:
-        if done == 1:  # after the walk listed them: replace a file and a folder with links out
+    def swap(p: Progress) -> None:
+        if p.done == 1:  # after the walk listed them: replace a file and a folder with links out
             (src / "cats" / "b.png").unlink()
             (src / "cats" / "b.png").symlink_to(secret)
             (src / "cats" / "deep" / "c.png").unlink()

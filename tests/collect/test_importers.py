@@ -12,7 +12,7 @@ from helpers import SHAPES, files_under, image_bytes, shape_image
 from PIL import Image
 
 from lotr_labeler.collect.export import export_dataset
-from lotr_labeler.collect.importers import import_folder, import_urls, import_zip
+from lotr_labeler.collect.importers import import_folder, import_from, import_urls, import_zip
 from lotr_labeler.errors import ImageRejected, InvalidInput
 from lotr_labeler.imaging import normalize
 from lotr_labeler.store import Store
@@ -85,7 +85,7 @@ def test_gif_keeps_first_frame() -> None:
 
 def test_import_folder_creates_classes_and_layout(empty_store: Store, shapes_dir: Path) -> None:
     seen: list[tuple[int, int]] = []
-    report = import_folder(empty_store, shapes_dir, lambda d, t: seen.append((d, t)))
+    report = import_folder(empty_store, shapes_dir, lambda p: seen.append((p.done, p.total)))
     assert len(report.added) == 18 and report.created_classes == list(SHAPES)
     assert seen[-1] == (18, 18)
     for shape in SHAPES:
@@ -312,3 +312,23 @@ def test_malformed_url_rows_are_reported(store: Store) -> None:
     report = import_urls(store, "http://[::1,circle\nhttp://ok.test/1.jpg,circle")
     assert report.candidates_added == 1
     assert "not an http(s) URL" in dict(report.rejected)["line 1"]
+
+
+def test_import_from_picks_the_importer_as_the_cli_does(empty_store: Store, shapes_dir: Path, tmp_path: Path) -> None:
+    seen: list[int] = []
+    report = import_from(empty_store, "folder", shapes_dir, progress=lambda p: seen.append(p.done))
+    assert len(report.added) == 18 and seen == list(range(1, 19))
+    urls = tmp_path / "urls.csv"
+    urls.write_text("\ufeffhttp://x/1.jpg\nhttp://x/2.jpg,circle\n", encoding="utf-8")
+    listed = import_from(empty_store, "urls", urls, label="square")
+    assert sorted((c.image_url, c.label) for c in empty_store.candidates()) == [
+        ("http://x/1.jpg", "square"),
+        ("http://x/2.jpg", "circle"),
+    ]
+    assert listed.candidates_added == 2
+    with pytest.raises(InvalidInput, match=r"is not a file\. Give the path of a \.zip"):
+        import_from(empty_store, "zip", tmp_path / "missing.zip")
+    with pytest.raises(InvalidInput, match=r"is not a file\. Give a CSV"):
+        import_from(empty_store, "urls", tmp_path)
+    with pytest.raises(InvalidInput, match="Unknown import kind 'tar'"):
+        import_from(empty_store, "tar", shapes_dir)

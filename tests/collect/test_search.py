@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from lotr_labeler.collect.search import (
     run_search,
 )
 from lotr_labeler.errors import InvalidInput, NoResults, NotFound
+from lotr_labeler.jobs.specs import SearchJob
+from lotr_labeler.progress import Progress
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 
@@ -323,7 +326,7 @@ def test_progress_reports_each_query_with_running_total(proj: Store, fake_ddg: F
     seen: list[SearchProgress] = []
     report = run(proj, plan_queries(proj), progress=seen.append)
     finals = seen[1::2]  # one "searching" and one "done" message per query
-    assert [p.index for p in finals] == [1, 2, 3]
+    assert [p.done for p in finals] == [1, 2, 3]
     assert all(p.total == 3 for p in seen)
     assert [p.results_so_far for p in finals] == [1, 3, 6]
     assert finals[-1].results_so_far == report.added == 6
@@ -331,14 +334,37 @@ def test_progress_reports_each_query_with_running_total(proj: Store, fake_ddg: F
     assert "Searching" in seen[0].message
 
 
-def test_should_stop_ends_before_next_query(proj: Store, fake_ddg: FakeDDG) -> None:
+def test_cancel_ends_before_next_query(proj: Store, fake_ddg: FakeDDG) -> None:
     for _, q in plan_queries(proj):
         fill(fake_ddg, q, 2)
-    stop = iter([False, True, True])
-    report = run(proj, plan_queries(proj), should_stop=lambda: next(stop))
+    cancel = threading.Event()
+
+    def progress(p: Progress) -> None:
+        if not p.message.startswith("Searching"):  # the first query is done: stop
+            cancel.set()
+
+    report = run(proj, plan_queries(proj), progress=progress, cancel=cancel)
     assert {c["query"] for c in fake_ddg.calls} == {"Legolas lotr face"}
     assert report.stopped_early and report.stop_reason == "stopped by the user"
     assert len(report.skipped) == 2
+
+
+def test_search_job_body_runs_from_the_library(proj: Store, fake_ddg: FakeDDG) -> None:
+    # What `lotr-labeler search` and the page's job do, called as a notebook would.
+    for n, (_, q) in enumerate(plan_queries(proj), start=1):
+        fill(fake_ddg, q, n)
+    seen: list[Progress] = []
+    ran = SearchJob(delay=0, score=False).run(proj, seen.append)
+    assert ran.state == "done" and ran.report.added == 6 and ran.summary == ran.report.summary()
+    assert [p.done for p in seen if isinstance(p, SearchProgress)][1::2] == [1, 2, 3]
+    assert SearchJob(score=False).score_after(proj, ran.report) is None  # not asked to
+    cancel = threading.Event()
+    cancel.set()
+    stopped = SearchJob(delay=0).run(proj, cancel=cancel)
+    assert stopped.state == "cancelled" and stopped.report.stop_reason == "stopped by the user"
+    fake_ddg.errors["Legolas lotr face"] = RatelimitException("202 Ratelimit")
+    limited = SearchJob(label="Elves", query="Legolas lotr face", delay=0).run(proj)
+    assert limited.state == "failed" and limited.report.failed
 
 
 def test_unknown_class_fails_before_any_search(proj: Store, fake_ddg: FakeDDG) -> None:

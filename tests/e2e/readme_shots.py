@@ -29,7 +29,7 @@ from e2e.app_server import AppServer, find_chromium, launch_chromium  # noqa: E4
 from e2e.streamlit_page import StreamlitPage  # noqa: E402
 from lotr_labeler.collect.importers import import_folder  # noqa: E402
 from lotr_labeler.model import embed  # noqa: E402
-from lotr_labeler.review import scoring  # noqa: E402
+from lotr_labeler.review import fitting  # noqa: E402
 from lotr_labeler.store import CandidateIn  # noqa: E402
 from lotr_labeler.workspace import create_project  # noqa: E402
 
@@ -65,7 +65,7 @@ def make_project(data: Path, src: Path) -> None:
             digit(d.images[i], tints[int(rng.integers(0, len(tints)))]).save(src / filed / f"{name}-{k}.png")
     with create_project(data, "digits", "empty") as store:
         import_folder(store, src)
-        scoring.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=64))
+        fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=64))
         store.add_candidates(
             CandidateIn(CLASSES[k % 5], f"http://img.invalid/{k}.png", data_url(p), query=f"{CLASSES[k % 5]} digit")
             for k, p in enumerate(sorted(src.glob("*/*.png"))[::4][:48])

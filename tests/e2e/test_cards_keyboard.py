@@ -14,7 +14,7 @@ from helpers import shape_image
 
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.model import embed
-from lotr_labeler.review import scoring as review
+from lotr_labeler.review import decisions, fitting, queue
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project, open_project
 
@@ -41,9 +41,9 @@ def cards_app(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     data = base / "data"
     with create_project(data, "shapes", "empty") as store:
         import_folder(store, src)
-        review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+        fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
         # Two label errors made after scoring: the head still sees circles, so P has something to fix.
-        confident = [it.id for it in review.ranking(store, label="circle") if it.predicted == "circle"]
+        confident = [it.id for it in queue.ranking(store, label="circle") if it.predicted == "circle"]
         store.relabel(confident[-2:], "square")
     with AppServer(data, SHOTS / "streamlit.log") as server:
         yield server
@@ -278,7 +278,7 @@ def test_review_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> Non
     kept = focused(sp)
     key(sp, "k")
     with db(cards_app) as s:
-        assert kept in review.reviewed_ids(s)
+        assert kept in decisions.reviewed_ids(s)
     # ✓ clicked in the large view keeps the card it shows (the buttons inside the view act, not close it).
     viewed = focused(sp)
     n = sp.run_count()
@@ -288,7 +288,7 @@ def test_review_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> Non
     sp.page.locator(".cg-lb-ctl [data-act='keep']").click()
     sp.wait_idle(after=n)
     with db(cards_app) as s:
-        assert viewed in review.reviewed_ids(s)
+        assert viewed in decisions.reviewed_ids(s)
     key(sp, "Escape", rerun=False)
 
     sp.open("/Review")  # a fresh session: the focus starts on the first card again
@@ -505,7 +505,7 @@ def doubted_pct(sp: StreamlitPage) -> dict[int, tuple[str, int]]:
 
 def test_review_threshold_select_doubted_shift_p_and_keep_page(sp: StreamlitPage, cards_app: AppServer) -> None:
     with db(cards_app) as s:  # fresh label errors the head doubts (the scores do not depend on the label)
-        agree = [it for it in review.ranking(s) if it.predicted == it.given and not it.reviewed]
+        agree = [it for it in queue.ranking(s) if it.predicted == it.given and not it.reviewed]
         planted = agree[:3]
         for it in planted:
             s.relabel([it.id], next(c for c in SHAPES if c != it.predicted))
@@ -538,7 +538,7 @@ def test_review_threshold_select_doubted_shift_p_and_keep_page(sp: StreamlitPage
     with db(cards_app) as s:
         assert {cid: s.get_image(cid).label for cid in hits} == {cid: doubted[cid][0] for cid in hits}
         assert s.count_events_after(last) == 1
-        assert hits <= review.reviewed_ids(s)
+        assert hits <= decisions.reviewed_ids(s)
     for cid in hits:  # corrected = reviewed: out of the queue, in place until the page turns
         expect(sp.page.locator(f'.cg-grid [data-card="{cid}"]')).to_have_class(re.compile("cg-reviewed"))
     key(sp, "z")
@@ -551,7 +551,7 @@ def test_review_threshold_select_doubted_shift_p_and_keep_page(sp: StreamlitPage
     page_ids = shown(sp)
     key(sp, "Shift+K")
     with db(cards_app) as s:
-        assert set(page_ids) <= review.reviewed_ids(s)
+        assert set(page_ids) <= decisions.reviewed_ids(s)
         assert {cid: s.get_image(cid).label for cid in hits} == before
     assert shown(sp) == page_ids  # kept, in place
     assert sp.page.locator(".cg-grid .cg-card:not(.cg-reviewed)").count() == 0
@@ -565,7 +565,7 @@ def test_review_threshold_select_doubted_shift_p_and_keep_page(sp: StreamlitPage
 def _queue_back(app: AppServer) -> None:
     """Every image back in the Review queue (the tests above keep and relabel them out of it)."""
     with db(app) as s:
-        review.unreview(s, [img.id for img in s.images()])
+        decisions.unreview(s, [img.id for img in s.images()])
 
 
 def _delete_then_page_undo(sp: StreamlitPage, app: AppServer, ids: list[int]) -> None:

@@ -25,7 +25,7 @@ from helpers import shape_image
 
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.model import embed
-from lotr_labeler.review import scoring as review
+from lotr_labeler.review import decisions, fitting
 from lotr_labeler.store import CandidateIn
 from lotr_labeler.workspace import create_project, open_project
 
@@ -90,7 +90,7 @@ def typing_app(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     data = base / "data"
     with create_project(data, "shapes", "empty") as store:
         import_folder(store, src)
-        review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+        fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
         store.add_candidates(
             CandidateIn(
                 "circle",
@@ -267,7 +267,7 @@ def test_typing_on_search(sp: StreamlitPage, typing_app: AppServer) -> None:
 
 def _images(app: AppServer, ids: list[int], with_review: bool = True) -> dict[int, CardState]:
     with open_project(app.data_dir, "shapes") as s:
-        reviewed = review.reviewed_ids(s) if with_review else set()
+        reviewed = decisions.reviewed_ids(s) if with_review else set()
         return {i: CardState(img.label, "", img.deleted, i in reviewed) for i in ids for img in [s.get_image(i)]}
 
 

@@ -13,7 +13,7 @@ from lotr_labeler.imaging import normalize
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import DownloadJob
 from lotr_labeler.model import embed
-from lotr_labeler.review import scoring
+from lotr_labeler.review import fitting, last_fit, live, queue
 from lotr_labeler.store import CandidateIn, Store
 
 SIZE = 32
@@ -26,7 +26,7 @@ def scored_store(store: Store) -> embed.Backbone:
     """Scores of the 18 shape images from random-init features (what Review's Compute leaves)."""
     backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=SIZE)
     embed.compute_embeddings(store, backbone)
-    scoring.fit_scores(store, backbone)
+    fitting.fit_scores(store, backbone)
     return backbone
 
 
@@ -45,9 +45,9 @@ def test_download_scores_the_new_images(store: Store, image_server: str, data_ro
     accept_candidates(store, image_server, 6)
     out = download(data_root)
     assert store.count() == 24
-    info = scoring.fit_info(store)
+    info = last_fit.fit_info(store)
     assert info is not None and info.scored == 24 and info.backbone == backbone.as_dict()
-    items = scoring.ranking(store, status="all")
+    items = queue.ranking(store, status="all")
     assert len(items) == 24 and all(it.scored for it in items)  # the new ones are in the Review queue
     assert "Review: scored 24 (embedded 6 new)" in out.stdout + out.stderr
     job = jobs.latest_job(store, "download")
@@ -57,13 +57,13 @@ def test_download_scores_the_new_images(store: Store, image_server: str, data_ro
 def test_scores_update_while_images_arrive(store: Store) -> None:
     """Not only at the end: each pass picks up what landed since the last one."""
     backbone = scored_store(store)
-    scorer = scoring.LiveScorer(store.root, backbone, interval=0.1).start()
+    scorer = live.LiveScorer(store.root, backbone, interval=0.1).start()
     try:
         for n, shape in enumerate(SHAPES, start=1):
             store.add_image(normalize(image_bytes(shape_image(shape, 4000 + n))), shape, source="upload")
 
             def caught_up(n: int = n) -> bool:
-                info = scoring.fit_info(store)
+                info = last_fit.fit_info(store)
                 return info is not None and info.scored == 18 + n
 
             wait_for(caught_up, what=f"image {n} scored")
@@ -77,12 +77,12 @@ def test_without_a_model_the_bundled_network_scores_the_download(
 ) -> None:
     """No scores and no run: the live scorer embeds with the bundled pretrained network (no download)."""
     store.set_setting("embed_size", SIZE)
-    backbone = scoring.live_backbone(store)
+    backbone = last_fit.fit_backbone(store)
     assert backbone is not None and backbone.kind == "efficientnet_lite0" and backbone.pretrained
     accept_candidates(store, image_server, 3)
     out = download(data_root)
     assert store.count() == 21
-    info = scoring.fit_info(store)
+    info = last_fit.fit_info(store)
     assert info is not None and info.backbone_spec == backbone and info.scored == 21
     assert "Review:" in out.stdout + out.stderr
 
@@ -92,5 +92,5 @@ def test_no_score_flag_turns_it_off(store: Store, image_server: str, data_root: 
     assert DownloadJob(score=False).to_argv() == ["download", "--no-score"]
     accept_candidates(store, image_server, 3)
     download(data_root, "--no-score")
-    info = scoring.fit_info(store)
+    info = last_fit.fit_info(store)
     assert store.count() == 21 and info is not None and info.scored == 18

@@ -15,7 +15,7 @@ from lotr_labeler.cli import build_parser
 from lotr_labeler.errors import InvalidInput, TrainingError
 from lotr_labeler.jobs import table
 from lotr_labeler.jobs.specs import DownloadJob, EmbedJob, JobSpec, SearchJob, TrainJob
-from lotr_labeler.model.train import PRESETS, TrainParams
+from lotr_labeler.model.learner import PRESETS, TrainParams
 from lotr_labeler.store import Store
 
 SPECS: list[JobSpec] = [

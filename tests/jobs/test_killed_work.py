@@ -19,7 +19,7 @@ from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.jobs.worker import JobRun
 from lotr_labeler.model import runs
-from lotr_labeler.model.train import TrainParams
+from lotr_labeler.model.learner import TrainParams
 from lotr_labeler.store import Store, now
 
 

@@ -22,8 +22,10 @@ from helpers import fill
 
 from lotr_labeler.errors import InvalidInput, WeightsUnavailable
 from lotr_labeler.model import backbones, embed, runs
-from lotr_labeler.model.train import DEFAULT_ARCH, TrainParams, preset, train_run
-from lotr_labeler.review import scoring
+from lotr_labeler.model.learner import DEFAULT_ARCH, TrainParams, preset
+from lotr_labeler.model.network import embed_arrays
+from lotr_labeler.model.train import train_run
+from lotr_labeler.review import backbone_choice, fitting, head
 from lotr_labeler.store import Store
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -277,14 +279,14 @@ def test_bundled_embeddings_run_on_onnx_runtime_like_torch(empty_store: Store, t
     assert network.engine == "onnxruntime", network.extra.get("onnx_error")
     torch_net = embed.load_network(backbone)
     batch = np.random.default_rng(1).random((3, 3, 96, 96), dtype=np.float32)
-    a, b = embed.embed_arrays(network, batch), embed.embed_arrays(torch_net, batch)
+    a, b = embed_arrays(network, batch), embed_arrays(torch_net, batch)
     assert a.shape == (3, backbones.BUNDLED_FEATURES)
     assert float(np.abs(a - b).max()) <= 1e-4 * float(np.abs(b).max())
 
 
 def test_the_bundled_network_sees_what_random_weights_do_not(data_root: Path) -> None:
     """Real pictures (emoji of 3 kinds): a K-fold head on bundled features is accurate, on random-init
-    features it is far less so, and backbone auto picks the bundled network and says why."""
+    features it is far less so, and the cross-validated choice picks the bundled network and says why."""
     from lotr_labeler.collect.importers import import_folder
     from lotr_labeler.workspace import create_project
 
@@ -301,11 +303,11 @@ def test_the_bundled_network_sees_what_random_weights_do_not(data_root: Path) ->
         embed.compute_embeddings(store, backbone)
         have, X = embed.embeddings(store, backbone, store.images())
         index = {c: i for i, c in enumerate(sorted({img.class_id for img in have}))}
-        accuracy[backbone.kind] = scoring.cv_accuracy(X, [index[i.class_id] for i in have], len(index))
+        accuracy[backbone.kind] = head.cv_accuracy(X, [index[i.class_id] for i in have], len(index))
     assert accuracy[backbones.BUNDLED] >= 0.85, accuracy
     assert accuracy[backbones.BUNDLED] >= accuracy["resnet18"] + 0.15, accuracy
     # With no run and no ResNet weights on the machine, auto has one pretrained network and says so.
-    choice = scoring.choose_backbone(store, size=128)
+    choice = backbone_choice.choose_backbone(store, size=128)
     assert choice is not None and choice.backbone.kind == backbones.BUNDLED
     assert choice.reason.startswith("EfficientNet-Lite0 (bundled): the only backbone available; skipped: ImageNet")
     store.close()
@@ -316,12 +318,12 @@ def test_an_instant_model_on_the_bundled_network_loads_and_predicts(empty_store:
     and predicts like the head; auto keeps embedding with the bundled network afterwards."""
     from fastai.vision.all import load_learner
 
-    from lotr_labeler.model import instant
+    from lotr_labeler.review import instant
 
     store = empty_store
     fill(store)
     backbone = embed.Backbone(backbones.BUNDLED, 64, pretrained=True)
-    scoring.refresh(store, backbone)
+    fitting.refresh(store, backbone)
     made = instant.export_instant(store, backbone, with_onnx=False)
     learn = load_learner(made.run.model_path, cpu=True)
     image = store.images("square")[0]

@@ -13,6 +13,7 @@ from PIL import Image
 
 from lotr_labeler.errors import InvalidInput, NotFound, WeightsUnavailable
 from lotr_labeler.model import embed, runs
+from lotr_labeler.model.network import embed_arrays
 from lotr_labeler.store import Store
 
 SIZE = 32
@@ -51,7 +52,7 @@ def test_random_backbone_embeds_once_per_content(store: Store, monkeypatch: pyte
     backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=SIZE)
     assert backbone.id == f"resnet18-random0-{SIZE}"
     seen: list[tuple[int, int]] = []
-    report = embed.compute_embeddings(store, backbone, batch_size=5, progress=lambda d, t: seen.append((d, t)))
+    report = embed.compute_embeddings(store, backbone, batch_size=5, progress=lambda p: seen.append((p.done, p.total)))
     assert report.computed == 18 and report.cached == 0 and not report.failed
     assert seen[0] == (0, 18) and seen[-1] == (18, 18) and [d for d, _ in seen] == [0, 5, 10, 15, 18]
     assert embed.cache_path(store, backbone).is_file()
@@ -73,8 +74,8 @@ def test_random_init_is_the_same_in_every_process(store: Store) -> None:
     backbone = embed.Backbone("resnet18", SIZE, pretrained=False)
     paths = [store.path(img) for img in store.images()[:3]]
     batch = embed.prepare(paths, SIZE)
-    a = embed.embed_arrays(embed.load_network(backbone), batch)
-    b = embed.embed_arrays(embed.load_network(backbone), batch)
+    a = embed_arrays(embed.load_network(backbone), batch)
+    b = embed_arrays(embed.load_network(backbone), batch)
     assert np.array_equal(a, b)
 
 
@@ -104,8 +105,8 @@ def test_weights_file_backbone(store: Store, tmp_path: Path) -> None:
     backbone = embed.resolve_backbone(store, "imagenet", weights=weights, size=SIZE)
     assert backbone.id.startswith("resnet18-file-") and backbone.weights_digest
     batch = embed.prepare([store.path(store.images()[0])], SIZE)
-    from_file = embed.embed_arrays(embed.load_network(backbone), batch)
-    seeded = embed.embed_arrays(embed.load_network(embed.Backbone("resnet18", SIZE, pretrained=False)), batch)
+    from_file = embed_arrays(embed.load_network(backbone), batch)
+    seeded = embed_arrays(embed.load_network(embed.Backbone("resnet18", SIZE, pretrained=False)), batch)
     assert np.allclose(from_file, seeded)
 
     bad = tmp_path / "bad.pth"
@@ -161,8 +162,8 @@ def test_run_body_backbone(store: Store) -> None:
     assert X.shape == (18, 512) and np.isfinite(X).all()
     # The body's weights are the run's, not a fresh network's.
     batch = embed.prepare([store.path(images[0])], SIZE)
-    fresh = embed.embed_arrays(embed.load_network(embed.Backbone("resnet18", SIZE, pretrained=False)), batch)
-    assert not np.allclose(embed.embed_arrays(network, batch), fresh)
+    fresh = embed_arrays(embed.load_network(embed.Backbone("resnet18", SIZE, pretrained=False)), batch)
+    assert not np.allclose(embed_arrays(network, batch), fresh)
 
     run.model_path.write_bytes(b"not a pickle")
     with pytest.raises(InvalidInput, match="Use the resnet18 backbone instead"):

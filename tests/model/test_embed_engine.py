@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from lotr_labeler.model import embed, hardware, onnx_embed
+from lotr_labeler.model.network import CUDA_PROVIDER, Network
 from lotr_labeler.store import Store
 
 SIZE = 32
@@ -35,13 +36,13 @@ def _fake_gpu(monkeypatch: pytest.MonkeyPatch, *, ort_cuda: bool, torch_cuda: bo
     real = ort.get_available_providers()
     monkeypatch.setattr(hardware, "nvidia_present", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: torch_cuda)
-    monkeypatch.setattr(ort, "get_available_providers", lambda: [onnx_embed.CUDA_PROVIDER, *real] if ort_cuda else real)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA_PROVIDER, *real] if ort_cuda else real)
 
 
 def test_onnxruntime_gpu_is_asked_for_cuda_first(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_gpu(monkeypatch, ort_cuda=True, torch_cuda=True)
     assert hardware.embedding_device() == "cuda"
-    assert onnx_embed.providers() == (onnx_embed.CUDA_PROVIDER, "CPUExecutionProvider")
+    assert onnx_embed.providers() == (CUDA_PROVIDER, "CPUExecutionProvider")
     assert embed._onnx_first("cuda")  # ONNX Runtime takes the GPU: the body is exported from the CPU
     asked: list[tuple[str, ...]] = []
     from lotr_labeler.model import onnx_export
@@ -56,7 +57,7 @@ def test_onnxruntime_gpu_is_asked_for_cuda_first(store: Store, monkeypatch: pyte
     backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=SIZE)
     with pytest.warns(UserWarning, match="CUDAExecutionProvider"):  # this ONNX Runtime has no CUDA: it says so
         network = embed.load_network(backbone, store.cache_dir)
-    assert asked and set(asked) == {(onnx_embed.CUDA_PROVIDER, "CPUExecutionProvider")}
+    assert asked and set(asked) == {(CUDA_PROVIDER, "CPUExecutionProvider")}
     assert network.device == "cpu" and network.onnx is not None
     # The report names what really ran: this ONNX Runtime fell back to its CPU provider.
     assert network.engine_detail == "ONNX Runtime on the CPU"
@@ -67,7 +68,7 @@ def test_torch_takes_the_gpu_when_onnxruntime_cannot(monkeypatch: pytest.MonkeyP
     assert hardware.embedding_device() == "cuda"
     assert not embed._onnx_first("cuda")  # torch on CUDA beats ONNX Runtime on the CPU
     assert embed._onnx_first("cpu")
-    net = embed.Network(body=None, mean=None, std=None, size=SIZE, device="cuda")
+    net = Network(body=None, mean=None, std=None, size=SIZE, device="cuda")
     assert net.engine_detail == "torch on a CUDA GPU"
     _fake_gpu(monkeypatch, ort_cuda=False, torch_cuda=False)  # a driver but no usable CUDA torch
     assert hardware.embedding_device() == "cpu"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lotr_labeler.model import embed, prefetch
+from lotr_labeler.model.network import Network
 from lotr_labeler.store import Store
 
 SIZE = 16
@@ -93,7 +94,7 @@ def test_compute_embeddings_decodes_the_next_batch_during_the_forward_pass(
 
     monkeypatch.setattr(embed.Image, "open", counting_open)
     waiting = _Waiting(opened, next_batch_started)
-    network = embed.Network(body=waiting.body, mean=None, std=None, size=SIZE)
+    network = Network(body=waiting.body, mean=None, std=None, size=SIZE)
     backbone = embed.Backbone("resnet18", SIZE, pretrained=False)
     report = embed.compute_embeddings(store, backbone, network=network, batch_size=BATCH)
     assert report.computed == len(store.images()) and not report.failed
@@ -111,7 +112,7 @@ def test_unreadable_files_are_skipped_with_prefetch(store: Store) -> None:
 
     rows = store.images()
     store.path(rows[1]).write_bytes(b"not an image")
-    network = embed.Network(body=torch.nn.Identity(), mean=None, std=None, size=SIZE)
+    network = Network(body=torch.nn.Identity(), mean=None, std=None, size=SIZE)
     backbone = embed.Backbone("resnet18", SIZE, pretrained=False)
     report = embed.compute_embeddings(store, backbone, network=network, batch_size=BATCH)
     assert [i for i, _ in report.failed] == [rows[1].id]

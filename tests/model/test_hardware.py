@@ -13,7 +13,8 @@ from helpers import SHAPES, image_bytes, shape_image
 
 from lotr_labeler.cli import main
 from lotr_labeler.imaging import normalize
-from lotr_labeler.model import hardware, runs, train
+from lotr_labeler.model import hardware, learner, runs
+from lotr_labeler.model.dataset import check_dataset
 from lotr_labeler.model.hardware import Hardware
 from lotr_labeler.store import Store
 
@@ -51,8 +52,8 @@ def test_detect_on_a_faked_cuda_machine(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     monkeypatch.setattr(hardware, "usable_cores", lambda: 12)
-    assert train.device_name() == "cuda"
-    assert hardware.detect(train.device_name()) == Hardware("cuda", 8, True, "fp16", True)
+    assert learner.device_name() == "cuda"
+    assert hardware.detect(learner.device_name()) == Hardware("cuda", 8, True, "fp16", True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert hardware.detect("cuda", processes=4).as_dict() == {
         "device": "cuda",
@@ -86,9 +87,9 @@ def _learner_settings(learn: Any) -> dict[str, Any]:
 
 def test_fp16_learner_has_fastai_loss_scaling(store: Store) -> None:
     hw = replace(hardware.choose("cuda", cores=2, bf16_supported=False), device="cpu")
-    snap = train.check_dataset(store, 1)
+    snap = check_dataset(store, 1)
     paths = [str(store.path(img).relative_to(store.root)) for img in snap.images]
-    learn = train._build_learner(store, train.TrainParams(pretrained=False, size=64), snap.images, paths, hw)
+    learn = learner.build_learner(store, learner.TrainParams(pretrained=False, size=64), snap.images, paths, hw)
     assert _learner_settings(learn) == {
         "workers": [2, 2],
         "pin_memory": [True, True],
@@ -110,16 +111,16 @@ def test_gpu_settings_train_and_export_a_plain_fp32_model(
 
     gpu = hardware.choose("cuda", cores=2, bf16_supported=True)
     on_cpu = replace(gpu, device="cpu")  # everything the GPU would get, on the device there is
-    monkeypatch.setattr(train.hardware, "detect", lambda device, processes=1: on_cpu)
+    monkeypatch.setattr(hardware, "detect", lambda device, processes=1: on_cpu)
     built: list[dict[str, Any]] = []
-    real_build = train._build_learner
+    real_build = learner.build_learner
 
     def build(*args: Any) -> Any:
         learn = real_build(*args)
         built.append(_learner_settings(learn))
         return learn
 
-    monkeypatch.setattr(train, "_build_learner", build)
+    monkeypatch.setattr(learner, "build_learner", build)
     _fill(empty_store)
     with pytest.warns(UserWarning, match="CUDA is not available"):  # autocast('cuda') disables itself here
         assert main(["train", *TINY]) == 0, capsys.readouterr().err

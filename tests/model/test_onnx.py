@@ -21,7 +21,9 @@ from lotr_labeler.cli import main
 from lotr_labeler.imaging import normalize
 from lotr_labeler.model import onnx_export, runs
 from lotr_labeler.model import predict as pr
-from lotr_labeler.model.train import TrainParams, import_model, train_run
+from lotr_labeler.model.learner import TrainParams
+from lotr_labeler.model.record import import_model
+from lotr_labeler.model.train import train_run
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from lotr_labeler.model import embed, onnx_embed
+from lotr_labeler.model.network import embed_arrays
 from lotr_labeler.store import Store
 
 SIZE = 32
@@ -25,7 +26,7 @@ def torch_vectors(store: Store, backbone: embed.Backbone) -> np.ndarray:
     batch = embed.prepare([store.path(img) for img in store.images()], SIZE)
     network = embed.load_network(backbone)  # no cache folder: torch, as embeddings were made before
     assert network.engine == "torch"
-    return embed.embed_arrays(network, batch)
+    return embed_arrays(network, batch)
 
 
 def relative(a: np.ndarray, b: np.ndarray) -> float:
@@ -43,7 +44,7 @@ def test_onnx_embeddings_equal_torch_within_tolerance(store: Store) -> None:
     backbone = embed.Backbone("resnet18", SIZE, pretrained=False)
     report = embed.compute_embeddings(store, backbone, batch_size=7)
     assert report.computed == 18
-    export = onnx_embed.export_path(store.cache_dir, backbone)
+    export = onnx_embed.export_path(store.cache_dir, backbone.id, backbone.model_path)
     assert export.is_file() and export.parent == store.cache_dir / onnx_embed.ONNX_DIR
     _, X = embed.embeddings(store, backbone, store.images())
     assert relative(X, torch_vectors(store, backbone)) <= onnx_embed.REL_TOL
@@ -51,7 +52,7 @@ def test_onnx_embeddings_equal_torch_within_tolerance(store: Store) -> None:
     network = embed.load_network(backbone, store.cache_dir)
     assert network.engine == "onnxruntime" and network.body is None  # loaded from the cache: no torch body
     batch = embed.prepare([store.path(img) for img in store.images()], SIZE)
-    assert relative(embed.embed_arrays(network, batch), X) <= onnx_embed.REL_TOL
+    assert relative(embed_arrays(network, batch), X) <= onnx_embed.REL_TOL
 
 
 @pytest.mark.usefixtures("export_small")
@@ -64,14 +65,14 @@ def test_torch_made_cache_stays_valid(store: Store) -> None:
     embed.compute_embeddings(store, backbone, images[:9], network=torch_net)
     assert torch_net.engine == "torch"
     embed.compute_embeddings(store, backbone)  # the rest through ONNX Runtime
-    assert onnx_embed.export_path(store.cache_dir, backbone).is_file()
+    assert onnx_embed.export_path(store.cache_dir, backbone.id, backbone.model_path).is_file()
     _, X = embed.embeddings(store, backbone, images)
     assert relative(X, torch_vectors(store, backbone)) <= onnx_embed.REL_TOL
 
 
 def test_a_small_job_uses_an_export_but_does_not_make_one(store: Store) -> None:
     backbone = embed.Backbone("resnet18", SIZE, pretrained=False)
-    export = onnx_embed.export_path(store.cache_dir, backbone)
+    export = onnx_embed.export_path(store.cache_dir, backbone.id, backbone.model_path)
     images = store.images()
     assert len(images) < onnx_embed.EXPORT_MIN
     embed.compute_embeddings(store, backbone, images[:9])
@@ -91,8 +92,9 @@ def test_cached_export_is_used_without_importing_torch(store: Store) -> None:
         "import sys, numpy as np\n"
         "from pathlib import Path\n"
         "from lotr_labeler.model import embed\n"
+        "from lotr_labeler.model.network import embed_arrays\n"
         f"n = embed.load_network(embed.Backbone('resnet18', {SIZE}, pretrained=False), Path(sys.argv[1]))\n"
-        f"v = embed.embed_arrays(n, np.zeros((2, 3, {SIZE}, {SIZE}), np.float32))\n"
+        f"v = embed_arrays(n, np.zeros((2, 3, {SIZE}, {SIZE}), np.float32))\n"
         "print(n.engine, v.shape, 'torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(store.cache_dir)], capture_output=True, text=True, check=True)
@@ -102,7 +104,7 @@ def test_cached_export_is_used_without_importing_torch(store: Store) -> None:
 def test_corrupt_export_is_replaced(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     backbone = embed.Backbone("resnet18", SIZE, pretrained=False)
     embed.load_network(backbone, store.cache_dir)
-    export = onnx_embed.export_path(store.cache_dir, backbone)
+    export = onnx_embed.export_path(store.cache_dir, backbone.id, backbone.model_path)
     good = export.read_bytes()
     export.write_bytes(good[:1000])  # truncated
     with caplog.at_level(logging.WARNING, logger="lotr_labeler.model.onnx_embed"):
@@ -116,7 +118,7 @@ def test_corrupt_export_is_replaced(store: Store, caplog: pytest.LogCaptureFixtu
     export.write_bytes(bytes(flipped))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="lotr_labeler.model.onnx_embed"):
-        assert onnx_embed.load(store.cache_dir, backbone) is None
+        assert onnx_embed.load(export) is None
     assert "sha256 does not match" in caplog.text and not export.exists()
 
 
@@ -126,13 +128,13 @@ def test_a_reader_between_the_two_writes_keeps_the_export(
     """Another process loading the export while ``save`` writes its two files finds no export yet
     or a whole one: it never judges a good export bad and deletes it."""
     backbone = embed.Backbone("resnet18", SIZE, pretrained=False)
-    export = onnx_embed.export_path(store.cache_dir, backbone)
+    export = onnx_embed.export_path(store.cache_dir, backbone.id, backbone.model_path)
     seen: list[bool] = []
     write = onnx_embed.write_atomic
 
     def write_then_look(path: Path, data: bytes) -> None:
         write(path, data)
-        seen.append(onnx_embed.load(store.cache_dir, backbone) is not None)  # the other process's look
+        seen.append(onnx_embed.load(export) is not None)  # the other process's look
 
     monkeypatch.setattr(onnx_embed, "write_atomic", write_then_look)
     with caplog.at_level(logging.WARNING, logger="lotr_labeler.model.onnx_embed"):
@@ -151,7 +153,7 @@ def test_failed_or_disagreeing_export_falls_back_to_torch(
         network = embed.load_network(backbone, store.cache_dir)
     assert network.engine == "torch" and "differs from torch" in network.extra["onnx_error"]
     assert "embedding with torch, not ONNX Runtime" in caplog.text
-    assert not onnx_embed.export_path(store.cache_dir, backbone).exists()  # nothing written
+    assert not onnx_embed.export_path(store.cache_dir, backbone.id, backbone.model_path).exists()  # nothing written
 
     import torch
 
@@ -169,9 +171,9 @@ def test_run_export_is_keyed_by_the_model_file(tmp_path: Path) -> None:
     model = tmp_path / "model.pkl"
     model.write_bytes(b"first")
     backbone = embed.Backbone("run", 64, run_id="r1", model_path=str(model))
-    first = onnx_embed.export_path(tmp_path, backbone)
+    first = onnx_embed.export_path(tmp_path, backbone.id, backbone.model_path)
     model.write_bytes(b"second model")
-    second = onnx_embed.export_path(tmp_path, backbone)
+    second = onnx_embed.export_path(tmp_path, backbone.id, backbone.model_path)
     assert first != second and first.name.startswith("run-r1-64-") and second.name.startswith("run-r1-64-")
-    other_size = onnx_embed.export_path(tmp_path, embed.Backbone("resnet18", 96, pretrained=False))
+    other_size = onnx_embed.export_path(tmp_path, embed.Backbone("resnet18", 96, pretrained=False).id)
     assert other_size.name.startswith("resnet18-random0-96-")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,10 @@ from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.jobs.worker import Reporter
 from lotr_labeler.model import runs
-from lotr_labeler.model.train import TrainParams, TrainProgress, check_dataset, train_run
+from lotr_labeler.model.dataset import check_dataset
+from lotr_labeler.model.learner import TrainParams
+from lotr_labeler.model.train import TrainProgress, train_run
+from lotr_labeler.progress import Progress
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 
@@ -86,7 +90,9 @@ def test_predictions_stored_for_every_readable_image(trained: tuple[Store, runs.
 
 def test_progress_reports_batches_epochs_and_eta(trained: tuple[Store, runs.Run, int, Any]) -> None:
     _, _, _, events = trained
-    assert events and events[-1].fraction == 1.0
+    assert events and events[-1].fraction == 1.0 and events[-1].done == events[-1].total
+    assert [e.done for e in events] == sorted(e.done for e in events)  # batches over the whole run
+    assert events[-1].message.endswith(f"batch {events[-1].batches}/{events[-1].batches}")
     assert {e.phase for e in events} == {"head", "fine-tune"}
     assert all(e.epochs == 2 and e.batches >= 1 for e in events)
     assert any(e.eta_s for e in events[:-1])
@@ -156,13 +162,20 @@ def test_local_weights_file_is_loaded_into_the_body(empty_store: Store, tmp_path
 
 def test_cancel_stops_within_one_batch(empty_store: Store) -> None:
     fill(empty_store, per_class=16)
-    events: list[TrainProgress] = []
+    events: list[Progress] = []
     stop_after = 2
+    stop = threading.Event()
+
+    def tell(p: Progress) -> None:
+        events.append(p)
+        if len(events) >= stop_after:
+            stop.set()
+
     run = train_run(
         empty_store,
         TrainParams(arch="resnet18", epochs=3, size=64, batch_size=4, pretrained=False),
-        progress=events.append,
-        should_stop=lambda: len(events) >= stop_after,
+        progress=tell,
+        cancel=stop,
     )
     assert run.state == "cancelled"
     assert len(events) == stop_after  # not one more batch once asked to stop
@@ -252,7 +265,8 @@ def test_page_with_a_running_job(empty_store: Store) -> None:
             "epochs": 3,
             "batch": 2,
             "batches": 5,
-            "fraction": 0.13,
+            "done": 2,
+            "total": 15,
             "device": "cpu",
             "elapsed_s": 4.0,
             "eta_s": 27.0,

@@ -115,7 +115,7 @@ def test_a_failed_fit_records_its_reason_once(
     """A failure inside the fit: the run and its job both say why (the job row kept only fastai's first line)."""
     import fastai.vision.all as fv
 
-    from lotr_labeler.model import hardware, train
+    from lotr_labeler.model import hardware
 
     class Broken(fv.Callback):  # type: ignore[misc]
         def before_fit(self) -> None:
@@ -127,7 +127,7 @@ def test_a_failed_fit_records_its_reason_once(
         real(learn, hw)
         learn.add_cb(Broken())
 
-    monkeypatch.setattr(train.hardware, "apply_precision", with_failure)
+    monkeypatch.setattr(hardware, "apply_precision", with_failure)
     _fill(empty_store)
     assert main(["train", "--distributed", *TINY]) == 1
     err = capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""``--backbone auto``: the backbone whose K-fold head is most accurate on the labels wins."""
+"""``--backbone best`` (``choose_backbone``): the backbone whose K-fold head is most accurate on the labels wins."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from PIL import Image
 
 from lotr_labeler.imaging import normalize
 from lotr_labeler.model import embed
-from lotr_labeler.review import scoring
+from lotr_labeler.review import backbone_choice, last_fit
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 
@@ -63,7 +64,7 @@ def blank_weights(path: Path) -> Path:
 
 def test_auto_picks_the_backbone_with_the_better_cv_accuracy(colours: Store, tmp_path: Path) -> None:
     weights = blank_weights(tmp_path / "blank.pth")
-    choice = scoring.choose_backbone(colours, weights=weights, size=SIZE)
+    choice = backbone_choice.choose_backbone(colours, weights=weights, size=SIZE)
     assert choice is not None
     by_name = {t.name: t for t in choice.trials}
     assert choice.backbone.id == embed.Backbone("efficientnet_lite0", SIZE, pretrained=True).id
@@ -96,7 +97,7 @@ def test_auto_prefers_the_bundled_network_over_a_worse_run_body(
     run_body = embed.resolve_backbone(colours, "auto", size=SIZE)
     assert run_body.kind == "run"  # what auto picked before: the run's body, whatever its quality
 
-    choice = scoring.choose_backbone(colours, size=SIZE)
+    choice = backbone_choice.choose_backbone(colours, size=SIZE)
     assert choice is not None
     assert [t.name for t in choice.trials] == [
         f"run {run.id} body",
@@ -116,10 +117,11 @@ def test_cli_review_auto_says_which_and_why(colours: Store, tmp_path: Path, data
         [*cmd, "--compute", f"--weights={weights}", f"--size={SIZE}"], capture_output=True, text=True, check=True
     )
     assert re.search(
-        r"Backbone auto: EfficientNet-Lite0 \(bundled\): CV accuracy (0\.9\d|1\.00) vs weights file blank\.pth",
+        r"Backbone chosen by cross-validation: EfficientNet-Lite0 \(bundled\): "
+        r"CV accuracy (0\.9\d|1\.00) vs weights file blank\.pth",
         out.stderr,
     )
-    info = scoring.fit_info(colours)
+    info = last_fit.fit_info(colours)
     assert info is not None and info.backbone_spec.id == f"efficientnet_lite0-bundled-{SIZE}"
     assert info.backbone_reason is not None and info.backbone_reason.startswith("EfficientNet-Lite0 (bundled): CV")
     listed = subprocess.run([*cmd, "--cached", "--json", "--top=3"], capture_output=True, text=True, check=True)
@@ -128,4 +130,6 @@ def test_cli_review_auto_says_which_and_why(colours: Store, tmp_path: Path, data
 
 def test_cancelled_choice_returns_none(colours: Store, tmp_path: Path) -> None:
     weights = blank_weights(tmp_path / "blank.pth")
-    assert scoring.choose_backbone(colours, weights=weights, size=SIZE, should_stop=lambda: True) is None
+    cancel = threading.Event()
+    cancel.set()
+    assert backbone_choice.choose_backbone(colours, weights=weights, size=SIZE, cancel=cancel) is None

@@ -21,9 +21,12 @@ from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.errors import Conflict, InvalidInput
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.model import embed
+from lotr_labeler.progress import Progress
 from lotr_labeler.review import candidates as cands
-from lotr_labeler.review import scoring
+from lotr_labeler.review import fitting, head
 from lotr_labeler.store import CandidateIn, Store, candidate_scores
+from lotr_labeler.ui.cards import GridAction
+from lotr_labeler.ui.search_grid import search_action
 from lotr_labeler.workspace import create_project
 
 SIZE = 48
@@ -92,7 +95,7 @@ def scored(data_root: Path, colours_dir: Path, thumbs: str) -> Iterator[tuple[St
     store = create_project(data_root, "demo", "empty")
     import_folder(store, colours_dir)
     store.set_setting("allow_private_hosts", True)
-    scoring.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=SIZE))
+    fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=SIZE))
     items = [
         CandidateIn(name, f"{thumbs}/full/{name}{i}", thumbnail_url=f"{thumbs}/t/{name}/{100 + i}.png", source="ddg")
         for name in COLOURS
@@ -112,7 +115,7 @@ def scored(data_root: Path, colours_dir: Path, thumbs: str) -> Iterator[tuple[St
 
 def test_scoring_needs_images_of_two_classes(empty_store: Store) -> None:
     """The bundled network needs no model, but its head needs labeled images of 2 classes to learn from."""
-    assert cands.scoring_backbone(empty_store) is None and not cands.can_score(empty_store)
+    assert cands.scoring_backbone(empty_store) is None
     with pytest.raises(Conflict, match="no images of 2 classes"):
         cands.score_candidates(empty_store)
     from lotr_labeler.jobs.specs import ScoreCandidatesJob
@@ -130,7 +133,7 @@ def test_candidates_get_class_probabilities_looks_like_and_near_duplicates(
     scored: tuple[Store, dict[str, int]],
 ) -> None:
     store, ids = scored
-    progress: list[cands.ScoreProgress] = []
+    progress: list[Progress] = []
     report = cands.score_candidates(store, allow_private=True, progress=progress.append)
     assert (report.total, report.scored, report.failed) == (13, 12, 1) and report.labeled == 36
     assert progress[-1].done == 13
@@ -149,8 +152,10 @@ def test_candidates_get_class_probabilities_looks_like_and_near_duplicates(
     assert low[-1] == high[-1] == ids["dead"]
     assert [t.id for t in cands.triage(store, only="looks-like")] == [ids["wrong"]]
     assert [t.id for t in cands.triage(store, only="unscored")] == [ids["dead"]]
-    # Moving to the predicted class accepts it there; its p(class) follows without rescoring.
-    assert cands.move_to_predicted(store, ids["wrong"]) == "blue"
+    # P on its card (the Search grid's "predict") accepts it into the predicted class; its p(class) follows
+    # without rescoring.
+    kind, text = search_action(store, GridAction("predict", (ids["wrong"],)), seen={ids["wrong"]: "pending"})
+    assert kind == "success" and "(blue)" in text, text
     moved = cands.item(store, ids["wrong"])
     assert moved.candidate.label == "blue" and moved.candidate.state == "accepted" and moved.p_class > 0.5  # type: ignore[operator]
 
@@ -396,13 +401,13 @@ def test_suggested_thresholds_are_reused_until_the_labels_change(
     """A decision on a candidate (Search's every key) reruns the page but changes no label: no new K-fold."""
     store, ids = scored
     calls: list[int] = []
-    real = scoring.oof_probabilities
+    real = head.oof_probabilities
 
     def counted(*args: object, **kwargs: object) -> object:
         calls.append(1)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(scoring, "oof_probabilities", counted)
+    monkeypatch.setattr(head, "oof_probabilities", counted)
     first = cands.suggest_thresholds(store)
     store.decide([ids["red0"]], "rejected")
     assert cands.suggest_thresholds(store) == first and len(calls) == 1

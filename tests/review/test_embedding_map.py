@@ -14,8 +14,8 @@ from streamlit.testing.v1 import AppTest
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound
 from lotr_labeler.imaging import normalize
 from lotr_labeler.model import embed
+from lotr_labeler.review import decisions, fitting
 from lotr_labeler.review import embedding_map as emap
-from lotr_labeler.review import scoring
 from lotr_labeler.store import Store
 from lotr_labeler.ui import review_map
 
@@ -84,7 +84,7 @@ def test_map_points_labels_and_suspicious(store: Store) -> None:
     # One image sits in the circle cluster but carries the square label: the head doubts it.
     odd = store.images("circle")[0]
     store.relabel([odd.id], "square")
-    scoring.fit_scores(store, backbone(store))
+    fitting.fit_scores(store, backbone(store))
     m = emap.embedding_map(store)  # the backbone of the stored scores
     assert len(m.points) == 18 and m.missing == 0 and m.method == "tsne"
     assert [p.id for p in m.points] == sorted(img.id for img in store.images())
@@ -191,7 +191,7 @@ def test_cli_review_similar(store: Store, data_root: Path, capsys: pytest.Captur
 
     vectors = class_clusters(store)
     plant(store, vectors)
-    scoring.fit_scores(store, backbone(store))  # `similar` uses the backbone of the stored scores
+    fitting.fit_scores(store, backbone(store))  # `similar` uses the backbone of the stored scores
     circle = store.images("circle")[0]
     base = ["--data", str(data_root), "--project", "demo", "review"]
     assert main([*base, "similar", str(circle.id), "--k", "5", "--json"]) == 0
@@ -222,7 +222,7 @@ PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "5_Review.py")
 
 def scored(store: Store) -> None:
     plant(store, class_clusters(store))
-    scoring.fit_scores(store, backbone(store))
+    fitting.fit_scores(store, backbone(store))
 
 
 def review_page() -> AppTest:
@@ -260,7 +260,7 @@ def test_map_tab_is_lazy_renders_and_a_picked_point_opens_its_card(store: Store)
     assert tab.button(key=f"rm_keep_{target.id}")
     tab.button(key=f"rm_keep_{target.id}").click()
     rerun(at)
-    assert target.id in scoring.reviewed_ids(store)
+    assert target.id in decisions.reviewed_ids(store)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ quality flags come from pixels, near-duplicate groups, the CLI and the Review pa
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ from lotr_labeler.cli import main
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.errors import Conflict, InvalidInput
 from lotr_labeler.model import embed, runs
-from lotr_labeler.review import quality
-from lotr_labeler.review import scoring as review
+from lotr_labeler.progress import Progress
+from lotr_labeler.review import compute, decisions, duplicates, fitting, head, last_fit, quality, queue
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project, open_project
 
@@ -104,9 +105,9 @@ def flip(y: np.ndarray, fraction: float, n_classes: int, seed: int) -> tuple[np.
 def test_head_ranks_flipped_labels_first() -> None:
     X, y = clusters(60, 5, 64, seed=0)
     noisy, flipped = flip(y, 0.1, 5, seed=1)
-    probs = review.oof_probabilities(X, noisy, 5)
+    probs = head.oof_probabilities(X, noisy, 5)
     assert probs.shape == (300, 5) and np.allclose(probs.sum(axis=1), 1)
-    self_conf, margin = review.label_scores(probs, noisy)
+    self_conf, margin = head.label_scores(probs, noisy)
     k = len(flipped)
     for scores in (self_conf, margin):
         top = set(np.argsort(scores)[:k].tolist())
@@ -140,7 +141,7 @@ def test_kfold_never_scores_an_image_with_a_head_that_saw_its_label() -> None:
             fits.append((self.trained, {row.tobytes() for row in np.asarray(Xs)}))
             return self.model.predict_proba(Xs)
 
-    probs = review.oof_probabilities(X, y, 3, make_model=Recording)
+    probs = head.oof_probabilities(X, y, 3, make_model=Recording)
     assert len(fits) == 5
     scored_total = 0
     for trained, scored in fits:
@@ -157,8 +158,8 @@ def test_out_of_sample_score_exposes_what_an_in_sample_fit_hides() -> None:
     X, y = clusters(20, 3, 16, seed=3)
     noisy = y.copy()
     noisy[0] = 1  # truly class 0
-    oos = review.oof_probabilities(X, noisy, 3)[0, 1]
-    feats = review.normalize_rows(X)
+    oos = head.oof_probabilities(X, noisy, 3)[0, 1]
+    feats = head.normalize_rows(X)
     in_sample = LogisticRegression(C=1e4, max_iter=2000).fit(feats, noisy).predict_proba(feats[:1])[0, 1]
     assert oos < 1 / 3 < 0.9 < in_sample, (oos, in_sample)
 
@@ -167,23 +168,23 @@ def test_small_classes_get_fewer_folds_and_unseen_classes_zero() -> None:
     X, y = clusters(6, 3, 8, seed=4)
     X = np.vstack([X, X[:1] + 5])
     y = np.append(y, 3)  # a class with a single image
-    assert review.n_folds(y) == 2
-    probs = review.oof_probabilities(X, y, 4)
+    assert head.n_folds(y) == 2
+    probs = head.oof_probabilities(X, y, 4)
     assert probs[-1, 3] == 0.0  # scored by a head that never saw its class
     with pytest.raises(Conflict, match="at least 2 classes"):
-        review.oof_probabilities(X[:6], np.zeros(6, dtype=int), 1)
+        head.oof_probabilities(X[:6], np.zeros(6, dtype=int), 1)
 
 
 @pytest.mark.slow
 def test_flipped_labels_top_the_ranking_through_the_real_backbone(colours: Store) -> None:
     flipped = flip_labels(colours, 0.1, seed=5)
-    embedded, fit = review.refresh(colours, random_backbone(colours))
+    embedded, fit = fitting.refresh(colours, random_backbone(colours))
     assert embedded.computed == 90 and fit is not None and fit.info.scored == 90
-    items = review.ranking(colours)
+    items = queue.ranking(colours)
     assert len(items) == 90 and all(it.scored for it in items)
     top = {it.id for it in items[: len(flipped)]}
     assert len(top & flipped) / len(flipped) >= 0.8, [(it.id, it.given, it.predicted) for it in items[:12]]
-    by_margin = {it.id for it in review.ranking(colours, sort="margin")[: len(flipped)]}
+    by_margin = {it.id for it in queue.ranking(colours, sort="margin")[: len(flipped)]}
     assert len(by_margin & flipped) / len(flipped) >= 0.8
     # Worst first, and each row says what the model thinks.
     scores = [it.self_confidence for it in items]
@@ -194,32 +195,32 @@ def test_flipped_labels_top_the_ranking_through_the_real_backbone(colours: Store
     # A fix needs no refit: the probabilities do not depend on the image's own label.
     target = next(it for it in items if it.id in flipped)
     assert target.predicted is not None
-    review.relabel(colours, [target.id], target.predicted)
-    after = review.item(colours, target.id)
+    decisions.relabel(colours, [target.id], target.predicted)
+    after = queue.item(colours, target.id)
     assert after.given == target.predicted and after.reviewed
     assert after.self_confidence == pytest.approx(target.confidence)
-    assert target.id not in {it.id for it in review.ranking(colours)}  # reviewed: out of the queue
+    assert target.id not in {it.id for it in queue.ranking(colours)}  # reviewed: out of the queue
 
 
 @pytest.mark.slow
 def test_refit_is_cached_and_follows_corrections(colours: Store) -> None:
     backbone = random_backbone(colours)
-    review.refresh(colours, backbone)
-    embedded, fit = review.refresh(colours, backbone)
+    fitting.refresh(colours, backbone)
+    embedded, fit = fitting.refresh(colours, backbone)
     assert embedded.computed == 0 and embedded.cached == 90  # embeddings cached by content
-    assert fit is not None and review.corrections_since_fit(colours) == 0
+    assert fit is not None and last_fit.corrections_since_fit(colours) == 0
     img = colours.images()[0]
     colours.relabel([img.id], next(c for c in colours.class_names() if c != img.label))
-    assert review.corrections_since_fit(colours) == 1
-    report = review.fit_scores(colours)  # defaults to the previous fit's backbone
-    assert report.info.backbone == backbone.as_dict() and review.corrections_since_fit(colours) == 0
+    assert last_fit.corrections_since_fit(colours) == 1
+    report = fitting.fit_scores(colours)  # defaults to the previous fit's backbone
+    assert report.info.backbone == backbone.as_dict() and last_fit.corrections_since_fit(colours) == 0
 
 
 @pytest.mark.slow
 def test_valid_images_average_the_runs_own_probabilities(colours: Store) -> None:
     backbone = random_backbone(colours)
-    review.refresh(colours, backbone)
-    head_only = {it.id: it.probs for it in review.ranking(colours, status="all")}
+    fitting.refresh(colours, backbone)
+    head_only = {it.id: it.probs for it in queue.ranking(colours, status="all")}
     vocab = list(reversed(colours.class_names()))  # the run's own class order
     images = colours.images()
     valid = [img for img in images if img.split == "valid"]
@@ -229,10 +230,10 @@ def test_valid_images_average_the_runs_own_probabilities(colours: Store) -> None
     run = runs.create_run(colours, {"size": SIZE})
     runs.save_predictions(colours, run.id, vocab, [(img.id, [float(img.label == c) for c in vocab]) for img in images])
     runs.finish_run(colours, run.id, "done", vocab=vocab)
-    report = review.fit_scores(colours, backbone)
+    report = fitting.fit_scores(colours, backbone)
     assert report.info.blended == len(valid) and report.info.run_id == run.id
     assert report.info.run_valid_accuracy == 1.0
-    blended = {it.id: it for it in review.ranking(colours, status="all")}
+    blended = {it.id: it for it in queue.ranking(colours, status="all")}
     for img in images:
         it = blended[img.id]
         for cls, p in head_only[img.id].items():
@@ -245,22 +246,41 @@ def test_valid_images_average_the_runs_own_probabilities(colours: Store) -> None
     runs.save_predictions(colours, weak.id, vocab, [(img.id, [1.0, 0.0, 0.0]) for img in images])
     runs.finish_run(colours, weak.id, "done", vocab=vocab)
     runs.set_current(colours, weak.id)
-    report = review.fit_scores(colours, backbone)
+    report = fitting.fit_scores(colours, backbone)
     assert report.info.blended == 0 and report.info.run_id is None
     assert report.info.run_valid_accuracy is not None and report.info.head_valid_accuracy is not None
     assert report.info.run_valid_accuracy < report.info.head_valid_accuracy
     assert "not averaged in" in report.summary()
-    ranked = review.ranking(colours, status="all")
+    ranked = queue.ranking(colours, status="all")
     assert len(ranked) == len(images) and all(it.probs == pytest.approx(head_only[it.id]) for it in ranked)
 
 
 def test_fit_needs_embeddings_and_images(store: Store, data_root: Path) -> None:
     with pytest.raises(Conflict, match="Compute embeddings first"):
-        review.fit_scores(store, random_backbone(store))
+        fitting.fit_scores(store, random_backbone(store))
     with pytest.raises(InvalidInput, match="Must be one of"):
-        review.ranking(store, sort="loss")
+        queue.ranking(store, sort="loss")
     with create_project(data_root, "empty", "empty") as empty, pytest.raises(Conflict, match="no images"):
-        review.refresh(empty, random_backbone(empty))
+        fitting.refresh(empty, random_backbone(empty))
+
+
+def test_compute_and_retrain_head_as_library_calls(colours: Store) -> None:
+    """What ``review --compute`` and the page's Retrain head run, called as a notebook would."""
+    stop = threading.Event()
+    stop.set()
+    cancelled = compute.compute(colours, pretrained=False, size=SIZE, cancel=stop)
+    assert cancelled.cancelled and cancelled.embedded is not None and cancelled.embedded.computed == 0
+    seen: list[Progress] = []
+    done = compute.compute(colours, pretrained=False, size=SIZE, progress=seen.append)  # best, --no-pretrained
+    assert done.backbone == random_backbone(colours) and done.reason is None
+    assert done.fit is not None and done.fit.info.scored == 90 and done.embedded is not None
+    assert done.embedded.computed == 90 and seen[-1].done == seen[-1].total == 90
+    assert {(p.phase, p.backbone) for p in seen if isinstance(p, compute.ComputeProgress)} == {
+        ("embed", done.backbone.describe())
+    }
+    again = compute.retrain_head(colours)  # the page's: judged, nothing exported, the current model stays
+    assert again.made is None and again.check is not None and again.check.valid_images > 0
+    assert again.fit.info.backbone == done.backbone.as_dict() and runs.list_runs(colours) == []
 
 
 # -- decisions and undo --------------------------------------------------------------------------
@@ -268,51 +288,51 @@ def test_fit_needs_embeddings_and_images(store: Store, data_root: Path) -> None:
 
 def test_keep_removes_from_queue_until_the_label_changes(store: Store) -> None:
     ids = [img.id for img in store.images()[:3]]
-    assert review.keep(store, ids) == 3
-    queue = {it.id for it in review.ranking(store)}
-    assert not queue & set(ids)
-    assert {it.id for it in review.ranking(store, status="reviewed")} == set(ids)
+    assert decisions.keep(store, ids) == 3
+    unreviewed = {it.id for it in queue.ranking(store)}
+    assert not unreviewed & set(ids)
+    assert {it.id for it in queue.ranking(store, status="reviewed")} == set(ids)
     with open_project(store.root.parent, store.name) as again:  # persisted, not session state
-        assert review.reviewed_ids(again) == set(ids)
+        assert decisions.reviewed_ids(again) == set(ids)
     # A later label change (here on another page) puts the image back in the queue.
     store.relabel([ids[0]], "square" if store.get_image(ids[0]).label != "square" else "circle")
-    assert ids[0] in {it.id for it in review.ranking(store)}
-    review.unreview(store, ids[1:2])
-    assert review.reviewed_ids(store) == {ids[2]}
+    assert ids[0] in {it.id for it in queue.ranking(store)}
+    decisions.unreview(store, ids[1:2])
+    assert decisions.reviewed_ids(store) == {ids[2]}
 
 
 def test_bulk_relabel_is_one_event_and_undo_restores_db_and_files(store: Store) -> None:
     before_files = files_under(store.root)
     circles = [img.id for img in store.images("circle")[:3]]
     events = len(store.history())
-    assert review.relabel(store, circles, "square") == 3
+    assert decisions.relabel(store, circles, "square") == 3
     assert len(store.history()) == events + 1 and store.history()[0].kind == "relabel"
     assert all(store.get_image(i).label == "square" for i in circles)
     assert all((store.root / f"images/square/{i}.jpg").exists() for i in circles)
-    assert review.reviewed_ids(store) == set(circles)
+    assert decisions.reviewed_ids(store) == set(circles)
     store.undo()
     assert all(store.get_image(i).label == "circle" for i in circles)
     assert files_under(store.root) == before_files
-    assert review.reviewed_ids(store) == set()  # the confirmed label is gone: back in the queue
+    assert decisions.reviewed_ids(store) == set()  # the confirmed label is gone: back in the queue
 
 
 def test_bulk_delete_is_one_event_and_undo_restores(store: Store) -> None:
     before_files = files_under(store.root)
     ids = [img.id for img in store.images()[:4]]
-    assert review.delete(store, ids) == 4
+    assert decisions.delete(store, ids) == 4
     assert len([e for e in store.history() if e.kind == "delete"]) == 1
-    assert not {it.id for it in review.ranking(store, status="all")} & set(ids)
+    assert not {it.id for it in queue.ranking(store, status="all")} & set(ids)
     assert all((store.root / f"trash/{i}.jpg").exists() for i in ids)
     store.undo()
     assert files_under(store.root) == before_files
-    assert {it.id for it in review.ranking(store)} >= set(ids)
+    assert {it.id for it in queue.ranking(store)} >= set(ids)
 
 
 def test_relabel_failure_changes_nothing(store: Store) -> None:
     ids = [img.id for img in store.images()[:2]]
     with pytest.raises(Exception, match="No class"):
-        review.relabel(store, ids, "hexagon")
-    assert review.reviewed_ids(store) == set() and store.history()[0].kind != "relabel"
+        decisions.relabel(store, ids, "hexagon")
+    assert decisions.reviewed_ids(store) == set() and store.history()[0].kind != "relabel"
 
 
 # -- quality flags ------------------------------------------------------------------------------
@@ -354,8 +374,8 @@ def test_quality_flags_are_cached_by_content_and_follow_the_setting(store: Store
     store.set_setting("tiny_side", 100)
     flags = quality.quality_flags(store, images)  # thresholds change, nothing is measured again
     assert not calls and all("tiny" in f for f in flags.values())
-    assert {it.id for it in review.ranking(store, flag="tiny")} == {img.id for img in images}
-    assert review.ranking(store, flag="blurry") == []
+    assert {it.id for it in queue.ranking(store, flag="tiny")} == {img.id for img in images}
+    assert queue.ranking(store, flag="blurry") == []
 
 
 # -- near duplicates ------------------------------------------------------------------------------
@@ -388,7 +408,7 @@ def dups(data_root: Path, tmp_path: Path) -> Iterator[Store]:
 
 
 def test_duplicate_groups_conflicts_first_and_actions(dups: Store) -> None:
-    groups = review.duplicate_groups(dups)
+    groups = duplicates.duplicate_groups(dups)
     assert len(groups) == 2
     first, second = groups
     assert first.conflict and first.labels == ["circle", "triangle"]
@@ -397,19 +417,19 @@ def test_duplicate_groups_conflicts_first_and_actions(dups: Store) -> None:
 
     keep = first.ids[0]
     events = len(dups.history())
-    assert review.keep_one(dups, keep, first.ids) == 1
+    assert duplicates.keep_one(dups, keep, first.ids) == 1
     assert len(dups.history()) == events + 1
-    assert [g.ids for g in review.duplicate_groups(dups)] == [second.ids]
+    assert [g.ids for g in duplicates.duplicate_groups(dups)] == [second.ids]
 
-    review.keep_all(dups, second.ids)
-    assert review.duplicate_groups(dups) == []
-    assert [g.ids for g in review.duplicate_groups(dups, include_reviewed=True)] == [second.ids]
+    duplicates.keep_all(dups, second.ids)
+    assert duplicates.duplicate_groups(dups) == []
+    assert [g.ids for g in duplicates.duplicate_groups(dups, include_reviewed=True)] == [second.ids]
     dups.undo()  # "Keep all" is a step of the history too: the group is back
-    assert [g.ids for g in review.duplicate_groups(dups)] == [second.ids]
+    assert [g.ids for g in duplicates.duplicate_groups(dups)] == [second.ids]
     dups.undo()  # the keep_one delete
-    assert {tuple(g.ids) for g in review.duplicate_groups(dups)} == {tuple(first.ids), tuple(second.ids)}
-    assert review.duplicate_groups(dups, max_distance=0) == [] or all(
-        g.max_distance == 0 for g in review.duplicate_groups(dups, max_distance=0)
+    assert {tuple(g.ids) for g in duplicates.duplicate_groups(dups)} == {tuple(first.ids), tuple(second.ids)}
+    assert duplicates.duplicate_groups(dups, max_distance=0) == [] or all(
+        g.max_distance == 0 for g in duplicates.duplicate_groups(dups, max_distance=0)
     )
 
 
@@ -447,7 +467,7 @@ def test_cli_review_compute_registers_a_job(store: Store, data_root: Path, capsy
     job = jobs.latest_job(store, "review")
     assert job is not None and job.state == "done" and job.result == {"embedded": 18, "scored": 18}
     assert job.progress["done"] == job.progress["total"] == 18
-    info = review.fit_info(store)
+    info = last_fit.fit_info(store)
     assert info is not None and info.scored == 18 and info.backbone["size"] == 32
 
 
@@ -496,7 +516,7 @@ def test_page_without_scores_offers_compute_and_quality_filters(store: Store) ->
 
 
 def _scored(store: Store) -> None:
-    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
 
 
 def test_page_with_scores_keep_relabel_delete_update_the_store(store: Store) -> None:
@@ -509,7 +529,7 @@ def test_page_with_scores_keep_relabel_delete_update_the_store(store: Store) -> 
     assert "Compute scores" in [b.label for b in at.button]
     # The grid shows the queue worst first, each disagreeing card with the prediction P accepts.
     grid = grid_data(at, "r_grid")
-    ranked = review.ranking(store)
+    ranked = queue.ranking(store)
     assert [c["id"] for c in grid["cards"]] == [it.id for it in ranked]
     assert [c["predicted"] for c in grid["cards"]] == [it.predicted if it.disagrees else None for it in ranked]
     assert not grid["hint_only"]  # no trained model to distrust
@@ -526,9 +546,9 @@ def test_page_with_a_run_offers_its_body_and_retrain_head(store: Store) -> None:
     assert "Current model's body" in at.selectbox(key="r_source").options
     assert any(f"run {run.id}" in c.value for c in at.caption)  # "compute with its body" hint
     retrain = next(b for b in at.button if b.label == "⚡ Retrain head")
-    before = review.fit_info(store)
+    before = last_fit.fit_info(store)
     retrain.click().run()
-    after = review.fit_info(store)
+    after = last_fit.fit_info(store)
     assert before is not None and after is not None and after.computed_at >= before.computed_at
     assert any("Scored 18 image(s)" in s.value for s in at.success)
 
@@ -540,7 +560,7 @@ def test_page_duplicates_tab(dups: Store) -> None:
     at.session_state["r_tab"] = "Duplicates"
     at.run()
     assert any("labels disagree" in m.value for m in at.markdown)
-    group = review.duplicate_groups(dups)[0]
+    group = duplicates.duplicate_groups(dups)[0]
     click(at, f"r_dup_one_{group.ids[0]}_{group.ids[0]}")
     assert dups.get_image(group.ids[1]).deleted and not dups.get_image(group.ids[0]).deleted
 
@@ -566,7 +586,7 @@ def test_page_compute_runs_the_embedding_job_in_the_background(store: Store) -> 
     at.run()
     assert not at.exception and not at.error
     assert any("Scores** of 18 image(s)" in m.value for m in at.markdown)
-    info = review.fit_info(store)
+    info = last_fit.fit_info(store)
     assert info is not None and info.backbone_spec == embed.Backbone("resnet18", 32, pretrained=False)
 
 

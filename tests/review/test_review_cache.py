@@ -1,4 +1,4 @@
-"""The review queue kept on disk per data version (store/version.persisted, review/scoring.queue; issue 14).
+"""The review queue kept on disk per data version (store/version.persisted, review/queue.queue; issue 14).
 
 The first Review load after a server start read every stored score again (about a second at 20,000
 images); the arrays the queue is made of are now read back from the project's cache while the data
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lotr_labeler.review import scoring
+from lotr_labeler.review import decisions, last_fit, queue
 from lotr_labeler.store import ImageRow, Store, reviews, version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,65 +57,64 @@ def no_scores(*args: object, **kwargs: object) -> dict[int, tuple[list[float], s
     raise AssertionError("the stored scores were read again")
 
 
-def as_tuples(items: list[scoring.ReviewItem]) -> list[tuple[object, ...]]:
+def as_tuples(items: list[queue.ReviewItem]) -> list[tuple[object, ...]]:
     return [(i.id, i.given, i.predicted, i.self_confidence, i.margin, i.probs, i.source, i.flags) for i in items]
 
 
 def test_a_new_process_reads_the_kept_queue_without_reading_the_scores(
     scored: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = scoring.ranking(scored, sort="margin", status="all")
+    first = queue.ranking(scored, sort="margin", status="all")
     assert len(memo_files(scored)) == 2  # the queue's arrays and the count of unmeasured images
     version.clear()  # what a server restart forgets
-    monkeypatch.setattr(scoring, "_scores", no_scores)
-    assert as_tuples(scoring.ranking(scored, sort="margin", status="all")) == as_tuples(first)
+    monkeypatch.setattr(reviews, "scores", no_scores)
+    assert as_tuples(queue.ranking(scored, sort="margin", status="all")) == as_tuples(first)
     # Other filters and sorts of the same listing come from the same file.
-    assert scoring.ranking(scored) == sorted(first, key=lambda it: (it.self_confidence, it.id))
+    assert queue.ranking(scored) == sorted(first, key=lambda it: (it.self_confidence, it.id))
 
 
 def test_a_fresh_process_uses_the_file_the_page_wrote(scored: Store) -> None:
-    queue = scoring.queue(scored)
+    ranked = queue.queue(scored)
     code = (
         "import sys\n"
-        "from lotr_labeler.review import scoring\n"
-        "from lotr_labeler.store import Store\n"
+        "from lotr_labeler.review import queue\n"
+        "from lotr_labeler.store import Store, reviews\n"
         "def boom(*a, **k): raise SystemExit('recomputed')\n"
-        "scoring._scores = boom\n"
+        "reviews.scores = boom\n"
         "with Store(sys.argv[1]) as s:\n"
-        "    print(','.join(str(i) for i in scoring.queue(s).ids))\n"
+        "    print(','.join(str(i) for i in queue.queue(s).ids))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(scored.root)], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == ",".join(str(i) for i in queue.ids)
+    assert out.stdout.strip() == ",".join(str(i) for i in ranked.ids)
 
 
 def test_a_relabel_by_another_process_is_on_the_next_load(scored: Store) -> None:
-    before = {it.id: it for it in scoring.ranking(scored, status="all")}
+    before = {it.id: it for it in queue.ranking(scored, status="all")}
     target = next(iter(before.values()))
     other = next(c.name for c in scored.classes() if c.name != target.given)
     with Store(scored.root) as tab:  # another process' connection
         tab.relabel([target.id], other)
     version.clear()  # and a fresh server: only the file could answer, and it must not
-    after = {it.id: it for it in scoring.ranking(scored, status="all")}
+    after = {it.id: it for it in queue.ranking(scored, status="all")}
     assert after[target.id].given == other
     assert after[target.id].self_confidence == pytest.approx(target.probs[other])
 
 
 def test_a_keep_elsewhere_leaves_the_queue_and_new_scores_replace_the_old(scored: Store) -> None:
-    queue = scoring.queue(scored)
-    first = queue[0].id
+    first = queue.queue(scored)[0].id
     with Store(scored.root) as tab:
-        scoring.keep(tab, [first])
+        decisions.keep(tab, [first])
     version.clear()
-    assert first not in scoring.queue(scored).ids
-    assert first in scoring.queue(scored, status="reviewed").ids
+    assert first not in queue.queue(scored).ids
+    assert first in queue.queue(scored, status="reviewed").ids
     # A refit (new scores, same images) must not be served from the file either.
     rows = [(img.id, json.dumps([1.0, 0.0, 0.0]), "head") for img in scored.images()]
     with Store(scored.root) as tab:
         reviews.replace_scores(tab, rows, fit_key="review_fit", fit=tab.meta_get("review_fit") or "{}")
     version.clear()
-    assert {it.probs[next(iter(it.probs))] for it in scoring.ranking(scored, status="all")} == {1.0}
+    assert {it.probs[next(iter(it.probs))] for it in queue.ranking(scored, status="all")} == {1.0}
 
 
 def test_a_file_of_another_version_or_a_torn_file_is_recomputed(scored: Store) -> None:
@@ -189,16 +188,16 @@ def test_scores_written_prepare_the_review_page_it_then_reads_nothing_again(
 
     from lotr_labeler.model import embed
 
-    info = scoring.fit_info(scored)
+    info = last_fit.fit_info(scored)
     assert info is not None
     path = embed.cache_path(scored, info.backbone_spec)  # every image embedded (as the job leaves it)
     path.parent.mkdir(parents=True, exist_ok=True)
     shas = [img.sha256 for img in scored.images()]
     np.savez(path, keys=np.array(shas, dtype="<U64"), vectors=np.zeros((len(shas), 4), np.float32))
-    scoring.prepare_page(scored, info.backbone_spec)
-    expected = scoring.queue(scored).ids
+    queue.prepare_page(scored, info.backbone_spec)
+    expected = queue.queue(scored).ids
     version.clear()
-    monkeypatch.setattr(scoring, "_scores", no_scores)
+    monkeypatch.setattr(reviews, "scores", no_scores)
     monkeypatch.setattr(embed, "_cached_keys", lambda path: (_ for _ in ()).throw(AssertionError("keys read")))
     listed: list[object] = []
     listing = Store.images
@@ -213,7 +212,7 @@ def test_scores_written_prepare_the_review_page_it_then_reads_nothing_again(
     assert not at.exception, [e.value for e in at.exception]
     assert "Compute scores" in [b.label for b in at.button]  # nothing new to embed
     assert listed == []  # not even the image listing: the queue's rows come from the file too
-    assert scoring.queue(scored).ids == expected
+    assert queue.queue(scored).ids == expected
 
 
 def test_a_train_form_edit_keeps_the_queue_on_disk_a_new_fit_does_not(
@@ -221,29 +220,29 @@ def test_a_train_form_edit_keeps_the_queue_on_disk_a_new_fit_does_not(
 ) -> None:
     """The Train page saves its form on every edit (meta 'train_form'): the next Review load, even in
     a fresh process, must still read the kept queue rather than every stored score."""
-    from lotr_labeler.model import train as tr
+    from lotr_labeler.model import train_form
 
-    first = as_tuples(scoring.ranking(scored, status="all"))
+    first = as_tuples(queue.ranking(scored, status="all"))
     with Store(scored.root) as tab:  # the Train page, in another session
-        tr.save_form(tab, tr.TrainForm(epochs=3, pretrained=False))
-        tr.save_form(tab, tr.TrainForm(epochs=4, pretrained=False))
+        train_form.save_form(tab, train_form.TrainForm(epochs=3, pretrained=False))
+        train_form.save_form(tab, train_form.TrainForm(epochs=4, pretrained=False))
     version.clear()
     with monkeypatch.context() as m:
-        m.setattr(scoring, "_scores", no_scores)
-        assert as_tuples(scoring.ranking(scored, status="all")) == first
+        m.setattr(reviews, "scores", no_scores)
+        assert as_tuples(queue.ranking(scored, status="all")) == first
     # A new fit record is read by the ranking: the kept queue is not served for it.
     read: list[int] = []
-    real = scoring._scores
+    real = reviews.scores
 
     def counted(*args: Any) -> Any:
         read.append(1)
         return real(*args)
 
-    monkeypatch.setattr(scoring, "_scores", counted)
+    monkeypatch.setattr(reviews, "scores", counted)
     with Store(scored.root) as tab:
         tab.meta_set("review_fit", tab.meta_get("review_fit") or "{}")
     version.clear()
-    assert as_tuples(scoring.ranking(scored, status="all")) == first
+    assert as_tuples(queue.ranking(scored, status="all")) == first
     assert read == [1]
 
 
@@ -252,17 +251,17 @@ def test_a_queue_kept_with_another_row_layout_is_recomputed_not_an_error(
 ) -> None:
     """A file an older code wrote (ImageRow had a field fewer) at the same data version: rebuilding
     rows from it would raise; it must be recomputed instead."""
-    expected = as_tuples(scoring.ranking(scored, status="all"))
+    expected = as_tuples(queue.ranking(scored, status="all"))
     rows = [img for img in scored.images()]
     version.clear()
     for path in memo_files(scored):
         path.unlink()
     with monkeypatch.context() as m:  # the older code: one field fewer in the kept rows
-        m.setattr(scoring, "_ROW_FIELDS", scoring._ROW_FIELDS[:-1])
-        scoring.queue(scored, status="all")  # writes its file (rows are built only when shown)
+        m.setattr(queue, "_ROW_FIELDS", queue._ROW_FIELDS[:-1])
+        queue.queue(scored, status="all")  # writes its file (rows are built only when shown)
     assert len(memo_files(scored)) == 2
     version.clear()  # the new code, in a fresh process, at the same data version
-    got = scoring.ranking(scored, status="all")
+    got = queue.ranking(scored, status="all")
     assert as_tuples(got) == expected
     assert sorted((it.image for it in got), key=lambda r: r.id) == rows
 

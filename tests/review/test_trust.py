@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.collect.importers import import_folder
 from lotr_labeler.model import embed, runs
-from lotr_labeler.review import scoring
+from lotr_labeler.review import fitting, last_fit, queue
 from lotr_labeler.review.trust import head_agreement, model_trust, run_body_worth_trying, scores_trust, triage_trust
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import create_project
@@ -77,7 +77,7 @@ def test_error_rate_above_the_setting_is_weak(empty_store: Store) -> None:
 
 def test_a_run_worse_than_the_kfold_head_is_weak(colours: Store) -> None:
     backbone = embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE)
-    scoring.refresh(colours, backbone)
+    fitting.refresh(colours, backbone)
     vocab = colours.class_names()
     images = colours.images()
     # It claims a low error rate, but on the valid split it names a wrong class for every image.
@@ -85,7 +85,7 @@ def test_a_run_worse_than_the_kfold_head_is_weak(colours: Store) -> None:
     wrong = [(img.id, [float(c == vocab[(vocab.index(img.label) + 1) % 3]) for c in vocab]) for img in images]
     runs.save_predictions(colours, run.id, vocab, wrong)
     assert not model_trust(colours).weak  # no comparison made yet for this run
-    info = scoring.fit_scores(colours, backbone).info
+    info = fitting.fit_scores(colours, backbone).info
     assert info.compared_run_id == run.id
     assert info.run_valid_accuracy == 0.0 and (info.head_valid_accuracy or 0) > 0
     trust = model_trust(colours)
@@ -123,7 +123,7 @@ def _misled(store: Store) -> None:
 
 def test_review_header_warns_about_a_weak_head_above_every_tab(colours: Store) -> None:
     assert banners(page("5_Review.py")) == []  # nothing scored: no warning
-    scoring.refresh(colours, embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE))
+    fitting.refresh(colours, embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE))
     _misled(colours)
     at = page("5_Review.py")
     (banner,) = [w.value for w in at.warning if "K-fold head" in w.value]  # once, in the header
@@ -154,7 +154,7 @@ def test_review_judges_the_head_that_made_the_cards_not_a_weak_run(
 ) -> None:
     """A run wrong 92 % of the time is current, but the cards' predictions come from the K-fold head on
     the embeddings, right on every image: Review must not call them weak, nor show them as hints."""
-    scoring.refresh(colours, embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE))
+    fitting.refresh(colours, embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE))
     _finished_run(colours, 0.92)
     assert model_trust(colours).weak  # the run is (Predict says so)
     assert head_agreement(colours) == (45, 45)
@@ -178,12 +178,12 @@ def test_review_judges_the_head_that_made_the_cards_not_a_weak_run(
 
 def test_a_weak_run_averaged_into_the_valid_scores_is_named_on_review(colours: Store) -> None:
     backbone = embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE)
-    scoring.refresh(colours, backbone)
+    fitting.refresh(colours, backbone)
     vocab = colours.class_names()
     run = _finished_run(colours, 0.5)  # above the setting, but its valid predictions are right
     right = [(img.id, [float(c == img.label) for c in vocab]) for img in colours.images()]
     runs.save_predictions(colours, run.id, vocab, right)
-    info = scoring.fit_scores(colours, backbone).info
+    info = fitting.fit_scores(colours, backbone).info
     assert info.blended and info.run_id == run.id
     trust = scores_trust(colours)
     assert not trust.weak and run.id in trust.note and "validation error rate 0.50" in trust.note
@@ -195,13 +195,13 @@ def test_review_suggests_the_run_body_only_when_auto_did_not_already_pass_it_ove
     backbone = embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE)
     run = _finished_run(colours, 0.92)
     suggestion = "compute embeddings with its body"
-    scoring.refresh(colours, backbone)  # chosen by hand: the run's body was never tried
-    assert run_body_worth_trying(scoring.fit_info(colours), run)
+    fitting.refresh(colours, backbone)  # chosen by hand: the run's body was never tried
+    assert run_body_worth_trying(last_fit.fit_info(colours), run)
     assert any(suggestion in c.value for c in page("5_Review.py").caption)
 
     reason = f"random init: CV accuracy 0.97 vs run {run.id} body 0.95 (K-fold head on 45 images)"
-    scoring.fit_scores(colours, backbone, reason=reason)  # what an auto choice records
-    assert not run_body_worth_trying(scoring.fit_info(colours), run)
+    fitting.fit_scores(colours, backbone, reason=reason)  # what an auto choice records
+    assert not run_body_worth_trying(last_fit.fit_info(colours), run)
     at = page("5_Review.py")
     assert not any(suggestion in c.value for c in at.caption)
     assert any(f"run {run.id} body 0.95" in c.value for c in at.caption)  # the comparison itself stays
@@ -233,7 +233,7 @@ def test_search_triage_judges_the_head_that_scores_candidates_not_the_run(colour
     """Candidates are scored by a head on the labelled images' embeddings: a weak run with a good head says
     nothing on Search; the same head misled by its labels is named (the banner spoke of the run before)."""
     colours.add_candidates([CandidateIn("red", "http://img.test/1.jpg", "http://thumb.test/1.jpg")])
-    scoring.refresh(colours, embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE))
+    fitting.refresh(colours, embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE))
     _finished_run(colours, 0.92)
     assert model_trust(colours).weak and not triage_trust(colours).weak
     at = page("2_Search.py")
@@ -249,7 +249,7 @@ def test_head_agreement_is_kept_on_disk_per_data_version(colours: Store, monkeyp
     the whole project; any write (here a relabel) makes them be counted again."""
     from lotr_labeler.store import version
 
-    scoring.refresh(colours, embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE))
+    fitting.refresh(colours, embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE))
     counted = head_agreement(colours)
     assert counted == (45, 45)
     version._memo.clear()  # as in a new process
@@ -257,7 +257,7 @@ def test_head_agreement_is_kept_on_disk_per_data_version(colours: Store, monkeyp
     def no_queue(*args: object, **kwargs: object) -> None:
         raise AssertionError("the queue was loaded again")
 
-    monkeypatch.setattr(scoring, "queue", no_queue)
+    monkeypatch.setattr(queue, "queue", no_queue)
     assert head_agreement(colours) == counted
     _misled(colours)
     with pytest.raises(AssertionError, match="loaded again"):

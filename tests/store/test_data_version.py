@@ -125,19 +125,19 @@ def test_the_memo_is_bounded_least_recently_used_first(store: Store) -> None:
 
 
 def test_ranking_follows_a_keep_and_a_relabel_by_another_connection(store: Store) -> None:
-    from lotr_labeler.review import scoring
+    from lotr_labeler.review import decisions, queue
 
-    queue = scoring.ranking(store)
-    assert scoring.ranking(store) == queue
-    first, second = queue[0].id, queue[1].id
-    other = next(c.name for c in store.classes() if c.name != queue[1].given)
+    ranked = queue.ranking(store)
+    assert queue.ranking(store) == ranked
+    first, second = ranked[0].id, ranked[1].id
+    other = next(c.name for c in store.classes() if c.name != ranked[1].given)
     with Store(store.root) as tab:
-        scoring.keep(tab, [first])
+        decisions.keep(tab, [first])
         tab.relabel([second], other)
-    again = {it.id: it for it in scoring.ranking(store)}
+    again = {it.id: it for it in queue.ranking(store)}
     assert first not in again
     assert again[second].given == other
-    assert first in {it.id for it in scoring.ranking(store, status="reviewed")}
+    assert first in {it.id for it in queue.ranking(store, status="reviewed")}
 
 
 def fake(phash: int, tag: str) -> Normalized:
@@ -146,17 +146,17 @@ def fake(phash: int, tag: str) -> Normalized:
 
 
 def test_duplicate_groups_follow_a_delete_by_another_connection(empty_store: Store) -> None:
-    from lotr_labeler.review import scoring
+    from lotr_labeler.review import duplicates
     from lotr_labeler.store.images import ImageIn
 
     empty_store.add_class("a")
     empty_store.add_class("b")
     empty_store.add_images([ImageIn(fake(0xF0F0, "x"), "a", "upload"), ImageIn(fake(0xF0F1, "y"), "b", "upload")])
-    groups = scoring.duplicate_groups(empty_store)
+    groups = duplicates.duplicate_groups(empty_store)
     assert [g.conflict for g in groups] == [True]
     with Store(empty_store.root) as tab:
         tab.delete_images([groups[0].ids[1]])
-    assert scoring.duplicate_groups(empty_store) == []
+    assert duplicates.duplicate_groups(empty_store) == []
 
 
 def test_embed_missing_follows_a_new_image_and_a_written_cache(store: Store) -> None:
@@ -191,7 +191,7 @@ def test_quality_flags_follow_a_cache_written_by_another_process(store: Store) -
 def test_a_rerun_that_changed_nothing_derives_nothing_again(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a page rerun asks for at 20,000 images is computed once per data version."""
     from lotr_labeler.model import embed
-    from lotr_labeler.review import scoring
+    from lotr_labeler.review import decisions, duplicates, queue
 
     calls: list[str] = []
 
@@ -202,21 +202,21 @@ def test_a_rerun_that_changed_nothing_derives_nothing_again(store: Store, monkey
 
         return wrapper
 
-    monkeypatch.setattr(scoring, "_rank", counting("rank", scoring._rank))
-    monkeypatch.setattr(scoring, "_duplicate_groups", counting("groups", scoring._duplicate_groups))
+    monkeypatch.setattr(queue, "_rank", counting("rank", queue._rank))
+    monkeypatch.setattr(duplicates, "_duplicate_groups", counting("groups", duplicates._duplicate_groups))
     monkeypatch.setattr(embed, "_cached_keys", counting("keys", embed._cached_keys))
     backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=32)
 
     def rerun() -> None:
         store.images()
-        scoring.ranking(store)
-        scoring.duplicate_groups(store)
+        queue.ranking(store)
+        duplicates.duplicate_groups(store)
         embed.missing(store, backbone)
 
     rerun()
     rerun()
     assert sorted(calls) == ["groups", "keys", "rank"]
-    scoring.keep(store, [store.images()[0].id])
+    decisions.keep(store, [store.images()[0].id])
     rerun()
     assert sorted(calls) == ["groups", "groups", "keys", "keys", "rank", "rank"]
 
@@ -256,7 +256,7 @@ def bumped(store: Store, write: Callable[[], object]) -> bool:
 
 def test_a_train_form_edit_keeps_the_memo_a_fit_or_run_change_does_not(store: Store) -> None:
     """The Train page saves its form on every edit: that must not throw away every memo."""
-    from lotr_labeler.model import train as tr
+    from lotr_labeler.model import train_form
 
     calls: list[int] = []
 
@@ -266,12 +266,12 @@ def test_a_train_form_edit_keeps_the_memo_a_fit_or_run_change_does_not(store: St
 
     assert version.memo(store, "k", compute) == 1
     with Store(store.root) as tab:  # the Train page, in another session
-        tr.save_form(tab, tr.TrainForm(epochs=7))
-        tr.save_form(tab, tr.TrainForm(epochs=8, pretrained=False))
-        tab.meta_delete(tr.FORM_KEY)
-        tr.save_form(tab, tr.TrainForm())
+        train_form.save_form(tab, train_form.TrainForm(epochs=7))
+        train_form.save_form(tab, train_form.TrainForm(epochs=8, pretrained=False))
+        tab.meta_delete(train_form.FORM_KEY)
+        train_form.save_form(tab, train_form.TrainForm())
     assert version.memo(store, "k", compute) == 1
-    assert tr.load_form(store) == tr.TrainForm()  # written all the same
+    assert train_form.load_form(store) == train_form.TrainForm()  # written all the same
     # What memoized code reads still bumps: the review fit and the current run.
     with Store(store.root) as tab:
         tab.meta_set("review_fit", "{}")
@@ -309,13 +309,13 @@ def test_the_triggers_agree_with_the_declared_page_state_keys(empty_store: Store
 
 
 def test_the_meta_keys_memoized_code_reads_bump_and_the_train_form_does_not() -> None:
-    from lotr_labeler.model import train as tr
-    from lotr_labeler.review import scoring
+    from lotr_labeler.model import train_form
+    from lotr_labeler.review import last_fit
     from lotr_labeler.store import runs
 
-    assert version.bumps_version(scoring._META_KEY)  # the review ranking reads the fit
+    assert version.bumps_version(last_fit.META_KEY)  # the review ranking reads the fit
     assert version.bumps_version(runs.CURRENT_KEY)
-    assert not version.bumps_version(tr.FORM_KEY)  # renamed: declare it (or name it ui.…) again
+    assert not version.bumps_version(train_form.FORM_KEY)  # renamed: declare it (or name it ui.…) again
 
 
 def test_an_existing_database_gets_the_quiet_meta_triggers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,9 +19,9 @@ from helpers import image_bytes, shape_image
 
 from lotr_labeler.errors import NotFound
 from lotr_labeler.imaging import Normalized, hamming
-from lotr_labeler.review.dedupe import PhashIndex
 from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.store.images import ImageIn
+from lotr_labeler.store.phash import PhashIndex
 
 JPEG = image_bytes(shape_image("circle", 1), "JPEG")
 ROOT = Path(__file__).resolve().parents[2]

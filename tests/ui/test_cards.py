@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.errors import InvalidInput
 from lotr_labeler.model import embed
-from lotr_labeler.review import scoring as review
+from lotr_labeler.review import decisions, fitting, queue
 from lotr_labeler.store import Store
 from lotr_labeler.ui import cards
 
@@ -50,8 +50,8 @@ def test_missing_file_gives_an_empty_thumbnail_not_an_error(store: Store) -> Non
 
 @pytest.mark.slow
 def test_review_card_carries_the_prediction_only_when_it_disagrees(store: Store) -> None:
-    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
-    items = review.ranking(store, status="all")
+    fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    items = queue.ranking(store, status="all")
     assert len(items) == len(store.images()) == 18  # every card is checked, not none
     assert 0 < sum(it.disagrees for it in items) < len(items)  # both kinds of card are checked
     for it in items:
@@ -135,9 +135,9 @@ def test_trash_restore_and_review_actions(store: Store) -> None:
     assert s.message == ("success", "Restored 2 images.") and not store.get_image(ids[0]).deleted
     allowed = ("keep", "unkeep", "delete", "relabel", "predict", "undo", "more")
     cards.apply(store, "r", {"action": "keep", "ids": ids}, allowed, cards.review_action)
-    assert set(ids) <= review.reviewed_ids(store)
+    assert set(ids) <= decisions.reviewed_ids(store)
     cards.apply(store, "r", {"action": "unkeep", "ids": ids[:1]}, allowed, cards.review_action)
-    assert ids[0] not in review.reviewed_ids(store)
+    assert ids[0] not in decisions.reviewed_ids(store)
     s = cards.apply(store, "r", {"action": "predict", "ids": ids}, allowed, cards.review_action)
     assert s.message is not None and s.message[0] == "error" and "nothing to accept" in s.message[1]
     opened: list[int] = []
@@ -148,8 +148,8 @@ def test_trash_restore_and_review_actions(store: Store) -> None:
 
 @pytest.mark.slow
 def test_predict_takes_each_card_to_its_own_prediction(store: Store) -> None:
-    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
-    doubted = [it for it in review.ranking(store, status="all") if it.disagrees]
+    fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    doubted = [it for it in queue.ranking(store, status="all") if it.disagrees]
     assert doubted, "a random backbone doubts some labels"
     allowed = ("predict",)
     s = cards.apply(store, "r", {"action": "predict", "ids": [it.id for it in doubted]}, allowed, cards.review_action)
@@ -158,9 +158,9 @@ def test_predict_takes_each_card_to_its_own_prediction(store: Store) -> None:
 
 
 def test_predict_over_several_classes_is_one_undo_step(store: Store) -> None:
-    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
     first: dict[str, int] = {}  # one image per predicted class
-    for it in review.ranking(store, status="all"):
+    for it in queue.ranking(store, status="all"):
         if it.predicted is not None:
             first.setdefault(it.predicted, it.id)
     assert len(first) >= 2, "the head predicts at least two classes"
@@ -174,11 +174,11 @@ def test_predict_over_several_classes_is_one_undo_step(store: Store) -> None:
     assert s.message is not None and s.message[0] == "success", s.message
     assert {store.get_image(i).label: i for i in picks.values()} == picks  # each to its own prediction
     assert len(store.history()) == events + 1  # one event for both classes
-    assert set(picks.values()) <= review.reviewed_ids(store)
+    assert set(picks.values()) <= decisions.reviewed_ids(store)
     assert all(store.path(store.get_image(i)).is_file() for i in picks.values())
     cards.apply(store, "r", {"action": "undo"}, allowed, cards.review_action)
     assert {i: store.get_image(i).label for i in picks.values()} == before  # one Z restores both
-    assert not set(picks.values()) & review.reviewed_ids(store)  # back in the queue
+    assert not set(picks.values()) & decisions.reviewed_ids(store)  # back in the queue
     assert all(store.path(store.get_image(i)).is_file() for i in picks.values())
 
 
@@ -222,7 +222,7 @@ def test_a_stale_tab_relabel_leaves_another_windows_move_alone(store: Store) -> 
 
 @pytest.mark.slow
 def test_a_stale_tab_keeps_review_marks_off_the_images_it_left_alone(store: Store) -> None:
-    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
     ids = [i.id for i in store.images("circle")][:2]
     s = cards.state("r")
     s.ids, s.labels = ids, dict.fromkeys(ids, "circle")
@@ -231,13 +231,13 @@ def test_a_stale_tab_keeps_review_marks_off_the_images_it_left_alone(store: Stor
     cards.apply(store, "r", {"action": "relabel", "ids": ids, "label": "square"}, ("relabel",), cards.review_action)
     assert [store.get_image(i).label for i in ids] == ["triangle", "square"]
     assert s.message is not None and s.message[0] == "warning" and "1 image was moved" in s.message[1]
-    reviewed = review.reviewed_ids(store)
+    reviewed = decisions.reviewed_ids(store)
     assert ids[1] in reviewed and ids[0] not in reviewed  # the one left alone stays in the queue
 
 
 def test_review_card_sends_the_confidence_the_threshold_compares(store: Store) -> None:
-    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
-    items = review.ranking(store, status="all")
+    fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    items = queue.ranking(store, status="all")
     assert len(items) == len(store.images()) == 18  # every card is checked, not none
     assert 0 < sum(it.disagrees for it in items) < len(items)  # both kinds of card are checked
     for it in items:
@@ -290,7 +290,7 @@ def _review_grid(at: AppTest) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_weak_model_prediction_is_a_hint_not_the_primary_action(store: Store) -> None:
-    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
     at = AppTest.from_file(str(ROOT / "pages" / "5_Review.py"), default_timeout=60)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -381,15 +381,15 @@ def test_review_keeps_a_kept_card_in_place_and_next_skips_none(store: Store) -> 
     instead of the next card sliding under the cursor, and Next starts right after the page shown."""
     from helpers import grid_batch
 
-    review.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
+    fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
     store.set_setting("page_size", 8)
     at = AppTest.from_file(str(ROOT / "pages" / "5_Review.py"), default_timeout=60)
     at.run()
     first = [c["id"] for c in _review_grid(at)["cards"]]
-    queue = [it.id for it in review.queue(store)]
+    ranked = [it.id for it in queue.queue(store)]
     at = grid_batch(at, "r_grid", [{"seq": 1, "action": "keep", "ids": first[:3]}])
     grid = _review_grid(at)
     assert [c["id"] for c in grid["cards"]] == first
     assert [(c["reviewed"], c["out"]) for c in grid["cards"][:4]] == [(True, True)] * 3 + [(False, False)]
     next(b for b in at.button if b.label == "Next ▶").click().run()
-    assert next(c["id"] for c in _review_grid(at)["cards"]) == queue[8]  # nothing skipped, nothing twice
+    assert next(c["id"] for c in _review_grid(at)["cards"]) == ranked[8]  # nothing skipped, nothing twice

@@ -11,7 +11,7 @@ from helpers import image_bytes, shape_image
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.collect.importers import import_folder
-from lotr_labeler.review import scoring as review
+from lotr_labeler.review import duplicates
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project
 
@@ -46,17 +46,17 @@ def run(at: AppTest) -> AppTest:
 
 
 def test_majority_label_and_its_tie_break(pears: Store) -> None:
-    (group,) = review.duplicate_groups(pears)
+    (group,) = duplicates.duplicate_groups(pears)
     assert group.conflict and group.majority_label == "pear"
     # A tie (one each) goes to the largest picture's label: the smaller one is the likely copy.
     plum = next(img for img in group.images if img.label == "plum")
     pear = next(img for img in group.images if img.label == "pear")
-    tie = review.DuplicateGroup((plum, pear), group.max_distance, False)
+    tie = duplicates.DuplicateGroup((plum, pear), group.max_distance, False)
     assert tie.majority_label == "pear"
 
 
 def test_relabel_all_defaults_to_the_groups_label_and_undo_stays_on_the_tab(pears: Store) -> None:
-    (group,) = review.duplicate_groups(pears)
+    (group,) = duplicates.duplicate_groups(pears)
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.session_state["r_tab"] = "Duplicates"
     run(at)
@@ -139,7 +139,7 @@ def test_duplicates_show_thumbnails_at_their_size_several_per_row(
 
 
 def test_identical_pictures_read_identical_and_keep_only_says_what_it_did(twins: Store) -> None:
-    (group,) = review.duplicate_groups(twins)
+    (group,) = duplicates.duplicate_groups(twins)
     assert group.max_distance == 0
     at = dup_page()
     heads = [m.value for m in at.markdown if "images ·" in m.value]

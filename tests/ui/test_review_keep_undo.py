@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from lotr_labeler.review import scoring as review
+from lotr_labeler.review import decisions, duplicates
 from lotr_labeler.store import Store
 from lotr_labeler.ui import cards
 from lotr_labeler.ui.cards import GridAction
@@ -14,34 +14,34 @@ from lotr_labeler.ui.cards import GridAction
 
 def test_keep_is_one_undoable_step(store: Store) -> None:
     ids = [img.id for img in store.images()[:4]]
-    review.keep(store, ids[:1])  # an earlier keep
+    decisions.keep(store, ids[:1])  # an earlier keep
     assert cards.review_action(store, GridAction("keep", tuple(ids))) == "Kept 4 images: the labels are right."
-    assert review.reviewed_ids(store) == set(ids)
+    assert decisions.reviewed_ids(store) == set(ids)
     assert store.history(1)[0].summary == "kept 4 image(s) as labeled"
     assert store.undo() == "Undid: kept 4 image(s) as labeled"
-    assert review.reviewed_ids(store) == {ids[0]}  # the earlier keep stays: only this step is undone
+    assert decisions.reviewed_ids(store) == {ids[0]}  # the earlier keep stays: only this step is undone
     assert store.undo() == "Undid: kept 1 image(s) as labeled"
-    assert review.reviewed_ids(store) == set()
+    assert decisions.reviewed_ids(store) == set()
 
 
 def test_undoing_a_keep_leaves_a_later_decision_alone(store: Store) -> None:
     first, second = (img.id for img in store.images()[:2])
-    review.keep(store, [first, second])
+    decisions.keep(store, [first, second])
     other = "square" if store.get_image(first).label != "square" else "circle"
-    review.relabel(store, [first], other)  # relabeled on review since: reviewed in its new class
-    review.keep(store, [second])  # kept again since
+    decisions.relabel(store, [first], other)  # relabeled on review since: reviewed in its new class
+    decisions.keep(store, [second])  # kept again since
     store.undo()  # the second keep
-    assert review.reviewed_ids(store) == {first, second}  # the first keep of `second` holds again
+    assert decisions.reviewed_ids(store) == {first, second}  # the first keep of `second` holds again
     store.undo()  # the relabel: `first` goes back to its class and to the queue (its mark is the relabel's)
-    assert review.reviewed_ids(store) == {second}
+    assert decisions.reviewed_ids(store) == {second}
     store.undo()  # the first keep: `second` back too; `first`'s mark, written by the relabel since, is left
-    assert review.reviewed_ids(store) == set()
+    assert decisions.reviewed_ids(store) == set()
 
 
 def test_keep_all_of_a_duplicate_group_is_undone_by_the_cli(store: Store) -> None:
     ids = [img.id for img in store.images()[:3]]
-    review.keep_all(store, ids)
-    assert review.reviewed_ids(store, "duplicate") == set(ids)
+    duplicates.keep_all(store, ids)
+    assert decisions.reviewed_ids(store, "duplicate") == set(ids)
     out = subprocess.run(  # a fresh process: the inverse is registered when the store package loads
         [sys.executable, "-m", "lotr_labeler", "--data", str(store.root.parent), "undo"],
         capture_output=True,
@@ -49,4 +49,4 @@ def test_keep_all_of_a_duplicate_group_is_undone_by_the_cli(store: Store) -> Non
         check=True,
     )
     assert "kept a near-duplicate group of 3 image(s)" in out.stdout + out.stderr
-    assert review.reviewed_ids(store, "duplicate") == set()
+    assert decisions.reviewed_ids(store, "duplicate") == set()

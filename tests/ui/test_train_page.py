@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from lotr_labeler.errors import WeightsUnavailable
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.worker import Reporter
+from lotr_labeler.model import learner, train_form
 from lotr_labeler.model import train as tr
 from lotr_labeler.store import Store
 from lotr_labeler.workspace import create_project, open_project
@@ -34,7 +35,7 @@ def page() -> AppTest:
 def running_train(store: Store, progress: dict[str, Any]) -> None:
     """Report ``progress`` on the running train job, started here (this process: alive) on first use."""
     job = jobs.running_job(store, "train") or jobs.attach(store, "train", {}, None)
-    base = {"batch": 2, "batches": 5, "fraction": 0.3, "device": "cpu", "elapsed_s": 4.0, "eta_s": 9.0}
+    base = {"done": 3, "total": 10, "batch": 2, "batches": 5, "device": "cpu", "elapsed_s": 4.0, "eta_s": 9.0}
     Reporter(store, job.id).update({**base, **progress}, "training", force=True)
 
 
@@ -65,14 +66,14 @@ def test_the_form_survives_a_new_session_per_project(store: Store, data_root: Pa
 
     # A preset fills in its values but keeps the (offline) weight choice.
     again.radio(key="t_preset").set_value("standard").run()
-    standard = tr.PRESETS["standard"]
+    standard = learner.PRESETS["standard"]
     assert (again.number_input(key="t_epochs").value, again.number_input(key="t_size").value) == (
         standard.epochs,
         standard.size,
     )
     assert again.checkbox(key="t_pretrained").value is False
     with open_project(data_root, "demo") as s:
-        remembered = tr.load_form(s)
+        remembered = train_form.load_form(s)
     assert (remembered.preset, remembered.epochs, remembered.pretrained) == ("standard", standard.epochs, False)
 
     # Another project has its own form.
@@ -80,16 +81,18 @@ def test_the_form_survives_a_new_session_per_project(store: Store, data_root: Pa
     again.run()
     again.sidebar.selectbox[0].select("other").run()
     assert again.checkbox(key="t_pretrained").value is True
-    assert again.number_input(key="t_epochs").value == tr.PRESETS["quick"].epochs
+    assert again.number_input(key="t_epochs").value == learner.PRESETS["quick"].epochs
 
 
 def test_a_bad_remembered_form_falls_back_to_the_preset(store: Store) -> None:
-    store.meta_set(tr.FORM_KEY, json.dumps({"epochs": 9999, "pretrained": False}))
-    assert tr.load_form(store) == tr.TrainForm()
-    store.meta_set(tr.FORM_KEY, json.dumps({"epochs": 5, "pretrained": "no", "weights": "/gone.pth"}))
-    assert tr.load_form(store) == tr.TrainForm(epochs=5, weights="/gone.pth")  # wrong type dropped, path kept
-    store.meta_set(tr.FORM_KEY, json.dumps({"lr": 0}))  # an int where the widget needs a float
-    assert isinstance(tr.load_form(store).lr, float)
+    store.meta_set(train_form.FORM_KEY, json.dumps({"epochs": 9999, "pretrained": False}))
+    assert train_form.load_form(store) == train_form.TrainForm()
+    store.meta_set(train_form.FORM_KEY, json.dumps({"epochs": 5, "pretrained": "no", "weights": "/gone.pth"}))
+    assert train_form.load_form(store) == train_form.TrainForm(
+        epochs=5, weights="/gone.pth"
+    )  # wrong type dropped, path kept
+    store.meta_set(train_form.FORM_KEY, json.dumps({"lr": 0}))  # an int where the widget needs a float
+    assert isinstance(train_form.load_form(store).lr, float)
     assert not page().exception
 
 
@@ -99,8 +102,8 @@ def test_the_weight_controls_are_in_sight_and_named_by_the_offline_error(
     at = page()
     inside = {w.key for e in at.expander for w in [*e.checkbox, *e.text_input]}
     assert "t_pretrained" not in inside and "t_weights" not in inside
-    assert at.checkbox(key="t_pretrained").label == tr.PRETRAINED_LABEL
-    assert at.text_input(key="t_weights").label == tr.WEIGHTS_LABEL
+    assert at.checkbox(key="t_pretrained").label == learner.PRETRAINED_LABEL
+    assert at.text_input(key="t_weights").label == learner.WEIGHTS_LABEL
 
     import torchvision.models._api as api
 
@@ -110,9 +113,9 @@ def test_the_weight_controls_are_in_sight_and_named_by_the_offline_error(
     monkeypatch.setattr(api, "load_state_dict_from_url", offline)
     store.set_setting("min_images_per_class", 3)
     with pytest.raises(WeightsUnavailable) as exc:
-        tr.train_run(store, tr.TrainParams(arch="resnet18", epochs=1, size=64, batch_size=8, pretrained=True))
-    assert f"untick '{tr.PRETRAINED_LABEL}'" in str(exc.value)
-    assert f"'{tr.WEIGHTS_LABEL}'" in str(exc.value)
+        tr.train_run(store, learner.TrainParams(arch="resnet18", epochs=1, size=64, batch_size=8, pretrained=True))
+    assert f"untick '{learner.PRETRAINED_LABEL}'" in str(exc.value)
+    assert f"'{learner.WEIGHTS_LABEL}'" in str(exc.value)
 
 
 def test_epochs_read_as_asked_head_epoch_then_one_of_n(store: Store) -> None:
@@ -125,7 +128,20 @@ def test_epochs_read_as_asked_head_epoch_then_one_of_n(store: Store) -> None:
     texts = progress_texts(page())
     assert any("epoch 1/3" in t and "batch 2/5" in t for t in texts), texts
     assert not any("/4" in t for t in texts), texts
-    assert str(tr.TrainProgress("cpu", "fine-tune", 4, 4, 1, 5, 0.9, 1.0, 0.1, []).message) == "epoch 3/3, batch 1/5"
+    said = tr.TrainProgress(
+        done=18,
+        total=20,
+        device="cpu",
+        phase="fine-tune",
+        epoch=4,
+        epochs=4,
+        batch=1,
+        batches=5,
+        elapsed_s=1.0,
+        eta_s=0.1,
+        history=[],
+    )
+    assert said.message == "epoch 3/3, batch 1/5" and said.fraction == 0.9
 
 
 def test_the_live_chart_shows_the_first_epoch_as_points(store: Store) -> None:

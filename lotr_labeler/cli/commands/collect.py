@@ -7,52 +7,48 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lotr_labeler import signals
 from lotr_labeler.cli.context import Subparsers, project_command
-from lotr_labeler.cli.output import Progress, emit, print_json
+from lotr_labeler.cli.output import ProgressBar, emit, print_json
+from lotr_labeler.collect.download import DownloadProgress
 from lotr_labeler.collect.export import export_dataset
-from lotr_labeler.collect.importers import ImportReport, import_folder, import_urls, import_zip
-from lotr_labeler.errors import Conflict, InvalidInput
+from lotr_labeler.collect.importers import IMPORT_KINDS, ImportReport, import_from
+from lotr_labeler.collect.search import SearchProgress
+from lotr_labeler.errors import InvalidInput
 from lotr_labeler.jobs.specs import DownloadJob, ScoreCandidatesJob, SearchJob
 from lotr_labeler.jobs.worker import JobRun
+from lotr_labeler.progress import Progress as Step
 from lotr_labeler.store import CANDIDATE_STATES, Store
 
-if TYPE_CHECKING:
-    from lotr_labeler.review.scoring import LiveScorer
+
+def _search_figures(p: Step) -> str:
+    return f"{p.results_so_far} new · {p.query[:40]}" if isinstance(p, SearchProgress) else ""
+
+
+def _score_figures(p: Step) -> str:
+    from lotr_labeler.review.candidates import ScoreProgress
+
+    return f"failed={p.failed}" if isinstance(p, ScoreProgress) else ""
+
+
+def _download_figures(p: Step) -> str:
+    return f"ok={p.ok}, failed={p.failed}, dup={p.duplicates}" if isinstance(p, DownloadProgress) else ""
 
 
 @project_command
 def cmd_search(store: Store, args: argparse.Namespace) -> int:
-    from lotr_labeler.collect.search import SearchProgress, plan_queries, run_search
-
     spec = SearchJob.from_args(args)
-    settings = store.settings()
-    options = spec.options()
-    planned = plan_queries(store, spec.label, spec.query)
-    max_results = spec.max or settings.search_max_results
-    delay = settings.search_delay if spec.delay is None else spec.delay
-    with JobRun(store, SearchJob.kind, {"queries": len(planned), "max": max_results}, args.job) as job:
-        with Progress("search", "query", job) as bar:
-
-            def progress(p: SearchProgress) -> None:
-                bar(p.index, len(planned), p, p.message, postfix=f"{p.results_so_far} new · {p.query[:40]}")
-
-            report = run_search(
-                store,
-                planned,
-                max_results=max_results,
-                options=options,
-                delay_s=delay,
-                progress=progress,
-                should_stop=job.cancel.is_set,
-            )
-        if report.failed and not job.cancel.is_set():
-            job.finish("failed", report.summary(), report.as_dict())  # the page shows it as an error
-        else:
-            job.finish_if(job.cancel.is_set(), report.summary(), report.as_dict())
-    scoring = _chain_scoring(store) if spec.score and report.added else None
+    spec.check(store)  # bad filters, an unknown class: refused before a job row exists
+    record = {"queries": len(spec.queries(store)), "max": spec.max_results(store)}
+    with (
+        JobRun(store, SearchJob.kind, record, args.job) as job,
+        ProgressBar("search", "query", job, _search_figures) as bar,
+    ):
+        ran = spec.run(store, bar, job.cancel)
+        job.finish(ran.state, ran.summary, ran.report.as_dict())
+    report = ran.report
+    scoring = spec.score_after(store, report)
     if args.json:
         print_json(report.as_dict())
     elif report.unreachable:
@@ -60,7 +56,7 @@ def cmd_search(store: Store, args: argparse.Namespace) -> int:
     else:
         print(report.summary())
         if scoring:
-            print(scoring)
+            print(f"Scoring the candidates in the background (job {scoring.id}; `lotr-labeler status` shows it).")
     if report.unreachable:
         return 1
     if report.queries and all(q.error for q in report.queries):
@@ -69,36 +65,19 @@ def cmd_search(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _chain_scoring(store: Store) -> str | None:
-    """Start scoring the new candidates in the background when there is something to score with."""
-    from lotr_labeler.review import candidates
-
-    if candidates.scoring_backbone(store) is None:
-        return None
-    try:
-        job = ScoreCandidatesJob().launch(store)
-    except Conflict:  # a scoring job is running already; it or the next one picks them up
-        return None
-    return f"Scoring the candidates in the background (job {job.id}; `lotr-labeler status` shows it)."
-
-
 @project_command
 def cmd_score(store: Store, args: argparse.Namespace) -> int:
-    from lotr_labeler.review.candidates import ScoreProgress, score_candidates
+    from lotr_labeler.review.candidates import score_candidates
 
     spec = ScoreCandidatesJob.from_args(args)
     with JobRun(store, ScoreCandidatesJob.kind, spec.record(), args.job) as job:
-        with Progress("score", "cand", job) as bar:
-
-            def progress(p: ScoreProgress) -> None:
-                bar(p.done, p.total, p, p.message, postfix=f"failed={p.failed}", force=p.done == p.total)
-
+        with ProgressBar("score", "cand", job, _score_figures) as bar:
             report = score_candidates(
                 store,
                 list(spec.ids) or None,
                 workers=spec.workers,
                 allow_private=True if spec.allow_private_hosts else None,
-                progress=progress,
+                progress=bar,
                 cancel=job.cancel,
             )
         job.finish_if(report.cancelled, report.summary(), report.as_dict())
@@ -115,43 +94,20 @@ def cmd_score(store: Store, args: argparse.Namespace) -> int:
 
 @project_command
 def cmd_download(store: Store, args: argparse.Namespace) -> int:
-    from lotr_labeler.collect.download import DownloadProgress, download_candidates
-
     spec = DownloadJob.from_args(args)
-    with JobRun(store, DownloadJob.kind, {"ids": list(spec.ids), "retry_failed": spec.retry_failed}, args.job) as job:
-        # Labeling while downloading: with a backbone to hand, new images are embedded and the
-        # Review queue rescored every few seconds, in a thread of this job.
-        scorer = live_scorer(store) if spec.score else None
-        with Progress("download", "img", job) as bar:
-
-            def progress(p: DownloadProgress) -> None:
-                postfix = f"ok={p.ok}, failed={p.failed}, dup={p.duplicates}"
-                message = f"{p.message}; {scorer.status}" if scorer else p.message
-                bar(p.done, p.total, p, message, postfix=postfix, force=p.done == p.total)
-
-            try:
-                report = download_candidates(
-                    store,
-                    list(spec.ids) or None,
-                    retry_failed=spec.retry_failed,
-                    workers=spec.workers,
-                    allow_private=True if spec.allow_private_hosts else None,
-                    progress=progress,
-                    cancel=job.cancel,
-                )
-            finally:
-                if scorer is not None:
-                    scorer.stop()  # scores the last arrivals too
-        summary = report.summary() + (f" Review: {scorer.status}." if scorer else "")
-        if report.mostly_failed:
-            job.finish("failed", summary, report.as_dict())  # the page shows it as an error, with the fix
-        else:
-            job.finish_if(report.cancelled, summary, report.as_dict())
+    record = {"ids": list(spec.ids), "retry_failed": spec.retry_failed}
+    with (
+        JobRun(store, DownloadJob.kind, record, args.job) as job,
+        ProgressBar("download", "img", job, _download_figures) as bar,
+    ):
+        ran = spec.run(store, bar, job.cancel)
+        job.finish(ran.state, ran.summary, ran.report.as_dict())
+    report = ran.report
     if args.json:
         print_json(report.as_dict())
     else:
         if not report.all_failed:  # all failed: the one error line below says it
-            print(summary if report.total else "Nothing to download: accept candidates first.")
+            print(ran.summary if report.total else "Nothing to download: accept candidates first.")
         # When most failed, their reasons are counted in the summary: a few examples are enough.
         shown = 5 if report.mostly_failed else 20
         for cid, url, reason in sorted(report.failures)[:shown]:
@@ -169,14 +125,6 @@ def cmd_download(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def live_scorer(store: Store) -> LiveScorer | None:
-    """A started scorer when the project has a backbone to score with (else None: nothing changes)."""
-    from lotr_labeler.review.scoring import LiveScorer, live_backbone
-
-    backbone = live_backbone(store)
-    return LiveScorer(store.root, backbone).start() if backbone is not None else None
-
-
 def _report(report: ImportReport, as_json: bool) -> int:
     if as_json:
         print_json(report.as_dict())
@@ -191,19 +139,15 @@ def _report(report: ImportReport, as_json: bool) -> int:
 
 @project_command
 def cmd_import(store: Store, args: argparse.Namespace) -> int:
-    path = Path(args.path)
-    with Progress(f"import {args.kind}") as update:
-        if args.kind == "folder":
-            report = import_folder(store, path, update)
-        elif args.kind == "zip":
-            if not path.is_file():
-                raise InvalidInput(f"{path} is not a file. Give the path of a .zip.")
-            report = import_zip(store, path, update)
-        else:
-            if not path.is_file():
-                raise InvalidInput(f"{path} is not a file. Give a CSV of url,label[,thumbnail] rows.")
-            text = path.read_text(encoding="utf-8-sig", errors="replace")
-            report = import_urls(store, text, args.label, create_classes=args.create_classes)
+    with ProgressBar(f"import {args.kind}") as bar:
+        report = import_from(
+            store,
+            args.kind,
+            Path(args.path),
+            label=args.label,
+            create_classes=args.create_classes,
+            progress=bar,
+        )
     return _report(report, args.json)
 
 
@@ -271,14 +215,14 @@ def _export_space(store: Store, args: argparse.Namespace) -> int:
     from lotr_labeler.model.space import write_space
 
     model = resolve_model(store, args.run)
-    with Progress("export space") as update:
+    with ProgressBar("export space", "step", postfix=lambda p: p.message) as bar:
         steps = iter(range(1, 4))
         done = write_space(
             model,
             Path(args.out),
             title=args.title or store.name,
             torch_fallback=args.torch_fallback,
-            report=lambda msg: update(next(steps, 3), 3, postfix=msg),
+            report=lambda msg: bar(Step(done=next(steps, 3), total=3, message=msg)),
         )
     print(
         f"Wrote a Hugging Face Space for run {model.run_id} to {done.folder} ({', '.join(done.files)}; "
@@ -302,8 +246,8 @@ def cmd_export(store: Store, args: argparse.Namespace) -> int:
         shutil.copyfile(run.model_path, out)
         print(f"Exported the model of run {run.id} to {out} (load it with fastai's load_learner).")
         return 0
-    with Progress("export") as update:
-        n = export_dataset(store, Path(args.out), update)
+    with ProgressBar("export") as bar:
+        n = export_dataset(store, Path(args.out), bar)
     print(f"Exported {n} image(s) and manifest.csv to {args.out}.")
     return 0
 
@@ -317,7 +261,7 @@ def _select(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Subparsers) -> None:
     s = sub.add_parser("import", help="import a folder, a zip, or a CSV of image URLs")
-    s.add_argument("kind", choices=("folder", "zip", "urls"))
+    s.add_argument("kind", choices=IMPORT_KINDS)
     s.add_argument("path")
     s.add_argument("--class", dest="label", help="label for bare URLs (urls only)")
     s.add_argument(

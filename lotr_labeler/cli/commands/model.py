@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from lotr_labeler import project as proj
 from lotr_labeler import signals
 from lotr_labeler.cli.context import Subparsers, cli_path, open_store, project_command, root
-from lotr_labeler.cli.output import Progress, emit, print_json, table
+from lotr_labeler.cli.output import ProgressBar, emit, print_json, table
 from lotr_labeler.collect.importers import import_folder, import_zip
 from lotr_labeler.errors import InvalidInput, LabelerError
 from lotr_labeler.jobs.specs import TrainJob
@@ -40,45 +38,31 @@ def _bundle_store(args: argparse.Namespace, bundle: Path) -> Store:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from lotr_labeler.model import distributed
     from lotr_labeler.model import train as tr
+    from lotr_labeler.model.dataset import check_dataset
+    from lotr_labeler.model.learner import weights_line
 
     spec = TrainJob.from_args(args)
     params = spec.params()
-    if spec.distributed and tr.process_rank() > 0:
+    if spec.distributed and distributed.process_rank() > 0:
         # Another rank of `accelerate launch`: rank 0 imports the bundle and records the run.
         with open_store(args) as store:
-            tr.train_replica(store, params)
+            distributed.train_replica(store, params)
         return 0
     with _bundle_store(args, Path(spec.bundle)) if spec.bundle else open_store(args) as store:
-        tr.check_dataset(store)  # refuse before the 10 s fastai import
-        print(tr.weights_line(params), file=sys.stderr)
-        with JobRun(store, TrainJob.kind, asdict(params), args.job) as job:
-            with Progress("train", "%", job) as bar:
-
-                def progress(p: tr.TrainProgress) -> None:
-                    postfix = p.message  # "head epoch (body frozen), batch 2/5", then "epoch 1/3, …"
-                    bar(int(100 * p.fraction), 100, p, p.message, postfix=postfix)
-
-                run = tr.train_run(
-                    store,
-                    params,
-                    job_id=job.job.id,
-                    progress=progress,
-                    should_stop=job.cancel.is_set,
-                    distributed=spec.distributed,
-                )
-            m = run.metrics
-            if run.state == "cancelled":
-                job.finish("cancelled", f"Run {run.id} cancelled.", {"run_id": run.id})
-            else:
-                rate = m.get("error_rate", 0)
-                job.finish("done", f"Run {run.id} finished: error rate {rate:.3f}.", {"run_id": run.id, **m})
+        check_dataset(store)  # refuse before the 10 s fastai import
+        print(weights_line(params), file=sys.stderr)
+        with JobRun(store, TrainJob.kind, spec.record(), args.job) as job:
+            # The postfix: "head epoch (body frozen), batch 2/5", then "epoch 1/3, …"
+            with ProgressBar("train", "batch", job, lambda p: p.message) as bar:
+                run = spec.run(store, bar, job.cancel, job_id=job.job.id)
+            job.finish_if(run.state == "cancelled", tr.outcome(run), {"run_id": run.id, **run.metrics})
         if run.state == "cancelled":
             if signals.received() is None:  # after Ctrl-C the CLI says "interrupted" once
                 print(f"error: training cancelled (run {run.id}).", file=sys.stderr)
             return 1
-        if spec.out:
-            shutil.copyfile(run.model_path, spec.out)
+        m = run.metrics
         if args.json:
             print_json({"id": run.id, "path": str(run.model_path), **m})
         else:
@@ -89,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @project_command
 def cmd_import_model(store: Store, args: argparse.Namespace) -> int:
-    from lotr_labeler.model.train import import_model
+    from lotr_labeler.model.record import import_model
 
     print(
         "warning: a model.pkl is a pickle and loading it runs code from it: only import files you made.",

@@ -5,100 +5,127 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from typing import ClassVar
 
+from lotr_labeler import progress
 from lotr_labeler.cli.context import Subparsers, project_command
-from lotr_labeler.cli.output import Progress, emit, print_json
+from lotr_labeler.cli.output import ProgressBar, emit, print_json
+from lotr_labeler.errors import InvalidInput
 from lotr_labeler.jobs.specs import EmbedJob
 from lotr_labeler.jobs.worker import JobRun
 from lotr_labeler.store import SPLITS, Store
 
 
 def _compute(store: Store, args: argparse.Namespace) -> int | None:
-    """Embed and score; an exit status when the command ends here, else None (go on listing)."""
-    from lotr_labeler.model import embed
-    from lotr_labeler.review import scoring as review
-
+    """Embed and score (``EmbedJob.run``); an exit status when the command ends here, else None (go on listing).
+    ``--compute`` is the background job the Review page starts; a listing computes in the foreground."""
     spec = EmbedJob.from_args(args)
-    # --compute is the background job the Review page starts; a listing computes in the foreground.
     job = JobRun(store, EmbedJob.kind, {"backbone": spec.backbone}, args.job) if args.compute else None
-    with job or contextlib.nullcontext():
-        reason = None
-        if spec.backbone == "auto" and not spec.pretrained:  # --no-pretrained: random features, as asked
-            backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=spec.size)
-            print(f"Backbone: {backbone.describe()} (--no-pretrained)", file=sys.stderr)
-        elif spec.backbone == "auto":  # try each available backbone on a sample; the best K-fold head wins
-            with Progress("choose backbone", "img", job=job) as bar:
-
-                def trying(done: int, total: int) -> None:
-                    p = {"done": done, "total": total, "backbone": "auto"}
-                    bar(done, total, p, f"choosing the backbone: embedding {done}/{total} sample image(s)")
-
-                choice = review.choose_backbone(
-                    store,
-                    weights=spec.weights,
-                    size=spec.size,
-                    progress=trying,
-                    should_stop=job.cancel.is_set if job else None,
-                )
-            if choice is None:
-                if job is not None:
-                    job.finish("cancelled", "Backbone choice cancelled.")
-                print("error: backbone choice cancelled.", file=sys.stderr)
-                return 1
-            backbone, reason = choice.backbone, choice.reason
-            print(f"Backbone auto: {reason}", file=sys.stderr)
-        else:
-            backbone = embed.resolve_backbone(
-                store, spec.backbone, pretrained=spec.pretrained, weights=spec.weights, size=spec.size
-            )
-        with Progress("embed", job=job) as bar:
-
-            def progress(done: int, total: int) -> None:
-                p = {"done": done, "total": total, "backbone": backbone.describe()}
-                bar(done, total, p, f"embedding {done}/{total} image(s)", force=done == total)
-
-            embedded, fit = review.refresh(
-                store, backbone, progress=progress, should_stop=job.cancel.is_set if job else None, reason=reason
-            )
-        if fit is None:
-            if job is not None:
-                job.finish("cancelled", embedded.summary())
-            print(f"error: {embedded.summary()}", file=sys.stderr)
-            return 1
+    with job or contextlib.nullcontext(), _Bars(job) as show:
+        ran = spec.run(store, show, job.cancel if job else None)
         if job is not None:
-            job.finish("done", fit.summary(), {"embedded": embedded.computed, "scored": fit.info.scored})
-    print(embedded.summary(), file=sys.stderr)
-    print(fit.summary(), file=sys.stderr)
+            job.finish(ran.state, ran.summary, ran.report.as_dict() or None)
+    done = ran.report
+    if done.reason is not None:
+        print(f"Backbone chosen by cross-validation: {done.reason}", file=sys.stderr)
+    elif done.backbone is not None and spec.backbone == "best" and not spec.pretrained:
+        print(f"Backbone: {done.backbone.describe()} (--no-pretrained)", file=sys.stderr)
+    if done.cancelled:
+        print(f"error: {ran.summary}", file=sys.stderr)
+        return 1
+    assert done.embedded is not None
+    print(done.embedded.summary(), file=sys.stderr)
+    print(ran.summary, file=sys.stderr)
     return 0 if args.compute else None
 
 
-def _retrain_head(store: Store, as_json: bool) -> int:
-    """Review's "Retrain head": refit on the cached embeddings, then export the instant model."""
-    from lotr_labeler.model import instant
-    from lotr_labeler.review import scoring as review
+class _Bars:
+    """One console bar per phase of ``review.compute`` (choosing the backbone, then embedding), each
+    also writing the job's progress row."""
 
-    fit = review.fit_scores(store)
-    print(fit.summary(), file=sys.stderr)
-    made = instant.export_instant(store, fit.info.backbone_spec)
-    print(made.summary(), file=sys.stderr)
+    NAMES: ClassVar[dict[str, tuple[str, str]]] = {"choose": ("choose backbone", "img"), "embed": ("embed", "file")}
+
+    def __init__(self, job: JobRun | None) -> None:
+        self.job = job
+        self.phase = ""
+        self.bar: ProgressBar | None = None
+
+    def __call__(self, p: progress.Progress) -> None:
+        phase = getattr(p, "phase", "embed")
+        if phase != self.phase or self.bar is None:
+            self.close()
+            desc, unit = self.NAMES.get(phase, (phase, "img"))
+            self.phase, self.bar = phase, ProgressBar(desc, unit, job=self.job)
+        self.bar(p)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> _Bars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _retrain_head(store: Store, as_json: bool, make_current: bool) -> int:
+    """Review's "Retrain head" (``review.compute.retrain_head``): refit every score, then judge the instant
+    model beside the current run; only ``--make-current`` exports it and makes it the deployed model."""
+    from lotr_labeler.model import runs
+    from lotr_labeler.review.compute import retrain_head
+
+    done = retrain_head(store, build=make_current)
+    print(done.fit.summary(), file=sys.stderr)
+    if done.made is not None:
+        print(done.made.summary(), file=sys.stderr)
+        doc = {"run": done.made.run.id, "scored": done.fit.info.scored, "valid_accuracy": done.made.valid_accuracy}
+        if as_json:
+            print_json({**doc, "current": True})
+        else:
+            print(done.made.run.id)
+        return 0
+    assert done.check is not None
+    current = runs.current_run(store)
+    error = (current.metrics or {}).get("error_rate") if current is not None else None
+    doc = {
+        "run": None,
+        "scored": done.fit.info.scored,
+        "valid_accuracy": done.check.valid_accuracy,
+        "valid_images": done.check.valid_images,
+        "current_run": current.id if current is not None else None,
+        "current_valid_error": error,
+        "current": False,
+    }
     if as_json:
-        print_json({"run": made.run.id, "scored": fit.info.scored, "valid_accuracy": made.valid_accuracy})
+        print_json(doc)
     else:
-        print(made.run.id)
+
+        def pct(err: float | None) -> str:
+            return "n/a" if err is None else f"{err:.1%}"
+
+        theirs = f"current model (run {current.id}): valid error {pct(error)}" if current else "no current model"
+        print(
+            f"Instant model (head on the {done.check.backbone}): valid error {pct(done.check.valid_error)} on "
+            f"{done.check.valid_images} image(s) · {theirs}. The current model is unchanged: "
+            "add --make-current to deploy the instant model."
+        )
     return 0
 
 
 @project_command
 def cmd_review(store: Store, args: argparse.Namespace) -> int:
-    from lotr_labeler.review import scoring as review
+    from lotr_labeler.review import queue
 
+    if args.make_current and not args.retrain_head:
+        raise InvalidInput("--make-current deploys the instant model of --retrain-head: use both, or neither.")
     if args.retrain_head:
-        return _retrain_head(store, args.json)
+        return _retrain_head(store, args.json, args.make_current)
     if not args.cached:
         status = _compute(store, args)
         if status is not None:
             return status
-    items = review.ranking(
+    items = queue.ranking(
         store,
         sort=args.sort,
         label=args.label,
@@ -138,7 +165,13 @@ def register(sub: Subparsers) -> None:
     s.add_argument(
         "--retrain-head",
         action="store_true",
-        help="refit the head on the cached embeddings and export it with its backbone as a run (instant model)",
+        help="refit the head on the cached embeddings (every score refreshed) and judge the instant model "
+        "(the head on its backbone) beside the current run; the current model is unchanged",
+    )
+    s.add_argument(
+        "--make-current",
+        action="store_true",
+        help="with --retrain-head: export the instant model as a run and make it the current model",
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_review)

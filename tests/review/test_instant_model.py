@@ -12,8 +12,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from lotr_labeler.api import create_app
-from lotr_labeler.model import embed, instant, predict, runs
-from lotr_labeler.review import scoring
+from lotr_labeler.model import embed, predict, runs
+from lotr_labeler.review import fitting, instant
 from lotr_labeler.store import Store
 
 SIZE = 64
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow  # fits, exports and loads instant models
 def scored(store: Store) -> embed.Backbone:
     backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=SIZE)
     embed.compute_embeddings(store, backbone)
-    scoring.fit_scores(store, backbone)
+    fitting.fit_scores(store, backbone)
     return backbone
 
 
@@ -85,14 +85,26 @@ def test_old_instant_runs_are_pruned(store: Store) -> None:
     assert sorted(left) == sorted(made[1:])
 
 
-def test_cli_retrain_head_exports_an_instant_run(store: Store, data_root: Path) -> None:
+def test_cli_retrain_head_changes_the_deployed_model_only_when_asked(store: Store, data_root: Path) -> None:
     scored(store)
+    deployed = instant.export_instant(store, with_onnx=False).run
     cmd = [sys.executable, "-m", "lotr_labeler", "--data", str(data_root), "--project", "demo"]
-    out = subprocess.run([*cmd, "review", "--retrain-head", "--json"], capture_output=True, text=True, check=True)
+    out = subprocess.run([*cmd, "review", "--retrain-head"], capture_output=True, text=True, check=True)
+    assert "Instant model (head on the" in out.stdout and f"current model (run {deployed.id})" in out.stdout
+    assert "add --make-current" in out.stdout
+    assert [r.id for r in runs.list_runs(store)] == [deployed.id] and runs.current_run(store).id == deployed.id  # type: ignore[union-attr]
+
+    out = subprocess.run(
+        [*cmd, "review", "--retrain-head", "--make-current", "--json"], capture_output=True, text=True, check=True
+    )
     doc = json.loads(out.stdout)
     run = runs.get_run(store, doc["run"])
-    assert run.source == "instant" and run.model_path.is_file() and doc["scored"] == 18
+    assert run.source == "instant" and run.model_path.is_file() and doc["scored"] == 18 and doc["current"] is True
+    assert runs.current_run(store).id == run.id != deployed.id  # type: ignore[union-attr]
     assert "Instant model: run" in out.stderr
+
+    alone = subprocess.run([*cmd, "review", "--make-current"], capture_output=True, text=True)
+    assert alone.returncode == 1 and "error: --make-current deploys the instant model of --retrain-head" in alone.stderr
 
 
 def test_review_page_retrain_head_leaves_the_deployed_model_until_asked(store: Store) -> None:
@@ -125,16 +137,16 @@ def test_an_instant_export_not_asked_to_be_current_keeps_the_current_one(store: 
     assert runs.current_run(store).id == first.id != second.id  # type: ignore[union-attr]
 
 
-def test_review_page_starts_on_auto_and_launches_the_choice(store: Store) -> None:
+def test_review_page_starts_on_best_and_launches_the_choice(store: Store) -> None:
     from streamlit.testing.v1 import AppTest
 
     from lotr_labeler.jobs import table as jobs
 
     at = AppTest.from_file(str(Path(__file__).parents[2] / "pages" / "5_Review.py"), default_timeout=60)
     at.run()
-    assert at.selectbox(key="r_source").value == "auto"
+    assert at.selectbox(key="r_source").value == "best"
     next(b for b in at.button if b.label.startswith("Compute")).click().run()
     assert not at.exception, [e.value for e in at.exception]
     job = jobs.latest_job(store, "review")
-    assert job is not None and job.args["backbone"] == "auto"
+    assert job is not None and job.args["backbone"] == "best"
     jobs.request_cancel(store, job.id)

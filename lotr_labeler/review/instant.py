@@ -27,7 +27,8 @@ import numpy as np
 from lotr_labeler.errors import Conflict
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import embed, runs
-from lotr_labeler.review import scoring
+from lotr_labeler.review.head import default_head, normalize_rows
+from lotr_labeler.review.last_fit import fit_backbone, fit_info
 from lotr_labeler.store import Store
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,8 @@ def _fit(store: Store, backbone: embed.Backbone) -> _Fit:
     class_ids = sorted({have[i].class_id for i in train}, key=lambda cid: order.get(cid, len(order)))
     index = {cid: i for i, cid in enumerate(class_ids)}
     vocab = [names[cid] for cid in class_ids]
-    feats = scoring.normalize_rows(X)
-    head = scoring.default_head()
+    feats = normalize_rows(X)
+    head = default_head()
     head.fit(feats[train], np.array([index[have[i].class_id] for i in train], dtype=np.int64))
     probs = np.zeros((len(have), len(vocab)))
     probs[:, [int(c) for c in head.classes_]] = head.predict_proba(feats)
@@ -145,10 +146,10 @@ def _fit(store: Store, backbone: embed.Backbone) -> _Fit:
 
 
 def _backbone_of_scores(store: Store) -> embed.Backbone:
-    info = scoring.fit_info(store)
-    if info is None:
+    """``fit_backbone``, once there are scores: the instant model is the Review head, fitted on them."""
+    if fit_info(store) is None:
         raise Conflict("No scores yet: compute embeddings on the Review page (or `review --compute`) first.")
-    return info.backbone_spec
+    return fit_backbone(store)
 
 
 def check_head(store: Store, backbone: embed.Backbone | None = None) -> HeadCheck:
