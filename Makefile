@@ -7,13 +7,17 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test check lint typecheck clean-venv browser e2e bench
+.PHONY: run test quick check lint typecheck clean-venv browser e2e bench
 
 run: $(RUN_STAMP)
 	$(BIN)/streamlit run streamlit_app.py
 
 test: $(DEV_STAMP) browser
 	$(BIN)/python -m pytest
+
+# The quick loop while editing: every test not marked slow (no training, browser or worker processes).
+quick: $(DEV_STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 check: $(DEV_STAMP) browser
 	$(BIN)/ruff check .

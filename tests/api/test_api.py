@@ -26,6 +26,8 @@ from lotr_labeler.model import predict as pr
 from lotr_labeler.model import runs
 from lotr_labeler.store import Store
 
+pytestmark = pytest.mark.slow  # the session's tiny trained model, real servers
+
 
 @pytest.fixture
 def client(project: tuple[Store, runs.Run], data_root: Path) -> Iterator[TestClient]:

@@ -27,6 +27,8 @@ from lotr_labeler.api import create_app, scrub_paths
 from lotr_labeler.model import runs
 from lotr_labeler.store import Store
 
+pytestmark = pytest.mark.slow  # the session's tiny trained model, a burst of 56 MP uploads
+
 
 @pytest.fixture
 def client(project: tuple[Store, runs.Run], data_root: Path) -> Iterator[TestClient]:

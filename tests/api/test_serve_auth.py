@@ -21,6 +21,9 @@ TOKEN = "s3cret-token-for-tests"
 ORIGIN = "https://phone.example"
 
 
+pytestmark = pytest.mark.slow  # the session's tiny trained model, `serve` in subprocesses
+
+
 @pytest.fixture
 def guarded(project: tuple[Store, runs.Run], data_root: Path) -> Iterator[TestClient]:
     with TestClient(create_app(data_root, "demo", token=TOKEN, cors_origins=[ORIGIN])) as c:

@@ -145,6 +145,7 @@ def test_version_matches_pyproject() -> None:
     assert found and lotr_labeler.__version__ == found.group(1)
 
 
+@pytest.mark.slow
 def test_import_is_cheap() -> None:
     """A fresh interpreter: ``import lotr_labeler`` loads no heavy library; the names load them on use."""
     code = (

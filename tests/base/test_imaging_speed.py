@@ -39,6 +39,7 @@ def test_shrinking_averages_the_area_each_pixel_covers() -> None:
     assert left < 12 and right > 188, (left, right)
 
 
+@pytest.mark.slow
 def test_phash_is_imagehash_after_a_reducing_resize() -> None:
     for seed in range(12):
         img = photo_like(seed, 512, 400)
@@ -47,6 +48,7 @@ def test_phash_is_imagehash_after_a_reducing_resize() -> None:
         assert imaging.phash(img) == str(imagehash.phash(reduced))
 
 
+@pytest.mark.slow
 def test_phash_stays_within_two_bits_of_imagehash_on_the_full_image() -> None:
     # Hashes stored before this change (imagehash on the stored image) stay comparable.
     distances = [hamming(imaging.phash(img), str(imagehash.phash(img))) for img in map(photo_like, range(30))]
@@ -74,6 +76,7 @@ def test_small_and_large_images_still_hash_alike() -> None:
     assert hamming(imaging.phash(small.resize((320, 320), Image.Resampling.BICUBIC)), imaging.phash(small)) <= 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "fmt"),
     [

@@ -13,6 +13,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 from lotr_labeler.store import TABLE_OWNERS, UNDO, schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +22,9 @@ PACKAGE = ROOT / "lotr_labeler"
 CONN_ALLOWED = ("lotr_labeler/store/", "lotr_labeler/jobs/table.py")
 WRITE = re.compile(r"\b(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|DELETE\s+FROM|UPDATE)\s+(\w+)")
 NOT_TABLES = {"SET", "_migration_guard"}  # "ON CONFLICT ... DO UPDATE SET"; the migrator's temp table
+
+
+pytestmark = pytest.mark.slow  # parses every module of the package
 
 
 def _modules() -> list[tuple[str, ast.Module]]:

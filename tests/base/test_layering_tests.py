@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parents[1]
 
 
@@ -34,6 +36,7 @@ def _is_test_module(name: str) -> bool:
     return last == "conftest" or last.startswith("test_")
 
 
+@pytest.mark.slow
 def test_no_test_module_imports_another_or_a_conftest() -> None:
     files = sorted(TESTS.rglob("*.py"))
     assert len(files) > 20 and TESTS / "helpers.py" in files  # the scan sees the suite
@@ -112,3 +115,20 @@ def test_the_layout_check_catches_each_misplacement(tmp_path: Path) -> None:
         "nowhere/test_c.py: no part named 'nowhere'",
         "store/test_a.py: same name as base/test_a.py",
     ]
+
+
+def test_browser_tests_are_marked_slow() -> None:
+    """`make quick` must not start Chromium: every e2e module marks all its tests slow."""
+    files = sorted((TESTS / "e2e").glob("test_*.py"))
+    assert len(files) > 5  # the scan sees the browser tests
+    unmarked = [
+        path.name
+        for path in files
+        if not any(
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)
+            and "pytest.mark.slow" in ast.unparse(node.value)
+            for node in ast.parse(path.read_text(encoding="utf-8")).body
+        )
+    ]
+    assert not unmarked, "add pytest.mark.slow to the pytestmark of: " + ", ".join(unmarked)

@@ -190,6 +190,7 @@ def test_unknown_errors_are_bugs_not_messages() -> None:
     assert explain(KeyError("x")) == "KeyError: 'x'"
 
 
+@pytest.mark.slow
 def test_error_boundary_shows_library_errors_and_lets_bugs_surface(tmp_path: Path) -> None:
     script = tmp_path / "app.py"
     script.write_text(
@@ -283,6 +284,7 @@ def test_rate_limits_and_single_query_errors_keep_their_behaviour(
     assert len(report.queries) == 5 and report.added == 4 and not report.unreachable and not report.failed
 
 
+@pytest.mark.slow
 def test_offline_search_in_the_cli_and_on_the_page(
     lotr_like: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -312,6 +314,7 @@ def test_offline_search_in_the_cli_and_on_the_page(
 # -- downloads that mostly fail are errors -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_all_refused_download_is_an_error_with_the_fix(
     empty_store: Store, image_server: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -333,6 +336,7 @@ def test_all_refused_download_is_an_error_with_the_fix(
     assert not any("URLs were refused" in s.value for s in at.success)
 
 
+@pytest.mark.slow
 def test_mostly_failed_download_is_an_error_but_exits_zero(
     empty_store: Store, image_server: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -377,6 +381,7 @@ def test_cli_url_import_needs_create_classes_for_new_labels(
 # -- state that stays: expanders and their messages ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dataset_import_error_leaves_no_progress_bar_and_stays_open(store: Store, tmp_path: Path) -> None:
     at = page("pages/3_Dataset.py")
     at.session_state["ds_import"] = True  # the user opened the import box
@@ -389,6 +394,7 @@ def test_dataset_import_error_leaves_no_progress_bar_and_stays_open(store: Store
     assert not at.get("progress"), "an orphan 'Importing…' bar"
 
 
+@pytest.mark.slow
 def test_url_list_on_the_dataset_page_refuses_a_typo(store: Store) -> None:
     at = page("pages/3_Dataset.py")
     at.text_area(key="ds_urls_paste").input("http://x.test/1.jpg,trinagle").run()
@@ -401,6 +407,7 @@ def _class_box(at: AppTest, name: str) -> Any:
     return next(e for e in at.expander if e.label.startswith(f"**{name}**"))
 
 
+@pytest.mark.slow
 def test_classes_expanders_stay_open_with_their_messages(store: Store) -> None:
     circle = store.get_class("circle").id
     at = page("pages/1_Classes.py")
@@ -427,6 +434,7 @@ def test_classes_expanders_stay_open_with_their_messages(store: Store) -> None:
     assert any("Deleted class disc" in s.value for s in at.success)
 
 
+@pytest.mark.slow
 def test_new_project_error_stays_visible(store: Store, data_root: Path) -> None:
     at = page("streamlit_app.py")
     at.session_state["home_new_project"] = True
@@ -439,6 +447,7 @@ def test_new_project_error_stays_visible(store: Store, data_root: Path) -> None:
     assert not (data_root.parent / "evil").exists()
 
 
+@pytest.mark.slow
 def test_home_is_in_the_navigation_and_every_page_file_is_reachable(store: Store) -> None:
     at = page("streamlit_app.py")
     assert any("Next step" in m.value for m in at.markdown)  # the Home page is the default
@@ -454,6 +463,7 @@ def test_home_is_in_the_navigation_and_every_page_file_is_reachable(store: Store
         assert at.title, path.name
 
 
+@pytest.mark.slow
 def test_a_failed_training_is_reported_once_on_the_train_page(store: Store) -> None:
     from lotr_labeler.model import runs
 

@@ -34,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # -- Host: [::1]evil.example ----------------------------------------------------------------------------
 
 
+pytestmark = pytest.mark.slow  # the session's tiny trained model, a killed training, real servers
+
+
 def test_text_after_the_ipv6_brackets_is_not_a_loopback_host(project: tuple[Store, runs.Run], data_root: Path) -> None:
     assert host_name("[::1]evil.example") == "[::1]evil.example"
     assert host_name("[::1]:8000") == "[::1]" and host_name("[::1]:80x") == "[::1]:80x"

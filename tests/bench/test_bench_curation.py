@@ -56,6 +56,7 @@ def test_search_set_has_the_promised_mix(search: Any) -> None:
     assert img.size == (cd.PX, cd.PX) and img.mode == "RGB"
 
 
+@pytest.mark.slow
 def test_data_is_deterministic(search: Any, review: Any) -> None:
     assert cd.search_set() == search
     assert cd.review_set() == review

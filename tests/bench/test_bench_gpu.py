@@ -12,6 +12,9 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
+pytestmark = pytest.mark.slow  # runs the bench in a subprocess
+
+
 def _has_cuda() -> bool:
     import torch
 

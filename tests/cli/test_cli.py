@@ -117,6 +117,7 @@ def test_undo_with_empty_history(data_root: Path, capsys: pytest.CaptureFixture[
     assert code == 1 and "Nothing to undo" in err
 
 
+@pytest.mark.slow
 def test_import_zip_and_urls_and_candidates(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     archive = tmp_path / "more.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -166,6 +167,7 @@ def test_settings(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1 and "maximum" in err
 
 
+@pytest.mark.slow
 def test_console_script_and_module_entry_points(tmp_path: Path) -> None:
     env = {**os.environ, "LOTR_LABELER_DATA": str(tmp_path / "d")}
     script = VENV_BIN / "lotr-labeler"
@@ -182,6 +184,7 @@ def test_console_script_and_module_entry_points(tmp_path: Path) -> None:
     assert done.returncode == 1 and done.stderr.startswith("error: No project 'nope'")
 
 
+@pytest.mark.slow
 def test_json_listing_into_a_closed_pipe_exits_quietly(project: Path) -> None:
     """`images list --json | head`: the reader is gone before the CLI writes; no traceback."""
     proc = subprocess.Popen(

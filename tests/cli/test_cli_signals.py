@@ -28,6 +28,9 @@ STOP_LIMIT_S = 2.0
 CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
+pytestmark = pytest.mark.slow  # real signals to CLI subprocesses, training among them
+
+
 class _Slow(BaseHTTPRequestHandler):
     """/trickle/N sends one byte a second of a promised 100 kB; /stall/N answers nothing for a minute."""
 

@@ -23,6 +23,9 @@ PER_CLASS = 16  # enough for the default min_images_per_class (10) and a hash-sp
 TRAIN = ["--arch", "resnet18", "--no-pretrained", "--size", "32", "--epochs", "1", "--bs", "8"]
 
 
+pytestmark = pytest.mark.slow  # trains through the CLI in subprocesses
+
+
 def cli(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``python -m lotr_labeler ARGS`` in ``cwd`` with the data environment variable unset."""
     env = {k: v for k, v in os.environ.items() if k != DATA_ENV}

@@ -95,6 +95,7 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
     return done.returncode == 0
 
 
+@pytest.mark.slow
 def test_import_onto_a_real_full_tmpfs(tmp_path: Path) -> None:
     """The audit's case on a real 6 MB file system (needs root to mount; skipped elsewhere)."""
     mnt = tmp_path / "small"

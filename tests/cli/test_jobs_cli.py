@@ -123,6 +123,7 @@ def test_one_job_per_kind_and_dead_workers_are_noticed(two_classes: Store) -> No
     assert jobs.running_job(two_classes, "download") is None
 
 
+@pytest.mark.slow
 def test_launched_download_can_be_cancelled(two_classes: Store, tmp_path: Path) -> None:
     """A real background worker: cancel stops it and leaves the rest accepted for a resume."""
     import socket

@@ -36,6 +36,7 @@ def test_runs_list_rounds_the_error_rate(store: Store, data_root: Path, capsys: 
     assert "0.3333333" in capsys.readouterr().out  # JSON keeps every digit
 
 
+@pytest.mark.slow
 def test_torch_jit_script_deprecation_does_not_reach_the_terminal() -> None:
     """fastai's import-time torch.jit.script made every model command print a FutureWarning."""
     import subprocess

@@ -439,6 +439,7 @@ def test_fetch_stops_reading_at_the_cap() -> None:
     assert pulled < 20
 
 
+@pytest.mark.slow
 def test_fetch_read_timeout(site: Site, client: httpx.Client) -> None:
     with pytest.raises(FetchError) as info:
         fetch(
@@ -463,6 +464,7 @@ def test_fetch_connection_refused_is_network(client: httpx.Client) -> None:
 # -- download_candidates ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_mixed_batch_states_files_and_provenance(proj: Store, site: Site) -> None:
     good = {"/a.jpg": "Elves", "/b.png": "Dwarves", "/redirect": "Dwarves"}
     bad = {
@@ -547,6 +549,7 @@ def test_truncated_jpeg_is_rejected_as_corrupt() -> None:
     assert "truncated" in str(info.value)
 
 
+@pytest.mark.slow
 def test_every_endpoint_ends_as_documented(proj: Store, site: Site) -> None:
     accept(proj, "Elves", *(site.url(path) for path in ENDPOINT_OUTCOMES))
 

@@ -197,6 +197,7 @@ def accept(store: Store, *urls: str) -> list[int]:
 # -- the whole-request deadline ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["/trickle-body.jpg", "/trickle-headers.jpg"])
 def test_trickle_ends_at_the_deadline(site: Hostile, path: str) -> None:
     timeout = httpx.Timeout(2.0, read=2.0)  # each byte arrives well within the read timeout
@@ -209,6 +210,7 @@ def test_trickle_ends_at_the_deadline(site: Hostile, path: str) -> None:
     assert elapsed < 8, f"a 3 s deadline took {elapsed:.1f} s (the old code read for {TRICKLE_MAX_S} s)"
 
 
+@pytest.mark.slow
 def test_predict_url_fetch_ends_at_the_deadline(site: Hostile) -> None:
     # replace(), not set_setting: 0.25 s is below read_timeout's minimum, on purpose (a fast test).
     settings = replace(default_settings(), allow_private_hosts=True, connect_timeout=0.5, read_timeout=0.25)
@@ -220,6 +222,7 @@ def test_predict_url_fetch_ends_at_the_deadline(site: Hostile) -> None:
     assert time.monotonic() - started < 8
 
 
+@pytest.mark.slow
 def test_cancel_stops_trickling_downloads_in_flight(proj: Store, site: Hostile) -> None:
     proj.set_setting("read_timeout", 5.0)  # deadline 2 + 50 s: only Cancel can end these early
     ids = accept(proj, site.url("/trickle-body.jpg?1"), site.url("/trickle-body.jpg?2"))
@@ -238,6 +241,7 @@ def test_cancel_stops_trickling_downloads_in_flight(proj: Store, site: Hostile) 
     assert report.elapsed_s < 5, f"cancel took {report.elapsed_s - 1:.1f} s to stop in-flight fetches"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
 def test_https_by_name_is_pinned_verified_and_bounded(tmp_path: Path) -> None:
     """The guarded stream wraps TLS too: the certificate is checked against the name while the
@@ -331,6 +335,7 @@ print(json.dumps({"report": report.as_dict(), "hwm_kb": int(status["VmHWM"].spli
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 def test_sixteen_56mp_downloads_stay_under_1_5_gb(big_site: Hostile, big_png_bytes: bytes, tmp_path: Path) -> None:
     assert len(big_png_bytes) < 2_000_000  # small on the wire, 56 MP decoded

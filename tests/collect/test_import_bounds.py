@@ -46,6 +46,7 @@ def _bomb(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_manifest_bomb_is_one_line_error_under_400_mb(tmp_path: Path) -> None:
     """`import zip` in a subprocess: peak RSS of that process (wait4's ru_maxrss) stays under 400 MB,
     and the answer is one error line, no traceback."""
@@ -142,6 +143,7 @@ def test_credentials_in_a_manifest_are_not_stored_listed_or_exported(empty_store
     assert rows[0]["source_url"] == "http://example.com/a.jpg"
 
 
+@pytest.mark.slow
 def test_credentials_in_a_manifest_never_reach_images_list_json(tmp_path: Path) -> None:
     env = {**os.environ, "LOTR_LABELER_DATA": str(tmp_path / "data")}
     cli = [sys.executable, "-m", "lotr_labeler"]

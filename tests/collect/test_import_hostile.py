@@ -63,6 +63,7 @@ def test_folder_import_never_follows_symlinks_out_of_the_folder(empty_store: Sto
         assert reasons[name].startswith("symbolic link: not followed"), (name, reasons)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/root").is_symlink(), reason="needs Linux /proc")
 def test_folder_import_of_proc_self_ends_with_a_report(empty_store: Store) -> None:
     report = import_folder(empty_store, Path("/proc/self"))
@@ -157,6 +158,7 @@ def test_zip_entry_flagged_utf8_with_invalid_bytes_is_one_error(empty_store: Sto
         import_zip(empty_store, io.BytesIO(_zip_with_bad_utf8_name()))
 
 
+@pytest.mark.slow
 @POSIX
 def test_cli_import_of_hostile_inputs_prints_lines_not_tracebacks(tmp_path: Path) -> None:
     data = tmp_path / "data"

@@ -25,6 +25,9 @@ PER_CLASS = 40
 KILL_AFTER = (0, 1, 5, 12, 25, 40, 57, 70, 80, 95)
 
 
+pytestmark = pytest.mark.slow  # ten imports in subprocesses, killed
+
+
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("killed-src")

@@ -17,7 +17,7 @@ from lotr_labeler.ui import cards
 
 from .app_server import VIEWPORT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 pytest.importorskip("playwright.sync_api")
 
 HOSTILE = '"><img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'

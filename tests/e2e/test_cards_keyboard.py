@@ -21,7 +21,7 @@ from lotr_labeler.workspace import create_project, open_project
 from .app_server import ROOT, VIEWPORT, AppServer
 from .streamlit_page import StreamlitPage
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 expect = pytest.importorskip("playwright.sync_api").expect  # no Playwright: skipped, as conftest does
 SHOTS = ROOT / "test-artifacts" / "cards"
 SHAPES = ("circle", "square", "triangle")

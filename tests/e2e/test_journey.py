@@ -43,7 +43,7 @@ from .app_server import ARTIFACTS, ROOT, AppServer, fake_search_results, free_po
 from .streamlit_page import PROGRESS, SUCCESS, StreamlitPage
 from .timings import record
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PROJECT = "shapes"
 # The image server draws shape n % 3 for /img/<n>.png, so each class gets pictures of its own shape.

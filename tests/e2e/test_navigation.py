@@ -13,7 +13,7 @@ import pytest
 
 from e2e.app_server import AppServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_first_visit_to_a_page_url_shows_home_in_the_navigation(browser: Any, tmp_path: Path) -> None:

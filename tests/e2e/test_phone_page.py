@@ -18,7 +18,7 @@ from lotr_labeler.store import Store
 
 from .app_server import ARTIFACTS
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TOKEN = "phone-page-token-123"
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 3, "is_mobile": True, "has_touch": True}
 

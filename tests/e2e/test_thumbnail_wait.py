@@ -21,7 +21,7 @@ from lotr_labeler.workspace import create_project, open_project
 from .app_server import ROOT, VIEWPORT, AppServer
 from .streamlit_page import StreamlitPage
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SHOTS = ROOT / "test-artifacts" / "thumbnail-wait"
 HELD = "/held.png"  # the one picture the server holds back
 HOLD_LIMIT_S = 20.0  # the server's own bound: it answers by then whatever the test does

@@ -33,7 +33,7 @@ from .app_server import ROOT, VIEWPORT, AppServer
 from .streamlit_page import StreamlitPage
 from .timings import record
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SHOTS = ROOT / "test-artifacts" / "typing"
 SHAPES = ("circle", "square", "triangle")
 KEYS = 40

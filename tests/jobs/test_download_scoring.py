@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import SHAPES, image_bytes, shape_image, wait_for
 
 from lotr_labeler.imaging import normalize
@@ -16,6 +17,9 @@ from lotr_labeler.review import fitting, last_fit, live, queue
 from lotr_labeler.store import CandidateIn, Store
 
 SIZE = 32
+
+
+pytestmark = pytest.mark.slow  # downloads embedded and scored by real networks
 
 
 def scored_store(store: Store) -> embed.Backbone:

@@ -40,6 +40,7 @@ def running_run(store: Store) -> runs.Run:
     return runs.get_run(store, row[0])
 
 
+@pytest.mark.slow
 def test_killed_training_is_failed_cleaned_removable_and_not_blocking(
     empty_store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:

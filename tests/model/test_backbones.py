@@ -31,6 +31,9 @@ from lotr_labeler.store import Store
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
+pytestmark = pytest.mark.slow  # trains and embeds with the bundled network
+
+
 def _emoji() -> Any:
     sys.path.insert(0, str(BENCH))
     try:

@@ -19,6 +19,9 @@ from lotr_labeler.store import Store
 SIZE = 32
 
 
+pytestmark = pytest.mark.slow  # embeds with real networks
+
+
 def test_cache_round_trip_and_order(tmp_path: Path) -> None:
     path = tmp_path / "e.npz"
     cache = embed.EmbeddingCache(path)

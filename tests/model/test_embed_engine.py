@@ -14,6 +14,7 @@ from lotr_labeler.store import Store
 SIZE = 32
 
 
+@pytest.mark.slow
 def test_the_cpu_path_reports_its_engine(store: Store) -> None:
     assert not hardware.nvidia_present()  # this machine: the CPU path, unchanged
     assert onnx_embed.providers() == ("CPUExecutionProvider",)

@@ -64,6 +64,7 @@ def test_detect_on_a_faked_cuda_machine(monkeypatch: pytest.MonkeyPatch) -> None
     }
 
 
+@pytest.mark.slow
 def test_the_cpu_run_is_unchanged(empty_store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     _fill(empty_store)
     assert main(["train", *TINY]) == 0, capsys.readouterr().err
@@ -97,6 +98,7 @@ def test_fp16_learner_has_fastai_loss_scaling(store: Store) -> None:
     }
 
 
+@pytest.mark.slow
 def test_gpu_settings_train_and_export_a_plain_fp32_model(
     empty_store: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

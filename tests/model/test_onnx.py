@@ -32,6 +32,9 @@ TINY = TrainParams(
 )  # augment on: aug_transforms in the batch
 
 
+pytestmark = pytest.mark.slow  # trains and exports models
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, runs.Run]]:
     """One real training run through train_run (project "shapes" under its own data root)."""

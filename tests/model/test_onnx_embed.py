@@ -19,6 +19,9 @@ from lotr_labeler.store import Store
 SIZE = 32
 
 
+pytestmark = pytest.mark.slow  # exports and runs embedding networks
+
+
 def torch_vectors(store: Store, backbone: embed.Backbone) -> np.ndarray:
     batch = embed.prepare([store.path(img) for img in store.images()], SIZE)
     network = embed.load_network(backbone)  # no cache folder: torch, as embeddings were made before

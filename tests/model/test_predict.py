@@ -29,6 +29,9 @@ PAGE = "pages/6_Predict.py"
 # -- the fast path ----------------------------------------------------------------------------
 
 
+pytestmark = pytest.mark.slow  # the session's tiny trained model
+
+
 def test_probabilities_equal_learn_predict(tiny_model: TinyModel) -> None:
     learn = tiny_model.learn
     assert "Normalize" in [type(t).__name__ for t in learn.dls.after_batch.fs]

@@ -21,6 +21,8 @@ from lotr_labeler.model.predict import model_from_path
 from lotr_labeler.model.space import write_space
 from lotr_labeler.store import Store
 
+pytestmark = pytest.mark.slow  # the session's tiny trained model, exported Spaces
+
 
 def _import_app(folder: Path, name: str) -> Any:
     spec = importlib.util.spec_from_file_location(name, folder / "app.py")

@@ -33,6 +33,9 @@ from lotr_labeler.workspace import create_project
 SHAPES = ("circle", "square")
 
 
+pytestmark = pytest.mark.slow  # trains, installs and launches a real Gradio Space
+
+
 @pytest.fixture(scope="module")
 def augmented(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, Path]]:
     """(data root, the run's model.pkl, the exported Space) for a model trained with the defaults."""

@@ -31,6 +31,9 @@ TINY = TrainParams(arch="resnet18", epochs=1, size=64, batch_size=8, pretrained=
 TRAIN_PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "4_Train.py")
 
 
+pytestmark = pytest.mark.slow  # trains models
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, runs.Run, int, list[TrainProgress]]]:
     """One real training run, shared: (store, run, id of the corrupted image, progress events)."""

@@ -21,6 +21,9 @@ from lotr_labeler.store import Store
 TINY = ["--no-pretrained", "--epochs", "1", "--size", "64", "--bs", "8"]
 
 
+pytestmark = pytest.mark.slow  # trains in torchrun processes
+
+
 def _fill(store: Store, per_class: int = 8, valid: int = 2) -> None:
     for shape in SHAPES:
         store.add_class(shape)

@@ -25,6 +25,9 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
 SIZE = 32
 
 
+pytestmark = pytest.mark.slow  # K-fold heads on several backbones
+
+
 def colour_image(rgb: tuple[int, int, int], seed: int) -> Image.Image:
     rng = np.random.default_rng(seed)
     base = np.array(rgb, dtype=np.int16)[None, None, :]

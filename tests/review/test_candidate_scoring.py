@@ -33,6 +33,9 @@ SIZE = 48
 COLOURS = {"red": (210, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 215)}
 
 
+pytestmark = pytest.mark.slow  # embeds thumbnails, background jobs
+
+
 def colour_image(rgb: tuple[int, int, int], seed: int) -> Image.Image:
     rng = np.random.default_rng(seed)
     base = np.array(rgb) + rng.integers(-20, 20, 3)

@@ -196,6 +196,7 @@ def click_label(at: AppTest, prefix: str) -> None:
     run(at)
 
 
+@pytest.mark.slow
 def test_search_page_grid_undo_z_and_history_show_candidate_decisions(shown: Store) -> None:
     ids = [c.id for c in shown.candidates()]
     at = app()
@@ -214,6 +215,7 @@ def test_search_page_grid_undo_z_and_history_show_candidate_decisions(shown: Sto
     assert "~~rejected 9 candidate(s)~~" in " ".join(m.value for m in at.markdown)  # struck through
 
 
+@pytest.mark.slow
 def test_accept_page_in_the_rejected_view_accepts_the_rejected_cards_shown(shown: Store) -> None:
     ids = [c.id for c in shown.candidates()]
     shown.decide(ids[:4], "rejected")
@@ -282,6 +284,7 @@ def scored(empty_store: Store) -> Store:
     return s
 
 
+@pytest.mark.slow
 def test_grid_decisions_in_a_stale_tab_keep_the_other_tabs(scored: Store, data_root: Path) -> None:
     ids = [c.id for c in scored.candidates()]
     at = app()  # drawn while all four are pending, each "→ dwarves"

@@ -9,6 +9,8 @@ import pytest
 
 from lotr_labeler.review import dedupe
 
+pytestmark = pytest.mark.slow  # the naive every-pair loop over 2,500 hashes
+
 
 def hashes(n: int, planted: int, *, seed: int, spread: int = 10, exact: int = 20) -> list[str]:
     """n random 64-bit hex phashes, plus near copies (0..spread bits flipped, so some just over

@@ -53,6 +53,7 @@ def nearest_centroid_accuracy(coords: np.ndarray, y: np.ndarray) -> float:
 # -- the projection ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["pca", "tsne"])
 def test_projection_is_2d_and_keeps_clusters_apart(method: str) -> None:
     rng = np.random.default_rng(1)
@@ -76,6 +77,7 @@ def test_projection_of_tiny_sets_and_method_choice() -> None:
         emap.choose_method("umap", 10)
 
 
+@pytest.mark.slow
 def test_map_points_labels_and_suspicious(store: Store) -> None:
     vectors = class_clusters(store)
     plant(store, vectors)
@@ -235,6 +237,7 @@ def rerun(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
+@pytest.mark.slow
 def test_map_tab_is_lazy_renders_and_a_picked_point_opens_its_card(store: Store) -> None:
     scored(store)
     at = review_page()
@@ -260,6 +263,7 @@ def test_map_tab_is_lazy_renders_and_a_picked_point_opens_its_card(store: Store)
     assert target.id in decisions.reviewed_ids(store)
 
 
+@pytest.mark.slow
 def test_more_like_this_panel_relabels_neighbours(store: Store) -> None:
     scored(store)
     odd = store.images("circle")[0]
@@ -295,6 +299,7 @@ def test_more_like_this_panel_relabels_neighbours(store: Store) -> None:
     assert not any(f"More like #{odd.id}" in m.value for m in at.markdown)
 
 
+@pytest.mark.slow
 def test_picked_id_and_chart_spec(store: Store) -> None:
     assert review_map.picked_id({"selection": {"pick": [{"id": 7}]}}) == 7
     assert review_map.picked_id({"selection": {"pick": []}}) is None

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from starlette.testclient import TestClient
 
 from lotr_labeler.api import create_app
@@ -16,6 +17,9 @@ from lotr_labeler.review import fitting, instant
 from lotr_labeler.store import Store
 
 SIZE = 64
+
+
+pytestmark = pytest.mark.slow  # fits, exports and loads instant models
 
 
 def scored(store: Store) -> embed.Backbone:

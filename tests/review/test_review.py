@@ -175,6 +175,7 @@ def test_small_classes_get_fewer_folds_and_unseen_classes_zero() -> None:
         head.oof_probabilities(X[:6], np.zeros(6, dtype=int), 1)
 
 
+@pytest.mark.slow
 def test_flipped_labels_top_the_ranking_through_the_real_backbone(colours: Store) -> None:
     flipped = flip_labels(colours, 0.1, seed=5)
     embedded, fit = fitting.refresh(colours, random_backbone(colours))
@@ -201,6 +202,7 @@ def test_flipped_labels_top_the_ranking_through_the_real_backbone(colours: Store
     assert target.id not in {it.id for it in queue.ranking(colours)}  # reviewed: out of the queue
 
 
+@pytest.mark.slow
 def test_refit_is_cached_and_follows_corrections(colours: Store) -> None:
     backbone = random_backbone(colours)
     fitting.refresh(colours, backbone)
@@ -214,6 +216,7 @@ def test_refit_is_cached_and_follows_corrections(colours: Store) -> None:
     assert report.info.backbone == backbone.as_dict() and last_fit.corrections_since_fit(colours) == 0
 
 
+@pytest.mark.slow
 def test_valid_images_average_the_runs_own_probabilities(colours: Store) -> None:
     backbone = random_backbone(colours)
     fitting.refresh(colours, backbone)
@@ -433,6 +436,7 @@ def test_duplicate_groups_conflicts_first_and_actions(dups: Store) -> None:
 # -- CLI -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_review_json_and_table(colours: Store, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     flipped = flip_labels(colours, 0.1, seed=6)
     base = ["--data", str(data_root), "--project", "demo", "review"]
@@ -531,6 +535,7 @@ def test_page_with_scores_keep_relabel_delete_update_the_store(store: Store) -> 
     assert not grid["hint_only"]  # no trained model to distrust
 
 
+@pytest.mark.slow
 def test_page_with_a_run_offers_its_body_and_retrain_head(store: Store) -> None:
     _scored(store)
     run = runs.create_run(store, {"size": 32})
@@ -560,6 +565,7 @@ def test_page_duplicates_tab(dups: Store) -> None:
     assert dups.get_image(group.ids[1]).deleted and not dups.get_image(group.ids[0]).deleted
 
 
+@pytest.mark.slow
 def test_page_compute_runs_the_embedding_job_in_the_background(store: Store) -> None:
     from lotr_labeler.jobs import table as jobs
 
@@ -584,6 +590,7 @@ def test_page_compute_runs_the_embedding_job_in_the_background(store: Store) -> 
     assert info is not None and info.backbone_spec == embed.Backbone("resnet18", 32, pretrained=False)
 
 
+@pytest.mark.slow
 def test_page_full_retrain_reuses_the_current_runs_settings(store: Store) -> None:
     """Full retrain starts the training job with the current run's settings, not the CLI defaults
     (which would ask for pretrained weights: offline, that fails)."""
@@ -606,6 +613,7 @@ def test_page_full_retrain_reuses_the_current_runs_settings(store: Store) -> Non
     jobs.request_cancel(store, job.id)  # the worker itself is train's business (tests/model/test_train.py)
 
 
+@pytest.mark.slow
 def test_a_page_action_clears_the_grids_older_message(store: Store) -> None:
     """After the page's ↩ Undo the top said "Undid: relabeled…" while the grid's line still said the
     previous grid action's outcome: a page-level action's outcome now replaces it (the line empties)."""

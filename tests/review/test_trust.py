@@ -22,6 +22,9 @@ COLOURS = {"red": (210, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 215)}
 SIZE = 48
 
 
+pytestmark = pytest.mark.slow  # fits heads and runs the Review page
+
+
 @pytest.fixture(scope="session")
 def colours_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 strongly coloured classes x 15 noisy images: the random-init head separates them."""

@@ -283,6 +283,7 @@ def _hold_first_commit(two: Store, image_server: str, monkeypatch: pytest.Monkey
     return sizes
 
 
+@pytest.mark.slow
 def test_download_commits_what_finished_meanwhile_in_one_transaction(
     two: Store, image_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

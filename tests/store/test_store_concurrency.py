@@ -49,6 +49,9 @@ ALLOWED_ERRORS = {
 # -- the worker (runs in a subprocess) ----------------------------------------------------
 
 
+pytestmark = pytest.mark.slow  # processes writing one project for seconds, killed
+
+
 def _noise_png(path: Path, seed: int) -> None:
     import numpy as np
     from PIL import Image

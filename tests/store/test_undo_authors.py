@@ -21,6 +21,9 @@ from lotr_labeler.store import Store
 ROOT = Path(__file__).resolve().parents[2]
 
 
+pytestmark = pytest.mark.slow  # several windows, terminals and jobs on one project
+
+
 def _as(store: Store, origin: str) -> Store:
     other = Store(store.root)
     other.origin = origin

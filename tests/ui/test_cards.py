@@ -48,6 +48,7 @@ def test_missing_file_gives_an_empty_thumbnail_not_an_error(store: Store) -> Non
     assert cards.large_image(store, 66)(img.id) is None
 
 
+@pytest.mark.slow
 def test_review_card_carries_the_prediction_only_when_it_disagrees(store: Store) -> None:
     fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
     items = queue.ranking(store, status="all")
@@ -145,6 +146,7 @@ def test_trash_restore_and_review_actions(store: Store) -> None:
     assert opened == [ids[0]] and s.rerun_app  # the panel shows outside the grid's fragment
 
 
+@pytest.mark.slow
 def test_predict_takes_each_card_to_its_own_prediction(store: Store) -> None:
     fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
     doubted = [it for it in queue.ranking(store, status="all") if it.disagrees]
@@ -218,6 +220,7 @@ def test_a_stale_tab_relabel_leaves_another_windows_move_alone(store: Store) -> 
     assert store.get_image(ids[0]).label == "triangle" and len(store.history()) == events + 1
 
 
+@pytest.mark.slow
 def test_a_stale_tab_keeps_review_marks_off_the_images_it_left_alone(store: Store) -> None:
     fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
     ids = [i.id for i in store.images("circle")][:2]
@@ -285,6 +288,7 @@ def _review_grid(at: AppTest) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.slow
 def test_weak_model_prediction_is_a_hint_not_the_primary_action(store: Store) -> None:
     fitting.refresh(store, embed.resolve_backbone(store, "imagenet", pretrained=False, size=32))
     at = AppTest.from_file(str(ROOT / "pages" / "5_Review.py"), default_timeout=60)
@@ -371,6 +375,7 @@ def test_the_page_stays_pinned_until_the_view_changes() -> None:
     assert [c.id for c in shown] == [4, 5] and s.gone == 0
 
 
+@pytest.mark.slow
 def test_review_keeps_a_kept_card_in_place_and_next_skips_none(store: Store) -> None:
     """K on a Review card takes it out of the queue; the card stays where it was (marked reviewed, out)
     instead of the next card sliding under the cursor, and Next starts right after the page shown."""

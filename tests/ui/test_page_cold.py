@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lotr_labeler.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +26,9 @@ print(json.dumps({
     "loaded": [m for m in ("pandas", "pyarrow") if m in sys.modules],
 }))
 """
+
+
+pytestmark = pytest.mark.slow  # a fresh interpreter imports a page
 
 
 def test_dataset_page_draws_its_cards_without_pandas_or_pyarrow(store: Store, data_root: Path) -> None:

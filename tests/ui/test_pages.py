@@ -37,6 +37,7 @@ def test_page_renders_on_first_start(data_root: Path, page: str) -> None:
     assert (data_root / "lotr-races" / "project.sqlite").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_with_images(store: Store, page: str) -> None:
     at = app(page)
@@ -67,6 +68,7 @@ def test_home_creates_project(store: Store, data_root: Path) -> None:
     assert at.text_input(key="new_project_name").value == "a/b"  # a refused name stays, to be fixed
 
 
+@pytest.mark.slow
 def test_classes_page_adds_and_rejects(store: Store, data_root: Path) -> None:
     at = app("pages/1_Classes.py")
     at.text_input(key="new_name").input("Ents")

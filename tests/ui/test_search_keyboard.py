@@ -87,6 +87,7 @@ def test_the_two_thresholds_say_which_is_which(scored: Store) -> None:
     assert all("(all pages)" in lab and "p(its class)" in lab for lab in labels) and len(labels) == 2
 
 
+@pytest.mark.slow
 def test_the_grid_lists_every_page_shortcut_in_its_help_and_follows_grid_columns(scored: Store) -> None:
     """? in the grid lists the page's own shortcuts too (they were missing), one row per button shortcut;
     the density is the grid_columns setting, as on Dataset and Review (Search had 6 hard-coded)."""

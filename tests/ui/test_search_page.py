@@ -164,6 +164,7 @@ def test_search_button_runs_a_background_search(
     assert any("Last search" in s.value and "10 new candidate" in s.value for s in at.success)
 
 
+@pytest.mark.slow
 def test_download_button_runs_a_background_download(candidates: Store, image_server: str) -> None:
     candidates.set_setting("allow_private_hosts", True)
     candidates.add_candidates([CandidateIn("elves", f"{image_server}/img/{i}.png") for i in range(3)])
@@ -215,6 +216,7 @@ def test_downloaded_cards_have_no_decisions_and_a_x_skip_them_saying_so_once(can
     assert candidates.get_candidate(1).state == "downloaded"
 
 
+@pytest.mark.slow
 def test_the_grid_message_is_cleared_when_the_page_is_entered_anew(candidates: Store) -> None:
     at = AppTest.from_file(str(Path(PAGE).parent.parent / "streamlit_app.py"), default_timeout=60)
     at.run()

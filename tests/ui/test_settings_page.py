@@ -128,6 +128,7 @@ def test_the_last_visits_messages_go_when_the_page_is_entered_anew(empty_store: 
     assert at.checkbox(key="set_allow_private_hosts").value is True  # the stored value, of course
 
 
+@pytest.mark.slow
 def test_weights_folder_is_saved_for_every_project(
     empty_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

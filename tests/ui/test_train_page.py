@@ -22,6 +22,9 @@ from lotr_labeler.workspace import create_project, open_project
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "4_Train.py")
 
 
+pytestmark = pytest.mark.slow  # AppTest runs of the Train page
+
+
 def page() -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.run()
