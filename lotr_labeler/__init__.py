@@ -50,7 +50,7 @@ if _typing.TYPE_CHECKING:  # what the lazy names resolve to, for type checkers a
     from lotr_labeler.collect.export import export_dataset
     from lotr_labeler.collect.importers import ImportReport, import_folder, import_urls, import_zip
     from lotr_labeler.collect.search import ImageSource, SearchOptions, SearchReport, plan_queries, run_search
-    from lotr_labeler.jobs.specs import DownloadJob, EmbedJob, SearchJob, TrainJob
+    from lotr_labeler.jobs.specs import DownloadJob, EmbedJob, ScoreCandidatesJob, SearchJob, TrainJob
     from lotr_labeler.model.embed import Backbone, resolve_backbone
     from lotr_labeler.model.learner import TrainParams
     from lotr_labeler.model.predict import (
@@ -65,7 +65,10 @@ if _typing.TYPE_CHECKING:  # what the lazy names resolve to, for type checkers a
     from lotr_labeler.model.record import import_model
     from lotr_labeler.model.runs import Run, current_run, list_runs
     from lotr_labeler.model.train import train_run
+    from lotr_labeler.progress import Progress
     from lotr_labeler.project import DEFAULT_PROJECT, data_root
+    from lotr_labeler.review.candidates import score_candidates
+    from lotr_labeler.review.compute import retrain_head
     from lotr_labeler.review.fitting import refresh
     from lotr_labeler.review.queue import ReviewItem, ranking
     from lotr_labeler.settings import Settings
@@ -83,7 +86,9 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(
         ("ImageSource", "SearchOptions", "SearchReport", "plan_queries", "run_search"), "lotr_labeler.collect.search"
     ),
-    **dict.fromkeys(("DownloadJob", "EmbedJob", "SearchJob", "TrainJob"), "lotr_labeler.jobs.specs"),
+    **dict.fromkeys(
+        ("DownloadJob", "EmbedJob", "ScoreCandidatesJob", "SearchJob", "TrainJob"), "lotr_labeler.jobs.specs"
+    ),
     **dict.fromkeys(("Backbone", "resolve_backbone"), "lotr_labeler.model.embed"),
     **dict.fromkeys(
         ("Limits", "ModelRef", "PredictionResult", "Predictor", "load_predictor", "read_image_file", "resolve_model"),
@@ -96,6 +101,9 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("DEFAULT_PROJECT", "data_root"), "lotr_labeler.project"),
     **dict.fromkeys(("ReviewItem", "ranking"), "lotr_labeler.review.queue"),
     "refresh": "lotr_labeler.review.fitting",
+    "Progress": "lotr_labeler.progress",
+    "score_candidates": "lotr_labeler.review.candidates",
+    "retrain_head": "lotr_labeler.review.compute",
     "Settings": "lotr_labeler.settings",
     **dict.fromkeys(("CandidateIn", "CandidateRow", "ClassRow", "ImageRow", "Store"), "lotr_labeler.store"),
     **dict.fromkeys(("create_project", "list_projects", "open_project"), "lotr_labeler.workspace"),
@@ -140,8 +148,10 @@ __all__ = [
     "NothingToUndo",
     "PredictionResult",
     "Predictor",
+    "Progress",
     "ReviewItem",
     "Run",
+    "ScoreCandidatesJob",
     "SearchError",
     "SearchJob",
     "SearchOptions",
@@ -178,7 +188,9 @@ __all__ = [
     "refresh",
     "resolve_backbone",
     "resolve_model",
+    "retrain_head",
     "run_search",
+    "score_candidates",
     "serve",
     "train_run",
 ]

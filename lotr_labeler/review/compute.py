@@ -157,6 +157,18 @@ def retrain_head(store: Store, *, build: bool = False) -> Retrained:
     deployed model changes only when asked). ``build=True`` (the page's "Make it current", the CLI's
     ``--make-current``) exports it as a run and makes it current.
 
+    Parameters
+    ----------
+    store
+        The project; its last fit names the backbone whose cached embeddings are refitted.
+    build
+        Export the instant model as a run and make it the current model (else judge it only).
+
+    Returns
+    -------
+    Retrained
+        The new scores' report, and the instant model judged (``check``) or built (``made``).
+
     Raises
     ------
     Conflict
