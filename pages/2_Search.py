@@ -301,7 +301,8 @@ def _download_buttons(store: Store) -> None:
     running = jobs.running_job(store, "download") is not None
     d = st.columns([1, 1, 2])
     d[0].button(
-        f"Download {accepted} accepted",
+        # While one runs, what is accepted joins it (collect.download takes latecomers in).
+        f"{accepted} accepted join the running download" if running else f"Download {accepted} accepted",
         type="primary",
         disabled=running or not accepted,
         on_click=act,

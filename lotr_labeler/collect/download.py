@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ class DownloadReport:
     failures: list[tuple[int, str, str]] = field(default_factory=list)  # (candidate id, url, reason)
     cancelled: bool = False
     elapsed_s: float = 0.0
+    # (time, done) of the recent progress reports: the ETA follows the recent rate (``_progress``).
+    rate_marks: deque[tuple[float, int]] = field(default_factory=deque, repr=False, compare=False)
 
     @property
     def done(self) -> int:
@@ -217,6 +220,32 @@ def _config(store: Store, workers: int | None, allow_private: bool | None) -> _C
 
 
 _ELIGIBLE = ("accepted", "failed")
+
+
+class _Joining(Iterator[CandidateRow]):
+    """The accepted candidates of a run, then those accepted while it runs: once the first list is
+    taken, each ask looks for newly accepted ones (at most every ``JOIN_POLL_S``) and counts them in."""
+
+    def __init__(self, store: Store, first: list[CandidateRow], report: DownloadReport) -> None:
+        self._store = store
+        self._queue = list(reversed(first))
+        self._seen = {c.id for c in first}
+        self._report = report
+        self._looked = 0.0
+
+    def __next__(self) -> CandidateRow:
+        if not self._queue and time.monotonic() - self._looked >= JOIN_POLL_S:
+            self._looked = time.monotonic()
+            late = [c for c in self._store.candidates(state="accepted") if c.id not in self._seen]
+            self._seen.update(c.id for c in late)
+            self._report.total += len(late)
+            self._queue = list(reversed(late))
+        if not self._queue:
+            raise StopIteration
+        return self._queue.pop()
+
+
+JOIN_POLL_S = 0.5
 
 
 def _select(store: Store, ids: list[int] | None, retry_failed: bool, report: DownloadReport) -> list[CandidateRow]:
@@ -474,15 +503,18 @@ def download_candidates(
     """
     cfg = _config(store, workers, allow_private)
     report = DownloadReport()
-    todo = _select(store, ids, retry_failed, report)
-    report.total = len(todo)
+    first = _select(store, ids, retry_failed, report)
+    report.total = len(first)
+    # Every accepted one (no ids): candidates accepted while it runs join it (the Search page keeps
+    # deciding during a download); exactly ``ids``: those only.
+    todo: Iterator[CandidateRow] = iter(first) if ids is not None else _Joining(store, first, report)
     started = time.monotonic()
     own_client = client is None
     http = client or make_client(cfg.timeout, cfg.workers)
     pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="download")
     processors = ThreadPoolExecutor(max_workers=_processor_count(cfg.workers), thread_name_prefix="normalize")
     try:
-        _drive(store, pool, processors, http, iter(todo), cfg, resolver, report, started, progress, cancel)
+        _drive(store, pool, processors, http, todo, cfg, resolver, report, started, progress, cancel)
     finally:
         # One history entry per run (``report.history``), so undo takes a whole download back like an
         # import: each batch's commit wrote it, also for a run an error, Ctrl-C or kill -9 ended.
@@ -603,10 +635,20 @@ def _outcome_of(fut: Future[Any]) -> _Outcome | None:
     return None
 
 
-def _progress(report: DownloadReport, started: float, message: str) -> DownloadProgress:
-    elapsed = time.monotonic() - started
+RATE_WINDOW_S = 15.0
+"""The ETA follows the rate of the last seconds (a slow host early on, or a faster one later, moves it)."""
+
+
+def _progress(report: DownloadReport, started: float, message: str, now: float | None = None) -> DownloadProgress:
+    now = time.monotonic() if now is None else now
+    elapsed = now - started
     done = report.done
-    eta = elapsed / done * (report.total - done) if done else None
+    marks = report.rate_marks
+    marks.append((now, done))
+    while len(marks) > 1 and now - marks[0][0] > RATE_WINDOW_S:
+        marks.popleft()
+    t0, d0 = marks[0] if len(marks) > 1 and done > marks[0][1] else (started, 0)
+    eta = (now - t0) / (done - d0) * (report.total - done) if done > d0 else None
     return DownloadProgress(
         done=done,
         total=report.total,

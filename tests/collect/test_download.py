@@ -713,6 +713,45 @@ def test_progress_counts_are_consistent(proj: Store, site: Site) -> None:
     assert last.eta_s == 0
 
 
+def test_candidates_accepted_during_a_download_join_it(proj: Store, site: Site) -> None:
+    """The Search page keeps deciding while a download runs: what is accepted meanwhile goes in this run
+    (the total grows), not the next one."""
+    accept(proj, "Elves", site.url("/a.jpg"), site.url("/b.png"))
+    (late,) = accept(proj, "Dwarves", site.url("/c.jpg"), state="pending")
+    seen: list[DownloadProgress] = []
+
+    def progress(p: DownloadProgress) -> None:
+        seen.append(p)
+        if len(seen) == 1:
+            proj.decide([late], "accepted")  # accepted in another window, mid-run
+
+    report = download_candidates(proj, workers=1, progress=progress)
+    assert (report.total, report.ok) == (3, 3) and proj.get_candidate(late).state == "downloaded"
+    assert seen[0].total == 2 and seen[-1].total == 3 and seen[-1].done == 3
+    assert site.hits("/c.jpg") == 1
+
+
+def test_a_download_of_given_ids_takes_no_latecomer(proj: Store, site: Site) -> None:
+    (a,) = accept(proj, "Elves", site.url("/a.jpg"))
+    (late,) = accept(proj, "Elves", site.url("/b.png"), state="pending")
+    report = download_candidates(proj, [a], progress=lambda p: proj.decide([late], "accepted"))
+    assert report.total == 1 and proj.get_candidate(late).state == "accepted"
+
+
+def test_the_eta_follows_the_recent_rate() -> None:
+    """20 of 100 done: the first 10 took 100 s (a slow host), the next 10 the last 10 s. The remaining 80
+    at the recent 1/s is 80 s; the run's average (20 in 110 s) would say 440 s."""
+    from lotr_labeler.collect.download import DownloadReport, _progress
+
+    report = DownloadReport(total=100)
+    for done, at in ((10, 100.0), (15, 105.0), (20, 110.0)):
+        report.ok = done
+        last = _progress(report, 0.0, "", now=at)
+    assert last.eta_s is not None and 70 <= last.eta_s <= 90, last.eta_s
+    first = _progress(DownloadReport(total=4, ok=1), 0.0, "", now=5.0)  # one report: the run's own rate
+    assert first.eta_s == pytest.approx(15.0)
+
+
 def test_ids_select_exactly_and_skip_ineligible(proj: Store, site: Site) -> None:
     a, b = accept(proj, "Elves", site.url("/a.jpg"), site.url("/b.png"))
     (pending,) = accept(proj, "Elves", site.url("/c.jpg"), state="pending")

@@ -269,3 +269,14 @@ def test_next_stays_open_after_a_whole_page_is_decided(candidates: Store) -> Non
     assert not nxt.disabled
     nxt.click().run()
     assert shown(at) == list(range(49, 71))
+
+
+def test_the_download_button_says_new_accepts_join_a_running_download(candidates: Store) -> None:
+    from lotr_labeler.jobs.worker import JobRun
+
+    candidates.decide([c.id for c in candidates.candidates()][:2], "accepted")
+    assert any(b.label == "Download 2 accepted" and not b.disabled for b in app().button)
+    with JobRun(candidates, "download", {}):  # a download running (this process is its worker)
+        at = app()
+        (joined,) = [b for b in at.button if "accepted" in b.label and "Retry" not in b.label]
+        assert joined.label == "2 accepted join the running download" and joined.disabled
