@@ -264,6 +264,7 @@ def test_fit_needs_embeddings_and_images(store: Store, data_root: Path) -> None:
         fitting.refresh(empty, random_backbone(empty))
 
 
+@pytest.mark.slow
 def test_compute_and_retrain_head_as_library_calls(colours: Store) -> None:
     """What ``review --compute`` and the page's Retrain head run, called as a notebook would."""
     stop = threading.Event()
