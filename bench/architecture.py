@@ -1,5 +1,5 @@
 """The package's structure in figures: import cycles, layer violations, the largest module and function,
-CLI lines, progress/cancel declarations. One scan shared with ``tests/test_layers.py``, which pins the rules.
+CLI lines, progress/cancel declarations. One scan shared with ``tests/base/test_layers.py``, which pins the rules.
 
     python bench/architecture.py                 # this checkout
     python bench/architecture.py --root /tmp/old --layers docs/architecture.md

@@ -12,7 +12,7 @@ The public API, for scripts, notebooks and the pages (everything else is interna
 
 Importing the package stays cheap: only the error tree is loaded eagerly. Every other name is
 imported from its module on first access (PEP 562 ``__getattr__``), so torch, fastai, sklearn,
-ddgs and httpx load only when a caller needs them (pinned by tests/test_exported_members.py).
+ddgs and httpx load only when a caller needs them (pinned by tests/base/test_exported_members.py).
 """
 
 # Private aliases only: the module's public namespace is exactly ``__all__`` (pinned by a test).

@@ -4,7 +4,7 @@ A spec is the job's arguments, once. Each field declares its own command-line op
 (``opt``/``flag``), so the CLI parser (``add_arguments``), the worker's argument list
 (``to_argv``) and the parse back (``from_args``) all come from the field list: adding an
 option is one edit. Pages start jobs with ``Spec(...).launch(store)``, never argument lists;
-``tests/test_job_specs.py`` pins ``spec == Spec.from_args(parse(spec.to_argv()))``.
+``tests/jobs/test_job_specs.py`` pins ``spec == Spec.from_args(parse(spec.to_argv()))``.
 
 A spec also holds its job's body: ``spec.run(store, report, cancel)`` does the work the worker
 (the CLI command) does by calling the stage functions; search, download and review (Compute) return a ``Ran``

@@ -40,7 +40,7 @@ GRADIO_SDK_VERSION = "5.49.1"  # the Space's Gradio (front matter sdk_version): 
 # What gradio==GRADIO_SDK_VERSION requires (its metadata) of the packages requirements.txt pins: a pin
 # outside these makes the Hub's build fail (pip: ResolutionImpossible), e.g. pillow 13 against gradio
 # 5.49.1's pillow<12. Such a package gets the range instead of this environment's version.
-# tests/test_space_gradio.py checks the result with pip's resolver and a real Gradio.
+# tests/model/test_space_gradio.py checks the result with pip's resolver and a real Gradio.
 SDK_CONSTRAINTS: dict[str, tuple[str, str]] = {"pillow": ("8.0", "12.0"), "numpy": ("1.0", "3.0")}
 LFS_LIMIT_MB = 10  # the Hub refuses plain git pushes of larger files: they need Git LFS
 TOL = 1e-4

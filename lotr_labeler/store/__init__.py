@@ -2,7 +2,7 @@
 
 ``Store`` composes one mixin per table over ``Database`` (``db``: connection, transactions,
 the file journal, migrations, meta). Each SQL table has exactly one owner module, the only
-one that writes it (``TABLE_OWNERS``, pinned by tests/test_layering.py); code outside this
+one that writes it (``TABLE_OWNERS``, pinned by tests/base/test_layering.py); code outside this
 package and ``jobs/table.py`` never touches ``Store.conn``.
 """
 

@@ -182,3 +182,22 @@ def test_the_readme_module_map_lists_every_module() -> None:
     assert listed, "the README's module map was not found under ## Development"
     assert not actual - listed, f"add to the README's module map: {sorted(actual - listed)}"
     assert not listed - actual, f"the README's module map lists files that do not exist: {sorted(listed - actual)}"
+
+
+def test_every_test_file_the_code_and_docs_name_exists() -> None:
+    """Docstrings, comments, the README and the docs point at the tests that pin a rule: those paths
+    must exist (the tests moved into tests/<part>/ once; a stale pointer sends a reader nowhere)."""
+    sources = [
+        *(ROOT / "lotr_labeler").rglob("*.py"),
+        *(ROOT / "bench").glob("*.py"),
+        *(ROOT / "docs").glob("*.md"),
+        ROOT / "README.md",
+    ]
+    named = {
+        (path.relative_to(ROOT).as_posix(), ref)
+        for path in sources
+        for ref in re.findall(r"\btests/[\w/]+\.py\b", path.read_text(encoding="utf-8"))
+    }
+    assert len(named) > 10  # the scan finds the pointers
+    missing = sorted(f"{where}: {ref}" for where, ref in named if not (ROOT / ref).is_file())
+    assert not missing, "point these at the test's current path:\n" + "\n".join(missing)
