@@ -81,6 +81,16 @@ def _last(job: jobs.Job) -> None:
     shown(f"Last {job.kind} ({when(job.finished_at or job.updated_at)}): {job.message}")
 
 
+def last_line(job: jobs.Job) -> None:
+    """A finished job in one line, for a panel that sits beside the grid: a caption when it went well
+    (the grid shows what it did), the red box when it failed (the user must see it)."""
+    text = f"Last {job.kind} ({when(job.finished_at or job.updated_at)}): {job.message}"
+    if job.state == "failed":
+        st.error(text)
+    else:
+        st.caption(("⏹️ " if job.state == "cancelled" else "✅ ") + text)
+
+
 def _panel(project: str, kind: str, title: str, detail: Detail | None, ended: Detail) -> bool:
     """Render the latest ``kind`` job; returns whether it is running."""
     with project_store(project) as store:

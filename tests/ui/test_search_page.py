@@ -161,7 +161,7 @@ def test_search_button_runs_a_background_search(
     assert {r.query for r in rows} == {"Legolas lotr", "Arwen lotr"}
     assert rows[0].thumbnail_url == "http://th.test/legolas-lotr/0" and rows[0].width == 640
     at.run()
-    assert any("Last search" in s.value and "10 new candidate" in s.value for s in at.success)
+    assert any("Last search" in s.value and "10 new candidate" in s.value for s in at.caption)
 
 
 @pytest.mark.slow
