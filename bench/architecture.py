@@ -173,7 +173,7 @@ def largest_function(root: Path) -> tuple[str, int]:
 
 
 _PROGRESS_DEF = re.compile(r"^\s*(?:class \w*Progress\w*\b|\w*Progress\w* = Callable)", re.MULTILINE)
-_CANCEL_PARAM = re.compile(r"\b(should_stop|cancel)\s*:\s*([^=,)]+)")
+_CANCEL_PARAM = re.compile(r"\b(should_stop|cancel)[ \t]*:[ \t]*([^=,)\n]+)")
 
 
 def protocol_counts(root: Path) -> dict[str, int]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lotr_labeler.errors import ImageRejected, InvalidInput
+from lotr_labeler.progress import Cancel
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
@@ -68,7 +69,7 @@ class PixelBudget:
             self._cond.notify_all()
 
     @contextmanager
-    def reserve(self, pixels: int, *, cancel: threading.Event | None = None, name: str = "image") -> Iterator[None]:
+    def reserve(self, pixels: int, *, cancel: Cancel | None = None, name: str = "image") -> Iterator[None]:
         """Hold ``pixels`` of the budget for the block. Raises ImageRejected (reason ``cancelled``)
         when ``cancel`` is set while waiting."""
         if getattr(self._local, "depth", 0):
@@ -90,7 +91,7 @@ class PixelBudget:
             if want >= _TRIM_PIXELS:
                 release_memory()
 
-    def _acquire(self, pixels: int, cancel: threading.Event | None, name: str) -> int:
+    def _acquire(self, pixels: int, cancel: Cancel | None, name: str) -> int:
         ticket = object()
         with self._cond:
             self._queue.append(ticket)
@@ -117,9 +118,7 @@ def _positive(pixels: int) -> int:
 _BUDGET = PixelBudget(DECODE_BUDGET_PIXELS)
 
 
-def decode_budget(
-    pixels: int, *, cancel: threading.Event | None = None, name: str = "image"
-) -> AbstractContextManager[None]:
+def decode_budget(pixels: int, *, cancel: Cancel | None = None, name: str = "image") -> AbstractContextManager[None]:
     """Context manager: reserve ``pixels`` of the process-wide decode budget for the block.
 
     Wrap any work that holds a large decoded image (decode, then predict on it). Nested
@@ -184,7 +183,7 @@ def normalize(
     max_pixels: int = 60_000_000,
     quality: int = 90,
     name: str = "image",
-    cancel: threading.Event | None = None,
+    cancel: Cancel | None = None,
 ) -> Normalized:
     """Decode ``data`` fully and re-encode it as an RGB JPEG no larger than ``max_side``.
 

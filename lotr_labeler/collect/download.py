@@ -272,7 +272,7 @@ def _fetch_job(
     cand: CandidateRow,
     cfg: _Config,
     resolver: Resolver | None,
-    cancel: threading.Event | None,
+    cancel: Cancel | None,
     then: Callable[[bytes], Future[_Outcome]],
 ) -> _Outcome | Future[_Outcome]:
     """Fetch one candidate (a download thread); hand its body on with ``then``.
@@ -299,7 +299,7 @@ def _work(
     cand: CandidateRow,
     data: bytes,
     cfg: _Config,
-    cancel: threading.Event | None,
+    cancel: Cancel | None,
     stage: Callable[[Normalized], Path],
 ) -> _Outcome:
     """Normalize and stage one fetched body (a processing thread: files only, no database)."""
@@ -326,7 +326,7 @@ def _processing(
     processors: ThreadPoolExecutor,
     cand: CandidateRow,
     cfg: _Config,
-    cancel: threading.Event | None,
+    cancel: Cancel | None,
     stage: Callable[[Normalized], Path],
 ) -> Callable[[bytes], Future[_Outcome]]:
     """What a fetch of ``cand`` calls with its body: queue ``_work`` on it to ``processors``."""
@@ -337,7 +337,7 @@ def _processing(
     return then
 
 
-def _decode(data: bytes, cand: CandidateRow, cfg: _Config, cancel: threading.Event | None) -> Normalized:
+def _decode(data: bytes, cand: CandidateRow, cfg: _Config, cancel: Cancel | None) -> Normalized:
     name = f"candidate {cand.id} ({redact(cand.image_url)})"
     try:
         return normalize(

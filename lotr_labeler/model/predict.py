@@ -48,6 +48,7 @@ from lotr_labeler.errors import Conflict, ImageRejected, InvalidInput, NotFound
 from lotr_labeler.imaging import decode_budget, to_rgb
 from lotr_labeler.model import onnx_export
 from lotr_labeler.model.runs import Run, current_run, get_run, list_runs
+from lotr_labeler.progress import Cancel
 from lotr_labeler.settings import Settings
 from lotr_labeler.store import Store
 
@@ -94,9 +95,7 @@ def too_large(name: str, size: int, max_bytes: int) -> ImageRejected:
     )
 
 
-def decode_image(
-    data: bytes, limits: Limits, name: str = "image", *, cancel: threading.Event | None = None
-) -> Image.Image:
+def decode_image(data: bytes, limits: Limits, name: str = "image", *, cancel: Cancel | None = None) -> Image.Image:
     """Decode untrusted bytes into an RGB PIL image ready for ``Predictor.predict``.
 
     Accepts anything PIL reads (jpg, png, webp, bmp, gif — first frame — …). Raises
