@@ -32,6 +32,7 @@ from lotr_labeler.store import Store
 from lotr_labeler.workspace import absolute
 
 if TYPE_CHECKING:
+    from lotr_labeler.review.candidates import ScoreReport
     from lotr_labeler.review.compute import Computed
     from lotr_labeler.review.live import LiveScorer
 
@@ -461,6 +462,20 @@ class ScoreCandidatesJob(JobSpec):
 
         if candidates.scoring_backbone(store) is None:
             raise Conflict(candidates.NOTHING_TO_LEARN.format(project=store.name))
+
+    def run(self, store: Store, report: Report | None = None, cancel: Cancel | None = None) -> Ran[ScoreReport]:
+        """Score the candidates' thumbnails (``review.candidates.score_candidates``)."""
+        from lotr_labeler.review.candidates import score_candidates
+
+        done = score_candidates(
+            store,
+            list(self.ids) or None,
+            workers=self.workers,
+            allow_private=True if self.allow_private_hosts else None,
+            progress=report,
+            cancel=cancel,
+        )
+        return Ran(done, end_state(cancelled=done.cancelled), done.summary())
 
 
 SPECS: tuple[type[JobSpec], ...] = (SearchJob, DownloadJob, EmbedJob, TrainJob, ScoreCandidatesJob)

@@ -120,3 +120,16 @@ def test_status_fails_jobs_whose_worker_is_gone(empty_store: Store, capsys: pyte
     assert f"download job {stale.id} was marked failed" in out.err
     assert table.get_job(empty_store, stale.id).state == "failed"
     assert table.get_job(empty_store, live.id).state == "running"  # this process is alive
+
+
+def test_every_job_kind_has_its_body_in_its_spec() -> None:
+    """The worker, the CLI and a notebook run a job through ``spec.run(store, progress, cancel)``: no job
+    body lives only in a CLI handler."""
+    import inspect
+
+    from lotr_labeler.jobs.specs import SPECS
+
+    for spec in SPECS:
+        assert "run" in vars(spec), f"{spec.__name__} has no run(): its body would live in the CLI"
+        params = list(inspect.signature(spec.run).parameters)
+        assert params[:4] == ["self", "store", "report", "cancel"], (spec.__name__, params)

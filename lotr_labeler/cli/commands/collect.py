@@ -67,20 +67,12 @@ def cmd_search(store: Store, args: argparse.Namespace) -> int:
 
 @project_command
 def cmd_score(store: Store, args: argparse.Namespace) -> int:
-    from lotr_labeler.review.candidates import score_candidates
-
     spec = ScoreCandidatesJob.from_args(args)
     with JobRun(store, ScoreCandidatesJob.kind, spec.record(), args.job) as job:
         with ProgressBar("score", "cand", job, _score_figures) as bar:
-            report = score_candidates(
-                store,
-                list(spec.ids) or None,
-                workers=spec.workers,
-                allow_private=True if spec.allow_private_hosts else None,
-                progress=bar,
-                cancel=job.cancel,
-            )
-        job.finish_if(report.cancelled, report.summary(), report.as_dict())
+            ran = spec.run(store, bar, job.cancel)
+        job.finish(ran.state, ran.summary, ran.report.as_dict())
+    report = ran.report
     if args.json:
         print_json(report.as_dict())
     else:
