@@ -225,10 +225,10 @@ def main() -> int:
         )
         emit("review_auroc_vs_fastai_valid_top_losses", ours_auroc, fastai_auroc, "context", "AUROC", detect)
 
-        # -- backbone auto against each fixed backbone, in the same state (the run registered)
+        # -- backbone "best" (chosen by cross-validation) against each fixed backbone, in the same state
         choice = backbone_choice.choose_backbone(store, size=args.size)
         assert choice is not None
-        say(f"backbone auto: {choice.reason}")
+        say(f"backbone best: {choice.reason}")
         fixed: dict[str, float] = {}
         for trial in choice.trials:
             if trial.backbone is None:
