@@ -244,6 +244,10 @@ class _Joining(Iterator[CandidateRow]):
             raise StopIteration
         return self._queue.pop()
 
+    def look_now(self) -> None:
+        """The next ask looks for newly accepted candidates whenever the last look was."""
+        self._looked = 0.0
+
 
 JOIN_POLL_S = 0.5
 
@@ -596,6 +600,9 @@ def _drive(
                     del pending[fut]
             else:
                 refill()
+                if not pending and not batch and isinstance(todo, _Joining):
+                    todo.look_now()  # the run would end: one last look for candidates accepted just now
+                    refill()
     finally:
         # Nothing is left in flight after a normal end; on an error (or Ctrl-C) the fetches still
         # running stop at their next read (within POLL_S) instead of at their deadline, and
@@ -636,7 +643,8 @@ def _outcome_of(fut: Future[Any]) -> _Outcome | None:
 
 
 RATE_WINDOW_S = 15.0
-"""The ETA follows the rate of the last seconds (a slow host early on, or a faster one later, moves it)."""
+"""The ETA follows the rate over the last RATE_WINDOW_S or so (a slow host early on, or a faster one later,
+moves it); group commits report many images at once, so the window always reaches back past a burst."""
 
 
 def _progress(report: DownloadReport, started: float, message: str, now: float | None = None) -> DownloadProgress:
@@ -644,10 +652,12 @@ def _progress(report: DownloadReport, started: float, message: str, now: float |
     elapsed = now - started
     done = report.done
     marks = report.rate_marks
+    if not marks:
+        marks.append((started, 0))  # the run's start counts: the first images' wait is part of the rate
     marks.append((now, done))
-    while len(marks) > 1 and now - marks[0][0] > RATE_WINDOW_S:
-        marks.popleft()
-    t0, d0 = marks[0] if len(marks) > 1 and done > marks[0][1] else (started, 0)
+    while len(marks) > 2 and now - marks[1][0] >= RATE_WINDOW_S:
+        marks.popleft()  # marks[0] stays the newest mark at least RATE_WINDOW_S old (or the start)
+    t0, d0 = marks[0]
     eta = (now - t0) / (done - d0) * (report.total - done) if done > d0 else None
     return DownloadProgress(
         done=done,

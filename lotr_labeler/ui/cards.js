@@ -615,26 +615,42 @@ export default function (component) {
     release();
   }
   // -- keys that wait for a thumbnail ---------------------------------------------------------------
-  const NAVIGATION = new Set(["ArrowRight", "ArrowLeft", "ArrowDown", "ArrowUp", "Escape", "?", "Enter", " ", "Shift"]);
+  const NAVIGATION = new Set(["ArrowRight", "ArrowLeft", "ArrowDown", "ArrowUp", "Escape", "?", "Enter", " "]);
+  function decides(w) {
+    // A key that decides on the focused or selected cards (navigation, undo and the threshold never do).
+    const k = w.key || "";
+    if (k.length !== 1) return false;
+    if (/^[1-9]$/.test(k)) return true;
+    if (w.shiftKey) return "AXPK".includes(k);
+    return KEY_ACTION[k.toLowerCase()] !== undefined;
+  }
+  function gridKey(w) {
+    // What handleKey acts on: only these queue behind a held key; Tab, PageDown, F5… go on untouched.
+    const k = w.key || "";
+    return NAVIGATION.has(k) || decides(w) || (k.length === 1 && "zZ[]sS".includes(k));
+  }
   function waitsFor(w) {
-    // The cards a decision key would act on that the user has not seen yet (navigation never waits).
-    if (NAVIGATION.has(w.key) || w.key === "z" || w.key === "Z") return [];
-    const here = s.lb != null ? [s.lb] : targets();
-    return here.filter((i) => { const c = view.get(i); return c && safeUrl(c.src) && !s.shown.has(i); });
+    // The cards a decision key would act on that the user has not seen yet. The large view shows the
+    // picture itself: nothing waits there.
+    if (s.lb != null || !decides(w)) return [];
+    return targets().filter((i) => { const c = view.get(i); return c && safeUrl(c.src) && !s.shown.has(i); });
   }
   function hold(w) {
     s.held.push(w);
     armHold();
   }
   function armHold() {
+    // HOLD_MS for the first held key; each key that goes on gives the next one its own HOLD_MS.
     clearTimeout(s.holdTimer);
+    if (!s.held.length) return;
     s.holdTimer = setTimeout(() => {
-      for (const i of waitsFor(s.held[0] || {})) settle(i);  // hung: shown as it is, the keys go on
+      for (const i of waitsFor(s.held[0])) settle(i);  // hung: shown as it is ("no preview" stays a placeholder)
+      release();  // also when what it waited for changed meanwhile (another card clicked, a rerun)
     }, HOLD_MS);
   }
   function release() {
     while (s.held.length && !waitsFor(s.held[0]).length) handleKey(s.held.shift());
-    if (!s.held.length) clearTimeout(s.holdTimer);
+    armHold();
   }
   function onDblClick(e) {
     const cardEl = e.target.closest(".cg-grid [data-card]");
@@ -661,7 +677,7 @@ export default function (component) {
       return;
     }
     const w = { key: e.key, shiftKey: e.shiftKey, at: performance.now() };
-    if (s.held.length || waitsFor(w).length) {  // in order: a key typed after a held one waits too
+    if ((s.held.length && gridKey(w)) || waitsFor(w).length) {  // in order: a grid key after a held one waits too
       hold(w);
       e.preventDefault();
       e.stopPropagation();
@@ -710,7 +726,7 @@ export default function (component) {
   const waiting = (s.waiting || []).filter((w) => performance.now() - w.at < 1000);
   s.waiting = [];
   for (const w of waiting) {  // keys typed while the element was being swapped, in order
-    if (s.held.length || waitsFor(w).length) hold(w);
+    if ((s.held.length && gridKey(w)) || waitsFor(w).length) hold(w);
     else handleKey(w);
   }
   // Thumbnails the browser had already (a remount reuses its cache) count as shown at once.

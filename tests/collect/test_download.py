@@ -731,6 +731,18 @@ def test_candidates_accepted_during_a_download_join_it(proj: Store, site: Site) 
     assert site.hits("/c.jpg") == 1
 
 
+def test_a_candidate_accepted_as_the_last_image_lands_still_joins(proj: Store, site: Site) -> None:
+    accept(proj, "Elves", site.url("/a.jpg"), site.url("/b.png"))
+    (late,) = accept(proj, "Elves", site.url("/c.jpg"), state="pending")
+
+    def progress(p: DownloadProgress) -> None:
+        if p.done == 2 and proj.get_candidate(late).state == "pending":
+            proj.decide([late], "accepted")  # just as the run would end: its last look takes it in
+
+    report = download_candidates(proj, workers=2, progress=progress)
+    assert report.total == 3 and proj.get_candidate(late).state == "downloaded"
+
+
 def test_a_download_of_given_ids_takes_no_latecomer(proj: Store, site: Site) -> None:
     (a,) = accept(proj, "Elves", site.url("/a.jpg"))
     (late,) = accept(proj, "Elves", site.url("/b.png"), state="pending")
@@ -739,15 +751,28 @@ def test_a_download_of_given_ids_takes_no_latecomer(proj: Store, site: Site) -> 
 
 
 def test_the_eta_follows_the_recent_rate() -> None:
-    """20 of 100 done: the first 10 took 100 s (a slow host), the next 10 the last 10 s. The remaining 80
-    at the recent 1/s is 80 s; the run's average (20 in 110 s) would say 440 s."""
+    """100 to do: 10 from a slow host (one every 10 s), then 30 at one a second. At 130 s the remaining 60
+    at the recent 1/s is about 60 s; the run's average (40 in 130 s) would say 195 s."""
     from lotr_labeler.collect.download import DownloadReport, _progress
 
     report = DownloadReport(total=100)
-    for done, at in ((10, 100.0), (15, 105.0), (20, 110.0)):
+    steps = [(10.0 * k, k) for k in range(1, 11)] + [(100.0 + k, 10 + k) for k in range(1, 31)]
+    for at, done in steps:
         report.ok = done
         last = _progress(report, 0.0, "", now=at)
-    assert last.eta_s is not None and 70 <= last.eta_s <= 90, last.eta_s
+    assert last.eta_s is not None and 50 <= last.eta_s <= 75, last.eta_s
+
+
+def test_the_eta_counts_the_wait_before_a_burst() -> None:
+    """A group commit reports 32 images at once after 3 s: the rate is 32 in 3 s (about 91 s for the other
+    968), not 31 in no time."""
+    from lotr_labeler.collect.download import DownloadReport, _progress
+
+    report = DownloadReport(total=1000)
+    for done in range(1, 33):
+        report.ok = done
+        last = _progress(report, 0.0, "", now=3.0 + done * 1e-4)
+    assert last.eta_s is not None and 80 <= last.eta_s <= 100, last.eta_s
     first = _progress(DownloadReport(total=4, ok=1), 0.0, "", now=5.0)  # one report: the run's own rate
     assert first.eta_s == pytest.approx(15.0)
 

@@ -23,7 +23,8 @@ from .streamlit_page import StreamlitPage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SHOTS = ROOT / "test-artifacts" / "thumbnail-wait"
-HELD = "/held.png"  # the one picture the server holds back
+HELD = "/held.png"  # the picture the server holds back until the test lets it go
+HUNG = "/hung.png"  # the picture the server holds back until the end (a host that never answers)
 HOLD_LIMIT_S = 20.0  # the server's own bound: it answers by then whatever the test does
 # The grid's root (components v2 render it in a shadow root), then how many cards show the placeholder.
 LOADING = (
@@ -39,6 +40,7 @@ class _Images(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.release = threading.Event()
+        self.closing = threading.Event()
         self.png = _png()
 
 
@@ -48,6 +50,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == HELD:
             self.server.release.wait(HOLD_LIMIT_S)
+        elif self.path == HUNG:
+            self.server.closing.wait(HOLD_LIMIT_S)
         body = self.server.png
         self.send_response(200)
         self.send_header("Content-Type", "image/png")
@@ -75,13 +79,15 @@ def images() -> Iterator[_Images]:
         yield server
     finally:
         server.release.set()
+        server.closing.set()
         server.shutdown()
         server.server_close()
 
 
 @pytest.fixture(scope="module")
 def wait_app(browser: Any, images: _Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
-    """Four pending candidates: the first one's thumbnail is held by the server, the others load at once."""
+    """Five pending candidates: the first one's thumbnail is held until the test lets it go, the last one's
+    hangs, the others load at once."""
     data = tmp_path_factory.mktemp("thumbwait") / "data"
     base = f"http://127.0.0.1:{images.server_address[1]}"
     with create_project(data, "shapes", "empty") as store:
@@ -90,13 +96,13 @@ def wait_app(browser: Any, images: _Images, tmp_path_factory: pytest.TempPathFac
             CandidateIn(
                 "circle",
                 f"http://img.invalid/{i}.jpg",
-                f"{base}{HELD}" if i == 0 else f"{base}/{i}.png",
+                f"{base}{HELD}" if i == 0 else f"{base}{HUNG}" if i == 4 else f"{base}/{i}.png",
                 page_url=f"http://page.invalid/{i}",
                 query="circle",
                 width=96,
                 height=96,
             )
-            for i in range(4)
+            for i in range(5)
         )
     with AppServer(data, SHOTS / "streamlit.log") as server:
         yield server
@@ -105,6 +111,12 @@ def wait_app(browser: Any, images: _Images, tmp_path_factory: pytest.TempPathFac
 def _states(app: AppServer) -> list[str]:
     with open_project(app.data_dir, "shapes") as store:
         return [c.state for c in sorted(store.candidates(), key=lambda c: c.id)]
+
+
+def _until(done: Any, limit_s: float = 15.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def test_a_key_on_a_loading_thumbnail_waits_for_it(browser: Any, images: _Images, wait_app: AppServer) -> None:
@@ -116,8 +128,8 @@ def test_a_key_on_a_loading_thumbnail_waits_for_it(browser: Any, images: _Images
         first.wait_for()
         sp.wait_idle()
         sp.page.mouse.click(5, 5)  # the document has the keyboard
-        # The others loaded; the held one shows the placeholder, not an empty frame.
-        sp.page.wait_for_function(f"() => ({LOADING})() === 1", timeout=30_000)
+        # The others loaded; the held and the hung ones show the placeholder, not an empty frame.
+        sp.page.wait_for_function(f"() => ({LOADING})() === 2", timeout=30_000)
         assert "cg-loading" in (first.get_attribute("class") or "")
         sp.screenshot("placeholder")
         assert first.get_attribute("class") and "cg-focus" in str(first.get_attribute("class"))
@@ -128,11 +140,18 @@ def test_a_key_on_a_loading_thumbnail_waits_for_it(browser: Any, images: _Images
         assert _states(wait_app)[0] == "pending"
 
         images.release.set()  # the picture arrives: the held key goes on, to the card it was meant for
-        sp.page.wait_for_function(f"() => ({LOADING})() === 0", timeout=30_000)
-        deadline = time.monotonic() + 15.0
-        while _states(wait_app)[0] != "rejected" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _states(wait_app) == ["rejected", "pending", "pending", "pending"]
+        sp.page.wait_for_function(f"() => ({LOADING})() === 1", timeout=30_000)
+        _until(lambda: _states(wait_app)[0] == "rejected")
+        assert _states(wait_app) == ["rejected", "pending", "pending", "pending", "pending"]
+
+        # A host that never answers: the key waits its 3 s, then goes on (the card as it is).
+        for _ in range(3):  # the focus moved on to card 2 with the x; to the hung card 5
+            sp.page.keyboard.press("ArrowRight")
+        sp.page.keyboard.press("x")
+        time.sleep(1.0)
+        assert _states(wait_app)[4] == "pending"
+        _until(lambda: _states(wait_app)[4] == "rejected")
+        assert _states(wait_app) == ["rejected", "pending", "pending", "pending", "rejected"]
         sp.check_no_exception()
     finally:
         context.close()
