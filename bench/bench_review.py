@@ -248,7 +248,7 @@ def main() -> int:
                 recall,
                 ">= 1" if name != auto_name else "context",
                 "recall@k",
-                f"{detect}; auto chose {auto_name} ({choice.reason}); anchor = {name} fixed",
+                f"{detect}; best (cross-validated) chose {auto_name} ({choice.reason}); anchor = {name} fixed",
             )
 
         # -- instant model: "Retrain head" to a prediction, and its valid accuracy vs the fine-tune

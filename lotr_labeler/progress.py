@@ -57,14 +57,3 @@ def pause(cancel: Cancel | None, seconds: float) -> bool:
         threading.Event().wait(seconds)
         return False
     return cancel.wait(seconds)
-
-
-def counting(report: Report | None, message: str = "") -> Callable[[int, int], None]:
-    """A ``(done, total)`` callback feeding ``report`` with base records: for the loops of a
-    library (fastai, ONNX export) that count steps and know nothing of ``Progress``."""
-
-    def step(done: int, total: int) -> None:
-        if report is not None:
-            report(Progress(done=done, total=total, message=message))
-
-    return step

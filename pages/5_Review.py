@@ -106,9 +106,10 @@ def _retrain_head(store: Store) -> str:
 
 
 def _make_instant_current(store: Store) -> str:
-    made = instant.export_instant(store, make_current=True)
+    done = compute.retrain_head(store, build=True)  # what the CLI's --retrain-head --make-current runs
+    assert done.made is not None
     st.session_state.pop(INSTANT, None)
-    return f"{made.summary()} It is now the current model: Predict, `serve` and `export` use it."
+    return f"{done.made.summary()} It is now the current model: Predict, `serve` and `export` use it."
 
 
 def _instant_offer(store: Store, info: last_fit.FitInfo | None, run: runs.Run | None) -> None:

@@ -16,6 +16,7 @@ the same call.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from lotr_labeler.review.compute import Computed
     from lotr_labeler.review.live import LiveScorer
 
+log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 
@@ -271,12 +273,19 @@ class DownloadJob(JobSpec):
         return Ran(done, end_state(cancelled=done.cancelled, failed=done.mostly_failed), summary)
 
 
-def _live_scorer(store: Store) -> LiveScorer:
-    """A started scorer with the backbone of the last fit (before any fit, the default one)."""
+def _live_scorer(store: Store) -> LiveScorer | None:
+    """A started scorer with the backbone of the last fit (before any fit, the default one); None when
+    no backbone can be had (the download goes on; Review scores later with Compute)."""
+    from lotr_labeler.errors import LabelerError
     from lotr_labeler.review.last_fit import fit_backbone
     from lotr_labeler.review.live import LiveScorer
 
-    return LiveScorer(store.root, fit_backbone(store)).start()
+    try:
+        backbone = fit_backbone(store)
+    except LabelerError as exc:
+        log.warning("download without live scoring: %s", exc)
+        return None
+    return LiveScorer(store.root, backbone).start()
 
 
 @dataclass(frozen=True)

@@ -433,11 +433,6 @@ def is_loaded(path: str | Path) -> bool:
         return False
 
 
-def clear_cache() -> None:
-    with _CACHE_LOCK:
-        _CACHE.clear()
-
-
 def _load(path: Path, version: tuple[int, int], onnx_version: tuple[int, int] | None) -> Predictor:
     started = time.perf_counter()
     from fastai.learner import load_learner

@@ -1,7 +1,7 @@
 """The last fit: how the stored scores were made (meta ``review_fit``), and its backbone.
 
 ``fit_backbone`` is the one answer to "which backbone does review use now": the one the stored
-scores were fitted on (what the Review queue shows), else the default backbone. The queue, the
+scores were fitted on (what the Review queue shows), else the default backbone. Refits, the
 live scorer, candidate scoring, the embedding map, the instant model and the Review page's count
 of images to embed all ask it.
 """

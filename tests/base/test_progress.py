@@ -16,7 +16,7 @@ from lotr_labeler.collect.search import SearchProgress
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.worker import JobRun
 from lotr_labeler.model.train import TrainProgress
-from lotr_labeler.progress import Progress, counting, pause, stopped
+from lotr_labeler.progress import Progress, pause, stopped
 from lotr_labeler.review.candidates import ScoreProgress
 from lotr_labeler.review.compute import ComputeProgress
 from lotr_labeler.store import Store
@@ -44,14 +44,6 @@ def test_cancel_helpers() -> None:
     started = time.monotonic()
     assert pause(event, 10.0) is True  # woken by the set, not after the full pause
     assert time.monotonic() - started < 5.0 and stopped(event)
-
-
-def test_counting_feeds_base_records() -> None:
-    seen: list[Progress] = []
-    step = counting(seen.append, "exporting")
-    step(1, 3)
-    step(3, 3)
-    assert seen == [Progress(done=1, total=3, message="exporting"), Progress(done=3, total=3, message="exporting")]
 
 
 def test_the_cli_bar_writes_any_stage_record_to_the_job_row(
