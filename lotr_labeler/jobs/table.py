@@ -280,14 +280,3 @@ def cancel_requested(conn: sqlite3.Connection, job_id: int) -> bool:
     connection: sqlite connections stay in their thread)."""
     row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return bool(row and row[0])
-
-
-def launched() -> dict[int, subprocess.Popen[bytes]]:
-    """The worker processes this process launched and has not reaped yet, by pid (a copy): for a
-    caller that must wait on or stop its own workers (a test's teardown, a server's shutdown)."""
-    return dict(_children)
-
-
-def forget(pid: int) -> None:
-    """Drop a reaped worker from ``launched()``."""
-    _children.pop(pid, None)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from helpers import SHAPES, image_bytes, shape_image, wait_for
 from starlette.testclient import TestClient
@@ -70,7 +71,7 @@ def test_a_killed_trainings_job_row_is_failed_on_the_next_look_at_the_runs(empty
     job = jobs.launch(
         store, "train", TrainJob.of(TrainParams(epochs=50, size=64, batch_size=2, pretrained=False)).to_argv(), {}
     )
-    child = jobs.launched()[job.pid or 0]
+    child = psutil.Process(job.pid)  # our worker, in its own session
     try:
         wait_for(lambda: jobs.get_job(store, job.id).progress.get("batch", 0) >= 1, 180, "the first batch")
     finally:

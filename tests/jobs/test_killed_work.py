@@ -9,6 +9,7 @@ import os
 import signal
 from pathlib import Path
 
+import psutil
 import pytest
 from helpers import SHAPES, image_bytes, shape_image, wait_for
 
@@ -48,7 +49,7 @@ def test_killed_training_is_failed_cleaned_removable_and_not_blocking(
     fill(store)
     slow = TrainParams(arch="resnet18", epochs=50, size=64, batch_size=2, pretrained=False)
     job = jobs.launch(store, "train", TrainJob.of(slow).to_argv(), {})
-    child = jobs.launched()[job.pid or 0]
+    child = psutil.Process(job.pid)  # our worker, in its own session
     try:
         wait_for(lambda: jobs.get_job(store, job.id).progress.get("batch", 0) >= 1, 180, "the first batch")
         run = running_run(store)
