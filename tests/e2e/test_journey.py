@@ -106,7 +106,8 @@ def wait_job_done(sp: StreamlitPage, kind: str, timeout_s: float = 90.0) -> tupl
     polls every second while the job runs, then a full rerun shows the result).
     """
     seen: list[str] = []
-    done = sp.page.locator(SUCCESS, has_text=f"Last {kind}")
+    # A panel beside the grid says it in one caption line (Search), the others in a success box.
+    done = sp.page.locator(f'{SUCCESS}, [data-testid="stCaptionContainer"]', has_text=f"Last {kind}")
     failed = sp.page.locator('[data-testid="stAlertContentError"]', has_text=f"Last {kind}")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
