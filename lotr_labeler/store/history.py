@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from lotr_labeler.errors import Conflict, NotFound, NothingToUndo, StoreError
@@ -124,10 +124,6 @@ class HistoryMixin(Database):
             (summary, json.dumps(payload), now(), event_id),
         )
 
-    def _event_payload(self, event_id: int) -> Payload | None:
-        row = self.conn.execute("SELECT payload FROM events WHERE id = ?", (event_id,)).fetchone()
-        return None if row is None else cast("Payload", json.loads(row[0]))
-
     def history(self, limit: int = 50) -> list[Event]:
         rows = self.conn.execute("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [event_row(r) for r in rows]
@@ -203,10 +199,3 @@ class HistoryMixin(Database):
 
     def _live_after(self, event_id: int) -> Iterator[sqlite3.Row]:
         yield from self.conn.execute("SELECT * FROM events WHERE id > ? AND undone = 0 ORDER BY id", (event_id,))
-
-    def own_events(self, limit: int = 50) -> Sequence[Event]:
-        """This author's changes, newest first (the page's history list, `lotr-labeler history`)."""
-        rows = self.conn.execute(
-            "SELECT * FROM events WHERE origin = ? OR origin IS NULL ORDER BY id DESC LIMIT ?", (self.author(), limit)
-        ).fetchall()
-        return [event_row(r) for r in rows]

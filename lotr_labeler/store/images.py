@@ -319,13 +319,6 @@ class ImagesMixin(ClassesMixin):
                     return key
         return None
 
-    def record_import(self, image_ids: Sequence[int], summary: str) -> None:
-        """One undoable event for images added already (callers that commit their own batches
-        use ``add_images(record=ImportRecord(...))`` instead, so a kill leaves an event too)."""
-        if image_ids:
-            with self.transaction():
-                self._event("import", summary, {"ids": list(image_ids)})
-
     def get_image(self, image_id: int) -> ImageRow:
         row = self.conn.execute(_IMAGE_SELECT + " WHERE i.id = ?", (image_id,)).fetchone()
         if row is None:
