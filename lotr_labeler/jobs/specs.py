@@ -21,7 +21,6 @@ import shutil
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
-from lotr_labeler.collect.download import DownloadReport, download_candidates
 from lotr_labeler.collect.search import SearchOptions, SearchReport, plan_queries, run_search
 from lotr_labeler.jobs import table
 from lotr_labeler.jobs.table import Job
@@ -33,6 +32,7 @@ from lotr_labeler.store import Store
 from lotr_labeler.workspace import absolute
 
 if TYPE_CHECKING:
+    from lotr_labeler.collect.download import DownloadReport
     from lotr_labeler.review.candidates import ScoreReport
     from lotr_labeler.review.compute import Computed
     from lotr_labeler.review.live import LiveScorer
@@ -250,6 +250,8 @@ class DownloadJob(JobSpec):
         and a backbone to hand, a ``LiveScorer`` embeds the new images and rescores the Review
         queue every few seconds (its status joins each progress message and the summary). Fails
         (as a state) when most URLs failed."""
+        from lotr_labeler.collect.download import download_candidates  # httpx: only when a download runs
+
         scorer = _live_scorer(store) if self.score else None
 
         def tell(p: Progress) -> None:

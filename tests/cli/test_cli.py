@@ -202,3 +202,17 @@ def test_json_listing_into_a_closed_pipe_exits_quietly(project: Path) -> None:
         proc.kill()
         proc.wait()
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_the_cli_and_the_job_specs_start_without_the_http_client() -> None:
+    """httpx (0.3 s here) loads when something is fetched, not at every command's start (`status` is
+    benchmarked as a whole process) nor with the pages that import the job specs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lotr_labeler.cli.main, lotr_labeler.jobs.specs; "
+        "print(sorted(m for m in ('httpx', 'torch', 'fastai', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

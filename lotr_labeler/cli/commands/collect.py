@@ -11,7 +11,6 @@ from pathlib import Path
 from lotr_labeler import signals
 from lotr_labeler.cli.context import Subparsers, project_command
 from lotr_labeler.cli.output import ProgressBar, emit, print_json
-from lotr_labeler.collect.download import DownloadProgress
 from lotr_labeler.collect.export import export_dataset
 from lotr_labeler.collect.importers import IMPORT_KINDS, ImportReport, import_from
 from lotr_labeler.collect.search import SearchProgress
@@ -33,6 +32,8 @@ def _score_figures(p: Step) -> str:
 
 
 def _download_figures(p: Step) -> str:
+    from lotr_labeler.collect.download import DownloadProgress  # httpx: not at every command's start
+
     return f"ok={p.ok}, failed={p.failed}, dup={p.duplicates}" if isinstance(p, DownloadProgress) else ""
 
 
