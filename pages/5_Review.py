@@ -119,16 +119,8 @@ def _instant_offer(store: Store, info: last_fit.FitInfo | None, run: runs.Run | 
     if info is None or not kept or kept[0] != store.name or kept[1] != info.computed_at:
         return
     check: instant.HeadCheck = kept[2]
-
-    def pct(err: float | None) -> str:
-        return "n/a" if err is None else f"{err:.1%}"
-
-    current = (run.metrics or {}).get("error_rate") if run is not None else None
-    mine = f"Instant model (head on the {check.backbone}): valid error **{pct(check.valid_error)}** "
-    mine += f"on {check.valid_images} image(s)"
-    theirs = f"current model (run {run.id}): valid error **{pct(current)}**" if run is not None else "no current model"
     c = st.columns([4, 1.3], vertical_alignment="center")
-    c[0].markdown(f"{mine} · {theirs}")
+    c[0].markdown(check.beside(run, strong=lambda figure: f"**{figure}**"))
     c[1].button(
         "Make it current",
         key="r_instant_current",

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +108,19 @@ class HeadCheck:
     @property
     def valid_error(self) -> float | None:
         return None if self.valid_accuracy is None else 1 - self.valid_accuracy
+
+    def beside(self, run: runs.Run | None, strong: Callable[[str], str] = str) -> str:
+        """The instant model's valid error beside the current run's, as the page and the CLI say it
+        (``strong`` marks the two figures, e.g. bold on the page)."""
+
+        def pct(err: float | None) -> str:
+            return strong("n/a" if err is None else f"{err:.1%}")
+
+        mine = f"Instant model (head on the {self.backbone}): valid error {pct(self.valid_error)} "
+        mine += f"on {self.valid_images} image(s)"
+        if run is None:
+            return f"{mine} · no current model"
+        return f"{mine} · current model (run {run.id}): valid error {pct((run.metrics or {}).get('error_rate'))}"
 
 
 @dataclass(frozen=True)

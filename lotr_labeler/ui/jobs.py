@@ -76,15 +76,19 @@ def when(iso: str, now: datetime | None = None) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _ended_text(job: jobs.Job) -> str:
+    return f"Last {job.kind} ({when(job.finished_at or job.updated_at)}): {job.message}"
+
+
 def _last(job: jobs.Job) -> None:
     shown = {"done": st.success, "cancelled": st.warning, "failed": st.error}[job.state]
-    shown(f"Last {job.kind} ({when(job.finished_at or job.updated_at)}): {job.message}")
+    shown(_ended_text(job))
 
 
 def last_line(job: jobs.Job) -> None:
     """A finished job in one line, for a panel that sits beside the grid: a caption when it went well
     (the grid shows what it did), the red box when it failed (the user must see it)."""
-    text = f"Last {job.kind} ({when(job.finished_at or job.updated_at)}): {job.message}"
+    text = _ended_text(job)
     if job.state == "failed":
         st.error(text)
     else:

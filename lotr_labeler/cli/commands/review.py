@@ -100,16 +100,8 @@ def _retrain_head(store: Store, as_json: bool, make_current: bool) -> int:
     if as_json:
         print_json(doc)
     else:
-
-        def pct(err: float | None) -> str:
-            return "n/a" if err is None else f"{err:.1%}"
-
-        theirs = f"current model (run {current.id}): valid error {pct(error)}" if current else "no current model"
-        print(
-            f"Instant model (head on the {done.check.backbone}): valid error {pct(done.check.valid_error)} on "
-            f"{done.check.valid_images} image(s) · {theirs}. The current model is unchanged: "
-            "add --make-current to deploy the instant model."
-        )
+        unchanged = "The current model is unchanged: add --make-current to deploy the instant model."
+        print(f"{done.check.beside(current)}. {unchanged}")
     return 0
 
 
