@@ -20,6 +20,7 @@ from lotr_labeler.ui.context import (
     flash,
     has_flash,
     keep_valid,
+    kept_expander,
     open_current,
     project_store,
     remember_widgets,
@@ -340,59 +341,61 @@ with open_current() as store:
     classes = store.class_names()
 
     # -- search ------------------------------------------------------------------------
-    with st.expander("🔎 Search images", expanded=store.count_candidates() == 0):
-        st.caption("Thumbnails come straight from the search engine: nothing is downloaded until you accept it.")
-        c1, c2 = st.columns([1, 2])
-        target = c1.selectbox("Class", keep_valid("s_class", [ALL, *classes]), key="s_class")
-        free = c2.text_input(
-            "Free-text query (optional, for one class)",
-            key="s_query",
-            placeholder="e.g. gandalf the grey close-up",
-            disabled=target == ALL,
-        )
-        c = st.columns(4)
-        max_results = c[0].number_input("Results per query", 1, 500, settings.search_max_results)
-        kind = _pick(TYPE_IMAGE, "s_type", "Type")
-        size = _pick(SIZE, "s_size", "Size")
-        with c[1]:
-            layout = _pick(LAYOUT, "s_layout", "Layout")
-        with c[2]:
-            licence = _pick(LICENSE_IMAGE[1:], "s_license", "License")
-            safe = st.selectbox("Safe search", SAFESEARCH, key="s_safe")
-        with c[3]:
-            region = st.text_input("Region", key="s_region")
-            delay = st.number_input("Pause between queries (s)", 0.0, 60.0, settings.search_delay)
-        with error_boundary():
-            planned = plan_queries(store, None if target == ALL else target, free if target != ALL else None)
-            spec = SearchJob(
-                label=None if target == ALL else target,
-                query=(free.strip() or None) if target != ALL else None,
-                max=int(max_results),
-                type=kind,
-                size=None if size == ANY else size,
-                layout=None if layout == ANY else layout,
-                license=None if licence == ANY else licence,
-                safesearch=safe,
-                region=region,
-                delay=float(delay),
+    # Open on a project with no candidates yet; its form is drawn only while open (kept_expander).
+    with kept_expander("🔎 Search images", "s_box", expanded=store.count_candidates() == 0) as box:
+        if box.open:
+            st.caption("Thumbnails come straight from the search engine: nothing is downloaded until you accept it.")
+            c1, c2 = st.columns([1, 2])
+            target = c1.selectbox("Class", keep_valid("s_class", [ALL, *classes]), key="s_class")
+            free = c2.text_input(
+                "Free-text query (optional, for one class)",
+                key="s_query",
+                placeholder="e.g. gandalf the grey close-up",
+                disabled=target == ALL,
             )
-            spec.options()  # validates before a job starts
-            st.caption(
-                f"{len(planned)} quer{'y' if len(planned) == 1 else 'ies'}: "
-                + " · ".join(q for _, q in planned[:8])
-                + (" …" if len(planned) > 8 else "")
-            )
-            running = jobs.running_job(store, "search") is not None
-            st.button(
-                "Search",
-                type="primary",
-                disabled=running or not planned,
-                on_click=act,
-                args=(_launch_search, spec, len(planned)),
-                kwargs={"success": "{result}"},
-            )
-        with st.popover("…or add a list of image URLs"):
-            url_list_form(store, "search_urls")
+            c = st.columns(4)
+            max_results = c[0].number_input("Results per query", 1, 500, settings.search_max_results)
+            kind = _pick(TYPE_IMAGE, "s_type", "Type")
+            size = _pick(SIZE, "s_size", "Size")
+            with c[1]:
+                layout = _pick(LAYOUT, "s_layout", "Layout")
+            with c[2]:
+                licence = _pick(LICENSE_IMAGE[1:], "s_license", "License")
+                safe = st.selectbox("Safe search", SAFESEARCH, key="s_safe")
+            with c[3]:
+                region = st.text_input("Region", key="s_region")
+                delay = st.number_input("Pause between queries (s)", 0.0, 60.0, settings.search_delay)
+            with error_boundary():
+                planned = plan_queries(store, None if target == ALL else target, free if target != ALL else None)
+                spec = SearchJob(
+                    label=None if target == ALL else target,
+                    query=(free.strip() or None) if target != ALL else None,
+                    max=int(max_results),
+                    type=kind,
+                    size=None if size == ANY else size,
+                    layout=None if layout == ANY else layout,
+                    license=None if licence == ANY else licence,
+                    safesearch=safe,
+                    region=region,
+                    delay=float(delay),
+                )
+                spec.options()  # validates before a job starts
+                st.caption(
+                    f"{len(planned)} quer{'y' if len(planned) == 1 else 'ies'}: "
+                    + " · ".join(q for _, q in planned[:8])
+                    + (" …" if len(planned) > 8 else "")
+                )
+                running = jobs.running_job(store, "search") is not None
+                st.button(
+                    "Search",
+                    type="primary",
+                    disabled=running or not planned,
+                    on_click=act,
+                    args=(_launch_search, spec, len(planned)),
+                    kwargs={"success": "{result}"},
+                )
+            with st.popover("…or add a list of image URLs"):
+                url_list_form(store, "search_urls")
     # The search and download jobs' progress right above the filters and the grid they fill: one line
     # each once they ended (the grid shows what they did), a bar with Cancel while they run.
     j = st.columns(2)

@@ -9,7 +9,7 @@ import streamlit as st
 
 from lotr_labeler.collect.export import export_dataset
 from lotr_labeler.ui import cards
-from lotr_labeler.ui.context import error_boundary, open_current, project_store, show_flash
+from lotr_labeler.ui.context import error_boundary, kept_expander, open_current, project_store, show_flash
 from lotr_labeler.ui.grid import page_view, pager, reset_page
 from lotr_labeler.ui.imports import import_box
 from lotr_labeler.ui.jobs import follow_jobs
@@ -72,15 +72,16 @@ with open_current() as store:
     st.divider()
     import_box(store)
 
-    with st.expander("Export dataset"):
-        st.caption(
-            "A zip of `images/<class>/<id>.jpg` plus `manifest.csv` (split, hash, provenance): "
-            "train on any GPU machine with fastai's `ImageDataLoaders.from_folder`."
-        )
-        if st.button("Build export zip"):
-            with error_boundary():
-                stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-                out = store.root / "exports" / f"{store.name}-{stamp}.zip"
-                n = export_dataset(store, out, progress_bar("Exporting…"))
-                st.success(f"Exported {n} images to `{out}`.")
-                st.download_button("Download zip", out.read_bytes(), file_name=out.name, mime="application/zip")
+    with kept_expander("Export dataset", "ds_export") as box:
+        if box.open:  # drawn when opened, as the import box
+            st.caption(
+                "A zip of `images/<class>/<id>.jpg` plus `manifest.csv` (split, hash, provenance): "
+                "train on any GPU machine with fastai's `ImageDataLoaders.from_folder`."
+            )
+            if st.button("Build export zip"):
+                with error_boundary():
+                    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+                    out = store.root / "exports" / f"{store.name}-{stamp}.zip"
+                    n = export_dataset(store, out, progress_bar("Exporting…"))
+                    st.success(f"Exported {n} images to `{out}`.")
+                    st.download_button("Download zip", out.read_bytes(), file_name=out.name, mime="application/zip")

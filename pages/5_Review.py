@@ -590,13 +590,16 @@ with open_current() as store:
 
     # -- corrections --------------------------------------------------------------------------------
     with tab_history:
-        events = [e for e in store.history(50) if e.kind in ("relabel", "delete", "restore")]
-        if not events:
-            st.caption("No corrections yet.")
-        for e in events:
-            mark = "~~" if e.undone else ""
-            st.markdown(f"{mark}{e.summary}{mark} · {e.at[:16].replace('T', ' ')}" + (" · undone" if e.undone else ""))
-        st.caption("↩ Undo (above) reverts the newest change exactly: label, folder and trash state.")
+        if tab_history.open:  # as the Map: drawn while open
+            events = [e for e in store.history(50) if e.kind in ("relabel", "delete", "restore")]
+            if not events:
+                st.caption("No corrections yet.")
+            for e in events:
+                mark = "~~" if e.undone else ""
+                st.markdown(
+                    f"{mark}{e.summary}{mark} · {e.at[:16].replace('T', ' ')}" + (" · undone" if e.undone else "")
+                )
+            st.caption("↩ Undo (above) reverts the newest change exactly: label, folder and trash state.")
 
 # Last, once the page is drawn: scikit-learn loads in a background thread so the first "Retrain head"
 # is quick. Started at the top, its ~3 s of imports held the GIL against this script's first run and

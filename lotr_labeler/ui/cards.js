@@ -342,6 +342,18 @@ export default function (component) {
   function classOptions(current) {
     return classes.map((c) => `<option${c === current ? " selected" : ""}>${esc(c)}</option>`).join("");
   }
+  // A card's relabel menu holds its own class until it is about to open (a press, Tab to it): the
+  // full list on every card is most of the grid's DOM (48 cards x 20 classes = 1,900 nodes), which
+  // the browser builds on every page load while the user waits for the first picture.
+  function lazyOptions(current) {
+    return `<option selected>${esc(current)}</option>`;
+  }
+  function fillOptions(e) {
+    const t = e.target;
+    if (!(t instanceof HTMLSelectElement) || !t.classList.contains("cg-relabel") || t.dataset.full) return;
+    t.innerHTML = classOptions(t.value);
+    t.dataset.full = "1";
+  }
   function controlsHtml(c, inLightbox) {
     if (c.locked) return `<span class="cg-badge" title="No decision applies any more">${esc(c.locked)}</span>`;
     if (c.deleted) return button("restore", "↺ Restore", "Restore from the trash (R)", "cg-wide");
@@ -349,7 +361,8 @@ export default function (component) {
     html += button("delete", "🗑", "Delete to the trash (D)");
     html += button("accept", "✓", "Accept (A)") + button("reject", "✗", "Reject (X)");
     if (inLightbox) html += button("more", "🔍 More like this", "The nearest images by embedding (M)");
-    if (allowed.has("relabel")) html += `<select class="cg-relabel" title="Relabel (1-9)">${classOptions(c.label)}</select>`;
+    if (allowed.has("relabel"))
+      html += `<select class="cg-relabel" title="Relabel (1-9)">${inLightbox ? classOptions(c.label) : lazyOptions(c.label)}</select>`;
     if (inLightbox && c.predicted && allowed.has("predict"))
       html += button("predict", `→ ${esc(c.predicted)}`, `Relabel to ${c.predicted}, the model's choice (P)`, data.hint_only ? "" : "cg-primary");
     return html;
@@ -752,6 +765,8 @@ export default function (component) {
   root.addEventListener("error", onImageError, true);
   root.addEventListener("load", onImageLoad, true);
   root.addEventListener("change", onChange);
+  root.addEventListener("pointerdown", fillOptions, true);
+  root.addEventListener("focusin", fillOptions);
   document.addEventListener("keydown", onKey, true);
   s.cleanup = () => {
     root.removeEventListener("click", onClick);
@@ -759,6 +774,8 @@ export default function (component) {
     root.removeEventListener("error", onImageError, true);
     root.removeEventListener("load", onImageLoad, true);
     root.removeEventListener("change", onChange);
+    root.removeEventListener("pointerdown", fillOptions, true);
+    root.removeEventListener("focusin", fillOptions);
     document.removeEventListener("keydown", onKey, true);
     clearTimeout(s.holdTimer);  // its closure is this mount's; the next mount arms its own
     resized.disconnect();

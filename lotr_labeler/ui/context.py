@@ -52,10 +52,15 @@ def show_flash(slot: str | None = None, *, leftovers: bool = False) -> None:
         {"error": st.error, "success": st.success, "warning": st.warning}.get(kind, st.info)(message)
 
 
-def kept_expander(label: str, key: str) -> Any:
+def kept_expander(label: str, key: str, expanded: bool = False) -> Any:
     """An expander that stays open or closed across reruns (its state lives in session state under
-    ``key``), even when its label changes (counts) or a message appears above it."""
-    return st.expander(label, expanded=bool(st.session_state.get(key, False)), key=key, on_change="rerun")
+    ``key``), even when its label changes (counts) or a message appears above it; ``expanded``: its
+    state on a session's first run.
+
+    Opening or closing it reruns the page, so its ``.open`` is known: a form the user seldom opens is
+    drawn only ``if box.open``. Drawn hidden, an import box's dozen widgets cost the browser a quarter
+    of a second of every page load (and their script chunks a download)."""
+    return st.expander(label, expanded=bool(st.session_state.get(key, expanded)), key=key, on_change="rerun")
 
 
 @dataclass

@@ -25,9 +25,8 @@ def pager(total: int, page_size: int, key: str, gone: int = 0) -> int:
             offset, page = max(0, offset - page_size), max(1, page - 1)
         if c3.button("Next ▶", key=f"next_{key}", disabled=offset + step >= total, width="stretch"):
             offset, page = offset + step, page + 1
-        c2.markdown(
-            f"<div style='text-align:center'>page {page} of {pages} · {total} items</div>", unsafe_allow_html=True
-        )
+        # Plain markdown: raw HTML here would load the browser's 190 KB HTML-in-markdown parser on every page.
+        c2.markdown(f"page {page} of {pages} · {total} items", text_alignment="center")
     st.session_state[state_key] = page
     st.session_state[off_key] = offset
     return offset

@@ -63,7 +63,9 @@ def run_import(work: Callable[[Report], ImportReport]) -> None:
 def import_box(store: Store, key: str = "ds_import") -> None:
     """The "Import images or URLs" expander: a folder, a zip, or a URL list. Keyed, so it stays open
     with its report or error across reruns."""
-    with kept_expander("Import images or URLs", key):
+    with kept_expander("Import images or URLs", key) as box:
+        if not box.open:  # drawn when opened: a page loads without its widgets
+            return
         tab_folder, tab_zip, tab_urls = st.tabs(["Folder", "Zip", "URL list (CSV)"])
         with tab_folder:
             folder = st.text_input(

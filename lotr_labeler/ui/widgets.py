@@ -37,15 +37,26 @@ def all_select(
 
 # Less room around the page so the card grid starts above the fold at 1000x800 (Streamlit's defaults:
 # 6rem above the title, 5rem at the sides of a wide page, a 2.75rem title). Style only: no element.
-COMPACT_CSS = """<style>
+COMPACT_CSS = """
 [data-testid="stMainBlockContainer"] { padding-top: 3.2rem; padding-left: 1.5rem; padding-right: 1.5rem; }
 [data-testid="stMainBlockContainer"] h1 { font-size: 1.9rem; padding: 0 0 0.25rem; }
-</style>"""
+.st-key-page_style { display: none; }
+"""
+_page_style: Any = None
 
 
 def compact_page() -> None:
-    """Tighter margins and a smaller title: a labeling surface, the grid high on the page."""
-    st.html(COMPACT_CSS)
+    """Tighter margins and a smaller title: a labeling surface, the grid high on the page.
+
+    The style comes as a components-v2 element (not ``st.html``) and first on the page: the browser then
+    fetches Streamlit's component code (about 190 KB, which the card grid needs) while the rest of the
+    page arrives, instead of after the grid's element, and skips the HTML sanitizer ``st.html`` loads."""
+    global _page_style
+    if _page_style is None:
+        _page_style = st.components.v2.component(
+            "lotr_labeler.page", html="<span></span>", css=COMPACT_CSS, isolate_styles=False
+        )
+    _page_style(key="page_style")
 
 
 def undo_and_history(

@@ -385,6 +385,7 @@ def test_cli_url_import_needs_create_classes_for_new_labels(
 def test_dataset_import_error_leaves_no_progress_bar_and_stays_open(store: Store, tmp_path: Path) -> None:
     at = page("pages/3_Dataset.py")
     at.session_state["ds_import"] = True  # the user opened the import box
+    at.run()
     at.text_input(key="ds_import_folder").input(str(tmp_path / "no-such-folder")).run()
     at.button(key="ds_import_folder_go").click().run()
     assert not at.exception
@@ -397,6 +398,8 @@ def test_dataset_import_error_leaves_no_progress_bar_and_stays_open(store: Store
 @pytest.mark.slow
 def test_url_list_on_the_dataset_page_refuses_a_typo(store: Store) -> None:
     at = page("pages/3_Dataset.py")
+    at.session_state["ds_import"] = True
+    at.run()
     at.text_area(key="ds_urls_paste").input("http://x.test/1.jpg,trinagle").run()
     at.button(key="ds_urls_add").click().run()
     assert any("1 rejected" in w.value for w in at.warning) and not at.success

@@ -250,10 +250,21 @@ class StreamlitPage:
             )
 
     def expand(self, title: str) -> Any:
-        """Open an expander (no rerun: expanders open client-side); returns its container."""
+        """Open an expander; returns its container. A plain one opens client-side; a kept one (``on_change=
+        "rerun"``, its form drawn only while open) reruns the page: that run is waited for."""
         exp = self.page.locator('[data-testid="stExpander"]', has=self.page.locator("summary", has_text=title)).first
         if exp.locator("details[open]").count() == 0:
+            from playwright.sync_api import TimeoutError as NoRerun
+
+            started = int(self.page.evaluate("window.__st ? window.__st.started : 0"))
+            n = self.run_count()
             exp.locator("summary").first.click()
+            try:  # a rerun starts within a moment of the click, or none comes
+                self.page.wait_for_function("n => window.__st.started > n", arg=started, timeout=1500)
+            except NoRerun:  # a client-side expander
+                pass
+            else:
+                self.wait_idle(after=n)
         exp.locator("details[open]").wait_for()
         return exp
 

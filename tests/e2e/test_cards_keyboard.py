@@ -6,6 +6,7 @@ follows at once, a bulk relabel acts on exactly the ticked cards, the lightbox o
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -347,6 +348,33 @@ def test_one_grid_listens_and_keys_in_a_field_are_left_alone(sp: StreamlitPage, 
     with db(cards_app) as s:
         assert {i.id: i.label for i in s.images()} == before
     assert sp.page.evaluate("Object.keys(window.__lotrCards).length") == 1
+
+
+def test_a_cards_relabel_menu_lists_every_class_once_pressed(sp: StreamlitPage, cards_app: AppServer) -> None:
+    """The menus hold their own class until used (the full lists were most of the grid's DOM); a press
+    fills the one pressed, and picking a class there relabels the card in the store."""
+    open_grid(sp, "/Dataset")
+    menus = sp.page.locator(".cg-grid .cg-relabel")
+    assert menus.count() > 1
+    assert sp.page.locator(".cg-grid .cg-relabel option").count() == menus.count()  # one option each
+    first = menus.first
+    card = int(first.evaluate("el => el.closest('[data-card]').dataset.card"))
+    with db(cards_app) as s:
+        was = s.get_image(card).label
+        classes = s.class_names()
+    to = next(c for c in classes if c != was)
+    first.click()  # opens the native menu: its options are filled on the press
+    assert first.locator("option").all_inner_texts() == classes
+    assert first.input_value() == was
+    sp.page.keyboard.press("Escape")
+    first.select_option(to)
+    expect(sp.page.locator(f'.cg-grid [data-card="{card}"] .cg-cap b')).to_have_text(to)
+    with db(cards_app) as s:
+        deadline = time.monotonic() + 10
+        while s.get_image(card).label != to and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert s.get_image(card).label == to
+        s.relabel([card], was)  # as it was, for the next tests
 
 
 def test_a_stale_tab_leaves_another_tabs_move_alone(browser: Any, sp: StreamlitPage, cards_app: AppServer) -> None:

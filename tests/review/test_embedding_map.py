@@ -340,3 +340,18 @@ def test_more_like_this_offers_no_bulk_relabel_while_the_model_is_weak(store: St
     assert not [b for b in at.button if b.key == f"rs_all_{odd.id}"]
     assert any("relabel the neighbours one by one" in c.value for c in at.caption)
     assert [b for b in at.button if str(b.key).startswith(f"rs_to_{odd.id}_")]  # one by one still works
+
+
+@pytest.mark.slow
+def test_corrections_tab_is_drawn_once_opened(store: Store) -> None:
+    """As the Map and Duplicates tabs: a page load draws no correction rows; the tab, opened, lists them."""
+    img = store.images("circle")[0]
+    store.relabel([img.id], "square")
+    at = review_page()
+    tab = at.tabs[3]
+    assert not tab.markdown and not tab.caption
+    at.session_state["r_tab"] = "Corrections"
+    rerun(at)
+    tab = at.tabs[3]
+    assert any("square" in m.value for m in tab.markdown), [m.value for m in tab.markdown]
+    assert any("reverts the newest change" in c.value for c in tab.caption)

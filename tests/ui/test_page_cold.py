@@ -22,7 +22,7 @@ at.session_state["project"] = "demo"
 at.run()
 print(json.dumps({
     "errors": [str(e.value) for e in at.exception],
-    "grids": len(at.get("bidi_component")),
+    "grids": sum(b.proto.component_name.endswith("lotr_labeler.cards") for b in at.get("bidi_component")),
     "loaded": [m for m in ("pandas", "pyarrow") if m in sys.modules],
 }))
 """

@@ -141,6 +141,9 @@ def test_dataset_page_grid_shows_the_filtered_cards(store: Store) -> None:
 
 def test_dataset_page_imports_folder(empty_store: Store, shapes_dir: Path) -> None:
     at = app("pages/3_Dataset.py")
+    assert not at.text_input  # the import box is drawn once opened: a page loads without its widgets
+    at.session_state["ds_import"] = True  # the user opens it (the expander reruns the page)
+    at.run()
     at.text_input[0].input(str(shapes_dir)).run()
     button(at, "Import folder")
     assert any("18 image(s) added" in s.value for s in at.success)
@@ -152,6 +155,8 @@ def test_dataset_page_imports_folder(empty_store: Store, shapes_dir: Path) -> No
 
 def test_dataset_page_adds_url_candidates(store: Store) -> None:
     at = app("pages/3_Dataset.py")
+    at.session_state["ds_import"] = True
+    at.run()
     at.text_area[0].input("http://x/1.jpg,circle\nbad row,circle").run()
     button(at, "Add as candidates")
     assert any("1 candidate(s) added" in s.value for s in at.warning)  # a refused row: not a plain success

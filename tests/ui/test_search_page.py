@@ -189,6 +189,9 @@ def test_download_button_runs_a_background_download(candidates: Store, image_ser
 
 def test_url_list_lands_in_the_same_grid(candidates: Store) -> None:
     at = app()
+    assert not at.text_area  # the search box is closed once there are candidates, its form not drawn
+    at.session_state["s_box"] = True  # opened (the expander reruns the page)
+    at.run()
     at.text_area(key="search_urls_paste").input("http://list.test/a.jpg,dwarves,http://list.test/a_t.jpg").run()
     at.button(key="search_urls_add").click().run()
     assert not at.exception
