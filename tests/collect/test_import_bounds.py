@@ -206,6 +206,8 @@ def test_the_dataset_page_refuses_a_url_with_credentials(store: Store) -> None:
 
     at = AppTest.from_file(str(_Path(__file__).resolve().parents[2] / "pages" / "3_Dataset.py"), default_timeout=60)
     at.run()
+    at.session_state["ds_import"] = True  # the import box, opened (drawn only while open)
+    at.run()
     at.text_area[0].input(f"{SECRET},circle\nhttp://example.com/ok.jpg,circle").run()
     next(b for b in at.button if b.label == "Add as candidates").click().run()
     assert not at.exception

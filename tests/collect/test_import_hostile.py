@@ -263,6 +263,8 @@ def test_dataset_page_folder_import_of_hostile_folder_shows_a_report(empty_store
     os.mkfifo(src / "cats" / "pipe")
     at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "pages" / "3_Dataset.py"), default_timeout=60)
     at.run()
+    at.session_state["ds_import"] = True  # the import box, opened (drawn only while open)
+    at.run()
     at.text_input[0].input(str(src)).run()
     next(b for b in at.button if b.label == "Import folder").click().run()
     assert not at.exception, [e.value for e in at.exception]
