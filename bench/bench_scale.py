@@ -8,10 +8,11 @@ Figures (one JSON object per line, see bench/run_all.py):
 - import: ms per image of the last 1,000 of 20,000 against the first 1,000 (``import_folder``:
   decode, normalise, sha256 + phash, near-duplicate lookup, manifest, files). Goal ratio <= 1.3.
 - ``status``: ``lotr-labeler status --json`` as a process (what a user types), and ``Store.status``.
-- Dataset, Review, Search: first load of the page in headless Chromium, navigation → script run
-  finished, the page idle and its card grid drawn (the component renders after the run), median of
-  3 fresh sessions; anchor: a one-line app, navigation → its run finished and idle.
-  Goal: ours <= 2 s. Also the first of the 3 alone (the server's first session of the page).
+- Dataset, Review, Search: first load of the page in headless Chromium, timed in the page from the
+  navigation's start to the script run finished (the page idle) and the first card's picture in the
+  DOM (the component renders after the run), median of 3 fresh sessions; anchor: a one-line app,
+  navigation start → its run finished and its title in the DOM. Goal: ours <= 2 s, or <= 1.5x the
+  anchor on a slower machine. Also the first of the 3 alone (the server's first session of the page).
 - Review: 5-fold head refit + every score stored for 20,000 images (``review.fit_scores``), warm.
 - Embeddings: images/s of ``compute_embeddings`` (files read, decoded, cached) against the forward
   pass alone on the same batches (the limit), random-init resnet18 at ``--embed-size`` px.
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -169,33 +171,66 @@ def review_and_embed(store: Store, size: int, refit: bool = True) -> tuple[float
     return refit_s, len(rows) / embed_s, forward, len(rows), made
 
 
+# In the page, from the navigation's start (performance.now() counts from it): when the first card's
+# picture entered the DOM (the grid lives in a shadow root, watched as it is attached), and when the
+# one-line app's title did. Timed in the page: Playwright's own waits poll, with back-offs of up to
+# half a second, which a timestamp taken outside the page would add to either side at random.
+_MARKS = """(() => {
+  const m = window.__marks = {}; const roots = [document];
+  const seen = () => {
+    if (!('grid' in m) && roots.some(r => r.querySelector('.cg-grid .cg-card img'))) m.grid = performance.now();
+    if (!('title' in m) && document.querySelector('[data-testid=stMain] h1')) m.title = performance.now();
+  };
+  const watch = new MutationObserver(seen);
+  const attach = Element.prototype.attachShadow;
+  Element.prototype.attachShadow = function (init) {
+    const root = attach.call(this, init); roots.push(root);
+    watch.observe(root, {subtree: true, childList: true}); return root;
+  };
+  watch.observe(document, {subtree: true, childList: true});
+})()"""
+
+
+@dataclass
+class Loads:
+    """Per page: seconds from navigation to interactive, in the page (see ``_MARKS``), and as
+    Playwright's clock saw them (its polling included)."""
+
+    inpage: dict[str, list[float]]
+    outside: dict[str, list[float]]
+
+
 def page_loads(
-    browser: Any, data: Path, script: Path | None, paths: list[str], log: Path, ready: str | None = None
-) -> tuple[dict[str, list[float]], int]:
-    """Seconds from navigation to the first run finished (idle) and, with ``ready``, that element
-    visible (the card grid drawn: the component renders after the run), 3 fresh sessions per page;
-    server RSS."""
+    browser: Any, data: Path, script: Path | None, paths: list[str], log: Path, grid: bool = False
+) -> tuple[Loads, int]:
+    """3 fresh sessions per page: navigation → the first script run finished (the page idle) and, with
+    ``grid``, the card grid drawn (the component renders after the run), else the title shown; and the
+    server's RSS."""
     import psutil
 
-    times: dict[str, list[float]] = {p: [] for p in paths}
+    loads = Loads({p: [] for p in paths}, {p: [] for p in paths})
+    ready = "grid" if grid else "title"
     with AppServer(data, log, script=script) as app:
         for _ in range(3):
             for path in paths:
                 context = browser.new_context(viewport=VIEWPORT)
                 try:
-                    sp = StreamlitPage(context.new_page(), app.url, timeout_s=120)
+                    page = context.new_page()
+                    page.add_init_script(_MARKS)
+                    sp = StreamlitPage(page, app.url, timeout_s=120)
                     started = time.monotonic()
                     sp.open(path)
-                    if ready is not None:
-                        sp.page.locator(ready).first.wait_for(state="visible", timeout=120_000)
-                    times[path].append(time.monotonic() - started)
+                    page.wait_for_function(f"() => window.__marks && '{ready}' in window.__marks", timeout=120_000)
+                    loads.outside[path].append(time.monotonic() - started)
+                    shown, idle = page.evaluate(f"[window.__marks.{ready}, window.__st.domIdleAt]")
+                    loads.inpage[path].append(max(shown, idle) / 1000)
                 finally:
                     context.close()
         assert app.proc is not None
         rss = psutil.Process(app.proc.pid).memory_info().rss
         for child in psutil.Process(app.proc.pid).children(recursive=True):
             rss = max(rss, child.memory_info().rss)
-    return times, rss
+    return loads, rss
 
 
 def emit_embeddings(size: int, rate: float, forward: float, embedded: int, made: str) -> None:
@@ -284,38 +319,43 @@ def main() -> int:
                             None,
                             [f"/{p}" for p in PAGES],
                             logs / "streamlit-scale.log",
-                            ready=".cg-grid .cg-card img",  # the cards drawn, thumbnails in place
+                            grid=True,  # the cards drawn, thumbnails in place
                         )
                     finally:
                         browser.close()
-                anchor = statistics.median(bare["/"])
+                anchor = statistics.median(bare.inpage["/"])
+                goal = "ours <= 2 s or <= 1.5"  # the issue's: 2 s, or 1.5x the one-line app on a slower machine
                 for page in PAGES:
-                    t = ours[f"/{page}"]
+                    t, seen = ours.inpage[f"/{page}"], ours.outside[f"/{page}"]
+                    hello_s = ", ".join(f"{x:.2f}" for x in bare.inpage["/"])
                     emit(
                         name=f"{page} page of a {n:,}-image project: load → interactive",
                         ours=round(statistics.median(t), 3),
                         anchor=round(anchor, 3),
                         ratio=round(statistics.median(t) / anchor, 2),
-                        goal="ours <= 2 s",
+                        goal=goal,
                         unit="s",
-                        note=f"headless Chromium, fresh session, navigation → first script run finished, idle and "
-                        "the card grid drawn, "
-                        f"median of {len(t)} ({', '.join(f'{x:.2f}' for x in t)}); anchor: one-line Streamlit app; "
+                        note="headless Chromium, fresh session, in the page: navigation start → first script run "
+                        "finished (idle) and the first card's picture in the DOM, "
+                        f"median of {len(t)} ({', '.join(f'{x:.2f}' for x in t)}); anchor: one-line Streamlit app, "
+                        f"navigation start → idle and its title in the DOM ({hello_s}); "
+                        f"as Playwright's polling waits saw ours: {', '.join(f'{x:.2f}' for x in seen)}; "
                         f"{args.candidates:,} pending candidates",
                     )
                 # The first session of each page after the server start pays its cold path (imports,
                 # per-process memos; the Review queue read from disk): a figure of its own, not a median.
+                first_anchor = bare.inpage["/"][0]
                 for page in PAGES:
-                    t = ours[f"/{page}"]
+                    t = ours.inpage[f"/{page}"]
                     emit(
                         name=f"{page} page of a {n:,}-image project: first load after a server start",
                         ours=round(t[0], 3),
-                        anchor=round(bare["/"][0], 3),
-                        ratio=round(t[0] / bare["/"][0], 2),
-                        goal="ours <= 2 s",
+                        anchor=round(first_anchor, 3),
+                        ratio=round(t[0] / first_anchor, 2),
+                        goal=goal,
                         unit="s",
-                        note="headless Chromium, the first of the 3 sessions above (the server's first sessions in "
-                        f"the order {', '.join(PAGES)}); anchor: the one-line app's first session",
+                        note="headless Chromium, in the page, the first of the 3 sessions above (the server's first "
+                        f"sessions in the order {', '.join(PAGES)}); anchor: the one-line app's first session",
                     )
                 emit(
                     name=f"Streamlit server memory after the pages of a {n:,}-image project",
