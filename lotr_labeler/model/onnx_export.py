@@ -61,14 +61,21 @@ def physical_cores() -> int:
     return max(1, min(psutil.cpu_count(logical=False) or allowed, allowed))
 
 
-def make_session(model: Path | bytes, providers: Sequence[str] = ("CPUExecutionProvider",)) -> Any:
+def make_session(
+    model: Path | bytes, providers: Sequence[str] = ("CPUExecutionProvider",), *, spinning: bool = True
+) -> Any:
     """An ONNX Runtime session on ``model`` (a file or its bytes), one intra-op thread per core; on the
-    first of ``providers`` ONNX Runtime can use (the CPU by default)."""
+    first of ``providers`` ONNX Runtime can use (the CPU by default).
+
+    ``spinning=False``: its threads sleep between their parts of a run instead of spinning, for a session
+    that shares the cores with other work (embeddings decode the next batches meanwhile)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = physical_cores()
     opts.inter_op_num_threads = 1
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # errors only: ORT's warnings go to stderr, not the logger
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, opts, providers=list(providers))

@@ -49,9 +49,9 @@ def test_onnxruntime_gpu_is_asked_for_cuda_first(store: Store, monkeypatch: pyte
 
     real = onnx_export.make_session
 
-    def spy(model: Any, providers: Any = ("CPUExecutionProvider",)) -> Any:
+    def spy(model: Any, providers: Any = ("CPUExecutionProvider",), **kw: Any) -> Any:
         asked.append(tuple(providers))
-        return real(model, providers)
+        return real(model, providers, **kw)
 
     monkeypatch.setattr(onnx_export, "make_session", spy)
     backbone = embed.resolve_backbone(store, "imagenet", pretrained=False, size=SIZE)

@@ -84,15 +84,15 @@ def test_compute_embeddings_decodes_the_next_batch_during_the_forward_pass(
 ) -> None:
     opened: list[int] = []
     next_batch_started = threading.Event()
-    real_open = embed.Image.open
+    real_pixels = embed._pixels  # one image read and decoded
 
-    def counting_open(*args: Any, **kwargs: Any) -> Any:
+    def counting_pixels(*args: Any, **kwargs: Any) -> Any:
         opened.append(threading.get_ident())
         if len(opened) > BATCH:
             next_batch_started.set()
-        return real_open(*args, **kwargs)
+        return real_pixels(*args, **kwargs)
 
-    monkeypatch.setattr(embed.Image, "open", counting_open)
+    monkeypatch.setattr(embed, "_pixels", counting_pixels)
     waiting = _Waiting(opened, next_batch_started)
     network = Network(body=waiting.body, mean=None, std=None, size=SIZE)
     backbone = embed.Backbone("resnet18", SIZE, pretrained=False)
