@@ -244,6 +244,19 @@ def _card_body(it: queue.ReviewItem, classes: list[str], prefix: str = "r") -> N
     label_select("Label", classes, it.given, key, _relabel_from, [image_id], key)
 
 
+def _warm_head() -> None:
+    """scikit-learn imported in the background, once per session, for ⚡ Retrain head (see the page's end)."""
+    if not st.session_state.get("_review_warm"):
+        head.warm_up()
+        st.session_state["_review_warm"] = True
+
+
+def _review_action(store: Store, act: cards.GridAction, project: str) -> cards.Message:
+    """The grid's action; the first one also warms scikit-learn up: a correction is a retrain to come."""
+    _warm_head()
+    return cards.review_action(store, act, more=functools.partial(review_map.open_similar, project))
+
+
 @st.fragment
 def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int, hint_only: bool) -> None:
     """The cards of the queue page. An action reruns only this fragment (the ranking again, so kept
@@ -259,7 +272,7 @@ def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int,
             [cards.review_card(store, it, thumb) for it in items[offset : offset + limit]],
             classes=store.class_names(),
             actions=("keep", "unkeep", "delete", "restore", "relabel", "predict", "undo", "more"),
-            on_action=functools.partial(cards.review_action, more=functools.partial(review_map.open_similar, project)),
+            on_action=functools.partial(_review_action, project=project),
             columns=store.settings().grid_columns,
             hint_only=hint_only,
             large=cards.large_image(store),
@@ -382,6 +395,7 @@ with open_current() as store:
         st.warning(f"⚠️ {trust.reason} Its predictions show as a quiet hint on the cards (P still accepts one).")
     if trust.note:
         st.warning(f"⚠️ {trust.note}")
+    since = 0  # corrections since the last fit
     with st.container(border=True):
         if info is None:
             st.markdown("**No scores yet.** Compute embeddings once (cached by image content), then review.")
@@ -601,9 +615,8 @@ with open_current() as store:
                 )
             st.caption("↩ Undo (above) reverts the newest change exactly: label, folder and trash state.")
 
-# Last, once the page is drawn: scikit-learn loads in a background thread so the first "Retrain head"
-# is quick. Started at the top, its ~3 s of imports held the GIL against this script's first run and
-# made the first load after a server start seconds slower (issue 14).
-if not st.session_state.get("_review_warm"):
-    head.warm_up()
-    st.session_state["_review_warm"] = True
+# Last, once the page is drawn, and only when ⚡ Retrain head has something to refresh: scikit-learn loads
+# in a background thread so its first click is quick. Its ~2 s of imports hold the GIL against any script
+# meanwhile (the next page's first load took 0.4-0.8 s longer), so a visit with nothing to retrain skips it.
+if since:
+    _warm_head()

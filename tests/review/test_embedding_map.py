@@ -355,3 +355,26 @@ def test_corrections_tab_is_drawn_once_opened(store: Store) -> None:
     tab = at.tabs[3]
     assert any("square" in m.value for m in tab.markdown), [m.value for m in tab.markdown]
     assert any("reverts the newest change" in c.value for c in tab.caption)
+
+
+@pytest.mark.slow
+def test_scikit_learn_warms_up_only_when_retrain_head_has_work(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its ~2 s of imports hold the GIL against the next page's load: a visit with fresh scores skips it;
+    corrections since the fit, or the grid's first decision, start it (once per session)."""
+    from lotr_labeler.review import head
+
+    started: list[int] = []
+    monkeypatch.setattr(head, "warm_up", lambda: started.append(1))
+    scored(store)
+    at = review_page()
+    assert started == []  # scores fresh: nothing for ⚡ Retrain head to do
+    first = next(c for c in at.get("bidi_component") if getattr(c, "key", None) == "r_grid")
+    card = json.loads(first.proto.json)["cards"][0]
+    at = grid_send(at, "r_grid", {"action": "keep", "ids": [card["id"]]})
+    assert started == [1]  # the grid's first decision
+    rerun(at)
+    assert started == [1]  # once per session
+    img = store.images("circle")[0]
+    store.relabel([img.id], "square")
+    review_page()  # a new session, with a correction since the fit
+    assert started == [1, 1]
