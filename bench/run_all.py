@@ -165,7 +165,7 @@ def write_results(rows: list[list[str]], ran: set[str]) -> None:
         "Written by `make bench` (`bench/run_all.py`). Each figure is measured side by side with its anchor in "
         "one run on the machine named in its row (with its 1-minute load average when the script started: other "
         "work on the machine slows both sides); **ratio = ours / anchor** is the figure, absolute values are context. "
-        "`met` checks the goal (on the ratio unless it says `ours`).",
+        "`met` checks the goal (on the ratio unless it says `ours`; of two parts joined by `or`, either).",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join("---" for _ in COLUMNS) + "|",
