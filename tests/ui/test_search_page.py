@@ -283,3 +283,18 @@ def test_the_download_button_says_new_accepts_join_a_running_download(candidates
         at = app()
         (joined,) = [b for b in at.button if "accepted" in b.label and "Retry" not in b.label]
         assert joined.label == "2 accepted join the running download" and joined.disabled
+
+
+def test_the_search_form_keeps_what_was_typed_while_its_box_is_closed(empty_store: Store) -> None:
+    """Closed, the form is not drawn (a lighter page); reopened, it shows the choices made before."""
+    empty_store.add_class("elves", ["Legolas"], "{name} lotr")
+    at = app()  # no candidates yet: the box is open
+    at.selectbox(key="s_class").select("elves").run()
+    at.text_input(key="s_query").input("legolas bow").run()
+    at.session_state["s_box"] = False
+    at.run()
+    assert not at.text_input  # closed: not drawn
+    at.session_state["s_box"] = True
+    at.run()
+    assert at.selectbox(key="s_class").value == "elves"
+    assert at.text_input(key="s_query").value == "legolas bow"
