@@ -481,7 +481,8 @@ def _pixels(path: Path, size: int) -> npt.NDArray[np.uint8]:
     The store keeps RGB JPEGs: libjpeg-turbo through simplejpeg decodes them at the smallest of its
     M/8 scales that is still ``size`` or more, in half the time of PIL's way there (its Python
     header parsing and decoder set-up cost more than the pixels of a small image). Anything else (a
-    PNG a caller passes, a CMYK JPEG simplejpeg refuses) goes through PIL."""
+    PNG a caller passes, a JPEG simplejpeg refuses) goes through PIL, which raises ``OSError`` on a
+    damaged file as before."""
     data = path.read_bytes()
     if data[:2] == b"\xff\xd8":
         try:

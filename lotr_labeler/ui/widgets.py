@@ -36,7 +36,7 @@ def all_select(
 
 
 # Less room around the page so the card grid starts above the fold at 1000x800 (Streamlit's defaults:
-# 6rem above the title, 5rem at the sides of a wide page, a 2.75rem title). Style only: no element.
+# 6rem above the title, 5rem at the sides of a wide page, a 2.75rem title). Its element is hidden.
 COMPACT_CSS = """
 [data-testid="stMainBlockContainer"] { padding-top: 3.2rem; padding-left: 1.5rem; padding-right: 1.5rem; }
 [data-testid="stMainBlockContainer"] h1 { font-size: 1.9rem; padding: 0 0 0.25rem; }
