@@ -14,9 +14,18 @@ from typing import Any
 import streamlit as st
 
 from lotr_labeler import project as proj
+from lotr_labeler import warmup
 from lotr_labeler.model.runs import current_run
 from lotr_labeler.overview import next_step
-from lotr_labeler.ui.context import data_dir, error_boundary, flash, kept_expander, open_current, show_flash
+from lotr_labeler.ui.context import (
+    chosen_project_dir,
+    data_dir,
+    error_boundary,
+    flash,
+    kept_expander,
+    open_current,
+    show_flash,
+)
 from lotr_labeler.workspace import create_project, remember
 
 ROOT = Path(__file__).resolve().parent
@@ -117,8 +126,14 @@ def _create(name: str, template: str, names: str) -> None:
 def pages() -> list[Any]:
     """Home, then every file in pages/ in file-name order: a new page file shows up by itself, with
     the title and URL the file name gives it (``pages/2_Search.py`` → "Search" at ``/Search``)."""
-    found = sorted((ROOT / "pages").glob("[!_]*.py"))
-    return [st.Page(home, title="Home", icon="🧙", url_path="home", default=True), *(st.Page(p) for p in found)]
+    return [st.Page(home, title="Home", icon="🧙", url_path="home", default=True), *map(st.Page, page_files())]
 
 
-st.navigation(pages()).run()
+def page_files() -> list[Path]:
+    return sorted((ROOT / "pages").glob("[!_]*.py"))
+
+
+try:
+    st.navigation(pages()).run()
+finally:  # however the run ended (a rerun, a stop): the other pages' first visits need not wait
+    warmup.start(page_files(), chosen_project_dir())

@@ -207,9 +207,12 @@ def _base(
         if img.flags:
             f += tuple(x for x in img.flags if x in STORE_FLAGS)
         all_flags.append("\t".join(f))
-    rows = json.dumps([[getattr(img, f) for f in _ROW_FIELDS] for img in images]).encode()
+    # One JSON document per row, end to end, with where each ends: a new process decodes the 48 rows
+    # a page shows, not all 20,000 (45 ms).
+    rows = [json.dumps([getattr(img, f) for f in _ROW_FIELDS]).encode() for img in images]
     return {
-        "rows": np.frombuffer(rows, dtype=np.uint8),
+        "rows": np.frombuffer(b"".join(rows), dtype=np.uint8),
+        "row_ends": np.cumsum([0, *map(len, rows)], dtype=np.int64),
         "ids": np.fromiter((img.id for img in images), dtype=np.int64, count=n),
         "vocab": np.array(vocab, dtype=np.str_).reshape(len(vocab)),
         "probs": probs,
@@ -224,7 +227,7 @@ def _base(
 
 
 _ROW_FIELDS = tuple(ImageRow.__dataclass_fields__)
-_BASE_FORMAT = 1
+_BASE_FORMAT = 2
 """Of the arrays ``_base`` returns: bump it when they change (a new array, another meaning)."""
 
 
@@ -237,17 +240,18 @@ def _stored_layout() -> list[object]:
 
 
 class _StoredRows(_Lazy[ImageRow]):
-    """The listing a base was made from, kept in it as JSON: a row is built when asked for (a new
-    process lists no 20,000 rows to show 48)."""
+    """The listing a base was made from, kept in it as one JSON document per row: a row is decoded
+    and built when asked for (a new process lists no 20,000 rows to show 48)."""
 
-    def __init__(self, data: npt.NDArray[np.generic]) -> None:
-        self._rows: list[list[Any]] = json.loads(data.tobytes())
+    def __init__(self, data: npt.NDArray[np.generic], ends: npt.NDArray[np.generic]) -> None:
+        self._data = data
+        self._ends = ends
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._ends) - 1
 
     def _at(self, index: int) -> ImageRow:
-        return self._row(self._rows[index])
+        return self._row(json.loads(self._data[int(self._ends[index]) : int(self._ends[index + 1])].tobytes()))
 
     @staticmethod
     def _row(values: list[Any]) -> ImageRow:
@@ -389,7 +393,13 @@ def _rank(
     key = json.dumps(["review.ranking", _stored_layout(), label, split, compute_quality, quality.cache_state(store)])
     arrays = version.persisted(store, key, base)
     return _ordered(
-        store.root, _StoredRows(arrays["rows"]), arrays, sort=sort, predicted=predicted, flag=flag, status=status
+        store.root,
+        _StoredRows(arrays["rows"], arrays["row_ends"]),
+        arrays,
+        sort=sort,
+        predicted=predicted,
+        flag=flag,
+        status=status,
     )
 
 
@@ -409,6 +419,17 @@ def prepare_page(store: Store, backbone: embed.Backbone) -> None:
     Called when scores are written; any later write makes the page compute them again."""
     queue(store, compute_quality=unmeasured(store) <= PAGE_QUALITY_LIMIT)
     embed.missing(store, backbone)
+
+
+def warm(store: Store) -> int | None:
+    """Rank the queue the Review page shows first (its default filters) into this process's memo, so
+    that page's first visit finds it (``lotr_labeler.warmup``, once a server has drawn its first page). Returns
+    its length; None, ranking nothing, while the page would measure some images' quality figures
+    first (up to ``PAGE_QUALITY_LIMIT``): that reads image files, and waits for the page."""
+    missing = unmeasured(store)
+    if 0 < missing <= PAGE_QUALITY_LIMIT:
+        return None
+    return len(queue(store, compute_quality=not missing))
 
 
 def item(store: Store, image_id: int, flags: Sequence[str] | None = None) -> ReviewItem:

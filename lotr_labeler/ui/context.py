@@ -162,6 +162,13 @@ def browser_origin() -> str | None:
     return str(st.session_state[_ORIGIN])
 
 
+def chosen_project_dir() -> Path | None:
+    """The folder of the project this session has chosen, without drawing the picker; None before
+    a page has chosen one."""
+    chosen = st.session_state.get(_PROJECT)
+    return data_dir() / str(chosen) if chosen else None
+
+
 def open_current() -> Store:
     """The sidebar's project picker, then its store for this run; pages use it in a ``with`` block."""
     return project_store(current_project())

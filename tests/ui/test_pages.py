@@ -29,6 +29,22 @@ def button(at: AppTest, label: str) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
+def test_no_page_relies_on_magic_which_the_config_turns_off() -> None:
+    """``runner.magicEnabled = false`` saves each session's first run of a page its syntax-tree rewrite
+    (26 ms for Review); a bare expression left on a line would then silently draw nothing."""
+    import ast
+    import tomllib
+
+    from streamlit.runtime.scriptrunner import magic
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    assert config["runner"]["magicEnabled"] is False
+    for page in PAGES:
+        tree = magic.add_magic((ROOT / page).read_text(encoding="utf-8"), page)
+        written = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "transparent_write"]
+        assert written == [], f"{page} line {written[0].lineno if written else 0}: a bare expression"
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_on_first_start(data_root: Path, page: str) -> None:
     at = app(page)

@@ -1,0 +1,160 @@
+"""The server's warm-up once its first page is drawn (warmup.py; issue 22).
+
+Review's first visit after a server start paid ~190 ms of imports and ~150 ms ranking its queue at
+20,000 images. A daemon thread now does that in the server's idle time: these tests pin what it
+imports (module-level imports of the pages, not those the pages defer), that it waits for the process
+to be idle, that one server starts it once, and that the app starts it after its first run. The
+Review queue half is pinned in tests/review/test_review_cache.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lotr_labeler import warmup
+from lotr_labeler.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PAGE = '''"""A page."""
+
+from __future__ import annotations
+
+import colorsys
+from lotr_labeler.review import duplicates, fitting as fit
+from lotr_labeler.review.embedding_map import Point as P
+
+
+def later() -> None:
+    from lotr_labeler.review import backbone_choice  # deferred: an action needs it, not the page
+'''
+
+
+def test_page_imports_are_the_module_level_ones(tmp_path: Path) -> None:
+    page = tmp_path / "1_Page.py"
+    page.write_text(PAGE, encoding="utf-8")
+    assert warmup.page_imports(page) == [
+        ("colorsys", ()),
+        ("lotr_labeler.review", ("duplicates", "fitting")),
+        ("lotr_labeler.review.embedding_map", ("Point",)),
+    ]
+
+
+def test_every_app_page_is_parsed(tmp_path: Path) -> None:
+    found = {p.name: warmup.page_imports(p) for p in sorted((ROOT / "pages").glob("[!_]*.py"))}
+    assert len(found) == 7 and all(found.values())
+    assert ("lotr_labeler.review.trust", ("run_body_worth_trying", "scores_trust")) in found["5_Review.py"]
+
+
+WARM = """
+import json, sys
+from pathlib import Path
+from lotr_labeler import warmup
+watched = ("colorsys", "lotr_labeler.review.duplicates", "lotr_labeler.review.fitting",
+           "lotr_labeler.review.embedding_map", "lotr_labeler.review.backbone_choice")
+before = [m for m in watched if m in sys.modules]
+steps = []
+done = warmup.warm([Path(p) for p in sys.argv[1:]], None, idle=lambda: steps.append(1))
+print(json.dumps({"before": before, "after": [m for m in watched if m in sys.modules], "done": done,
+                  "steps": len(steps)}))
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter, so that nothing is imported yet
+def test_warm_imports_what_the_pages_import_and_nothing_they_defer(tmp_path: Path) -> None:
+    page = tmp_path / "1_Page.py"
+    page.write_text(PAGE, encoding="utf-8")
+    broken = tmp_path / "2_Broken.py"
+    broken.write_text("import lotr_labeler.no_such_module\n", encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-c", WARM, str(broken), str(page)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    assert doc["before"] == []
+    assert doc["after"] == [
+        "colorsys",
+        "lotr_labeler.review.duplicates",
+        "lotr_labeler.review.fitting",
+        "lotr_labeler.review.embedding_map",
+    ]  # not backbone_choice: the page imports it inside a function
+    # A page whose import fails is logged and skipped; the next one is still warmed.
+    assert "importing what 2_Broken.py imports failed" in done.stderr
+    assert [line.split(":")[0] for line in doc["done"]] == ["imports of 1_Page.py"]
+    assert doc["steps"] == 2  # one wait for idle before each page
+
+
+def test_a_project_without_a_database_is_skipped(tmp_path: Path) -> None:
+    assert warmup.warm([], tmp_path / "gone", idle=lambda: None) == []
+    assert warmup.warm([], None, idle=lambda: None) == []
+
+
+def test_a_failing_ranking_is_logged_not_raised(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    from lotr_labeler.review import queue
+
+    def broken(store: Store) -> int:
+        raise OSError("disk gone")
+
+    with pytest.MonkeyPatch.context() as m, caplog.at_level(logging.WARNING, logger=warmup.__name__):
+        m.setattr(queue, "warm", broken)
+        assert warmup.warm([], store.root, idle=lambda: None) == []
+    assert f"ranking the Review queue of {store.name} failed: disk gone" in caplog.text
+
+
+def test_wait_idle_waits_for_the_rest_of_the_process() -> None:
+    """A thread busy on the CPU (a page run) holds the warm-up back until it has been quiet a while."""
+    spun = threading.Event()
+
+    def spin() -> None:
+        end = time.thread_time() + 0.4  # CPU time, so a loaded machine only makes it last longer
+        while time.thread_time() < end:
+            pass
+        spun.set()
+
+    busy = threading.Thread(target=spin)
+    busy.start()
+    try:
+        time.sleep(0.05)  # the spinner has used CPU before the wait starts
+        waited = threading.Thread(target=warmup.wait_idle, kwargs={"quiet_s": 0.15})
+        waited.start()
+        waited.join(timeout=60)
+        assert not waited.is_alive()
+        assert spun.is_set()  # it returned only after the busy thread was done
+    finally:
+        busy.join(timeout=60)
+
+
+def test_start_runs_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[tuple[list[Path], Path | None]] = []
+    monkeypatch.setattr(warmup, "_thread", None)
+    monkeypatch.setattr(warmup, "_run", lambda pages, project: ran.append((pages, project)))
+    first = warmup.start([Path("a.py")], Path("p"))
+    assert first is not None
+    first.join(timeout=10)
+    assert first.daemon and first.name == "lotr_labeler-warmup"
+    assert warmup.start([Path("b.py")], None) is None
+    assert ran == [([Path("a.py")], Path("p"))]
+
+
+def test_the_app_starts_it_after_its_first_run(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    started: list[tuple[list[Path], Path | None]] = []
+    monkeypatch.setattr(warmup, "start", lambda pages, project: started.append((list(pages), project)))
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert started == [(sorted((ROOT / "pages").glob("[!_]*.py")), store.root)]
