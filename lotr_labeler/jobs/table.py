@@ -19,8 +19,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from lotr_labeler.errors import Conflict, NotFound
 from lotr_labeler.store import Store, now
 from lotr_labeler.store.history import ORIGIN_ENV
@@ -86,6 +84,8 @@ def _row(store: Store, job_id: int) -> Job:
 def process_start(pid: int) -> float | None:
     """When process ``pid`` started (seconds since the epoch); None when there is none or it is
     a zombie (dead, waiting for its parent to collect it)."""
+    import psutil  # here: 20 ms of a server's first page, which shows no job
+
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -107,6 +107,8 @@ def same_process(pid: int, started: float | None, *, legacy_before: datetime | N
     """True while the process recorded as (``pid``, ``started``) still runs, not another one
     that got its pid. Without a recorded start (old rows) a process that started after
     ``legacy_before`` is another one."""
+    import psutil
+
     try:
         now_started = process_start(pid)
     except psutil.AccessDenied:  # exists, but the OS will not say when it started: assume ours
