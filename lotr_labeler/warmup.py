@@ -4,9 +4,9 @@ A page's first visit in a fresh server process paid, at 20,000 images, about 190
 its file imports (numpy and the review modules for Review) and 150 ms ranking the Review queue from
 its disk cache, on top of what every visit pays: Review's first load after a server start was the
 slowest load of the app. Once the first page is drawn the server has nothing to do while the browser
-renders it, so one daemon thread per process does that work then, a page at a time and only while the
-rest of the process is idle (``wait_idle``): it never competes with a page being run or its
-thumbnails being served:
+renders it, so one daemon thread per process does that work then, a step at a time, each begun only
+once the rest of the process has been idle a while (``wait_idle``: no page run, no thumbnail served),
+so that it seldom competes with a load:
 
 - the Review queue of the project the first page showed, with the page's default filters, into the
   process's memo (``review.queue.warm``), and the counts the page's trust line reads off it;
@@ -30,6 +30,11 @@ from lotr_labeler.store import DB_NAME, Store
 
 log = logging.getLogger(__name__)
 
+# The Review queue (its imports and its ranking, ~0.35 s at 20,000 images) is worth doing in the short
+# gap after the first page; a page's imports (pandas alone is ~0.5 s) wait for a person's pause.
+QUEUE_QUIET_S = 0.3
+PAGE_QUIET_S = 1.0
+
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
 
@@ -47,9 +52,11 @@ def page_imports(page: Path) -> list[tuple[str, tuple[str, ...]]]:
     return found
 
 
-def wait_idle(quiet_s: float = 0.3, busy: float = 0.1, poll_s: float = 0.05) -> None:
+def wait_idle(quiet_s: float, busy: float = 0.1, poll_s: float = 0.05) -> None:
     """Return once the process's other threads have used under ``busy`` of a core for ``quiet_s`` in a
-    row: no page run, no thumbnail being served. Sleeps between looks, so waiting costs nothing."""
+    row: no page run, no thumbnail being served. A person reading a page leaves the server that idle for
+    seconds; pages loaded back to back (a script, the bench) leave gaps of a few tenths, and a step begun
+    in one would compete with the next load. Sleeps between looks, so waiting costs nothing."""
 
     def others() -> float:  # CPU seconds of the whole process but this thread
         return time.process_time() - time.thread_time()
@@ -64,13 +71,14 @@ def wait_idle(quiet_s: float = 0.3, busy: float = 0.1, poll_s: float = 0.05) -> 
         last, at = used, now
 
 
-def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[], None] = wait_idle) -> list[str]:
+def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[float], None] = wait_idle) -> list[str]:
     """Rank ``project``'s default Review queue (a project folder; None or no database: skipped), the
-    costliest first visit, then import every page's module-level imports, calling ``idle`` before each
-    step. Returns what was warmed, one line each, for the log."""
+    costliest first visit, then import every page's module-level imports, calling ``idle`` with the
+    quiet it needs (``QUEUE_QUIET_S``, ``PAGE_QUIET_S``) before each step. Returns what was warmed, one
+    line each, as logged (debug) step by step."""
     done: list[str] = []
     if project is not None and (project / DB_NAME).is_file():
-        idle()
+        idle(QUEUE_QUIET_S)
         started = time.perf_counter()
         try:
             from lotr_labeler.review import queue, trust
@@ -85,8 +93,9 @@ def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[], None] =
             took = (time.perf_counter() - started) * 1000
             ranked = "left to the page" if n is None else f"{n} images"
             done.append(f"review queue of {project.name}: {ranked}, {took:.0f} ms")
+            log.debug("warm-up: %s", done[-1])
     for page in pages:
-        idle()
+        idle(PAGE_QUIET_S)
         started = time.perf_counter()
         try:
             for module, names in page_imports(page):
@@ -95,6 +104,7 @@ def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[], None] =
             log.warning("warm-up: importing what %s imports failed: %s", page.name, exc)
             continue
         done.append(f"imports of {page.name}: {(time.perf_counter() - started) * 1000:.0f} ms")
+        log.debug("warm-up: %s", done[-1])
     return done
 
 
@@ -110,5 +120,4 @@ def start(pages: Sequence[Path], project: Path | None) -> threading.Thread | Non
 
 
 def _run(pages: list[Path], project: Path | None) -> None:
-    for line in warm(pages, project):
-        log.debug("warm-up: %s", line)
+    warm(pages, project)

@@ -62,9 +62,9 @@ watched = ("colorsys", "lotr_labeler.review.duplicates", "lotr_labeler.review.fi
            "lotr_labeler.review.embedding_map", "lotr_labeler.review.backbone_choice")
 before = [m for m in watched if m in sys.modules]
 steps = []
-done = warmup.warm([Path(p) for p in sys.argv[1:]], None, idle=lambda: steps.append(1))
+done = warmup.warm([Path(p) for p in sys.argv[1:]], None, idle=steps.append)
 print(json.dumps({"before": before, "after": [m for m in watched if m in sys.modules], "done": done,
-                  "steps": len(steps)}))
+                  "steps": steps}))
 """
 
 
@@ -94,12 +94,12 @@ def test_warm_imports_what_the_pages_import_and_nothing_they_defer(tmp_path: Pat
     # A page whose import fails is logged and skipped; the next one is still warmed.
     assert "importing what 2_Broken.py imports failed" in done.stderr
     assert [line.split(":")[0] for line in doc["done"]] == ["imports of 1_Page.py"]
-    assert doc["steps"] == 2  # one wait for idle before each page
+    assert doc["steps"] == [warmup.PAGE_QUIET_S] * 2  # a wait for a person's pause before each page
 
 
 def test_a_project_without_a_database_is_skipped(tmp_path: Path) -> None:
-    assert warmup.warm([], tmp_path / "gone", idle=lambda: None) == []
-    assert warmup.warm([], None, idle=lambda: None) == []
+    assert warmup.warm([], tmp_path / "gone", idle=lambda quiet: None) == []
+    assert warmup.warm([], None, idle=lambda quiet: None) == []
 
 
 def test_a_failing_ranking_is_logged_not_raised(store: Store, caplog: pytest.LogCaptureFixture) -> None:
@@ -110,7 +110,7 @@ def test_a_failing_ranking_is_logged_not_raised(store: Store, caplog: pytest.Log
 
     with pytest.MonkeyPatch.context() as m, caplog.at_level(logging.WARNING, logger=warmup.__name__):
         m.setattr(queue, "warm", broken)
-        assert warmup.warm([], store.root, idle=lambda: None) == []
+        assert warmup.warm([], store.root, idle=lambda quiet: None) == []
     assert f"ranking the Review queue of {store.name} failed: disk gone" in caplog.text
 
 
@@ -128,7 +128,7 @@ def test_wait_idle_waits_for_the_rest_of_the_process() -> None:
     busy.start()
     try:
         time.sleep(0.05)  # the spinner has used CPU before the wait starts
-        waited = threading.Thread(target=warmup.wait_idle, kwargs={"quiet_s": 0.15})
+        waited = threading.Thread(target=warmup.wait_idle, args=(0.15,))
         waited.start()
         waited.join(timeout=60)
         assert not waited.is_alive()

@@ -319,7 +319,7 @@ def test_warm_ranks_the_review_pages_first_queue_into_the_memo(scored: Store, mo
     assert queue.warm(scored) is None  # 18 images without quality figures: the page measures them
     quality.quality_stats(scored, scored.images())
     assert queue.unmeasured(scored) == 0
-    [done] = warmup.warm([], scored.root, idle=lambda: None)
+    [done] = warmup.warm([], scored.root, idle=lambda quiet: None)
     assert done.startswith(f"review queue of {scored.name}: {scored.count()} images, ")
 
     def no_rank(*args: object, **kwargs: object) -> queue.Ranking:
