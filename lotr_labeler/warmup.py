@@ -10,8 +10,10 @@ so that it seldom competes with a load:
 
 - the Review queue of the project the first page showed, with the page's default filters, into the
   process's memo (``review.queue.warm``), and the counts the page's trust line reads off it;
-- every page file's module-level imports (the pages defer what is heavy, scikit-learn and torch,
-  to the functions that need it, so nothing heavier than a page's own first visit is loaded).
+- every page file's module-level imports of this package's modules, with what those import (the
+  pages defer what is heavy, scikit-learn and torch, to the functions that need it). A library a page
+  imports itself is left to that page: pandas, for the Train and Predict tables, is half a second in
+  one piece, too long to slip into a pause between two clicks.
 
 It does only what the pages would do themselves, with the same imports and the same memo, so a failure
 is logged and nothing more: the page then does the work and reports any error itself.
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 # gap after the first page; a page's imports (pandas alone is ~0.5 s) wait for a person's pause.
 QUEUE_QUIET_S = 0.3
 PAGE_QUIET_S = 1.0
+
+_PACKAGE = __name__.partition(".")[0]
 
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
@@ -73,7 +77,7 @@ def wait_idle(quiet_s: float, busy: float = 0.1, poll_s: float = 0.05) -> None:
 
 def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[float], None] = wait_idle) -> list[str]:
     """Rank ``project``'s default Review queue (a project folder; None or no database: skipped), the
-    costliest first visit, then import every page's module-level imports, calling ``idle`` with the
+    costliest first visit, then every page's module-level imports of this package, calling ``idle`` with the
     quiet it needs (``QUEUE_QUIET_S``, ``PAGE_QUIET_S``) before each step. Returns what was warmed, one
     line each, as logged (debug) step by step."""
     done: list[str] = []
@@ -99,7 +103,8 @@ def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[float], No
         started = time.perf_counter()
         try:
             for module, names in page_imports(page):
-                __import__(module, fromlist=names)  # as the statement does: the submodules named in names too
+                if module.partition(".")[0] == _PACKAGE:
+                    __import__(module, fromlist=names)  # as the statement does: the submodules named too
         except Exception as exc:  # the page imports it again and shows the error there
             log.warning("warm-up: importing what %s imports failed: %s", page.name, exc)
             continue

@@ -28,7 +28,7 @@ PAGE = '''"""A page."""
 
 from __future__ import annotations
 
-import colorsys
+import mailbox
 from lotr_labeler.review import duplicates, fitting as fit
 from lotr_labeler.review.embedding_map import Point as P
 
@@ -42,7 +42,7 @@ def test_page_imports_are_the_module_level_ones(tmp_path: Path) -> None:
     page = tmp_path / "1_Page.py"
     page.write_text(PAGE, encoding="utf-8")
     assert warmup.page_imports(page) == [
-        ("colorsys", ()),
+        ("mailbox", ()),
         ("lotr_labeler.review", ("duplicates", "fitting")),
         ("lotr_labeler.review.embedding_map", ("Point",)),
     ]
@@ -58,7 +58,7 @@ WARM = """
 import json, sys
 from pathlib import Path
 from lotr_labeler import warmup
-watched = ("colorsys", "lotr_labeler.review.duplicates", "lotr_labeler.review.fitting",
+watched = ("mailbox", "lotr_labeler.review.duplicates", "lotr_labeler.review.fitting",
            "lotr_labeler.review.embedding_map", "lotr_labeler.review.backbone_choice")
 before = [m for m in watched if m in sys.modules]
 steps = []
@@ -69,7 +69,7 @@ print(json.dumps({"before": before, "after": [m for m in watched if m in sys.mod
 
 
 @pytest.mark.slow  # a fresh interpreter, so that nothing is imported yet
-def test_warm_imports_what_the_pages_import_and_nothing_they_defer(tmp_path: Path) -> None:
+def test_warm_imports_the_package_modules_the_pages_import_and_nothing_they_defer(tmp_path: Path) -> None:
     page = tmp_path / "1_Page.py"
     page.write_text(PAGE, encoding="utf-8")
     broken = tmp_path / "2_Broken.py"
@@ -86,11 +86,10 @@ def test_warm_imports_what_the_pages_import_and_nothing_they_defer(tmp_path: Pat
     doc = json.loads(done.stdout.strip().splitlines()[-1])
     assert doc["before"] == []
     assert doc["after"] == [
-        "colorsys",
         "lotr_labeler.review.duplicates",
         "lotr_labeler.review.fitting",
         "lotr_labeler.review.embedding_map",
-    ]  # not backbone_choice: the page imports it inside a function
+    ]  # not backbone_choice, which the page imports inside a function, nor a library the page imports itself
     # A page whose import fails is logged and skipped; the next one is still warmed.
     assert "importing what 2_Broken.py imports failed" in done.stderr
     assert [line.split(":")[0] for line in doc["done"]] == ["imports of 1_Page.py"]
