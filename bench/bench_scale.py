@@ -205,8 +205,8 @@ class Loads:
 
 
 def load(browser: Any, url: str, path: str, ready: str) -> tuple[float, float]:
-    """One fresh session: (in the page: navigation → the run finished and ``ready`` marked, as
-    Playwright's clock saw it)."""
+    """One fresh session of ``path``: seconds in the page (navigation → the run finished and ``ready``
+    marked) and as Playwright's clock saw them."""
     context = browser.new_context(viewport=VIEWPORT)
     try:
         page = context.new_page()

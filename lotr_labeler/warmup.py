@@ -77,9 +77,9 @@ def wait_idle(quiet_s: float, busy: float = 0.1, poll_s: float = 0.05) -> None:
 
 def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[float], None] = wait_idle) -> list[str]:
     """Rank ``project``'s default Review queue (a project folder; None or no database: skipped), the
-    costliest first visit, then every page's module-level imports of this package, calling ``idle`` with the
-    quiet it needs (``QUEUE_QUIET_S``, ``PAGE_QUIET_S``) before each step. Returns what was warmed, one
-    line each, as logged (debug) step by step."""
+    costliest first visit, then every page's module-level imports of this package, calling ``idle``
+    with the quiet it needs (``QUEUE_QUIET_S``, ``PAGE_QUIET_S``) before each step. Returns what was
+    warmed, one line each, as logged (debug) step by step."""
     done: list[str] = []
     if project is not None and (project / DB_NAME).is_file():
         idle(QUEUE_QUIET_S)

@@ -423,9 +423,9 @@ def prepare_page(store: Store, backbone: embed.Backbone) -> None:
 
 def warm(store: Store) -> int | None:
     """Rank the queue the Review page shows first (its default filters) into this process's memo, so
-    that page's first visit finds it (``lotr_labeler.warmup``, once a server has drawn its first page). Returns
-    its length; None, ranking nothing, while the page would measure some images' quality figures
-    first (up to ``PAGE_QUALITY_LIMIT``): that reads image files, and waits for the page."""
+    that page's first visit finds it (``lotr_labeler.warmup``, once a server has drawn its first
+    page). Returns its length; None, ranking nothing, while the page would measure some images'
+    quality figures first (up to ``PAGE_QUALITY_LIMIT``): that reads image files, and waits for the page."""
     missing = unmeasured(store)
     if 0 < missing <= PAGE_QUALITY_LIMIT:
         return None
