@@ -136,4 +136,5 @@ def page_files() -> list[Path]:
 try:
     st.navigation(pages()).run()
 finally:  # however the run ended (a rerun, a stop): the other pages' first visits need not wait
-    warmup.start(page_files(), chosen_project_dir())
+    if (chosen := chosen_project_dir()) is not None:  # a run cut short before the picker: the next one
+        warmup.start(page_files(), chosen)

@@ -113,7 +113,7 @@ def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[float], No
     return done
 
 
-def start(pages: Sequence[Path], project: Path | None) -> threading.Thread | None:
+def start(pages: Sequence[Path], project: Path) -> threading.Thread | None:
     """``warm`` in a daemon thread, once per process: the thread, or None when it was started before."""
     global _thread
     with _lock:
@@ -124,5 +124,5 @@ def start(pages: Sequence[Path], project: Path | None) -> threading.Thread | Non
         return _thread
 
 
-def _run(pages: list[Path], project: Path | None) -> None:
+def _run(pages: list[Path], project: Path) -> None:
     warm(pages, project)

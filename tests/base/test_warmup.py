@@ -137,21 +137,21 @@ def test_wait_idle_waits_for_the_rest_of_the_process() -> None:
 
 
 def test_start_runs_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    ran: list[tuple[list[Path], Path | None]] = []
+    ran: list[tuple[list[Path], Path]] = []
     monkeypatch.setattr(warmup, "_thread", None)
     monkeypatch.setattr(warmup, "_run", lambda pages, project: ran.append((pages, project)))
     first = warmup.start([Path("a.py")], Path("p"))
     assert first is not None
     first.join(timeout=10)
     assert first.daemon and first.name == "lotr_labeler-warmup"
-    assert warmup.start([Path("b.py")], None) is None
+    assert warmup.start([Path("b.py")], Path("q")) is None
     assert ran == [([Path("a.py")], Path("p"))]
 
 
 def test_the_app_starts_it_after_its_first_run(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.testing.v1 import AppTest
 
-    started: list[tuple[list[Path], Path | None]] = []
+    started: list[tuple[list[Path], Path]] = []
     monkeypatch.setattr(warmup, "start", lambda pages, project: started.append((list(pages), project)))
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
     at.run()
