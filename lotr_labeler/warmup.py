@@ -10,8 +10,9 @@ so that it seldom competes with a load:
 
 - the Review queue of the project the first page showed, with the page's default filters, into the
   process's memo (``review.queue.warm``), and the counts the page's trust line reads off it;
-- every page file's module-level imports of this package's modules, with what those import (the
-  pages defer what is heavy, scikit-learn and torch, to the functions that need it). A library a page
+- every page file's module-level imports of this package's modules, with what those import, the
+  Review page's right after its queue (the pages defer what is heavy, scikit-learn and torch, to the
+  functions that need it). A library a page
   imports itself is left to that page: pandas, for the Train and Predict tables, is half a second in
   one piece, too long to slip into a pause between two clicks.
 
@@ -77,9 +78,10 @@ def wait_idle(quiet_s: float, busy: float = 0.1, poll_s: float = 0.05) -> None:
 
 def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[float], None] = wait_idle) -> list[str]:
     """Rank ``project``'s default Review queue (a project folder; None or no database: skipped), the
-    costliest first visit, then every page's module-level imports of this package, calling ``idle``
-    with the quiet it needs (``QUEUE_QUIET_S``, ``PAGE_QUIET_S``) before each step. Returns what was
-    warmed, one line each, as logged (debug) step by step."""
+    costliest first visit, then import every page's module-level imports of this package: first those
+    of the pages that show that queue, then the others. Before each step ``idle`` is called with the
+    quiet the step needs (``QUEUE_QUIET_S`` for the queue and its pages, ``PAGE_QUIET_S`` for the rest).
+    Returns what was warmed, one line each, as logged (debug) step by step."""
     done: list[str] = []
     if project is not None and (project / DB_NAME).is_file():
         idle(QUEUE_QUIET_S)
@@ -98,11 +100,17 @@ def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[float], No
             ranked = "left to the page" if n is None else f"{n} images"
             done.append(f"review queue of {project.name}: {ranked}, {took:.0f} ms")
             log.debug("warm-up: %s", done[-1])
+    imports: dict[Path, list[tuple[str, tuple[str, ...]]]] = {}
     for page in pages:
-        idle(PAGE_QUIET_S)
+        try:
+            imports[page] = page_imports(page)
+        except (OSError, SyntaxError, ValueError) as exc:  # the page fails the same way when opened
+            log.warning("warm-up: reading %s failed: %s", page.name, exc)
+    for page in sorted(imports, key=lambda p: not _shows_queue(imports[p])):  # stable: else in the given order
+        idle(QUEUE_QUIET_S if _shows_queue(imports[page]) else PAGE_QUIET_S)
         started = time.perf_counter()
         try:
-            for module, names in page_imports(page):
+            for module, names in imports[page]:
                 if module.partition(".")[0] == _PACKAGE:
                     __import__(module, fromlist=names)  # as the statement does: the submodules named too
         except Exception as exc:  # the page imports it again and shows the error there
@@ -111,6 +119,11 @@ def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[float], No
         done.append(f"imports of {page.name}: {(time.perf_counter() - started) * 1000:.0f} ms")
         log.debug("warm-up: %s", done[-1])
     return done
+
+
+def _shows_queue(imports: list[tuple[str, tuple[str, ...]]]) -> bool:
+    queue = f"{_PACKAGE}.review.queue"
+    return any(m == queue or f"{m}.{n}" == queue for m, names in imports for n in names or ("",))
 
 
 def start(pages: Sequence[Path], project: Path) -> threading.Thread | None:

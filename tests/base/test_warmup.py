@@ -96,6 +96,16 @@ def test_warm_imports_the_package_modules_the_pages_import_and_nothing_they_defe
     assert doc["steps"] == [warmup.PAGE_QUIET_S] * 2  # a wait for a person's pause before each page
 
 
+def test_the_pages_that_show_the_review_queue_come_first_in_the_short_pause(tmp_path: Path) -> None:
+    plain, review, unreadable = tmp_path / "1_Plain.py", tmp_path / "2_Review.py", tmp_path / "3_Gone.py"
+    plain.write_text("from lotr_labeler.errors import LabelerError\n", encoding="utf-8")
+    review.write_text("from lotr_labeler.review import decisions, queue\n", encoding="utf-8")
+    quiet: list[float] = []
+    done = warmup.warm([plain, unreadable, review], None, idle=quiet.append)
+    assert [line.split(":")[0] for line in done] == ["imports of 2_Review.py", "imports of 1_Plain.py"]
+    assert quiet == [warmup.QUEUE_QUIET_S, warmup.PAGE_QUIET_S]
+
+
 def test_a_project_without_a_database_is_skipped(tmp_path: Path) -> None:
     assert warmup.warm([], tmp_path / "gone", idle=lambda quiet: None) == []
     assert warmup.warm([], None, idle=lambda quiet: None) == []
