@@ -34,9 +34,10 @@ from lotr_labeler.store import DB_NAME, Store
 log = logging.getLogger(__name__)
 
 # The Review queue (its imports and its ranking, ~0.35 s at 20,000 images) is worth doing in the short
-# gap after the first page; a page's imports (pandas alone is ~0.5 s) wait for a person's pause.
+# gap after the first page; another page's imports (0.1-0.3 s each) wait for a pause of someone reading,
+# longer than a quick walk through the pages leaves: begun in such a gap, a step delayed the next load.
 QUEUE_QUIET_S = 0.3
-PAGE_QUIET_S = 1.0
+PAGE_QUIET_S = 2.0
 
 _PACKAGE = __name__.partition(".")[0]
 
