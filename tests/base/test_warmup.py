@@ -2,9 +2,10 @@
 
 Review's first visit after a server start paid ~190 ms of imports and ~150 ms ranking its queue at
 20,000 images. A daemon thread now does that in the server's idle time: these tests pin what it
-imports (module-level imports of the pages, not those the pages defer), that it waits for the process
-to be idle, that one server starts it once, and that the app starts it after its first run. The
-Review queue half is pinned in tests/review/test_review_cache.py.
+imports (the package modules a page imports at module level: neither those the page defers nor a
+library it imports itself), its order, that it waits for the process to be idle, that one server starts
+it once, and that the app starts it after its first run. The Review queue half is pinned in
+tests/review/test_review_cache.py.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def test_wait_idle_waits_for_the_rest_of_the_process() -> None:
     busy.start()
     try:
         time.sleep(0.05)  # the spinner has used CPU before the wait starts
-        waited = threading.Thread(target=warmup.wait_idle, args=(0.15,))
+        waited = threading.Thread(target=warmup.wait_idle, args=(0.3,))
         waited.start()
         waited.join(timeout=60)
         assert not waited.is_alive()
