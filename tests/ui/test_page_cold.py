@@ -1,6 +1,7 @@
 """A server's first page load pays for every import the page makes: the card grid and the import widgets
 must not pull in pandas and pyarrow (~0.9 s on this machine) just to draw a page of cards, nor psutil
-(20 ms; only a job's liveness check needs it)."""
+(20 ms; only a job's liveness check needs it), the importers (28 ms; an import needs them) or the
+training module (9 ms; a training job's progress line needs it)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ at.run()
 print(json.dumps({
     "errors": [str(e.value) for e in at.exception],
     "grids": sum(b.proto.component_name.endswith("lotr_labeler.cards") for b in at.get("bidi_component")),
-    "loaded": [m for m in ("pandas", "pyarrow", "psutil") if m in sys.modules],
+    "loaded": [m for m in ("pandas", "pyarrow", "psutil", "lotr_labeler.collect.importers", "lotr_labeler.model.train")
+               if m in sys.modules],
 }))
 """
 
