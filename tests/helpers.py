@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from lotr_labeler.imaging import normalize
 from lotr_labeler.model import embed, runs
 from lotr_labeler.store import Store
 
+REPO = Path(__file__).resolve().parents[1]
 SHAPES = ("circle", "square", "triangle")
 TOL = 1e-4  # our fast predictor against learn.predict
 
@@ -53,6 +56,16 @@ def image_bytes(img: Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
 
 def files_under(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*.jpg")}
+
+
+def fresh_python(code: str, *args: str, timeout: float = 120) -> tuple[Any, str]:
+    """``python -c code args`` in a fresh interpreter (nothing imported yet) at the repository's root:
+    the JSON of its last stdout line and its stderr. Fails, with the child's stderr, on a non-zero exit."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:

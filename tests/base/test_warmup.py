@@ -10,15 +10,13 @@ tests/review/test_review_cache.py.
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from helpers import fresh_python
 
 from lotr_labeler import warmup
 from lotr_labeler.store import Store
@@ -75,16 +73,7 @@ def test_warm_imports_the_package_modules_the_pages_import_and_nothing_they_defe
     page.write_text(PAGE, encoding="utf-8")
     broken = tmp_path / "2_Broken.py"
     broken.write_text("import lotr_labeler.no_such_module\n", encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "-c", WARM, str(broken), str(page)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    doc, stderr = fresh_python(WARM, str(broken), str(page))
     assert doc["before"] == []
     assert doc["after"] == [
         "lotr_labeler.review.duplicates",
@@ -92,7 +81,7 @@ def test_warm_imports_the_package_modules_the_pages_import_and_nothing_they_defe
         "lotr_labeler.review.embedding_map",
     ]  # not backbone_choice, which the page imports inside a function, nor a library the page imports itself
     # A page whose import fails is logged and skipped; the next one is still warmed.
-    assert "importing what 2_Broken.py imports failed" in done.stderr
+    assert "importing what 2_Broken.py imports failed" in stderr
     assert [line.split(":")[0] for line in doc["done"]] == ["imports of 1_Page.py"]
     assert doc["steps"] == [warmup.PAGE_QUIET_S] * 2  # a wait for a person's pause before each page
 

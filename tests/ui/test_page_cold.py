@@ -5,12 +5,10 @@ training module (9 ms; a training job's progress line needs it)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import fresh_python
 
 from lotr_labeler.store import Store
 
@@ -35,15 +33,6 @@ pytestmark = pytest.mark.slow  # a fresh interpreter imports a page
 
 
 def test_dataset_page_draws_its_cards_without_pandas_pyarrow_or_psutil(store: Store, data_root: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(ROOT / "pages" / "3_Dataset.py")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    doc, _ = fresh_python(SCRIPT, str(ROOT / "pages" / "3_Dataset.py"))
     assert doc["errors"] == [] and doc["grids"] == 1  # the page ran and mounted its card grid
     assert doc["loaded"] == []
