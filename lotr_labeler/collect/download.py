@@ -165,8 +165,8 @@ def _failure_help(reason: str) -> tuple[str, str, str]:
         return (
             "blocked host (private/loopback address)",
             "were refused",
-            "If these are your own local servers, turn on allow_private_hosts in Settings "
-            "(CLI: download --allow-private-hosts).",
+            "If these are your own local servers, turn on allow_private_hosts in Settings, then Retry failed "
+            "(CLI: download --allow-private-hosts --retry-failed).",
         )
     if reason in ("dns", "network"):
         return (

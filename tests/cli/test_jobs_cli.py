@@ -100,8 +100,14 @@ def test_cli_download_with_progress_failures_and_retry(
     # Loopback is refused by default, before any connection.
     assert main(["download"]) == 1  # all refused: an error naming the fix
     assert {c.error for c in two_classes.candidates(state="failed")} == {"blocked host"}
-    capsys.readouterr()
-    assert main(["download", "--retry-failed", "--allow-private-hosts", "--json"]) == 0
+    err = capsys.readouterr().err
+    fix = "download --allow-private-hosts --retry-failed"
+    assert fix in err, err  # the command that works, as typed below
+    # A user who passes only the first flag is told the candidates failed and how to retry them.
+    assert main(["download", "--allow-private-hosts"]) == 0
+    out = capsys.readouterr().out
+    assert "5 failed candidates" in out and "--retry-failed" in out and "accept candidates first" not in out, out
+    assert main([*fix.split(), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["ok"], report["failed"]) == (4, 1)
     assert [c.error for c in two_classes.candidates(state="failed")] == ["http 404"]

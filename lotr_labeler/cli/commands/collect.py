@@ -85,6 +85,18 @@ def cmd_score(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def _nothing_to_download(store: Store, retried: bool) -> str:
+    """Why a download had nothing to do, and what would give it something."""
+    failed = 0 if retried else store.count_candidates(state="failed")
+    if failed:
+        return (
+            f"Nothing to download: no accepted candidates waiting, and {failed} failed "
+            f"candidate{'' if failed == 1 else 's'}: retry {'it' if failed == 1 else 'them'} with "
+            "`lotr-labeler download --retry-failed`."
+        )
+    return "Nothing to download: accept candidates first."
+
+
 @project_command
 def cmd_download(store: Store, args: argparse.Namespace) -> int:
     spec = DownloadJob.from_args(args)
@@ -100,7 +112,7 @@ def cmd_download(store: Store, args: argparse.Namespace) -> int:
         print_json(report.as_dict())
     else:
         if not report.all_failed:  # all failed: the one error line below says it
-            print(ran.summary if report.total else "Nothing to download: accept candidates first.")
+            print(ran.summary if report.total else _nothing_to_download(store, spec.retry_failed))
         # When most failed, their reasons are counted in the summary: a few examples are enough.
         shown = 5 if report.mostly_failed else 20
         for cid, url, reason in sorted(report.failures)[:shown]:
