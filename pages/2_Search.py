@@ -113,10 +113,12 @@ def _use_suggested(key: str) -> None:
 
 
 def _threshold_side(
-    store: Store, label: str | None, query: str | None, accept: bool, suggested: triage.Thresholds
+    store: Store, label: str | None, query: str | None, accept: bool, suggested: triage.Thresholds, weak: bool
 ) -> None:
     """One bulk threshold action: slider (the suggested threshold until the user moves it), its expected
-    precision, live count, preview strip, then the button."""
+    precision, live count, preview strip, then the button. A ``weak`` head with no threshold of the target
+    precision suggests none: the slider starts where it selects nothing (at the fixed default, p ≤ 0.20
+    took every candidate of a 7-class project whose head guessed at chance: one key rejected them all)."""
     key, verb = ("t_accept", "Accept") if accept else ("t_reject", "Reject")
     sign = "≥" if accept else "≤"
     at, precision = (
@@ -124,6 +126,9 @@ def _threshold_side(
         if accept
         else (suggested.reject_at, suggested.reject_precision)
     )
+    unsupported = weak and precision is None
+    if unsupported:
+        at = 1.0 if accept else 0.0
     if not st.session_state.get(f"{key}_own"):
         st.session_state[key] = at
     t = float(
@@ -140,13 +145,21 @@ def _threshold_side(
     if precision is not None:
         note = f"Suggested {sign} {at:.2f}: expected precision {precision:.1%} "
         note += f"(out-of-sample, {suggested.labeled} images)."
+    elif unsupported:
+        note = (
+            f"None suggested: the head is weak (above) and no threshold reaches {suggested.target:.0%} precision "
+            "out-of-sample. Move the slider to choose one."
+        )
     else:
         note = f"Default {sign} {at:.2f}: no threshold reaches {suggested.target:.0%} precision out-of-sample yet."
     if st.session_state.get(f"{key}_own") and abs(t - at) > 1e-9:
         st.button(f"↺ {note}", key=f"{key}_reset", on_click=_use_suggested, args=(key,), type="tertiary")
     else:
         st.caption(note)
-    hits = triage.at_least(store, t, label, query=query) if accept else triage.at_most(store, t, label, query=query)
+    if unsupported and not st.session_state.get(f"{key}_own"):
+        hits = []  # nothing until the user picks a threshold (p can round to 1.0 exactly: no slider end is empty)
+    else:
+        hits = triage.at_least(store, t, label, query=query) if accept else triage.at_most(store, t, label, query=query)
     st.caption(f"**{len(hits)}** pending candidate(s) with p(class) {sign} {t:.2f}" + (" — first 12:" if hits else ""))
     if hits:
         shown = hits[:12]
@@ -181,7 +194,7 @@ def triage_panel(store: Store, label: str | None, query: str | None) -> None:
                 "Searches then score their results automatically."
             )
             return
-        if (trust := triage_trust(store)).weak:
+        if weak := (trust := triage_trust(store)).weak:
             st.warning(f"⚠️ {trust.reason}")
         c = st.columns([1, 3])
         c[0].button(
@@ -198,9 +211,9 @@ def triage_panel(store: Store, label: str | None, query: str | None) -> None:
             suggested = triage.suggest_thresholds(store, backbone)
             left, right = st.columns(2)
             with left:
-                _threshold_side(store, label, query, True, suggested)
+                _threshold_side(store, label, query, True, suggested, weak)
             with right:
-                _threshold_side(store, label, query, False, suggested)
+                _threshold_side(store, label, query, False, suggested, weak)
 
 
 def _page_of(
@@ -241,6 +254,7 @@ def _review_grid(project: str, label: str | None, query: str | None, state: str 
             # The states this page shows travel with every action: another window's decision meanwhile wins.
             on_action=search_grid.handler({t.id: t.candidate.state for t in items}),
             columns=settings.grid_columns,
+            hint_only=triage_trust(store).weak,  # a weak head's "→ class" is a quiet hint, as on Review
             large=functools.partial(_original, store),  # the original: the browser fetches it
             empty="No candidates here. Search above, or add a list of image URLs (the button under the search).",
             keys_help=PAGE_KEYS,

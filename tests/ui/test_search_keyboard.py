@@ -74,6 +74,43 @@ def test_threshold_buttons_carry_their_shortcuts(scored: Store) -> None:
     assert [c.id for c in scored.candidates(state="rejected")] == [1, 2]  # p <= 0.20
 
 
+def test_a_weak_head_with_no_supported_threshold_selects_nothing_until_the_user_picks_one(
+    scored: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen by a new user: a 7-class head at chance, no threshold of 98 % precision, and the fixed default
+    p <= 0.20 had Shift+L reject every pending candidate. Now nothing is selected until a slider moves."""
+    from lotr_labeler.review import trust
+
+    weak = trust.ModelTrust(True, 0.86, "The head that scores these candidates is wrong most of the time.")
+    monkeypatch.setattr(trust, "triage_trust", lambda store: weak)
+    at = run_ok(AppTest.from_file(PAGE, default_timeout=60))
+    accept, reject = at.button(key="bulk_t_accept"), at.button(key="bulk_t_reject")
+    assert (accept.label, reject.label) == ("Accept 0 with p ≥ 1.00", "Reject 0 with p ≤ 0.00")
+    assert accept.disabled and reject.disabled  # Shift+H / Shift+L do nothing
+    assert sum("None suggested: the head is weak" in c.value for c in at.caption) == 2
+    at.slider(key="t_reject").set_value(0.2)  # the user's own choice counts and acts
+    run_ok(at)
+    reject = at.button(key="bulk_t_reject")
+    assert reject.label == "Reject 2 with p ≤ 0.20" and not reject.disabled
+    reject.click()
+    run_ok(at)
+    assert [c.id for c in scored.candidates(state="rejected")] == [1, 2]
+    assert at.button(key="bulk_t_accept").disabled and not scored.candidates(state="accepted")
+
+
+def test_a_weak_heads_guess_is_a_quiet_hint_on_the_cards(scored: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on Review: the "→ class" of a head wrong most of the time is no primary button (P still takes it)."""
+    from lotr_labeler.review import trust
+
+    at = run_ok(AppTest.from_file(PAGE, default_timeout=60))
+    assert grid_data(at, "s_grid")["hint_only"] is False
+    weak = trust.ModelTrust(True, 0.86, "The head that scores these candidates is wrong most of the time.")
+    monkeypatch.setattr(trust, "triage_trust", lambda store: weak)
+    run_ok(at)
+    data = grid_data(at, "s_grid")
+    assert data["hint_only"] is True and any(c["predicted"] for c in data["cards"])
+
+
 def test_the_two_thresholds_say_which_is_which(scored: Store) -> None:
     """The grid's t (the model's other class, this page: [ ] S Shift+P) and the triage sliders (p of the
     card's own class, every page: Shift+H/L) sit on one page: the help and the labels tell them apart."""
