@@ -10,7 +10,7 @@ import streamlit as st
 from lotr_labeler.collect.export import export_dataset
 from lotr_labeler.ui import cards
 from lotr_labeler.ui.context import error_boundary, kept_expander, open_current, project_store, show_flash
-from lotr_labeler.ui.grid import page_view, pager, reset_page
+from lotr_labeler.ui.grid import PAGE_KEYS, page_view, pager, reset_page
 from lotr_labeler.ui.imports import import_box
 from lotr_labeler.ui.jobs import follow_jobs
 from lotr_labeler.ui.widgets import all_select, compact_page, progress_bar, undo_and_history
@@ -28,7 +28,7 @@ def _grid(project: str, query: dict[str, Any]) -> None:
     with project_store(project) as store, error_boundary():
         settings = store.settings()
         total = store.count(**query)
-        offset = pager(total, settings.page_size, "dataset", gone=cards.state(GRID).gone)
+        offset = pager(total, settings.page_size, "dataset", gone=cards.state(GRID).gone, keys=True)
         rows = store.images(**query, limit=settings.page_size, offset=offset)
         trash = bool(query["deleted"])
         cards.grid(
@@ -38,6 +38,7 @@ def _grid(project: str, query: dict[str, Any]) -> None:
             actions=("restore", "undo") if trash else ("relabel", "delete", "undo"),
             on_action=cards.dataset_action,
             columns=settings.grid_columns,
+            keys_help=PAGE_KEYS,
             large=cards.large_image(store),
             empty="The trash is empty."
             if trash

@@ -27,7 +27,7 @@ from lotr_labeler.ui.context import (
     remember_widgets,
     show_flash,
 )
-from lotr_labeler.ui.grid import page_view, pager, reset_page
+from lotr_labeler.ui.grid import PAGE_KEYS, page_view, pager, reset_page
 from lotr_labeler.ui.jobs import follow_jobs, job_panel
 from lotr_labeler.ui.widgets import (
     ALL,
@@ -276,6 +276,7 @@ def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int,
             columns=store.settings().grid_columns,
             hint_only=hint_only,
             large=cards.large_image(store),
+            keys_help=PAGE_KEYS,
             empty="Nothing to review here."
             if fit is not None
             else "Nothing scored yet: press Compute above. Quality filters work already.",
@@ -519,7 +520,7 @@ with open_current() as store:
         if unmeasured > queue.PAGE_QUALITY_LIMIT:
             st.caption(f"Quality flags of {unmeasured} image(s) are measured with the embeddings (Compute).")
         page_size = settings.page_size
-        offset = pager(len(items), page_size, "review", gone=cards.state(GRID).gone)
+        offset = pager(len(items), page_size, "review", gone=cards.state(GRID).gone, keys=True)
         if similar_to is not None:  # "More like this" (M or 🔍 on a card): the nearest images, above the grid
             review_map.similar_panel(store, similar_to, classes, thumb_size, "rs")
         st.session_state[ITEMS] = items

@@ -282,6 +282,22 @@ def test_dataset_grid_payload_is_the_page_only_and_the_lightbox_image_the_opened
     assert json.loads(el.proto.json)["lightbox"] is None
 
 
+def test_dataset_pages_on_with_the_keys_search_uses(store: Store) -> None:
+    """Shift+PageDown / Shift+PageUp page Dataset's grid as they page Search's (a new user found them dead
+    here), and the grid's ? overlay lists them."""
+    store.set_setting("page_size", 8)
+    at = AppTest.from_file(str(ROOT / "pages" / "3_Dataset.py"), default_timeout=60)
+    at.run()
+    nxt, prev = at.button(key="next_dataset"), at.button(key="prev_dataset")
+    assert (nxt.proto.shortcut, prev.proto.shortcut) == ("shift+pagedown", "shift+pageup")
+    data = next(json.loads(e.proto.json) for e in at.get("bidi_component") if getattr(e, "key", None) == "ds_grid")
+    assert ["Shift + PageDown / Shift + PageUp", "next / previous page"] in data["keys"]
+    first = [c["id"] for c in data["cards"]]
+    nxt.click().run()
+    data = next(json.loads(e.proto.json) for e in at.get("bidi_component") if getattr(e, "key", None) == "ds_grid")
+    assert [c["id"] for c in data["cards"]] == [img.id for img in store.images(limit=8, offset=8)] != first
+
+
 def _review_grid(at: AppTest) -> dict[str, Any]:
     el = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == "r_grid")
     data: dict[str, Any] = json.loads(el.proto.json)
@@ -391,5 +407,10 @@ def test_review_keeps_a_kept_card_in_place_and_next_skips_none(store: Store) -> 
     grid = _review_grid(at)
     assert [c["id"] for c in grid["cards"]] == first
     assert [(c["reviewed"], c["out"]) for c in grid["cards"][:4]] == [(True, True)] * 3 + [(False, False)]
-    next(b for b in at.button if b.label == "Next ▶").click().run()
+    nxt = at.button(key="next_review")
+    assert (
+        nxt.proto.shortcut == "shift+pagedown"
+        and ["Shift + PageDown / Shift + PageUp", "next / previous page"] in (grid["keys"])
+    )
+    nxt.click().run()
     assert next(c["id"] for c in _review_grid(at)["cards"]) == ranked[8]  # nothing skipped, nothing twice
