@@ -77,14 +77,23 @@ def _cn(n: int) -> str:
 DOWNLOADED = "Downloaded candidates are images now: relabel them on the Dataset page."
 
 
-def _outcome(done: str, decided: Decided, skipped: int = 0) -> Message:
+def _outcome(done: str, decided: Decided, skipped: int = 0, *, already: str = "") -> Message:
     """The message: what changed, the downloaded cards skipped (said once), then the stale sentence as a
-    warning when another window won."""
+    warning when another window won. Nothing changed and no conflict: ``already`` says why ("Rejected 0
+    candidates." read as a failure, for a card another window had rejected the same way)."""
+    extra = ""
     if skipped:
-        done += f" Skipped {_cn(skipped)} already downloaded (images now: relabel them on the Dataset page)."
+        extra = f" Skipped {_cn(skipped)} already downloaded (images now: relabel them on the Dataset page)."
     if stale := decided.stale_message():
-        return ("warning", f"{done} {stale}" if decided.changed else stale)
-    return ("success", done)
+        return ("warning", f"{done}{extra} {stale}" if decided.changed else stale)
+    if not decided.changed and already:
+        return ("info", f"{already}: nothing to change.{extra}")
+    return ("success", done + extra)
+
+
+def _both(ids: Mapping[int, str]) -> str:
+    """The subject of "… already accepted": "Candidate #4 is already" / "These 3 candidates are already"."""
+    return f"Candidate #{next(iter(ids))} is already" if len(ids) == 1 else f"These {len(ids)} candidates are already"
 
 
 def search_action(store: Store, act: GridAction, *, seen: Mapping[int, str]) -> Message:
@@ -107,7 +116,7 @@ def search_action(store: Store, act: GridAction, *, seen: Mapping[int, str]) -> 
         state = "accepted" if act.action == "accept" else "rejected"
         decided = store.decide_seen(open_, state)
         verb = "Accepted" if state == "accepted" else "Rejected"
-        return _outcome(f"{verb} {_cn(decided.changed)}.", decided, skipped)
+        return _outcome(f"{verb} {_cn(decided.changed)}.", decided, skipped, already=f"{_both(open_)} {state}")
     if act.action == "relabel":
         assert act.label is not None  # parse_action checked
         store.get_class(act.label)  # names the bad class and the existing ones
@@ -116,7 +125,9 @@ def search_action(store: Store, act: GridAction, *, seen: Mapping[int, str]) -> 
         for i, s in open_.items():
             by_keep.setdefault("pending" if s == "failed" else s, {})[i] = s
         decided = store.decide_each([Decision(group, keep, act.label) for keep, group in by_keep.items()])
-        return _outcome(f"Moved {_cn(decided.changed)} to {act.label}.", decided, skipped)
+        return _outcome(
+            f"Moved {_cn(decided.changed)} to {act.label}.", decided, skipped, already=f"{_both(open_)} in {act.label}"
+        )
     if act.action == "predict":
         by_class: dict[str, dict[int, str]] = {}
         for i, s in open_.items():

@@ -316,3 +316,37 @@ def test_grid_decisions_in_a_stale_tab_keep_the_other_tabs(scored: Store, data_r
     c = scored.get_candidate(ids[3])
     assert (c.state, c.label) == ("pending", "elves")
     assert grid_data(at, "s_grid")["message"][0] == "warning"
+
+
+def test_a_decision_that_changes_nothing_says_why_not_zero(empty_store: Store) -> None:
+    """Seen by a new user: X on a card the CLI had rejected meanwhile said "Rejected 0 candidates.", and A
+    on an accepted card "Accepted 0 candidates.": read as failures. Now they say the cards already were."""
+    from lotr_labeler.ui.cards import GridAction
+    from lotr_labeler.ui.search_grid import search_action
+
+    s = empty_store
+    for name in ("elves", "dwarves"):
+        s.add_class(name)
+    ids = add(s, "elves", 3)
+    s.decide(ids[:1], "rejected")  # another window (the CLI) rejected it while the page showed it pending
+    events = len(s.history(50))
+    assert search_action(s, GridAction("reject", (ids[0],)), seen={ids[0]: "pending"}) == (
+        "info",
+        f"Candidate #{ids[0]} is already rejected: nothing to change.",
+    )
+    s.decide(ids[1:], "accepted")
+    events = len(s.history(50))
+    seen = {i: "accepted" for i in ids[1:]}
+    assert search_action(s, GridAction("accept", tuple(ids[1:])), seen=seen) == (
+        "info",
+        "These 2 candidates are already accepted: nothing to change.",
+    )
+    assert search_action(s, GridAction("relabel", (ids[1],), "elves"), seen=seen) == (
+        "info",
+        f"Candidate #{ids[1]} is already in elves: nothing to change.",
+    )
+    assert len(s.history(50)) == events  # no empty event written
+    # A real change is still counted, and a conflict still warns.
+    assert search_action(s, GridAction("reject", (ids[1],)), seen=seen) == ("success", "Rejected 1 candidate.")
+    kind, text = search_action(s, GridAction("accept", (ids[0],)), seen={ids[0]: "pending"})
+    assert kind == "warning" and "decided in another window meanwhile" in text
