@@ -36,7 +36,7 @@ from typing import Any
 
 import streamlit as st
 
-from lotr_labeler.errors import InvalidInput, LabelerError, check_choice
+from lotr_labeler.errors import InvalidInput, LabelerError, NotFound, check_choice
 from lotr_labeler.imaging import thumbnail
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.store.images import Relabeled
@@ -380,6 +380,8 @@ def _apply_one(
     text: Message = ""
     with error_boundary(show=None) as caught:
         act = parse_action(dict(raw), allowed)
+        if act.label is not None:
+            _current_class(store, act.label)
         act = replace(act, seen={i: labels[i] for i in act.ids if i in labels}, states=states)
         text = on_action(store, act)
     if caught.message is not None:
@@ -390,6 +392,18 @@ def _apply_one(
     if act.action in APP_ACTIONS and act.action != "undo":
         s.rerun_app = True
     return s.message
+
+
+def _current_class(store: Store, label: str) -> None:
+    """A key or dropdown sends a class the grid listed when drawn: gone from the project, it was renamed or
+    removed in another window meanwhile, and the grid drawn next lists the classes as they are now."""
+    try:
+        store.get_class(label)
+    except NotFound as exc:
+        raise NotFound(
+            f"{exc} It was renamed or removed in another window meanwhile: the grid now lists the current "
+            "classes; press the key again."
+        ) from exc
 
 
 def _trigger(key: str, name: str) -> Any:

@@ -355,6 +355,19 @@ def test_a_queue_is_applied_in_seq_order_and_a_replay_changes_nothing(store: Sto
     assert store.get_image(b).deleted and s.applied == 1
 
 
+def test_a_class_renamed_in_another_window_is_named_with_what_happened(store: Store) -> None:
+    """Seen by a new user: `classes rename` in the CLI while Dataset was open, then a number key: the raw
+    "No class 'square'" error. It now says what happened and what to do; nothing moved."""
+    a = store.images("circle")[0].id
+    store.rename_class("square", "box")
+    queue = _queue({"seq": 1, "action": "relabel", "ids": [a], "label": "square", "seen": {str(a): ["circle", ""]}})
+    s = cards.apply_batch(store, "ds", queue, DATASET, cards.dataset_action)
+    kind, text = s.message or ("", "")
+    assert kind == "error" and text.startswith("No class 'square'") and "Classes: circle, box, triangle" in text
+    assert "renamed or removed in another window meanwhile" in text and "press the key again" in text
+    assert store.get_image(a).label == "circle" and s.applied == 1
+
+
 def test_a_refused_action_names_its_cards_and_the_reason_and_the_rest_go_on(store: Store) -> None:
     a, b = [i.id for i in store.images("circle")][:2]
     store.relabel([a], "triangle")  # another window moved it after the page was drawn
