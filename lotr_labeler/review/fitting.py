@@ -60,8 +60,9 @@ class FitReport:
             )
         else:
             text += ")"
+        text += "."  # a sentence: pages and the CLI append the next one
         if self.unscored:
-            text += f". {self.unscored} image(s) have no embedding yet: compute embeddings to score them."
+            text += f" {self.unscored} image(s) have no embedding yet: compute embeddings to score them."
         return text
 
 

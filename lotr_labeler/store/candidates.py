@@ -200,7 +200,8 @@ class CandidatesMixin(ImagesMixin):
                 stale += left
                 if changed:
                     one = f"candidate #{changed[0].id}" if len(changed) == 1 else f"{len(changed)} candidate(s)"
-                    what.append(f"{part.state} {one}" + (f" to {part.label}" if part.label else ""))
+                    # "accepted candidate #4"; a move: "moved candidate #4 to elves (pending)"
+                    what.append(f"moved {one} to {part.label} ({part.state})" if part.label else f"{part.state} {one}")
                     # What each was before (to restore) and what it became (undo skips it once changed again).
                     items += [[r.id, r.state, r.class_id, r.error, part.state, target or r.class_id] for r in changed]
             if items:

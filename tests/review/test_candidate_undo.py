@@ -47,6 +47,8 @@ def test_a_grid_move_or_p_over_mixed_cards_is_one_undo_step(empty_store: Store) 
     seen = {i: s.get_candidate(i).state for i in ids}
     kind, text = search_action(s, GridAction("relabel", tuple(ids), "orcs"), seen=seen)
     assert (kind, text) == ("success", "Moved 4 candidates to orcs.")
+    # The history says what happened to each group: moved, and the decision each kept.
+    assert s.history(1)[0].summary == "moved 2 candidate(s) to orcs (accepted); moved 2 candidate(s) to orcs (pending)"
     assert [(c.state, c.label) for c in map(s.get_candidate, ids)] == [("accepted", "orcs")] * 2 + [
         ("pending", "orcs")
     ] * 2
