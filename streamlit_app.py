@@ -30,21 +30,26 @@ from lotr_labeler.workspace import create_project, remember
 
 ROOT = Path(__file__).resolve().parent
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
-# Candidates "downloaded" are in "images" already; the table stays narrow enough not to scroll.
-COLUMNS = ("images", "valid", "flagged", "deleted", "pending", "accepted", "rejected", "failed")
+# Candidates "downloaded" are in "images" already. The candidates' states share one column, and the bar
+# is 6 blocks: ten columns ran past the right edge of a 1000 px window.
+COLUMNS = ("images", "valid", "flagged", "deleted")
+CANDIDATE_STATES = ("pending", "accepted", "rejected", "failed")
+BAR = 6
 
 
 def class_table(status: list[dict[str, Any]]) -> str:
-    """Per-class counts as a markdown table, the balance drawn as a bar of blocks."""
+    """Per-class counts as a markdown table, the balance drawn as a bar of blocks; the candidates as
+    "21 pending · 3 accepted" (the states with any, "—" for none)."""
     most = max((int(row["images"]) for row in status), default=0) or 1
     lines = [
-        "| class | balance | " + " | ".join(COLUMNS) + " |",
-        "|---|---|" + "---:|" * len(COLUMNS),
+        "| class | balance | " + " | ".join(COLUMNS) + " | candidates |",
+        "|---|---|" + "---:|" * len(COLUMNS) + "---|",
     ]
     for row in status:
         name = _MARKDOWN.sub(r"\\\1", str(row["class"]))  # a class name is text, never markup
-        bar = "█" * round(10 * int(row["images"]) / most) or "·"
-        lines.append(f"| {name} | {bar} | " + " | ".join(str(row.get(c, 0)) for c in COLUMNS) + " |")
+        bar = "█" * round(BAR * int(row["images"]) / most) or "·"
+        waiting = " · ".join(f"{row[k]} {k}" for k in CANDIDATE_STATES if int(row.get(k, 0))) or "—"
+        lines.append(f"| {name} | {bar} | " + " | ".join(str(row.get(c, 0)) for c in COLUMNS) + f" | {waiting} |")
     return "\n".join(lines)
 
 

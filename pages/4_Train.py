@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.model import backbones, learner, runs, train_form
 from lotr_labeler.model.dataset import check_dataset
-from lotr_labeler.model.record import import_model
+from lotr_labeler.model.record import import_model, project_order
 from lotr_labeler.model.train import epoch_label
 from lotr_labeler.review.trust import how_to_improve, model_trust
 from lotr_labeler.store import Store
@@ -191,9 +192,9 @@ def _weak_warning(store: Store, run: runs.Run) -> None:
         st.warning(f"⚠️ Run {run.id} ({which}) is weak. {trust.reason} {how_to_improve(run)}")
 
 
-def _run_detail(run: runs.Run, said: str | None = None) -> None:
-    """One run's figures; a failed or cancelled one says why in full (the runs table cuts it short),
-    unless the training panel above says it already (``said``)."""
+def _run_detail(run: runs.Run, classes: Sequence[str], said: str | None = None) -> None:
+    """One run's figures, its classes in the project's order (``classes``); a failed or cancelled one
+    says why in full (the runs table cuts it short), unless the training panel above says it already (``said``)."""
     if run.state in ("failed", "cancelled") and run.message and run.message != said:
         (st.error if run.state == "failed" else st.warning)(f"Run {run.id} {run.state}: {run.message}")
     metrics = run.full_metrics()
@@ -217,16 +218,16 @@ def _run_detail(run: runs.Run, said: str | None = None) -> None:
         _history_chart(metrics.get("history", []), WAITING if run.state == "running" else NO_CURVE[run.state])
     vocab = metrics.get("vocab") or run.vocab
     if metrics.get("confusion_matrix") and vocab:
-        left, right = st.columns(2)
-        with left:
-            st.markdown("**Confusion matrix** (rows: actual, columns: predicted; validation split)")
-            cm = pd.DataFrame(metrics["confusion_matrix"], index=vocab, columns=vocab)
-            st.dataframe(confusion_styler(cm), width="stretch")
-        with right:
-            st.markdown("**Per class**")
+        # One above the other, each the page's width: side by side, a 7-class matrix lost its last columns.
+        order = [vocab[i] for i in project_order(vocab, classes)]
+        st.markdown("**Confusion matrix** (rows: actual, columns: predicted; validation split)")
+        cm = pd.DataFrame(metrics["confusion_matrix"], index=vocab, columns=vocab).loc[order, order]
+        st.dataframe(confusion_styler(cm), width="stretch")
+        st.markdown("**Per class**")
+        per_class = pd.DataFrame(metrics["per_class"]).T.reindex(order)
+        if per_class["precision"].isna().any():
             st.caption("— : no validation image was predicted as that class (precision undefined).")
-            per_class = pd.DataFrame(metrics["per_class"]).T
-            st.dataframe(per_class.astype(object).map(lambda v: _cell(v, ".3g")), width="stretch")
+        st.dataframe(per_class.astype(object).map(lambda v: _cell(v, ".3g")), width="stretch")
 
 
 with open_current() as store:
@@ -370,7 +371,7 @@ with open_current() as store:
         )
         if not run.is_current:  # the current one is judged above, under the training panel
             _weak_warning(store, run)
-        _run_detail(run, said)
+        _run_detail(run, store.class_names(), said)
         _space_section(store, run)
 
         done = [r for r in all_runs if r.state == "done"]
@@ -381,7 +382,7 @@ with open_current() as store:
                     for col, rid in zip(st.columns(2), pair, strict=True):
                         with col:
                             st.markdown(f"**{rid}**")
-                            _run_detail(next(r for r in done if r.id == rid))
+                            _run_detail(next(r for r in done if r.id == rid), store.class_names())
 
     with st.expander("Train on a remote GPU (Kaggle, Colab) and import the model"):
         st.markdown(

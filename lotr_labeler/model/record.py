@@ -74,6 +74,15 @@ def class_metrics(probs: Any, targets: Any, vocab: Sequence[str]) -> dict[str, A
     return {"confusion_matrix": cm.tolist(), "per_class": per_class, "accuracy": accuracy}
 
 
+def project_order(vocab: Sequence[str], classes: Sequence[str]) -> list[int]:
+    """The indices of ``vocab`` (the model's classes, fastai sorts them) in the project's class order, for
+    tables the user reads beside the other pages; classes the project no longer has come last, as they were."""
+    from lotr_labeler.project import name_key
+
+    rank = {name_key(c): i for i, c in enumerate(classes)}
+    return sorted(range(len(vocab)), key=lambda i: (rank.get(name_key(vocab[i]), len(rank)), i))
+
+
 def predict_images(learn: Any, files: Sequence[Path], batch_size: int = 64) -> list[list[float]]:
     """Class probabilities (in ``learn.dls.vocab`` order) for image ``files``, batched."""
     if not files:

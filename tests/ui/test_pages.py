@@ -8,7 +8,7 @@ import pytest
 from helpers import grid_data
 from streamlit.testing.v1 import AppTest
 
-from lotr_labeler.store import Store
+from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import open_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +68,22 @@ def test_home_shows_counts_chart_and_next_step(store: Store) -> None:
     table = next(m.value for m in at.markdown if m.value.startswith("| class |"))
     rows = [line.split(" | ") for line in table.splitlines()[2:]]
     assert [(r[0].strip("| "), r[2]) for r in rows] == [("circle", "6"), ("square", "6"), ("triangle", "6")]
+    # Seven columns, the candidates' states in one: ten ran past the right edge of a 1000 px window.
+    assert [h.strip() for h in table.splitlines()[0].strip("|").split("|")] == [
+        "class",
+        "balance",
+        "images",
+        "valid",
+        "flagged",
+        "deleted",
+        "candidates",
+    ]
+    assert {r[-1].strip("| ") for r in rows} == {"—"}  # none searched yet
+    store.add_candidates([CandidateIn("circle", f"http://img.test/{i}.jpg") for i in range(3)])
+    store.decide([store.candidates()[0].id], "rejected")
+    at.run()
+    table = next(m.value for m in at.markdown if m.value.startswith("| class |"))
+    assert table.splitlines()[2].endswith("| 2 pending · 1 rejected |"), table
 
 
 def test_home_creates_project(store: Store, data_root: Path) -> None:

@@ -225,6 +225,7 @@ def test_tables_show_a_dash_not_none(store: Store) -> None:
     assert rows[done.id]["error rate"] == "0.917" and rows[done.id]["seconds"] == "24.2"
     assert "None" not in table.astype(str).to_numpy().ravel().tolist()
     assert classes.loc[vocab[1], "precision"] == "—" and classes.loc[vocab[0], "precision"] == "0.0833"
+    assert any("— : no validation image was predicted as that class" in c.value for c in at.caption)
     assert "None" not in classes.astype(str).to_numpy().ravel().tolist()
 
 
@@ -252,3 +253,30 @@ def test_an_instant_run_says_what_it_is_and_an_ended_run_has_no_curve_to_wait_fo
     assert any("No loss curve: the run failed before its first epoch ended." in c for c in captions)
     assert not any("appear here" in c for c in captions)
     assert f"Run {failed.id} failed: {why}" in [e.value for e in at.error]  # why, in full (the table cuts it)
+
+
+def test_the_confusion_matrix_lists_the_classes_in_the_projects_order(store: Store) -> None:
+    """fastai sorts its classes; the Train page's tables follow the project's order, as every other page,
+    and say what "—" means only when one is shown."""
+    from lotr_labeler.model.record import project_order
+
+    assert project_order(["b", "a", "Gone", "c"], ["a", "B", "c"]) == [1, 0, 3, 2]  # case as class names
+    run = _done(store, 0.5, {"arch": "resnet18", "epochs": 1, "size": 128})
+    names = store.class_names()
+    vocab = sorted(names, reverse=True)  # the model's own order, not the project's
+    cm = [[3, 1, 0], [0, 4, 0], [2, 0, 2]]  # rows and columns in vocab order
+    per_class = {c: {"precision": 0.5 + i / 10, "recall": 0.5, "support": 4} for i, c in enumerate(vocab)}
+    run.metrics_path.write_text(
+        json.dumps({"error_rate": 0.5, "confusion_matrix": cm, "per_class": per_class, "vocab": vocab}),
+        encoding="utf-8",
+    )
+    at = page()
+    _table, shown_cm, classes = (d.value for d in at.dataframe)
+    matrix = shown_cm.data if hasattr(shown_cm, "data") else shown_cm  # a Styler shows its DataFrame
+    assert list(matrix.index) == names and list(matrix.columns) == names and list(classes.index) == names
+    where = {c: i for i, c in enumerate(vocab)}
+    assert [[int(matrix.loc[r, c]) for c in names] for r in names] == [
+        [cm[where[r]][where[c]] for c in names] for r in names
+    ]
+    assert classes.loc[vocab[0], "precision"] == "0.5"
+    assert not any("precision undefined" in c.value for c in at.caption)  # no "—" in this table
