@@ -367,12 +367,13 @@ with open_current() as store:
                 placeholder="e.g. gandalf the grey close-up",
                 disabled=target == ALL,
             )
-            c = st.columns(4)
-            max_results = c[0].number_input("Results per query", 1, 500, settings.search_max_results)
-            kind = _pick(TYPE_IMAGE, "s_type", "Type")
-            size = _pick(SIZE, "s_size", "Size")
+            c = st.columns(4)  # two rows of four: every filter in its column
+            with c[0]:
+                max_results = st.number_input("Results per query", 1, 500, settings.search_max_results)
+                kind = _pick(TYPE_IMAGE, "s_type", "Type")
             with c[1]:
                 layout = _pick(LAYOUT, "s_layout", "Layout")
+                size = _pick(SIZE, "s_size", "Size")
             with c[2]:
                 licence = _pick(LICENSE_IMAGE[1:], "s_license", "License")
                 safe = st.selectbox("Safe search", SAFESEARCH, key="s_safe")

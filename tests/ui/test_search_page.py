@@ -298,3 +298,18 @@ def test_the_search_form_keeps_what_was_typed_while_its_box_is_closed(empty_stor
     at.run()
     assert at.selectbox(key="s_class").value == "elves"
     assert at.text_input(key="s_query").value == "legolas bow"
+
+
+def test_the_search_forms_filters_sit_in_two_rows_of_four(empty_store: Store) -> None:
+    """Type and Size were drawn full-width below the row, leaving a hole in it (seen in a screenshot)."""
+    empty_store.add_class("elves")
+    at = app()
+    (box,) = [e for e in at.expander if "Search images" in e.label]
+    row = [b for b in box.children.values() if b.type == "flex_container"][1]  # after Class | Free-text query
+    labels = [[w.label for w in col.children.values()] for col in row.children.values()]
+    assert labels == [
+        ["Results per query", "Type"],
+        ["Layout", "Size"],
+        ["License", "Safe search"],
+        ["Region", "Pause between queries (s)"],
+    ], labels
