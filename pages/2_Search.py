@@ -421,7 +421,8 @@ with open_current() as store:
 
     # -- review ------------------------------------------------------------------------
     # One row of filters; one Undo on this page: the grid's (its ↩ Undo button and Z), History at the end.
-    f = st.columns([1, 1.5, 1, 1.25, 1.25, 1.15], vertical_alignment="bottom")
+    # The widths keep "pending", "newest last" and "History" whole in a 1000 px window.
+    f = st.columns([1, 1.15, 1.2, 1.4, 1.2, 1.1], vertical_alignment="bottom")
     history_popover(store, where=f[5])
     label = all_select("Class", classes, "f_class", where=f[0])
     query = all_select("Query", store.candidate_queries(label), "f_query", where=f[1])

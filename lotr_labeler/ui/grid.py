@@ -25,7 +25,7 @@ def pager(total: int, page_size: int, key: str, gone: int = 0, keys: bool = Fals
         offset, page = (pages - 1) * page_size, pages
     step = max(1, page_size - gone)
     if pages > 1 or offset > 0:
-        c1, c2, c3 = st.columns([1, 2, 1])
+        c1, c2, c3 = st.columns([1.4, 1.2, 1.4])  # a button and its key hint whole at 1000 px
         prev, nxt = ("Shift+PageUp", "Shift+PageDown") if keys else (None, None)
         if c1.button("◀ Previous", key=f"prev_{key}", disabled=offset <= 0, width="stretch", shortcut=prev):
             offset, page = max(0, offset - page_size), max(1, page - 1)

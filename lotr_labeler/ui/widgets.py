@@ -64,7 +64,7 @@ def undo_and_history(
 ) -> None:
     """The Undo button (optionally with a keyboard ``shortcut``) and a History popover of the newest
     changes (undone ones struck through); ``where``: the two columns to draw them in."""
-    top = list(where) if where is not None else st.columns([1, 1, 4])
+    top = list(where) if where is not None else st.columns([1, 1.25, 3.75])  # "History" whole at 1000 px
     top[0].button(
         "↩ Undo",
         key="undo",
