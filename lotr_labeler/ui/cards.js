@@ -367,15 +367,20 @@ export default function (component) {
       html += button("predict", `→ ${esc(c.predicted)}`, `Relabel to ${c.predicted}, the model's choice (P)`, data.hint_only ? "" : "cg-primary");
     return html;
   }
+  // "→ no-middle-earth 83%": a long class name may be cut short, never the percentage after it.
+  function hintHtml(hint) {
+    const m = /^(.*?)(\s\d+%\??)$/.exec(hint);
+    return m ? `<span class="cg-hint-name">${esc(m[1])}</span><span class="cg-hint-p">${esc(m[2])}</span>` : esc(hint);
+  }
   function verdictHtml(c) {
     // The model's word, on its own line when the grid can take predictions: the primary button, or a
     // quiet hint when the model is weak (P accepts either).
     if (!allowed.has("predict") || c.deleted || c.locked) return "";
     let inner;
     if (c.predicted && !data.hint_only)
-      inner = button("predict", esc(c.hint), `Relabel to ${c.predicted}, the model's choice (P)`, "cg-primary cg-wide");
+      inner = button("predict", hintHtml(c.hint), `Relabel to ${c.predicted}, the model's choice (P)`, "cg-primary cg-wide");
     else if (c.predicted)
-      inner = `<span class="cg-hint" data-act="predict" title="A weak model's guess: check before accepting (P)">${esc(c.hint)}?</span>`;
+      inner = `<span class="cg-hint" data-act="predict" title="A weak model's guess: check before accepting (P)">${hintHtml(c.hint + "?")}</span>`;
     else inner = `<span class="cg-agree">${c.scored ? "✓ model agrees" : "not scored yet"}</span>`;
     return `<div class="cg-ctl cg-verdict">${inner}</div>`;
   }

@@ -119,3 +119,40 @@ def test_a_thumbnail_that_cannot_load_says_no_preview(browser: Any) -> None:
         assert page.locator("[data-card='8'] img").count() == 1  # a picture that loads stays
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("hint_only", [False, True], ids=["button", "quiet-hint"])
+def test_a_long_predicted_class_is_cut_before_its_percentage(browser: Any, hint_only: bool) -> None:
+    """Seen by a new user on Review: "→ no-middle-earth …" lost its percentage. The class name gives way
+    (an ellipsis); the percentage stays whole, and the line reads as before for a short name."""
+    long, short = "no-middle-earth-and-beyond", "orcs"
+    data = {
+        "cards": [
+            {**cards.Card(id=i, src=PNG, caption="c", label="elves", predicted=p).payload(), "hint": f"→ {p} 83%"}
+            for i, p in ((1, long), (2, short))
+        ],
+        "classes": ["elves", long, short],
+        "actions": ["keep", "delete", "relabel", "predict"],
+        "columns": 8,
+        "hint_only": hint_only,
+        "seq": 1,
+    }
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    try:
+        page = context.new_page()
+        page.add_style_tag(content=(cards.HERE / "cards.css").read_text(encoding="utf-8"))
+        page.evaluate(MOUNT, [(cards.HERE / "cards.js").read_text(encoding="utf-8"), data])
+        sel = ".cg-hint" if hint_only else ".cg-verdict .cg-primary"
+        shown = page.evaluate(
+            """sel => [...document.querySelectorAll(sel)].map(el => {
+                 const p = el.querySelector('.cg-hint-p'), name = el.querySelector('.cg-hint-name');
+                 const whole = p.scrollWidth <= p.clientWidth + 1
+                   && p.getBoundingClientRect().right <= el.getBoundingClientRect().right + 1;
+                 return [el.textContent, p.textContent, whole, name.scrollWidth > name.clientWidth + 1];
+               })""",
+            sel,
+        )
+        tail = " 83%?" if hint_only else " 83%"
+        assert shown == [[f"→ {long}{tail}", tail, True, True], [f"→ {short}{tail}", tail, True, False]], shown
+    finally:
+        context.close()
