@@ -301,7 +301,8 @@ with open_current() as store:
     w[1].text_input(
         learner.WEIGHTS_LABEL,
         key="t_weights",
-        placeholder="/path/to/resnet18-f37072fd.pth (ResNets only; offline alternative to the download)",
+        placeholder="/path/to/resnet18-f37072fd.pth",  # short: the field is half the page wide
+        help="ResNets only: a torchvision weights file, the offline alternative to the download.",
         disabled=form.arch == backbones.BUNDLED,
         **keep,
     )
@@ -353,7 +354,7 @@ with open_current() as store:
             st.session_state["t_run"] = ids[0]
         chosen = st.selectbox("Show run", ids, key="t_run")
         run = next(r for r in all_runs if r.id == chosen)
-        b = st.columns([1, 1, 3])
+        b = st.columns([1.3, 1.1, 2.6])  # "Make current" whole at 1000 px
         b[0].button(
             "Make current",
             disabled=run.is_current or run.state != "done",
