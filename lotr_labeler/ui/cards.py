@@ -38,6 +38,7 @@ import streamlit as st
 
 from lotr_labeler.errors import InvalidInput, LabelerError, NotFound, check_choice
 from lotr_labeler.imaging import thumbnail
+from lotr_labeler.project import name_key
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.store.images import Relabeled
 from lotr_labeler.ui.context import error_boundary, project_store
@@ -397,13 +398,13 @@ def _apply_one(
 def _current_class(store: Store, label: str) -> None:
     """A key or dropdown sends a class the grid listed when drawn: gone from the project, it was renamed or
     removed in another window meanwhile, and the grid drawn next lists the classes as they are now."""
-    try:
-        store.get_class(label)
-    except NotFound as exc:
+    names = store.class_names()
+    if name_key(label) not in {name_key(n) for n in names}:
         raise NotFound(
-            f"{exc} It was renamed or removed in another window meanwhile: the grid now lists the current "
-            "classes; press the key again."
-        ) from exc
+            f"No class {label!r} in project {store.name!r}. Classes: {', '.join(names) or 'none yet'}. It was "
+            "renamed or removed in another window meanwhile: the grid now lists the current classes; press the "
+            "key again."
+        )
 
 
 def _trigger(key: str, name: str) -> Any:
