@@ -210,7 +210,7 @@ _NAV = """(() => {
   Element.prototype.attachShadow = function (init) {
     const root = attach.call(this, init); roots.push(root); return root;
   };
-  window.__navTo = (path, title, grid) => new Promise(resolve => {
+  window.__navTo = (path, title, grid) => new Promise((resolve, reject) => {
     const links = [...document.querySelectorAll('[data-testid=stSidebarNav] a[data-testid=stSidebarNavLink]')];
     const link = path ? links.find(a => new URL(a.href).pathname === path) : links[0];
     const app = document.querySelector('[data-testid=stApp]');
@@ -220,7 +220,9 @@ _NAV = """(() => {
         && (!grid || roots.some(r => r.host.isConnected && r.querySelector('.cg-grid .cg-card img')));
     };
     const started = performance.now();
-    const tick = () => done() ? resolve(performance.now() - started) : requestAnimationFrame(tick);
+    const tick = () => done() ? resolve(performance.now() - started)
+      : performance.now() - started > 60000 ? reject(new Error(`${path || 'Home'}: no "${title}" drawn in 60 s`))
+      : requestAnimationFrame(tick);
     link.click();
     requestAnimationFrame(tick);
   });
