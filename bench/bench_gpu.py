@@ -103,11 +103,12 @@ def launched(done: subprocess.CompletedProcess[str]) -> str:
         return f"FAILED (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}"
     try:  # the command's last output: one JSON object, indented over several lines
         run = json.loads(done.stdout[done.stdout.rindex("\n{") if "\n{" in done.stdout else done.stdout.index("{") :])
-    except (ValueError, KeyError):
+        run_id, model = run["id"], Path(run["path"])
+    except (ValueError, KeyError, TypeError):
         return f"FAILED: no run record in its output {done.stdout[-200:]!r}"
-    if not Path(run["path"]).is_file():
-        return f"FAILED: run {run['id']} has no model at {run['path']}"
-    return f"done (run {run['id']})"
+    if not model.is_file():
+        return f"FAILED: run {run_id} has no model at {model}"
+    return f"done (run {run_id})"
 
 
 def cpu_network(backbone: object) -> object:
