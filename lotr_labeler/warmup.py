@@ -107,8 +107,9 @@ def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[float], No
             imports[page] = page_imports(page)
         except (OSError, SyntaxError, ValueError) as exc:  # the page fails the same way when opened
             log.warning("warm-up: reading %s failed: %s", page.name, exc)
-    for page in sorted(imports, key=lambda p: not _shows_queue(imports[p])):  # stable: else in the given order
-        idle(QUEUE_QUIET_S if _shows_queue(imports[page]) else PAGE_QUIET_S)
+    first = {page for page, found in imports.items() if _shows_queue(found)}
+    for page in sorted(imports, key=lambda p: p not in first):  # stable: else in the given order
+        idle(QUEUE_QUIET_S if page in first else PAGE_QUIET_S)
         started = time.perf_counter()
         try:
             for module, names in imports[page]:

@@ -13,7 +13,7 @@ from lotr_labeler.jobs.specs import DownloadJob, ScoreCandidatesJob, SearchJob
 from lotr_labeler.review import candidates as triage
 from lotr_labeler.review.trust import triage_trust
 from lotr_labeler.store import Store
-from lotr_labeler.ui import cards, search_grid
+from lotr_labeler.ui import cards, grid, search_grid
 from lotr_labeler.ui.context import (
     act,
     error_boundary,
@@ -72,7 +72,7 @@ PAGE_KEYS = (  # the page's buttons' shortcuts, listed in the grid's ? overlay a
         "Shift + H / Shift + L",
         "Model triage: accept p ≥ / reject p ≤ the sliders' thresholds, p(its own class), every page",
     ),
-    ("Shift + PageDown / PageUp", "next / previous page"),
+    *grid.PAGE_KEYS,
 )
 
 
@@ -129,7 +129,8 @@ def _threshold_side(
     unsupported = weak and precision is None
     if unsupported:
         at = 1.0 if accept else 0.0
-    if not st.session_state.get(f"{key}_own"):
+    own = bool(st.session_state.get(f"{key}_own"))  # the user moved this slider (its on_change)
+    if not own:
         st.session_state[key] = at
     t = float(
         st.slider(
@@ -152,11 +153,11 @@ def _threshold_side(
         )
     else:
         note = f"Default {sign} {at:.2f}: no threshold reaches {suggested.target:.0%} precision out-of-sample yet."
-    if st.session_state.get(f"{key}_own") and abs(t - at) > 1e-9:
+    if own and abs(t - at) > 1e-9:
         st.button(f"↺ {note}", key=f"{key}_reset", on_click=_use_suggested, args=(key,), type="tertiary")
     else:
         st.caption(note)
-    if unsupported and not st.session_state.get(f"{key}_own"):
+    if unsupported and not own:
         hits = []  # nothing until the user picks a threshold (p can round to 1.0 exactly: no slider end is empty)
     else:
         hits = triage.at_least(store, t, label, query=query) if accept else triage.at_most(store, t, label, query=query)

@@ -19,6 +19,7 @@ from lotr_labeler.errors import InvalidInput
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import hardware, runs
 from lotr_labeler.model.onnx_export import export_quietly
+from lotr_labeler.project import name_key
 from lotr_labeler.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,6 @@ def class_metrics(probs: Any, targets: Any, vocab: Sequence[str]) -> dict[str, A
 def project_order(vocab: Sequence[str], classes: Sequence[str]) -> list[int]:
     """The indices of ``vocab`` (the model's classes, fastai sorts them) in the project's class order, for
     tables the user reads beside the other pages; classes the project no longer has come last, as they were."""
-    from lotr_labeler.project import name_key
-
     rank = {name_key(c): i for i, c in enumerate(classes)}
     return sorted(range(len(vocab)), key=lambda i: (rank.get(name_key(vocab[i]), len(rank)), i))
 

@@ -38,7 +38,6 @@ import streamlit as st
 
 from lotr_labeler.errors import InvalidInput, LabelerError, NotFound, check_choice
 from lotr_labeler.imaging import thumbnail
-from lotr_labeler.project import name_key
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.store.images import Relabeled
 from lotr_labeler.ui.context import error_boundary, project_store
@@ -398,12 +397,12 @@ def _apply_one(
 def _current_class(store: Store, label: str) -> None:
     """A key or dropdown sends a class the grid listed when drawn: gone from the project, it was renamed or
     removed in another window meanwhile, and the grid drawn next lists the classes as they are now."""
-    names = store.class_names()
-    if name_key(label) not in {name_key(n) for n in names}:
+    with error_boundary(show=None) as gone:
+        store.get_class(label)  # its message names the class and the project's classes
+    if gone.message is not None:
         raise NotFound(
-            f"No class {label!r} in project {store.name!r}. Classes: {', '.join(names) or 'none yet'}. It was "
-            "renamed or removed in another window meanwhile: the grid now lists the current classes; press the "
-            "key again."
+            f"{gone.message} It was renamed or removed in another window meanwhile: the grid now lists the "
+            "current classes; press the key again."
         )
 
 
