@@ -13,7 +13,7 @@ from lotr_labeler.ui.context import error_boundary, kept_expander, open_current,
 from lotr_labeler.ui.grid import PAGE_KEYS, page_view, pager, reset_page
 from lotr_labeler.ui.imports import import_box
 from lotr_labeler.ui.jobs import follow_jobs
-from lotr_labeler.ui.widgets import all_select, compact_page, progress_bar, undo_and_history
+from lotr_labeler.ui.widgets import all_select, compact_page, history_popover, progress_bar
 
 st.set_page_config(page_title="Dataset · lotr_labeler", page_icon="🗂️", layout="wide")
 compact_page()
@@ -56,14 +56,16 @@ with open_current() as store:
     settings = store.settings()
     classes = store.class_names()
 
-    f = st.columns([1, 1, 1, 1.2, 0.8, 0.9], vertical_alignment="bottom")  # filters, Undo, History: one row
+    # Filters and History in one row. No Undo button of the page's own: the grid's ↩ Undo (Z) is the same
+    # Store.undo (this window's newest change, an import included), as on Search.
+    f = st.columns([1, 1, 1, 1.2, 0.9], vertical_alignment="bottom")
     label = all_select("Class", classes, "ds_class", where=f[0], on_change=reset_page, args=("dataset",))
     split = all_select("Split", ["train", "valid"], "ds_split", where=f[1], on_change=reset_page, args=("dataset",))
     source = all_select("Source", store.sources(), "ds_source", where=f[2], on_change=reset_page, args=("dataset",))
     view = f[3].radio(
         "Show", ["Active", "Trash"], horizontal=True, key="ds_view", on_change=reset_page, args=("dataset",)
     )
-    undo_and_history(store, where=(f[4], f[5]))
+    history_popover(store, where=f[4])
     trash = view == "Trash"
     with error_boundary():
         query: dict[str, Any] = {"label": label, "split": split, "source": source, "deleted": trash}

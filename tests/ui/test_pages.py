@@ -158,6 +158,9 @@ def test_dataset_page_grid_shows_the_filtered_cards(store: Store) -> None:
     data = grid_data(at, "ds_grid")
     assert len(data["cards"]) == 17 and data["classes"] == ["circle", "square", "triangle"]
     assert data["actions"] == ["delete", "relabel", "undo"] and data["columns"] == 8
+    # One Undo on the page, the grid's (Z): a second button beside the filters did the same thing.
+    assert not [b for b in at.button if "Undo" in b.label]
+    assert [p.proto.popover.label for p in at.get("popover")] == ["History"]
     assert all(c["src"].startswith("data:image/jpeg;base64,") for c in data["cards"])
     at.selectbox(key="ds_class").select("square").run()
     assert [c["label"] for c in grid_data(at, "ds_grid")["cards"]] == ["square"] * 5
