@@ -25,7 +25,6 @@ import io
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -127,19 +126,13 @@ class _Head:
     class_ids: list[int]
 
     def probs(self, vectors: npt.NDArray[np.float32]) -> list[dict[int, float]]:
-        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
-
-        with threadpool_limits(1):
-            p = np.asarray(self.model.predict_proba(head.normalize_rows(vectors)), dtype=np.float64)
+        p = head.head_probabilities(self.model, vectors)
         cols = [self.class_ids[int(c)] for c in self.model.classes_]
         return [dict(zip(cols, (float(v) for v in row), strict=True)) for row in p]
 
 
 def fit_head(store: Store, backbone: embed.Backbone) -> tuple[_Head, int]:
     """The head on every labeled image that has an embedding; returns it and how many it saw."""
-    from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
-    from threadpoolctl import threadpool_limits
-
     have, X = embed.embeddings(store, backbone, store.images())
     class_ids = sorted({img.class_id for img in have})
     if len(class_ids) < 2:
@@ -149,11 +142,7 @@ def fit_head(store: Store, backbone: embed.Backbone) -> tuple[_Head, int]:
         )
     index = {cid: i for i, cid in enumerate(class_ids)}
     y = np.array([index[img.class_id] for img in have], dtype=np.int64)
-    model = head.default_head()
-    with warnings.catch_warnings(), threadpool_limits(1):
-        warnings.filterwarnings("ignore", category=ConvergenceWarning)
-        model.fit(head.normalize_rows(X), y)
-    return _Head(model, class_ids), len(have)
+    return _Head(head.fit_head(X, y), class_ids), len(have)
 
 
 def thumb_url(c: CandidateRow) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 from lotr_labeler.errors import Conflict
 from lotr_labeler.imaging import write_atomic
 from lotr_labeler.model import embed, runs
-from lotr_labeler.review.head import default_head, normalize_rows
+from lotr_labeler.review.head import fit_head, head_probabilities
 from lotr_labeler.review.last_fit import fit_backbone, fit_info
 from lotr_labeler.store import Store
 
@@ -149,11 +149,9 @@ def _fit(store: Store, backbone: embed.Backbone) -> _Fit:
     class_ids = sorted({have[i].class_id for i in train}, key=lambda cid: order.get(cid, len(order)))
     index = {cid: i for i, cid in enumerate(class_ids)}
     vocab = [names[cid] for cid in class_ids]
-    feats = normalize_rows(X)
-    head = default_head()
-    head.fit(feats[train], np.array([index[have[i].class_id] for i in train], dtype=np.int64))
+    head = fit_head(X[train], [index[have[i].class_id] for i in train])
     probs = np.zeros((len(have), len(vocab)))
-    probs[:, [int(c) for c in head.classes_]] = head.predict_proba(feats)
+    probs[:, [int(c) for c in head.classes_]] = head_probabilities(head, X)
     valid = [i for i, img in enumerate(have) if img.split == "valid" and img.class_id in index]
     accuracy = float(np.mean([probs[i].argmax() == index[have[i].class_id] for i in valid])) if valid else None
     return _Fit(have, train, vocab, index, head, probs, accuracy, len(valid))

@@ -150,3 +150,33 @@ def test_review_page_starts_on_best_and_launches_the_choice(store: Store) -> Non
     job = jobs.latest_job(store, "review")
     assert job is not None and job.args["backbone"] == "best"
     jobs.request_cancel(store, job.id)
+
+
+def test_every_head_fits_and_predicts_on_one_blas_thread(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The instant model's head once fitted with every BLAS thread: 2.1 s on 1,000 images on 2 cores, against
+    0.15 s for a fold of the K-fold head on one thread. The K-fold scores and the instant model fit alike now."""
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+    from threadpoolctl import threadpool_info, threadpool_limits  # type: ignore[import-untyped]
+
+    seen: list[tuple[str, int]] = []
+    fit, proba = LogisticRegression.fit, LogisticRegression.predict_proba
+
+    def blas() -> int:
+        return int(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+
+    def spy_fit(self: LogisticRegression, *args: object, **kw: object) -> object:
+        seen.append(("fit", blas()))
+        return fit(self, *args, **kw)
+
+    def spy_proba(self: LogisticRegression, *args: object, **kw: object) -> object:
+        seen.append(("predict", blas()))
+        return proba(self, *args, **kw)
+
+    monkeypatch.setattr(LogisticRegression, "fit", spy_fit)
+    monkeypatch.setattr(LogisticRegression, "predict_proba", spy_proba)
+    with threadpool_limits(2):  # more than one thread by default, whatever this machine's cores
+        scored(store)
+        kfold = len(seen)
+        instant.export_instant(store)
+    assert kfold and len(seen) > kfold and {kind for kind, _ in seen[kfold:]} == {"fit", "predict"}
+    assert all(n == 1 for _, n in seen), seen
