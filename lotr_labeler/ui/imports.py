@@ -29,8 +29,15 @@ def show_report(report: ImportReport) -> None:
         st.dataframe(pd.DataFrame(problems), width="stretch", hide_index=True)
 
 
+def pending_report(key: str) -> None:
+    """The report ``run_import`` kept for this run, once."""
+    if (report := st.session_state.pop(f"{key}_report", None)) is not None:
+        show_report(report)
+
+
 def url_list_form(store: Store, key: str) -> None:
-    """Paste or upload ``url,label[,thumbnail]`` rows; they become candidates for the review grid."""
+    """Paste or upload ``url,label[,thumbnail]`` rows; they become candidates for the review grid (on
+    the Search page, drawn below this form; the Dataset grid does not show candidates)."""
     st.caption(
         "Rows of `url,label[,thumbnail]`, or bare URLs with a default class. They become candidates "
         "to review in the grid before anything is downloaded."
@@ -51,18 +58,24 @@ def url_list_form(store: Store, key: str) -> None:
             show_report(import_urls(store, text, default, create_classes=create))
 
 
-def run_import(work: Callable[[Report], ImportReport]) -> None:
+def run_import(work: Callable[[Report], ImportReport], key: str) -> None:
     """Run ``work(progress)`` under a progress bar that goes away when it ends, success or error
-    (an error used to leave an orphan "Importing…" bar above its message), then show the report."""
+    (an error used to leave an orphan "Importing…" bar above its message), then the page again with
+    the report (the import box is drawn below the grid)."""
     slot = st.empty()
     with slot.container():
         bar = progress_bar("Importing…")
+    report = None
     with error_boundary():
         try:
             report = work(bar)
         finally:
             slot.empty()
-        show_report(report)
+    if report is not None:
+        # The page again, the report in its next run (``pending_report``): the grid and its counts were
+        # drawn above the import box before the import, and showed the project without it until a click.
+        st.session_state[f"{key}_report"] = report
+        st.rerun()
 
 
 def import_box(store: Store, key: str = "ds_import") -> None:
@@ -73,17 +86,18 @@ def import_box(store: Store, key: str = "ds_import") -> None:
             return
         from lotr_labeler.collect.importers import import_folder, import_zip
 
+        pending_report(key)  # above the tabs: seen whichever tab is open
         tab_folder, tab_zip, tab_urls = st.tabs(["Folder", "Zip", "URL list (CSV)"])
         with tab_folder:
             folder = st.text_input(
                 "Folder with one sub-folder per class", placeholder="/home/me/photos/lotr", key=f"{key}_folder"
             )
             if st.button("Import folder", disabled=not folder, key=f"{key}_folder_go"):
-                run_import(lambda bar: import_folder(store, Path(folder), bar))
+                run_import(lambda bar: import_folder(store, Path(folder), bar), key)
         with tab_zip:
             upload = st.file_uploader("Zip of class folders", type=["zip"], key=f"{key}_zip")
             if st.button("Import zip", disabled=upload is None, key=f"{key}_zip_go") and upload is not None:
                 data = upload.getvalue()
-                run_import(lambda bar: import_zip(store, io.BytesIO(data), bar))
+                run_import(lambda bar: import_zip(store, io.BytesIO(data), bar), key)
         with tab_urls:
             url_list_form(store, "ds_urls")

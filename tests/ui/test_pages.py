@@ -179,10 +179,14 @@ def test_dataset_page_imports_folder(empty_store: Store, shapes_dir: Path) -> No
     assert not at.text_input  # the import box is drawn once opened: a page loads without its widgets
     at.session_state["ds_import"] = True  # the user opens it (the expander reruns the page)
     at.run()
+    assert grid_data(at, "ds_grid")["cards"] == []
     at.text_input[0].input(str(shapes_dir)).run()
     button(at, "Import folder")
     assert any("18 image(s) added" in s.value for s in at.success)
     assert empty_store.count() == 18
+    # The grid above the import box shows what came in, in the same click (it was drawn before the import
+    # and said "No images here yet" until the next one).
+    assert len(grid_data(at, "ds_grid")["cards"]) == 18
     at.text_input[0].input("/no/such/folder").run()
     button(at, "Import folder")
     assert any("not a folder" in e.value for e in at.error)
