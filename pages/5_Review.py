@@ -95,6 +95,7 @@ def _dup_thumb(store: Store, img: ImageRow, size: int) -> None:
         st.warning(f"File missing: {img.relpath}")
 
 
+BACKBONE = "_r_backbone"  # (source, size) of the backbone widgets, kept while the user is on other pages
 INSTANT = "_r_instant"  # (project, fit time, instant.HeadCheck) of the last Retrain head
 
 
@@ -102,7 +103,8 @@ def _retrain_head(store: Store) -> str:
     """Refresh every score; judge the instant model (no files, the current model stays current)."""
     done = compute.retrain_head(store)
     st.session_state[INSTANT] = (store.name, done.fit.info.computed_at, done.check)
-    return f"{done.fit.summary()} The current model is unchanged: make the instant model current below if it is better."
+    scored = done.fit.summary(compute="**⚙ Backbone → Compute**")  # the button that embeds the new ones
+    return f"{scored} The current model is unchanged: make the instant model current below if it is better."
 
 
 def _make_instant_current(store: Store) -> str:
@@ -419,21 +421,32 @@ with open_current() as store:
 
         if st.session_state.get("_r_backbone_for") != project:  # first visit: the last fit's backbone
             st.session_state["_r_backbone_for"] = project
-            st.session_state["r_source"], st.session_state["r_size"] = _initial_backbone(info, run, settings)
+            st.session_state[BACKBONE] = _initial_backbone(info, run, settings)
             if info is not None and info.backbone_spec.weights:
                 st.session_state["r_weights"] = info.backbone_spec.weights
+        # The widgets' values die with a visit to another page (Streamlit drops the state of widgets a run
+        # did not draw): they came back as "best" at 32 px. BACKBONE keeps the choice across visits.
+        if "r_source" not in st.session_state or "r_size" not in st.session_state:
+            st.session_state["r_source"], st.session_state["r_size"] = st.session_state[BACKBONE]
         sources = [s for s in SOURCES if s != "run" or run is not None]
+        keep_valid("r_source", sources)
+        # Images the chosen backbone has not embedded yet (imported since): counted before the row, so the
+        # folded popover's label says so; its Compute embeds them.
+        missing_count = n_images
+        with error_boundary():
+            chosen = _backbone(store, st.session_state["r_source"], int(st.session_state["r_size"]))
+            missing_count = len(embed.missing(store, chosen))
         # One row: the head's quick refit, the full retrain, the backbone (inline until the first scores,
         # then folded in a popover), Undo and History.
         row = st.columns([1.25, 1.25, 1.3, 0.9, 1], vertical_alignment="bottom")
-        box = st.container() if info is None else row[2].popover("⚙ Backbone", width="stretch")
+        folded = f"⚙ Backbone · {missing_count} new" if missing_count else "⚙ Backbone"
+        box = st.container() if info is None else row[2].popover(folded, width="stretch")
         with box:
             st.caption(HOW)
             cols = st.columns([2, 1, 1.2], vertical_alignment="bottom")
-            source = cols[0].selectbox(
-                "Backbone", keep_valid("r_source", sources), key="r_source", format_func=SOURCES.__getitem__
-            )
+            source = cols[0].selectbox("Backbone", sources, key="r_source", format_func=SOURCES.__getitem__)
             size = int(cols[1].number_input("Size (px)", 32, 1024, step=32, key="r_size"))
+            st.session_state[BACKBONE] = (source, size)
             if source == "file":
                 st.text_input("Weights file (torchvision resnet18 .pth)", key="r_weights")
             elif source == "imagenet" and not embed.imagenet_weights_cached():
@@ -443,9 +456,6 @@ with open_current() as store:
                     "EfficientNet-Lite0 needs no download."
                 )
             embedding_running = jobs.running_job(store, "review") is not None
-            missing_count = n_images
-            with error_boundary():
-                missing_count = len(embed.missing(store, _backbone(store, source, size)))
             cols[2].button(
                 f"Compute ({missing_count} new)" if missing_count else "Compute scores",
                 key="r_compute",

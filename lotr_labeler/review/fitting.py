@@ -48,7 +48,8 @@ class FitReport:
     info: FitInfo
     unscored: int  # active images without a cached embedding
 
-    def summary(self) -> str:
+    def summary(self, compute: str = "`lotr-labeler review --compute`") -> str:
+        """One line; ``compute`` names the way to embed the images left unscored in this front end."""
         i = self.info
         text = f"Scored {i.scored} image(s) in {i.seconds:.2f} s ({i.folds}-fold head on {i.backbone_spec.describe()}"
         if i.blended:
@@ -62,7 +63,7 @@ class FitReport:
             text += ")"
         text += "."  # a sentence: pages and the CLI append the next one
         if self.unscored:
-            text += f" {self.unscored} image(s) have no embedding yet: compute embeddings to score them."
+            text += f" {self.unscored} image(s) have no embedding yet: {compute} scores them."
         return text
 
 

@@ -626,3 +626,35 @@ def test_page_undo_keeps_the_threshold_t(sp: StreamlitPage, cards_app: AppServer
     assert thr.inner_text() == "40%"
     _delete_then_page_undo(sp, cards_app, ids)
     assert thr.inner_text() == "40%"
+
+
+# -- the Review page's backbone choice outlives a visit to another page --------------------------------------
+
+
+RANDOM = "ResNet18, random init (offline, weaker)"
+
+
+def _backbone_popover(sp: StreamlitPage) -> Any:
+    sp.page.get_by_role("button", name=re.compile(r"^⚙ Backbone")).first.click()
+    pop = sp.page.locator('[data-testid="stPopoverBody"]')
+    pop.locator('input[aria-label="Size (px)"]').wait_for()
+    return pop
+
+
+def test_review_backbone_choice_survives_another_page(sp: StreamlitPage) -> None:
+    """Streamlit drops the state of widgets a run does not draw: after a look at the Dataset page the backbone
+    came back as "Best on your labels" at 32 px, and Compute would have embedded at that size unasked. The
+    popover's label counts the images the chosen backbone has not embedded (all 30 at a new size)."""
+    sp.open("/Review")
+    pop = _backbone_popover(sp)  # the last fit's backbone: random init at 32 px (cards_app)
+    assert pop.locator('input[aria-label="Backbone"]').input_value() == RANDOM
+    sp.set_number("Size (px)", 64, within=pop)
+    expect(sp.page.get_by_role("button", name="⚙ Backbone · 30 new")).to_be_visible()
+    sp.page.keyboard.press("Escape")
+    sp.go("Dataset")
+    sp.go("Review")
+    pop = _backbone_popover(sp)
+    assert pop.locator('input[aria-label="Size (px)"]').input_value() == "64"
+    assert pop.locator('input[aria-label="Backbone"]').input_value() == RANDOM
+    expect(pop.get_by_role("button", name="Compute (30 new)")).to_be_visible()
+    sp.check_no_exception()

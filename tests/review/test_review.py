@@ -554,6 +554,29 @@ def test_page_with_a_run_offers_its_body_and_retrain_head(store: Store) -> None:
     assert any("Scored 18 image(s)" in s.value for s in at.success)
 
 
+def test_images_added_after_the_scores_are_named_with_the_way_to_embed_them(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A newcomer imported 6 images after the scores: Retrain head said "compute embeddings to score them"
+    while Compute sat folded in the ⚙ Backbone popover. The popover now counts them, and each front end's
+    message names its own way: the popover's Compute on the page, ``review --compute`` in a terminal."""
+    _scored(store)
+    new = tmp_path / "more" / "circle"
+    new.mkdir(parents=True)
+    shape_image("circle", 999, 64).save(new / "late.png")
+    assert len(import_folder(store, new.parent).added) == 1
+    at = page()
+    assert [p.proto.popover.label for p in at.get("popover") if "Backbone" in p.proto.popover.label] == [
+        "⚙ Backbone · 1 new"
+    ]
+    assert at.button(key="r_compute").label == "Compute (1 new)"
+    click(at, "r_retrain_head")
+    said = " ".join(s.value for s in at.success)
+    assert "1 image(s) have no embedding yet: **⚙ Backbone → Compute** scores them." in said, said
+    assert main(["--data", str(store.root.parent), "--project", store.name, "review", "--retrain-head"]) == 0
+    assert "1 image(s) have no embedding yet: `lotr-labeler review --compute` scores them." in capsys.readouterr().err
+
+
 def test_page_duplicates_tab(dups: Store) -> None:
     at = page()
     assert not at.error
