@@ -72,6 +72,12 @@ def parse_class_names(text: str) -> list[str]:
     return names
 
 
+def _quoted(text: str) -> str:
+    """A name in a message as the user typed it (no control characters left): repr() doubled a backslash,
+    "'x\\\\y' contains '\\\\'"."""
+    return f"'{text}'"
+
+
 def validate_name(name: str, what: str = "Class name") -> str:
     """Return ``name`` stripped and NFC-normalised, or raise InvalidInput saying what is wrong.
 
@@ -88,21 +94,22 @@ def validate_name(name: str, what: str = "Class name") -> str:
     if any(unicodedata.category(ch) == "Cs" for ch in cleaned):  # undecodable bytes of a file name
         shown = cleaned.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         raise InvalidInput(f"{what} {shown!r} is not valid text (UTF-8). Rename it.")
+    q = _quoted
     bad = sorted(set(cleaned) & _FORBIDDEN_CHARS)
     if bad:
-        raise InvalidInput(f"{what} {cleaned!r} contains {''.join(bad)!r}. Use letters, digits, spaces, - or _.")
+        raise InvalidInput(f"{what} {q(cleaned)} contains {q(''.join(bad))}. Use letters, digits, spaces, - or _.")
     if ".." in cleaned or cleaned.startswith("."):
-        raise InvalidInput(f"{what} {cleaned!r} contains '..' or starts with '.'. Remove the dots.")
+        raise InvalidInput(f"{what} {q(cleaned)} contains '..' or starts with '.'. Remove the dots.")
     if cleaned.endswith("."):  # trailing spaces are stripped above
-        raise InvalidInput(f"{what} {cleaned!r} ends in a dot, which Windows drops. Remove the trailing dot.")
+        raise InvalidInput(f"{what} {q(cleaned)} ends in a dot, which Windows drops. Remove the trailing dot.")
     head, dot, tail = cleaned.partition(".")
     if head.rstrip().casefold() in _RESERVED:
         raise InvalidInput(
-            f"{what} {cleaned!r} is a device name reserved on Windows. Choose another, "
-            f"e.g. {head.rstrip() + '_' + dot + tail!r}."
+            f"{what} {q(cleaned)} is a device name reserved on Windows. Choose another, "
+            f"e.g. {q(head.rstrip() + '_' + dot + tail)}."
         )
     if len(cleaned) > MAX_NAME_LEN:
-        raise InvalidInput(f"{what} {cleaned[:20]!r}… is {len(cleaned)} characters; the limit is {MAX_NAME_LEN}.")
+        raise InvalidInput(f"{what} {q(cleaned[:20])}… is {len(cleaned)} characters; the limit is {MAX_NAME_LEN}.")
     return cleaned
 
 

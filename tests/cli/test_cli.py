@@ -145,6 +145,14 @@ def test_import_zip_and_urls_and_candidates(project: Path, tmp_path: Path, capsy
     assert run(capsys, "candidates", "reset", "--all")[0] == 0  # only undecided/failed ones: none
     code, _, err = run(capsys, "import", "zip", str(tmp_path / "missing.zip"))
     assert code == 1 and "missing.zip" in err
+    junk = tmp_path / "junk" / "circle"
+    junk.mkdir(parents=True)
+    (junk / "notes.txt").write_text("not a picture")
+    (junk / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    code, out, err = run(capsys, "import", "folder", str(junk.parent))  # everything refused: not a success
+    assert code == 1 and "0 image(s) added" in out and "error: nothing was imported: 2 item(s) refused" in err
+    assert main(["import", "folder", str(junk.parent), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["added"] == []
 
 
 def test_export_dataset(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

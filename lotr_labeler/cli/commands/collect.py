@@ -131,14 +131,24 @@ def cmd_download(store: Store, args: argparse.Namespace) -> int:
 
 
 def _report(report: ImportReport, as_json: bool) -> int:
+    """Print the import's report; 1 when it refused items and took nothing (a script must not read "done"),
+    0 otherwise: items already in the project are no failure, so a second import of a folder succeeds."""
+    failed = bool(report.rejected) and not report.added and not report.candidates_added
     if as_json:
         print_json(report.as_dict())
-        return 0
+        return 1 if failed else 0
     print(report.summary())
     for item, reason in report.rejected:
         print(f"  rejected {item}: {reason}", file=sys.stderr)
     for item, existing in report.duplicates:
         print(f"  duplicate {item}: same as image {existing}", file=sys.stderr)
+    if failed:
+        print(
+            f"error: nothing was imported: {len(report.rejected)} item(s) refused (listed above). "
+            "Fix or remove them and import again.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
