@@ -33,6 +33,8 @@ from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.urls import clean_url
 
 log = logging.getLogger(__name__)
+# Where an offline user goes instead of the search (pages and the CLI show the same sentence).
+IMPORT_HINT = "a folder or zip of class folders (Dataset page, Import; or `lotr-labeler import folder PATH`)"
 
 SAFESEARCH = ("on", "moderate", "off")
 TYPE_IMAGE = ("photo", "clipart", "gif", "transparent", "line")
@@ -302,10 +304,10 @@ class SearchReport:
     def summary(self) -> str:
         if self.unreachable:
             # One sentence: the DNS/connect error of the engine says nothing more to the user.
-            return (
-                "DuckDuckGo cannot be reached: check the connection or proxy; "
-                f"the {self.added} candidate(s) found so far are kept."
-            )
+            text = "DuckDuckGo cannot be reached: check the connection or proxy"
+            if self.added:
+                return f"{text}; the {self.added} candidate(s) found so far are kept."
+            return f"{text}. Offline, import the pictures you have instead: {IMPORT_HINT}."
         text = (
             f"Searched {len(self.queries)} quer{'y' if len(self.queries) == 1 else 'ies'}: "
             f"{self.added} new candidate(s), {self.known} already known."

@@ -38,6 +38,10 @@ from lotr_labeler.jobs.worker import JobRun
 from lotr_labeler.store import CandidateIn, Store
 
 ROOT = Path(__file__).resolve().parents[2]
+OFFLINE = (
+    "DuckDuckGo cannot be reached: check the connection or proxy. Offline, import the pictures you have "
+    "instead: a folder or zip of class folders (Dataset page, Import; or `lotr-labeler import folder PATH`)."
+)
 
 
 def page(name: str) -> AppTest:
@@ -264,9 +268,7 @@ def test_offline_search_stops_at_the_first_query_without_pausing(
     report = run_search(lotr_like, jobs_, max_results=10, options=SearchOptions(), delay_s=3.0, sleep=pauses.append)
     assert OfflineDDGS.calls == ["Legolas lotr"] and pauses == []
     assert report.unreachable and report.failed and len(report.skipped) == 4
-    assert report.summary() == (
-        "DuckDuckGo cannot be reached: check the connection or proxy; the 0 candidate(s) found so far are kept."
-    )
+    assert report.summary() == OFFLINE  # nothing found: what to do offline, not "the 0 candidate(s) … are kept"
 
 
 def test_rate_limits_and_single_query_errors_keep_their_behaviour(
@@ -298,9 +300,7 @@ def test_offline_search_in_the_cli_and_on_the_page(
     )
     out, err = done.stdout, done.stderr
     assert done.returncode == 1 and out == ""
-    assert err.strip().splitlines() == [
-        "error: DuckDuckGo cannot be reached: check the connection or proxy; the 0 candidate(s) found so far are kept."
-    ]
+    assert err.strip().splitlines() == [f"error: {OFFLINE}"]
     job = jobs.latest_job(lotr_like, "search")
     assert job is not None and job.state == "failed" and "DNSError" not in job.message
 
@@ -371,7 +371,7 @@ def test_cli_url_import_needs_create_classes_for_new_labels(
 ) -> None:
     rows = tmp_path / "urls.csv"
     rows.write_text("http://x.test/1.jpg,cirlce\n")
-    assert main(["--project", "demo", "import", "urls", str(rows), "--json"]) == 0
+    assert main(["--project", "demo", "import", "urls", str(rows), "--json"]) == 1  # its one row refused
     assert "not a class of this project" in capsys.readouterr().out
     assert "cirlce" not in store.class_names()
     assert main(["--project", "demo", "import", "urls", str(rows), "--create-classes", "--json"]) == 0
