@@ -23,17 +23,21 @@ def next_step(status: list[dict[str, Any]], min_images: int, has_run: bool = Fal
     accepted = sum(r["accepted"] for r in status)
     if accepted:
         return NextStep("pages/2_Search.py", "Search", f"Download {accepted} accepted candidate(s).")
+    # The search needs the internet; pictures already on disk come in through the Dataset page's import.
+    offline = ", or import pictures you have on the Dataset page."
     empty = [r["class"] for r in status if r["images"] == 0]
     if empty:
         return NextStep(
-            "pages/2_Search.py", "Search", f"Search images for {', '.join(empty[:3])}" + ("…" if len(empty) > 3 else "")
+            "pages/2_Search.py",
+            "Search",
+            f"Search images for {', '.join(empty[:3])}" + ("…" if len(empty) > 3 else "") + offline,
         )
     thin = [r["class"] for r in status if r["images"] < min_images]
     if thin:
         return NextStep(
             "pages/2_Search.py",
             "Search",
-            f"Get at least {min_images} images for {', '.join(thin[:3])}" + ("…" if len(thin) > 3 else ""),
+            f"Get at least {min_images} images for {', '.join(thin[:3])}" + ("…" if len(thin) > 3 else "") + offline,
         )
     no_valid = [r["class"] for r in status if r["valid"] == 0]
     if no_valid:

@@ -27,7 +27,7 @@ def test_next_step_follows_the_pipeline() -> None:
     assert next_step([], 10).page == "pages/1_Classes.py"
     assert next_step([row("a")], 10).page == "pages/1_Classes.py"
     two = [row("a"), row("b")]
-    assert "Search images for a, b" in next_step(two, 10).message
+    assert next_step(two, 10).message == "Search images for a, b, or import pictures you have on the Dataset page."
     assert "Review 3 pending" in next_step([row("a", pending=3), row("b")], 10).message
     assert "Download 2 accepted" in next_step([row("a", accepted=2), row("b")], 10).message
     thin = [row("a", images=12, valid=2), row("b", images=4, valid=1)]
