@@ -34,7 +34,7 @@ st.set_page_config(page_title="Search · lotr_labeler", page_icon="🔎", layout
 compact_page()
 st.title("Search and review")
 ANY = "any"
-STATES = ["pending", "accepted", "rejected", "downloaded", "failed"]
+STATES = list(search_grid.STATES)
 DEFAULTS = {
     "s_class": ALL,
     "s_query": "",
@@ -257,7 +257,7 @@ def _review_grid(project: str, label: str | None, query: str | None, state: str 
             columns=settings.grid_columns,
             hint_only=triage_trust(store).weak,  # a weak head's "→ class" is a quiet hint, as on Review
             large=functools.partial(_original, store),  # the original: the browser fetches it
-            empty="No candidates here. Search above, or add a list of image URLs (the button under the search).",
+            empty=search_grid.empty_text(store, label, query, state) if not items else search_grid.EMPTY,
             keys_help=PAGE_KEYS,
             view=f"{cursor_key}|{len(cursors)}|{cursors[-1] if cursors else ''}",
             fetch=functools.partial(search_grid.fetch, store),

@@ -19,6 +19,23 @@ from lotr_labeler.ui.cards import Card, GridAction, Handler, Message
 
 # What the Search grid may send: A/X, the class dropdown and 1-9, P, Z.
 ACTIONS = ("accept", "reject", "relabel", "predict", "undo")
+STATES = ("pending", "accepted", "rejected", "downloaded", "failed")
+EMPTY = "No candidates here. Search above, or add a list of image URLs (the button under the search)."
+
+
+def empty_text(store: Store, label: str | None, query: str | None, state: str | None) -> str:
+    """What an empty grid says: in a state view, the candidates of the same class and query in the other
+    states (failed downloads hid behind "No candidates here. Search above…" in the default pending view)."""
+    if state is None:
+        return EMPTY
+    others = {s: store.count_candidates(label, state=s, query=query) for s in STATES if s != state}
+    listed = ", ".join(f"{n} {s}" for s, n in others.items() if n)
+    if not listed:
+        return EMPTY
+    retry = " Retry failed, under the grid, downloads the failed ones again." if others["failed"] else ""
+    return f"No {state} candidates here ({listed}): pick them with State above.{retry}"
+
+
 BADGE = {"pending": "⏳", "accepted": "✅", "rejected": "❌", "downloaded": "💾", "failed": "⚠️"}
 
 

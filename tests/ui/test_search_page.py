@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from lotr_labeler.fakes import ENV as FAKE_ENV
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.store import CandidateIn, Store
+from lotr_labeler.ui import search_grid
 from lotr_labeler.workspace import open_project
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "2_Search.py")
@@ -313,3 +314,32 @@ def test_the_search_forms_filters_sit_in_two_rows_of_four(empty_store: Store) ->
         ["License", "Safe search"],
         ["Region", "Pause between queries (s)"],
     ], labels
+
+
+def test_an_empty_state_view_names_the_candidates_in_other_states(candidates: Store) -> None:
+    """A newcomer whose downloads all failed saw "No candidates here. Search above…" in the default pending
+    view; the two failed ones showed only on the Retry button further down."""
+    ids = [c.id for c in candidates.candidates()]
+    candidates.decide(ids[2:], "rejected")
+    candidates.decide(ids[:2], "accepted")
+    for i in ids[:2]:
+        candidates.finish_candidate(i, error="could not be reached")
+    at = app()
+    data = grid_data(at, "s_grid")
+    assert data["cards"] == []
+    assert data["empty"] == (
+        "No pending candidates here (68 rejected, 2 failed): pick them with State above. "
+        "Retry failed, under the grid, downloads the failed ones again."
+    )
+    candidates.decide(ids[:2], "rejected")
+    said = grid_data(app(), "s_grid")["empty"]
+    assert said == "No pending candidates here (70 rejected): pick them with State above."
+    at = app()
+    at.selectbox(key="f_state").select("rejected").run()
+    assert len(grid_data(at, "s_grid")["cards"]) == 48  # a page of them
+
+
+def test_an_empty_project_says_how_to_get_candidates(empty_store: Store) -> None:
+    empty_store.add_class("elves", ["elf"], "{name} lotr")
+    empty_store.add_class("dwarves", ["dwarf"], "{name} lotr")
+    assert grid_data(app(), "s_grid")["empty"] == search_grid.EMPTY
