@@ -27,7 +27,7 @@ from lotr_labeler.ui.context import (
     show_flash,
 )
 from lotr_labeler.ui.imports import url_list_form
-from lotr_labeler.ui.jobs import follow_jobs, job_panel, last_line
+from lotr_labeler.ui.jobs import follow_jobs, job_panel, job_panels, last_line
 from lotr_labeler.ui.widgets import ALL, all_select, compact_page, history_popover
 
 st.set_page_config(page_title="Search · lotr_labeler", page_icon="🔎", layout="wide")
@@ -414,11 +414,7 @@ with open_current() as store:
                 url_list_form(store, "search_urls")
     # The search and download jobs' progress right above the filters and the grid they fill: one line
     # each once they ended (the grid shows what they did), a bar with Cancel while they run.
-    j = st.columns(2)
-    with j[0]:
-        job_panel(project, "search", "Search", ended=last_line)
-    with j[1]:
-        job_panel(project, "download", "Download", ended=last_line)
+    job_panels(project, [("search", "Search"), ("download", "Download")], ended=last_line)
 
     # -- review ------------------------------------------------------------------------
     # One row of filters; one Undo on this page: the grid's (its ↩ Undo button and Z), History at the end.

@@ -147,6 +147,18 @@ def job_panel(project: str, kind: str, title: str, detail: Detail | None = None,
     poll()
 
 
+def job_panels(project: str, panels: Sequence[tuple[str, str]], *, ended: Detail = _last) -> None:
+    """``job_panel`` for each ``(kind, title)`` side by side, those with a job only: a download's error sat
+    in the right half of the row beside an empty left half when the project had never searched."""
+    with project_store(project) as store:
+        shown = [(kind, title) for kind, title in panels if jobs.latest_job(store, kind) is not None]
+    if not shown:
+        return
+    for column, (kind, title) in zip(st.columns(len(shown)), shown, strict=True):
+        with column:
+            job_panel(project, kind, title, ended=ended)
+
+
 # -- the page follows its jobs ------------------------------------------------------------------------
 
 FOLLOW_GRACE_S = 20.0  # after a job ends, a chained one (a search's scoring) may start a moment later

@@ -343,3 +343,26 @@ def test_an_empty_project_says_how_to_get_candidates(empty_store: Store) -> None
     empty_store.add_class("elves", ["elf"], "{name} lotr")
     empty_store.add_class("dwarves", ["dwarf"], "{name} lotr")
     assert grid_data(app(), "s_grid")["empty"] == search_grid.EMPTY
+
+
+def test_job_panels_share_the_row_only_with_a_job_to_show(candidates: Store) -> None:
+    """A project that never searched showed its failed download in the right half of the row, beside an
+    empty left half: a panel without a job takes no column now."""
+    import os
+
+    from lotr_labeler.jobs import table as jobs
+
+    def layout() -> tuple[list[float], list[str]]:
+        """The widths of the columns that show a job's last line (st.columns normalises them), the errors."""
+        at = app()
+        last = [c.weight for c in at.columns if any("Last " in e.value for e in [*c.error, *c.caption])]
+        return last, [e.value for e in at.error]
+
+    assert layout() == ([], [])  # no job yet: no row at all
+    job = jobs.insert(candidates, "download", {}, os.getpid(), jobs.own_start())
+    jobs.finish(candidates, job.id, "failed", "All 2 URLs could not be reached.")
+    widths, errors = layout()
+    assert widths == [1.0] and any("All 2 URLs could not be reached" in e for e in errors), (widths, errors)
+    job = jobs.insert(candidates, "search", {}, os.getpid(), jobs.own_start())
+    jobs.finish(candidates, job.id, "done", "Searched 1 query: 3 new candidate(s).")
+    assert layout()[0] == [0.5, 0.5]  # both: side by side
