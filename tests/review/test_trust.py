@@ -262,3 +262,18 @@ def test_head_agreement_is_kept_on_disk_per_data_version(colours: Store, monkeyp
     _misled(colours)
     with pytest.raises(AssertionError, match="loaded again"):
         head_agreement(colours)
+
+
+def test_one_wrong_in_hundreds_is_not_shown_as_an_error_rate_of_zero(
+    colours: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newcomer read "agrees … on 240 of 241 image(s) (error rate 0.00)": as if none were wrong."""
+    import lotr_labeler.review.trust as trust_module
+
+    fitting.refresh(colours, embed.resolve_backbone(colours, "imagenet", pretrained=False, size=SIZE))
+    monkeypatch.setattr(trust_module, "head_agreement", lambda store: (240, 241))
+    assert scores_trust(colours).reason.endswith("on 240 of 241 image(s) out-of-sample (error rate 0.004).")
+    monkeypatch.setattr(trust_module, "head_agreement", lambda store: (225, 241))
+    assert scores_trust(colours).reason.endswith("(error rate 0.07).")
+    monkeypatch.setattr(trust_module, "head_agreement", lambda store: (241, 241))
+    assert scores_trust(colours).reason.endswith("(error rate 0.00).")
