@@ -26,6 +26,7 @@ from lotr_labeler.ui.context import (
     open_current,
     show_flash,
 )
+from lotr_labeler.ui.widgets import compact_page
 from lotr_labeler.workspace import create_project, remember
 
 ROOT = Path(__file__).resolve().parent
@@ -56,6 +57,7 @@ def class_table(status: list[dict[str, Any]]) -> str:
 def home() -> None:
     """The home page: project, counts, next step, a new project."""
     st.set_page_config(page_title="lotr_labeler", page_icon="🧙", layout="wide")
+    compact_page()  # the margins of the other pages: the class table's 7 columns fit a 1000 px window
     st.title("lotr_labeler")
     st.caption("Class names in, a trained image classifier out: search → review → download → train → fix → predict.")
     _overview()
