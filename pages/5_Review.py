@@ -287,6 +287,7 @@ def _issues_grid(project: str, filters: dict[str, Any], offset: int, limit: int,
             view=page_view("review", sorted(filters.items()), fit.computed_at if fit else ""),
             fetch=cards.review_fetch(store, thumb),
             limit=limit,
+            undo_button=False,  # the page's ↩ Undo above the tabs is the same Store.undo (Z works here too)
         )
 
 
@@ -500,7 +501,8 @@ with open_current() as store:
 
     # -- label issues -----------------------------------------------------------------------------
     with tab_issues, error_boundary():
-        f = st.columns([1, 1, 1, 1, 1, 1])
+        # Split's values are short: its width goes to Show and Sort by, whole at 1000 px ("unreviewed").
+        f = st.columns([0.9, 0.9, 0.85, 0.85, 1.3, 1.5])
         label = all_select("Class", classes, "r_class", where=f[0])
         pred = all_select("Predicted", classes, "r_pred", where=f[1])
         split = all_select("Split", ["train", "valid"], "r_split", where=f[2])

@@ -470,7 +470,7 @@ export default function (component) {
     return `${page}<span class="cg-count"><b>${n} selected</b></span>
       <button class="cg-btn" data-tool="all">Select page</button><button class="cg-btn" data-tool="clear"${dis}>Clear</button>
       ${bulk ? `<span class="cg-sep"></span>${bulk}` : ""}${thr}<span class="cg-sep"></span>
-      ${allowed.has("undo") ? `<button class="cg-btn" data-tool="undo" title="Undo the last change (Z)">↩ Undo</button>` : ""}
+      ${allowed.has("undo") && data.undo_button !== false ? `<button class="cg-btn" data-tool="undo" title="Undo the last change (Z)">↩ Undo</button>` : ""}
       <button class="cg-btn" data-tool="help" title="Keyboard shortcuts (?)">?</button>${pageCounts()}${status}`;
   }
   function legendHtml() {

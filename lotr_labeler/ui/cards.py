@@ -493,6 +493,7 @@ def grid(
     limit: int = 0,
     page_scope: str = "pending",
     counts: str = "",
+    undo_button: bool = True,
 ) -> list[int]:
     """Mount the card grid ``key`` (one per page view; the same key keeps focus and selection).
 
@@ -527,6 +528,9 @@ def grid(
         or "any" (every card shown not yet in the state asked for: a state filter's view).
     counts
         The page's totals (e.g. "87 candidates · page 1"), shown in the toolbar beside the page's own.
+    undo_button
+        Show the toolbar's ↩ Undo (with "undo" allowed; Z works either way). False where the page has its
+        own ↩ Undo above the grid (Review: its other tabs need one), so no window shows two.
 
     Returns
     -------
@@ -572,6 +576,7 @@ def grid(
         "results": s.results,
         "page_scope": page_scope,
         "counts": counts,
+        "undo_button": undo_button,
     }
     _mount()(
         key=key,

@@ -232,6 +232,9 @@ def lightbox_and_help(sp: StreamlitPage) -> None:
 
 def test_dataset_grid_by_keyboard(sp: StreamlitPage, cards_app: AppServer) -> None:
     open_grid(sp, "/Dataset")
+    # One ↩ Undo in the window: the grid's (the page's own beside the filters did the same thing).
+    expect(sp.page.locator('.cg-toolbar [data-tool="undo"]')).to_have_count(1)
+    expect(sp.page.get_by_role("button", name="↩ Undo")).to_have_count(1)
     sp.screenshot("dataset-1400")
     assert_dense(sp)
     arrows_relabel_delete_undo(sp, cards_app, leaves_on_relabel=False)
@@ -612,7 +615,11 @@ def _delete_then_page_undo(sp: StreamlitPage, app: AppServer, ids: list[int]) ->
 
 def test_page_undo_clears_the_grids_older_message(sp: StreamlitPage, cards_app: AppServer) -> None:
     _queue_back(cards_app)
-    _delete_then_page_undo(sp, cards_app, open_grid(sp, "/Review"))
+    ids = open_grid(sp, "/Review")
+    # One ↩ Undo in the window: the page's, above the tabs (the grid's toolbar showed a second one; Z stays).
+    expect(sp.page.locator('.cg-toolbar [data-tool="undo"]')).to_have_count(0)
+    expect(sp.page.get_by_role("button", name="↩ Undo")).to_have_count(1)
+    _delete_then_page_undo(sp, cards_app, ids)
     assert "Deleted 1 image" not in message(sp)
     sp.check_no_exception()
 
