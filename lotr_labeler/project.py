@@ -73,8 +73,8 @@ def parse_class_names(text: str) -> list[str]:
 
 
 def _quoted(text: str) -> str:
-    """A name in a message as the user typed it (no control characters left): repr() doubled a backslash,
-    "'x\\\\y' contains '\\\\'"."""
+    """A name in a message as the user typed it (control characters are refused before): repr() doubled
+    each backslash."""
     return f"'{text}'"
 
 

@@ -77,7 +77,7 @@ def warm_up() -> None:
 def one_thread() -> Iterator[None]:
     """How every head is fitted and applied: one BLAS thread, convergence warnings quiet. These matrices
     are small, and on a 2-core laptop threading made the fits 20-50x slower (measured; the instant
-    model's one fit on 1,000 images took 2.1 s with threads, against 0.15 s for a fold here), worse
+    model's fit and scoring of 1,000 images took 1.3-3.4 s with threads, 0.17-0.20 s on one), worse
     still while a training job runs."""
     from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
