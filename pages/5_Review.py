@@ -422,7 +422,9 @@ with open_current() as store:
 
         if st.session_state.get("_r_backbone_for") != project:  # first visit: the last fit's backbone
             st.session_state["_r_backbone_for"] = project
-            st.session_state[BACKBONE] = _initial_backbone(info, run, settings)
+            st.session_state["r_source"], st.session_state["r_size"] = st.session_state[BACKBONE] = _initial_backbone(
+                info, run, settings
+            )
             if info is not None and info.backbone_spec.weights:
                 st.session_state["r_weights"] = info.backbone_spec.weights
         # The widgets' values die with a visit to another page (Streamlit drops the state of widgets a run
@@ -434,7 +436,7 @@ with open_current() as store:
         # Images the chosen backbone has not embedded yet (imported since): counted before the row, so the
         # folded popover's label says so; its Compute embeds them.
         missing_count = n_images
-        with error_boundary():
+        with error_boundary(show=None) as unusable:  # shown in the box, beside the field to fix
             chosen = _backbone(store, st.session_state["r_source"], int(st.session_state["r_size"]))
             missing_count = len(embed.missing(store, chosen))
         # One row: the head's quick refit, the full retrain, the backbone (inline until the first scores,
@@ -456,6 +458,8 @@ with open_current() as store:
                     "needs internet (or once in your weights folder, Settings). Offline, the bundled "
                     "EfficientNet-Lite0 needs no download."
                 )
+            if unusable.message is not None:
+                st.error(unusable.message)
             embedding_running = jobs.running_job(store, "review") is not None
             cols[2].button(
                 f"Compute ({missing_count} new)" if missing_count else "Compute scores",

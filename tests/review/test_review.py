@@ -577,6 +577,29 @@ def test_images_added_after_the_scores_are_named_with_the_way_to_embed_them(
     assert "1 image(s) have no embedding yet: `lotr-labeler review --compute` scores them." in capsys.readouterr().err
 
 
+def test_backbone_choice_follows_the_project_and_a_bad_one_is_said_in_its_box(
+    store: Store, data_root: Path, shapes_dir: Path
+) -> None:
+    """The choice is kept across pages per session (``BACKBONE``); another project starts from its own last
+    fit, and a backbone that cannot be resolved says why inside the ⚙ Backbone box, not over the page."""
+    _scored(store)  # random init, 32 px
+    with create_project(data_root, "other", "empty") as other:
+        import_folder(other, shapes_dir)
+        fitting.refresh(other, embed.resolve_backbone(other, "imagenet", pretrained=False, size=64))
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["_project"] = "demo"
+    at.run()
+    assert at.number_input(key="r_size").value == 32
+    at.session_state["_project"] = "other"  # the sidebar's project picker
+    at.run()
+    assert at.number_input(key="r_size").value == 64 and at.selectbox(key="r_source").value == "random"
+    at.selectbox(key="r_source").select("file").run()  # no weights file given yet
+    assert not at.exception
+    (box,) = [p for p in at.get("popover") if p.proto.popover.label.startswith("⚙ Backbone")]
+    assert [e.value for e in box.error] == ["Give the path of a torchvision resnet18 weights file (.pth)."]
+    assert [e.value for e in at.error] == [e.value for e in box.error]  # only there
+
+
 def test_page_duplicates_tab(dups: Store) -> None:
     at = page()
     assert not at.error
