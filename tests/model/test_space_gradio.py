@@ -51,8 +51,9 @@ def augmented(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     old = os.environ.get("LOTR_LABELER_DATA")
     os.environ["LOTR_LABELER_DATA"] = str(data)
     try:
-        # The defaults (the bundled pretrained network, augmentation on), only small and short.
-        assert main(["train", "--epochs", "1", "--size", "64", "--bs", "4"]) == 0
+        # The defaults (the bundled pretrained network, augmentation on) at the Quick preset's 128 px, short:
+        # at 64 px aug_transforms' Flip stayed within the old 1e-5 of identity, at 128 and 224 px it did not.
+        assert main(["train", "--epochs", "1", "--size", "128", "--bs", "4"]) == 0
         with Store(data / "demo") as store:
             run = runs.current_run(store)
             assert run is not None
@@ -77,7 +78,7 @@ def test_a_model_trained_with_the_defaults_exports(augmented: tuple[Path, Path, 
     assert "Flip" in kinds and "Brightness" in kinds  # what aug_transforms put there
     assert any(isinstance(t, AffineCoordTfm) for t in learn.dls.valid.after_batch.fs)
     config = preprocessing(learn)
-    assert config["resize"]["size"] == [64, 64]
+    assert config["resize"]["size"] == [128, 128]
     assert sorted(p.name for p in space.iterdir()) == sorted(
         ["README.md", "app.py", "model.onnx", "requirements.txt", "space.json"]
     )
@@ -207,3 +208,14 @@ def test_the_space_launches_with_real_gradio_and_answers_like_learn_predict(
         worst = max(worst, max(abs(got[c] - want[c]) for c in want))
     print(f"gradio {GRADIO_SDK_VERSION} via gradio_client vs learn.predict: max difference {worst:.2e}")
     assert worst < TOL
+
+
+@pytest.mark.parametrize("size", [128, 224])  # the Quick and Standard presets
+def test_augmentation_of_the_presets_is_an_identity_at_validation(size: int) -> None:
+    from fastai.vision.augment import aug_transforms
+
+    from lotr_labeler.model.space import _identity_at_validation
+
+    batch = [t for t in aug_transforms(size=size) if getattr(t, "split_idx", None) != 0]
+    assert [type(t).__name__ for t in batch] == ["Flip"]
+    assert _identity_at_validation(batch[0], {"size": [size, size]})
