@@ -368,7 +368,7 @@ with open_current() as store:
             disabled=not confirm or run.state == "running",
             on_click=act,
             args=(runs.delete_run, run.id),
-            kwargs={"success": f"Deleted run {run.id}."},
+            kwargs={"success": f"Deleted run {run.id}.", "force": True},  # confirmed by the checkbox
         )
         if not run.is_current:  # the current one is judged above, under the training panel
             _weak_warning(store, run)

@@ -219,11 +219,18 @@ def set_current(store: Store, run_id: str) -> Run:
     return get_run(store, run_id)
 
 
-def delete_run(store: Store, run_id: str) -> None:
-    """Remove a run's record, predictions and files (not undoable: a model can be retrained)."""
+def delete_run(store: Store, run_id: str, *, force: bool = False) -> None:
+    """Remove a run's record, predictions and files (not undoable: a model can be retrained). The current
+    run only with ``force`` (the page's "Confirm delete", the CLI's ``--force``): Predict, ``serve`` and
+    ``export`` use it, and ``undo`` cannot bring it back (it would undo the last change of the data)."""
     run = get_run(store, run_id)
     if run.state == "running":
         raise Conflict(f"Run {run_id} is still running. Cancel it first.")
+    if run.is_current and not force:
+        raise Conflict(
+            f"Run {run_id} is the current model (Predict, serve and export use it), and a deleted run cannot be "
+            "undone. Make another run current first (`runs current RUN_ID`), or delete it with --force."
+        )
     table.delete(store, run_id)
     shutil.rmtree(run.path, ignore_errors=True)
 

@@ -224,3 +224,21 @@ def test_the_cli_and_the_job_specs_start_without_the_http_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_runs_rm_asks_for_force_before_deleting_the_current_model(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`runs rm` deleted the current (and only) model at once, and the `undo` a user tried next took back
+    the project's import instead: nothing brings a run back."""
+    from lotr_labeler.model import runs
+    from lotr_labeler.store import Store
+
+    with Store(project) as store:
+        made = runs.finish_run(store, runs.create_run(store, {}).id, "done", vocab=store.class_names())
+        assert runs.current_run(store).id == made.id  # type: ignore[union-attr]
+    code, _, err = run(capsys, "runs", "rm", made.id)
+    assert code == 1 and "is the current model" in err and "--force" in err
+    assert made.path.exists()
+    code, out, _ = run(capsys, "runs", "rm", made.id, "--force")
+    assert code == 0 and "not in the undo history" in out and not made.path.exists()

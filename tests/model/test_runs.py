@@ -21,7 +21,10 @@ def test_current_run_is_picked_or_newest_done(store: Store) -> None:
         runs.set_current(store, "20260103-000000-cccc")
     with pytest.raises(Conflict, match="still running"):
         runs.delete_run(store, "20260103-000000-cccc")
-    runs.delete_run(store, a.id)
+    with pytest.raises(Conflict, match=r"current model.*cannot be undone.*--force"):
+        runs.delete_run(store, a.id)  # the current one: only when said twice (the page's Confirm, --force)
+    assert a.path.exists() and runs.current_run(store).id == a.id  # type: ignore[union-attr]
+    runs.delete_run(store, a.id, force=True)
     assert not a.path.exists()
     assert runs.current_run(store).id == b.id  # type: ignore[union-attr]
     with pytest.raises(NotFound, match="20260102-000000-bbbb"):

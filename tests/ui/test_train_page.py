@@ -280,3 +280,17 @@ def test_the_confusion_matrix_lists_the_classes_in_the_projects_order(store: Sto
     ]
     assert classes.loc[vocab[0], "precision"] == "0.5"
     assert not any("precision undefined" in c.value for c in at.caption)  # no "—" in this table
+
+
+def test_the_confirmed_delete_removes_even_the_current_run(store: Store) -> None:
+    """The CLI asks for --force before deleting the current model; on the page "Confirm delete" is that."""
+    from lotr_labeler.model import runs
+
+    only = _done(store, 0.1, {"arch": "resnet18"})
+    assert runs.current_run(store).id == only.id  # type: ignore[union-attr]
+    at = page()
+    assert next(b for b in at.button if b.label == "Delete run").disabled  # not before the checkbox
+    at.checkbox(key=f"t_confirm_{only.id}").check().run()
+    next(b for b in at.button if b.label == "Delete run").click().run()
+    assert not at.exception and runs.list_runs(store) == []
+    assert any(f"Deleted run {only.id}." in s.value for s in at.success)

@@ -94,8 +94,8 @@ def cmd_runs(store: Store, args: argparse.Namespace) -> int:
         run = runs.set_current(store, args.run)
         print(f"Run {run.id} is now current (Review and Predict use it).")
     elif args.runs_cmd == "rm":
-        runs.delete_run(store, args.run)
-        print(f"Deleted run {args.run}.")
+        runs.delete_run(store, args.run, force=args.force)
+        print(f"Deleted run {args.run} (a run is not in the undo history).")
     else:
         rows = [
             {
@@ -212,6 +212,7 @@ def register(sub: Subparsers) -> None:
     for name in ("current", "rm"):
         c = cs.add_parser(name)
         c.add_argument("run", metavar="RUN_ID")
+    c.add_argument("--force", action="store_true", help="delete it also when it is the current model")
     s.set_defaults(func=cmd_runs)
 
     s = sub.add_parser("predict", help="classify image files or URLs with a trained model")
