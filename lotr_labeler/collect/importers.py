@@ -45,6 +45,7 @@ class ImportReport:
     created_classes: list[str] = field(default_factory=list)
     candidates_added: int = 0
     candidates_known: int = 0
+    in_trash: list[int] = field(default_factory=list)  # the duplicates' existing images that are in the trash
 
     def summary(self) -> str:
         parts = []
@@ -52,7 +53,10 @@ class ImportReport:
             parts.append(f"{len(self.added)} image(s) added")
         if self.candidates_added or self.candidates_known:
             parts.append(f"{self.candidates_added} candidate(s) added, {self.candidates_known} already known")
-        parts.append(f"{len(self.duplicates)} duplicate(s) skipped")
+        skipped = f"{len(self.duplicates)} duplicate(s) skipped"
+        if self.in_trash:  # images deleted on their own stay there (those of a deleted class come back)
+            skipped += f" ({len(self.in_trash)} of them in the trash: restore them in the Dataset page's Trash view)"
+        parts.append(skipped)
         parts.append(f"{len(self.rejected)} rejected")
         if self.created_classes:
             parts.append(f"new classes: {', '.join(self.created_classes)}")
@@ -66,6 +70,7 @@ class ImportReport:
             "created_classes": self.created_classes,
             "candidates_added": self.candidates_added,
             "candidates_known": self.candidates_known,
+            "in_trash": self.in_trash,
         }
 
 
@@ -142,6 +147,8 @@ class _Batches:
                 self.report.rejected.append((name, str(result)))
             elif result.duplicate:
                 self.report.duplicates.append((name, result.image.id))
+                if result.image.deleted:
+                    self.report.in_trash.append(result.image.id)
             else:
                 self.report.added.append(result.image.id)
                 label = result.image.label

@@ -125,7 +125,7 @@ class ImagesMixin(ClassesMixin):
         """
         item = ImageIn(img, label, source, source_url, page_url, title, query, original_name, candidate_id)
         existing = self._by_sha(img.sha256)  # fast path; decided again under the lock
-        if existing is not None:
+        if existing is not None and not self._revivable(existing):
             return AddResult(existing, duplicate=True)
         result = self.add_images([item])[0]
         if isinstance(result, Exception):
@@ -168,7 +168,7 @@ class ImagesMixin(ClassesMixin):
                 index = self._phash_index_fresh(settings.near_dup_distance)
                 for k, (item, tmp) in enumerate(zip(items, staged, strict=True)):
                     existing = self._by_sha(item.img.sha256)  # another process may have stored these bytes
-                    if existing is not None:
+                    if existing is not None and not self._revivable(existing):
                         results.append(AddResult(existing, duplicate=True))
                         continue
                     try:
@@ -183,6 +183,13 @@ class ImagesMixin(ClassesMixin):
                             results.append(bad)
                             continue
                         made.append(cls.id)
+                    if existing is not None:  # back from the trash, into this class, as part of this import
+                        self.conn.execute(
+                            "UPDATE images SET deleted = 0, class_id = ? WHERE id = ?", (cls.id, existing.id)
+                        )
+                        self._plan_move(existing.relpath, f"images/{cls.name}/{existing.id}.jpg")
+                        results.append((existing.id, None))
+                        continue
                     if not tmp.exists():  # swept as stale by another process's open: write it again
                         write_atomic(tmp, item.img.jpeg)
                     near = self._nearest(index, item.img.phash)
@@ -264,6 +271,15 @@ class ImagesMixin(ClassesMixin):
                 (near,),
             )
         return int(cur.lastrowid or 0)
+
+    def _revivable(self, existing: ImageRow) -> bool:
+        """Whether an image of the same bytes as one being added comes back instead of being a duplicate: it
+        is in the trash and its class is deleted (an import undone, a class deleted). Its own restore is
+        refused then ("undo the class deletion first"), and an import of the same folder again skipped every
+        file as a duplicate of the trash: no way back. An image deleted on its own, its class alive, stays a
+        duplicate in the trash (the Trash view restores it): a folder imported again must not bring back
+        what the user threw out of it."""
+        return existing.deleted and bool(self._class_by_id(existing.class_id)["deleted"])
 
     def _by_sha(self, sha256: str) -> ImageRow | None:
         row = self.conn.execute(_IMAGE_SELECT + " WHERE i.sha256 = ?", (sha256,)).fetchone()

@@ -22,7 +22,11 @@ def show_report(report: ImportReport) -> None:
     # Refused rows or files are not a plain success: the table below says which and why.
     (st.warning if report.rejected else st.success)(report.summary())
     problems = [{"item": f, "reason": r} for f, r in report.rejected]
-    problems += [{"item": f, "reason": f"duplicate of image {i}"} for f, i in report.duplicates]
+    trash = set(report.in_trash)
+    problems += [
+        {"item": f, "reason": f"duplicate of image {i}" + (" (in the trash)" if i in trash else "")}
+        for f, i in report.duplicates
+    ]
     if problems:
         import pandas as pd  # here: importing it costs every page that shows the import widgets ~0.4 s
 

@@ -332,3 +332,30 @@ def test_import_from_picks_the_importer_as_the_cli_does(empty_store: Store, shap
         import_from(empty_store, "urls", tmp_path)
     with pytest.raises(InvalidInput, match="Unknown import kind 'tar'"):
         import_from(empty_store, "tar", shapes_dir)
+
+
+def test_an_undone_import_imported_again_brings_its_images_back(empty_store: Store, shapes_dir: Path) -> None:
+    """After `undo` of an import, its images were in the trash with their classes deleted: their restore was
+    refused ("undo the class deletion first") and the same folder imported again skipped all 18 as duplicates
+    of the trash. Now they come back as part of the new import (one undo step again); an image deleted on its
+    own, its class alive, stays in the trash and is named in the report."""
+    first = import_folder(empty_store, shapes_dir)
+    assert len(first.added) == 18
+    empty_store.undo()
+    assert empty_store.count() == 0 and empty_store.classes() == []
+    again = import_folder(empty_store, shapes_dir)
+    assert sorted(again.added) == sorted(first.added) and not again.duplicates  # the same rows, back
+    assert empty_store.count() == 18 and sorted(empty_store.class_names()) == sorted(SHAPES)
+    root = empty_store.root
+    assert files_under(root / "images") == {f"{img.label}/{img.id}.jpg" for img in empty_store.images()}
+    assert files_under(root / "trash") == set()
+
+    empty_store.undo()  # the new import, one step: back to the trash
+    assert empty_store.count() == 0 and len(files_under(root / "trash")) == 18
+    import_folder(empty_store, shapes_dir)
+    victim = empty_store.images()[0]
+    empty_store.delete_images([victim.id])  # thrown out on purpose: an import of the folder leaves it there
+    third = import_folder(empty_store, shapes_dir)
+    assert third.added == [] and len(third.duplicates) == 18 and third.in_trash == [victim.id]
+    assert "(1 of them in the trash: restore them in the Dataset page's Trash view)" in third.summary()
+    assert empty_store.get_image(victim.id).deleted

@@ -140,8 +140,10 @@ def _report(report: ImportReport, as_json: bool) -> int:
     print(report.summary())
     for item, reason in report.rejected:
         print(f"  rejected {item}: {reason}", file=sys.stderr)
+    trash = set(report.in_trash)
     for item, existing in report.duplicates:
-        print(f"  duplicate {item}: same as image {existing}", file=sys.stderr)
+        where = " (in the trash)" if existing in trash else ""
+        print(f"  duplicate {item}: same as image {existing}{where}", file=sys.stderr)
     if failed:
         print(
             f"error: nothing was imported: {len(report.rejected)} item(s) refused (listed above). "
