@@ -632,6 +632,7 @@ def serve(
     cors_origins: Sequence[str] = (),
     token: str | None = None,
     announce: Callable[[], None] | None = None,
+    loading: Callable[[], None] | None = None,
 ) -> None:
     """Run the API with uvicorn (one worker) until interrupted.
 
@@ -650,6 +651,9 @@ def serve(
         As for ``create_app`` (``serve_token`` decides the token from ``--token``/``--no-auth``).
     announce
         Called once the server can start, just before it does.
+    loading
+        Called once the port is free and the model found, before the model loads (seconds of silence:
+        a first ``curl`` then looked like a hung server).
 
     Raises
     ------
@@ -667,6 +671,8 @@ def serve(
     local = token is None and is_loopback(host)
     check_port(host, port)
     app = create_app(data_root, project, model_path, cors_origins=cors_origins, token=token, loopback_hosts_only=local)
+    if loading is not None:
+        loading()
     app.state.api.warm()
     if token is None and not is_loopback(host):
         log.warning("serving on %s without a token (--no-auth): anyone who can reach it can use it", host)

@@ -18,6 +18,10 @@ from lotr_labeler.errors import InvalidInput, check_choice
 Value = int | float | bool
 
 
+# The type a value must have, in words ("is not a int" before).
+_KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false"}
+
+
 @dataclass(frozen=True)
 class Setting:
     """One declared setting: key, default (whose type is the setting's type), help and bounds."""
@@ -46,7 +50,8 @@ class Setting:
                 parsed = float(value)
         except (TypeError, ValueError):
             raise InvalidInput(
-                f"Setting {self.key}={value!r} is not a {kind.__name__}. Example: {self.default!r}."
+                f"Setting {self.key}={value!r} is not {_KIND_WORDS.get(kind.__name__, kind.__name__)}. "
+                f"Example: {self.default!r}."
             ) from None
         if not isinstance(parsed, bool):
             if self.minimum is not None and parsed < self.minimum:

@@ -174,14 +174,23 @@ def fail_stale_jobs(store: Store) -> list[Job]:
 # -- writing --------------------------------------------------------------------------------
 
 
+# A job kind as a sentence starts with it ("A train is already running" read oddly).
+KIND_NAMES = {
+    "train": "A training",
+    "review": "An embedding job",
+    "score-candidates": "A scoring of the candidates",
+}
+
+
 def insert(store: Store, kind: str, args: dict[str, Any], pid: int | None, pid_started: float | None) -> Job:
     """A new running row of ``kind``; Conflict while another job of that kind runs."""
     # Check and insert under one write lock: two tabs clicking at once start one job.
     with store.transaction():
         active = running_job(store, kind)
         if active:
+            started = active.started_at[:16].replace("T", " ")  # "2026-12-06 22:38", not the ISO stamp
             raise Conflict(
-                f"A {kind} is already running (job {active.id}, started {active.started_at}). "
+                f"{KIND_NAMES.get(kind, f'A {kind}')} is already running (job {active.id}, started {started} UTC). "
                 "Wait for it to finish or cancel it."
             )
         cur = store.conn.execute(

@@ -109,6 +109,9 @@ def test_cli_serve_on_the_lan_prints_and_requires_a_token(
 ) -> None:
     seen = _serve(monkeypatch, ["--data", str(data_root), "serve", "--host", "0.0.0.0", "--cors-origin", ORIGIN])
     err = capsys.readouterr().err
+    # Something on the screen while the model loads (seconds of silence looked like a hung server), then the address.
+    lines = err.splitlines()
+    assert lines[0].startswith("Loading the model (a few seconds") and lines[1].startswith("Prediction API on"), lines
     token = next(line.split(": ", 1)[1] for line in err.splitlines() if line.startswith("Access token (generated"))
     assert f"#token={token}" in err and seen["host"] == "0.0.0.0"
     with TestClient(seen["app"]) as c:

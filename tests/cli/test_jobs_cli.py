@@ -121,6 +121,11 @@ def test_one_job_per_kind_and_dead_workers_are_noticed(two_classes: Store) -> No
     with pytest.raises(Conflict, match="already running"):
         jobs.attach(two_classes, "download", {}, None)
     jobs.attach(two_classes, "search", {}, None)  # another kind may run alongside
+    jobs.attach(two_classes, "train", {}, None)
+    # Said as a person says it, with a time to read ("A train is already running … 2026-12-06T22:38:30+00:00").
+    said = r"^A training is already running \(job \d+, started \d{4}-\d\d-\d\d \d\d:\d\d UTC\)"
+    with pytest.raises(Conflict, match=said):
+        jobs.attach(two_classes, "train", {}, None)
     # A worker that died without finishing is marked failed on the next look.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     two_classes.conn.execute("UPDATE jobs SET pid = ? WHERE id = ?", (int(dead.stdout), job.id))

@@ -151,3 +151,9 @@ def test_weights_folder_is_saved_for_every_project(
     assert backbones.weights_dir() == folder
     assert backbones.user_weights_file("resnet18") == folder / "resnet18-f37072fd.pth"
     assert any("resnet18: ✓ resnet18-f37072fd.pth" in c.value for c in page().caption)
+
+
+def test_a_value_of_the_wrong_type_is_named_in_words(empty_store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI said "Setting valid_pct='abc' is not a int."."""
+    assert cli_main(["settings", "set", "valid_pct", "abc"]) == 1
+    assert "error: Setting valid_pct='abc' is not a whole number. Example: 20." in capsys.readouterr().err

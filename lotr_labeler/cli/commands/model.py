@@ -182,6 +182,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"Access token ({where}): {token}", file=sys.stderr)
             print(f"On a phone open {url}#token={token} (0.0.0.0: use this machine's LAN address).", file=sys.stderr)
 
+    def loading() -> None:
+        print("Loading the model (a few seconds; the API answers once its address is printed)…", file=sys.stderr)
+
     serve(
         root(args),
         args.project,
@@ -191,6 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cors_origins=args.cors_origin,
         token=token,
         announce=announce,
+        loading=loading,
     )
     return 0
 
