@@ -37,7 +37,7 @@ def test_store_settings_are_typed_and_validated(store: Store) -> None:
     assert store.set_setting("read_timeout", "7") == 7.0
     assert store.settings().read_timeout == 7.0
     assert store.get_setting("read_timeout") == 7.0
-    with pytest.raises(InvalidInput, match="not a int"):
+    with pytest.raises(InvalidInput, match="not a whole number"):
         store.set_setting("page_size", "many")
     assert store.settings().page_size == Settings().page_size
 
