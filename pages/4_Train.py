@@ -111,6 +111,8 @@ def _export_space(store: Store, run_id: str, folder: str) -> str:
 
 
 def _space_section(store: Store, run: runs.Run) -> None:
+    if run.state != "done":  # a cancelled or failed run has no model to deploy: no form to fill in vain
+        return
     with st.expander("Deploy this run to a Hugging Face Space"):
         st.caption(
             "Writes app.py (Gradio, ONNX Runtime with a fastai fallback), requirements.txt, the model files "
@@ -118,7 +120,7 @@ def _space_section(store: Store, run: runs.Run) -> None:
             "CLI: `lotr-labeler export space DIR`."
         )
         folder = st.text_input("Folder", value=str(store.root / "exports" / f"space-{run.id}"), key=f"t_space_{run.id}")
-        if st.button("Write Space", disabled=run.state != "done", key="t_space_go"):
+        if st.button("Write Space", key="t_space_go"):
             with st.spinner("Writing the Space: loading the model and checking the app…"), error_boundary():
                 st.success(_export_space(store, run.id, folder))
 

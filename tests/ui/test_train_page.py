@@ -294,3 +294,19 @@ def test_the_confirmed_delete_removes_even_the_current_run(store: Store) -> None
     next(b for b in at.button if b.label == "Delete run").click().run()
     assert not at.exception and runs.list_runs(store) == []
     assert any(f"Deleted run {only.id}." in s.value for s in at.success)
+
+
+def test_only_a_finished_run_offers_the_space_export(store: Store) -> None:
+    """A cancelled run, shown after its cancel, offered "Deploy this run to a Hugging Face Space" (a folder
+    field and a disabled button) although it has no model."""
+    from lotr_labeler.model import runs
+
+    done = _done(store, 0.1, {"arch": "resnet18"})
+    cancelled = runs.finish_run(store, runs.create_run(store, {"arch": "resnet18"}).id, "cancelled")
+    at = page()
+    assert at.selectbox(key="t_run").value == cancelled.id  # the newest: the one just acted on
+    assert not [e for e in at.expander if e.label.startswith("Deploy this run")]
+    at.selectbox(key="t_run").select(done.id).run()
+    assert [e.label for e in at.expander if e.label.startswith("Deploy this run")] == [
+        "Deploy this run to a Hugging Face Space"
+    ]
