@@ -188,6 +188,8 @@ class ImagesMixin(ClassesMixin):
                             "UPDATE images SET deleted = 0, class_id = ? WHERE id = ?", (cls.id, existing.id)
                         )
                         self._plan_move(existing.relpath, f"images/{cls.name}/{existing.id}.jpg")
+                        if item.candidate_id is not None:  # a download: its candidate ends as a stored one does
+                            self.finish_candidate(item.candidate_id, image_id=existing.id)
                         results.append((existing.id, None))
                         continue
                     if not tmp.exists():  # swept as stale by another process's open: write it again
