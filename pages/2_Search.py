@@ -12,7 +12,7 @@ from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import DownloadJob, ScoreCandidatesJob, SearchJob
 from lotr_labeler.review import candidates as triage
 from lotr_labeler.review.trust import triage_trust
-from lotr_labeler.store import Store
+from lotr_labeler.store import CANDIDATE_STATES, Store
 from lotr_labeler.ui import cards, grid, search_grid
 from lotr_labeler.ui.context import (
     act,
@@ -34,7 +34,7 @@ st.set_page_config(page_title="Search · lotr_labeler", page_icon="🔎", layout
 compact_page()
 st.title("Search and review")
 ANY = "any"
-STATES = list(search_grid.STATES)
+STATES = list(CANDIDATE_STATES)
 DEFAULTS = {
     "s_class": ALL,
     "s_query": "",

@@ -62,6 +62,11 @@ class ImportReport:
             parts.append(f"new classes: {', '.join(self.created_classes)}")
         return "; ".join(parts) + "."
 
+    def duplicate_notes(self) -> list[tuple[str, str]]:
+        """(file, "image N", with " (in the trash)" where it is) for each duplicate skipped."""
+        trash = set(self.in_trash)
+        return [(f, f"image {i}" + (" (in the trash)" if i in trash else "")) for f, i in self.duplicates]
+
     def as_dict(self) -> dict[str, object]:
         return {
             "added": self.added,

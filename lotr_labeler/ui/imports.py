@@ -22,20 +22,20 @@ def show_report(report: ImportReport) -> None:
     # Refused rows or files are not a plain success: the table below says which and why.
     (st.warning if report.rejected else st.success)(report.summary())
     problems = [{"item": f, "reason": r} for f, r in report.rejected]
-    trash = set(report.in_trash)
-    problems += [
-        {"item": f, "reason": f"duplicate of image {i}" + (" (in the trash)" if i in trash else "")}
-        for f, i in report.duplicates
-    ]
+    problems += [{"item": f, "reason": f"duplicate of {existing}"} for f, existing in report.duplicate_notes()]
     if problems:
         import pandas as pd  # here: importing it costs every page that shows the import widgets ~0.4 s
 
         st.dataframe(pd.DataFrame(problems), width="stretch", hide_index=True)
 
 
+def _report_key(key: str) -> str:
+    return f"{key}_report"
+
+
 def pending_report(key: str) -> None:
     """The report ``run_import`` kept for this run, once."""
-    if (report := st.session_state.pop(f"{key}_report", None)) is not None:
+    if (report := st.session_state.pop(_report_key(key), None)) is not None:
         show_report(report)
 
 
@@ -78,7 +78,7 @@ def run_import(work: Callable[[Report], ImportReport], key: str) -> None:
     if report is not None:
         # The page again, the report in its next run (``pending_report``): the grid and its counts were
         # drawn above the import box before the import, and showed the project without it until a click.
-        st.session_state[f"{key}_report"] = report
+        st.session_state[_report_key(key)] = report
         st.rerun()
 
 

@@ -13,13 +13,12 @@ from collections.abc import Mapping
 
 from lotr_labeler.errors import InvalidInput, LabelerError
 from lotr_labeler.review import candidates as triage
-from lotr_labeler.store import Store
+from lotr_labeler.store import CANDIDATE_STATES, Store
 from lotr_labeler.store.candidates import Decided, Decision
 from lotr_labeler.ui.cards import Card, GridAction, Handler, Message
 
 # What the Search grid may send: A/X, the class dropdown and 1-9, P, Z.
 ACTIONS = ("accept", "reject", "relabel", "predict", "undo")
-STATES = ("pending", "accepted", "rejected", "downloaded", "failed")
 EMPTY = "No candidates here. Search above, or add a list of image URLs (the button under the search)."
 
 
@@ -28,7 +27,7 @@ def empty_text(store: Store, label: str | None, query: str | None, state: str | 
     states (failed downloads hid behind "No candidates here. Search above…" in the default pending view)."""
     if state is None:
         return EMPTY
-    others = {s: store.count_candidates(label, state=s, query=query) for s in STATES if s != state}
+    others = {s: store.count_candidates(label, state=s, query=query) for s in CANDIDATE_STATES if s != state}
     listed = ", ".join(f"{n} {s}" for s, n in others.items() if n)
     if not listed:
         return EMPTY

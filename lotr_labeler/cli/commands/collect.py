@@ -140,10 +140,8 @@ def _report(report: ImportReport, as_json: bool) -> int:
     print(report.summary())
     for item, reason in report.rejected:
         print(f"  rejected {item}: {reason}", file=sys.stderr)
-    trash = set(report.in_trash)
-    for item, existing in report.duplicates:
-        where = " (in the trash)" if existing in trash else ""
-        print(f"  duplicate {item}: same as image {existing}{where}", file=sys.stderr)
+    for item, existing in report.duplicate_notes():
+        print(f"  duplicate {item}: same as {existing}", file=sys.stderr)
     if failed:
         print(
             f"error: nothing was imported: {len(report.rejected)} item(s) refused (listed above). "
