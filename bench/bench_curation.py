@@ -230,7 +230,7 @@ class User:
 
     def select(self, scope: Any, label: str, option: str) -> None:
         """A select box: open it, pick the option (2 actions)."""
-        box = scope.locator(f'input[role="combobox"][aria-label="{label}"]').first
+        box = scope.get_by_role("combobox", name=label, exact=True).first
         self._into_view(box)
         self.sp.select(label, option, within=scope)
         self.t.clicks += 2
@@ -567,7 +567,7 @@ def review_today(
                     for k in sp.page.evaluate(
                         """p => Array.from(document.querySelectorAll(`[class*="st-key-${p}"]`))
                              .flatMap(e => Array.from(e.classList)).filter(c => c.startsWith(`st-key-${p}`))""",
-                        f"r_label_{cid}_",
+                        f"_choice_r_label_{cid}_",
                     )
                 )
                 user.select(sp.page.locator("." + key), "Label", img.truth)

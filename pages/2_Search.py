@@ -14,12 +14,12 @@ from lotr_labeler.review import candidates as triage
 from lotr_labeler.review.trust import triage_trust
 from lotr_labeler.store import CANDIDATE_STATES, Store
 from lotr_labeler.ui import cards, grid, search_grid
+from lotr_labeler.ui.choice import choice
 from lotr_labeler.ui.context import (
     act,
     error_boundary,
     flash,
     has_flash,
-    keep_valid,
     kept_expander,
     open_current,
     project_store,
@@ -346,7 +346,7 @@ def _download_buttons(store: Store) -> None:
 
 
 def _pick(options: tuple[str, ...], key: str, label: str) -> str:
-    return str(st.selectbox(label, [ANY, *options], key=key))
+    return str(choice(label, [ANY, *options], key))
 
 
 with open_current() as store:
@@ -361,7 +361,7 @@ with open_current() as store:
         if box.open:
             st.caption("Thumbnails come straight from the search engine: nothing is downloaded until you accept it.")
             c1, c2 = st.columns([1, 2])
-            target = c1.selectbox("Class", keep_valid("s_class", [ALL, *classes]), key="s_class")
+            target = choice("Class", [ALL, *classes], "s_class", where=c1)
             free = c2.text_input(
                 "Free-text query (optional, for one class)",
                 key="s_query",
@@ -377,7 +377,7 @@ with open_current() as store:
                 size = _pick(SIZE, "s_size", "Size")
             with c[2]:
                 licence = _pick(LICENSE_IMAGE[1:], "s_license", "License")
-                safe = st.selectbox("Safe search", SAFESEARCH, key="s_safe")
+                safe = choice("Safe search", SAFESEARCH, "s_safe")
             with c[3]:
                 region = st.text_input("Region", key="s_region")
                 delay = st.number_input("Pause between queries (s)", 0.0, 60.0, settings.search_delay)
@@ -424,8 +424,8 @@ with open_current() as store:
     label = all_select("Class", classes, "f_class", where=f[0])
     query = all_select("Query", store.candidate_queries(label), "f_query", where=f[1])
     state = all_select("State", STATES, "f_state", where=f[2])
-    sort = str(f[3].selectbox("Sort", list(SORT_LABELS), format_func=SORT_LABELS.__getitem__, key="f_sort"))
-    show = str(f[4].selectbox("Show", list(SHOW_LABELS), format_func=SHOW_LABELS.__getitem__, key="f_show"))
+    sort = str(choice("Sort", list(SORT_LABELS), "f_sort", format_func=SORT_LABELS.__getitem__, where=f[3]))
+    show = str(choice("Show", list(SHOW_LABELS), "f_show", format_func=SHOW_LABELS.__getitem__, where=f[4]))
     triage_panel(store, label, query)
     _review_grid(project, label, query, state, sort, show)
     follow_jobs(project, ("search", ScoreCandidatesJob.kind, "download"))

@@ -9,6 +9,7 @@ import streamlit as st
 
 from lotr_labeler.collect.export import export_dataset
 from lotr_labeler.ui import cards
+from lotr_labeler.ui.choice import choice
 from lotr_labeler.ui.context import error_boundary, kept_expander, open_current, project_store, show_flash
 from lotr_labeler.ui.grid import PAGE_KEYS, page_view, pager, reset_page
 from lotr_labeler.ui.imports import import_box
@@ -62,8 +63,8 @@ with open_current() as store:
     label = all_select("Class", classes, "ds_class", where=f[0], on_change=reset_page, args=("dataset",))
     split = all_select("Split", ["train", "valid"], "ds_split", where=f[1], on_change=reset_page, args=("dataset",))
     source = all_select("Source", store.sources(), "ds_source", where=f[2], on_change=reset_page, args=("dataset",))
-    view = f[3].radio(
-        "Show", ["Active", "Trash"], horizontal=True, key="ds_view", on_change=reset_page, args=("dataset",)
+    view = choice(
+        "Show", ["Active", "Trash"], "ds_view", horizontal=True, on_change=reset_page, args=("dataset",), where=f[3]
     )
     history_popover(store, where=f[4])
     trash = view == "Trash"

@@ -18,6 +18,7 @@ from lotr_labeler.model.record import import_model, project_order
 from lotr_labeler.model.train import epoch_label
 from lotr_labeler.review.trust import how_to_improve, model_trust
 from lotr_labeler.store import Store
+from lotr_labeler.ui.choice import choice
 from lotr_labeler.ui.context import act, error_boundary, open_current, show_flash
 from lotr_labeler.ui.jobs import job_panel
 from lotr_labeler.ui.widgets import confusion_styler
@@ -249,10 +250,10 @@ with open_current() as store:
     st.subheader("New run")
     _restore(store)
     keep: dict[str, Any] = {"on_change": act, "args": (_remember,)}  # every change is remembered for this project
-    name = st.radio(
+    name = choice(
         "Preset",
         list(learner.PRESETS),
-        key="t_preset",
+        "t_preset",
         horizontal=True,
         format_func=str.capitalize,
         on_change=act,
@@ -261,7 +262,7 @@ with open_current() as store:
     st.caption(PRESET_HELP[name] + " Choosing a preset fills in the settings below; your changes are remembered.")
     with st.expander("Settings (override the preset)", key="t_settings_open"):
         c = st.columns(4)
-        c[0].selectbox("Architecture", learner.ARCHS, key="t_arch", **keep)
+        choice("Architecture", learner.ARCHS, "t_arch", where=c[0], **keep)
         c[1].number_input(
             "Epochs",
             1,
@@ -354,7 +355,7 @@ with open_current() as store:
             st.session_state["_t_newest"] = st.session_state["t_run"] = ids[0]
         elif st.session_state.get("t_run") not in ids:
             st.session_state["t_run"] = ids[0]
-        chosen = st.selectbox("Show run", ids, key="t_run")
+        chosen = choice("Show run", ids, "t_run")
         run = next(r for r in all_runs if r.id == chosen)
         b = st.columns([1.3, 1.1, 2.6])  # "Make current" whole at 1000 px
         b[0].button(

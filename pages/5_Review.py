@@ -18,10 +18,10 @@ from lotr_labeler.review.trust import run_body_worth_trying, scores_trust
 from lotr_labeler.settings import Settings
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.ui import cards, review_map
+from lotr_labeler.ui.choice import choice
 from lotr_labeler.ui.context import (
     act,
     error_boundary,
-    keep_valid,
     open_current,
     project_store,
     remember_widgets,
@@ -432,7 +432,6 @@ with open_current() as store:
         if "r_source" not in st.session_state or "r_size" not in st.session_state:
             st.session_state["r_source"], st.session_state["r_size"] = st.session_state[BACKBONE]
         sources = [s for s in SOURCES if s != "run" or run is not None]
-        keep_valid("r_source", sources)
         # Images the chosen backbone has not embedded yet (imported since): counted before the row, so the
         # folded popover's label says so; its Compute embeds them.
         missing_count = n_images
@@ -447,7 +446,7 @@ with open_current() as store:
         with box:
             st.caption(HOW)
             cols = st.columns([2, 1, 1.2], vertical_alignment="bottom")
-            source = cols[0].selectbox("Backbone", sources, key="r_source", format_func=SOURCES.__getitem__)
+            source = choice("Backbone", sources, "r_source", format_func=SOURCES.__getitem__, where=cols[0])
             size = int(cols[1].number_input("Size (px)", 32, 1024, step=32, key="r_size"))
             st.session_state[BACKBONE] = (source, size)
             if source == "file":
@@ -511,12 +510,13 @@ with open_current() as store:
         pred = all_select("Predicted", classes, "r_pred", where=f[1])
         split = all_select("Split", ["train", "valid"], "r_split", where=f[2])
         flag = all_select("Flag", ["any", *quality.FLAGS, *queue.STORE_FLAGS], "r_flag", where=f[3])
-        status = f[4].selectbox("Show", list(queue.STATUSES), key="r_status")
-        sort = f[5].selectbox(
+        status = choice("Show", list(queue.STATUSES), "r_status", where=f[4])
+        sort = choice(
             "Sort by",
             list(queue.SORTS),
-            key="r_sort",
+            "r_sort",
             format_func={"self_confidence": "p(given label)", "margin": "margin"}.__getitem__,
+            where=f[5],
         )
         for k in ("r_class", "r_pred", "r_split", "r_flag", "r_status", "r_sort"):
             if st.session_state.get(f"_prev_{k}") != st.session_state[k]:
@@ -582,12 +582,13 @@ with open_current() as store:
                     # Keyed by the group's label: after a relabel the picker starts from the new majority.
                     majority = g.majority_label
                     to_key = f"r_dup_to_{g.ids[0]}_{majority}"
-                    top[2].selectbox(
+                    choice(
                         "All to",
                         classes,
+                        to_key,
                         index=classes.index(majority) if majority in classes else 0,
-                        key=to_key,
                         label_visibility="collapsed",
+                        where=top[2],
                     )
                     top[3].button(
                         "Relabel all",

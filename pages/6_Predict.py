@@ -14,6 +14,7 @@ from lotr_labeler.model import predict as pr
 from lotr_labeler.review.trust import model_trust
 from lotr_labeler.settings import Settings
 from lotr_labeler.store import Store
+from lotr_labeler.ui.choice import choice
 from lotr_labeler.ui.context import error_boundary, open_current, show_flash
 from lotr_labeler.ui.widgets import all_select
 
@@ -54,11 +55,11 @@ def choose_run(store: Store) -> str | None:
         score = f" · error rate {err:.3f}" if isinstance(err, int | float) else ""
         return f"{run_id}{' · current' if run.is_current else ''}{score} · {', '.join(run.vocab)}"
 
-    return str(st.selectbox("Model (run)", list(by_id), key="predict_run", format_func=describe, on_change=_keep_run))
+    return str(choice("Model (run)", list(by_id), "predict_run", format_func=describe, on_change=_keep_run))
 
 
 def pick_image(store: Store, settings: Settings) -> Picked | None:
-    source = st.radio("Image from", SOURCES, horizontal=True, key="predict_source")
+    source = choice("Image from", SOURCES, "predict_source", horizontal=True)
     if source == "Upload":
         up = st.file_uploader("Image file", type=list(pr.UPLOAD_TYPES), key="predict_upload")
         return (up.getvalue(), up.name, up.name) if up else None
@@ -83,8 +84,8 @@ def pick_dataset_image(store: Store) -> Picked | None:
     if by_id is not None:
         image = store.get_image(int(by_id))
     elif rows:
-        picked = cols[1].selectbox(
-            "Image", list(rows), key="predict_ds_image", format_func=lambda i: f"#{i} · {rows[i].label}"
+        picked = choice(
+            "Image", list(rows), "predict_ds_image", format_func=lambda i: f"#{i} · {rows[i].label}", where=cols[1]
         )
         image = rows[int(picked)]
     else:

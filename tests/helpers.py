@@ -211,6 +211,66 @@ def grid_send(at: Any, key: str, raw: dict[str, Any]) -> Any:
     return at
 
 
+@dataclass
+class ChoiceView:
+    """What an AppTest run drew for ``ui.choice.choice(..., key)``: the chosen option's position, the
+    options as shown (``labels``) and as sent back (``values``: their text), and the chosen option itself
+    (``value``, from the session, as the page reads it)."""
+
+    value: Any
+    index: int
+    labels: list[str]
+    values: list[str]
+    disabled: bool
+
+    @property
+    def options(self) -> list[str]:
+        return self.labels
+
+
+def choice_view(at: Any, key: str) -> ChoiceView:
+    """The choice ``key`` as the page drew it (ui/choice.py)."""
+    import json
+
+    from lotr_labeler.ui.choice import element_key
+
+    found = [e for e in at.get("bidi_component") if getattr(e, "key", None) == element_key(key)]
+    assert found, f"no choice {key!r} drawn"
+    data = json.loads(found[0].proto.json)
+    return ChoiceView(at.session_state[key], data["index"], data["labels"], data["values"], data["disabled"])
+
+
+def widget_label(element: Any) -> str:
+    """An AppTest element's label: a Streamlit widget's, or a ``choice``'s (a components-v2 element)."""
+    if getattr(element, "type", None) == "bidi_component":
+        return str(json.loads(element.proto.json)["label"])
+    return str(element.label)
+
+
+def pick(at: Any, key: str, value: Any) -> Any:
+    """Rerun ``at`` as if the user picked ``value`` in the choice ``key`` (what choice.js sends: the
+    position and the text of the option picked); the page's ``on_change`` runs first, as in a browser.
+
+    The same private Streamlit 1.67 internals as ``grid_send``."""
+    import json
+
+    from streamlit.components.v2.bidi_component.main import _make_trigger_id
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    from lotr_labeler.ui.choice import element_key
+
+    shown = choice_view(at, key)
+    assert str(value) in shown.values, f"{value!r} is not among the options of {key!r}: {shown.values}"
+    index = shown.values.index(str(value))
+    el = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == element_key(key))
+    trigger = json.dumps([{"event": "pick", "value": {"index": index, "value": str(value)}}])
+    states = at._tree.get_widget_states()
+    states.widgets.append(WidgetState(id=_make_trigger_id(el.proto.id, "events"), json_trigger_value=trigger))
+    at = at._run(states)
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 def grid_batch(at: Any, key: str, actions: list[dict[str, Any]], client: str = "tab-1") -> Any:
     """Rerun ``at`` as if the card grid ``key`` sent its queue (cards.js: every action not yet answered,
     each with its ``seq``; ``seen`` defaults to the label and state the page drew each card with)."""

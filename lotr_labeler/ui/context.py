@@ -18,6 +18,7 @@ import streamlit as st
 from lotr_labeler import project as proj
 from lotr_labeler.explain import explain_known
 from lotr_labeler.store import Store
+from lotr_labeler.ui.choice import choice
 from lotr_labeler.workspace import create_project, last_project, list_projects, remember
 
 _FLASH = "_flash"
@@ -141,7 +142,7 @@ def current_project() -> str:
         chosen = last_project(root) or projects[0]
         st.session_state[_PROJECT] = chosen
     st.session_state["project_picker"] = chosen  # follows projects created or picked elsewhere
-    st.sidebar.selectbox("Project", projects, key="project_picker", on_change=_choose)
+    choice("Project", projects, "project_picker", on_change=_choose, where=st.sidebar)
     return str(chosen)
 
 

@@ -11,6 +11,7 @@ import streamlit as st
 
 from lotr_labeler.progress import Report
 from lotr_labeler.store import Store
+from lotr_labeler.ui.choice import choice
 from lotr_labeler.ui.context import error_boundary, kept_expander
 from lotr_labeler.ui.widgets import progress_bar
 
@@ -48,7 +49,9 @@ def url_list_form(store: Store, key: str) -> None:
     )
     csv_file = st.file_uploader("CSV file", type=["csv", "txt"], key=f"{key}_csv")
     pasted = st.text_area("…or paste rows", height=100, key=f"{key}_paste")
-    default = st.selectbox("Class for bare URLs", [None, *store.class_names()], key=f"{key}_class")
+    default = choice(
+        "Class for bare URLs", [None, *store.class_names()], f"{key}_class", format_func=lambda c: c or "— none —"
+    )
     create = st.checkbox(
         "Create classes for new labels",
         key=f"{key}_create",

@@ -12,6 +12,7 @@ from lotr_labeler.imaging import thumbnail
 from lotr_labeler.review import decisions, embedding_map, queue
 from lotr_labeler.review.trust import scores_trust
 from lotr_labeler.store import Store
+from lotr_labeler.ui.choice import choice
 from lotr_labeler.ui.context import act
 from lotr_labeler.ui.widgets import image_thumb
 
@@ -142,12 +143,13 @@ def similar_panel(store: Store, image_id: int, classes: list[str], thumb: int, p
             + (f", predicted {it.predicted}" if it.disagrees else "")
             + f") · {len(neighbours)} nearest by embedding"
         )
-        to = head[1].selectbox(
+        to = choice(
             "Relabel to",
             classes,
+            f"{prefix}_to_{image_id}",
             index=classes.index(default) if default in classes else 0,
-            key=f"{prefix}_to_{image_id}",
             label_visibility="collapsed",
+            where=head[1],
         )
         others = [
             i for i, label in [(image_id, it.given), *((n.image.id, n.image.label) for n in neighbours)] if label != to

@@ -12,7 +12,8 @@ from lotr_labeler.imaging import thumbnail
 from lotr_labeler.progress import Progress, Report
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.store.history import describe_origin
-from lotr_labeler.ui.context import act, keep_valid
+from lotr_labeler.ui.choice import choice
+from lotr_labeler.ui.context import act
 
 ALL = "All"
 
@@ -30,8 +31,7 @@ def all_select(
 
     A remembered choice that no longer exists (a renamed class) falls back to All.
     """
-    box = where.selectbox if where is not None else st.selectbox
-    chosen = box(label, keep_valid(key, [ALL, *options]), key=key, on_change=on_change, args=args)
+    chosen = choice(label, [ALL, *options], key, on_change=on_change, args=args, where=where)
     return None if chosen in (None, ALL) else str(chosen)
 
 
@@ -106,11 +106,11 @@ def label_select(label: str, classes: list[str], current: str, key: str, fn: Cal
 
     Key it by the item's class id, so a change makes a new widget that is never stale.
     """
-    st.selectbox(
+    choice(
         label,
         classes,
+        key,
         index=classes.index(current) if current in classes else 0,
-        key=key,
         label_visibility="collapsed",
         on_change=act,
         args=(fn, *args),

@@ -15,9 +15,10 @@ Selectors (checked against the 1.67 frontend; keep them here, not in the tests):
   ``secondaryFormSubmit``…). A button with ``help=`` renders a second, hidden copy: take the visible one.
 - Text inputs, number inputs, text areas: the ``<input>``/``<textarea>`` has ``aria-label`` = the label,
   so ``get_by_label(label, exact=True)``.
-- Select boxes: a react-aria ComboBox (not baseweb any more). ``input[role="combobox"][aria-label=L]``
-  holds the value; a click on it only focuses it, the chevron ``button`` beside it opens
-  ``[role="listbox"][aria-label=L]`` with ``[role="option"]`` items.
+- Pick-one lists are the app's own (``lotr_labeler/ui/choice.py``): a native ``<select>`` labelled by its
+  ``<label>`` (role ``combobox``, the label as name) in the element's shadow root, which Playwright's
+  locators pierce; ``select_option`` picks, and the pick reruns the page. The radio-row form holds native
+  ``<input type="radio">`` inside ``<label>``s, as Streamlit's radios do. Keyed ``.st-key-_choice_<key>``.
 - Expanders: ``[data-testid="stExpander"] summary`` with the title (its text starts with the icon's
   ligature name, e.g. "keyboard_arrow_right", so match a substring); open when ``details[open]``.
 - Messages: ``[data-testid="stAlertContentSuccess"]`` / ``…Error`` / ``…Warning`` / ``…Info``.
@@ -217,37 +218,24 @@ class StreamlitPage:
         field = scope.get_by_label(label, exact=True)
         field.fill(value)
 
-    def select(self, label: str, option: str, *, within: Any = None, rerun: bool = True) -> None:
-        """Pick an option of a select box by its label text (``rerun=False`` inside a form)."""
+    def chosen(self, label: str, *, within: Any = None) -> str | None:
+        """The option a pick-one list (``ui/choice.py``) shows, as the user reads it."""
         scope = within if within is not None else self.page
-        box = scope.locator(f'input[role="combobox"][aria-label="{label}"]').first
+        box = scope.get_by_role("combobox", name=label, exact=True).first
+        text: str | None = box.evaluate("s => s.options[s.selectedIndex] ? s.options[s.selectedIndex].text : null")
+        return text
+
+    def select(self, label: str, option: str, *, within: Any = None, rerun: bool = True) -> None:
+        """Pick an option of a pick-one list (``ui/choice.py``: a native ``<select>``) by its label text and
+        wait for the rerun the pick starts (``rerun=False``: the caller waits)."""
+        scope = within if within is not None else self.page
+        box = scope.get_by_role("combobox", name=label, exact=True).first
+        if self.chosen(label, within=within) == option:
+            return
         n = self.run_count()
-        chevron = box.locator("xpath=..").locator("button").first  # opens the list; a click on the input only focuses
-        listbox = self.page.locator(f'[role="listbox"][aria-label="{label}"]')
-        item = listbox.locator('[role="option"]', has_text=re.compile(rf"^\s*{re.escape(option)}\s*$")).first
-        opened = scope.locator(f'input[role="combobox"][aria-label="{label}"][aria-expanded="true"]').first
-        # Right after typing into another field of a form, a click on the chevron may be lost, or the list
-        # may close again as that field's blur re-renders the form: open and pick until it takes.
-        for attempt in range(5):
-            try:
-                if not opened.count():
-                    chevron.click()
-                opened.wait_for(timeout=600)
-                item.click(timeout=1500)
-                break
-            except Exception:
-                if box.input_value() == option:  # picked after all
-                    break
-                if attempt == 4:
-                    raise
+        box.select_option(label=option)
         if rerun:
             self.wait_idle(after=n)
-        else:
-            self.page.wait_for_function(
-                '([l, v]) => { const b = document.querySelector(`input[role=combobox][aria-label="${l}"]`);'
-                " return !!b && b.value === v; }",
-                arg=[label, option],
-            )
 
     def expand(self, title: str) -> Any:
         """Open an expander; returns its container. A plain one opens client-side; a kept one (``on_change=

@@ -654,7 +654,7 @@ def test_review_backbone_choice_survives_another_page(sp: StreamlitPage) -> None
     popover's label counts the images the chosen backbone has not embedded (all 30 at a new size)."""
     sp.open("/Review")
     pop = _backbone_popover(sp)  # the last fit's backbone: random init at 32 px (cards_app)
-    assert pop.locator('input[aria-label="Backbone"]').input_value() == RANDOM
+    assert sp.chosen("Backbone", within=pop) == RANDOM
     sp.set_number("Size (px)", 64, within=pop)
     expect(sp.page.get_by_role("button", name="⚙ Backbone · 30 new")).to_be_visible()
     sp.page.keyboard.press("Escape")
@@ -662,6 +662,6 @@ def test_review_backbone_choice_survives_another_page(sp: StreamlitPage) -> None
     sp.go("Review")
     pop = _backbone_popover(sp)
     assert pop.locator('input[aria-label="Size (px)"]').input_value() == "64"
-    assert pop.locator('input[aria-label="Backbone"]').input_value() == RANDOM
+    assert sp.chosen("Backbone", within=pop) == RANDOM
     expect(pop.get_by_role("button", name="Compute (30 new)")).to_be_visible()
     sp.check_no_exception()

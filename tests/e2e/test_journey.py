@@ -139,7 +139,7 @@ def create_project(j: Journey) -> None:
     sp.fill("Project name", PROJECT, within=form)
     sp.click(sp.button("Create project"))
     sp.wait_text(f"Created project '{PROJECT}' with 0 classes.")
-    assert sp.page.locator('input[role="combobox"][aria-label="Project"]').input_value() == PROJECT
+    assert sp.chosen("Project") == PROJECT
     sp.wait_text("This project has no classes yet.")
 
 

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import SHAPES, TOL, TinyModel, image_bytes, max_diff, reference, register, shape_image
+from helpers import SHAPES, TOL, TinyModel, choice_view, image_bytes, max_diff, pick, reference, register, shape_image
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -240,7 +240,7 @@ def test_page_without_model_says_train_first(empty_store: Store) -> None:
 def test_page_predicts_an_upload(project: tuple[Store, runs.Run], tiny_model: TinyModel) -> None:
     _, run = project
     at = predict_page()
-    assert at.selectbox(key="predict_run").value == run.id
+    assert choice_view(at, "predict_run").value == run.id
     assert at.caption and any("Choose an image" in c.value for c in at.caption)
     sample = tiny_model.samples[0]
     at.file_uploader(key="predict_upload").set_value((sample.name, sample.read_bytes(), "image/png")).run()
@@ -279,9 +279,9 @@ def test_page_predicts_a_dataset_image_with_a_chosen_run(
     runs.set_current(store, second.id)
     image = store.images("triangle")[0]
     at = predict_page()
-    assert at.selectbox(key="predict_run").value == second.id  # the current run is the default
-    at.selectbox(key="predict_run").select(first.id).run()
-    at.radio(key="predict_source").set_value("Dataset image").run()
+    assert choice_view(at, "predict_run").value == second.id  # the current run is the default
+    at = pick(at, "predict_run", first.id)
+    at = pick(at, "predict_source", "Dataset image")
     at.number_input(key="predict_ds_id").set_value(image.id).run()
     assert not at.exception and not at.error
     expected = pr.load_predictor(first.model_path).predict_one(
@@ -296,7 +296,7 @@ def test_page_predicts_a_dataset_image_with_a_chosen_run(
 
 def test_page_predicts_a_camera_photo(project: tuple[Store, runs.Run], tiny_model: TinyModel) -> None:
     at = predict_page()
-    at.radio(key="predict_source").set_value("Camera").run()
+    at = pick(at, "predict_source", "Camera")
     photo = tiny_model.samples[1]  # a JPEG, as browsers send camera shots
     at.camera_input(key="predict_camera").set_value(("photo.jpg", photo.read_bytes(), "image/jpeg")).run()
     assert not at.exception and not at.error
@@ -310,7 +310,7 @@ def test_page_fetches_an_image_url_through_the_host_guard(
     store, _ = project
     url = f"{image_server}/img/4.png"
     at = predict_page()
-    at.radio(key="predict_source").set_value("URL").run()
+    at = pick(at, "predict_source", "URL")
     at.text_input(key="predict_url").input(url).run()
     next(b for b in at.button if b.label == "Fetch").click().run()
     assert not at.exception and not at.metric

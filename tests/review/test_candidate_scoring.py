@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from helpers import grid_data, grid_send, image_bytes, plant_review_fit, wait_for
+from helpers import grid_data, grid_send, image_bytes, pick, plant_review_fit, wait_for
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -335,21 +335,16 @@ def test_search_page_sorts_filters_and_moves_to_the_predicted_class(page_store: 
         return [c["id"] for c in grid_data(at, "s_grid")["cards"]]
 
     assert shown() == list(range(1, 11))
-    at.selectbox(key="f_sort").select("score-desc")
-    run_ok(at)
+    at = pick(at, "f_sort", "score-desc")
     assert shown() == list(range(10, 0, -1))
-    at.selectbox(key="f_sort").select("score")
-    run_ok(at)
+    at = pick(at, "f_sort", "score")
     assert shown() == list(range(1, 11))
-    at.selectbox(key="f_show").select("looks-like")
-    run_ok(at)
+    at = pick(at, "f_show", "looks-like")
     assert shown() == [1, 2, 3, 4, 5]  # p(elves) < 0.5: dwarves claims them
     assert all(c["flags"] == ["looks like dwarves"] for c in grid_data(at, "s_grid")["cards"])
-    at.selectbox(key="f_show").select("off-topic")
-    run_ok(at)
+    at = pick(at, "f_show", "off-topic")
     assert shown() == []  # every low one is claimed by the other class
-    at.selectbox(key="f_show").select("All")
-    run_ok(at)
+    at = pick(at, "f_show", "All")
     by_id = {c["id"]: c for c in grid_data(at, "s_grid")["cards"]}
     assert by_id[3]["predicted"] == "dwarves" and by_id[8]["predicted"] is None  # its own class: no P target
     at = grid_send(at, "s_grid", {"action": "predict", "ids": [3]})  # P

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import grid_batch, grid_data, grid_send, plant_review_fit
+from helpers import grid_batch, grid_data, grid_send, pick, plant_review_fit
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.cli import main
@@ -223,8 +223,7 @@ def test_accept_page_in_the_rejected_view_accepts_the_rejected_cards_shown(shown
     shown.decide(ids[:4], "rejected")
     shown.decide(ids[4:5], "accepted")
     at = app()
-    at.selectbox(key="f_state").select("rejected")
-    run(at)
+    at = pick(at, "f_state", "rejected")
     assert grid_data(at, "s_grid")["page_scope"] == "any"  # a state's view: every card shown
     at = grid_batch(at, "s_grid", [{"seq": 1, "action": "accept", "ids": page_ids(at, "accepted")}])
     assert states(shown, ids[:5]) == ["accepted"] * 5
@@ -232,8 +231,7 @@ def test_accept_page_in_the_rejected_view_accepts_the_rejected_cards_shown(shown
     assert states(shown, ids[5:]) == ["pending"] * 5  # not shown: untouched
     # Under the All filter a page action still only takes the pending cards.
     shown.decide(ids[:2], "rejected")
-    at.selectbox(key="f_state").select("All")
-    run(at)
+    at = pick(at, "f_state", "All")
     assert grid_data(at, "s_grid")["page_scope"] == "pending"
     at = grid_batch(at, "s_grid", [{"seq": 2, "action": "accept", "ids": page_ids(at, "accepted")}])
     assert states(shown, ids) == ["rejected"] * 2 + ["accepted"] * 8
@@ -310,8 +308,7 @@ def test_grid_decisions_in_a_stale_tab_keep_the_other_tabs(scored: Store, data_r
     assert kind == "warning" and text.startswith("Rejected 1 candidate. 1 candidate was decided in another window")
     # A move (1-9) in a stale tab leaves the other's class and state alone.
     at = app()
-    at.selectbox(key="f_state").select("All")
-    run(at)  # ids[3] shown as rejected
+    at = pick(at, "f_state", "All")  # ids[3] shown as rejected
     with open_project(data_root, scored.name) as other:
         other.decide(ids[3:4], "pending")
     at = grid_send(at, "s_grid", {"action": "relabel", "ids": [ids[3]], "label": "dwarves"})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import grid_send, image_bytes, shape_image
+from helpers import grid_send, image_bytes, pick, shape_image
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound
@@ -280,8 +280,7 @@ def test_more_like_this_panel_relabels_neighbours(store: Store) -> None:
     neighbours = emap.similar(store, odd.id, review_map.NEIGHBOURS)
     assert [n.image.label for n in neighbours[:5]] == ["circle"] * 5
     # Pick a target class, relabel one neighbour in one click, then the rest in one action.
-    at.selectbox(key=f"rs_to_{odd.id}").select("triangle")
-    rerun(at)
+    at = pick(at, f"rs_to_{odd.id}", "triangle")
     first = neighbours[0].image.id
     at.button(key=f"rs_to_{odd.id}_{first}").click()
     rerun(at)

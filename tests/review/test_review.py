@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import files_under, grid_send, image_bytes, shape_image, wait_for
+from helpers import choice_view, files_under, grid_send, image_bytes, pick, shape_image, wait_for
 from PIL import Image, ImageDraw, ImageFilter
 from streamlit.testing.v1 import AppTest
 
@@ -509,7 +509,7 @@ def test_page_without_scores_offers_compute_and_quality_filters(store: Store) ->
     retrain = next(b for b in at.button if b.label == "⚡ Retrain head")
     assert retrain.disabled  # nothing to refit yet
     # Without a run there is no "current model" backbone to pick.
-    assert "Current model's body" not in at.selectbox(key="r_source").options
+    assert "Current model's body" not in choice_view(at, "r_source").options
     # Cards show (unscored) images and their actions work already (the grid: tests/ui/test_cards.py, e2e).
     grid = grid_data(at, "r_grid")
     assert len(grid["cards"]) == 18 and "keep" in grid["actions"] and "predict" in grid["actions"]
@@ -526,7 +526,7 @@ def test_page_with_scores_keep_relabel_delete_update_the_store(store: Store) -> 
     assert not at.error
     assert any("Scores" in m.value for m in at.markdown)
     # The controls start on the backbone of the stored scores: nothing new to compute.
-    assert at.selectbox(key="r_source").value == "random" and at.number_input(key="r_size").value == 32
+    assert choice_view(at, "r_source").value == "random" and at.number_input(key="r_size").value == 32
     assert "Compute scores" in [b.label for b in at.button]
     # The grid shows the queue worst first, each disagreeing card with the prediction P accepts.
     grid = grid_data(at, "r_grid")
@@ -544,7 +544,7 @@ def test_page_with_a_run_offers_its_body_and_retrain_head(store: Store) -> None:
     run.model_path.write_bytes(b"not really a model")
     at = page()
     assert not at.error
-    assert "Current model's body" in at.selectbox(key="r_source").options
+    assert "Current model's body" in choice_view(at, "r_source").options
     assert any(f"run {run.id}" in c.value for c in at.caption)  # "compute with its body" hint
     retrain = next(b for b in at.button if b.label == "⚡ Retrain head")
     before = last_fit.fit_info(store)
@@ -592,8 +592,8 @@ def test_backbone_choice_follows_the_project_and_a_bad_one_is_said_in_its_box(
     assert at.number_input(key="r_size").value == 32
     at.session_state["_project"] = "other"  # the sidebar's project picker
     at.run()
-    assert at.number_input(key="r_size").value == 64 and at.selectbox(key="r_source").value == "random"
-    at.selectbox(key="r_source").select("file").run()  # no weights file given yet
+    assert at.number_input(key="r_size").value == 64 and choice_view(at, "r_source").value == "random"
+    at = pick(at, "r_source", "file")  # no weights file given yet
     assert not at.exception
     (box,) = [p for p in at.get("popover") if p.proto.popover.label.startswith("⚙ Backbone")]
     assert [e.value for e in box.error] == ["Give the path of a torchvision resnet18 weights file (.pth)."]
@@ -617,7 +617,7 @@ def test_page_compute_runs_the_embedding_job_in_the_background(store: Store) -> 
     from lotr_labeler.jobs import table as jobs
 
     at = page()
-    at.selectbox(key="r_source").select("random").run()
+    at = pick(at, "r_source", "random")
     at.number_input(key="r_size").set_value(32).run()
     next(b for b in at.button if b.label == "Compute (18 new)").click().run()
     assert not at.exception

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import pick
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -212,10 +213,10 @@ def test_predict_warns_about_the_picked_run_only_when_weak(store: Store) -> None
     good = _finished_run(store, 0.1)  # current (newest)
     at = page("6_Predict.py")
     assert banners(at) == []
-    at.selectbox(key="predict_run").select(weak.id).run()
+    at = pick(at, "predict_run", weak.id)
     assert not at.exception
     assert banners(at) and "treat its predictions as a hint" in banners(at)[0]
-    at.selectbox(key="predict_run").select(good.id).run()
+    at = pick(at, "predict_run", good.id)
     assert banners(at) == []
 
 

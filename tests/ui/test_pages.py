@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import grid_data
+from helpers import choice_view, grid_data, pick
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.store import CandidateIn, Store
@@ -58,7 +58,7 @@ def test_page_renders_on_first_start(data_root: Path, page: str) -> None:
 def test_page_renders_with_images(store: Store, page: str) -> None:
     at = app(page)
     assert not at.error
-    assert at.sidebar.selectbox[0].value == "demo"
+    assert choice_view(at, "project_picker").value == "demo"
 
 
 def test_home_shows_counts_chart_and_next_step(store: Store) -> None:
@@ -91,7 +91,7 @@ def test_home_creates_project(store: Store, data_root: Path) -> None:
     at.text_input[0].input("birds")
     at.button[0].click().run()
     assert (data_root / "birds" / "project.sqlite").exists()
-    assert at.sidebar.selectbox[0].value == "birds"
+    assert choice_view(at, "project_picker").value == "birds"
     assert at.text_input(key="new_project_name").value == ""  # an empty field for the next one
     at.text_input[0].input("a/b")
     at.button[0].click().run()
@@ -162,13 +162,13 @@ def test_dataset_page_grid_shows_the_filtered_cards(store: Store) -> None:
     assert not [b for b in at.button if "Undo" in b.label]
     assert [p.proto.popover.label for p in at.get("popover")] == ["History"]
     assert all(c["src"].startswith("data:image/jpeg;base64,") for c in data["cards"])
-    at.selectbox(key="ds_class").select("square").run()
+    at = pick(at, "ds_class", "square")
     assert [c["label"] for c in grid_data(at, "ds_grid")["cards"]] == ["square"] * 5
     valid = store.count("square", split="valid")
-    at.selectbox(key="ds_split").select("valid").run()
+    at = pick(at, "ds_split", "valid")
     assert len(grid_data(at, "ds_grid")["cards"]) == valid
-    at.selectbox(key="ds_split").select("All").run()
-    at.radio(key="ds_view").set_value("Trash").run()
+    at = pick(at, "ds_split", "All")
+    at = pick(at, "ds_view", "Trash")
     trash = grid_data(at, "ds_grid")
     assert [c["id"] for c in trash["cards"]] == [victim.id] and trash["cards"][0]["deleted"]
     assert trash["actions"] == ["restore", "undo"]  # R restores; no relabel or delete in the trash

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import image_bytes, shape_image
+from helpers import choice_view, image_bytes, shape_image
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.collect.importers import import_folder
@@ -60,7 +60,7 @@ def test_relabel_all_defaults_to_the_groups_label_and_undo_stays_on_the_tab(pear
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.session_state["r_tab"] = "Duplicates"
     run(at)
-    picker = next(s for s in at.selectbox if s.key and s.key.startswith(f"r_dup_to_{group.ids[0]}"))
+    picker = choice_view(at, f"r_dup_to_{group.ids[0]}_{group.majority_label}")
     assert picker.value == "pear"  # not "apple", the first class
     at.button(key=f"r_dup_rl_{group.ids[0]}").click()
     run(at)
@@ -73,7 +73,7 @@ def test_relabel_all_defaults_to_the_groups_label_and_undo_stays_on_the_tab(pear
     assert at.session_state["r_tab"] == "Duplicates"
     (tabs,) = at.get("tab_container")
     assert tabs.proto.tab_container.default_tab_index == 1
-    picker = next(s for s in at.selectbox if s.key and s.key.startswith(f"r_dup_to_{group.ids[0]}"))
+    picker = choice_view(at, f"r_dup_to_{group.ids[0]}_{group.majority_label}")
     assert picker.value == "pear"
 
 

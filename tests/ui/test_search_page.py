@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import grid_batch, grid_data, grid_send, wait_for
+from helpers import choice_view, grid_batch, grid_data, grid_send, pick, wait_for, widget_label
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.fakes import ENV as FAKE_ENV
@@ -116,12 +116,12 @@ def test_paging_does_not_skip_after_decisions(candidates: Store) -> None:
 def test_filters_by_class_query_and_state(candidates: Store) -> None:
     candidates.decide([61, 62], "rejected")
     at = app()
-    at.selectbox(key="f_class").select("dwarves").run()
+    at = pick(at, "f_class", "dwarves")
     assert len(shown(at)) == 8
-    at.selectbox(key="f_state").select("rejected").run()
+    at = pick(at, "f_state", "rejected")
     assert shown(at) == [61, 62]
-    at.selectbox(key="f_state").select("All").run()
-    at.selectbox(key="f_query").select("dwarve lotr").run()
+    at = pick(at, "f_state", "All")
+    at = pick(at, "f_query", "dwarve lotr")
     assert len(shown(at)) == 10
 
 
@@ -197,7 +197,7 @@ def test_url_list_lands_in_the_same_grid(candidates: Store) -> None:
     at.button(key="search_urls_add").click().run()
     assert not at.exception
     assert any("1 candidate(s) added" in s.value for s in at.success)
-    at.selectbox(key="f_class").select("dwarves").run()
+    at = pick(at, "f_class", "dwarves")
     assert "http://list.test/a_t.jpg" in [c["src"] for c in grid_data(at, "s_grid")["cards"]]
 
 
@@ -205,7 +205,7 @@ def test_downloaded_cards_have_no_decisions_and_a_x_skip_them_saying_so_once(can
     for i in (1, 2):
         candidates.finish_candidate(i, state="downloaded")
     at = app()
-    at.selectbox(key="f_state").select("All").run()
+    at = pick(at, "f_state", "All")
     cards = {c["id"]: c for c in grid_data(at, "s_grid")["cards"]}
     # cards.js draws a badge instead of ✓/✗ (and no verdict line) for a locked card.
     assert cards[1]["locked"] == "💾 downloaded" and cards[3]["locked"] == ""
@@ -290,14 +290,14 @@ def test_the_search_form_keeps_what_was_typed_while_its_box_is_closed(empty_stor
     """Closed, the form is not drawn (a lighter page); reopened, it shows the choices made before."""
     empty_store.add_class("elves", ["Legolas"], "{name} lotr")
     at = app()  # no candidates yet: the box is open
-    at.selectbox(key="s_class").select("elves").run()
+    at = pick(at, "s_class", "elves")
     at.text_input(key="s_query").input("legolas bow").run()
     at.session_state["s_box"] = False
     at.run()
     assert not at.text_input  # closed: not drawn
     at.session_state["s_box"] = True
     at.run()
-    assert at.selectbox(key="s_class").value == "elves"
+    assert choice_view(at, "s_class").value == "elves"
     assert at.text_input(key="s_query").value == "legolas bow"
 
 
@@ -307,7 +307,7 @@ def test_the_search_forms_filters_sit_in_two_rows_of_four(empty_store: Store) ->
     at = app()
     (box,) = [e for e in at.expander if "Search images" in e.label]
     row = [b for b in box.children.values() if b.type == "flex_container"][1]  # after Class | Free-text query
-    labels = [[w.label for w in col.children.values()] for col in row.children.values()]
+    labels = [[widget_label(w) for w in col.children.values()] for col in row.children.values()]
     assert labels == [
         ["Results per query", "Type"],
         ["Layout", "Size"],
@@ -335,7 +335,7 @@ def test_an_empty_state_view_names_the_candidates_in_other_states(candidates: St
     said = grid_data(app(), "s_grid")["empty"]
     assert said == "No pending candidates here (70 rejected): pick them with State above."
     at = app()
-    at.selectbox(key="f_state").select("rejected").run()
+    at = pick(at, "f_state", "rejected")
     assert len(grid_data(at, "s_grid")["cards"]) == 48  # a page of them
 
 

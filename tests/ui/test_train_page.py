@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import choice_view, pick
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.errors import WeightsUnavailable
@@ -54,18 +55,18 @@ def test_the_form_survives_a_new_session_per_project(store: Store, data_root: Pa
     at.number_input(key="t_epochs").set_value(3).run()
     at.number_input(key="t_size").set_value(96).run()
     at.checkbox(key="t_pretrained").uncheck().run()
-    at.selectbox(key="t_arch").select("resnet34").run()
+    at = pick(at, "t_arch", "resnet34")
     assert not at.exception
 
     again = page()  # a reload: a new session on the same data dir
     assert again.number_input(key="t_epochs").value == 3
     assert again.number_input(key="t_size").value == 96
     assert again.checkbox(key="t_pretrained").value is False
-    assert again.selectbox(key="t_arch").value == "resnet34"
+    assert choice_view(again, "t_arch").value == "resnet34"
     assert any("1 head epoch, then 3 epoch(s)" in c.value for c in again.caption)
 
     # A preset fills in its values but keeps the (offline) weight choice.
-    again.radio(key="t_preset").set_value("standard").run()
+    again = pick(again, "t_preset", "standard")
     standard = learner.PRESETS["standard"]
     assert (again.number_input(key="t_epochs").value, again.number_input(key="t_size").value) == (
         standard.epochs,
@@ -79,7 +80,7 @@ def test_the_form_survives_a_new_session_per_project(store: Store, data_root: Pa
     # Another project has its own form.
     create_project(data_root, "other", "empty").close()
     again.run()
-    again.sidebar.selectbox[0].select("other").run()
+    again = pick(again, "project_picker", "other")
     assert again.checkbox(key="t_pretrained").value is True
     assert again.number_input(key="t_epochs").value == learner.PRESETS["quick"].epochs
 
@@ -163,14 +164,14 @@ def test_a_new_run_is_the_one_shown_not_the_last_one_looked_at(store: Store) -> 
 
     first = runs.finish_run(store, runs.create_run(store, {}, run_id="20260101-000000-aaaa").id, "failed", message="x")
     at = page()
-    assert at.selectbox(key="t_run").value == first.id
+    assert choice_view(at, "t_run").value == first.id
     second = runs.create_run(store, {}, run_id="20260101-000100-bbbb")
     runs.finish_run(store, second.id, "failed", message="y")
     at.run()
-    assert at.selectbox(key="t_run").value == second.id
-    at.selectbox(key="t_run").select(first.id).run()  # the user's own choice then stays
+    assert choice_view(at, "t_run").value == second.id
+    at = pick(at, "t_run", first.id)  # the user's own choice then stays
     at.run()
-    assert at.selectbox(key="t_run").value == first.id
+    assert choice_view(at, "t_run").value == first.id
 
 
 # -- what a finished run says about itself -------------------------------------------------------------
@@ -200,9 +201,9 @@ def test_a_weak_run_says_so_and_how_to_improve_it(store: Store) -> None:
 
     good = _done(store, 0.05, {"arch": "resnet18", "epochs": 4, "size": 128, "pretrained": True})
     at = page()
-    assert at.selectbox(key="t_run").value == good.id
+    assert choice_view(at, "t_run").value == good.id
     assert weak_warnings(at) == []  # the current one is fine
-    at.selectbox(key="t_run").select(weak.id).run()
+    at = pick(at, "t_run", weak.id)
     (warning,) = weak_warnings(at)  # the weak one, shown, still says so
     assert weak.id in warning and "not current" in warning
 
@@ -242,13 +243,13 @@ def test_an_instant_run_says_what_it_is_and_an_ended_run_has_no_curve_to_wait_fo
     rows = {r["run"]: r for r in at.dataframe[0].value.to_dict("records")}
     assert rows[instant.id]["arch"] == "instant: head on random init embeddings"
     assert rows[instant.id]["epochs"] == "—"
-    assert at.selectbox(key="t_run").value == instant.id
+    assert choice_view(at, "t_run").value == instant.id
     captions = [c.value for c in at.caption]
     assert any("Instant model: a logistic-regression head on random init embeddings" in c for c in captions)
     assert not any("appear here" in c for c in captions)  # it has no epochs: nothing will appear
     assert "instant" in [m.value for m in at.metric]
 
-    at.selectbox(key="t_run").select(failed.id).run()
+    at = pick(at, "t_run", failed.id)
     captions = [c.value for c in at.caption]
     assert any("No loss curve: the run failed before its first epoch ended." in c for c in captions)
     assert not any("appear here" in c for c in captions)
@@ -304,9 +305,9 @@ def test_only_a_finished_run_offers_the_space_export(store: Store) -> None:
     done = _done(store, 0.1, {"arch": "resnet18"})
     cancelled = runs.finish_run(store, runs.create_run(store, {"arch": "resnet18"}).id, "cancelled")
     at = page()
-    assert at.selectbox(key="t_run").value == cancelled.id  # the newest: the one just acted on
+    assert choice_view(at, "t_run").value == cancelled.id  # the newest: the one just acted on
     assert not [e for e in at.expander if e.label.startswith("Deploy this run")]
-    at.selectbox(key="t_run").select(done.id).run()
+    at = pick(at, "t_run", done.id)
     assert [e.label for e in at.expander if e.label.startswith("Deploy this run")] == [
         "Deploy this run to a Hugging Face Space"
     ]

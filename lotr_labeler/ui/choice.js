@@ -1,0 +1,45 @@
+// A pick-one widget (lotr_labeler/ui/choice.py): the browser's own <select>, or radio buttons in a row.
+// The browser shows a pick at once; it reaches Python as one trigger {index, value}. The DOM is rebuilt
+// only when the data changes, so a rerun keeps the focus (and an open list) where the user left it.
+
+function esc(s) {
+  return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+let next = 0;
+
+export default function (component) {
+  const { data, parentElement, setTriggerValue } = component;
+  const root = parentElement.querySelector(".ch");
+  const shape = JSON.stringify([data.label, data.labels, data.values, data.help, data.hidden, data.horizontal]);
+  if (root.dataset.shape !== shape) {
+    const id = root.dataset.id || `ch-${next++}`;
+    root.dataset.id = id;
+    const help = data.help ? ` <span class="ch-help" title="${esc(data.help)}" aria-label="${esc(data.help)}">?</span>` : "";
+    const head = data.hidden ? "" : data.horizontal
+      ? `<div class="ch-label" id="${id}-l">${esc(data.label)}${help}</div>`
+      : `<label class="ch-label" for="${id}">${esc(data.label)}${help}</label>`;
+    const body = data.horizontal
+      ? `<div class="ch-radios" role="radiogroup" aria-labelledby="${id}-l"${data.hidden ? ` aria-label="${esc(data.label)}"` : ""}>` +
+        data.labels.map((text, i) =>
+          `<label class="ch-radio"><input type="radio" name="${id}" value="${esc(data.values[i])}" data-i="${i}"><span>${esc(text)}</span></label>`).join("") +
+        "</div>"
+      : `<div class="ch-box"><select id="${id}"${data.hidden ? ` aria-label="${esc(data.label)}"` : ""}>` +
+        data.labels.map((text, i) => `<option value="${esc(data.values[i])}" data-i="${i}">${esc(text)}</option>`).join("") +
+        "</select></div>";
+    root.innerHTML = head + body;
+    root.dataset.shape = shape;
+  }
+  const inputs = [...root.querySelectorAll("select, input")];
+  for (const el of inputs) el.disabled = !!data.disabled;
+  if (data.horizontal) {
+    inputs.forEach((el, i) => { el.checked = i === data.index; });
+  } else if (inputs[0] && inputs[0].selectedIndex !== data.index) {
+    inputs[0].selectedIndex = data.index;
+  }
+  root.onchange = (e) => {
+    const t = e.target;
+    const i = t.tagName === "SELECT" ? t.selectedIndex : Number(t.dataset.i);
+    if (i >= 0 && i < data.values.length) setTriggerValue("pick", { index: i, value: data.values[i] });
+  };
+}
