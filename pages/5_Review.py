@@ -48,6 +48,7 @@ HOW = (
 )
 DUP_COLUMNS = 6  # pictures per row of a duplicate group, each at most its thumbnail size
 GRID = "r_grid"  # the Label issues card grid
+VIEWS = ("Label issues", "Duplicates", "Map", "Corrections")  # the page's tabs (key r_tab)
 # Buttons whose outcome shows at the page's top (show_flash), not in the grid's message line.
 PAGE_BUTTONS = ("undo", "r_compute", "r_retrain_head", "r_full_retrain", "r_instant_current")
 PAGE_BUTTON_PREFIXES = ("r_dup_all_", "r_dup_rl_", "r_dup_one_")
@@ -496,58 +497,58 @@ with open_current() as store:
         _instant_offer(store, info, run)
         job_panel(project, "review", "Embedding", ended=_embedding_ended(info))
 
-    # on_change="rerun": the Map tab computes only while it is open (tab_map.open).
-    tab_issues, tab_dups, tab_map, tab_history = st.tabs(
-        ["Label issues", "Duplicates", "Map", "Corrections"], key="r_tab", on_change="rerun"
-    )
+    # The views as tabs that draw only the chosen one: Streamlit's st.tabs cost every load of this page
+    # ~0.2 s in the browser (its element's code), and drew each tab's content, hidden, on every run.
+    view = choice("View", VIEWS, "r_tab", tabs=True, label_visibility="collapsed")
     similar_to = review_map.similar_for(project)
 
     # -- label issues -----------------------------------------------------------------------------
-    with tab_issues, error_boundary():
-        # Split's values are short: its width goes to Show and Sort by, whole at 1000 px ("unreviewed").
-        f = st.columns([0.9, 0.9, 0.85, 0.85, 1.3, 1.5])
-        label = all_select("Class", classes, "r_class", where=f[0])
-        pred = all_select("Predicted", classes, "r_pred", where=f[1])
-        split = all_select("Split", ["train", "valid"], "r_split", where=f[2])
-        flag = all_select("Flag", ["any", *quality.FLAGS, *queue.STORE_FLAGS], "r_flag", where=f[3])
-        status = choice("Show", list(queue.STATUSES), "r_status", where=f[4])
-        sort = choice(
-            "Sort by",
-            list(queue.SORTS),
-            "r_sort",
-            format_func={"self_confidence": "p(given label)", "margin": "margin"}.__getitem__,
-            where=f[5],
-        )
-        for k in ("r_class", "r_pred", "r_split", "r_flag", "r_status", "r_sort"):
-            if st.session_state.get(f"_prev_{k}") != st.session_state[k]:
-                reset_page("review")
-                st.session_state[f"_prev_{k}"] = st.session_state[k]
-        unmeasured = queue.unmeasured(store)
-        filters: dict[str, Any] = {
-            "sort": sort,
-            "label": label,
-            "predicted": pred,
-            "split": split,
-            "flag": flag,
-            "status": status,
-            "compute_quality": unmeasured <= queue.PAGE_QUALITY_LIMIT,
-        }
-        items = queue.queue(store, **filters)
-        if unmeasured > queue.PAGE_QUALITY_LIMIT:
-            st.caption(f"Quality flags of {unmeasured} image(s) are measured with the embeddings (Compute).")
-        page_size = settings.page_size
-        offset = pager(len(items), page_size, "review", gone=cards.state(GRID).gone, keys=True)
-        if similar_to is not None:  # "More like this" (M or 🔍 on a card): the nearest images, above the grid
-            review_map.similar_panel(store, similar_to, classes, thumb_size, "rs")
-        st.session_state[ITEMS] = items
-        _issues_grid(project, filters, offset, page_size, trust.weak)
+    if view == VIEWS[0]:
+        with error_boundary():
+            # Split's values are short: its width goes to Show and Sort by, whole at 1000 px ("unreviewed").
+            f = st.columns([0.9, 0.9, 0.85, 0.85, 1.3, 1.5])
+            label = all_select("Class", classes, "r_class", where=f[0])
+            pred = all_select("Predicted", classes, "r_pred", where=f[1])
+            split = all_select("Split", ["train", "valid"], "r_split", where=f[2])
+            flag = all_select("Flag", ["any", *quality.FLAGS, *queue.STORE_FLAGS], "r_flag", where=f[3])
+            status = choice("Show", list(queue.STATUSES), "r_status", where=f[4])
+            sort = choice(
+                "Sort by",
+                list(queue.SORTS),
+                "r_sort",
+                format_func={"self_confidence": "p(given label)", "margin": "margin"}.__getitem__,
+                where=f[5],
+            )
+            for k in ("r_class", "r_pred", "r_split", "r_flag", "r_status", "r_sort"):
+                if st.session_state.get(f"_prev_{k}") != st.session_state[k]:
+                    reset_page("review")
+                    st.session_state[f"_prev_{k}"] = st.session_state[k]
+            unmeasured = queue.unmeasured(store)
+            filters: dict[str, Any] = {
+                "sort": sort,
+                "label": label,
+                "predicted": pred,
+                "split": split,
+                "flag": flag,
+                "status": status,
+                "compute_quality": unmeasured <= queue.PAGE_QUALITY_LIMIT,
+            }
+            items = queue.queue(store, **filters)
+            if unmeasured > queue.PAGE_QUALITY_LIMIT:
+                st.caption(f"Quality flags of {unmeasured} image(s) are measured with the embeddings (Compute).")
+            page_size = settings.page_size
+            offset = pager(len(items), page_size, "review", gone=cards.state(GRID).gone, keys=True)
+            if similar_to is not None:  # "More like this" (M or 🔍 on a card): the nearest images, above the grid
+                review_map.similar_panel(store, similar_to, classes, thumb_size, "rs")
+            st.session_state[ITEMS] = items
+            _issues_grid(project, filters, offset, page_size, trust.weak)
     follow_jobs(project, ("review", "train"))
 
     # -- near duplicates ----------------------------------------------------------------------------
-    with tab_dups, error_boundary():
-        # Only while open (as the Map): its 60 thumbnails and buttons, rendered hidden, took seconds
+    with error_boundary():
+        # Only while chosen (as the Map): its 60 thumbnails and buttons, rendered hidden, took seconds
         # of a 20,000-image project's page load in the browser.
-        if tab_dups.open:
+        if view == VIEWS[1]:
             show_all = st.toggle("Show groups already kept", key="r_dup_show")
             groups = duplicates.duplicate_groups(store, include_reviewed=show_all)
             conflicts = sum(g.conflict for g in groups)
@@ -616,22 +617,19 @@ with open_current() as store:
                         st.caption(f"…and {len(rest)} more: {', '.join(f'#{i}' for i in rest)}")
 
     # -- the embedding map ---------------------------------------------------------------------------
-    with tab_map, error_boundary():
-        if tab_map.open:
+    with error_boundary():
+        if view == VIEWS[2]:
             _map_tab(store, project, classes, thumb_size, similar_to)
 
     # -- corrections --------------------------------------------------------------------------------
-    with tab_history:
-        if tab_history.open:  # as the Map: drawn while open
-            events = [e for e in store.history(50) if e.kind in ("relabel", "delete", "restore")]
-            if not events:
-                st.caption("No corrections yet.")
-            for e in events:
-                mark = "~~" if e.undone else ""
-                st.markdown(
-                    f"{mark}{e.summary}{mark} · {e.at[:16].replace('T', ' ')}" + (" · undone" if e.undone else "")
-                )
-            st.caption("↩ Undo (above) reverts the newest change exactly: label, folder and trash state.")
+    if view == VIEWS[3]:
+        events = [e for e in store.history(50) if e.kind in ("relabel", "delete", "restore")]
+        if not events:
+            st.caption("No corrections yet.")
+        for e in events:
+            mark = "~~" if e.undone else ""
+            st.markdown(f"{mark}{e.summary}{mark} · {e.at[:16].replace('T', ' ')}" + (" · undone" if e.undone else ""))
+        st.caption("↩ Undo (above) reverts the newest change exactly: label, folder and trash state.")
 
 # Last, once the page is drawn, and only when ⚡ Retrain head has something to refresh: scikit-learn loads
 # in a background thread so its first click is quick. Its ~2 s of imports hold the GIL against any script

@@ -11,7 +11,7 @@ let next = 0;
 export default function (component) {
   const { data, parentElement, setTriggerValue } = component;
   const root = parentElement.querySelector(".ch");
-  const shape = JSON.stringify([data.label, data.labels, data.values, data.help, data.hidden, data.horizontal]);
+  const shape = JSON.stringify([data.label, data.labels, data.values, data.help, data.hidden, data.horizontal, data.tabs]);
   if (root.dataset.shape !== shape) {
     const id = root.dataset.id || `ch-${next++}`;
     root.dataset.id = id;
@@ -20,7 +20,7 @@ export default function (component) {
       ? `<div class="ch-label" id="${id}-l">${esc(data.label)}${help}</div>`
       : `<label class="ch-label" for="${id}">${esc(data.label)}${help}</label>`;
     const body = data.horizontal
-      ? `<div class="ch-radios" role="radiogroup" aria-labelledby="${id}-l"${data.hidden ? ` aria-label="${esc(data.label)}"` : ""}>` +
+      ? `<div class="ch-radios${data.tabs ? " ch-tabs" : ""}" role="radiogroup" ${data.hidden ? `aria-label="${esc(data.label)}"` : `aria-labelledby="${id}-l"`}>` +
         data.labels.map((text, i) =>
           `<label class="ch-radio"><input type="radio" name="${id}" value="${esc(data.values[i])}" data-i="${i}"><span>${esc(text)}</span></label>`).join("") +
         "</div>"

@@ -64,10 +64,12 @@ def choice(
     help: str | None = None,
     label_visibility: Literal["visible", "collapsed"] = "visible",
     horizontal: bool = False,
+    tabs: bool = False,
     disabled: bool = False,
     where: DeltaGenerator | None = None,
 ) -> Any:
-    """Draw a pick-one list (``horizontal``: radio buttons in a row) and return the chosen option.
+    """Draw a pick-one list (``horizontal``: radio buttons in a row; ``tabs``: the row drawn as tabs, for a
+    page that draws only the chosen view) and return the chosen option.
 
     ``options`` must not be empty; ``index`` is the default's position, shown until the user picks or
     code sets ``st.session_state[key]``."""
@@ -85,7 +87,8 @@ def choice(
         "index": position,
         "help": help or "",
         "hidden": label_visibility == "collapsed",
-        "horizontal": horizontal,
+        "horizontal": horizontal or tabs,
+        "tabs": tabs,
         "disabled": disabled,
     }
     on_pick = functools.partial(_picked, key, tuple(options), on_change, args, dict(kwargs or {}))

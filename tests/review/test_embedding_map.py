@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import grid_send, image_bytes, pick, shape_image
+from helpers import choice_view, grid_send, image_bytes, pick, shape_image
 from streamlit.testing.v1 import AppTest
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound
@@ -241,12 +241,12 @@ def rerun(at: AppTest) -> None:
 def test_map_tab_is_lazy_renders_and_a_picked_point_opens_its_card(store: Store) -> None:
     scored(store)
     at = review_page()
-    assert [t.label for t in at.tabs] == ["Label issues", "Duplicates", "Map", "Corrections"]
+    assert choice_view(at, "r_tab").labels == ["Label issues", "Duplicates", "Map", "Corrections"]
     # Closed, the map costs nothing: no projection was computed.
     assert not (store.cache_dir / emap.MAP_DIR).exists()
-    at.session_state["r_tab"] = "Map"
-    rerun(at)
-    tab = at.tabs[2]
+    at = pick(at, "r_tab", "Map")
+    tab = at.main  # only the chosen view is drawn: not the Label issues grid
+    assert not [e for e in at.get("bidi_component") if getattr(e, "key", None) == "r_grid"]
     assert any("18 image(s) · t-SNE" in c.value for c in tab.caption)
     assert (store.cache_dir / emap.MAP_DIR).is_dir()
     charts = tab.get("vega_lite_chart")
@@ -256,7 +256,7 @@ def test_map_tab_is_lazy_renders_and_a_picked_point_opens_its_card(store: Store)
     target = store.images("square")[1]
     at.session_state["r_map"] = {"selection": {review_map.SELECTION: [{"id": target.id}]}}
     rerun(at)
-    tab = at.tabs[2]
+    tab = at.main
     assert tab.button(key=f"rm_keep_{target.id}")
     tab.button(key=f"rm_keep_{target.id}").click()
     rerun(at)
@@ -347,13 +347,11 @@ def test_corrections_tab_is_drawn_once_opened(store: Store) -> None:
     img = store.images("circle")[0]
     store.relabel([img.id], "square")
     at = review_page()
-    tab = at.tabs[3]
-    assert not tab.markdown and not tab.caption
-    at.session_state["r_tab"] = "Corrections"
-    rerun(at)
-    tab = at.tabs[3]
-    assert any("square" in m.value for m in tab.markdown), [m.value for m in tab.markdown]
-    assert any("reverts the newest change" in c.value for c in tab.caption)
+    assert not any("reverts the newest change" in c.value for c in at.caption)
+    at = pick(at, "r_tab", "Corrections")
+    assert any("square" in m.value for m in at.main.markdown), [m.value for m in at.main.markdown]
+    assert any("reverts the newest change" in c.value for c in at.caption)
+    assert not [e for e in at.get("bidi_component") if getattr(e, "key", None) == "r_grid"]
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from lotr_labeler.model import embed, runs
 from lotr_labeler.review import fitting, last_fit, queue
 from lotr_labeler.review.trust import head_agreement, model_trust, run_body_worth_trying, scores_trust, triage_trust
 from lotr_labeler.store import CandidateIn, Store
+from lotr_labeler.ui.choice import element_key
 from lotr_labeler.workspace import create_project
 
 COLOURS = {"red": (210, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 215)}
@@ -131,7 +132,10 @@ def test_review_header_warns_about_a_weak_head_above_every_tab(colours: Store) -
     assert "wrong almost always" in banner and "hint" in banner
     top = [(node.type, str(getattr(node, "value", ""))) for node in at.main.children.values()]
     warned = next(i for i, (kind, value) in enumerate(top) if kind == "warning" and "K-fold head" in value)
-    assert warned < [kind for kind, _ in top].index("tab_container")  # a page-level banner, before the tabs
+    tabs = next(
+        i for i, node in enumerate(at.main.children.values()) if getattr(node, "key", None) == element_key("r_tab")
+    )
+    assert warned < tabs  # a page-level banner, before the tabs
 
 
 class _Grids:
