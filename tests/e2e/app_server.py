@@ -205,6 +205,8 @@ class AppServer:
         return [*argv, *args], kwargs
 
     def start(self, timeout: float = HEALTH_TIMEOUT_S) -> AppServer:
+        if self.proc is not None and self.proc.poll() is None:  # `with AppServer(...)` has started it already
+            raise RuntimeError(f"this AppServer runs already (pid {self.proc.pid}): a second start would leak it")
         self.port = free_port()
         cwd = self.checkout or ROOT
         if self.checkout is not None:

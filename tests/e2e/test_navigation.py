@@ -18,7 +18,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 def test_first_visit_to_a_page_url_shows_home_in_the_navigation(browser: Any, tmp_path: Path) -> None:
     with AppServer(tmp_path / "data", tmp_path / "streamlit.log") as app:
-        app.start()
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             page.goto(app.url + "/Search")  # the server's very first session
