@@ -5,8 +5,8 @@ its file imports (numpy and the review modules for Review) and 150 ms ranking th
 its disk cache, on top of what every visit pays: Review's first load after a server start was the
 slowest load of the app. Once the first page is drawn the server has nothing to do while the browser
 renders it, so one daemon thread per process does that work then, a step at a time, each begun only
-once the rest of the process has been idle a while (``wait_idle``: no page run, no thumbnail served),
-so that it seldom competes with a load:
+once the rest of the process, and the rest of the machine, have been idle a while (``wait_idle``: no
+page run, no thumbnail served, no browser drawing a page), so that it seldom competes with a load:
 
 - the Review queue of the project the first page showed, with the page's default filters, into the
   process's memo (``review.queue.warm``), and the counts the page's trust line reads off it;
@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import psutil
+
 from lotr_labeler.store import DB_NAME, Store
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 # longer than a quick walk through the pages leaves: begun in such a gap, a step delayed the next load.
 QUEUE_QUIET_S = 0.3
 PAGE_QUIET_S = 2.0
+# Other processes using more than this many cores (a browser drawing a page uses about one) keep it waiting.
+MACHINE_BUSY = 0.5
 
 _PACKAGE = __name__.partition(".")[0]
 
@@ -58,23 +62,32 @@ def page_imports(page: Path) -> list[tuple[str, tuple[str, ...]]]:
     return found
 
 
-def wait_idle(quiet_s: float, busy: float = 0.1, poll_s: float = 0.05) -> None:
-    """Return once the process's other threads have used under ``busy`` of a core for ``quiet_s`` in a
-    row: no page run, no thumbnail being served. A person reading a page leaves the server that idle for
-    seconds; pages loaded back to back (a script, the bench) leave gaps of a few tenths, and a step begun
-    in one would compete with the next load. Sleeps between looks, so waiting costs nothing."""
+def wait_idle(quiet_s: float, busy: float = 0.1, poll_s: float = 0.05, machine_busy: float = MACHINE_BUSY) -> None:
+    """Return once the process's other threads have used under ``busy`` of a core, and the other processes
+    of the machine under ``machine_busy`` cores, for ``quiet_s`` in a row: no page run, no thumbnail being
+    served, and no browser drawing a page. A person reading a page leaves the machine that idle for seconds;
+    pages loaded back to back (a script, the bench) leave gaps of a few tenths, and a step begun in one would
+    compete with the next load. The browser is most often on the same machine (a local tool): while it
+    draws the page just sent, a warm-up step took the cores it needed (a page's first load, right after
+    the server's first, took 0.3-0.5 s longer). Sleeps between looks, so waiting costs nothing."""
 
     def others() -> float:  # CPU seconds of the whole process but this thread
         return time.process_time() - time.thread_time()
 
-    last, at = others(), time.monotonic()
+    def machine() -> float:  # CPU seconds of every process, this one included
+        t = psutil.cpu_times()
+        return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+    last, last_all, last_own, at = others(), machine(), time.process_time(), time.monotonic()
     quiet_since = at
     while at - quiet_since < quiet_s:
         time.sleep(poll_s)
-        used, now = others(), time.monotonic()
-        if used - last > busy * (now - at):
+        used, used_all, own, now = others(), machine(), time.process_time(), time.monotonic()
+        window = now - at
+        elsewhere = (used_all - last_all) - (own - last_own)  # the machine's CPU outside this process
+        if used - last > busy * window or elsewhere > machine_busy * window:
             quiet_since = now
-        last, at = used, now
+        last, last_all, last_own, at = used, used_all, own, now
 
 
 def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[float], None] = wait_idle) -> list[str]:

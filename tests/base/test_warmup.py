@@ -11,10 +11,13 @@ tests/review/test_review_cache.py.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from helpers import fresh_python
 
@@ -127,13 +130,38 @@ def test_wait_idle_waits_for_the_rest_of_the_process() -> None:
     busy.start()
     try:
         time.sleep(0.05)  # the spinner has used CPU before the wait starts
-        waited = threading.Thread(target=warmup.wait_idle, args=(0.3,))
+        # Only this process is watched here: other processes of the machine are the next test's.
+        waited = threading.Thread(target=warmup.wait_idle, args=(0.3,), kwargs={"machine_busy": float("inf")})
         waited.start()
         waited.join(timeout=60)
         assert not waited.is_alive()
         assert spun.is_set()  # it returned only after the busy thread was done
     finally:
         busy.join(timeout=60)
+
+
+def test_wait_idle_waits_for_the_rest_of_the_machine(tmp_path: Path) -> None:
+    """Another process busy on the CPU (the browser drawing the page just sent) holds the warm-up back too."""
+    done = tmp_path / "done"
+    spin = (
+        "import time, pathlib\n"
+        "end = time.process_time() + 1.0\n"  # CPU time: a loaded machine only makes it last longer
+        "while time.process_time() < end: pass\n"
+        f"pathlib.Path({str(done)!r}).write_text('x')\n"
+    )
+    busy = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        deadline = time.monotonic() + 30
+        while psutil.Process(busy.pid).cpu_times().user < 0.1 and time.monotonic() < deadline:
+            time.sleep(0.02)  # the spinner is on the CPU before the wait starts
+        waited = threading.Thread(target=warmup.wait_idle, args=(0.3,))
+        waited.start()
+        waited.join(timeout=60)
+        assert not waited.is_alive()
+        assert done.exists()  # it returned only after the other process was done
+    finally:
+        busy.kill()
+        busy.wait(timeout=60)
 
 
 def test_start_runs_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
