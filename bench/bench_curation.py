@@ -565,9 +565,10 @@ def review_today(
                 key = next(
                     k
                     for k in sp.page.evaluate(
-                        """p => Array.from(document.querySelectorAll(`[class*="st-key-${p}"]`))
-                             .flatMap(e => Array.from(e.classList)).filter(c => c.startsWith(`st-key-${p}`))""",
-                        f"_choice_r_label_{cid}_",
+                        """p => Array.from(document.querySelectorAll(`[class*="${p}"]`))
+                             .flatMap(e => Array.from(e.classList))
+                             .filter(c => c.startsWith(`st-key-${p}`) || c.startsWith(`st-key-_choice_${p}`))""",
+                        f"r_label_{cid}_",  # a selectbox's key, or ui/choice's element key
                     )
                 )
                 user.select(sp.page.locator("." + key), "Label", img.truth)

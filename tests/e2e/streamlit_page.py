@@ -226,14 +226,43 @@ class StreamlitPage:
         return text
 
     def select(self, label: str, option: str, *, within: Any = None, rerun: bool = True) -> None:
-        """Pick an option of a pick-one list (``ui/choice.py``: a native ``<select>``) by its label text and
-        wait for the rerun the pick starts (``rerun=False``: the caller waits)."""
+        """Pick an option of a pick-one list by its label text and wait for the rerun the pick starts
+        (``rerun=False``: the caller waits). The app's lists are native ``<select>`` elements
+        (``ui/choice.py``); a Streamlit ``st.selectbox`` (an older checkout, in bench_curation) is a
+        react-aria combobox, opened by its chevron."""
         scope = within if within is not None else self.page
         box = scope.get_by_role("combobox", name=label, exact=True).first
+        if box.evaluate("e => e.tagName") != "SELECT":
+            self._select_streamlit(label, option, scope=scope, rerun=rerun)
+            return
         if self.chosen(label, within=within) == option:
             return
         n = self.run_count()
         box.select_option(label=option)
+        if rerun:
+            self.wait_idle(after=n)
+
+    def _select_streamlit(self, label: str, option: str, *, scope: Any, rerun: bool) -> None:
+        box = scope.locator(f'input[role="combobox"][aria-label="{label}"]').first
+        n = self.run_count()
+        chevron = box.locator("xpath=..").locator("button").first  # opens the list; a click on the input only focuses
+        listbox = self.page.locator(f'[role="listbox"][aria-label="{label}"]')
+        item = listbox.locator('[role="option"]', has_text=re.compile(rf"^\s*{re.escape(option)}\s*$")).first
+        opened = scope.locator(f'input[role="combobox"][aria-label="{label}"][aria-expanded="true"]').first
+        # Right after typing into another field of a form, a click on the chevron may be lost, or the list
+        # may close again as that field's blur re-renders the form: open and pick until it takes.
+        for attempt in range(5):
+            try:
+                if not opened.count():
+                    chevron.click()
+                opened.wait_for(timeout=600)
+                item.click(timeout=1500)
+                break
+            except Exception:
+                if box.input_value() == option:  # picked after all
+                    break
+                if attempt == 4:
+                    raise
         if rerun:
             self.wait_idle(after=n)
 
