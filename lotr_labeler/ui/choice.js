@@ -7,6 +7,7 @@ function esc(s) {
 }
 
 let next = 0;
+const KEY_PAUSE_MS = 400;
 
 export default function (component) {
   const { data, parentElement, setTriggerValue } = component;
@@ -32,14 +33,30 @@ export default function (component) {
   }
   const inputs = [...root.querySelectorAll("select, input")];
   for (const el of inputs) el.disabled = !!data.disabled;
-  if (data.horizontal) {
+  if (root._timer) {
+    // a pick waits for the keys to pause: the list keeps showing it, and it is sent as shown
+  } else if (data.horizontal) {
     inputs.forEach((el, i) => { el.checked = i === data.index; });
   } else if (inputs[0] && inputs[0].selectedIndex !== data.index) {
     inputs[0].selectedIndex = data.index;
   }
-  root.onchange = (e) => {
-    const t = e.target;
+  // A pick with the mouse is sent at once. Arrow keys on a closed list (or a radio row) change the value
+  // at each press: the pick is sent once the keys pause, one rerun for a run of presses, not one each.
+  const send = () => {
+    clearTimeout(root._timer);
+    root._timer = null;
+    const t = root._pending;
+    root._pending = null;
+    if (!t) return;
     const i = t.tagName === "SELECT" ? t.selectedIndex : Number(t.dataset.i);
     if (i >= 0 && i < data.values.length) setTriggerValue("pick", { index: i, value: data.values[i] });
   };
+  root.onkeydown = () => { root._keyAt = performance.now(); };
+  root.onchange = (e) => {
+    root._pending = e.target;
+    clearTimeout(root._timer);
+    if (performance.now() - (root._keyAt || -1e9) < KEY_PAUSE_MS) root._timer = setTimeout(send, KEY_PAUSE_MS);
+    else send();
+  };
+  root.onfocusout = () => { if (root._timer) send(); };  // leaving the list sends what it shows
 }

@@ -665,3 +665,26 @@ def test_review_backbone_choice_survives_another_page(sp: StreamlitPage) -> None
     assert sp.chosen("Backbone", within=pop) == RANDOM
     expect(pop.get_by_role("button", name="Compute (30 new)")).to_be_visible()
     sp.check_no_exception()
+
+
+def test_arrow_keys_in_a_filter_list_rerun_once_when_they_pause(sp: StreamlitPage, cards_app: AppServer) -> None:
+    """A closed native list changes its value at every arrow key: three presses at typing speed are one
+    rerun (the pick is sent once the keys pause), and the page filters by the option the list shows;
+    the grid's own arrow keys stay out of it while the list has the focus."""
+    ids = open_grid(sp, "/Dataset")
+    box = sp.page.get_by_role("combobox", name="Class", exact=True)
+    box.focus()
+    n = sp.run_count()
+    for _ in range(3):  # All → circle → square → triangle
+        sp.page.keyboard.press("ArrowDown")
+        sp.page.wait_for_timeout(100)
+    assert sp.chosen("Class") == "triangle"
+    sp.wait_idle(after=n)
+    sp.page.wait_for_timeout(800)  # room for any further rerun to start
+    sp.wait_idle()
+    assert sp.run_count() == n + 1
+    with db(cards_app) as store:
+        triangles = {img.id for img in store.images("triangle")}
+    assert set(shown(sp)) == triangles and set(ids) != triangles
+    assert sp.chosen("Class") == "triangle"
+    sp.check_no_exception()
