@@ -51,12 +51,17 @@ export default function (component) {
     const i = t.tagName === "SELECT" ? t.selectedIndex : Number(t.dataset.i);
     if (i >= 0 && i < data.values.length) setTriggerValue("pick", { index: i, value: data.values[i] });
   };
-  root.onkeydown = () => { root._keyAt = performance.now(); };
+  // Browsing keys: the arrows, Home/End/PageUp/PageDown and the letters of type-ahead. Enter or Space
+  // (choosing in an open list) sends at once, as a click does.
+  root.onkeydown = (e) => {
+    root._keyAt = e.key === "Enter" || e.key === " " ? -1e9 : performance.now();
+  };
   root.onchange = (e) => {
     root._pending = e.target;
     clearTimeout(root._timer);
-    if (performance.now() - (root._keyAt || -1e9) < KEY_PAUSE_MS) root._timer = setTimeout(send, KEY_PAUSE_MS);
+    if (performance.now() - (root._keyAt ?? -1e9) < KEY_PAUSE_MS) root._timer = setTimeout(send, KEY_PAUSE_MS);
     else send();
   };
-  root.onfocusout = () => { if (root._timer) send(); };  // leaving the list sends what it shows
+  // Leaving the list (not moving between the radios of a row, which the arrows do) sends what it shows.
+  root.onfocusout = (e) => { if (root._timer && !root.contains(e.relatedTarget)) send(); };
 }

@@ -77,7 +77,7 @@ def choice(
         raise ValueError(f"choice {label!r} ({key}) has no options: give at least one")
     chosen = st.session_state.get(key, options[index])
     position = _position(options, chosen)
-    if position is None:  # e.g. a renamed class: back to the default, as st.selectbox's keep_valid did
+    if position is None:  # e.g. a renamed class: back to the default
         chosen, position = options[index], index
     st.session_state[key] = chosen
     data = {

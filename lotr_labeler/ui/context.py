@@ -99,13 +99,6 @@ def remember_widgets(defaults: dict[str, Any]) -> None:
         st.session_state[key] = st.session_state.get(key, default)
 
 
-def keep_valid(key: str, options: list[str]) -> list[str]:
-    """A remembered choice that no longer exists (renamed class, other filter) falls back to the first."""
-    if st.session_state.get(key) not in options:
-        st.session_state[key] = options[0]
-    return options
-
-
 def _choose() -> None:
     name = st.session_state["project_picker"]
     st.session_state[_PROJECT] = name

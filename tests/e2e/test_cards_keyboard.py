@@ -688,3 +688,23 @@ def test_arrow_keys_in_a_filter_list_rerun_once_when_they_pause(sp: StreamlitPag
     assert set(shown(sp)) == triangles and set(ids) != triangles
     assert sp.chosen("Class") == "triangle"
     sp.check_no_exception()
+
+
+def test_arrow_keys_across_reviews_tabs_rerun_once(sp: StreamlitPage) -> None:
+    """Review's tabs are a radio row: the arrows move the focus and the choice from tab to tab, and the
+    view is drawn once the keys pause (a focus moving between the tabs does not send each one)."""
+    open_grid(sp, "/Review")
+    tab = sp.page.get_by_role("radio", name="Label issues", exact=True)
+    tab.focus()
+    n = sp.run_count()
+    for _ in range(2):  # Label issues → Duplicates → Map
+        sp.page.keyboard.press("ArrowRight")
+        sp.page.wait_for_timeout(100)
+    assert sp.page.get_by_role("radio", name="Map", exact=True).is_checked()
+    sp.wait_idle(after=n)
+    sp.page.wait_for_timeout(800)
+    sp.wait_idle()
+    assert sp.run_count() == n + 1
+    assert not sp.page.locator(".cg-grid").count()  # only the chosen view is drawn: the map, not the grid
+    sp.page.get_by_text("t-SNE").first.wait_for()
+    sp.check_no_exception()
