@@ -28,7 +28,7 @@ from lotr_labeler.ui.context import (
 )
 from lotr_labeler.ui.imports import url_list_form
 from lotr_labeler.ui.jobs import follow_jobs, job_panel, job_panels, last_line
-from lotr_labeler.ui.widgets import ALL, all_select, compact_page, history_popover
+from lotr_labeler.ui.widgets import ALL, all_select, compact_page, history_menu
 
 st.set_page_config(page_title="Search · lotr_labeler", page_icon="🔎", layout="wide")
 compact_page()
@@ -420,7 +420,7 @@ with open_current() as store:
     # One row of filters; one Undo on this page: the grid's (its ↩ Undo button and Z), History at the end.
     # The widths keep "pending", "newest last" and "History" whole in a 1000 px window.
     f = st.columns([1, 1.15, 1.2, 1.4, 1.2, 1.1], vertical_alignment="bottom")
-    history_popover(store, where=f[5])
+    history_menu(store, where=f[5])
     label = all_select("Class", classes, "f_class", where=f[0])
     query = all_select("Query", store.candidate_queries(label), "f_query", where=f[1])
     state = all_select("State", STATES, "f_state", where=f[2])

@@ -14,7 +14,7 @@ from lotr_labeler.ui.context import error_boundary, kept_expander, open_current,
 from lotr_labeler.ui.grid import PAGE_KEYS, page_view, pager, reset_page
 from lotr_labeler.ui.imports import import_box
 from lotr_labeler.ui.jobs import follow_jobs
-from lotr_labeler.ui.widgets import all_select, compact_page, history_popover, progress_bar
+from lotr_labeler.ui.widgets import all_select, compact_page, history_menu, progress_bar
 
 st.set_page_config(page_title="Dataset · lotr_labeler", page_icon="🗂️", layout="wide")
 compact_page()
@@ -66,7 +66,7 @@ with open_current() as store:
     view = choice(
         "Show", ["Active", "Trash"], "ds_view", horizontal=True, on_change=reset_page, args=("dataset",), where=f[3]
     )
-    history_popover(store, where=f[4])
+    history_menu(store, where=f[4])
     trash = view == "Trash"
     with error_boundary():
         query: dict[str, Any] = {"label": label, "split": split, "source": source, "deleted": trash}

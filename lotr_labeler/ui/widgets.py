@@ -14,8 +14,10 @@ from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.store.history import describe_origin
 from lotr_labeler.ui.choice import choice
 from lotr_labeler.ui.context import act
+from lotr_labeler.ui.menu import Line, menu
 
 ALL = "All"
+HISTORY = "history"  # the History list's element key
 
 
 def all_select(
@@ -62,8 +64,8 @@ def compact_page() -> None:
 def undo_and_history(
     store: Store, limit: int = 15, *, shortcut: str | None = None, where: Sequence[DeltaGenerator] | None = None
 ) -> None:
-    """The Undo button (optionally with a keyboard ``shortcut``) and a History popover of the newest
-    changes (undone ones struck through); ``where``: the two columns to draw them in."""
+    """The Undo button (optionally with a keyboard ``shortcut``) and the History list of the newest changes
+    (undone ones struck through); ``where``: the two columns to draw them in."""
     top = list(where) if where is not None else st.columns([1, 1.25, 3.75])  # "History" whole at 1000 px
     top[0].button(
         "↩ Undo",
@@ -77,20 +79,22 @@ def undo_and_history(
         kwargs={"success": "{result}"},
         width="stretch",
     )
-    history_popover(store, limit, where=top[1])
+    history_menu(store, limit, where=top[1])
 
 
-def history_popover(store: Store, limit: int = 15, *, where: DeltaGenerator | None = None) -> None:
-    """The History popover alone (a page whose grid has the Undo): the newest changes, undone ones struck through."""
-    with (where or st).popover("History", width="stretch"):
-        events = store.history(limit)
-        mine = store.author()
-        for e in events:
-            mark = "~~" if e.undone else ""
-            by = "" if e.origin in (mine, None) else f" · {describe_origin(e.origin, mine)}"
-            st.markdown(f"{mark}{e.summary}{mark} · {e.at[11:16]}{by}")
-        if not events:
-            st.caption("No changes yet.")
+def history_menu(store: Store, limit: int = 15, *, where: DeltaGenerator | None = None) -> None:
+    """The History list alone (a page whose grid has the Undo): the newest changes, undone ones struck through,
+    each with its time and, when another window or the CLI made it, who did."""
+    mine = store.author()
+    lines = [
+        Line(
+            e.summary,
+            struck=e.undone,
+            note=e.at[11:16] + ("" if e.origin in (mine, None) else f" · {describe_origin(e.origin, mine)}"),
+        )
+        for e in store.history(limit)
+    ]
+    menu("History", lines, HISTORY, empty="No changes yet.", where=where)
 
 
 def image_thumb(store: Store, img: ImageRow, size: int) -> None:

@@ -708,3 +708,28 @@ def test_arrow_keys_across_reviews_tabs_rerun_once(sp: StreamlitPage) -> None:
     assert not sp.page.locator(".cg-grid").count()  # only the chosen view is drawn: the map, not the grid
     sp.page.get_by_text("t-SNE").first.wait_for()
     sp.check_no_exception()
+
+
+def test_history_unfolds_in_the_browser_and_folds_on_escape(sp: StreamlitPage) -> None:
+    """History is a list the browser unfolds (ui/menu.py): no rerun to open it, Escape or a click elsewhere
+    folds it, and it lists the window's changes, an undone one struck through."""
+    open_grid(sp, "/Dataset")
+    key(sp, "d")  # delete the focused card, then undo it: two lines, the delete struck through
+    key(sp, "z")
+    ids = open_grid(sp, "/Dataset")  # a page run draws History (the grid's keys rerun the grid alone)
+    button = sp.page.get_by_role("button", name="History", exact=True)
+    n = sp.run_count()
+    button.click()
+    panel = sp.page.get_by_role("region", name="History")
+    expect(panel).to_be_visible()
+    assert panel.locator(".mn-struck", has_text="deleted 1 image(s)").count() == 1
+    sp.page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    button.click()
+    expect(panel).to_be_visible()
+    sp.page.mouse.click(5, 5)  # elsewhere
+    expect(panel).to_be_hidden()
+    sp.page.wait_for_timeout(300)
+    assert sp.run_count() == n  # opening and folding it ran nothing on the server
+    assert shown(sp) == ids
+    sp.check_no_exception()

@@ -160,7 +160,10 @@ def test_dataset_page_grid_shows_the_filtered_cards(store: Store) -> None:
     assert data["actions"] == ["delete", "relabel", "undo"] and data["columns"] == 8
     # One Undo on the page, the grid's (Z): a second button beside the filters did the same thing.
     assert not [b for b in at.button if "Undo" in b.label]
-    assert [p.proto.popover.label for p in at.get("popover")] == ["History"]
+    assert not at.get("popover")  # History is the page's own light list (ui/menu.py)
+    assert grid_data(at, "history")["label"] == "History"
+    texts = [line["text"] for line in grid_data(at, "history")["lines"]]
+    assert texts == ["deleted 1 image(s)", "imported 18 image(s) from folder"]  # the newest first
     assert all(c["src"].startswith("data:image/jpeg;base64,") for c in data["cards"])
     at = pick(at, "ds_class", "square")
     assert [c["label"] for c in grid_data(at, "ds_grid")["cards"]] == ["square"] * 5
