@@ -180,35 +180,43 @@ def max_diff(a: dict[str, float], b: dict[str, float]) -> float:
     return max(abs(a[k] - b[k]) for k in a)
 
 
-def grid_data(at: Any, key: str) -> dict[str, Any]:
-    """The payload an AppTest run sent to the card grid ``key`` (ui/cards.py)."""
-    import json
+def _element(at: Any, key: str) -> Any:
+    """The components-v2 element keyed ``key`` that an AppTest run drew."""
+    found = [e for e in at.get("bidi_component") if getattr(e, "key", None) == key]
+    assert found, f"no element {key!r} drawn"
+    return found[0]
 
-    el = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == key)
-    data: dict[str, Any] = json.loads(el.proto.json)
+
+def grid_data(at: Any, key: str) -> dict[str, Any]:
+    """The payload an AppTest run sent to the card grid ``key`` (ui/cards.py), or to any element of ours."""
+    data: dict[str, Any] = json.loads(_element(at, key).proto.json)
     return data
 
 
-def grid_send(at: Any, key: str, raw: dict[str, Any]) -> Any:
-    """Rerun ``at`` as if the browser's card grid ``key`` sent the trigger value ``raw`` (what a key
-    press or a click in cards.js sends): the page's own callback applies it, with what the page showed.
+def send_trigger(at: Any, key: str, event: str, value: Any) -> Any:
+    """Rerun ``at`` as if the browser's element ``key`` sent the trigger ``event`` with ``value``: the
+    page's own callback takes it, with what the page showed.
 
     Private Streamlit 1.67 internals (AppTest has no public way to send a components-v2 trigger):
     ``_make_trigger_id``, ``AppTest._tree`` / ``_run`` and the ``[{"event", "value"}]`` trigger JSON. An
-    upgrade that changes them fails loudly: an ImportError/AttributeError here, or every grid_send test's
-    store assertions (the page's callback would not fire)."""
-    import json
-
+    upgrade that changes them fails loudly: an ImportError/AttributeError here, or every test's store
+    assertions (the page's callback would not fire)."""
     from streamlit.components.v2.bidi_component.main import _make_trigger_id
     from streamlit.proto.WidgetStates_pb2 import WidgetState
 
-    el = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == key)
+    el = _element(at, key)
     states = at._tree.get_widget_states()
-    trigger = json.dumps([{"event": "action", "value": raw}])
+    trigger = json.dumps([{"event": event, "value": value}])
     states.widgets.append(WidgetState(id=_make_trigger_id(el.proto.id, "events"), json_trigger_value=trigger))
     at = at._run(states)
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def grid_send(at: Any, key: str, raw: dict[str, Any]) -> Any:
+    """Rerun ``at`` as if the browser's card grid ``key`` sent the trigger value ``raw`` (what a key
+    press or a click in cards.js sends)."""
+    return send_trigger(at, key, "action", raw)
 
 
 @dataclass
@@ -230,13 +238,9 @@ class ChoiceView:
 
 def choice_view(at: Any, key: str) -> ChoiceView:
     """The choice ``key`` as the page drew it (ui/choice.py)."""
-    import json
-
     from lotr_labeler.ui.choice import element_key
 
-    found = [e for e in at.get("bidi_component") if getattr(e, "key", None) == element_key(key)]
-    assert found, f"no choice {key!r} drawn"
-    data = json.loads(found[0].proto.json)
+    data = grid_data(at, element_key(key))
     return ChoiceView(at.session_state[key], data["index"], data["labels"], data["values"], data["disabled"])
 
 
@@ -249,45 +253,21 @@ def widget_label(element: Any) -> str:
 
 def pick(at: Any, key: str, value: Any) -> Any:
     """Rerun ``at`` as if the user picked ``value`` in the choice ``key`` (what choice.js sends: the
-    position and the text of the option picked); the page's ``on_change`` runs first, as in a browser.
-
-    The same private Streamlit 1.67 internals as ``grid_send``."""
-    import json
-
-    from streamlit.components.v2.bidi_component.main import _make_trigger_id
-    from streamlit.proto.WidgetStates_pb2 import WidgetState
-
+    position and the text of the option picked); the page's ``on_change`` runs first, as in a browser."""
     from lotr_labeler.ui.choice import element_key
 
     shown = choice_view(at, key)
     assert str(value) in shown.values, f"{value!r} is not among the options of {key!r}: {shown.values}"
     index = shown.values.index(str(value))
-    el = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == element_key(key))
-    trigger = json.dumps([{"event": "pick", "value": {"index": index, "value": str(value)}}])
-    states = at._tree.get_widget_states()
-    states.widgets.append(WidgetState(id=_make_trigger_id(el.proto.id, "events"), json_trigger_value=trigger))
-    at = at._run(states)
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return send_trigger(at, element_key(key), "pick", {"index": index, "value": str(value)})
 
 
 def grid_batch(at: Any, key: str, actions: list[dict[str, Any]], client: str = "tab-1") -> Any:
     """Rerun ``at`` as if the card grid ``key`` sent its queue (cards.js: every action not yet answered,
     each with its ``seq``; ``seen`` defaults to the label and state the page drew each card with)."""
-    import json
-
-    from streamlit.components.v2.bidi_component.main import _make_trigger_id
-    from streamlit.proto.WidgetStates_pb2 import WidgetState
-
     drawn = {c["id"]: [c.get("label") or "", c.get("state") or ""] for c in grid_data(at, key)["cards"]}
     queue = [{"seen": {str(i): drawn[i] for i in a.get("ids", []) if i in drawn}, "label": None, **a} for a in actions]
-    el = next(e for e in at.get("bidi_component") if getattr(e, "key", None) == key)
-    states = at._tree.get_widget_states()
-    trigger = json.dumps([{"event": "batch", "value": {"client": client, "actions": queue}}])
-    states.widgets.append(WidgetState(id=_make_trigger_id(el.proto.id, "events"), json_trigger_value=trigger))
-    at = at._run(states)
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return send_trigger(at, key, "batch", {"client": client, "actions": queue})
 
 
 def plant_review_fit(store: Store, class_ids: list[int]) -> None:

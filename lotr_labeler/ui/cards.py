@@ -41,26 +41,12 @@ from lotr_labeler.imaging import thumbnail
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.store.images import Relabeled
 from lotr_labeler.ui.context import error_boundary, project_store
+from lotr_labeler.ui.element import packaged, trigger
 
 HERE = Path(__file__).parent
 # Every action a grid may send. A page allows a subset; A/X (accept/reject) are for candidates.
 ACTIONS = ("keep", "unkeep", "delete", "restore", "relabel", "predict", "undo", "more", "accept", "reject")
 LIGHTBOX_SIZE = 640  # px, longest side of the large view (sent for the opened card only)
-
-_component: Any = None
-
-
-def _mount() -> Any:
-    """The registered component (once per process; the JS/CSS are read from the package)."""
-    global _component
-    if _component is None:
-        _component = st.components.v2.component(
-            "lotr_labeler.cards",
-            html='<div class="cg-root" tabindex="-1"></div>',
-            css=(HERE / "cards.css").read_text(encoding="utf-8"),
-            js=(HERE / "cards.js").read_text(encoding="utf-8"),
-        )
-    return _component
 
 
 @dataclass(frozen=True)
@@ -406,21 +392,14 @@ def _current_class(store: Store, label: str) -> None:
         )
 
 
-def _trigger(key: str, name: str) -> Any:
-    value: Any = st.session_state.get(key)  # the component's state and triggers (a dict-like view)
-    if isinstance(value, Mapping):
-        return value.get(name)
-    return getattr(value, name, None)
-
-
 def _on_open(key: str) -> None:
-    opened = _trigger(key, "open")  # the lightbox opened, moved or closed: no store work
+    opened = trigger(key, "open")  # the lightbox opened, moved or closed: no store work
     if isinstance(opened, dict):
         state(key).opened = None if opened.get("id") is None else int(opened["id"])
 
 
 def _on_action(key: str, allowed: tuple[str, ...], on_action: Handler) -> None:
-    raw = _trigger(key, "action")
+    raw = trigger(key, "action")
     if raw is None:
         return
     with project_store() as store:
@@ -435,7 +414,7 @@ def _no_frames(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _on_batch(key: str, allowed: tuple[str, ...], on_action: Handler) -> None:
-    raw = _trigger(key, "batch")
+    raw = trigger(key, "batch")
     if raw is None:
         return
     with error_boundary(show=None) as caught, project_store() as store:
@@ -578,7 +557,7 @@ def grid(
         "counts": counts,
         "undo_button": undo_button,
     }
-    _mount()(
+    packaged("cards", '<div class="cg-root" tabindex="-1"></div>')(
         key=key,
         data=_no_frames(data),
         on_action_change=functools.partial(_on_action, key, allowed, on_action),

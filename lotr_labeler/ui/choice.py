@@ -22,28 +22,14 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-HERE = Path(__file__).parent
+from lotr_labeler.ui.element import packaged, trigger
+
 PREFIX = "_choice_"  # the element's own key: PREFIX + the value's key
-
-_component: Any = None
-
-
-def _mount() -> Any:
-    global _component
-    if _component is None:
-        _component = st.components.v2.component(
-            "lotr_labeler.choice",
-            html='<div class="ch"></div>',
-            css=(HERE / "choice.css").read_text(encoding="utf-8"),
-            js=(HERE / "choice.js").read_text(encoding="utf-8"),
-        )
-    return _component
 
 
 def element_key(key: str) -> str:
@@ -93,7 +79,7 @@ def choice(
     }
     on_pick = functools.partial(_picked, key, tuple(options), on_change, args, dict(kwargs or {}))
     with where if where is not None else contextlib.nullcontext():
-        _mount()(key=element_key(key), data=data, on_pick_change=on_pick)
+        packaged("choice", '<div class="ch"></div>')(key=element_key(key), data=data, on_pick_change=on_pick)
     return chosen
 
 
@@ -113,8 +99,7 @@ def _picked(
 ) -> None:
     """The user picked: the option drawn at the index sent (or with the value's text, should the list
     have moved), then the page's ``on_change``. A pick that matches none is ignored."""
-    raw: Any = st.session_state.get(element_key(key))
-    pick = raw.get("pick") if isinstance(raw, Mapping) else getattr(raw, "pick", None)
+    pick = trigger(element_key(key), "pick")
     if not isinstance(pick, Mapping):
         return
     index, text = pick.get("index"), str(pick.get("value"))

@@ -12,15 +12,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
 
-import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-HERE = Path(__file__).parent
-
-_component: Any = None
+from lotr_labeler.ui.element import packaged
 
 
 @dataclass(frozen=True)
@@ -32,20 +27,8 @@ class Line:
     note: str = ""
 
 
-def _mount() -> Any:
-    global _component
-    if _component is None:
-        _component = st.components.v2.component(
-            "lotr_labeler.menu",
-            html='<div class="mn"></div>',
-            css=(HERE / "menu.css").read_text(encoding="utf-8"),
-            js=(HERE / "menu.js").read_text(encoding="utf-8"),
-        )
-    return _component
-
-
 def menu(label: str, lines: Sequence[Line], key: str, *, empty: str = "", where: DeltaGenerator | None = None) -> None:
     """Draw the button ``label``; a click unfolds ``lines`` below it (``empty`` when there are none)."""
     data = {"label": label, "lines": tuple(asdict(line) for line in lines), "empty": empty}
     with where if where is not None else contextlib.nullcontext():
-        _mount()(key=key, data=data)
+        packaged("menu", '<div class="mn"></div>')(key=key, data=data)
