@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from lotr_labeler import project as proj
 from lotr_labeler import warmup
@@ -144,4 +145,5 @@ try:
     st.navigation(pages()).run()
 finally:  # however the run ended (a rerun, a stop): the other pages' first visits need not wait
     if (chosen := chosen_project_dir()) is not None:  # a run cut short before the picker: the next one
-        warmup.start(page_files(), chosen)
+        ctx = get_script_run_ctx()  # its pages manager compiles into the script cache every session shares
+        warmup.start(page_files(), chosen, ctx.pages_manager.get_page_script_byte_code if ctx else None)

@@ -12,7 +12,9 @@ page run, no thumbnail served, no browser drawing a page), so that it seldom com
   process's memo (``review.queue.warm``), and the counts the page's trust line reads off it;
 - every page file's module-level imports of this package's modules, with what those import, the
   Review page's right after its queue (the pages defer what is heavy, scikit-learn and torch, to the
-  functions that need it). A library a page
+  functions that need it), then the page file itself compiled into Streamlit's script cache
+  (``compile_page``), shared by every session: the Review page took 35-75 ms to compile on its first
+  visit, more while the browser drew the page before. A library a page
   imports itself is left to that page: pandas, for the Train and Predict tables, is half a second in
   one piece, too long to slip into a pause between two clicks.
 
@@ -90,12 +92,18 @@ def wait_idle(quiet_s: float, busy: float = 0.1, poll_s: float = 0.05, machine_b
         last, last_all, last_own, at = used, used_all, own, now
 
 
-def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[float], None] = wait_idle) -> list[str]:
+def warm(
+    pages: Sequence[Path],
+    project: Path | None,
+    idle: Callable[[float], None] = wait_idle,
+    compile_page: Callable[[str], object] | None = None,
+) -> list[str]:
     """Rank ``project``'s default Review queue (a project folder; None or no database: skipped), the
-    costliest first visit, then import every page's module-level imports of this package: first those
-    of the pages that show that queue, then the others. Before each step ``idle`` is called with the
-    quiet the step needs (``QUEUE_QUIET_S`` for the queue and its pages, ``PAGE_QUIET_S`` for the rest).
-    Returns what was warmed, one line each, as logged (debug) step by step."""
+    costliest first visit, then import every page's module-level imports of this package and compile
+    the page with ``compile_page`` (its path; None: not compiled): first the pages that show that
+    queue, then the others. Before each step ``idle`` is called with the quiet the step needs
+    (``QUEUE_QUIET_S`` for the queue and its pages, ``PAGE_QUIET_S`` for the rest). Returns what was
+    warmed, one line each, as logged (debug) step by step."""
     done: list[str] = []
     if project is not None and (project / DB_NAME).is_file():
         idle(QUEUE_QUIET_S)
@@ -131,7 +139,15 @@ def warm(pages: Sequence[Path], project: Path | None, idle: Callable[[float], No
         except Exception as exc:  # the page imports it again and shows the error there
             log.warning("warm-up: importing what %s imports failed: %s", page.name, exc)
             continue
-        done.append(f"imports of {page.name}: {(time.perf_counter() - started) * 1000:.0f} ms")
+        what = "imports"
+        if compile_page is not None:
+            try:
+                compile_page(str(page))
+            except Exception as exc:  # the page's visit compiles it again and shows the error there
+                log.warning("warm-up: compiling %s failed: %s", page.name, exc)
+            else:
+                what = "imports and script"
+        done.append(f"{what} of {page.name}: {(time.perf_counter() - started) * 1000:.0f} ms")
         log.debug("warm-up: %s", done[-1])
     return done
 
@@ -141,16 +157,20 @@ def _shows_queue(imports: list[tuple[str, tuple[str, ...]]]) -> bool:
     return any(m == queue or f"{m}.{n}" == queue for m, names in imports for n in names or ("",))
 
 
-def start(pages: Sequence[Path], project: Path) -> threading.Thread | None:
+def start(
+    pages: Sequence[Path], project: Path, compile_page: Callable[[str], object] | None = None
+) -> threading.Thread | None:
     """``warm`` in a daemon thread, once per process: the thread, or None when it was started before."""
     global _thread
     with _lock:
         if _thread is not None:
             return None
-        _thread = threading.Thread(target=_run, args=(list(pages), project), name="lotr_labeler-warmup", daemon=True)
+        _thread = threading.Thread(
+            target=_run, args=(list(pages), project, compile_page), name="lotr_labeler-warmup", daemon=True
+        )
         _thread.start()
         return _thread
 
 
-def _run(pages: list[Path], project: Path) -> None:
-    warm(pages, project)
+def _run(pages: list[Path], project: Path, compile_page: Callable[[str], object] | None) -> None:
+    warm(pages, project, compile_page=compile_page)

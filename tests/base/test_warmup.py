@@ -15,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+import types
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -167,7 +169,7 @@ def test_wait_idle_waits_for_the_rest_of_the_machine(tmp_path: Path) -> None:
 def test_start_runs_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     ran: list[tuple[list[Path], Path]] = []
     monkeypatch.setattr(warmup, "_thread", None)
-    monkeypatch.setattr(warmup, "_run", lambda pages, project: ran.append((pages, project)))
+    monkeypatch.setattr(warmup, "_run", lambda pages, project, compile_page: ran.append((pages, project)))
     first = warmup.start([Path("a.py")], Path("p"))
     assert first is not None
     first.join(timeout=10)
@@ -180,8 +182,42 @@ def test_the_app_starts_it_after_its_first_run(store: Store, monkeypatch: pytest
     from streamlit.testing.v1 import AppTest
 
     started: list[tuple[list[Path], Path]] = []
-    monkeypatch.setattr(warmup, "start", lambda pages, project: started.append((list(pages), project)))
+    compilers: list[Callable[[str], object] | None] = []
+
+    def start(pages: list[Path], project: Path, compile_page: Callable[[str], object] | None) -> None:
+        started.append((list(pages), project))
+        compilers.append(compile_page)
+
+    monkeypatch.setattr(warmup, "start", start)
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert started == [(sorted((ROOT / "pages").glob("[!_]*.py")), store.root)]
+    # The compiler it was given is Streamlit's script cache: a page's first visit finds its bytecode there.
+    compile_page = compilers[0]
+    assert compile_page is not None
+    review = str(ROOT / "pages" / "5_Review.py")
+    code = compile_page(review)
+    assert isinstance(code, types.CodeType) and code.co_filename == review
+    assert compile_page(review) is code  # cached: compiled once per server, whichever session asks
+
+
+def test_each_page_is_compiled_after_its_imports_and_a_failure_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good, bad = tmp_path / "1_Good.py", tmp_path / "2_Bad.py"
+    good.write_text("from lotr_labeler.errors import LabelerError\n", encoding="utf-8")
+    bad.write_text("from lotr_labeler.errors import LabelerError\n", encoding="utf-8")
+    compiled: list[str] = []
+
+    def compile_page(path: str) -> object:
+        if path == str(bad):
+            raise SyntaxError("invalid syntax")
+        compiled.append(path)
+        return compile(Path(path).read_text(encoding="utf-8"), path, "exec")
+
+    with caplog.at_level(logging.WARNING, logger="lotr_labeler.warmup"):
+        done = warmup.warm([good, bad], None, idle=lambda quiet: None, compile_page=compile_page)
+    assert compiled == [str(good)]
+    assert [line.split(":")[0] for line in done] == ["imports and script of 1_Good.py", "imports of 2_Bad.py"]
+    assert "compiling 2_Bad.py failed: invalid syntax" in caplog.text
