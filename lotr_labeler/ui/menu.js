@@ -1,12 +1,12 @@
 // A button that unfolds a list of lines (lotr_labeler/ui/menu.py). Open and closed live in the browser:
-// a rerun redraws the lines and keeps the list as the user left it.
+// a rerun redraws the lines and keeps the list as the user left it (opening one asks for that rerun).
 
 function esc(s) {
   return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
 export default function (component) {
-  const { data, parentElement } = component;
+  const { data, parentElement, setTriggerValue } = component;
   const root = parentElement.querySelector(".mn");
   if (!root.firstChild) {
     root.innerHTML =
@@ -27,7 +27,12 @@ export default function (component) {
     panel.hidden = !open;
     button.setAttribute("aria-expanded", String(open));
   };
-  button.onclick = () => show(panel.hidden);
+  button.onclick = () => {
+    const open = panel.hidden;
+    show(open);
+    // The lines drawn with the page show at once; the caller's rerun redraws them as they are now.
+    if (open && data.refresh) setTriggerValue("opened", Date.now());
+  };
   if (root._outside) {
     document.removeEventListener("pointerdown", root._outside, true);
     document.removeEventListener("keydown", root._escape, true);

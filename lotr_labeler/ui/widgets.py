@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,7 +14,7 @@ from lotr_labeler.progress import Progress, Report
 from lotr_labeler.store import ImageRow, Store
 from lotr_labeler.store.history import describe_origin
 from lotr_labeler.ui.choice import choice
-from lotr_labeler.ui.context import act
+from lotr_labeler.ui.context import act, error_boundary, project_store
 from lotr_labeler.ui.menu import Line, menu
 
 ALL = "All"
@@ -84,17 +85,31 @@ def undo_and_history(
 
 def history_menu(store: Store, limit: int = 15, *, where: DeltaGenerator | None = None) -> None:
     """The History list alone (a page whose grid has the Undo): the newest changes, undone ones struck through,
-    each with its time and, when another window or the CLI made it, who did."""
-    mine = store.author()
-    lines = [
-        Line(
-            e.summary,
-            struck=e.undone,
-            note=e.at[11:16] + ("" if e.origin in (mine, None) else f" · {describe_origin(e.origin, mine)}"),
-        )
-        for e in store.history(limit)
-    ]
-    menu("History", lines, HISTORY, empty="No changes yet.", where=where)
+    each with its time and, when another window or the CLI made it, who did.
+
+    Drawn in a fragment of its own that unfolding the list reruns: the page's grid keys rerun only the
+    grid, another window or the CLI change the project too, and the list drawn with the page missed those."""
+    with where if where is not None else contextlib.nullcontext():
+        _history(store.name, limit)
+
+
+@st.fragment
+def _history(project: str, limit: int) -> None:
+    with project_store(project) as store, error_boundary():
+        mine = store.author()
+        lines = [
+            Line(
+                e.summary,
+                struck=e.undone,
+                note=e.at[11:16] + ("" if e.origin in (mine, None) else f" · {describe_origin(e.origin, mine)}"),
+            )
+            for e in store.history(limit)
+        ]
+        menu("History", lines, HISTORY, empty="No changes yet.", on_open=_opened)
+
+
+def _opened() -> None:
+    """Nothing to do before the fragment's rerun: it reads the history afresh."""
 
 
 def image_thumb(store: Store, img: ImageRow, size: int) -> None:

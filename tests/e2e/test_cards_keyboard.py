@@ -710,27 +710,43 @@ def test_arrow_keys_across_reviews_tabs_rerun_once(sp: StreamlitPage) -> None:
     sp.check_no_exception()
 
 
-def test_history_unfolds_in_the_browser_and_folds_on_escape(sp: StreamlitPage) -> None:
-    """History is a list the browser unfolds (ui/menu.py): no rerun to open it, Escape or a click elsewhere
-    folds it, and it lists the window's changes, an undone one struck through."""
-    open_grid(sp, "/Dataset")
-    key(sp, "d")  # delete the focused card, then undo it: two lines, the delete struck through
-    key(sp, "z")
-    ids = open_grid(sp, "/Dataset")  # a page run draws History (the grid's keys rerun the grid alone)
+def test_history_unfolds_with_the_changes_made_since_the_page_and_folds_on_escape(sp: StreamlitPage) -> None:
+    """History is a list the browser unfolds (ui/menu.py). Opening it shows the lines drawn with the page
+    at once and reruns the History fragment alone, which redraws them as they are now: a delete and its
+    undo by the grid's keys (which rerun only the grid) show without a page run. Escape or a click
+    elsewhere folds it, running nothing on the server."""
+    ids = open_grid(sp, "/Dataset")
     button = sp.page.get_by_role("button", name="History", exact=True)
-    n = sp.run_count()
-    button.click()
     panel = sp.page.get_by_role("region", name="History")
-    expect(panel).to_be_visible()
-    newest = panel.locator("li").first  # the delete just undone (the module's other tests made more)
-    assert newest.locator(".mn-struck").inner_text() == "deleted 1 image(s)"
+
+    def unfold() -> list[str]:
+        n = sp.run_count()
+        button.click()
+        expect(panel).to_be_visible()
+        sp.wait_idle(after=n)
+        assert sp.run_count() == n + 1  # one run: the History fragment's
+        return [str(x) for x in panel.locator("li").all_inner_texts()]
+
+    before = unfold()
+    sp.page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    sp.page.mouse.click(5, 5)  # the document has the keyboard again
+    key(sp, "d")  # delete the focused card, then undo it: the grid's run alone, History not redrawn
+    key(sp, "z")
+    after = unfold()
+    assert after != before  # the page's lines were from before the keys
+    newest = panel.locator("li").first
+    assert newest.locator(".mn-struck").inner_text() == "deleted 1 image(s)"  # the delete, undone
+    n = sp.run_count()
     sp.page.keyboard.press("Escape")
     expect(panel).to_be_hidden()
     button.click()
     expect(panel).to_be_visible()
+    sp.wait_idle(after=n)
+    n = sp.run_count()
     sp.page.mouse.click(5, 5)  # elsewhere
     expect(panel).to_be_hidden()
     sp.page.wait_for_timeout(300)
-    assert sp.run_count() == n  # opening and folding it ran nothing on the server
-    assert shown(sp) == ids
+    assert sp.run_count() == n  # folding it ran nothing on the server
+    assert shown(sp) == ids  # the grid was not redrawn from a page run: the undone card is back in place
     sp.check_no_exception()
