@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from lotr_labeler import project as proj
 from lotr_labeler import signals
@@ -29,12 +30,28 @@ def _path(value: str) -> str:
     return str(absolute(value))
 
 
+def _global_options(parser: argparse._ActionsContainer, default: object = None) -> None:
+    parser.add_argument("--data", type=_path, default=default, help=f"data folder (default ${proj.DATA_ENV} or ./data)")
+    parser.add_argument("--project", default=default, help="project name (default: the only or last used project)")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=False if default is None else default, help="log what happens"
+    )
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser (and its subcommands', which argparse makes of the same class): it takes the
+    global options after the command too, ``status --data D`` as people type them, not only before it.
+    Unset, they leave the value from before the command (argparse copies only what a subparser set)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _global_options(self.add_argument_group("global options (also before the command)"), argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lotr-labeler", description=__doc__.splitlines()[0] if __doc__ else "")
-    p.add_argument("--data", type=_path, help=f"data folder (default ${proj.DATA_ENV} or ./data)")
-    p.add_argument("--project", help="project name (default: the only or last used project)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _global_options(p)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
     for module in COMMANDS:
         module.register(sub)
     return p

@@ -242,3 +242,30 @@ def test_runs_rm_asks_for_force_before_deleting_the_current_model(
     assert made.path.exists()
     code, out, _ = run(capsys, "runs", "rm", made.id, "--force")
     assert code == 0 and "not in the undo history" in out and not made.path.exists()
+
+
+def test_global_options_after_the_command_as_before_it(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``status --data D``, as people type it, is ``--data D status``; in nested commands too, and the
+    value after the command wins over one before it. Unset after the command, the one before it stays."""
+    data = str(project.parent)
+    other = tmp_path / "elsewhere"
+    before = run_json(capsys, "--data", data, "--project", project.name, "status")
+    after = run_json(capsys, "status", "--data", data, "--project", project.name)
+    assert before == after and isinstance(after, dict) and after["project"] == project.name
+    listed = run_json(capsys, "classes", "list", "--project", project.name, "--data", data)
+    assert isinstance(listed, list) and [c["name"] for c in listed] == [r["class"] for r in after["classes"]]
+    assert run_json(capsys, "--data", str(other), "status", "--data", data) == after  # the later one
+    code, _, err = run(capsys, "--data", str(other), "status")  # the one before it, when none after
+    assert code == 1 and str(other) in err
+    proc = subprocess.run(  # the real command line, from another working directory
+        [sys.executable, "-m", "lotr_labeler", "images", "list", "--json", "--data", data, "-v"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)) == sum(int(r["images"]) for r in after["classes"])
