@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 from lotr_labeler.errors import InvalidInput
+from lotr_labeler.imaging import new_file_mode
 from lotr_labeler.progress import Progress, Report
 from lotr_labeler.store import Store
 
@@ -89,6 +90,7 @@ def export_dataset(store: Store, out: Path, progress: Report | None = None) -> i
     writer = csv.DictWriter(manifest, fieldnames=MANIFEST_FIELDS)
     writer.writeheader()
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".export-", suffix=".zip")
+    os.fchmod(fd, new_file_mode())  # a zip to share, not mkstemp's owner-only 0600
     os.close(fd)
     try:
         # JPEGs are compressed already: store them, deflate only the manifest.

@@ -165,6 +165,26 @@ def test_export_dataset(project: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 1 and ".zip" in err
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_exported_zip_and_stored_images_get_the_mode_of_a_new_file(
+    data_root: Path, shapes_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], umask: int
+) -> None:
+    """Written through a temp file and a rename, they were mkstemp's owner-only 0600: a zip made to be
+    shared, and the images, now get 0666 less the umask, as a file the user wrote directly would."""
+    old = os.umask(umask)
+    try:
+        assert run(capsys, "init", "--template", "empty")[0] == 0
+        assert run(capsys, "import", "folder", str(shapes_dir))[0] == 0
+        out = tmp_path / "bundle.zip"
+        assert run(capsys, "export", "dataset", str(out))[0] == 0
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    assert out.stat().st_mode & 0o777 == expected
+    stored = [p for p in (data_root / "lotr-races" / "images").rglob("*") if p.is_file()]
+    assert stored and {p.stat().st_mode & 0o777 for p in stored} == {expected}
+
+
 def test_settings(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "settings", "set", "valid_pct", "25")[0] == 0
     rows = {r["id"]: r["value"] for r in run_json(capsys, "settings", "list")}  # type: ignore[union-attr]
