@@ -61,7 +61,9 @@ def choose_run(store: Store) -> str | None:
 def pick_image(store: Store, settings: Settings) -> Picked | None:
     source = choice("Image from", SOURCES, "predict_source", horizontal=True)
     if source == "Upload":
-        up = st.file_uploader("Image file", type=list(pr.UPLOAD_TYPES), key="predict_upload")
+        up = st.file_uploader(
+            "Image file", type=list(pr.UPLOAD_TYPES), key="predict_upload", max_upload_size=pr.upload_limit_mb(settings)
+        )
         return (up.getvalue(), up.name, up.name) if up else None
     if source == "Camera":
         shot = st.camera_input("Take a photo", key="predict_camera")

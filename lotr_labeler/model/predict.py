@@ -57,6 +57,15 @@ log = logging.getLogger(__name__)
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "gif", "bmp")
 """File types the Predict page offers to upload (any format PIL decodes is accepted)."""
 BATCH_SIZE = 16
+
+
+def upload_limit_mb(settings: Settings) -> int:
+    """The Predict uploader's limit in whole MB, the project's ``max_bytes`` rounded up: the page then
+    says the limit that applies ("Limit 15MB per file"), not the server's 200 MB for dataset zips. Never
+    stricter than ``max_bytes``; a file in the rounding refuses with ``too_large``'s message."""
+    return max(1, -(-settings.max_bytes // 1_000_000))
+
+
 _MAX_CACHED = 4
 _TOL = 1e-4  # allowed difference from torch's probabilities
 ENGINES = ("onnx", "torch")

@@ -237,6 +237,25 @@ def test_page_without_model_says_train_first(empty_store: Store) -> None:
     assert not at.error and not at.metric and not at.get("file_uploader")
 
 
+def test_the_uploader_says_the_projects_limit_and_a_file_over_it_is_refused_clearly(
+    project: tuple[Store, runs.Run], tiny_model: TinyModel
+) -> None:
+    """"Limit 15MB per file" (max_bytes, rounded up), not the server's 200 MB for dataset zips; and a file
+    over max_bytes that the browser let through gets the setting's message, nothing predicted."""
+    store, _ = project
+    at = predict_page()
+    (uploader,) = at.get("file_uploader")
+    assert uploader.proto.max_upload_size_mb == 15  # the default max_bytes, 15,000,000
+    sample = tiny_model.samples[0]
+    store.set_setting("max_bytes", 10_000)
+    at = predict_page()
+    assert at.get("file_uploader")[0].proto.max_upload_size_mb == 1  # 10 KB: the uploader's least, 1 MB
+    big = sample.read_bytes() + b"\0" * 20_000  # under 1 MB, over 10 KB
+    at.file_uploader(key="predict_upload").set_value((sample.name, big, "image/png")).run()
+    assert not at.exception and not at.metric
+    assert any("max_bytes" in e.value and "10,000" in e.value for e in at.error), [e.value for e in at.error]
+
+
 def test_page_predicts_an_upload(project: tuple[Store, runs.Run], tiny_model: TinyModel) -> None:
     _, run = project
     at = predict_page()
