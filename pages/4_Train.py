@@ -20,7 +20,7 @@ from lotr_labeler.review.trust import how_to_improve, model_trust
 from lotr_labeler.store import Store
 from lotr_labeler.ui.choice import choice
 from lotr_labeler.ui.context import act, error_boundary, open_current, show_flash
-from lotr_labeler.ui.jobs import job_panel
+from lotr_labeler.ui.jobs import IDLE_POLL_S, follow_jobs, job_panel
 from lotr_labeler.ui.widgets import confusion_styler
 
 st.set_page_config(page_title="Train · lotr_labeler", page_icon="🏋️", layout="wide")
@@ -320,6 +320,8 @@ with open_current() as store:
             kwargs={"success": "{result}"},
         )
     job_panel(project, "train", "Training", _live)
+    if jobs.running_job(store, "train") is None:  # one started in another tab or by the CLI shows here
+        follow_jobs(project, ("train",), idle_s=IDLE_POLL_S)
     current = runs.current_run(store)
     if current is not None:  # the just-finished run is current: its outcome box above does not judge it
         _weak_warning(store, current)

@@ -161,6 +161,7 @@ def job_panels(project: str, panels: Sequence[tuple[str, str]], *, ended: Detail
 
 # -- the page follows its jobs ------------------------------------------------------------------------
 
+IDLE_POLL_S = 3.0  # a page that follows jobs while none runs (Train): how soon one started elsewhere shows
 FOLLOW_GRACE_S = 20.0  # after a job ends, a chained one (a search's scoring) may start a moment later
 Marks = tuple[tuple[str, int | None, str | None], ...]
 
@@ -194,22 +195,25 @@ def worth_following(store: Store, kinds: Sequence[str], now: datetime | None = N
     return False
 
 
-def follow_jobs(project: str, kinds: Sequence[str]) -> None:
+def follow_jobs(project: str, kinds: Sequence[str], *, idle_s: float | None = None) -> None:
     """Rerun the whole page when a job of ``kinds`` starts or ends, so its grid and counts follow the
     background work without a reload (a search's chained scoring job too, which starts after the search
-    ended). Polls once a second only while such a job runs or has just ended."""
+    ended). Polls once a second while such a job runs or has just ended; with ``idle_s``, also every
+    ``idle_s`` seconds when none does, for one started elsewhere (another tab, the CLI). The grid pages
+    go without: a poll is a run, and keys typed then wait behind it."""
     key = f"_follow_{'_'.join(kinds)}"
     with project_store(project) as store:
         st.session_state[key] = job_marks(store, kinds)  # what this run of the page shows
-        if not worth_following(store, kinds):
-            return
+        busy = worth_following(store, kinds)
+    if not busy and idle_s is None:
+        return
 
-    @st.fragment(run_every=1.0)
+    @st.fragment(run_every=1.0 if busy else idle_s)
     def watch() -> None:
         with project_store(project) as store:
             now = job_marks(store, kinds)
             keep = worth_following(store, kinds)
-        if now != st.session_state.get(key) or not keep:
-            st.rerun(scope="app")  # shows the new state; stops polling once nothing more is expected
+        if now != st.session_state.get(key) or keep != busy:
+            st.rerun(scope="app")  # shows the new state; polls at the pace the new state needs
 
     watch()

@@ -322,6 +322,32 @@ def test_search_follows_a_chained_job_without_a_reload(sp: StreamlitPage, typing
     sp.check_no_exception()
 
 
+def test_train_page_notices_a_training_started_and_ended_elsewhere(sp: StreamlitPage, typing_app: AppServer) -> None:
+    """A second tab (or the CLI) starts a training while this Train page shows none: within seconds the
+    page shows it running, with its Cancel, and then how it ended, without a reload. The page used to
+    poll only for a job it had drawn running, so it stayed on "Start training" until a reload."""
+    import os
+
+    from lotr_labeler.jobs import table as jobs
+
+    expect = pytest.importorskip("playwright.sync_api").expect
+    sp.open("/Train")
+    sp.page.get_by_role("button", name="Start training").wait_for()
+    sp.wait_idle()
+    with open_project(typing_app.data_dir, "shapes") as s:
+        job = jobs.insert(s, "train", {}, os.getpid(), jobs.own_start())  # this process: alive
+    try:
+        # Nothing else reruns an idle Train page: only its poll can show it.
+        expect(sp.page.get_by_text("Training running")).to_be_visible(timeout=15_000)
+        expect(sp.page.get_by_role("button", name="Cancel train")).to_be_visible()
+    finally:
+        with open_project(typing_app.data_dir, "shapes") as s:
+            jobs.finish(s, job.id, "failed", "stopped by the test")
+    expect(sp.page.get_by_text("stopped by the test")).to_be_visible(timeout=15_000)
+    expect(sp.page.get_by_text("Training running")).to_be_hidden()
+    sp.check_no_exception()
+
+
 # -- a labeling surface: the grid above the fold, nothing cut (point 4) ----------------------------------
 
 # Every label a person reads on the page, in the document and in the grid's shadow root: Streamlit's

@@ -240,8 +240,9 @@ def test_page_without_model_says_train_first(empty_store: Store) -> None:
 def test_the_uploader_says_the_projects_limit_and_a_file_over_it_is_refused_clearly(
     project: tuple[Store, runs.Run], tiny_model: TinyModel
 ) -> None:
-    """"Limit 15MB per file" (max_bytes, rounded up), not the server's 200 MB for dataset zips; and a file
-    over max_bytes that the browser let through gets the setting's message, nothing predicted."""
+    """The uploader says "Limit 15MB per file" (max_bytes, rounded up), not the server's 200 MB for dataset
+    zips; and a file over max_bytes that the browser let through gets the setting's message, nothing
+    predicted."""
     store, _ = project
     at = predict_page()
     (uploader,) = at.get("file_uploader")
