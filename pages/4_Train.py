@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from lotr_labeler.errors import NotFound
 from lotr_labeler.jobs import table as jobs
 from lotr_labeler.jobs.specs import TrainJob
 from lotr_labeler.model import backbones, learner, runs, train_form
@@ -19,8 +20,8 @@ from lotr_labeler.model.train import epoch_label
 from lotr_labeler.review.trust import how_to_improve, model_trust
 from lotr_labeler.store import Store
 from lotr_labeler.ui.choice import choice
-from lotr_labeler.ui.context import act, error_boundary, open_current, show_flash
-from lotr_labeler.ui.jobs import IDLE_POLL_S, follow_jobs, job_panel
+from lotr_labeler.ui.context import act, error_boundary, open_current, project_store, show_flash
+from lotr_labeler.ui.jobs import IDLE_POLL_S, follow_jobs, job_panel, last_box
 from lotr_labeler.ui.widgets import confusion_styler
 
 st.set_page_config(page_title="Train · lotr_labeler", page_icon="🏋️", layout="wide")
@@ -185,6 +186,20 @@ def _live(job: jobs.Job) -> None:
     _history_chart(job.progress.get("history", []))
 
 
+def _train_ended(job: jobs.Job) -> None:
+    """The last training's box; when the run it made was deleted since, it says so (it named a run the
+    table below no longer has)."""
+    run_id = (job.result or {}).get("run_id")
+    note = ""
+    if isinstance(run_id, str):
+        with project_store() as store:
+            try:
+                runs.get_run(store, run_id)
+            except NotFound:
+                note = f"Run {run_id} has been deleted since."
+    last_box(job, note)
+
+
 def _weak_warning(store: Store, run: runs.Run) -> None:
     """A finished run worse than the weak_model_error_rate setting (or than the K-fold head) says so."""
     if run.state != "done":
@@ -319,7 +334,7 @@ with open_current() as store:
             args=(_launch,),
             kwargs={"success": "{result}"},
         )
-    job_panel(project, "train", "Training", _live)
+    job_panel(project, "train", "Training", _live, ended=_train_ended)
     if jobs.running_job(store, "train") is None:  # one started in another tab or by the CLI shows here
         follow_jobs(project, ("train",), idle_s=IDLE_POLL_S)
     current = runs.current_run(store)

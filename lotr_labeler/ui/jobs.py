@@ -81,9 +81,14 @@ def _ended_text(job: jobs.Job) -> str:
     return f"Last {job.kind} ({when(job.finished_at or job.updated_at)}): {job.message}"
 
 
-def _last(job: jobs.Job) -> None:
+def last_box(job: jobs.Job, note: str = "") -> None:
+    """A finished job in the box of its end state (done green, cancelled yellow, failed red), ``note``
+    after its message."""
     shown = {"done": st.success, "cancelled": st.warning, "failed": st.error}[job.state]
-    shown(_ended_text(job))
+    shown(_ended_text(job) + (f" {note}" if note else ""))
+
+
+_last = last_box
 
 
 def last_line(job: jobs.Job) -> None:

@@ -311,3 +311,23 @@ def test_only_a_finished_run_offers_the_space_export(store: Store) -> None:
     assert [e.label for e in at.expander if e.label.startswith("Deploy this run")] == [
         "Deploy this run to a Hugging Face Space"
     ]
+
+
+def test_the_last_training_box_says_when_its_run_was_deleted_since(store: Store) -> None:
+    """The box above the runs said "Run X finished: error rate …" after X was deleted below it."""
+    import os
+
+    from lotr_labeler.model import runs
+    from lotr_labeler.model import train as tr
+
+    run = _done(store, 0.1, {"arch": "resnet18"})
+    job = jobs.insert(store, "train", {}, os.getpid(), jobs.own_start())
+    jobs.finish(store, job.id, "done", tr.outcome(run), {"run_id": run.id, **run.metrics})
+    at = page()
+    (box,) = [s.value for s in at.success if "Last train" in s.value]
+    assert f"Run {run.id} finished" in box and "deleted" not in box
+    runs.delete_run(store, run.id, force=True)
+    at.run()
+    (box,) = [s.value for s in at.success if "Last train" in s.value]
+    assert box.endswith(f"Run {run.id} has been deleted since."), box
+    assert not at.exception
