@@ -271,7 +271,10 @@ class DownloadJob(JobSpec):
         finally:
             if scorer is not None:
                 scorer.stop()  # scores the last arrivals too
-        summary = done.summary() + (f" Review: {scorer.status}." if scorer else "")
+        # Review's part only when the scorer did something or failed: "scored 0 (embedded 0 new)" after a
+        # download that landed nothing read as work done.
+        told = scorer is not None and (scorer.embedded or scorer.scored or scorer.error)
+        summary = done.summary() + (f" Review: {scorer.status}." if scorer and told else "")
         return Ran(done, end_state(cancelled=done.cancelled, failed=done.mostly_failed), summary)
 
 

@@ -94,3 +94,18 @@ def test_no_score_flag_turns_it_off(store: Store, image_server: str, data_root: 
     download(data_root, "--no-score")
     info = last_fit.fit_info(store)
     assert store.count() == 21 and info is not None and info.scored == 18
+
+
+def test_a_download_that_lands_nothing_does_not_report_scoring(
+    store: Store, image_server: str, data_root: Path
+) -> None:
+    """Every URL failed: the job's line said "Review: scored 0 (embedded 0 new)" as if scoring had run."""
+    scored_store(store)
+    store.add_candidates(CandidateIn(SHAPES[i % 3], f"{image_server}/no-such-image-{i}.png") for i in range(3))
+    store.decide([c.id for c in store.candidates()], "accepted")
+    cmd = [sys.executable, "-m", "lotr_labeler", "--data", str(data_root), "--project", "demo", "download"]
+    out = subprocess.run([*cmd, "--allow-private-hosts"], capture_output=True, text=True, check=False)
+    assert out.returncode == 1 and store.count() == 18
+    job = jobs.latest_job(store, "download")
+    assert job is not None and job.state == "failed" and "Downloaded 0 of 3" in job.message, job and job.message
+    assert "Review:" not in job.message and "Review:" not in out.stdout + out.stderr
