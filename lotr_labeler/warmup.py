@@ -13,10 +13,10 @@ page run, no thumbnail served, no browser drawing a page), so that it seldom com
 - every page file's module-level imports of this package's modules, with what those import, the
   Review page's right after its queue (the pages defer what is heavy, scikit-learn and torch, to the
   functions that need it), then the page file itself compiled into Streamlit's script cache
-  (``compile_page``), shared by every session: the Review page took 35-75 ms to compile on its first
-  visit, more while the browser drew the page before. A library a page
-  imports itself is left to that page: pandas, for the Train and Predict tables, is half a second in
-  one piece, too long to slip into a pause between two clicks.
+  (``compile_page``), which every session shares while one is connected: a profiled first visit of
+  Review spent 29 ms compiling it while the browser drew the page before (5 ms on an idle machine).
+  A library a page imports itself is left to that page: pandas, for the Train and Predict tables, is
+  half a second in one piece, too long to slip into a pause between two clicks.
 
 It does only what the pages would do themselves, with the same imports and the same memo, so a failure
 is logged and nothing more: the page then does the work and reports any error itself.

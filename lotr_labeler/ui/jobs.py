@@ -88,9 +88,6 @@ def last_box(job: jobs.Job, note: str = "") -> None:
     shown(_ended_text(job) + (f" {note}" if note else ""))
 
 
-_last = last_box
-
-
 def last_line(job: jobs.Job) -> None:
     """A finished job in one line, for a panel that sits beside the grid: a caption when it went well
     (the grid shows what it did), the red box when it failed (the user must see it)."""
@@ -125,7 +122,7 @@ def _panel(project: str, kind: str, title: str, detail: Detail | None, ended: De
     return False
 
 
-def job_panel(project: str, kind: str, title: str, detail: Detail | None = None, *, ended: Detail = _last) -> None:
+def job_panel(project: str, kind: str, title: str, detail: Detail | None = None, *, ended: Detail = last_box) -> None:
     """The latest ``kind`` job of ``project``: a 1 s poller with a Cancel button while it runs (a full
     rerun when it ends refreshes the page), then ``ended(job)``, by default a "Last <kind> …" message.
 
@@ -152,7 +149,7 @@ def job_panel(project: str, kind: str, title: str, detail: Detail | None = None,
     poll()
 
 
-def job_panels(project: str, panels: Sequence[tuple[str, str]], *, ended: Detail = _last) -> None:
+def job_panels(project: str, panels: Sequence[tuple[str, str]], *, ended: Detail = last_box) -> None:
     """``job_panel`` for each ``(kind, title)`` side by side, those with a job only: a download's error sat
     in the right half of the row beside an empty left half when the project had never searched."""
     with project_store(project) as store:
