@@ -283,9 +283,10 @@ def test_page_refuses_non_images_and_oversize_uploads(project: tuple[Store, runs
     assert not at.exception and not at.metric
     assert any("notes.png is not an image" in e.value for e in at.error)
 
-    store.set_setting("max_bytes", 10_000)
+    store.set_setting("max_bytes", 10_000)  # on the Settings page: the uploader is a new one when back here
     big = image_bytes(Image.effect_noise((200, 200), 80).convert("RGB"), "PNG")
     assert len(big) > 10_000
+    at = predict_page()
     at.file_uploader(key="predict_upload").set_value(("big.png", big, "image/png")).run()
     assert not at.exception and not at.metric
     assert any("max_bytes limit of 10,000" in e.value for e in at.error)
