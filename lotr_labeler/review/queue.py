@@ -13,6 +13,7 @@ without refitting.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -443,7 +444,8 @@ def item(store: Store, image_id: int, flags: Sequence[str] | None = None) -> Rev
 def flagged_by_class(store: Store) -> dict[str, int]:
     """Active images with a quality or near-duplicate flag, per class: what Review lists under Flag = any
     and Status = all, so the home page's "Flagged" counts the same images (quality measured so far only)."""
-    counts: dict[str, int] = {}
-    for item in queue(store, flag="any", status="all", compute_quality=False):
-        counts[item.given] = counts.get(item.given, 0) + 1
-    return counts
+    # By id, not item by item: building each flagged item (a probability dict, a row decoded) took the
+    # home page 0.6-1.3 s of every visit at 20,000 images, 16,622 of them flagged.
+    label_of = store.labels_by_id()
+    ids = queue(store, flag="any", status="all", compute_quality=False).ids
+    return dict(Counter(label_of[i] for i in ids if i in label_of))

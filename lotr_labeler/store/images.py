@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from lotr_labeler.errors import Conflict, InvalidInput, NotFound, check_choice
@@ -405,6 +406,16 @@ class ImagesMixin(ClassesMixin):
         where, args = self._image_filter(label, split, source, deleted, flagged)
         sql = "SELECT count(*) FROM images i" + where
         return int(self.conn.execute(sql, args).fetchone()[0])
+
+    def labels_by_id(self) -> Mapping[int, str]:
+        """Every active image's class by id, in one query (memoized per data version, as ``images``): what
+        counting images by class needs, without a row object per image (20,000 of them)."""
+
+        def query() -> Mapping[int, str]:
+            sql = "SELECT i.id, c.name FROM images i JOIN classes c ON c.id = i.class_id WHERE i.deleted = 0"
+            return MappingProxyType({int(i): str(name) for i, name in self.conn.execute(sql)})
+
+        return version.memo(self, ("labels_by_id",), query)
 
     def sources(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT source FROM images ORDER BY source")]

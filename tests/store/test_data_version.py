@@ -332,3 +332,19 @@ def test_an_existing_database_gets_the_quiet_meta_triggers(tmp_path: Path, monke
         assert upgraded.conn.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
         assert not bumped(upgraded, lambda: upgraded.meta_set("train_form", "{}"))
         assert bumped(upgraded, lambda: upgraded.meta_set("review_fit", "{}"))
+
+
+def test_labels_by_id_follows_a_relabel_a_delete_and_another_connection(store: Store) -> None:
+    """Home counts flagged images by class from it (memoized per data version): a change made here or by
+    another process shows at the next call, a deleted image is not counted, and the mapping is read-only."""
+    rows = store.images()
+    assert store.labels_by_id() == {r.id: r.label for r in rows}
+    first, second = rows[0], rows[1]
+    other = next(c for c in store.class_names() if c != first.label)
+    store.relabel([first.id], other)
+    assert store.labels_by_id()[first.id] == other
+    with Store(store.root) as elsewhere:  # another process's connection
+        elsewhere.delete_images([second.id])
+    assert second.id not in store.labels_by_id()
+    with pytest.raises(TypeError):
+        store.labels_by_id()[first.id] = "x"  # type: ignore[index]
