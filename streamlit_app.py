@@ -103,7 +103,14 @@ def _overview() -> None:
 
 def _new_project() -> None:
     # Keyed: stays open across the rerun of a submit, so its error (e.g. a name like ../evil) is seen.
-    with kept_expander("New project", "home_new_project"), st.form("new_project", clear_on_submit=False):
+    # Drawn only when open: hidden, its text fields' code was 20 scripts the browser fetched on every visit.
+    with kept_expander("New project", "home_new_project") as box:
+        if box.open:
+            _new_project_form()
+
+
+def _new_project_form() -> None:
+    with st.form("new_project", clear_on_submit=False):
         name = st.text_input("Project name", placeholder="e.g. birds", key="new_project_name")
         names = st.text_area(
             "Classes (one per line, or comma-separated)",

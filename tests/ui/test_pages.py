@@ -86,8 +86,18 @@ def test_home_shows_counts_chart_and_next_step(store: Store) -> None:
     assert table.splitlines()[2].endswith("| 2 pending · 1 rejected |"), table
 
 
-def test_home_creates_project(store: Store, data_root: Path) -> None:
+def home_with_the_new_project_box() -> AppTest:
+    """Home with "New project" unfolded, as a click on it leaves it (its form is drawn only when open:
+    folded, its text fields' code was fetched by the browser on every visit)."""
     at = app("streamlit_app.py")
+    assert not at.text_input and not at.text_area  # folded: nothing of the form drawn
+    at.session_state["home_new_project"] = True
+    at.run()
+    return at
+
+
+def test_home_creates_project(store: Store, data_root: Path) -> None:
+    at = home_with_the_new_project_box()
     at.text_input[0].input("birds")
     at.button[0].click().run()
     assert (data_root / "birds" / "project.sqlite").exists()
@@ -225,7 +235,7 @@ def test_home_creates_a_project_from_class_names(store: Store, data_root: Path) 
     the Middle-earth example stays one click away. A bad name creates nothing and is named."""
     from lotr_labeler.workspace import open_project
 
-    at = app("streamlit_app.py")
+    at = home_with_the_new_project_box()
     at.text_input(key="new_project_name").input("birds")
     at.text_area(key="new_project_classes").input("robin, blackbird\nsparrow\n\nRobin")
     next(b for b in at.button if b.label == "Create project").click().run()
