@@ -75,6 +75,21 @@ def emit(**row: object) -> None:
     print(json.dumps(row, ensure_ascii=False), flush=True)
 
 
+def paired(ours: list[float], anchor: list[float]) -> dict[str, float]:
+    """``emit``'s ours and anchor as medians, and its ratio as the median of the pairs' ratios (each pair
+    measured back to back, so a shared machine's load weighs on both sides of it alike)."""
+    return {
+        "ours": round(statistics.median(ours), 3),
+        "anchor": round(statistics.median(anchor), 3),
+        "ratio": round(statistics.median([a / b for a, b in zip(ours, anchor, strict=True)]), 2),
+    }
+
+
+def listed(values: list[float]) -> str:
+    """Seconds (or ratios) as a note lists them: "1.23, 1.45"."""
+    return ", ".join(f"{x:.2f}" for x in values)
+
+
 def say(*parts: object) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
@@ -472,31 +487,27 @@ def main() -> int:
                     ready = "its title" if path == "/" else "the first card's picture"
                     emit(
                         name=f"{page} page of a {n:,}-image project: load → interactive",
-                        ours=round(statistics.median(t), 3),
-                        anchor=round(statistics.median(bare), 3),
-                        ratio=round(statistics.median([a / b for a, b in zip(t, bare, strict=True)]), 2),
+                        **paired(t, bare),
                         goal=goal,
                         unit="s",
                         note=f"headless Chromium, fresh session at {path}, in the page: navigation start → first "
                         f"script run finished (idle) and {ready} in the DOM, "
-                        f"median of {len(t)} ({', '.join(f'{x:.2f}' for x in t)}); anchor: one-line Streamlit app "
+                        f"median of {len(t)} ({listed(t)}); anchor: one-line Streamlit app "
                         "loaded just before each, navigation start → idle and its title in the DOM "
-                        f"({', '.join(f'{x:.2f}' for x in bare)}); ratio: the median of the 3 pairs' ratios; "
-                        f"as Playwright's polling waits saw ours: {', '.join(f'{x:.2f}' for x in seen)}; "
+                        f"({listed(bare)}); ratio: the median of the 3 pairs' ratios; "
+                        f"as Playwright's polling waits saw ours: {listed(seen)}; "
                         f"{args.candidates:,} pending candidates",
                     )
                 for page, path in LOADED.items():
                     t, same = ours.inpage[path], ours.same_url[path]
                     emit(
                         name=f"{page} page of a {n:,}-image project: load against a one-line page at its URL",
-                        ours=round(statistics.median(t), 3),
-                        anchor=round(statistics.median(same), 3),
-                        ratio=round(statistics.median([a / b for a, b in zip(t, same, strict=True)]), 2),
+                        **paired(t, same),
                         goal="context",
                         unit="s",
                         note="what our page adds to Streamlit's own page at the same URL: the load above against "
                         f"the one-line page of a multipage app opened at {path}, loaded just before each "
-                        f"({', '.join(f'{x:.2f}' for x in same)}; at a page's URL Streamlit's frontend probes "
+                        f"({listed(same)}; at a page's URL Streamlit's frontend probes "
                         "that path as the server's base first and retries at the root 100 ms later); "
                         "ratio: the median of the 3 pairs' ratios",
                     )
@@ -526,21 +537,19 @@ def main() -> int:
                     f"above (rounds 2 and 3) over the same page's load just after it on a project of "
                     f"{n // SMALL:,} images and {args.candidates // SMALL:,} candidates (same classes, embedded and "
                     f"scored), on a server of its own; median of the {len(scaled)} pairs' ratios "
-                    f"({', '.join(f'{x:.2f}' for x in scaled)})",
+                    f"({listed(scaled)})",
                 )
                 for page in PAGES:
                     t, bare = navs.ours[page], navs.anchor[page]
                     emit(
                         name=f"{page} page of a {n:,}-image project: sidebar navigation → interactive",
-                        ours=round(statistics.median(t), 3),
-                        anchor=round(statistics.median(bare), 3),
-                        ratio=round(statistics.median([a / b for a, b in zip(t, bare, strict=True)]), 2),
+                        **paired(t, bare),
                         goal="context",
                         unit="s",
                         note="headless Chromium, one window: a click on the page's sidebar link from Home → the "
                         f"run finished (idle), the title and the first card's picture drawn, in the page; median of "
-                        f"{len(t)} ({', '.join(f'{x:.2f}' for x in t)}); anchor: the same click in a multipage app "
-                        f"of one-line pages, just before ({', '.join(f'{x:.2f}' for x in bare)})",
+                        f"{len(t)} ({listed(t)}); anchor: the same click in a multipage app "
+                        f"of one-line pages, just before ({listed(bare)})",
                     )
                 emit(
                     name=f"Streamlit server memory after the pages of a {n:,}-image project",
