@@ -40,7 +40,7 @@ def choose_run(store: Store) -> str | None:
         if (Path(__file__).resolve().parent.parent / TRAIN_PAGE).exists():
             try:
                 st.page_link(TRAIN_PAGE, label="Go to Train", icon="🏋️")
-            except StreamlitAPIException:  # the page was run on its own, not from streamlit_app.py
+            except StreamlitAPIException:  # the page was run on its own, not from home.py
                 st.caption(f"Open the Train page: `{TRAIN_PAGE}`.")
         return None
     by_id = {r.id: r for r in runs}

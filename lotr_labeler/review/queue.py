@@ -449,3 +449,10 @@ def flagged_by_class(store: Store) -> dict[str, int]:
     label_of = store.labels_by_id()
     ids = queue(store, flag="any", status="all", compute_quality=False).ids
     return dict(Counter(label_of[i] for i in ids if i in label_of))
+
+
+def class_rows(store: Store) -> list[dict[str, Any]]:
+    """The home page's row per class: ``store.status()``'s counts, with ``flagged`` (``flagged_by_class``)."""
+    status = store.status()
+    flagged = flagged_by_class(store) if status else {}
+    return [{**row, "flagged": flagged.get(str(row["class"]), 0)} for row in status]

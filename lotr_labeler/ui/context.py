@@ -108,7 +108,7 @@ def _choose() -> None:
 def _leave_legacy_navigation() -> None:
     """Run this page under the app's ``st.navigation`` (sidebar "Home"), also in a fresh server's first session.
 
-    Streamlit starts in its legacy pages/ mode until a session has run streamlit_app.py's ``st.navigation``;
+    Streamlit starts in its legacy pages/ mode until a session has run home.py's ``st.navigation``;
     a first visit straight to /Search would run pages/2_Search.py alone and list the home page as
     "streamlit app". A rerun in navigation mode lands on the same page (same URL path, same page hash).
     """

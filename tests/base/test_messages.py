@@ -439,7 +439,7 @@ def test_classes_expanders_stay_open_with_their_messages(store: Store) -> None:
 
 @pytest.mark.slow
 def test_new_project_error_stays_visible(store: Store, data_root: Path) -> None:
-    at = page("streamlit_app.py")
+    at = page("home.py")
     at.session_state["home_new_project"] = True
     at.run()
     at.text_input[0].input("../evil")
@@ -452,7 +452,7 @@ def test_new_project_error_stays_visible(store: Store, data_root: Path) -> None:
 
 @pytest.mark.slow
 def test_home_is_in_the_navigation_and_every_page_file_is_reachable(store: Store) -> None:
-    at = page("streamlit_app.py")
+    at = page("home.py")
     assert any("Next step" in m.value for m in at.markdown)  # the Home page is the default
     files = sorted((ROOT / "pages").glob("[!_]*.py"))
     # AppTest keeps what the app registered with the navigation (no public accessor in 1.67).
@@ -475,7 +475,7 @@ def test_a_failed_training_is_reported_once_on_the_train_page(store: Store) -> N
     runs.finish_run(store, run.id, "failed", message=said)
     with JobRun(store, "train", {}) as job:
         job.finish("failed", said)
-    at = page("streamlit_app.py")
+    at = page("home.py")
     at.switch_page("pages/4_Train.py").run()
     assert not at.exception, [e.value for e in at.exception]
     in_boxes = [e.value for e in [*at.error, *at.warning] if said in e.value]

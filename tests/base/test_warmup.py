@@ -1,4 +1,4 @@
-"""The server's warm-up once its first page is drawn (warmup.py; issue 22).
+"""The server's warm-up as it starts and once its first page is drawn (warmup.py; issue 22).
 
 Review's first visit after a server start paid ~190 ms of imports and ~150 ms ranking its queue at
 20,000 images. A daemon thread now does that in the server's idle time: these tests pin what it
@@ -6,10 +6,15 @@ imports (the package modules a page imports at module level: neither those the p
 library it imports itself), its order, that it waits for the process to be idle, that one server starts
 it once, and that the app starts it after its first run. The Review queue half is pinned in
 tests/review/test_review_cache.py.
+
+The server's first session (Home) paid 0.5-0.9 s of imports and counting: the app's ``st.App`` starts a
+warm-up of that as the server starts (``lifespan``), before a browser connects; pinned here too, down to
+the real server, as ``make run`` starts it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -189,7 +194,7 @@ def test_the_app_starts_it_after_its_first_run(store: Store, monkeypatch: pytest
         compilers.append(compile_page)
 
     monkeypatch.setattr(warmup, "start", start)
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "home.py"), default_timeout=60)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert started == [(sorted((ROOT / "pages").glob("[!_]*.py")), store.root)]
@@ -221,3 +226,112 @@ def test_each_page_is_compiled_after_its_imports_and_a_failure_is_logged(
     assert compiled == [str(good)]
     assert [line.split(":")[0] for line in done] == ["imports and script of 1_Good.py", "imports of 2_Bad.py"]
     assert "compiling 2_Bad.py failed: invalid syntax" in caplog.text
+
+
+FIRST = """
+import json, sys
+from pathlib import Path
+from lotr_labeler import warmup
+watched = ("mailbox", "wave", "lotr_labeler.review.duplicates", "lotr_labeler.review.backbone_choice")
+before = [m for m in watched if m in sys.modules]
+done = warmup.warm_first_page(Path(sys.argv[1]), ["wave"], None)
+print(json.dumps({"before": before, "after": [m for m in watched if m in sys.modules], "done": done}))
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter, so that nothing is imported yet
+def test_at_start_it_imports_all_the_first_page_imports_and_the_modules_named(tmp_path: Path) -> None:
+    page = tmp_path / "home.py"
+    page.write_text(PAGE, encoding="utf-8")
+    doc, _ = fresh_python(FIRST, str(page))
+    assert doc["before"] == []
+    # A library the page imports itself too (the first run needs it now), and the named module; not what
+    # the page defers to a function.
+    assert doc["after"] == ["mailbox", "wave", "lotr_labeler.review.duplicates"]
+    assert [line.split(":")[0] for line in doc["done"]] == ["imports of home.py"]
+
+
+def test_at_start_it_counts_what_home_shows_into_the_memo_of_the_first_run(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lotr_labeler.review import queue
+
+    ranked: list[object] = []
+    rank = queue._rank
+    monkeypatch.setattr(queue, "_rank", lambda *args: ranked.append(args[1:]) or rank(*args))
+    page = tmp_path / "home.py"
+    page.write_text("from lotr_labeler import overview\n", encoding="utf-8")
+    done = warmup.warm_first_page(page, (), store.root)
+    assert [line.split(":")[0] for line in done] == ["imports of home.py", f"home figures of {store.name}"]
+    assert len(ranked) == 1
+    with Store(store.root) as again:  # Home's first run, with a store of its own
+        rows = queue.class_rows(again)
+    assert len(ranked) == 1  # found in the memo, not ranked again
+    assert sorted(r["class"] for r in rows) == sorted(store.class_names())
+    assert all(isinstance(r["flagged"], int) for r in rows)
+
+
+def test_at_start_a_failure_is_logged_and_no_project_is_skipped(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from lotr_labeler.review import queue
+
+    def broken(store: Store) -> list[dict[str, object]]:
+        raise OSError("disk gone")
+
+    page = tmp_path / "home.py"
+    page.write_text("import lotr_labeler.no_such_module\n", encoding="utf-8")
+    monkeypatch.setattr(queue, "class_rows", broken)
+    with caplog.at_level(logging.WARNING, logger=warmup.__name__):
+        assert warmup.warm_first_page(page, (), store.root) == []
+        assert warmup.warm_first_page(page, (), None) == []
+        assert warmup.warm_first_page(page, (), tmp_path / "gone") == []
+    assert "importing what home.py imports failed" in caplog.text
+    assert f"the home figures of {store.name} failed: disk gone" in caplog.text
+
+
+def test_the_server_lifespan_starts_it_once_and_the_page_warm_up_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    order: list[tuple[object, ...]] = []
+
+    def first(page: Path, modules: list[str], project: Path | None) -> list[str]:
+        time.sleep(0.3)  # still at work when the first page's warm-up is started
+        order.append(("start", page, tuple(modules), project))
+        return []
+
+    monkeypatch.setattr(warmup, "_at_start", None)
+    monkeypatch.setattr(warmup, "warm_first_page", first)
+    monkeypatch.setattr(warmup, "warm", lambda pages, project, compile_page=None: order.append(("pages", project)))
+    hook = warmup.lifespan(Path("home.py"), ["streamlit.emojis"], lambda: Path("p"))
+
+    async def serve() -> None:
+        async with hook(None):
+            pass
+        async with hook(None):  # a second start in the process starts nothing more
+            pass
+
+    asyncio.run(serve())
+    thread = warmup._at_start
+    assert thread is not None and thread.daemon and thread.name == "lotr_labeler-warmup-start"
+    warmup._run([], Path("p"), None)  # the first page's warm-up, from the thread ``start`` makes
+    assert order == [("start", Path("home.py"), ("streamlit.emojis",), Path("p")), ("pages", Path("p"))]
+
+
+@pytest.mark.slow  # the real server
+def test_the_app_server_warms_the_first_page_before_any_browser_connects(tmp_path: Path) -> None:
+    from e2e.app_server import AppServer, cli
+
+    data = tmp_path / "data"
+    cli(data, "init", project="demo")
+    with AppServer(data, tmp_path / "streamlit.log") as app:
+        assert app.proc is not None
+        server = psutil.Process(app.proc.pid)
+        # numpy, which Home's flag counts need and no part of Streamlit's start imports: loaded with no
+        # session yet (bounded wait, the warm-up's thread runs beside the server).
+        deadline = time.monotonic() + 60
+        while not (numpy := any("_multiarray_umath" in m.path for m in server.memory_maps())):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert numpy, app.log_tail()

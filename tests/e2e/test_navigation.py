@@ -1,6 +1,6 @@
 """The sidebar navigation of a fresh server: "Home", not the entry script's name, whatever URL comes first.
 
-Streamlit runs a fresh server's first session in its legacy pages/ mode until streamlit_app.py has called
+Streamlit runs a fresh server's first session in its legacy pages/ mode until home.py has called
 st.navigation; a bookmark of /Search opened first used to list the home page as "streamlit app".
 """
 

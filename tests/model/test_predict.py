@@ -218,7 +218,7 @@ def test_cli_predict_without_a_model(empty_store: Store, data_root: Path, capsys
 
 def predict_page() -> AppTest:
     """The Predict page as the app runs it (from the home script, so page links resolve)."""
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=90)
+    at = AppTest.from_file(str(ROOT / "home.py"), default_timeout=90)
     at.run()
     at.switch_page(PAGE).run()
     assert not at.exception, [e.value for e in at.exception]

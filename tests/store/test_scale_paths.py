@@ -229,10 +229,10 @@ def test_kill_9_during_a_batch_loses_nothing_committed_and_leaves_nothing_half_d
 
 
 def test_home_page_imports_nothing_heavy() -> None:
-    """What streamlit_app.py imports loads no numpy, pandas, pyarrow, altair, scipy or torch."""
+    """What home.py (the first page) imports loads no numpy, pandas, pyarrow, altair, scipy or torch."""
     import ast
 
-    tree = ast.parse((ROOT / "streamlit_app.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "home.py").read_text(encoding="utf-8"))
     modules = sorted(
         {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
         | {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}

@@ -12,7 +12,7 @@ from lotr_labeler.store import CandidateIn, Store
 from lotr_labeler.workspace import open_project
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ["streamlit_app.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))]
+PAGES = ["home.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))]
 
 
 def app(page: str) -> AppTest:
@@ -62,7 +62,7 @@ def test_page_renders_with_images(store: Store, page: str) -> None:
 
 
 def test_home_shows_counts_chart_and_next_step(store: Store) -> None:
-    at = app("streamlit_app.py")
+    at = app("home.py")
     assert any("Next step" in m.value for m in at.markdown)
     assert [m.value for m in at.metric][:2] == ["3", "18"]
     table = next(m.value for m in at.markdown if m.value.startswith("| class |"))
@@ -89,7 +89,7 @@ def test_home_shows_counts_chart_and_next_step(store: Store) -> None:
 def home_with_the_new_project_box() -> AppTest:
     """Home with "New project" unfolded, as a click on it leaves it (its form is drawn only when open:
     folded, its text fields' code was fetched by the browser on every visit)."""
-    at = app("streamlit_app.py")
+    at = app("home.py")
     assert not at.text_input and not at.text_area  # folded: nothing of the form drawn
     at.session_state["home_new_project"] = True
     at.run()
@@ -272,7 +272,7 @@ def test_home_flagged_counts_what_review_shows_under_flag_any(store: Store, tmp_
     by_class = {c: sum(1 for it in listed if it.given == c) for c in ("circle", "square", "triangle")}
     assert sum("aspect" in it.flags and "near-duplicate" not in it.flags for it in listed) == 2
 
-    at = app("streamlit_app.py")
+    at = app("home.py")
     assert next(m.value for m in at.metric if m.label == "Flagged") == str(len(listed))
     table = next(m.value for m in at.markdown if m.value.startswith("| class |"))
     header = [h.strip() for h in table.splitlines()[0].strip("|").split("|")]

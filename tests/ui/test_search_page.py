@@ -222,7 +222,7 @@ def test_downloaded_cards_have_no_decisions_and_a_x_skip_them_saying_so_once(can
 
 @pytest.mark.slow
 def test_the_grid_message_is_cleared_when_the_page_is_entered_anew(candidates: Store) -> None:
-    at = AppTest.from_file(str(Path(PAGE).parent.parent / "streamlit_app.py"), default_timeout=60)
+    at = AppTest.from_file(str(Path(PAGE).parent.parent / "home.py"), default_timeout=60)
     at.run()
     at.switch_page("pages/2_Search.py").run()
     at = grid_send(at, "s_grid", {"action": "accept", "ids": [1]})

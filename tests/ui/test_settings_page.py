@@ -113,7 +113,7 @@ def test_every_declared_setting_has_a_named_group() -> None:
 
 
 def test_the_last_visits_messages_go_when_the_page_is_entered_anew(empty_store: Store) -> None:
-    at = AppTest.from_file(str(Path(PAGE).parent.parent / "streamlit_app.py"), default_timeout=60)
+    at = AppTest.from_file(str(Path(PAGE).parent.parent / "home.py"), default_timeout=60)
     at.run()
     at.switch_page("pages/7_Settings.py").run()
     at.checkbox(key="set_allow_private_hosts").check().run()
