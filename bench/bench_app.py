@@ -1,9 +1,10 @@
 """App responsiveness in a real browser: a review-grid click, and the cold start, each beside its anchor.
 
-- Grid click: ✓/✗ on one card of a 48-card Search page (the card is a fragment: only it reruns), from
-  the click event to the card showing its new state with the app idle. Anchor: a full-page rerun of the
-  same page (the State filter switched between "pending" and "All", 48 cards either way), measured the
-  same way in the same run. Goal: a card click answers within 0.5 s.
+- Grid click: ✓/✗ on one card of a 48-card Search page (the card grid shows it at once and sends it to
+  Python, whose fragment stores it), from the click event to the card showing its new state with the
+  decision saved (the card no longer marked as waiting for Python) and the app idle. Anchor: a full-page
+  rerun of the same page (the State filter switched between "pending" and "All", 48 cards either way),
+  measured the same way in the same run. Goal: a card click is saved within 0.5 s.
 - Cold start: ``streamlit run`` process start → /_stcore/health → first page rendered in Chromium.
   Anchor: the same for a one-line Streamlit app (``st.title``), so the ratio is what our app adds.
 
@@ -66,57 +67,105 @@ def seed(data: Path, images: str, n: int = 60) -> None:
     store.close()
 
 
+# The card grid draws in a shadow root (components v2): these look it up from the document.
+_GRID = """const grid = (() => { for (const el of document.querySelectorAll('*'))
+  if (el.shadowRoot && el.shadowRoot.querySelector('.cg-grid')) return el.shadowRoot.querySelector('.cg-grid');
+  return document.querySelector('.cg-grid'); })();"""
+
+
 def wait_grid(sp: StreamlitPage, n: int = 48) -> None:
-    sp.wait_images(n)
+    """Until the grid shows ``n`` cards with their pictures loaded and the app is idle."""
+    sp.page.wait_for_function(
+        f"""n => {{ {_GRID} return !!grid && window.__st.idle() && Array.from(grid.querySelectorAll('.cg-card img'))
+                .filter(i => i.complete && i.naturalWidth > 0).length >= n; }}""",
+        arg=n,
+        timeout=sp.timeout_ms,
+    )
 
 
-def card_ids(sp: StreamlitPage) -> list[int]:
-    return sp.key_numbers("acc_")
+def pending_cards(sp: StreamlitPage) -> list[int]:
+    """The ids of the undecided cards shown, in page order."""
+    ids = sp.page.evaluate(
+        f"() => {{ {_GRID} return Array.from(grid.querySelectorAll('.cg-card.cg-st-pending'))"
+        ".map(e => Number(e.dataset.card)); }"
+    )
+    return [int(i) for i in ids]
 
 
-def card_click(sp: StreamlitPage, key: str) -> float:
-    return sp.timed(
-        lambda: sp.keyed_button(key).click(),
-        "const b = window.__st.button(arg); return !!b && b.getAttribute('kind') === 'primary' && window.__st.idle();",
-        arg=key,
+def card_click(sp: StreamlitPage, card: int, act: str) -> tuple[float, float]:
+    """A click on the card's ✓ or ✗ → (seconds to its new state shown, seconds to it saved): Python has
+    the decision (the card no longer waits for it, ``cg-saving``) and the app is idle. Timed in the page
+    from the click event, checked every animation frame, as ``StreamlitPage.timed`` does."""
+    state = {"accept": "accepted", "reject": "rejected"}[act]
+    sp.page.evaluate(
+        f"""([id, cls]) => {{
+          const st = window.__st; st.lastClick = null;
+          const probe = st.probe = {{shown: null, saved: null}};
+          const loop = () => {{
+            if (st.probe !== probe) return;
+            {_GRID} const c = grid && grid.querySelector(`[data-card="${{id}}"]`);
+            if (st.lastClick !== null) {{
+              if (probe.shown === null && (!c || c.classList.contains(cls))) probe.shown = performance.now();
+              if (st.idle() && (!c || (c.classList.contains(cls) && !c.classList.contains('cg-saving')))) {{
+                probe.saved = performance.now(); return;
+              }}
+            }}
+            requestAnimationFrame(loop);
+          }};
+          requestAnimationFrame(loop);
+        }}""",
+        [card, f"cg-st-{state}"],
+    )
+    sp.page.locator(f'.cg-grid [data-card="{card}"] [data-act="{act}"]').first.click()
+    sp.page.wait_for_function("() => window.__st.probe.saved !== null", timeout=sp.timeout_ms)
+    start, shown, saved = sp.page.evaluate("[window.__st.lastClick, window.__st.probe.shown, window.__st.probe.saved]")
+    return (shown - start) / 1000, (saved - start) / 1000
+
+
+def pick(sp: StreamlitPage, label: str, option: str) -> None:
+    """Pick ``option`` of the ``label`` list as a mouse pick does (its change event), stamping the event's
+    time as ``timed`` counts from (a pick is no click)."""
+    sp.page.get_by_role("combobox", name=label, exact=True).first.evaluate(
+        """(el, option) => {
+             el.value = [...el.options].find(o => o.text.trim() === option).value;
+             window.__st.lastClick = performance.now();
+             el.dispatchEvent(new Event('change', {bubbles: true}));
+           }""",
+        option,
     )
 
 
 def filter_change(sp: StreamlitPage, state: str) -> float:
-    """Full rerun: switch the State filter; done when a run started after the click ended, 48 cards shown."""
+    """Full rerun: switch the State filter; done when a run started after the pick ended, 48 cards shown."""
     before = sp.run_count()
     return sp.timed(
-        lambda: sp.select("State", state, rerun=False),  # timed() waits for the rerun, in the page
-        """return window.__st.idle() && window.__st.finished > arg.n
-               && document.querySelectorAll('[class*="st-key-acc_"] button').length >= 48;""",
+        lambda: pick(sp, "State", state),  # timed() waits for the rerun, in the page
+        f"""{_GRID} return window.__st.idle() && window.__st.finished > arg.n && !!grid
+               && grid.querySelectorAll('.cg-card').length >= 48;""",
         arg={"n": before},
     )
 
 
-def grid(browser: Any, data: Path, clicks: int) -> tuple[list[float], list[float]]:
+def grid(browser: Any, data: Path, clicks: int) -> tuple[list[float], list[float], list[float]]:
+    """(click → shown, click → saved, the anchor's full reruns), ``clicks`` each."""
     with AppServer(data, ROOT / "test-artifacts" / "bench" / "streamlit-grid.log") as app:
         context = browser.new_context(viewport=VIEWPORT)
         try:
             sp = StreamlitPage(context.new_page(), app.url)
             sp.open("/Search")
             wait_grid(sp)
-            ours: list[float] = []
+            shown: list[float] = []
+            saved: list[float] = []
             anchor: list[float] = []
             states = ["All", "pending"]
             for i in range(clicks):
-                # Cards not decided yet: the State filter alternates, so pick from what is on screen.
-                undecided = [
-                    c
-                    for c in card_ids(sp)
-                    if not sp.page.evaluate(
-                        "k => ['acc_', 'rej_'].some(p => window.__st.button(p + k)?.getAttribute('kind') == 'primary')",
-                        str(c),
-                    )
-                ]
-                ours.append(card_click(sp, f"{'acc' if i % 2 == 0 else 'rej'}_{undecided[0]}"))
+                # A card not decided yet: the State filter alternates, so pick from what is on screen.
+                answer = card_click(sp, pending_cards(sp)[0], "accept" if i % 2 == 0 else "reject")
+                shown.append(answer[0])
+                saved.append(answer[1])
                 anchor.append(filter_change(sp, states[i % 2]))
                 wait_grid(sp)
-            return ours, anchor
+            return shown, saved, anchor
         finally:
             context.close()
 
@@ -156,18 +205,34 @@ def main() -> int:
             browser = launch_chromium(pw, chromium)
             try:
                 seed(root / "grid", images)
-                ours, anchor = grid(browser, root / "grid", args.clicks)
-                o, a = statistics.median(ours), statistics.median(anchor)
+                shown, saved, anchor = grid(browser, root / "grid", args.clicks)
+                a = statistics.median(anchor)
+                rerun = (
+                    f"anchor: State filter change on the same page (a full rerun), median of {len(anchor)} "
+                    f"(min {min(anchor):.3f}, max {max(anchor):.3f}); headless Chromium, from the click event"
+                )
+                o = statistics.median(shown)
                 emit(
-                    name="grid click → idle, 48-card page (card fragment vs full-page rerun)",
+                    name="grid click → card shown, 48-card page (card grid vs full-page rerun)",
+                    ours=round(o, 3),
+                    anchor=round(a, 3),
+                    ratio=round(o / a, 3),
+                    goal="ours <= 0.1 s",
+                    unit="s",
+                    note=f"median of {len(shown)} clicks (min {min(shown):.3f}, max {max(shown):.3f}), to the "
+                    f"card's new state drawn, before Python hears of it; {rerun}",
+                )
+                o = statistics.median(saved)
+                emit(
+                    name="grid click → saved, 48-card page (card grid vs full-page rerun)",
                     ours=round(o, 3),
                     anchor=round(a, 3),
                     ratio=round(o / a, 3),
                     goal="ours <= 0.5 s",
                     unit="s",
-                    note=f"median of {len(ours)} clicks (min {min(ours):.3f}, max {max(ours):.3f}); anchor: "
-                    f"State filter change on the same page, median of {len(anchor)} (min {min(anchor):.3f}, "
-                    f"max {max(anchor):.3f}); headless Chromium, click event → card state shown and app idle",
+                    note=f"median of {len(saved)} clicks (min {min(saved):.3f}, max {max(saved):.3f}), to the "
+                    "decision stored by Python and the app idle: the grid sends its queue at a 300 ms pause "
+                    f"(cards.js IDLE_MS: keys typed faster go together), then one fragment run; {rerun}",
                 )
 
                 hello = root / "hello" / "hello_app.py"
