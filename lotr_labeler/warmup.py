@@ -234,11 +234,18 @@ def lifespan(first: Path, modules: Sequence[str], project: Callable[[], Path | N
         with _lock:
             if _at_start is None:
                 _at_start = threading.Thread(
-                    target=lambda: warm_first_page(first, modules, project()),
-                    name="lotr_labeler-warmup-start",
-                    daemon=True,
+                    target=_run_at_start, args=(first, modules, project), name="lotr_labeler-warmup-start", daemon=True
                 )
                 _at_start.start()
         yield
 
     return hook
+
+
+def _run_at_start(first: Path, modules: Sequence[str], project: Callable[[], Path | None]) -> None:
+    try:
+        chosen = project()
+    except Exception as exc:  # an unreadable data folder: the first page says so itself
+        log.warning("warm-up: finding the project to warm failed: %s", exc)
+        chosen = None
+    warm_first_page(first, modules, chosen)

@@ -318,6 +318,21 @@ def test_the_server_lifespan_starts_it_once_and_the_page_warm_up_waits_for_it(
     assert order == [("start", Path("home.py"), ("streamlit.emojis",), Path("p")), ("pages", Path("p"))]
 
 
+def test_a_project_that_cannot_be_found_at_start_is_logged_and_the_imports_still_warmed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    warmed: list[Path | None] = []
+    monkeypatch.setattr(warmup, "warm_first_page", lambda page, modules, project: warmed.append(project) or [])
+
+    def unreadable() -> Path | None:
+        raise PermissionError("data: permission denied")
+
+    with caplog.at_level(logging.WARNING, logger=warmup.__name__):
+        warmup._run_at_start(Path("home.py"), (), unreadable)
+    assert warmed == [None]
+    assert "finding the project to warm failed: data: permission denied" in caplog.text
+
+
 @pytest.mark.slow  # the real server
 def test_the_app_server_warms_the_first_page_before_any_browser_connects(tmp_path: Path) -> None:
     from e2e.app_server import AppServer, cli
