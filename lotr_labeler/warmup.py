@@ -127,10 +127,8 @@ def warm(
         except Exception as exc:  # the Review page ranks it again and shows the error there
             log.warning("warm-up: ranking the Review queue of %s failed: %s", project.name, exc)
         else:
-            took = (time.perf_counter() - started) * 1000
             ranked = "left to the page" if n is None else f"{n} images"
-            done.append(f"review queue of {project.name}: {ranked}, {took:.0f} ms")
-            log.debug("warm-up: %s", done[-1])
+            _record(done, f"review queue of {project.name}: {ranked}, {_since(started)}")
     imports: dict[Path, list[tuple[str, tuple[str, ...]]]] = {}
     for page in pages:
         try:
@@ -156,9 +154,18 @@ def warm(
                 log.warning("warm-up: compiling %s failed: %s", page.name, exc)
             else:
                 what = "imports and script"
-        done.append(f"{what} of {page.name}: {(time.perf_counter() - started) * 1000:.0f} ms")
-        log.debug("warm-up: %s", done[-1])
+        _record(done, f"{what} of {page.name}: {_since(started)}")
     return done
+
+
+def _record(done: list[str], line: str) -> None:
+    """One step warmed: kept for the caller, logged at debug."""
+    done.append(line)
+    log.debug("warm-up: %s", line)
+
+
+def _since(started: float) -> str:
+    return f"{(time.perf_counter() - started) * 1000:.0f} ms"
 
 
 def _shows_queue(imports: list[tuple[str, tuple[str, ...]]]) -> bool:
@@ -204,8 +211,7 @@ def warm_first_page(first: Path, modules: Sequence[str], project: Path | None) -
     except Exception as exc:  # the page imports it again and shows the error there
         log.warning("warm-up: importing what %s imports failed: %s", first.name, exc)
     else:
-        done.append(f"imports of {first.name}: {(time.perf_counter() - started) * 1000:.0f} ms")
-        log.debug("warm-up: %s", done[-1])
+        _record(done, f"imports of {first.name}: {_since(started)}")
     if project is not None and (project / DB_NAME).is_file():
         started = time.perf_counter()
         try:
@@ -218,8 +224,7 @@ def warm_first_page(first: Path, modules: Sequence[str], project: Path | None) -
         except Exception as exc:  # the page counts them again and shows the error there
             log.warning("warm-up: the home figures of %s failed: %s", project.name, exc)
         else:
-            done.append(f"home figures of {project.name}: {(time.perf_counter() - started) * 1000:.0f} ms")
-            log.debug("warm-up: %s", done[-1])
+            _record(done, f"home figures of {project.name}: {_since(started)}")
     return done
 
 
